@@ -1,0 +1,294 @@
+"""Fault injection for rehearsing a misbehaving broker.
+
+A :class:`FaultConfig` says how often each kind of failure happens; a :class:`FaultInjector`
+draws from a seeded RNG per request and counts what it injected. The HTTP server applies the
+decision as middleware on Alpaca paths only (never on the ``/_sim/`` control API).
+
+Spec syntax (``--faults`` and ``POST /_sim/v1/faults {"spec": ...}``), comma separated::
+
+    error_rate=0.05,latency_ms=50-400,rate_limit=0.02,timeout=0.01,reset=0.01,
+    malformed=0.01,accept_then_timeout=0.01,timeout_s=30,endpoints=/v2/orders*|/v2/positions*
+
+Kinds (probabilities are per request, drawn once; their sum must not exceed 1):
+
+* ``error_rate``: answer 500 or 503 with an Alpaca-style body, without processing.
+* ``rate_limit``: answer 429 with ``Retry-After``, without processing.
+* ``timeout``: hold the request ``timeout_s`` seconds (longer than a client's timeout), without
+  processing, then drop the connection.
+* ``reset``: close the connection abruptly, without processing and without a response.
+* ``malformed``: process the request, then answer 200 with the body truncated mid-JSON.
+* ``accept_then_timeout``: only on ``POST /v2/orders``: process the order (it exists at the
+  broker), then hold ``timeout_s`` and drop the connection, so the client never sees the answer.
+* ``latency_ms``: an extra uniform delay ``lo-hi`` milliseconds (or a fixed ``N``) on every
+  matching request, independent of the kinds above.
+* ``endpoints``: ``|``-separated globs on the request path (``fnmatch``); default: every path.
+* ``seed``: the RNG seed (default 42), so a rehearsal replays the same faults.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+#: Kinds drawn per request, in the order their probability intervals are laid out.
+FAULT_KINDS: tuple[str, ...] = (
+    "error_rate",
+    "rate_limit",
+    "timeout",
+    "reset",
+    "malformed",
+    "accept_then_timeout",
+)
+_ALLOWED_KEYS = (*FAULT_KINDS, "latency_ms", "timeout_s", "endpoints", "seed")
+_ORDER_SUBMIT_PATH = "/v2/orders"
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """How often each fault happens. All probabilities default to 0 (no faults)."""
+
+    error_rate: float = 0.0
+    rate_limit: float = 0.0
+    timeout: float = 0.0
+    reset: float = 0.0
+    malformed: float = 0.0
+    accept_then_timeout: float = 0.0
+    latency_ms: tuple[float, float] | None = None
+    timeout_s: float = 30.0
+    endpoints: tuple[str, ...] = ()
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        for kind in FAULT_KINDS:
+            value = getattr(self, kind)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"fault {kind}={value!r}: must be a probability between 0 and 1")
+        total = sum(getattr(self, kind) for kind in FAULT_KINDS)
+        if total > 1.0 + 1e-9:
+            raise ValueError(
+                f"fault probabilities add up to {total:g}: "
+                f"{', '.join(FAULT_KINDS)} must sum to at most 1"
+            )
+        if self.latency_ms is not None:
+            low, high = self.latency_ms
+            if low < 0 or high < low:
+                raise ValueError(
+                    f"fault latency_ms={low:g}-{high:g}: must be 0 <= low <= high milliseconds"
+                )
+        if self.timeout_s <= 0:
+            raise ValueError(f"fault timeout_s={self.timeout_s!r}: must be a positive number of seconds")
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, spec: str) -> FaultConfig:
+        """Parse ``key=value,key=value``; an empty spec means no faults.
+
+        Raises ``ValueError`` naming the offending key and what is allowed.
+        """
+        values: dict[str, str] = {}
+        for raw in spec.split(","):
+            item = raw.strip()
+            if not item:
+                continue
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or not value.strip():
+                raise ValueError(
+                    f"fault spec item {item!r}: expected key=value with key one of "
+                    f"{', '.join(_ALLOWED_KEYS)}"
+                )
+            if key in values:
+                raise ValueError(f"fault {key} given twice")
+            values[key] = value.strip()
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> FaultConfig:
+        """Build from a JSON object or parsed spec; values may be numbers or strings."""
+        unknown = [key for key in values if key not in _ALLOWED_KEYS]
+        if unknown:
+            raise ValueError(
+                f"unknown fault {unknown[0]!r}: allowed keys are {', '.join(_ALLOWED_KEYS)}"
+            )
+        kwargs: dict[str, Any] = {}
+        for kind in FAULT_KINDS:
+            if kind in values:
+                kwargs[kind] = _probability(kind, values[kind])
+        if "latency_ms" in values:
+            kwargs["latency_ms"] = _latency(values["latency_ms"])
+        if "timeout_s" in values:
+            kwargs["timeout_s"] = _positive_float("timeout_s", values["timeout_s"])
+        if "endpoints" in values:
+            kwargs["endpoints"] = _endpoints(values["endpoints"])
+        if "seed" in values:
+            kwargs["seed"] = _integer("seed", values["seed"])
+        return cls(**kwargs)
+
+    # -- use -------------------------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """Whether any fault can fire at all."""
+        return self.latency_ms is not None or any(getattr(self, k) > 0 for k in FAULT_KINDS)
+
+    def applies_to(self, path: str) -> bool:
+        """Whether requests to ``path`` are subject to faults (the ``endpoints`` filter)."""
+        if not self.endpoints:
+            return True
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.endpoints)
+
+    def to_spec(self) -> str:
+        """The spec string that parses back to this configuration."""
+        parts = [f"{kind}={getattr(self, kind):g}" for kind in FAULT_KINDS if getattr(self, kind)]
+        if self.latency_ms is not None:
+            parts.append(f"latency_ms={self.latency_ms[0]:g}-{self.latency_ms[1]:g}")
+        defaults = FaultConfig()
+        if self.timeout_s != defaults.timeout_s:
+            parts.append(f"timeout_s={self.timeout_s:g}")
+        if self.endpoints:
+            parts.append("endpoints=" + "|".join(self.endpoints))
+        if self.seed != defaults.seed:
+            parts.append(f"seed={self.seed}")
+        return ",".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (for ``/_sim/v1/state``)."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["latency_ms"] = list(self.latency_ms) if self.latency_ms is not None else None
+        out["endpoints"] = list(self.endpoints)
+        out["spec"] = self.to_spec()
+        return out
+
+
+@dataclass
+class FaultInjector:
+    """Draws faults for requests from a seeded RNG and counts each one injected.
+
+    ``counts`` is shared with the simulator core so ``state()["faults"]`` reports it.
+    Replace the configuration at run time with :meth:`configure`.
+    """
+
+    config: FaultConfig = field(default_factory=FaultConfig)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.config.seed)
+        for kind in (*FAULT_KINDS, "latency_ms"):
+            self.counts.setdefault(kind, 0)
+
+    def configure(self, config: FaultConfig) -> None:
+        """Switch to ``config`` (reseeding the RNG); counts keep accumulating."""
+        self.config = config
+        self._rng = random.Random(config.seed)
+
+    def clear(self) -> None:
+        """Stop injecting faults."""
+        self.configure(replace(FaultConfig(), seed=self.config.seed))
+
+    def choose(self, method: str, path: str) -> str | None:
+        """The fault kind to inject into this request, or None; counts it when chosen."""
+        config = self.config
+        if not config.active or not config.applies_to(path):
+            return None
+        draw = self._rng.random()
+        upper = 0.0
+        for kind in FAULT_KINDS:
+            probability = getattr(config, kind)
+            if probability <= 0.0:
+                continue
+            upper += probability
+            if draw < upper:
+                if kind == "accept_then_timeout" and not _is_order_submit(method, path):
+                    return None
+                self.counts[kind] += 1
+                return kind
+        return None
+
+    def latency_seconds(self, path: str) -> float:
+        """The extra delay for this request, in seconds (0 when latency is off); counts it."""
+        config = self.config
+        if config.latency_ms is None or not config.applies_to(path):
+            return 0.0
+        low, high = config.latency_ms
+        self.counts["latency_ms"] += 1
+        return self._rng.uniform(low, high) / 1000.0
+
+    def status_for_error(self) -> int:
+        """500 or 503, chosen by the RNG, for an ``error_rate`` fault."""
+        return 503 if self._rng.random() < 0.3 else 500
+
+
+def _is_order_submit(method: str, path: str) -> bool:
+    return method == "POST" and path == _ORDER_SUBMIT_PATH
+
+
+def _probability(key: str, value: Any) -> float:
+    number = _float(key, value, "a probability between 0 and 1")
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"fault {key}={value!r}: must be a probability between 0 and 1")
+    return number
+
+
+def _positive_float(key: str, value: Any) -> float:
+    number = _float(key, value, "a positive number of seconds")
+    if number <= 0:
+        raise ValueError(f"fault {key}={value!r}: must be a positive number of seconds")
+    return number
+
+
+def _float(key: str, value: Any, allowed: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"fault {key}={value!r}: must be {allowed}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"fault {key}={value!r}: must be {allowed}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"fault {key}={value!r}: must be {allowed}")
+    return number
+
+
+def _integer(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"fault {key}={value!r}: must be an integer")
+    try:
+        return int(str(value))
+    except ValueError:
+        raise ValueError(f"fault {key}={value!r}: must be an integer") from None
+
+
+def _latency(value: Any) -> tuple[float, float]:
+    allowed = "milliseconds as N or LOW-HIGH (e.g. 50-400)"
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        low = _float("latency_ms", value[0], allowed)
+        high = _float("latency_ms", value[1], allowed)
+    elif isinstance(value, str) and "-" in value.strip().lstrip("-"):
+        low_text, _, high_text = value.strip().partition("-")
+        low = _float("latency_ms", low_text, allowed)
+        high = _float("latency_ms", high_text, allowed)
+    else:
+        low = high = _float("latency_ms", value, allowed)
+    if low < 0 or high < low:
+        raise ValueError(f"fault latency_ms={value!r}: must be 0 <= LOW <= HIGH milliseconds")
+    return (low, high)
+
+
+def _endpoints(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        patterns = [p.strip() for p in value.split("|")]
+    elif isinstance(value, (list, tuple)) and all(isinstance(p, str) for p in value):
+        patterns = [p.strip() for p in value]
+    else:
+        raise ValueError(
+            f"fault endpoints={value!r}: must be path globs separated by '|' (or a JSON list)"
+        )
+    patterns = [p for p in patterns if p]
+    for pattern in patterns:
+        if not pattern.startswith("/"):
+            raise ValueError(
+                f"fault endpoints pattern {pattern!r}: must be a path glob starting with '/'"
+            )
+    return tuple(patterns)
