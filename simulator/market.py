@@ -1,0 +1,623 @@
+"""The simulated market: minute bars, last trades, quotes and daily bars for a set of symbols.
+
+A :class:`Market` reads per-(symbol, session) minute data from a source, lazily and with a
+bounded LRU cache, and layers shocks and scheduled gaps on top:
+
+* :meth:`Market.synthetic`: a seeded synthetic market (see ``simulator/synthetic.py``);
+* :meth:`Market.from_csv_dir`: replay of CSV bar files (see ``simulator/csv_source.py``).
+
+Conventions (shared by the matching engine and the market-data API):
+
+* A minute bar's ``t`` is the *start* of its minute; it is complete at ``t + 60 s``.
+* The last trade price at ``t`` (:meth:`Market.price_at`) is the open of the bar of the
+  minute containing ``t`` when that minute has a bar, else the close of the last bar before
+  it (looking back up to :data:`LOOKBACK_SESSIONS` sessions).
+* Quotes (:meth:`Market.quote_at`) straddle that price with the source's spread model:
+  wider in extended hours and when closed, tighter for liquid names, never below one cent.
+* A daily bar aggregates the *regular-session* minute bars of its session (open of the first,
+  max high, min low, close of the last, summed volume and trade count, volume-weighted vw);
+  its ``t`` is midnight America/New_York of the session date, in UTC, as Alpaca sends it.
+  A session whose data has no regular-session bar aggregates all its bars instead.
+* Shocks multiply every price from their instant on: bars starting at or after the instant
+  are scaled, the bar containing it keeps its open and moves its close (its high/low stretch
+  to include it), earlier bars are untouched. The market continues from the new level.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import structlog
+
+from clock import EXCHANGE_TZ, Clock
+from trading_calendar import TradingCalendar
+
+log = structlog.get_logger(__name__)
+
+UTC = timezone.utc
+LOOKBACK_SESSIONS = 10
+DEFAULT_CACHE_DAYS = 384
+
+
+class MinuteBar(NamedTuple):
+    """One bar: ``t`` is the start of the interval (aware UTC); prices float; volume int."""
+
+    t: datetime
+    o: float
+    h: float
+    l: float  # noqa: E741 - Alpaca's field letter
+    c: float
+    v: int
+    n: int
+    vw: float
+
+
+class SimQuote(NamedTuple):
+    """Best bid and offer at ``t`` (sizes in shares)."""
+
+    bid: float
+    ask: float
+    bid_size: int
+    ask_size: int
+    t: datetime
+
+
+class DayArrays(NamedTuple):
+    """Every minute bar of one symbol on one session, as numpy arrays (oldest first).
+
+    ``ts`` holds bar start times as int64 epoch seconds (UTC); ``o/h/l/c/vw`` float64;
+    ``v`` and ``n`` int64. Minutes without trades have no entry.
+    """
+
+    session: date
+    ts: np.ndarray
+    o: np.ndarray
+    h: np.ndarray
+    l: np.ndarray  # noqa: E741
+    c: np.ndarray
+    v: np.ndarray
+    n: np.ndarray
+    vw: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def bar(self, i: int) -> MinuteBar:
+        """Bar ``i`` as a :class:`MinuteBar`."""
+        return MinuteBar(
+            datetime.fromtimestamp(int(self.ts[i]), UTC),
+            float(self.o[i]),
+            float(self.h[i]),
+            float(self.l[i]),
+            float(self.c[i]),
+            int(self.v[i]),
+            int(self.n[i]),
+            float(self.vw[i]),
+        )
+
+
+@dataclass(frozen=True)
+class SymbolProfile:
+    """What the quote model and the data API need to know about a symbol."""
+
+    symbol: str
+    spread_bps: float  # half the typical regular-session spread, in basis points of price
+    avg_trade_size: int  # shares per trade, to derive trade counts and trade sizes
+    tape: str  # "A" NYSE, "B" Arca/other, "C" Nasdaq
+    exchange: str  # listing exchange, Alpaca's asset enum
+
+
+class MarketSource(Protocol):
+    """Where a :class:`Market` gets its unshocked minute data from."""
+
+    symbols: list[str]
+
+    def day(self, symbol: str, session: date) -> DayArrays | None:
+        """All minute bars of ``symbol`` on ``session``, or None when there are none."""
+        ...
+
+    def sessions(self, start: date, end: date) -> list[date]:
+        """Sessions in ``start..end`` for which any symbol has data, oldest first."""
+        ...
+
+    def profile(self, symbol: str) -> SymbolProfile:
+        """The symbol's quote/trade profile."""
+        ...
+
+    def volatile(self, symbol: str, session: date) -> bool:
+        """Whether ``session`` is in a volatile regime for ``symbol`` (wider spreads)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Shock:
+    """A price move by ``factor`` at instant ``at_epoch`` (seconds) for one symbol."""
+
+    at_epoch: float
+    factor: float
+    reason: str
+
+
+def _epoch(moment: datetime) -> float:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: every timestamp in this system must be timezone-aware")
+    return moment.timestamp()
+
+
+def midnight_et_utc(day: date) -> datetime:
+    """Midnight America/New_York of ``day``, in UTC (Alpaca's daily bar timestamp)."""
+    return datetime.combine(day, time(0, 0), EXCHANGE_TZ).astimezone(UTC)
+
+
+def _apply_shocks(day: DayArrays, shocks: Sequence[Shock]) -> DayArrays:
+    """``day`` with every shock applied (see the module docstring for the rule)."""
+    if not shocks or len(day) == 0:
+        return day
+    start = float(day.ts[0])
+    end = float(day.ts[-1]) + 60.0
+    relevant = [s for s in shocks if s.at_epoch < end]
+    if not relevant:
+        return day
+    ts = day.ts.astype(np.float64)
+    o, h, l, c, vw = (a.copy() for a in (day.o, day.h, day.l, day.c, day.vw))
+    for shock in relevant:
+        if shock.at_epoch <= start:
+            for a in (o, h, l, c, vw):
+                a *= shock.factor
+            continue
+        after = ts >= shock.at_epoch
+        for a in (o, h, l, c, vw):
+            a[after] *= shock.factor
+        inside = (ts < shock.at_epoch) & (ts + 60.0 > shock.at_epoch)
+        if inside.any():
+            c[inside] *= shock.factor
+            h[inside] = np.maximum(h[inside], c[inside])
+            l[inside] = np.minimum(l[inside], c[inside])
+    for a in (o, h, l, c, vw):
+        np.round(a, 4, out=a)
+    h = np.maximum(h, np.maximum(o, c))
+    l = np.minimum(l, np.minimum(o, c))
+    vw = np.clip(vw, l, h)
+    return DayArrays(day.session, day.ts, o, h, l, c, day.v, day.n, vw)
+
+
+def aggregate(day: DayArrays, mask: np.ndarray | None = None) -> tuple[float, float, float, float, int, int, float] | None:
+    """(o, h, l, c, v, n, vw) over the bars selected by ``mask`` (all when None)."""
+    if mask is not None:
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return None
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        if hi - lo != idx.size:
+            raise ValueError("aggregate needs a contiguous selection of bars")
+    else:
+        lo, hi = 0, len(day)
+        if hi == 0:
+            return None
+    v = day.v[lo:hi]
+    volume = int(v.sum())
+    if volume > 0:
+        vw = float(np.dot(day.vw[lo:hi], v) / volume)
+    else:
+        vw = float(day.vw[lo:hi].mean())
+    low = float(day.l[lo:hi].min())
+    high = float(day.h[lo:hi].max())
+    return (
+        float(day.o[lo]),
+        high,
+        low,
+        float(day.c[hi - 1]),
+        volume,
+        int(day.n[lo:hi].sum()),
+        round(min(max(vw, low), high), 4),
+    )
+
+
+class Market:
+    """Minute bars, prices, quotes and daily bars for ``symbols``; shocks and gaps on top.
+
+    Build with :meth:`synthetic` or :meth:`from_csv_dir`. Deterministic: the same source
+    and seed give the same numbers whatever order they are asked in.
+    """
+
+    def __init__(
+        self,
+        source: MarketSource,
+        calendar: TradingCalendar | None = None,
+        seed: int = 42,
+        cache_days: int = DEFAULT_CACHE_DAYS,
+    ) -> None:
+        self._source = source
+        self.calendar = calendar or TradingCalendar()
+        self.seed = seed
+        self.symbols: list[str] = list(source.symbols)
+        self._known = set(self.symbols)
+        self._cache: OrderedDict[tuple[str, date], DayArrays | None] = OrderedDict()
+        self._cache_days = max(8, cache_days)
+        self._daily: dict[tuple[str, date], MinuteBar | None] = {}
+        self._shocks: dict[str, list[Shock]] = {}
+        self._shock_log: list[dict[str, object]] = []
+        self.clock: Clock | None = None
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def synthetic(
+        cls,
+        symbols: list[str] | None = None,
+        seed: int = 42,
+        calendar: TradingCalendar | None = None,
+    ) -> Market:
+        """A seeded synthetic market (default symbols SPY, QQQ, AAPL, MSFT, NVDA, TSLA)."""
+        from simulator.synthetic import SyntheticSource
+
+        cal = calendar or TradingCalendar()
+        return cls(SyntheticSource(symbols, seed=seed, calendar=cal), cal, seed)
+
+    @classmethod
+    def from_csv_dir(
+        cls,
+        path: str | Path,
+        symbols: list[str] | None = None,
+        calendar: TradingCalendar | None = None,
+        seed: int = 42,
+    ) -> Market:
+        """Replay of the CSV files under ``path`` (layout of ``shared/data``)."""
+        from simulator.csv_source import CsvSource
+
+        cal = calendar or TradingCalendar()
+        return cls(CsvSource(Path(path), symbols, seed=seed, calendar=cal), cal, seed)
+
+    def attach_clock(self, clock: Clock) -> None:
+        """Give the market a notion of "now" (used by :meth:`schedule_gap`)."""
+        self.clock = clock
+
+    # -- the data ------------------------------------------------------------------------
+
+    def has_symbol(self, symbol: str) -> bool:
+        return symbol in self._known
+
+    def profile(self, symbol: str) -> SymbolProfile:
+        self._require(symbol)
+        return self._source.profile(symbol)
+
+    def _require(self, symbol: str) -> None:
+        if symbol not in self._known:
+            raise KeyError(f"unknown symbol {symbol!r}; the market has {', '.join(self.symbols)}")
+
+    def minute_arrays(self, symbol: str, session_date: date) -> DayArrays | None:
+        """Every minute bar of ``symbol`` on ``session_date`` (shocks applied), or None."""
+        if symbol not in self._known:
+            return None
+        key = (symbol, session_date)
+        cache = self._cache
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        day = self._load(symbol, session_date)
+        cache[key] = day
+        if len(cache) > self._cache_days:
+            cache.popitem(last=False)
+        return day
+
+    def _load(self, symbol: str, session_date: date) -> DayArrays | None:
+        day = self._source.day(symbol, session_date)
+        if day is None or len(day) == 0:
+            return None
+        return _apply_shocks(day, self._shocks.get(symbol, ()))
+
+    def _peek(self, symbol: str, session_date: date) -> DayArrays | None:
+        """Like :meth:`minute_arrays` but without disturbing the LRU (for long scans)."""
+        cached = self._cache.get((symbol, session_date), False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        return self._load(symbol, session_date)
+
+    def trading_days(self, start: date, end: date) -> list[date]:
+        """Sessions in ``start..end`` (inclusive) for which the market has data."""
+        return self._source.sessions(start, end)
+
+    def bar_at(self, symbol: str, minute_start: datetime) -> MinuteBar | None:
+        """The bar starting at ``minute_start`` (any second within the minute), or None."""
+        day = self._day_of(symbol, minute_start)
+        if day is None:
+            return None
+        epoch = int(_epoch(minute_start)) // 60 * 60
+        i = int(np.searchsorted(day.ts, epoch))
+        if i < len(day) and int(day.ts[i]) == epoch:
+            return day.bar(i)
+        return None
+
+    def minute_bars(self, symbol: str, start: datetime, end: datetime) -> list[MinuteBar]:
+        """Bars whose start lies in ``[start, end)``, oldest first."""
+        lo, hi = _epoch(start), _epoch(end)
+        out: list[MinuteBar] = []
+        if symbol not in self._known or hi <= lo:
+            return out
+        first = start.astimezone(EXCHANGE_TZ).date()
+        last = end.astimezone(EXCHANGE_TZ).date()
+        for session in self.trading_days(first, last):
+            day = self.minute_arrays(symbol, session)
+            if day is None:
+                continue
+            a = int(np.searchsorted(day.ts, lo, side="left"))
+            b = int(np.searchsorted(day.ts, hi, side="left"))
+            out.extend(day.bar(i) for i in range(a, b))
+        return out
+
+    def _day_of(self, symbol: str, moment: datetime) -> DayArrays | None:
+        session = moment.astimezone(EXCHANGE_TZ).date()
+        return self.minute_arrays(symbol, session)
+
+    def _shock_factor(self, symbol: str, after_epoch: float, until_epoch: float) -> float:
+        """Product of the symbol's shocks with ``after < at <= until``."""
+        factor = 1.0
+        for shock in self._shocks.get(symbol, ()):
+            if after_epoch < shock.at_epoch <= until_epoch:
+                factor *= shock.factor
+        return factor
+
+    def last_trade(self, symbol: str, t: datetime) -> tuple[float, datetime, int] | None:
+        """(price, trade time, size) of the last trade at or before ``t``; None if none."""
+        if symbol not in self._known:
+            return None
+        epoch = _epoch(t)
+        local_day = t.astimezone(EXCHANGE_TZ).date()
+        candidates: list[date] = []
+        if self.calendar.is_session(local_day):
+            candidates.append(local_day)
+        probe = local_day
+        for _ in range(LOOKBACK_SESSIONS):
+            try:
+                probe = self.calendar.previous_session(probe)
+            except ValueError:
+                break
+            candidates.append(probe)
+        size_unit = max(1, self._source.profile(symbol).avg_trade_size)
+        for session in candidates:
+            day = self.minute_arrays(symbol, session)
+            if day is None:
+                continue
+            i = int(np.searchsorted(day.ts, epoch, side="right")) - 1
+            if i < 0:
+                continue
+            start = float(day.ts[i])
+            trades = max(1, int(day.n[i]))
+            size = max(1, min(int(day.v[i]) // trades, size_unit * 10)) if day.v[i] > 0 else 1
+            if epoch < start + 60.0:
+                price = float(day.o[i]) * self._shock_factor(symbol, start, epoch)
+                when = datetime.fromtimestamp(start, UTC)
+            else:
+                price = float(day.c[i]) * self._shock_factor(symbol, start + 60.0, epoch)
+                when = datetime.fromtimestamp(start + 59.0, UTC)
+            return round(price, 4), when, size
+        return None
+
+    def price_at(self, symbol: str, t: datetime) -> float | None:
+        """Last trade price at ``t`` (see the module docstring), or None without data."""
+        trade = self.last_trade(symbol, t)
+        return None if trade is None else trade[0]
+
+    def quote_at(self, symbol: str, t: datetime) -> SimQuote | None:
+        """Best bid/ask at ``t`` around :meth:`price_at`, with the spread model."""
+        trade = self.last_trade(symbol, t)
+        if trade is None:
+            return None
+        price = trade[0]
+        profile = self._source.profile(symbol)
+        phase = self.calendar.session_phase(t)
+        multiplier = {"regular": 1.0, "pre": 4.0, "post": 4.0, "closed": 8.0}[phase]
+        session = t.astimezone(EXCHANGE_TZ).date()
+        if phase == "regular":
+            opened = self.calendar.open_close(session)[0]
+            if (t - opened).total_seconds() < 300:
+                multiplier *= 2.0
+        if self._source.volatile(symbol, session if phase != "closed" else self._last_session(t)):
+            multiplier *= 2.0
+        half = price * profile.spread_bps * multiplier / 10_000.0
+        bid = math.floor((price - half) * 100.0 + 1e-9) / 100.0
+        ask = math.ceil((price + half) * 100.0 - 1e-9) / 100.0
+        if ask - bid < 0.0099:
+            ask = round(bid + 0.01, 2)
+        if bid <= 0:
+            bid = 0.01
+            ask = max(ask, 0.02)
+        quote_time = t.astimezone(UTC)
+        if phase == "closed":
+            last = self._last_session(t)
+            quote_time = min(quote_time, self.calendar.extended_hours(last)[1])
+        minute = int(_epoch(t)) // 60
+        mix = (minute * 2654435761 + hash_symbol(symbol)) & 0xFFFFFFFF
+        depth = 12 if phase == "regular" else 4
+        bid_size = 100 * (1 + (mix >> 3) % depth)
+        ask_size = 100 * (1 + (mix >> 11) % depth)
+        return SimQuote(round(bid, 2), round(ask, 2), bid_size, ask_size, quote_time)
+
+    def _last_session(self, t: datetime) -> date:
+        day = t.astimezone(EXCHANGE_TZ).date()
+        local = t.astimezone(EXCHANGE_TZ)
+        if self.calendar.is_session(day) and local.time() >= time(4, 0):
+            return day
+        return self.calendar.previous_session(day)
+
+    # -- daily bars ----------------------------------------------------------------------
+
+    def daily_bar(self, symbol: str, session: date, until: datetime | None = None) -> MinuteBar | None:
+        """The daily bar of ``session`` (regular-session aggregate); partial up to ``until``.
+
+        With ``until``, only minute bars complete by ``until`` count (a bar is complete one
+        minute after its start), so today's daily bar is the day so far.
+        """
+        if symbol not in self._known:
+            return None
+        if until is None:
+            key = (symbol, session)
+            if key in self._daily:
+                return self._daily[key]
+            bar = self._aggregate_day(symbol, session, None)
+            self._daily[key] = bar
+            return bar
+        return self._aggregate_day(symbol, session, _epoch(until))
+
+    def _aggregate_day(self, symbol: str, session: date, until: float | None) -> MinuteBar | None:
+        day = self._peek(symbol, session)
+        if day is None:
+            return None
+        ts = day.ts
+        if until is not None:
+            complete = int(np.searchsorted(ts, until - 60.0, side="right"))
+            if complete == 0:
+                return None
+            if complete < len(day):
+                day = DayArrays(*(day[0],), *(a[:complete] for a in day[1:]))
+                ts = day.ts
+        mask = None
+        if self.calendar.is_session(session):
+            opened, closed = self.calendar.open_close(session)
+            regular = (ts >= opened.timestamp()) & (ts < closed.timestamp())
+            if regular.any():
+                mask = regular
+        values = aggregate(day, mask)
+        if values is None:
+            return None
+        return MinuteBar(midnight_et_utc(session), *values)
+
+    def daily_bars(self, symbol: str, start: date, end: date) -> list[MinuteBar]:
+        """Complete daily bars of the sessions ``start..end``, oldest first."""
+        out: list[MinuteBar] = []
+        if symbol not in self._known:
+            return out
+        for session in self.trading_days(start, end):
+            bar = self.daily_bar(symbol, session)
+            if bar is not None:
+                out.append(bar)
+        return out
+
+    # -- shocks and gaps -----------------------------------------------------------------
+
+    def _targets(self, symbols: Iterable[str] | str) -> list[str]:
+        if isinstance(symbols, str):
+            if symbols == "*":
+                return list(self.symbols)
+            symbols = [symbols]
+        chosen = list(symbols)
+        if not chosen:
+            raise ValueError("no symbols given: pass a list of symbols or \"*\"")
+        unknown = [s for s in chosen if s not in self._known]
+        if unknown:
+            raise ValueError(
+                f"unknown symbol(s) {', '.join(unknown)}; the market has {', '.join(self.symbols)}"
+            )
+        return chosen
+
+    def _forget_from(self, symbol: str, moment: datetime) -> None:
+        first = moment.astimezone(EXCHANGE_TZ).date()
+        for key in [k for k in self._cache if k[0] == symbol and k[1] >= first]:
+            del self._cache[key]
+        for key in [k for k in self._daily if k[0] == symbol and k[1] >= first]:
+            del self._daily[key]
+
+    def _add_shock(self, symbol: str, at: datetime, factor: float, reason: str) -> None:
+        self._shocks.setdefault(symbol, []).append(Shock(_epoch(at), factor, reason))
+        self._shocks[symbol].sort(key=lambda s: s.at_epoch)
+        self._forget_from(symbol, at)
+
+    def shock(self, symbols: list[str] | str, pct: float, at: datetime) -> None:
+        """Multiply every price of ``symbols`` (or ``"*"``) by ``1 + pct/100`` from ``at`` on."""
+        factor = _factor(pct)
+        targets = self._targets(symbols)
+        for symbol in targets:
+            self._add_shock(symbol, at, factor, "shock")
+        self._shock_log.append(
+            {"kind": "shock", "symbols": targets, "pct": pct, "at": at.astimezone(UTC).isoformat()}
+        )
+        log.info("sim_market_shock", symbols=targets, pct=pct, at=at.astimezone(UTC).isoformat())
+
+    def schedule_gap(
+        self, symbols: list[str] | str, pct: float, after: datetime | None = None
+    ) -> datetime:
+        """Make the next regular open after ``after`` (default: the attached clock's now)
+        gap by ``pct`` percent relative to the previous regular close.
+
+        The jump happens at the start of that session's pre-market (04:00 ET), or at
+        ``after`` when that is later, so pre-market prices move with it. Returns the open.
+        """
+        factor = _factor(pct)
+        if after is None:
+            if self.clock is None:
+                raise ValueError("schedule_gap needs `after` or a clock attached to the market")
+            after = self.clock.now()
+        targets = self._targets(symbols)
+        opened = self.calendar.next_open(after)
+        session = opened.astimezone(EXCHANGE_TZ).date()
+        at = max(after.astimezone(UTC), self.calendar.extended_hours(session)[0])
+        previous = self.calendar.previous_session(session)
+        applied: list[str] = []
+        for symbol in targets:
+            prev_bar = self.daily_bar(symbol, previous)
+            day = self.minute_arrays(symbol, session)
+            if prev_bar is None or day is None:
+                log.warning("sim_market_gap_skipped", symbol=symbol, session=session.isoformat(),
+                            reason="no data around the open")
+                continue
+            i = int(np.searchsorted(day.ts, opened.timestamp()))
+            if i >= len(day):
+                log.warning("sim_market_gap_skipped", symbol=symbol, session=session.isoformat(),
+                            reason="no bar at or after the open")
+                continue
+            natural_open = float(day.o[i])
+            target_open = prev_bar.c * factor
+            self._add_shock(symbol, at, target_open / natural_open, f"gap {pct}%")
+            applied.append(symbol)
+        self._shock_log.append(
+            {"kind": "gap", "symbols": applied, "pct": pct, "open": opened.isoformat(),
+             "at": at.isoformat()}
+        )
+        log.info("sim_market_gap_scheduled", symbols=applied, pct=pct, open=opened.isoformat())
+        return opened
+
+    def shocks(self) -> list[dict[str, object]]:
+        """Shocks and gaps applied so far (for the control API's state)."""
+        return list(self._shock_log)
+
+    def describe(self) -> dict[str, object]:
+        """A short description for the control API's state."""
+        return {
+            "source": type(self._source).__name__,
+            "symbols": list(self.symbols),
+            "seed": self.seed,
+            "shocks": self.shocks(),
+        }
+
+
+def _factor(pct: float) -> float:
+    value = float(pct)
+    if not math.isfinite(value) or value <= -100.0:
+        raise ValueError(f"pct must be a finite percentage above -100, got {pct!r}")
+    return 1.0 + value / 100.0
+
+
+def hash_symbol(symbol: str) -> int:
+    """A stable (process-independent) 32-bit hash of a symbol."""
+    return zlib.crc32(symbol.encode("utf-8"))
+
+
+__all__ = [
+    "DayArrays",
+    "Market",
+    "MarketSource",
+    "MinuteBar",
+    "SimQuote",
+    "SymbolProfile",
+    "aggregate",
+    "hash_symbol",
+    "midnight_et_utc",
+]
