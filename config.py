@@ -591,16 +591,18 @@ def _derive_mode_and_urls(data: dict[str, Any]) -> dict[str, Any]:
     says. Paper and live get Alpaca's URLs unless the user named others.
     """
     data = dict(data)
-    api = data.get("api")
+    api = data.get("api", {})
     api = dict(api) if isinstance(api, Mapping) else api
     mode = data.get("mode")
     if isinstance(mode, str):
         mode = mode.strip().lower() or None
-    if mode is None and isinstance(api, dict):
-        keys = _present(api.get("key_id")) and _present(api.get("secret_key"))
+    if mode is None:
+        keys = (
+            isinstance(api, dict)
+            and _present(api.get("key_id"))
+            and _present(api.get("secret_key"))
+        )
         mode = "paper" if keys else "sim"
-    elif mode is None:
-        mode = "sim"
     data["mode"] = mode
     if isinstance(api, dict):
         for name in ("base_url", "data_url"):

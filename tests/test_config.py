@@ -108,6 +108,22 @@ def test_settings_constructor_alone_gives_defaults_and_reads_no_environment(
     assert settings.mode == "sim"
 
 
+def test_settings_constructor_derives_mode_and_endpoints_too() -> None:
+    settings = Settings(api={"key_id": KEY_ID, "secret_key": SECRET})
+    assert settings.mode == "paper"
+    assert settings.api.base_url == "https://paper-api.alpaca.markets"
+    live = Settings(mode="live", live_trading_enabled=True, api={"key_id": KEY_ID, "secret_key": SECRET})
+    assert live.api.base_url == "https://api.alpaca.markets"
+
+
+def test_assigning_an_unsafe_endpoint_later_is_refused() -> None:
+    settings = load()
+    settings.api.base_url = "http://127.0.0.1:40123"  # main.py: the embedded simulator
+    assert settings.api.base_url == "http://127.0.0.1:40123"
+    with pytest.raises(ValidationError, match="loopback"):
+        settings.api.base_url = "http://example.com"
+
+
 def test_settings_constructor_still_checks_cross_field_rules() -> None:
     with pytest.raises(ValidationError, match="take_profit"):
         Settings(trading={"stop_loss": 0.07, "take_profit": 0.06})
