@@ -23,7 +23,7 @@ run: $(VENV)/.runtime-installed
 	$(PY) main.py $(ARGS)
 
 test: $(VENV)/.dev-installed
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 bench: $(VENV)/.dev-installed
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,0 +1,603 @@
+"""Turning approved trade intents into broker orders, and getting out when it matters.
+
+Three jobs, each findable from the log events it emits:
+
+* **Entries** (:meth:`OrderExecutor.submit_bracket`): one bracket order per intent (entry,
+  take-profit and stop as one OCO pair), with a deterministic ``client_order_id`` derived from
+  the intent id, so a retry or a restart can never turn one intent into two orders. The order
+  is journaled *before* it is sent. An ambiguous outcome leaves it ``in_flight`` until
+  reconciled. Events: ``order_submitted``, ``order_rejected``, ``order_in_flight``.
+* **Tracking** (:meth:`OrderExecutor.manage_open_orders`): every tracked order is followed to
+  its terminal state; fills log price and slippage against the intended entry. Events:
+  ``order_filled``, ``order_partially_filled``, ``order_canceled``, ``order_rejected``.
+* **Protection and emergency stop** (:meth:`protect_positions`, :meth:`emergency_exit`,
+  :meth:`liquidate_all`): a position without a stop for its full quantity gets one sized to
+  the held quantity; an emergency exit cancels the symbol's open orders, waits until the
+  broker confirms, sells what is sellable (market in regular hours, marketable limit in
+  extended hours), retries with backoff on ``insufficient qty`` and broker errors, and
+  verifies the position is flat. It never reports a success that did not happen. Events:
+  ``position_unprotected``, ``position_protected``, ``emergency_liquidation``,
+  ``emergency_stop_failed``, ``position_closed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, Decimal
+from enum import Enum
+from typing import Any, Literal, Protocol, Sequence
+
+import structlog
+
+from clock import Clock
+from errors import (
+    BrokerError,
+    InsufficientQuantity,
+    NotFound,
+    OperationalError,
+    OrderInFlight,
+    OrderNotCancelable,
+    OrderRejected,
+    PatternDayTraderRejected,
+    TemporaryError,
+)
+from models import Order, OrderRequest, Position
+
+log = structlog.get_logger(__name__)
+
+CENT = Decimal("0.01")
+HUNDREDTH_CENT = Decimal("0.0001")
+PROTECTIVE_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
+MAX_CLIENT_ORDER_ID = 48
+
+
+def round_price(price: Decimal, *, side: Literal["up", "down", "nearest"] = "nearest") -> Decimal:
+    """A price Alpaca accepts: 2 decimals at $1 and above, 4 below (the sub-penny rule)."""
+    quantum = CENT if price >= 1 else HUNDREDTH_CENT
+    rounding = {"up": ROUND_CEILING, "down": ROUND_DOWN, "nearest": ROUND_HALF_UP}[side]
+    return price.quantize(quantum, rounding=rounding)
+
+
+def client_order_id_for(intent_id: str, attempt: int = 0) -> str:
+    """A deterministic ``client_order_id`` (at most 48 characters) for one intent and attempt.
+
+    Short intent ids are kept readable; long ones keep a readable prefix and a hash suffix.
+    """
+    suffix = f"-{attempt}"
+    room = MAX_CLIENT_ORDER_ID - len(suffix)
+    if len(intent_id) <= room:
+        return intent_id + suffix
+    digest = hashlib.sha256(intent_id.encode()).hexdigest()[:12]
+    return f"{intent_id[: room - 13]}~{digest}{suffix}"
+
+
+class IntentLike(Protocol):
+    intent_id: str
+    symbol: str
+    side: str
+    strategy: str
+    confidence: float
+    entry_price: float
+    stop_price: float | None
+    target_price: float | None
+
+
+class JournalLike(Protocol):
+    def record_order_submission(self, client_order_id: str, intent_id: str | None, symbol: str,
+                                side: str, qty: Decimal, order_type: str, order_class: str,
+                                payload: dict[str, Any], at: datetime) -> None: ...
+
+    def update_order(self, client_order_id: str, *, status: str, at: datetime,
+                     broker_order_id: str | None = None, filled_qty: Decimal | None = None,
+                     filled_avg_price: Decimal | None = None,
+                     raw: dict[str, Any] | None = None) -> None: ...
+
+
+@dataclass
+class ExecutionResult:
+    """What happened to one submission attempt."""
+
+    client_order_id: str
+    symbol: str
+    status: Literal["submitted", "in_flight", "rejected"]
+    reason: str = ""
+    order: Order | None = None
+    error_code: int | None = None
+
+
+@dataclass
+class TrackedOrder:
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    intent_id: str | None
+    strategy: str | None
+    expected_price: Decimal | None
+    submitted_at: datetime
+    status: str = "pending"
+    broker_order_id: str | None = None
+    filled_qty: Decimal = Decimal(0)
+    filled_avg_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    target_price: Decimal | None = None
+
+
+class EmergencyStep(str, Enum):
+    CANCELING = "canceling"
+    AWAITING_CANCEL = "awaiting_cancel"
+    EXITING = "exiting"
+    VERIFYING = "verifying"
+    FLAT = "flat"
+    FAILED = "failed"
+
+
+@dataclass
+class EmergencyStopReport:
+    """The record of one emergency exit; ``to_dict()`` is JSON-serialisable."""
+
+    symbol: str
+    reason: str
+    started_at: datetime
+    step: EmergencyStep = EmergencyStep.CANCELING
+    position_qty: Decimal = Decimal(0)
+    canceled_orders: list[str] = field(default_factory=list)
+    exit_orders: list[str] = field(default_factory=list)
+    attempts: int = 0
+    failures: list[str] = field(default_factory=list)
+    finished_at: datetime | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.step is EmergencyStep.FLAT
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["step"] = self.step.value
+        out["position_qty"] = str(self.position_qty)
+        out["started_at"] = self.started_at.isoformat()
+        out["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        out["succeeded"] = self.succeeded
+        return out
+
+
+def protected_quantity(position: Position, open_orders: Sequence[Order]) -> Decimal:
+    """Shares of ``position`` covered by working protective stop orders at the broker.
+
+    Counts sell stops (stop, stop-limit, trailing) for a long, buy stops for a short, including
+    legs of bracket/OCO orders (``held`` legs of an unfilled entry protect nothing yet).
+    """
+    exit_side = "sell" if position.qty > 0 else "buy"
+    covered = Decimal(0)
+    for order in _flatten(open_orders):
+        if order.symbol != position.symbol or order.side != exit_side:
+            continue
+        if order.type not in PROTECTIVE_TYPES or not order.is_open or order.status == "held":
+            continue
+        covered += order.remaining_qty or Decimal(0)
+    return covered
+
+
+def _flatten(orders: Sequence[Order]) -> list[Order]:
+    out: list[Order] = []
+    for order in orders:
+        out.append(order)
+        if order.legs:
+            out.extend(_flatten(order.legs))
+    # the same leg may be listed both nested and flat: keep one of each id
+    unique: dict[str, Order] = {}
+    for order in out:
+        unique.setdefault(order.id, order)
+    return list(unique.values())
+
+
+class OrderExecutor:
+    """Submits, tracks, protects and, when told, liquidates. One per trading loop."""
+
+    def __init__(
+        self,
+        broker: Any,
+        clock: Clock,
+        *,
+        stop_loss: float = 0.03,
+        take_profit: float = 0.06,
+        journal: JournalLike | None = None,
+        emergency_max_attempts: int = 5,
+        emergency_backoff: float = 1.0,
+        emergency_backoff_max: float = 16.0,
+        extended_hours_slippage: float = 0.01,
+        time_in_force: str = "gtc",
+    ) -> None:
+        self._broker = broker
+        self._clock = clock
+        self._stop_loss = Decimal(str(stop_loss))
+        self._take_profit = Decimal(str(take_profit))
+        self._journal = journal
+        self._emergency_max_attempts = emergency_max_attempts
+        self._emergency_backoff = emergency_backoff
+        self._emergency_backoff_max = emergency_backoff_max
+        self._extended_slippage = Decimal(str(extended_hours_slippage))
+        self._tif = time_in_force
+        self.tracked: dict[str, TrackedOrder] = {}
+
+    # -- entries --------------------------------------------------------------------------
+
+    def bracket_levels(self, intent: IntentLike, entry: Decimal) -> tuple[Decimal, Decimal]:
+        """Stop and target for a long entry: the strategy's levels when sane, else 3% / 6%."""
+        stop = Decimal(str(intent.stop_price)) if intent.stop_price else entry * (1 - self._stop_loss)
+        target = (
+            Decimal(str(intent.target_price)) if intent.target_price else entry * (1 + self._take_profit)
+        )
+        if not (stop < entry < target):
+            stop, target = entry * (1 - self._stop_loss), entry * (1 + self._take_profit)
+        # Alpaca: the stop must be at least a cent below the base price.
+        stop = min(round_price(stop, side="down"), round_price(entry - CENT, side="down"))
+        return stop, round_price(target, side="up")
+
+    async def submit_bracket(
+        self, intent: IntentLike, qty: Decimal, *, attempt: int = 0, limit_price: Decimal | None = None
+    ) -> ExecutionResult:
+        """Submit one bracket order (long entry, take-profit, stop) for an approved intent."""
+        entry = Decimal(str(intent.entry_price))
+        stop, target = self.bracket_levels(intent, limit_price or entry)
+        cid = client_order_id_for(intent.intent_id, attempt)
+        structlog.contextvars.bind_contextvars(client_order_id=cid)
+        try:
+            request = OrderRequest.bracket(
+                intent.symbol, qty, "buy",
+                take_profit_price=target, stop_loss_price=stop,
+                limit_price=round_price(limit_price) if limit_price is not None else None,
+                time_in_force=self._tif, client_order_id=cid,
+            )
+            return await self._submit(
+                request, intent_id=intent.intent_id, strategy=intent.strategy,
+                expected_price=entry, stop=stop, target=target,
+            )
+        finally:
+            structlog.contextvars.unbind_contextvars("client_order_id")
+
+    async def _submit(
+        self,
+        request: OrderRequest,
+        *,
+        intent_id: str | None,
+        strategy: str | None,
+        expected_price: Decimal | None,
+        stop: Decimal | None = None,
+        target: Decimal | None = None,
+    ) -> ExecutionResult:
+        cid = request.client_order_id or ""
+        now = self._clock.now()
+        qty = request.qty or Decimal(0)
+        if self._journal is not None:
+            self._journal.record_order_submission(
+                cid, intent_id, request.symbol, request.side, qty, request.type,
+                request.order_class or "simple", request.to_payload(), now,
+            )
+        tracked = TrackedOrder(
+            client_order_id=cid, symbol=request.symbol, side=request.side, qty=qty,
+            intent_id=intent_id, strategy=strategy, expected_price=expected_price,
+            submitted_at=now, stop_price=stop, target_price=target,
+        )
+        self.tracked[cid] = tracked
+        try:
+            order = await self._broker.submit_order(request)
+        except OrderInFlight as exc:
+            tracked.status = "in_flight"
+            self._journal_update(cid, status="in_flight")
+            log.warning("order_in_flight", client_order_id=cid, symbol=request.symbol, error=str(exc))
+            return ExecutionResult(cid, request.symbol, "in_flight", reason=str(exc))
+        except OrderRejected as exc:
+            tracked.status = "rejected"
+            self.tracked.pop(cid, None)
+            self._journal_update(cid, status="rejected", raw={"code": exc.code, "message": exc.message})
+            log.warning(
+                "order_rejected", client_order_id=cid, symbol=request.symbol, side=request.side,
+                qty=str(qty), code=exc.code, reason=exc.message,
+                pdt=isinstance(exc, PatternDayTraderRejected),
+            )
+            return ExecutionResult(cid, request.symbol, "rejected", reason=exc.message, error_code=exc.code)
+        except TemporaryError as exc:
+            # The gateway resolves ambiguous outcomes itself; a temporary error here means
+            # the request was never accepted. Treat it as in flight anyway: reconciliation
+            # by client_order_id is cheap and a duplicate is not.
+            tracked.status = "in_flight"
+            self._journal_update(cid, status="in_flight")
+            log.warning("order_in_flight", client_order_id=cid, symbol=request.symbol, error=str(exc))
+            return ExecutionResult(cid, request.symbol, "in_flight", reason=str(exc))
+        self._apply(tracked, order)
+        log.info(
+            "order_submitted", client_order_id=cid, broker_order_id=order.id, symbol=order.symbol,
+            side=order.side, qty=str(qty), type=order.type, order_class=order.order_class,
+            status=order.status, stop_price=str(stop) if stop else None,
+            target_price=str(target) if target else None, strategy=strategy,
+        )
+        return ExecutionResult(cid, request.symbol, "submitted", order=order)
+
+    def _journal_update(self, cid: str, **kw: Any) -> None:
+        if self._journal is not None:
+            self._journal.update_order(cid, at=self._clock.now(), **kw)
+
+    def _apply(self, tracked: TrackedOrder, order: Order) -> None:
+        tracked.broker_order_id = order.id
+        tracked.status = order.status
+        tracked.filled_qty = order.filled_qty
+        tracked.filled_avg_price = order.filled_avg_price
+        self._journal_update(
+            tracked.client_order_id, status=order.status, broker_order_id=order.id,
+            filled_qty=order.filled_qty, filled_avg_price=order.filled_avg_price,
+        )
+
+    # -- tracking -------------------------------------------------------------------------
+
+    async def manage_open_orders(self, open_orders: Sequence[Order] | None = None) -> list[TrackedOrder]:
+        """Follow every tracked order towards its terminal state; return those that changed.
+
+        ``open_orders`` (from the cycle's one ``list_orders`` call) saves a request per order:
+        a tracked order found there is updated from it; one missing from it is looked up once
+        by client order id (it filled, was canceled, or never landed).
+        """
+        changed: list[TrackedOrder] = []
+        by_cid = {o.client_order_id: o for o in _flatten(open_orders or [])}
+        for cid, tracked in list(self.tracked.items()):
+            order = by_cid.get(cid)
+            if order is None:
+                try:
+                    order = await self._broker.get_order_by_client_id(cid)
+                except TemporaryError as exc:
+                    log.warning("order_lookup_failed", client_order_id=cid, error=str(exc))
+                    continue
+                if order is None:
+                    if tracked.status == "in_flight":
+                        age = (self._clock.now() - tracked.submitted_at).total_seconds()
+                        if age > 600:
+                            log.warning("order_never_landed", client_order_id=cid, symbol=tracked.symbol)
+                            self._journal_update(cid, status="never_landed")
+                            self.tracked.pop(cid, None)
+                    continue
+            if self._observe(tracked, order):
+                changed.append(tracked)
+            if order.is_terminal:
+                self.tracked.pop(cid, None)
+        return changed
+
+    def _observe(self, tracked: TrackedOrder, order: Order) -> bool:
+        previous_status, previous_filled = tracked.status, tracked.filled_qty
+        self._apply(tracked, order)
+        if order.status == previous_status and order.filled_qty == previous_filled:
+            return False
+        fields: dict[str, Any] = {
+            "client_order_id": tracked.client_order_id, "broker_order_id": order.id,
+            "symbol": order.symbol, "side": order.side, "status": order.status,
+            "filled_qty": str(order.filled_qty), "strategy": tracked.strategy,
+        }
+        if order.filled_avg_price is not None:
+            fields["fill_price"] = str(order.filled_avg_price)
+            if tracked.expected_price:
+                sign = 1 if order.side == "buy" else -1
+                slip = (order.filled_avg_price - tracked.expected_price) / tracked.expected_price
+                fields["slippage_bps"] = float(round(sign * slip * 10000, 2))
+        if order.status == "filled":
+            log.info("order_filled", **fields)
+        elif order.status == "partially_filled" or (order.filled_qty > previous_filled and not order.is_terminal):
+            log.info("order_partially_filled", **fields)
+        elif order.status in ("canceled", "expired", "replaced"):
+            log.info("order_canceled", reason=order.status, **fields)
+        elif order.status == "rejected":
+            log.warning("order_rejected", reason="rejected by broker after acceptance", **fields)
+        return True
+
+    # -- protection -----------------------------------------------------------------------
+
+    async def protect_positions(
+        self, positions: Sequence[Position], open_orders: Sequence[Order], *, startup: bool = False
+    ) -> list[dict[str, Any]]:
+        """Give every position a protective stop for its full quantity, unless it has one.
+
+        Existing orders that already protect the full quantity are left alone (no redundant
+        orders). A partly protected position, or one whose shares are held by a lone
+        take-profit, has those orders canceled and one OCO (take-profit + stop) placed for
+        the held quantity. Returns the unprotected positions found (for the start-up alert).
+        """
+        found: list[dict[str, Any]] = []
+        for position in positions:
+            held = abs(position.qty)
+            covered = protected_quantity(position, open_orders)
+            if covered >= held:
+                continue
+            info = {
+                "symbol": position.symbol, "qty": str(position.qty), "protected_qty": str(covered),
+                "unrealized_pl": str(position.unrealized_pl) if position.unrealized_pl is not None else None,
+                "market_value": str(position.market_value) if position.market_value is not None else None,
+                "avg_entry_price": str(position.avg_entry_price),
+            }
+            found.append(info)
+            log.warning("position_unprotected", startup=startup, **info)
+            pending_entry = any(
+                o.symbol == position.symbol and o.is_open and o.status != "held"
+                and o.side == ("buy" if position.qty > 0 else "sell") and o.order_class == "bracket"
+                and o.filled_qty < (o.qty or 0)
+                for o in open_orders
+            )
+            if pending_entry:
+                # A bracket entry is still filling: its legs will cover the filled quantity.
+                log.info("position_protection_deferred", symbol=position.symbol, reason="entry still filling")
+                continue
+            await self._protect(position, open_orders)
+        return found
+
+    async def _protect(self, position: Position, open_orders: Sequence[Order]) -> None:
+        symbol = position.symbol
+        exit_side = "sell" if position.qty > 0 else "buy"
+        holding = [
+            o for o in _flatten(open_orders)
+            if o.symbol == symbol and o.side == exit_side and o.is_open and o.status != "held"
+        ]
+        for order in holding:
+            await self._cancel_quietly(order.id)
+        if holding and not await self._await_no_open_orders(symbol, attempts=5):
+            log.error("position_protection_failed", symbol=symbol, reason="existing exit orders did not cancel")
+            return
+        entry = position.avg_entry_price
+        current = position.current_price or entry
+        qty = abs(position.qty)
+        if position.qty > 0:
+            stop = min(entry * (1 - self._stop_loss), current * (1 - self._stop_loss / 2))
+            target = max(entry * (1 + self._take_profit), current * (1 + self._take_profit / 2))
+            stop, target = round_price(stop, side="down"), round_price(target, side="up")
+        else:
+            stop = max(entry * (1 + self._stop_loss), current * (1 + self._stop_loss / 2))
+            target = min(entry * (1 - self._take_profit), current * (1 - self._take_profit / 2))
+            stop, target = round_price(stop, side="up"), round_price(target, side="down")
+        stamp = self._clock.now().strftime("%Y%m%d%H%M%S")
+        cid = client_order_id_for(f"protect-{symbol}-{stamp}")
+        request = OrderRequest.oco(
+            symbol, qty, exit_side, take_profit_price=target, stop_loss_price=stop,
+            time_in_force="gtc", client_order_id=cid,
+        )
+        result = await self._submit(request, intent_id=None, strategy="protection", expected_price=None,
+                                    stop=stop, target=target)
+        if result.status == "rejected":
+            # An OCO can be refused (e.g. the take-profit would fill at once): fall back to a stop.
+            cid = client_order_id_for(f"protect-stop-{symbol}-{stamp}")
+            request = OrderRequest.simple(symbol, qty, exit_side, type="stop", stop_price=stop,
+                                          time_in_force="gtc", client_order_id=cid)
+            result = await self._submit(request, intent_id=None, strategy="protection",
+                                        expected_price=None, stop=stop)
+        if result.status == "rejected":
+            log.error("position_protection_failed", symbol=symbol, reason=result.reason, code=result.error_code)
+            return
+        log.info("position_protected", symbol=symbol, qty=str(qty), stop_price=str(stop),
+                 target_price=str(target), client_order_id=result.client_order_id, status=result.status)
+
+    # -- emergency stop -------------------------------------------------------------------
+
+    async def emergency_exit(self, symbol: str, reason: str, *, phase: str = "regular") -> EmergencyStopReport:
+        """Flatten one position whatever holds its shares; a report of what really happened."""
+        report = EmergencyStopReport(symbol=symbol, reason=reason, started_at=self._clock.now())
+        delay = self._emergency_backoff
+        while report.attempts < self._emergency_max_attempts:
+            report.attempts += 1
+            try:
+                position = await self._broker.get_position(symbol)
+                if position is None:
+                    return self._finish_flat(report)
+                report.position_qty = position.qty
+                report.step = EmergencyStep.CANCELING
+                canceled = await self._cancel_symbol_orders(symbol)
+                report.canceled_orders.extend(canceled)
+                report.step = EmergencyStep.AWAITING_CANCEL
+                if not await self._await_no_open_orders(symbol):
+                    report.failures.append(f"attempt {report.attempts}: open orders on {symbol} not confirmed canceled")
+                else:
+                    report.step = EmergencyStep.EXITING
+                    position = await self._broker.get_position(symbol)
+                    if position is None:
+                        return self._finish_flat(report)
+                    sellable = abs(position.qty)
+                    if position.qty_available is not None:
+                        sellable = min(sellable, abs(position.qty_available))
+                    if sellable > 0:
+                        order = await self._submit_exit(position, sellable, phase, report.attempts)
+                        report.exit_orders.append(order.id)
+                    report.step = EmergencyStep.VERIFYING
+                    if await self._await_flat(symbol):
+                        return self._finish_flat(report)
+                    report.failures.append(f"attempt {report.attempts}: position not flat after the exit order")
+            except InsufficientQuantity as exc:
+                report.failures.append(
+                    f"attempt {report.attempts}: insufficient qty available "
+                    f"(available={exc.available}, held_for_orders={exc.held_for_orders})"
+                )
+            except OperationalError as exc:
+                report.failures.append(f"attempt {report.attempts}: operational error: {exc.message}")
+                break
+            except BrokerError as exc:
+                report.failures.append(f"attempt {report.attempts}: {type(exc).__name__}: {exc.message}")
+            log.warning("emergency_exit_retry", symbol=symbol, attempt=report.attempts,
+                        failure=report.failures[-1] if report.failures else None, delay=delay)
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, self._emergency_backoff_max)
+        report.step = EmergencyStep.FAILED
+        report.finished_at = self._clock.now()
+        log.error("emergency_stop_failed", **report.to_dict())
+        return report
+
+    def _finish_flat(self, report: EmergencyStopReport) -> EmergencyStopReport:
+        report.step = EmergencyStep.FLAT
+        report.finished_at = self._clock.now()
+        log.info("position_closed", symbol=report.symbol, reason=report.reason, emergency=True,
+                 attempts=report.attempts, exit_orders=report.exit_orders)
+        return report
+
+    async def _submit_exit(self, position: Position, qty: Decimal, phase: str, attempt: int) -> Order:
+        side = "sell" if position.qty > 0 else "buy"
+        stamp = self._clock.now().strftime("%Y%m%d%H%M%S")
+        cid = client_order_id_for(f"emergency-{position.symbol}-{stamp}", attempt)
+        if phase in ("pre", "post"):
+            # Extended hours take only limit orders: make it marketable through the spread.
+            reference = position.current_price or position.avg_entry_price
+            if side == "sell":
+                limit = round_price(reference * (1 - self._extended_slippage), side="down")
+            else:
+                limit = round_price(reference * (1 + self._extended_slippage), side="up")
+            request = OrderRequest.simple(position.symbol, qty, side, type="limit", limit_price=limit,
+                                          time_in_force="day", extended_hours=True, client_order_id=cid)
+        else:
+            request = OrderRequest.simple(position.symbol, qty, side, type="market",
+                                          time_in_force="day", client_order_id=cid)
+        order = await self._broker.submit_order(request)
+        log.info("order_submitted", client_order_id=cid, broker_order_id=order.id, symbol=position.symbol,
+                 side=side, qty=str(qty), type=request.type, emergency=True, status=order.status)
+        return order
+
+    async def _cancel_symbol_orders(self, symbol: str) -> list[str]:
+        orders = await self._broker.list_orders(status="open", symbols=[symbol], nested=True)
+        canceled: list[str] = []
+        for order in _flatten(orders):
+            if order.symbol == symbol and order.is_open and await self._cancel_quietly(order.id):
+                canceled.append(order.id)
+        return canceled
+
+    async def _cancel_quietly(self, order_id: str) -> bool:
+        """Cancel one order; already gone counts as done (204 is success)."""
+        try:
+            await self._broker.cancel_order(order_id)
+        except (NotFound, OrderNotCancelable):
+            return False
+        return True
+
+    async def _await_no_open_orders(self, symbol: str, attempts: int = 8) -> bool:
+        delay = 0.5
+        for _ in range(attempts):
+            orders = await self._broker.list_orders(status="open", symbols=[symbol], nested=False)
+            if not [o for o in orders if o.symbol == symbol and o.is_open]:
+                return True
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, 8.0)
+        return False
+
+    async def _await_flat(self, symbol: str, attempts: int = 8) -> bool:
+        delay = 1.0
+        for _ in range(attempts):
+            if await self._broker.get_position(symbol) is None:
+                return True
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        return await self._broker.get_position(symbol) is None
+
+    async def liquidate_all(self, reason: str, *, phase: str = "regular") -> list[EmergencyStopReport]:
+        """Cancel every open order and flatten every position, one verified exit per symbol."""
+        log.critical("emergency_liquidation", reason=reason, phase=phase)
+        try:
+            await self._broker.cancel_all_orders()
+        except BrokerError as exc:
+            log.error("cancel_all_failed", error=str(exc))
+        positions = await self._broker.list_positions()
+        reports = [await self.emergency_exit(p.symbol, reason, phase=phase) for p in positions]
+        failed = [r.symbol for r in reports if not r.succeeded]
+        log.critical("emergency_liquidation_complete", reason=reason, symbols=[r.symbol for r in reports],
+                     failed=failed, all_flat=not failed)
+        return reports
