@@ -1,0 +1,412 @@
+"""Market data as the strategies see it: bar series and one symbol's view of the market.
+
+:class:`BarSeries` holds OHLCV bars as read-only float64 numpy arrays, oldest first, with
+``ts`` in int64 epoch seconds UTC (the bar's *start*, as Alpaca stamps it; a daily bar is
+stamped at midnight New York time of its session). :class:`MarketData` bundles what one
+cycle knows about one symbol. :func:`load_csv_bars` reads the bar files of the shared test
+data (and any CSV in that format) with one clear error per bad line.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from clock import EXCHANGE_TZ
+from errors import DataQualityError
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_COLUMNS = ("open", "high", "low", "close", "volume")
+_SECONDS_PER_DAY = 86_400
+
+
+class BarLike(Protocol):
+    """Anything with Alpaca's bar attributes (``models.Bar`` and friends)."""
+
+    t: datetime
+    o: Any
+    h: Any
+    l: Any  # noqa: E741 - Alpaca's field name
+    c: Any
+    v: Any
+
+
+def _frozen_array(values: Any, dtype: type, name: str) -> npt.NDArray[Any]:
+    array = np.array(values, dtype=dtype, copy=True)
+    if array.ndim != 1:
+        raise ValueError(f"BarSeries.{name} must be one-dimensional, got shape {array.shape}")
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class BarSeries:
+    """OHLCV bars, oldest first; arrays are read-only so a series can be shared safely.
+
+    Construction checks that all arrays have the same length and that timestamps strictly
+    increase; anything else raises :class:`errors.DataQualityError` naming the problem.
+    """
+
+    ts: IntArray
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ts", _frozen_array(self.ts, np.int64, "ts"))
+        for name in _COLUMNS:
+            object.__setattr__(self, name, _frozen_array(getattr(self, name), np.float64, name))
+        lengths = {name: len(getattr(self, name)) for name in ("ts", *_COLUMNS)}
+        if len(set(lengths.values())) != 1:
+            raise DataQualityError(f"bar arrays differ in length: {lengths}")
+        if len(self.ts) > 1:
+            steps = np.diff(self.ts)
+            bad = np.flatnonzero(steps <= 0)
+            if bad.size:
+                i = int(bad[0]) + 1
+                raise DataQualityError(
+                    f"bar timestamps must strictly increase: bar {i} at {int(self.ts[i])} "
+                    f"follows {int(self.ts[i - 1])}"
+                )
+
+    # -- construction -----------------------------------------------------------------
+
+    @classmethod
+    def empty(cls) -> BarSeries:
+        """A series with no bars."""
+        return cls.from_arrays([], [], [], [], [], [])
+
+    @classmethod
+    def from_arrays(
+        cls,
+        ts: Sequence[int] | npt.ArrayLike,
+        open: npt.ArrayLike,  # noqa: A002 - OHLC vocabulary
+        high: npt.ArrayLike,
+        low: npt.ArrayLike,
+        close: npt.ArrayLike,
+        volume: npt.ArrayLike,
+    ) -> BarSeries:
+        """Bars from parallel arrays (``ts`` in epoch seconds UTC)."""
+        return cls(
+            ts=np.asarray(ts, dtype=np.int64),
+            open=np.asarray(open, dtype=np.float64),
+            high=np.asarray(high, dtype=np.float64),
+            low=np.asarray(low, dtype=np.float64),
+            close=np.asarray(close, dtype=np.float64),
+            volume=np.asarray(volume, dtype=np.float64),
+        )
+
+    @classmethod
+    def from_bars(cls, bars: Iterable[BarLike]) -> BarSeries:
+        """Bars from objects with ``t`` (aware datetime) and ``o, h, l, c, v`` (``models.Bar``).
+
+        Prices may be ``Decimal`` or ``float``; they become float64 here, the edge where
+        market data enters the numeric world of indicators.
+        """
+        rows = list(bars)
+        ts = np.empty(len(rows), dtype=np.int64)
+        values = np.empty((5, len(rows)), dtype=np.float64)
+        for i, bar in enumerate(rows):
+            moment = bar.t
+            if moment.tzinfo is None:
+                raise DataQualityError(f"bar {i} has a naive timestamp {moment!r}")
+            ts[i] = int(moment.timestamp())
+            values[0, i] = float(bar.o)
+            values[1, i] = float(bar.h)
+            values[2, i] = float(bar.l)
+            values[3, i] = float(bar.c)
+            values[4, i] = float(bar.v)
+        return cls(ts, values[0], values[1], values[2], values[3], values[4])
+
+    # -- views ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def __repr__(self) -> str:
+        if not len(self):
+            return "BarSeries(0 bars)"
+        first = datetime.fromtimestamp(int(self.ts[0]), timezone.utc).isoformat()
+        last = datetime.fromtimestamp(int(self.ts[-1]), timezone.utc).isoformat()
+        return f"BarSeries({len(self)} bars, {first} .. {last}, last close {self.close[-1]:g})"
+
+    def tail(self, n: int) -> BarSeries:
+        """The last ``n`` bars (all of them when fewer exist); shares memory, no copy."""
+        if n < 0:
+            raise ValueError(f"tail(n) needs n >= 0, got {n}")
+        start = max(0, len(self) - n)
+        return BarSeries._trusted(
+            self.ts[start:],
+            self.open[start:],
+            self.high[start:],
+            self.low[start:],
+            self.close[start:],
+            self.volume[start:],
+        )
+
+    def append(
+        self, ts: int, open: float, high: float, low: float, close: float, volume: float  # noqa: A002
+    ) -> BarSeries:
+        """A new series with one more bar; a bar with the last bar's ``ts`` replaces it.
+
+        Replacing is how a still-forming bar (today's partial daily bar) is updated.
+        A bar older than the last one raises :class:`errors.DataQualityError`.
+        """
+        ts = int(ts)
+        keep = len(self)
+        if keep and ts == int(self.ts[-1]):
+            keep -= 1
+        elif keep and ts < int(self.ts[-1]):
+            raise DataQualityError(
+                f"cannot append bar at {ts}: it is older than the last bar at {int(self.ts[-1])}"
+            )
+        return BarSeries(
+            np.append(self.ts[:keep], ts),
+            np.append(self.open[:keep], open),
+            np.append(self.high[:keep], high),
+            np.append(self.low[:keep], low),
+            np.append(self.close[:keep], close),
+            np.append(self.volume[:keep], volume),
+        )
+
+    @classmethod
+    def _trusted(cls, *arrays: npt.NDArray[Any]) -> BarSeries:
+        """Wrap arrays already validated (slices of a valid series) without copying."""
+        series = object.__new__(cls)
+        for name, array in zip(("ts", *_COLUMNS), arrays, strict=True):
+            object.__setattr__(series, name, array)
+        return series
+
+
+# -- exchange dates -------------------------------------------------------------------------
+
+
+def exchange_day_numbers(ts: npt.ArrayLike) -> IntArray:
+    """Days since 1970-01-01 of each timestamp's date on the exchange's clock (New York).
+
+    Daylight-saving offsets are looked up once per distinct UTC hour, so this stays fast
+    on long intraday histories.
+    """
+    seconds = np.asarray(ts, dtype=np.int64)
+    if seconds.size == 0:
+        return np.empty(0, dtype=np.int64)
+    hours, index = np.unique(seconds // 3600, return_inverse=True)
+    offsets = np.fromiter(
+        (_utc_offset_seconds(int(hour) * 3600) for hour in hours),
+        dtype=np.int64,
+        count=len(hours),
+    )
+    local = seconds + offsets[index.reshape(-1)]
+    return local // _SECONDS_PER_DAY
+
+
+def _utc_offset_seconds(epoch: int) -> int:
+    offset = datetime.fromtimestamp(epoch, EXCHANGE_TZ).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+def session_start_mask(ts: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """True at the first bar of each New York trading date (for per-session VWAP)."""
+    days = exchange_day_numbers(ts)
+    mask = np.ones(len(days), dtype=bool)
+    if len(days) > 1:
+        mask[1:] = days[1:] != days[:-1]
+    return mask
+
+
+# Median cumulative share of a regular session's volume traded after m minutes, measured on
+# 28 complete sessions of the shared data (AAPL, MSFT, TSLA 2021-08; SPY 2013-10, 2020-01;
+# AMZN 2021-01, 2025-01). Volume is U-shaped: a quarter of the session's time holds about
+# 44% of its volume. Used to project a partial day's volume to a full day.
+_VOLUME_PROFILE_MINUTES = np.array(
+    [0, 15, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 330, 360, 375, 390], dtype=float
+)
+_VOLUME_PROFILE_SHARE = np.array(
+    [0.0, 0.116, 0.178, 0.285, 0.373, 0.438, 0.501, 0.555, 0.61, 0.656, 0.708, 0.756,
+     0.805, 0.864, 0.907, 1.0]
+)
+_REGULAR_OPEN = time(9, 30)
+_REGULAR_MINUTES = 390.0
+
+
+def expected_volume_share(moment: datetime) -> float:
+    """Typical fraction of a regular session's volume already traded at ``moment``.
+
+    0.0 before 09:30 New York, 1.0 from 16:00, the measured intraday profile in between
+    (early closes are not modelled: the day is treated as a full session).
+    """
+    local = moment.astimezone(EXCHANGE_TZ)
+    opened = datetime.combine(local.date(), _REGULAR_OPEN, EXCHANGE_TZ)
+    minutes = (local - opened).total_seconds() / 60.0
+    if minutes <= 0:
+        return 0.0
+    if minutes >= _REGULAR_MINUTES:
+        return 1.0
+    return float(np.interp(minutes, _VOLUME_PROFILE_MINUTES, _VOLUME_PROFILE_SHARE))
+
+
+# -- one symbol's market --------------------------------------------------------------------
+
+
+@dataclass
+class MarketData:
+    """What one cycle knows about one symbol, handed to every strategy.
+
+    ``daily`` includes today's partial daily bar as its last row while a session is under
+    way; ``benchmark`` is the SPY daily series used for market context; ``regime`` comes
+    from the AI analyzer's detector; ``defensive`` is set by the loop when defensive mode
+    is on (near the circuit breaker, high volatility, drawdown or gap risk).
+    ``derived`` caches values computed from this data (e.g. the indicator snapshot) so
+    that several strategies do not recompute them.
+    """
+
+    symbol: str
+    now: datetime
+    daily: BarSeries
+    intraday: BarSeries | None = None
+    last_price: float = math.nan
+    bid: float | None = None
+    ask: float | None = None
+    prev_close: float = math.nan
+    benchmark: BarSeries | None = None
+    regime: str | None = None
+    defensive: bool = False
+    news: list[str] = field(default_factory=list)
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
+            raise ValueError("MarketData.now must be timezone-aware")
+
+    @property
+    def spread_pct(self) -> float | None:
+        """(ask - bid) / mid, or None without a valid two-sided quote."""
+        if self.bid is None or self.ask is None or self.bid <= 0 or self.ask < self.bid:
+            return None
+        mid = (self.bid + self.ask) / 2.0
+        return (self.ask - self.bid) / mid
+
+    @property
+    def volume_progress(self) -> float:
+        """Expected share of today's volume already in the last daily bar.
+
+        1.0 when the last daily bar is a completed session (or the session is over);
+        otherwise the typical intraday share at :attr:`now` (see
+        :func:`expected_volume_share`). Strategies divide a partial day's volume ratio by
+        this to compare like with like.
+        """
+        if not len(self.daily):
+            return 1.0
+        last_day = int(exchange_day_numbers(self.daily.ts[-1:])[0])
+        today = (self.now.astimezone(EXCHANGE_TZ).date() - date(1970, 1, 1)).days
+        if last_day != today:
+            return 1.0
+        return expected_volume_share(self.now)
+
+
+# -- CSV files ------------------------------------------------------------------------------
+
+
+def load_csv_bars(path: str | Path) -> BarSeries:
+    """Bars from a CSV with header ``timestamp,open,high,low,close,volume[,...]``.
+
+    ``timestamp`` is a session date ``YYYY-MM-DD`` (stamped at midnight New York, as Alpaca
+    stamps daily bars) or an ISO-8601 time with a UTC offset. Extra columns are ignored.
+    Raises :class:`errors.DataQualityError` naming the file, line and problem.
+    """
+    source = Path(path)
+    try:
+        handle = source.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise DataQualityError(f"{source}: cannot read bar file: {exc.strerror}") from exc
+    with handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise DataQualityError(f"{source}: empty file, expected a header line")
+        names = [name.strip().lower() for name in header]
+        missing = [name for name in ("timestamp", *_COLUMNS) if name not in names]
+        if missing:
+            raise DataQualityError(
+                f"{source}:1: header lacks column(s) {', '.join(missing)} (found {', '.join(names)})"
+            )
+        where = [names.index(name) for name in ("timestamp", *_COLUMNS)]
+        stamps: list[int] = []
+        columns: list[list[float]] = [[] for _ in _COLUMNS]
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) < len(names):
+                raise DataQualityError(
+                    f"{source}:{line}: expected {len(names)} fields, found {len(row)}"
+                )
+            stamp = _parse_stamp(row[where[0]].strip(), source, line)
+            if stamps and stamp <= stamps[-1]:
+                raise DataQualityError(
+                    f"{source}:{line}: timestamp {row[where[0]].strip()!r} does not follow "
+                    "the previous row (rows must be strictly ascending)"
+                )
+            stamps.append(stamp)
+            for k, name in enumerate(_COLUMNS):
+                columns[k].append(_parse_number(row[where[k + 1]], name, source, line))
+    if not stamps:
+        raise DataQualityError(f"{source}: no bars after the header")
+    return BarSeries.from_arrays(stamps, *columns)
+
+
+def _parse_stamp(text: str, source: Path, line: int) -> int:
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return int(datetime.combine(day, time(0), EXCHANGE_TZ).timestamp())
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise DataQualityError(
+            f"{source}:{line}: timestamp {text!r} is neither YYYY-MM-DD nor ISO-8601"
+        ) from None
+    if moment.tzinfo is None:
+        raise DataQualityError(
+            f"{source}:{line}: timestamp {text!r} has no UTC offset (write e.g. +00:00)"
+        )
+    return int(moment.timestamp())
+
+
+def _parse_number(text: str, name: str, source: Path, line: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataQualityError(f"{source}:{line}: {name} {text.strip()!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and name != "volume"):
+        allowed = ">= 0" if name == "volume" else "> 0"
+        raise DataQualityError(f"{source}:{line}: {name} {text.strip()!r} must be finite and {allowed}")
+    return value
+
+
+def day_timestamp(day: date) -> int:
+    """Epoch seconds of midnight New York on ``day`` (how daily bars are stamped)."""
+    return int(datetime.combine(day, time(0), EXCHANGE_TZ).timestamp())
+
+
+__all__ = [
+    "BarLike",
+    "BarSeries",
+    "MarketData",
+    "day_timestamp",
+    "exchange_day_numbers",
+    "expected_volume_share",
+    "load_csv_bars",
+    "session_start_mask",
+]
