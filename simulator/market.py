@@ -136,6 +136,13 @@ class MarketSource(Protocol):
         """Whether ``session`` is in a volatile regime for ``symbol`` (wider spreads)."""
         ...
 
+    def recorded_quote(
+        self, symbol: str, epoch: float
+    ) -> tuple[float, float, int, int, int] | None:
+        """(bid, ask, bid size, ask size, minute start) of a recorded quote in effect at
+        ``epoch`` on its exchange day, when the source has recorded quotes; else None."""
+        ...
+
 
 @dataclass(frozen=True)
 class Shock:
@@ -412,8 +419,16 @@ class Market:
         if trade is None:
             return None
         price = trade[0]
-        profile = self._source.profile(symbol)
         phase = self.calendar.session_phase(t)
+        epoch = _epoch(t)
+        if phase != "closed":
+            recorded = self._source.recorded_quote(symbol, epoch)
+            if recorded is not None:
+                factor = self._shock_factor(symbol, float("-inf"), epoch)
+                bid, ask, bid_size, ask_size, _ = recorded
+                return SimQuote(round(bid * factor, 4), round(ask * factor, 4), bid_size,
+                                ask_size, t.astimezone(UTC))
+        profile = self._source.profile(symbol)
         multiplier = {"regular": 1.0, "pre": 4.0, "post": 4.0, "closed": 8.0}[phase]
         session = t.astimezone(EXCHANGE_TZ).date()
         if phase == "regular":
@@ -434,7 +449,7 @@ class Market:
         if phase == "closed":
             last = self._last_session(t)
             quote_time = min(quote_time, self.calendar.extended_hours(last)[1])
-        minute = int(_epoch(t)) // 60
+        minute = int(epoch) // 60
         mix = (minute * 2654435761 + hash_symbol(symbol)) & 0xFFFFFFFF
         depth = 12 if phase == "regular" else 4
         bid_size = 100 * (1 + (mix >> 3) % depth)

@@ -160,6 +160,12 @@ class SyntheticSource:
         i = self._index.get(session)
         return bool(i is not None and self._market().volatile[i])
 
+    def recorded_quote(
+        self, symbol: str, epoch: float
+    ) -> tuple[float, float, int, int, int] | None:
+        """The synthetic market has no recorded quotes: quotes come from the spread model."""
+        return None
+
     def day(self, symbol: str, session: date) -> DayArrays | None:
         i = self._index.get(session)
         if i is None or symbol not in self._profiles:

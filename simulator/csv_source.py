@@ -1,0 +1,537 @@
+"""Replay of historical bars from CSV files (the layout of ``shared/data``).
+
+Files are found in ``DIR``, ``DIR/daily`` and ``DIR/intraday`` by name:
+
+* ``SYMBOL-1m-*.csv``: one-minute bars, header ``timestamp,open,high,low,close,volume``
+  (optional ``trade_count``, ``vwap``), ISO-8601 timestamps with a UTC offset, each the
+  *start* of its minute. They are replayed as they are: a minute with no bar has no bar.
+* ``SYMBOL-1d-*.csv``: daily bars, ``timestamp`` = ``YYYY-MM-DD`` session date (extra
+  columns such as ``adj_close`` are ignored).
+* ``SYMBOL-1m-quotes-*.csv`` (optional): minute quote bars with ``bid_close``,
+  ``ask_close``, ``bid_size``, ``ask_size``; when present, quotes come from them instead of
+  the spread model.
+
+Other files (hourly bars, ticks) are ignored. A symbol may have several files: for a
+session with minute bars in any intraday file, those minute bars are used (duplicated
+timestamps keep the first file's bar, files taken in name order); otherwise the session's
+daily bar is expanded. Where daily files overlap, the file whose data ends latest wins.
+Files of one symbol should share an adjustment basis (split-adjusted vs raw); they are not
+reconciled.
+
+**Daily expansion rule** (regular session only, no extended-hours bars): the session's
+minute boundaries follow a piecewise-linear path through four anchors: the open at the
+first minute, then the low and the high (when close >= open: open -> low -> high ->
+close) or the high and the low (when close < open: open -> high -> low -> close), then
+the close at the last minute. The first extreme falls at a seeded minute in 10-45 % of the
+session, the second in 55-90 %. Seeded noise (zero at the anchors, at most 15 % of the
+day's range) is added and the path is clipped into ``[low, high]``; each minute's wicks
+extend by a seeded amount, also clipped into ``[low, high]``. Volume is U-shaped
+(``1 + 2.8 (2x - 1)^2`` over the session) and sums exactly to the daily volume; trade
+counts follow the daily ``trade_count`` when given, else a nominal 100 shares per trade.
+So the expanded day's open, high, low, close and volume equal the file's row exactly, and
+the same seed always gives the same path.
+
+A malformed file raises :class:`CsvDataError` naming the file, the line and the problem.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import math
+import re
+import zlib
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from clock import EXCHANGE_TZ
+from simulator.market import DayArrays, SymbolProfile
+from trading_calendar import TradingCalendar
+
+log = structlog.get_logger(__name__)
+
+_MINUTE_FILE = re.compile(r"^(?P<symbol>[A-Za-z0-9.\-]+?)-1m-(?!quotes-).*\.csv$")
+_QUOTE_FILE = re.compile(r"^(?P<symbol>[A-Za-z0-9.\-]+?)-1m-quotes-.*\.csv$")
+_DAILY_FILE = re.compile(r"^(?P<symbol>[A-Za-z0-9.\-]+?)-1d-.*\.csv$")
+_BAR_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+_QUOTE_COLUMNS = ("timestamp", "bid_close", "ask_close", "bid_size", "ask_size")
+NOMINAL_TRADE_SIZE = 100
+
+_ETF_TAPE_B = {"SPY", "IWM", "GLD", "TLT", "DIA", "XLF", "XLE", "EEM", "EFA", "VTI"}
+_SPREADS = {"SPY": 0.1, "QQQ": 0.12, "IWM": 0.25, "AAPL": 0.25, "MSFT": 0.3, "NVDA": 0.4,
+            "TSLA": 0.4, "AMZN": 0.3, "GOOGL": 0.3, "GLD": 0.3, "TLT": 0.3}
+
+
+class CsvDataError(ValueError):
+    """A CSV data file is malformed: ``path``, ``line`` (1-based) and what is wrong."""
+
+    def __init__(self, path: Path, line: int | None, problem: str) -> None:
+        self.path = path
+        self.line = line
+        self.problem = problem
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass
+class _MinuteSeries:
+    ts: np.ndarray
+    o: np.ndarray
+    h: np.ndarray
+    l: np.ndarray  # noqa: E741
+    c: np.ndarray
+    v: np.ndarray
+    n: np.ndarray
+    vw: np.ndarray
+    days: dict[date, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _DailyRow:
+    o: float
+    h: float
+    l: float  # noqa: E741
+    c: float
+    v: int
+    n: int | None
+
+
+@dataclass
+class _QuoteSeries:
+    ts: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    bid_size: np.ndarray
+    ask_size: np.ndarray
+    days: dict[date, tuple[int, int]] = field(default_factory=dict)
+
+
+def _float(path: Path, line: int, name: str, text: str, *, positive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise CsvDataError(path, line, f"column {name!r}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise CsvDataError(path, line, f"column {name!r}: {text!r} is not a finite number")
+    if positive and value <= 0:
+        raise CsvDataError(path, line, f"column {name!r}: {text!r} must be greater than 0")
+    return value
+
+
+def _volume(path: Path, line: int, name: str, text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise CsvDataError(path, line, f"column {name!r}: {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        raise CsvDataError(path, line, f"column {name!r}: {text!r} must be a whole number >= 0")
+    return int(value)
+
+
+def _header(path: Path, rows: list[list[str]], required: tuple[str, ...]) -> dict[str, int]:
+    if not rows:
+        raise CsvDataError(path, 1, "the file is empty (expected a header line)")
+    names = [h.strip().lower() for h in rows[0]]
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise CsvDataError(
+            path, 1, f"header lacks column(s) {', '.join(missing)} (found: {', '.join(names)})"
+        )
+    return {name: i for i, name in enumerate(names)}
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return [row for row in csv.reader(handle)]
+    except UnicodeDecodeError as exc:
+        raise CsvDataError(path, None, f"not UTF-8 text ({exc.reason})") from None
+    except csv.Error as exc:
+        raise CsvDataError(path, None, f"unreadable CSV ({exc})") from None
+
+
+def _check_ohlc(path: Path, line: int, o: float, h: float, lo: float, c: float) -> None:
+    if h < max(o, c):
+        raise CsvDataError(path, line, f"high {h} is below max(open {o}, close {c})")
+    if lo > min(o, c):
+        raise CsvDataError(path, line, f"low {lo} is above min(open {o}, close {c})")
+
+
+def _parse_moment(path: Path, line: int, text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CsvDataError(path, line, f"timestamp {text!r} is not ISO-8601") from None
+    if moment.tzinfo is None:
+        raise CsvDataError(path, line, f"timestamp {text!r} has no UTC offset")
+    return moment
+
+
+def _row_values(path: Path, line: int, row: list[str], width: int) -> list[str]:
+    if len(row) != width:
+        raise CsvDataError(path, line, f"expected {width} columns, found {len(row)}")
+    return row
+
+
+def read_minute_file(path: Path) -> dict[str, np.ndarray]:
+    """Parse and validate one minute-bar file into arrays (see the module docstring)."""
+    rows = _read_rows(path)
+    cols = _header(path, rows, _BAR_COLUMNS)
+    width = len(rows[0])
+    has_n = "trade_count" in cols
+    has_vw = "vwap" in cols
+    count = len(rows) - 1
+    ts = np.empty(count, dtype=np.int64)
+    prices = np.empty((4, count))
+    volume = np.empty(count, dtype=np.int64)
+    trades = np.empty(count, dtype=np.int64)
+    vwap = np.empty(count)
+    previous = None
+    kept = 0
+    for k, row in enumerate(rows[1:]):
+        line = k + 2
+        if not row:
+            continue
+        _row_values(path, line, row, width)
+        moment = _parse_moment(path, line, row[cols["timestamp"]])
+        stamp = int(moment.timestamp())
+        if stamp % 60:
+            raise CsvDataError(path, line, f"timestamp {row[cols['timestamp']]!r} is not on a minute")
+        if previous is not None and stamp <= previous:
+            raise CsvDataError(path, line, "timestamps are not strictly ascending")
+        previous = stamp
+        o = _float(path, line, "open", row[cols["open"]], positive=True)
+        h = _float(path, line, "high", row[cols["high"]], positive=True)
+        lo = _float(path, line, "low", row[cols["low"]], positive=True)
+        c = _float(path, line, "close", row[cols["close"]], positive=True)
+        _check_ohlc(path, line, o, h, lo, c)
+        v = _volume(path, line, "volume", row[cols["volume"]])
+        n = _volume(path, line, "trade_count", row[cols["trade_count"]]) if has_n else max(
+            1 if v > 0 else 0, round(v / NOMINAL_TRADE_SIZE)
+        )
+        vw = (
+            _float(path, line, "vwap", row[cols["vwap"]], positive=True)
+            if has_vw
+            else (h + lo + c) / 3.0
+        )
+        ts[kept] = stamp
+        prices[:, kept] = (o, h, lo, c)
+        volume[kept] = v
+        trades[kept] = n
+        vwap[kept] = min(max(vw, lo), h)
+        kept += 1
+    if kept == 0:
+        raise CsvDataError(path, None, "no bars after the header")
+    return {
+        "ts": ts[:kept],
+        "o": prices[0, :kept].copy(),
+        "h": prices[1, :kept].copy(),
+        "l": prices[2, :kept].copy(),
+        "c": prices[3, :kept].copy(),
+        "v": volume[:kept],
+        "n": trades[:kept],
+        "vw": vwap[:kept],
+    }
+
+
+def read_daily_file(path: Path) -> dict[date, _DailyRow]:
+    """Parse and validate one daily-bar file: session date -> row."""
+    rows = _read_rows(path)
+    cols = _header(path, rows, _BAR_COLUMNS)
+    width = len(rows[0])
+    has_n = "trade_count" in cols
+    out: dict[date, _DailyRow] = {}
+    previous: date | None = None
+    for k, row in enumerate(rows[1:]):
+        line = k + 2
+        if not row:
+            continue
+        _row_values(path, line, row, width)
+        text = row[cols["timestamp"]].strip()
+        try:
+            day = date.fromisoformat(text[:10])
+        except ValueError:
+            raise CsvDataError(path, line, f"date {text!r} is not YYYY-MM-DD") from None
+        if previous is not None and day <= previous:
+            raise CsvDataError(path, line, "dates are not strictly ascending")
+        previous = day
+        o = _float(path, line, "open", row[cols["open"]], positive=True)
+        h = _float(path, line, "high", row[cols["high"]], positive=True)
+        lo = _float(path, line, "low", row[cols["low"]], positive=True)
+        c = _float(path, line, "close", row[cols["close"]], positive=True)
+        _check_ohlc(path, line, o, h, lo, c)
+        v = _volume(path, line, "volume", row[cols["volume"]])
+        n = _volume(path, line, "trade_count", row[cols["trade_count"]]) if has_n else None
+        out[day] = _DailyRow(o, h, lo, c, v, n)
+    if not out:
+        raise CsvDataError(path, None, "no bars after the header")
+    return out
+
+
+def read_quote_file(path: Path) -> dict[str, np.ndarray]:
+    """Parse one minute quote file; crossed or empty quotes are dropped."""
+    rows = _read_rows(path)
+    cols = _header(path, rows, _QUOTE_COLUMNS)
+    width = len(rows[0])
+    ts: list[int] = []
+    bid: list[float] = []
+    ask: list[float] = []
+    bid_size: list[int] = []
+    ask_size: list[int] = []
+    previous = None
+    for k, row in enumerate(rows[1:]):
+        line = k + 2
+        if not row:
+            continue
+        _row_values(path, line, row, width)
+        stamp = int(_parse_moment(path, line, row[cols["timestamp"]]).timestamp())
+        if previous is not None and stamp <= previous:
+            raise CsvDataError(path, line, "timestamps are not strictly ascending")
+        previous = stamp
+        b = _float(path, line, "bid_close", row[cols["bid_close"]], positive=False)
+        a = _float(path, line, "ask_close", row[cols["ask_close"]], positive=False)
+        bs = _volume(path, line, "bid_size", row[cols["bid_size"]])
+        az = _volume(path, line, "ask_size", row[cols["ask_size"]])
+        if b <= 0 or a <= 0 or b > a:
+            continue
+        ts.append(stamp)
+        bid.append(b)
+        ask.append(a)
+        bid_size.append(bs)
+        ask_size.append(az)
+    return {
+        "ts": np.asarray(ts, dtype=np.int64),
+        "bid": np.asarray(bid),
+        "ask": np.asarray(ask),
+        "bid_size": np.asarray(bid_size, dtype=np.int64),
+        "ask_size": np.asarray(ask_size, dtype=np.int64),
+    }
+
+
+def _group_days(ts: np.ndarray) -> dict[date, tuple[int, int]]:
+    """Exchange date -> (first index, end index) for ascending epoch seconds."""
+    days: dict[date, tuple[int, int]] = {}
+    if ts.size == 0:
+        return days
+    # Offsets change at most twice a year; converting each distinct hour is enough.
+    hours = ts // 3600
+    change = np.flatnonzero(np.diff(hours)) + 1
+    starts = np.concatenate(([0], change))
+    labels: list[date] = []
+    for s in starts.tolist():
+        labels.append(datetime.fromtimestamp(int(ts[s]), EXCHANGE_TZ).date())
+    ends = np.concatenate((change, [ts.size])).tolist()
+    for label, s, e in zip(labels, starts.tolist(), ends):
+        if label in days:
+            days[label] = (days[label][0], e)
+        else:
+            days[label] = (s, e)
+    return days
+
+
+def _stable(*parts: object) -> int:
+    return zlib.crc32("|".join(str(p) for p in parts).encode("utf-8"))
+
+
+class CsvSource:
+    """Bars from CSV files as a :class:`simulator.market.MarketSource`."""
+
+    def __init__(
+        self,
+        path: Path,
+        symbols: list[str] | None = None,
+        seed: int = 42,
+        calendar: TradingCalendar | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise ValueError(f"market data directory {self.path} does not exist")
+        self.seed = int(seed)
+        self.calendar = calendar or TradingCalendar()
+        found = self._discover()
+        available = sorted(found)
+        if not available:
+            raise ValueError(
+                f"no bar files (SYMBOL-1m-*.csv or SYMBOL-1d-*.csv) in {self.path}, "
+                f"{self.path / 'daily'} or {self.path / 'intraday'}"
+            )
+        if symbols:
+            missing = [s for s in symbols if s not in found]
+            if missing:
+                raise ValueError(
+                    f"no data files for {', '.join(missing)} in {self.path} "
+                    f"(available: {', '.join(available)})"
+                )
+            chosen = list(dict.fromkeys(symbols))
+        else:
+            chosen = available
+        self.symbols = chosen
+        self._minutes: dict[str, _MinuteSeries] = {}
+        self._daily: dict[str, dict[date, _DailyRow]] = {}
+        self._quotes: dict[str, _QuoteSeries] = {}
+        for symbol in chosen:
+            self._load_symbol(symbol, found[symbol])
+        all_days: set[date] = set()
+        for symbol in chosen:
+            if symbol in self._minutes:
+                all_days.update(self._minutes[symbol].days)
+            all_days.update(self._daily.get(symbol, {}))
+        self._sessions = sorted(d for d in all_days if self.calendar.is_session(d))
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _discover(self) -> dict[str, dict[str, list[Path]]]:
+        found: dict[str, dict[str, list[Path]]] = {}
+        for folder in (self.path, self.path / "daily", self.path / "intraday"):
+            if not folder.is_dir():
+                continue
+            for file in sorted(folder.glob("*.csv")):
+                for kind, pattern in (("quotes", _QUOTE_FILE), ("minute", _MINUTE_FILE),
+                                      ("daily", _DAILY_FILE)):
+                    match = pattern.match(file.name)
+                    if match:
+                        entry = found.setdefault(match["symbol"], {})
+                        entry.setdefault(kind, []).append(file)
+                        break
+        return {s: kinds for s, kinds in found.items() if "minute" in kinds or "daily" in kinds}
+
+    def _load_symbol(self, symbol: str, files: dict[str, list[Path]]) -> None:
+        minute_parts = [read_minute_file(p) for p in files.get("minute", [])]
+        if minute_parts:
+            merged = {k: np.concatenate([part[k] for part in minute_parts]) for k in minute_parts[0]}
+            order = np.argsort(merged["ts"], kind="stable")
+            merged = {k: a[order] for k, a in merged.items()}
+            keep = np.concatenate(([True], np.diff(merged["ts"]) > 0))
+            merged = {k: a[keep] for k, a in merged.items()}
+            series = _MinuteSeries(**merged)
+            series.days = _group_days(series.ts)
+            self._minutes[symbol] = series
+        daily_parts = [read_daily_file(p) for p in files.get("daily", [])]
+        daily_parts.sort(key=lambda rows: max(rows))
+        combined: dict[date, _DailyRow] = {}
+        for rows in daily_parts:
+            combined.update(rows)
+        if combined:
+            self._daily[symbol] = combined
+        quote_parts = [read_quote_file(p) for p in files.get("quotes", [])]
+        if quote_parts:
+            q = {k: np.concatenate([part[k] for part in quote_parts]) for k in quote_parts[0]}
+            order = np.argsort(q["ts"], kind="stable")
+            q = {k: a[order] for k, a in q.items()}
+            quotes = _QuoteSeries(**q)
+            quotes.days = _group_days(quotes.ts)
+            self._quotes[symbol] = quotes
+        log.debug("sim_csv_symbol_loaded", symbol=symbol,
+                  minute_days=len(self._minutes[symbol].days) if symbol in self._minutes else 0,
+                  daily_rows=len(combined))
+
+    # -- MarketSource --------------------------------------------------------------------
+
+    def sessions(self, start: date, end: date) -> list[date]:
+        lo = bisect.bisect_left(self._sessions, start)
+        hi = bisect.bisect_right(self._sessions, end)
+        return self._sessions[lo:hi]
+
+    def profile(self, symbol: str) -> SymbolProfile:
+        tape = "B" if symbol in _ETF_TAPE_B else "C"
+        return SymbolProfile(symbol, _SPREADS.get(symbol, 2.0), NOMINAL_TRADE_SIZE, tape,
+                             "ARCA" if tape == "B" else "NASDAQ")
+
+    def volatile(self, symbol: str, session: date) -> bool:
+        row = self._daily.get(symbol, {}).get(session)
+        return bool(row is not None and (row.h - row.l) / row.o > 0.04)
+
+    def day(self, symbol: str, session: date) -> DayArrays | None:
+        series = self._minutes.get(symbol)
+        if series is not None:
+            span = series.days.get(session)
+            if span is not None:
+                a, b = span
+                return DayArrays(session, series.ts[a:b], series.o[a:b], series.h[a:b],
+                                 series.l[a:b], series.c[a:b], series.v[a:b], series.n[a:b],
+                                 series.vw[a:b])
+        row = self._daily.get(symbol, {}).get(session)
+        if row is None or not self.calendar.is_session(session):
+            return None
+        return self._expand(symbol, session, row)
+
+    def recorded_quote(
+        self, symbol: str, epoch: float
+    ) -> tuple[float, float, int, int, int] | None:
+        """(bid, ask, bid_size, ask_size, minute start) of the last quote bar within the
+        exchange day of ``epoch``, when a quotes file covers it."""
+        quotes = self._quotes.get(symbol)
+        if quotes is None:
+            return None
+        session = datetime.fromtimestamp(epoch, EXCHANGE_TZ).date()
+        span = quotes.days.get(session)
+        if span is None:
+            return None
+        a, b = span
+        i = int(np.searchsorted(quotes.ts[a:b], epoch, side="right")) - 1
+        if i < 0:
+            return None
+        j = a + i
+        return (float(quotes.bid[j]), float(quotes.ask[j]), int(quotes.bid_size[j]),
+                int(quotes.ask_size[j]), int(quotes.ts[j]))
+
+    # -- daily expansion -----------------------------------------------------------------
+
+    def _expand(self, symbol: str, session: date, row: _DailyRow) -> DayArrays:
+        opened, closed = self.calendar.open_close(session)
+        start = int(opened.timestamp())
+        minutes = int(round((closed.timestamp() - opened.timestamp()) / 60))
+        rng = np.random.default_rng([self.seed, _stable("csv-day", symbol), session.toordinal()])
+        up = row.c >= row.o
+        first, second = (row.l, row.h) if up else (row.h, row.l)
+        a = int(rng.integers(max(1, int(0.10 * minutes)), max(2, int(0.45 * minutes))))
+        b = int(rng.integers(max(a + 1, int(0.55 * minutes)), max(a + 2, int(0.90 * minutes))))
+        b = min(b, minutes - 1)
+        knots_x = [0, a, b, minutes]
+        knots_y = [row.o, first, second, row.c]
+        grid = np.arange(minutes + 1)
+        path = np.interp(grid, knots_x, knots_y)
+        envelope = np.zeros(minutes + 1)
+        for left, right in zip(knots_x[:-1], knots_x[1:]):
+            span = right - left
+            if span > 1:
+                envelope[left:right + 1] = np.maximum(
+                    envelope[left:right + 1], np.sin(np.pi * (grid[left:right + 1] - left) / span)
+                )
+        day_range = row.h - row.l
+        noise = np.cumsum(rng.standard_normal(minutes + 1))
+        scale = np.max(np.abs(noise)) or 1.0
+        path = path + envelope * noise / scale * 0.15 * day_range
+        path = np.clip(np.round(path, 4), row.l, row.h)
+        path[knots_x] = knots_y
+        o = path[:-1].copy()
+        c = path[1:].copy()
+        wick = np.abs(rng.standard_normal((2, minutes))) * 0.03 * day_range
+        h = np.clip(np.round(np.maximum(o, c) + wick[0], 4), np.maximum(o, c), row.h)
+        lo = np.clip(np.round(np.minimum(o, c) - wick[1], 4), row.l, np.minimum(o, c))
+        x = (np.arange(minutes) + 0.5) / minutes
+        weights = 1.0 + 2.8 * (2.0 * x - 1.0) ** 2
+        v = _allocate(row.v, weights)
+        if row.n is not None:
+            n = _allocate(row.n, weights)
+        else:
+            n = np.where(v > 0, np.maximum(1, np.round(v / NOMINAL_TRADE_SIZE)), 0).astype(np.int64)
+        vw = np.clip(np.round((h + lo + c) / 3.0, 4), lo, h)
+        ts = (start + 60 * np.arange(minutes)).astype(np.int64)
+        return DayArrays(session, ts, o, h, lo, c, v, n, vw)
+
+
+def _allocate(total: int, weights: np.ndarray) -> np.ndarray:
+    """Integers proportional to ``weights`` that sum exactly to ``total``."""
+    share = weights / weights.sum() * total
+    out = np.floor(share).astype(np.int64)
+    remainder = int(total - out.sum())
+    if remainder > 0:
+        order = np.argsort(-(share - out), kind="stable")[:remainder]
+        out[order] += 1
+    return out
+
