@@ -1,0 +1,983 @@
+"""Pydantic models of the Alpaca objects the daemon reads and the order requests it sends.
+
+Broker objects are parsed once, at the edge:
+
+* money and quantities become :class:`~decimal.Decimal` (Alpaca sends them as strings;
+  market data sends JSON numbers, which are converted through their shortest repr so that
+  ``101.1`` stays ``Decimal("101.1")``);
+* timestamps become timezone-aware datetimes (RFC 3339, ``Z`` or an offset, up to nine
+  fraction digits, truncated to microseconds); a timestamp without a zone is refused;
+* unknown extra fields are ignored, and enum-like fields (status, side, type ...) are plain
+  ``str`` because Alpaca adds values over time;
+* the pattern-day-trader fields Alpaca removed in 2026 are optional.
+
+A missing required field is a :class:`pydantic.ValidationError` naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+
+import errors
+from clock import EXCHANGE_TZ
+
+Date = date  # field annotations use this alias: several models have a field named ``date``
+
+# -- field types ---------------------------------------------------------------------------
+
+_TIMESTAMP = re.compile(
+    r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}(?::\d{2})?)"
+    r"(?:\.(?P<fraction>\d+))?(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2})?)?$"
+)
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """An aware datetime from an RFC 3339 string (or an aware datetime); naive is refused."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("timestamp has no time zone")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"timestamp must be an RFC 3339 string, got {type(value).__name__}")
+    match = _TIMESTAMP.match(value.strip())
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
+    zone = match["zone"]
+    if zone is None:
+        raise ValueError(f"timestamp has no time zone: {value!r}")
+    if zone in ("Z", "z"):
+        zone = "+00:00"
+    elif len(zone) == 3:
+        zone = f"{zone}:00"
+    elif ":" not in zone:
+        zone = f"{zone[:3]}:{zone[3:]}"
+    clock_time = match["time"] if match["time"].count(":") == 2 else f"{match['time']}:00"
+    fraction = match["fraction"]
+    micros = f".{(fraction + '000000')[:6]}" if fraction else ""
+    return datetime.fromisoformat(f"{match['date']}T{clock_time}{micros}{zone}")
+
+
+def parse_optional_timestamp(value: Any) -> datetime | None:
+    """Like :func:`parse_timestamp`, with ``None`` or ``""`` meaning absent."""
+    if value is None or value == "":
+        return None
+    return parse_timestamp(value)
+
+
+def parse_decimal(value: Any) -> Decimal:
+    """A finite Decimal from a string, int, float or Decimal (bools are refused)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        number = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"not a decimal number: {value!r}") from None
+    else:
+        raise ValueError(f"expected a decimal number, got {type(value).__name__}")
+    if not number.is_finite():
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+def parse_optional_decimal(value: Any) -> Decimal | None:
+    """Like :func:`parse_decimal`, with ``None`` or ``""`` meaning absent."""
+    if value is None or value == "":
+        return None
+    return parse_decimal(value)
+
+
+Timestamp = Annotated[datetime, PlainValidator(parse_timestamp)]
+OptionalTimestamp = Annotated[datetime | None, PlainValidator(parse_optional_timestamp)]
+Num = Annotated[Decimal, PlainValidator(parse_decimal)]
+OptionalNum = Annotated[Decimal | None, PlainValidator(parse_optional_decimal)]
+
+
+def decimal_text(value: Decimal) -> str:
+    """A Decimal as plain positional text (never scientific notation): ``1E+2`` -> ``"100"``."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+class BrokerModel(BaseModel):
+    """Base of every object parsed from the broker: extra fields ignored, names or aliases."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+# -- account, clock, calendar, assets ------------------------------------------------------
+
+
+class Account(BrokerModel):
+    """GET /v2/account. ``equity``, ``cash`` and ``buying_power`` are required: risk needs them."""
+
+    id: str
+    account_number: str
+    status: str
+    currency: str = "USD"
+    cash: Num
+    equity: Num
+    buying_power: Num
+    portfolio_value: OptionalNum = None
+    last_equity: OptionalNum = None
+    long_market_value: OptionalNum = None
+    short_market_value: OptionalNum = None
+    position_market_value: OptionalNum = None
+    regt_buying_power: OptionalNum = None
+    non_marginable_buying_power: OptionalNum = None
+    options_buying_power: OptionalNum = None
+    effective_buying_power: OptionalNum = None
+    initial_margin: OptionalNum = None
+    maintenance_margin: OptionalNum = None
+    last_maintenance_margin: OptionalNum = None
+    sma: OptionalNum = None
+    multiplier: OptionalNum = None
+    accrued_fees: OptionalNum = None
+    pending_transfer_in: OptionalNum = None
+    pending_transfer_out: OptionalNum = None
+    trading_blocked: bool = False
+    transfers_blocked: bool = False
+    account_blocked: bool = False
+    trade_suspended_by_user: bool = False
+    shorting_enabled: bool = False
+    created_at: OptionalTimestamp = None
+    balance_asof: Date | None = None
+    # Removed by Alpaca on 2026-07-06 with the retirement of the PDT rule: optional.
+    pattern_day_trader: bool | None = None
+    daytrade_count: int | None = None
+    daytrading_buying_power: OptionalNum = None
+    last_daytrade_count: int | None = None
+    last_daytrading_buying_power: OptionalNum = None
+
+    @property
+    def can_trade(self) -> bool:
+        """True when the account is ACTIVE and nothing blocks trading."""
+        return (
+            self.status == "ACTIVE"
+            and not self.trading_blocked
+            and not self.account_blocked
+            and not self.trade_suspended_by_user
+        )
+
+
+class Clock(BrokerModel):
+    """GET /v2/clock: the broker's view of the market (times carry the ET offset)."""
+
+    timestamp: Timestamp
+    is_open: bool
+    next_open: Timestamp
+    next_close: Timestamp
+
+
+def _session_time(day: date, value: Any, field: str) -> datetime:
+    """``HH:MM`` (or ``HH:MM:SS`` or ``HHMM``) on ``day`` as an aware ET datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{field} has no time zone")
+        return value.astimezone(EXCHANGE_TZ)
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d{1,2}):?(\d{2})(?::(\d{2}))?", text)
+    if match is None:
+        raise ValueError(f"{field} must be HH:MM, got {value!r}")
+    hour, minute, second = int(match[1]), int(match[2]), int(match[3] or 0)
+    return datetime.combine(day, time(hour, minute, second), tzinfo=EXCHANGE_TZ)
+
+
+class CalendarDay(BrokerModel):
+    """One trading day of GET /v2/calendar, with ``open``/``close`` as aware ET datetimes."""
+
+    date: Date
+    open: datetime
+    close: datetime
+    session_open: datetime | None = None
+    session_close: datetime | None = None
+    settlement_date: Date | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _combine_date_and_times(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "date" not in data:
+            return data
+        day = data["date"]
+        if isinstance(day, str):
+            try:
+                day = date.fromisoformat(day)
+            except ValueError:
+                return data  # the field validator reports the bad date
+        if not isinstance(day, date):
+            return data
+        out = dict(data)
+        for field in ("open", "close", "session_open", "session_close"):
+            if out.get(field) not in (None, ""):
+                out[field] = _session_time(day, out[field], field)
+            elif field.startswith("session"):
+                out[field] = None
+        return out
+
+    @property
+    def open_utc(self) -> datetime:
+        return self.open.astimezone(timezone.utc)
+
+    @property
+    def close_utc(self) -> datetime:
+        return self.close.astimezone(timezone.utc)
+
+
+class Asset(BrokerModel):
+    """GET /v2/assets[/{symbol}]. The wire key ``class`` is exposed as ``asset_class``."""
+
+    id: str
+    symbol: str
+    asset_class: str = Field(alias="class")
+    exchange: str = ""
+    name: str | None = None
+    status: str
+    tradable: bool
+    marginable: bool = False
+    shortable: bool = False
+    easy_to_borrow: bool = False
+    fractionable: bool = False
+    cusip: str | None = None
+    maintenance_margin_requirement: OptionalNum = None
+    margin_requirement_long: OptionalNum = None
+    margin_requirement_short: OptionalNum = None
+    attributes: list[str] = Field(default_factory=list)
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _null_attributes(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+# -- orders and positions ------------------------------------------------------------------
+
+#: Order states after which nothing more will happen to the order.
+TERMINAL_ORDER_STATUSES = frozenset({"filled", "canceled", "expired", "replaced", "rejected"})
+
+
+class Order(BrokerModel):
+    """An order as returned by the trading API (POST, GET, PATCH, stream events)."""
+
+    id: str
+    client_order_id: str
+    status: str
+    symbol: str
+    side: str
+    type: str
+    time_in_force: str
+    created_at: Timestamp
+    updated_at: OptionalTimestamp = None
+    submitted_at: OptionalTimestamp = None
+    filled_at: OptionalTimestamp = None
+    expired_at: OptionalTimestamp = None
+    canceled_at: OptionalTimestamp = None
+    failed_at: OptionalTimestamp = None
+    replaced_at: OptionalTimestamp = None
+    expires_at: OptionalTimestamp = None
+    replaced_by: str | None = None
+    replaces: str | None = None
+    asset_id: str | None = None
+    asset_class: str | None = None
+    qty: OptionalNum = None
+    notional: OptionalNum = None
+    filled_qty: Num = Decimal(0)
+    filled_avg_price: OptionalNum = None
+    order_class: str = "simple"
+    limit_price: OptionalNum = None
+    stop_price: OptionalNum = None
+    trail_price: OptionalNum = None
+    trail_percent: OptionalNum = None
+    hwm: OptionalNum = None
+    extended_hours: bool = False
+    position_intent: str | None = None
+    legs: list[Order] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        if out.get("type") in (None, "") and out.get("order_type"):
+            out["type"] = out["order_type"]
+        if out.get("order_class") in (None, ""):
+            out["order_class"] = "simple"
+        if out.get("filled_qty") in (None, ""):
+            out["filled_qty"] = "0"
+        if out.get("asset_id") == "":
+            out["asset_id"] = None
+        return out
+
+    @property
+    def is_terminal(self) -> bool:
+        """Filled, canceled, expired, replaced or rejected: nothing more will happen."""
+        return self.status in TERMINAL_ORDER_STATUSES
+
+    @property
+    def is_open(self) -> bool:
+        """Anything not terminal (unknown new statuses count as open: it may still fill)."""
+        return not self.is_terminal
+
+    @property
+    def remaining_qty(self) -> Decimal | None:
+        """Quantity still to fill, or None for notional orders."""
+        if self.qty is None:
+            return None
+        return max(self.qty - self.filled_qty, Decimal(0))
+
+
+OrderLeg = Order
+
+
+class Position(BrokerModel):
+    """An open position. ``qty`` is signed: negative for shorts (normalised from ``side``)."""
+
+    symbol: str
+    qty: Num
+    side: str = ""
+    avg_entry_price: Num
+    asset_id: str | None = None
+    exchange: str = ""
+    asset_class: str = "us_equity"
+    asset_marginable: bool | None = None
+    qty_available: OptionalNum = None
+    cost_basis: OptionalNum = None
+    market_value: OptionalNum = None
+    unrealized_pl: OptionalNum = None
+    unrealized_plpc: OptionalNum = None
+    unrealized_intraday_pl: OptionalNum = None
+    unrealized_intraday_plpc: OptionalNum = None
+    current_price: OptionalNum = None
+    lastday_price: OptionalNum = None
+    change_today: OptionalNum = None
+
+    @model_validator(mode="after")
+    def _sign_and_side(self) -> Position:
+        if self.side == "short" and self.qty > 0:
+            self.qty = -self.qty
+        if self.side not in ("long", "short"):
+            self.side = "short" if self.qty < 0 else "long"
+        return self
+
+    @property
+    def is_long(self) -> bool:
+        return self.qty > 0
+
+    @property
+    def is_short(self) -> bool:
+        return self.qty < 0
+
+
+# -- market data ---------------------------------------------------------------------------
+
+
+class Bar(BrokerModel):
+    """An OHLCV bar; ``t`` is the bar's start (daily bars: midnight ET, in UTC)."""
+
+    t: Timestamp
+    o: Num
+    h: Num
+    l: Num  # noqa: E741 - Alpaca's field letter
+    c: Num
+    v: int
+    n: int | None = None
+    vw: OptionalNum = None
+
+    @field_validator("v", "n", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+    @property
+    def timestamp(self) -> datetime:
+        return self.t
+
+    @property
+    def open(self) -> Decimal:
+        return self.o
+
+    @property
+    def high(self) -> Decimal:
+        return self.h
+
+    @property
+    def low(self) -> Decimal:
+        return self.l
+
+    @property
+    def close(self) -> Decimal:
+        return self.c
+
+    @property
+    def volume(self) -> int:
+        return self.v
+
+
+class Quote(BrokerModel):
+    """The NBBO (or IEX) quote. A price of 0 means no bid or no ask."""
+
+    t: Timestamp
+    ap: Num
+    bp: Num
+    as_: Num = Field(alias="as")
+    bs: Num
+    ax: str | None = None
+    bx: str | None = None
+    c: list[str] | None = None
+    z: str | None = None
+
+    @property
+    def bid(self) -> Decimal:
+        return self.bp
+
+    @property
+    def ask(self) -> Decimal:
+        return self.ap
+
+    @property
+    def bid_size(self) -> Decimal:
+        return self.bs
+
+    @property
+    def ask_size(self) -> Decimal:
+        return self.as_
+
+    @property
+    def is_crossed(self) -> bool:
+        """Bid above ask: the quote is not tradable as shown."""
+        return self.bp > self.ap
+
+    @property
+    def has_both_sides(self) -> bool:
+        return self.bp > 0 and self.ap > 0
+
+    @property
+    def mid(self) -> Decimal:
+        return (self.bp + self.ap) / 2
+
+
+class Trade(BrokerModel):
+    """A trade print."""
+
+    t: Timestamp
+    p: Num
+    s: Num
+    x: str | None = None
+    i: int | None = None
+    c: list[str] | None = None
+    z: str | None = None
+    u: str | None = None
+
+    @property
+    def price(self) -> Decimal:
+        return self.p
+
+    @property
+    def size(self) -> Decimal:
+        return self.s
+
+
+class Snapshot(BrokerModel):
+    """Latest trade and quote plus the minute, daily and previous daily bars of one symbol."""
+
+    symbol: str | None = None
+    latest_trade: Trade | None = Field(default=None, alias="latestTrade")
+    latest_quote: Quote | None = Field(default=None, alias="latestQuote")
+    minute_bar: Bar | None = Field(default=None, alias="minuteBar")
+    daily_bar: Bar | None = Field(default=None, alias="dailyBar")
+    prev_daily_bar: Bar | None = Field(default=None, alias="prevDailyBar")
+
+
+class NewsArticle(BrokerModel):
+    """One article of GET /v1beta1/news."""
+
+    id: int
+    headline: str
+    author: str | None = None
+    created_at: Timestamp
+    updated_at: OptionalTimestamp = None
+    summary: str | None = None
+    content: str | None = None
+    url: str | None = None
+    images: list[dict[str, Any]] = Field(default_factory=list)
+    symbols: list[str] = Field(default_factory=list)
+    source: str | None = None
+
+    @field_validator("images", "symbols", mode="before")
+    @classmethod
+    def _null_list(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+class Activity(BrokerModel):
+    """An account activity: a FILL (trade activity) or a non-trade entry (DIV, FEE, ...)."""
+
+    id: str
+    activity_type: str
+    transaction_time: OptionalTimestamp = None
+    type: str | None = None
+    price: OptionalNum = None
+    qty: OptionalNum = None
+    side: str | None = None
+    symbol: str | None = None
+    leaves_qty: OptionalNum = None
+    cum_qty: OptionalNum = None
+    order_id: str | None = None
+    order_status: str | None = None
+    activity_sub_type: str | None = None
+    date: Date | None = None
+    net_amount: OptionalNum = None
+    per_share_amount: OptionalNum = None
+    status: str | None = None
+    description: str | None = None
+    created_at: OptionalTimestamp = None
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date_only(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > 10:
+            return parse_timestamp(value).date()
+        return value
+
+
+# -- responses -----------------------------------------------------------------------------
+
+
+class ErrorBody(BrokerModel):
+    """An error body: trading API ``{"code", "message", ...}``; data API only ``message``.
+
+    Context fields (``available``, ``held_for_orders``, ``buying_power`` ...) are kept.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    code: int | None = None
+    message: str = ""
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _lenient_code(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return int(value) if value.strip().isdigit() else None
+        return value
+
+    @field_validator("message", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return "" if value is None else str(value)
+
+
+class MultiStatusItem(BrokerModel):
+    """One item of a 207 Multi-Status body (cancel-all: ``id``; close-all: ``symbol``)."""
+
+    id: str | None = None
+    symbol: str | None = None
+    status: int
+    body: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _names_something(self) -> MultiStatusItem:
+        if not self.id and not self.symbol:
+            raise ValueError("multi-status item has neither id nor symbol")
+        return self
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def order(self) -> Order | None:
+        """The order in a successful item's body (close-all), if the body is an order."""
+        if not self.ok or not self.body or "client_order_id" not in self.body:
+            return None
+        return Order.model_validate(self.body)
+
+    @property
+    def error(self) -> ErrorBody | None:
+        if self.ok:
+            return None
+        return ErrorBody.model_validate(self.body or {})
+
+
+class ApiResponse(BaseModel):
+    """What :meth:`api_gateway.ResilientAlpacaGateway.request` returns; it never raises.
+
+    ``status`` is the HTTP status, or 0 when no response arrived. ``error_type`` says what
+    went wrong: ``"http"`` (an error status), ``"network"`` (timeout, reset, refused),
+    ``"malformed"`` (a body that is not the expected JSON), ``"redirect"`` (3xx), ``"closed"``
+    (the HTTP session was already closed).
+    ``outcome_unknown`` is True when the broker may have acted on the request anyway
+    (timeout or reset after sending, 5xx, unreadable 2xx).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    success: bool
+    status: int
+    data: Any = None
+    error_code: int | None = None
+    message: str = ""
+    request_id: str | None = None
+    error_type: str | None = None
+    retry_after: float | None = None
+    outcome_unknown: bool = False
+    method: str = ""
+    path: str = ""
+
+    @property
+    def error_body(self) -> ErrorBody:
+        return ErrorBody.model_validate(self.data if isinstance(self.data, dict) else {})
+
+    def error(self, *, for_order: bool = False) -> errors.BrokerError | None:
+        """The errors.py exception this response stands for, or None on success.
+
+        ``for_order``: the request would have created or changed an order, so an otherwise
+        unclassified 4xx is a definitive :class:`errors.OrderRejected`.
+        """
+        if self.success:
+            return None
+        where = f"{self.method} {self.path}".strip()
+        text = self.message or "broker error"
+        message = f"{where}: {text}" if where else text
+        body = self.data if isinstance(self.data, dict) else None
+        kw: dict[str, Any] = {
+            "status": self.status or None,
+            "code": self.error_code,
+            "request_id": self.request_id,
+            "body": body,
+        }
+        if self.error_type == "network":
+            return errors.BrokerUnavailable(message, **kw)
+        if self.error_type == "malformed":
+            return errors.MalformedResponse(message, **kw)
+        if self.error_type in ("redirect", "closed"):
+            return errors.OperationalError(message, **kw)
+        return _http_error(self.status, self.error_code, self.message.lower(), message, for_order, kw,
+                           self.retry_after)
+
+    def raise_for_error(self, *, for_order: bool = False) -> ApiResponse:
+        """Raise the matching errors.py exception unless successful; returns self for chaining."""
+        problem = self.error(for_order=for_order)
+        if problem is not None:
+            raise problem
+        return self
+
+
+PDT_CODE = 40310100
+_FORBIDDEN_CODE = 40310000
+
+
+def _http_error(
+    status: int,
+    code: int | None,
+    text: str,
+    message: str,
+    for_order: bool,
+    kw: dict[str, Any],
+    retry_after: float | None,
+) -> errors.BrokerError:
+    """Map an HTTP error status (+ Alpaca code and message) onto the exception tree."""
+    if status == 429:
+        return errors.RateLimited(message, retry_after=retry_after, **kw)
+    if status >= 500 or status == 408:
+        return errors.ServerError(message, **kw)
+    if status == 401 or code == 40110000:
+        return errors.AuthenticationFailed(message, **kw)
+    if status == 404:
+        return errors.NotFound(message, **kw)
+    if code == PDT_CODE or "pattern day trad" in text:
+        return errors.PatternDayTraderRejected(message, **kw)
+    if "insufficient qty" in text:
+        return errors.InsufficientQuantity(message, **kw)
+    if "insufficient buying power" in text or "insufficient day trading buying power" in text:
+        return errors.InsufficientBuyingPower(message, **kw)
+    if "wash trade" in text:
+        return errors.WashTradeRejected(message, **kw)
+    if "client_order_id must be unique" in text:
+        return errors.DuplicateClientOrderId(message, **kw)
+    if status == 422 and "not cancelable" in text:
+        return errors.OrderNotCancelable(message, **kw)
+    if status == 403 and ("blocked" in text or "suspended" in text) and not for_order:
+        return errors.AccountBlocked(message, **kw)
+    if status == 403 and code is None and not for_order:
+        # Data API: "subscription does not permit ...", or a key without access.
+        return errors.AuthenticationFailed(message, **kw)
+    if for_order or code == _FORBIDDEN_CODE:
+        return errors.OrderRejected(message, **kw)
+    return errors.OperationalError(message, **kw)
+
+
+# -- order requests ------------------------------------------------------------------------
+
+ORDER_SIDES = frozenset({"buy", "sell"})
+ORDER_TYPES = frozenset({"market", "limit", "stop", "stop_limit", "trailing_stop"})
+TIMES_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
+ORDER_CLASSES = frozenset({"simple", "bracket", "oco", "oto"})
+MAX_CLIENT_ORDER_ID = 128
+
+
+class TakeProfit(BaseModel):
+    """The take-profit leg of a bracket, OCO or OTO order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit_price: Num
+
+    def to_payload(self) -> dict[str, str]:
+        return {"limit_price": decimal_text(self.limit_price)}
+
+
+class StopLoss(BaseModel):
+    """The stop-loss leg; with ``limit_price`` the leg is a stop-limit order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stop_price: Num
+    limit_price: OptionalNum = None
+
+    def to_payload(self) -> dict[str, str]:
+        payload = {"stop_price": decimal_text(self.stop_price)}
+        if self.limit_price is not None:
+            payload["limit_price"] = decimal_text(self.limit_price)
+        return payload
+
+
+class OrderRequest(BaseModel):
+    """An order to submit (POST /v2/orders), validated before anything is sent.
+
+    Build one with the constructors :meth:`simple`, :meth:`bracket`, :meth:`oco`,
+    :meth:`oto` and :meth:`trailing_stop`, or directly. ``to_payload()`` is the JSON body.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str
+    side: str
+    type: str = "market"
+    time_in_force: str = "day"
+    qty: OptionalNum = None
+    notional: OptionalNum = None
+    limit_price: OptionalNum = None
+    stop_price: OptionalNum = None
+    trail_price: OptionalNum = None
+    trail_percent: OptionalNum = None
+    extended_hours: bool | None = None
+    client_order_id: str | None = None
+    order_class: str | None = None
+    take_profit: TakeProfit | None = None
+    stop_loss: StopLoss | None = None
+    position_intent: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> OrderRequest:
+        problems = _order_request_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON body: decimals as strings, unset fields omitted, booleans as booleans."""
+        payload: dict[str, Any] = {}
+        for name in (
+            "symbol", "qty", "notional", "side", "type", "time_in_force", "limit_price",
+            "stop_price", "trail_price", "trail_percent", "extended_hours", "client_order_id",
+            "order_class", "position_intent",
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            payload[name] = decimal_text(value) if isinstance(value, Decimal) else value
+        if self.take_profit is not None:
+            payload["take_profit"] = self.take_profit.to_payload()
+        if self.stop_loss is not None:
+            payload["stop_loss"] = self.stop_loss.to_payload()
+        return payload
+
+    # -- constructors -----------------------------------------------------------------
+
+    @classmethod
+    def simple(
+        cls,
+        symbol: str,
+        qty: Decimal | int | str,
+        side: str,
+        *,
+        type: str = "market",  # noqa: A002 - Alpaca's field name
+        time_in_force: str = "day",
+        limit_price: Decimal | str | None = None,
+        stop_price: Decimal | str | None = None,
+        extended_hours: bool | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderRequest:
+        """A market, limit, stop or stop-limit order with no legs."""
+        return cls(
+            symbol=symbol, qty=qty, side=side, type=type, time_in_force=time_in_force,
+            limit_price=limit_price, stop_price=stop_price, extended_hours=extended_hours,
+            client_order_id=client_order_id,
+        )
+
+    @classmethod
+    def bracket(
+        cls,
+        symbol: str,
+        qty: Decimal | int | str,
+        side: str,
+        *,
+        take_profit_price: Decimal | str,
+        stop_loss_price: Decimal | str,
+        stop_loss_limit_price: Decimal | str | None = None,
+        limit_price: Decimal | str | None = None,
+        time_in_force: str = "day",
+        client_order_id: str | None = None,
+    ) -> OrderRequest:
+        """An entry (market, or limit when ``limit_price`` is given) with take-profit and stop."""
+        return cls(
+            symbol=symbol, qty=qty, side=side,
+            type="limit" if limit_price is not None else "market",
+            limit_price=limit_price, time_in_force=time_in_force, order_class="bracket",
+            take_profit=TakeProfit(limit_price=take_profit_price),
+            stop_loss=StopLoss(stop_price=stop_loss_price, limit_price=stop_loss_limit_price),
+            client_order_id=client_order_id,
+        )
+
+    @classmethod
+    def oco(
+        cls,
+        symbol: str,
+        qty: Decimal | int | str,
+        side: str,
+        *,
+        take_profit_price: Decimal | str,
+        stop_loss_price: Decimal | str,
+        stop_loss_limit_price: Decimal | str | None = None,
+        time_in_force: str = "gtc",
+        client_order_id: str | None = None,
+    ) -> OrderRequest:
+        """An exit for an existing position: take-profit limit and stop, one cancels the other."""
+        return cls(
+            symbol=symbol, qty=qty, side=side, type="limit",
+            limit_price=take_profit_price, time_in_force=time_in_force, order_class="oco",
+            take_profit=TakeProfit(limit_price=take_profit_price),
+            stop_loss=StopLoss(stop_price=stop_loss_price, limit_price=stop_loss_limit_price),
+            client_order_id=client_order_id,
+        )
+
+    @classmethod
+    def oto(
+        cls,
+        symbol: str,
+        qty: Decimal | int | str,
+        side: str,
+        *,
+        take_profit_price: Decimal | str | None = None,
+        stop_loss_price: Decimal | str | None = None,
+        stop_loss_limit_price: Decimal | str | None = None,
+        limit_price: Decimal | str | None = None,
+        time_in_force: str = "day",
+        client_order_id: str | None = None,
+    ) -> OrderRequest:
+        """An entry with exactly one exit leg (take-profit or stop-loss)."""
+        return cls(
+            symbol=symbol, qty=qty, side=side,
+            type="limit" if limit_price is not None else "market",
+            limit_price=limit_price, time_in_force=time_in_force, order_class="oto",
+            take_profit=None if take_profit_price is None else TakeProfit(limit_price=take_profit_price),
+            stop_loss=None if stop_loss_price is None else StopLoss(
+                stop_price=stop_loss_price, limit_price=stop_loss_limit_price),
+            client_order_id=client_order_id,
+        )
+
+    @classmethod
+    def trailing_stop(
+        cls,
+        symbol: str,
+        qty: Decimal | int | str,
+        side: str,
+        *,
+        trail_price: Decimal | str | None = None,
+        trail_percent: Decimal | str | None = None,
+        time_in_force: str = "day",
+        client_order_id: str | None = None,
+    ) -> OrderRequest:
+        """A trailing stop by a price offset or a percent (exactly one of the two)."""
+        return cls(
+            symbol=symbol, qty=qty, side=side, type="trailing_stop",
+            trail_price=trail_price, trail_percent=trail_percent,
+            time_in_force=time_in_force, client_order_id=client_order_id,
+        )
+
+
+def _order_request_problems(req: OrderRequest) -> list[str]:
+    """Every reason the broker would refuse this request's shape, one line each."""
+    problems: list[str] = []
+    if not req.symbol.strip():
+        problems.append("symbol is empty")
+    if req.side not in ORDER_SIDES:
+        problems.append(f"side {req.side!r} is not one of {sorted(ORDER_SIDES)}")
+    if req.type not in ORDER_TYPES:
+        problems.append(f"type {req.type!r} is not one of {sorted(ORDER_TYPES)}")
+    if req.time_in_force not in TIMES_IN_FORCE:
+        problems.append(f"time_in_force {req.time_in_force!r} is not one of {sorted(TIMES_IN_FORCE)}")
+    if (req.qty is None) == (req.notional is None):
+        problems.append("exactly one of qty and notional is required")
+    for name in ("qty", "notional", "limit_price", "stop_price", "trail_price", "trail_percent"):
+        value = getattr(req, name)
+        if value is not None and value <= 0:
+            problems.append(f"{name} must be positive, got {value}")
+    if req.notional is not None and (req.type != "market" or req.time_in_force != "day"):
+        problems.append("notional orders must be market orders with time_in_force day")
+    if req.type in ("limit", "stop_limit") and req.limit_price is None:
+        problems.append(f"{req.type} orders need limit_price")
+    if req.type in ("stop", "stop_limit") and req.stop_price is None:
+        problems.append(f"{req.type} orders need stop_price")
+    if req.type == "trailing_stop" and (req.trail_price is None) == (req.trail_percent is None):
+        problems.append("trailing_stop orders need exactly one of trail_price and trail_percent")
+    if req.client_order_id is not None and not 0 < len(req.client_order_id) <= MAX_CLIENT_ORDER_ID:
+        problems.append(f"client_order_id must be 1-{MAX_CLIENT_ORDER_ID} characters")
+    order_class = req.order_class or "simple"
+    if order_class not in ORDER_CLASSES:
+        problems.append(f"order_class {order_class!r} is not one of {sorted(ORDER_CLASSES)}")
+    legs = (req.take_profit is not None) + (req.stop_loss is not None)
+    if order_class in ("bracket", "oco") and legs != 2:
+        problems.append(f"{order_class} orders need both take_profit and stop_loss")
+    if order_class == "oto" and legs != 1:
+        problems.append("oto orders need exactly one of take_profit and stop_loss")
+    if order_class == "simple" and legs:
+        problems.append("take_profit/stop_loss need order_class bracket, oco or oto")
+    if order_class == "bracket":
+        if req.type not in ("market", "limit"):
+            problems.append("bracket orders must be market or limit orders")
+        if req.time_in_force not in ("day", "gtc"):
+            problems.append("bracket orders need time_in_force day or gtc")
+        if req.extended_hours:
+            problems.append("bracket orders cannot trade in extended hours")
+    if order_class == "oco" and req.type != "limit":
+        problems.append("oco orders must be limit orders")
+    if req.take_profit is not None and req.stop_loss is not None and not problems:
+        take, stop = req.take_profit.limit_price, req.stop_loss.stop_price
+        exit_sells = (req.side == "buy") != (order_class == "oco")
+        if exit_sells and take <= stop:
+            problems.append(f"take_profit {take} must be above stop_loss {stop} for a long position")
+        if not exit_sells and take >= stop:
+            problems.append(f"take_profit {take} must be below stop_loss {stop} for a short position")
+    if req.extended_hours and (req.type != "limit" or req.time_in_force not in ("day", "gtc")):
+        problems.append("extended_hours orders must be limit orders with time_in_force day or gtc")
+    return problems
+
+
+Order.model_rebuild()
