@@ -1,0 +1,340 @@
+"""The trading daemon's command line.
+
+``python main.py`` trades: against the embedded simulator when no Alpaca keys are configured
+(SIM mode), Alpaca paper with keys, live only with an explicit opt-in. Subcommands:
+``diagnose``, ``status``, ``halt``, ``rearm``, ``train``, ``backtest``, ``report``.
+
+Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or arguments (one line per
+problem on stderr, before anything touches the broker), 3 ``diagnose`` found a problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNHEALTHY = 0, 1, 2, 3
+
+BANNER_SIM = """\
+==============================================================================
+  SIM MODE: trading the embedded Alpaca-compatible simulator at {url}
+  Why: {why}
+  Speed: {speed}   Symbols: {symbols}
+  Nothing here touches a real broker. Set APCA_API_KEY_ID and APCA_API_SECRET_KEY
+  (see .env.example) to paper trade on Alpaca.
+=============================================================================="""
+
+
+class ArgumentError(Exception):
+    """A bad command line; the message is one line for stderr."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ArgumentError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="main.py", description="AI-driven trading daemon for US equities on Alpaca.")
+    common = _Parser(add_help=False)
+    common.add_argument("--mode", choices=["sim", "paper", "live"], help="broker mode (default: sim without keys, paper with keys)")
+    common.add_argument("--profile", choices=["default", "conservative", "aggressive"], help="risk profile")
+    common.add_argument("--config", type=Path, help="TOML config file (default: $TRADING_CONFIG)")
+    common.add_argument("--sim-days", type=int, help="stop after N simulated sessions and print a summary")
+    common.add_argument("--speed", help="simulator speed: a factor (60 = a market minute per second) or 'max'")
+    common.add_argument("--data", help="CSV data directory for the simulator or backtest (layout of shared/data)")
+    common.add_argument("--symbols", help="comma-separated symbols to trade, e.g. SPY,AAPL")
+    common.add_argument("--log-file", help="JSON-lines log file (default logs/trading.jsonl)")
+    common.add_argument("--state-db", help="SQLite state file (default data/trading_state.db)")
+    common.add_argument("--seed", type=int, help="simulator seed")
+    common.add_argument("--start", help="simulated start (ISO-8601 or YYYY-MM-DD)")
+    parser.add_argument("--version", action="version", version="trading-daemon 0.1")
+    sub = parser.add_subparsers(dest="command")
+    for name, help_text in [
+        ("run", "run the trading loop (the default)"),
+        ("diagnose", "check configuration, broker, data and safety systems; exit 0 when healthy"),
+        ("status", "equity, P&L, positions and protection, open orders, day trades, breaker state"),
+    ]:
+        sub.add_parser(name, parents=[common], help=help_text)
+    for name, help_text in [("halt", "flatten and latch the running daemon within one cycle"),
+                            ("rearm", "re-arm a tripped circuit breaker or an operator halt")]:
+        p = sub.add_parser(name, parents=[common], help=help_text)
+        p.add_argument("--reason", required=True, help="why (journaled)")
+    p = sub.add_parser("train", parents=[common], help="train the AI confidence model on daily CSV bars")
+    p.add_argument("--out", type=Path, help="model file (default: ai.model_path)")
+    p = sub.add_parser("backtest", parents=[common], help="run the strategies over history")
+    p.add_argument("--end", help="last date (YYYY-MM-DD)")
+    p.add_argument("--strategies", help="comma-separated strategy names")
+    p.add_argument("--report", type=Path, help="directory for the HTML and JSON report")
+    p = sub.add_parser("report", parents=[common], help="performance report of a paper or live run from the journal")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="report directory")
+    # flags also accepted before the subcommand (python main.py --sim-days 1)
+    for action in common._actions:
+        if action.option_strings and action.dest != "help":
+            parser._add_action(action)
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI flags as config overrides (None: flag not given)."""
+    out: dict[str, Any] = {
+        "mode": args.mode,
+        "sim.days": args.sim_days,
+        "sim.speed": args.speed,
+        "sim.data_dir": args.data,
+        "sim.seed": args.seed,
+        "sim.start": args.start,
+        "storage.log_file": args.log_file,
+        "storage.state_db": args.state_db,
+    }
+    if args.symbols:
+        out["scanning.symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def load(args: argparse.Namespace) -> Any:
+    import config
+
+    return config.load_settings(config_file=args.config, profile=args.profile,
+                                overrides=overrides_from_args(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except ArgumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    command = args.command or "run"
+    import config
+    from errors import ConfigError
+
+    try:
+        settings = load(args)
+    except ConfigError as exc:
+        print(config.format_problems(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    import logging_setup
+
+    logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
+                            secrets=settings.secret_values())
+    run_id = logging_setup.new_run_id()
+    logging_setup.bind_run(run_id)
+    try:
+        if command == "run":
+            return asyncio.run(run_daemon(settings, run_id))
+        if command == "diagnose":
+            return asyncio.run(run_diagnose(settings))
+        if command == "status":
+            return asyncio.run(run_status(settings))
+        if command in ("halt", "rearm"):
+            return queue_operator_command(settings, command, args.reason)
+        if command == "train":
+            return run_train(settings, args)
+        if command == "backtest":
+            return run_backtest(settings, args)
+        if command == "report":
+            return run_report(settings, args)
+    except ConfigError as exc:
+        print(config.format_problems(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        logging_setup.shutdown()
+    return EXIT_OK
+
+
+# -- broker wiring -------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[tuple[Any, Any, str]]:
+    """The broker gateway and clock for the configured mode: (gateway, clock, base_url).
+
+    In SIM mode the simulator is started in this process on a free loopback port and
+    the gateway talks to it over real HTTP, exactly as it would to Alpaca.
+    """
+    from api_gateway import ResilientAlpacaGateway
+    from clock import WallClock
+    from rate_limit import RateLimiter
+
+    server = None
+    if settings.mode == "sim":
+        from simulator.core import SimulatorCore
+        from simulator.server import start_server
+
+        sim = settings.sim
+        core = SimulatorCore.create(data_dir=sim.data_dir, symbols=list(settings.scanning.symbols),
+                                    seed=sim.seed, start=sim.start, speed=sim.speed, cash=sim.cash,
+                                    faults=sim.faults) if _accepts_faults() else \
+            SimulatorCore.create(data_dir=sim.data_dir, symbols=list(settings.scanning.symbols),
+                                 seed=sim.seed, start=sim.start, speed=sim.speed, cash=sim.cash)
+        server = await start_server(core, host="127.0.0.1", port=0, rate_limit_per_minute=None)
+        base_url = data_url = server.base_url
+        clock = core.clock
+        if announce:
+            print(BANNER_SIM.format(
+                url=base_url,
+                why="no Alpaca API keys are configured" if not settings.has_api_keys else "--mode sim was chosen",
+                speed="max" if sim.speed is None else f"{sim.speed:g}x",
+                symbols=",".join(settings.scanning.symbols)), flush=True)
+        limiter = RateLimiter(max_per_minute=settings.rate_limit.max_requests_per_minute,
+                              buffer=settings.rate_limit.rate_limit_buffer,
+                              burst_allowance=settings.rate_limit.burst_allowance,
+                              cooldown_seconds=settings.rate_limit.cooldown_seconds,
+                              monotonic=lambda: clock.now().timestamp(), sleep=clock.sleep)
+        key = secret = None
+    else:
+        base_url, data_url = settings.api.base_url, settings.api.data_url
+        clock = WallClock()
+        limiter = RateLimiter(max_per_minute=settings.rate_limit.max_requests_per_minute,
+                              buffer=settings.rate_limit.rate_limit_buffer,
+                              burst_allowance=settings.rate_limit.burst_allowance,
+                              cooldown_seconds=settings.rate_limit.cooldown_seconds)
+        key = settings.api.key_id.get_secret_value() if settings.api.key_id else None
+        secret = settings.api.secret_key.get_secret_value() if settings.api.secret_key else None
+    gateway = ResilientAlpacaGateway(
+        base_url=base_url, data_url=data_url, key_id=key, secret_key=secret, mode=settings.mode,
+        live_enabled=settings.live_trading_enabled, timeout=settings.api.timeout_seconds,
+        max_retries=settings.api.max_retries, backoff_base=settings.api.backoff_base_seconds,
+        backoff_max=settings.api.backoff_max_seconds, rate_limiter=limiter,
+        max_quote_age=settings.data_quality.max_quote_age_seconds, data_feed=settings.api.data_feed,
+        clock=clock, sleep=clock.sleep,
+    )
+    try:
+        async with gateway:
+            yield gateway, clock, base_url
+    finally:
+        if server is not None:
+            await server.stop()
+
+
+def _accepts_faults() -> bool:
+    import inspect
+
+    from simulator.core import SimulatorCore
+
+    return "faults" in inspect.signature(SimulatorCore.create).parameters
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+async def run_daemon(settings: Any, run_id: str) -> int:
+    import structlog
+
+    from alerter import Alerter
+    from journal import Journal
+    from trading_system import TradingSystem
+
+    log = structlog.get_logger("main")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, _on_signal, stop, signum, log)
+    Path(settings.storage.state_db).parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal(settings.storage.state_db)
+    try:
+        async with open_broker(settings) as (gateway, clock, _url):
+            alerter = Alerter(settings.alerts, clock, secrets=settings.secret_values())
+            alerter.attach_journal(journal)
+            system = TradingSystem(settings, gateway, clock, journal=journal, alerter=alerter,
+                                   run_id=run_id, sim_days=settings.sim.days, stop_event=stop,
+                                   regime_by_date=settings.mode == "sim")
+            summary = await system.run()
+            await alerter.aclose() if hasattr(alerter, "aclose") else None
+        if settings.sim.days is not None or settings.mode == "sim":
+            print(summary.render(), flush=True)
+    finally:
+        journal.close()
+    return EXIT_OK
+
+
+def _on_signal(stop: asyncio.Event, signum: int, log: Any) -> None:
+    log.info("shutdown_requested", signal=signal.Signals(signum).name)
+    stop.set()
+
+
+# -- diagnose ------------------------------------------------------------------------------
+
+
+async def run_diagnose(settings: Any) -> int:
+    """The seed's full diagnostic as a readable report."""
+    from diagnostics import diagnose
+
+    async with open_broker(settings, announce=False) as (gateway, clock, url):
+        report = await diagnose(settings, gateway, clock, url)
+    print(report.render())
+    return EXIT_OK if report.healthy else EXIT_UNHEALTHY
+
+
+# -- status, halt, rearm -------------------------------------------------------------------
+
+
+async def run_status(settings: Any) -> int:
+    from status import render_status
+
+    text = await render_status(settings)
+    print(text)
+    return EXIT_OK
+
+
+def queue_operator_command(settings: Any, kind: str, reason: str) -> int:
+    """Queue ``halt``/``rearm`` for the running daemon (applied within one cycle)."""
+    from journal import Journal
+
+    if not reason.strip():
+        print(f"error: {kind} needs a non-empty --reason", file=sys.stderr)
+        return EXIT_CONFIG
+    Path(settings.storage.state_db).parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal(settings.storage.state_db)
+    try:
+        now = datetime.now(timezone.utc)
+        commands = journal.get_state("operator_commands") or {"pending": []}
+        commands.setdefault("pending", []).append({"kind": kind, "reason": reason, "at": now.isoformat()})
+        journal.set_state("operator_commands", commands)
+        journal.log_event(f"{kind}_requested", {"reason": reason}, now)
+    finally:
+        journal.close()
+    print(f"{kind} queued: the daemon applies it within one cycle (reason: {reason})")
+    return EXIT_OK
+
+
+# -- train, backtest, report ---------------------------------------------------------------
+
+
+def run_train(settings: Any, args: argparse.Namespace) -> int:
+    from ai_model import train_model
+
+    if not args.data:
+        print("error: train needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)
+        return EXIT_CONFIG
+    out = args.out or Path(settings.ai.model_path)
+    report = train_model(Path(args.data), out, stop=settings.trading.stop_loss,
+                         target=settings.trading.take_profit)
+    print(report.render() if hasattr(report, "render") else report)
+    return EXIT_OK
+
+
+def run_backtest(settings: Any, args: argparse.Namespace) -> int:
+    from backtest import main as backtest_main
+
+    return backtest_main(settings, args)
+
+
+def run_report(settings: Any, args: argparse.Namespace) -> int:
+    from backtest import report_from_journal
+
+    return report_from_journal(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

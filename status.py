@@ -1,0 +1,51 @@
+"""``python main.py status``: what an operator needs at a glance.
+
+Equity and day P&L, positions with their protection, open orders, day trades left and the
+PDT regime, the breaker and trading state, and the last cycle. Read from the journal, which
+the running daemon updates every cycle (so it works while the daemon runs, in any mode,
+without a second broker session), and from the broker directly when keys are configured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+async def render_status(settings: Any) -> str:
+    from journal import Journal
+
+    db = Path(settings.storage.state_db)
+    if not db.exists():
+        return f"No state yet at {db}: the daemon has not run with this --state-db."
+    journal = Journal(db)
+    try:
+        last = journal.get_last_cycle() or {}
+        safety = journal.get_state("safety") or {}
+        commands = (journal.get_state("operator_commands") or {}).get("pending", [])
+        pdt = journal.get_state("pdt_status") or {}
+    finally:
+        journal.close()
+    data = last.get("data", last) if isinstance(last, dict) else {}
+    lines = ["Trading daemon status", ""]
+    lines.append(f"  last cycle        {data.get('at', 'never')} (phase {data.get('phase', '?')})")
+    lines.append(f"  equity            {data.get('equity', '?')}   day P&L {data.get('day_pnl', '?')}")
+    state = safety.get("state", "ACTIVE")
+    latch = " LATCHED: " + str(safety.get("latch_reason")) if safety.get("latched") else ""
+    lines.append(f"  trading state     {state}{latch}")
+    lines.append(f"  session baseline  {safety.get('session_start_equity', '?')} ({safety.get('session_date', '?')})")
+    if pdt:
+        lines.append(f"  day trading       regime {pdt.get('regime')}, used {pdt.get('day_trades_used', pdt.get('used'))}, "
+                     f"left {pdt.get('day_trades_left', pdt.get('left'))}, blocked {pdt.get('blocked_symbols', [])}")
+    positions = data.get("position_details", [])
+    lines.append(f"  positions         {data.get('positions', len(positions))}")
+    for p in positions:
+        protected = "protected" if p.get("protected") else "UNPROTECTED"
+        lines.append(f"    {p['symbol']:<6} qty {p['qty']:>8}  P&L {p.get('unrealized_pl')}  stop {p.get('stop')}  {protected}")
+    orders = data.get("order_details", [])
+    lines.append(f"  open orders       {data.get('open_orders', len(orders))}")
+    for o in orders:
+        lines.append(f"    {o['symbol']:<6} {o['side']:<4} {o['type']:<12} qty {o['qty']}  {o['status']}  {o.get('client_order_id', '')}")
+    if commands:
+        lines.append(f"  pending commands  {', '.join(c['kind'] for c in commands)}")
+    return "\n".join(lines)

@@ -1,0 +1,859 @@
+"""The one asyncio orchestrator loop.
+
+One iteration reads as a list of named steps, each findable from the log events it emits:
+
+1. ``refresh_market_status``  — ``market_status``; closed -> wait for the next session event.
+2. ``refresh_account``        — account, positions, open orders (3 requests); fills since the
+   last cycle (1 request) into the journal and the trade ledger (``position_closed``).
+3. ``enforce_safety``         — operator commands, circuit breaker, daily drawdown, emergency
+   exits, unprotected positions (``trading_state_changed``, ``circuit_breaker_triggered``,
+   ``emergency_liquidation``, ``position_unprotected``/``position_protected``).
+4. ``monitor_gap_risk``       — pre-market and the open (``gap_risk``).
+5. ``refresh_market_data``    — one batched snapshot request for the whole universe; daily
+   history fetched once per session. Requests per cycle do not grow with the universe.
+6. ``exit_positions`` / ``enter_positions`` — strategies -> AI analyzer -> risk + PDT ->
+   executor (``signal``, ``trade_intent``, ``risk_veto``, ``order_submitted``).
+7. ``record_cycle``           — journal equity + one ``cycle_complete`` line.
+
+Emergency paths (circuit breaker, operator halt, SIGTERM) run inside the loop itself, never
+in a detached task that could die silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Sequence
+
+import numpy as np
+import structlog
+
+import strategies as strategy_registry
+from ai_analyzer import AIAnalyzer, TradeIntent
+from alerter import Alerter, AlertLevel
+from clock import Clock, to_exchange_time
+from errors import (
+    BrokerError,
+    OperationalError,
+    PatternDayTraderRejected,
+    TemporaryError,
+)
+from gap_risk_manager import GapRiskManager
+from journal import Journal
+from market_data import BarSeries, MarketData
+from market_status_manager import MarketStatus, MarketStatusManager
+from models import Account, Order, Position, Snapshot
+from order_executor import OrderExecutor, protected_quantity
+from pdt_manager import AccountView, OrderCheck, PDTManager
+from protections import ClosedTrade as ProtectionTrade
+from protections import ProtectionManager
+from risk_manager import PendingEntry, PortfolioState, PositionView, RiskManager
+from trade_ledger import FillRecord, TradeLedger
+from trading_calendar import TradingCalendar
+from trading_state import SafetyStateMachine, TradingState, Transition
+
+log = structlog.get_logger(__name__)
+
+ZERO = Decimal(0)
+BENCHMARK = "SPY"
+
+
+@dataclass
+class AccountSnapshot:
+    """What the broker says this cycle: the source of truth for positions and orders."""
+
+    account: Account
+    positions: list[Position]
+    open_orders: list[Order]
+    portfolio: PortfolioState
+
+
+@dataclass
+class RunSummary:
+    """What a run did, printed at the end of ``--sim-days`` and on shutdown."""
+
+    sessions: int = 0
+    cycles: int = 0
+    trades: int = 0
+    wins: int = 0
+    losses: int = 0
+    realized_pnl: Decimal = ZERO
+    start_equity: Decimal | None = None
+    end_equity: Decimal | None = None
+    max_drawdown: float = 0.0
+    orders_submitted: int = 0
+    open_positions: int = 0
+    protected_positions: int = 0
+    state: str = "ACTIVE"
+
+    @property
+    def pnl(self) -> Decimal:
+        if self.start_equity is None or self.end_equity is None:
+            return ZERO
+        return self.end_equity - self.start_equity
+
+    @property
+    def win_rate(self) -> float:
+        return self.wins / self.trades if self.trades else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sessions": self.sessions, "cycles": self.cycles, "trades": self.trades,
+            "wins": self.wins, "losses": self.losses, "win_rate": round(self.win_rate, 4),
+            "realized_pnl": str(self.realized_pnl), "pnl": str(self.pnl),
+            "start_equity": str(self.start_equity) if self.start_equity is not None else None,
+            "end_equity": str(self.end_equity) if self.end_equity is not None else None,
+            "max_drawdown_pct": round(self.max_drawdown * 100, 3),
+            "orders_submitted": self.orders_submitted, "open_positions": self.open_positions,
+            "protected_positions": self.protected_positions, "state": self.state,
+        }
+
+    def render(self) -> str:
+        lines = [
+            "=" * 60,
+            "Run summary",
+            f"  sessions traded   {self.sessions}",
+            f"  closed trades     {self.trades} (wins {self.wins}, losses {self.losses}, "
+            f"win rate {self.win_rate:.1%})",
+            f"  realized P&L      {self.realized_pnl:,.2f}",
+            f"  equity            {self.start_equity or 0:,.2f} -> {self.end_equity or 0:,.2f} "
+            f"(P&L {self.pnl:,.2f})",
+            f"  max drawdown      {self.max_drawdown:.2%}",
+            f"  orders submitted  {self.orders_submitted}",
+            f"  open positions    {self.open_positions} ({self.protected_positions} protected)",
+            f"  trading state     {self.state}",
+            "=" * 60,
+        ]
+        return "\n".join(lines)
+
+
+@dataclass
+class _History:
+    """Daily bars of completed sessions, fetched once per session."""
+
+    session: date | None = None
+    bars: dict[str, BarSeries] = field(default_factory=dict)
+
+
+class TradingSystem:
+    """Drives every component from one loop; see the module docstring for the steps."""
+
+    def __init__(
+        self,
+        settings: Any,
+        broker: Any,
+        clock: Clock,
+        *,
+        journal: Journal,
+        alerter: Alerter,
+        calendar: TradingCalendar | None = None,
+        analyzer: AIAnalyzer | None = None,
+        run_id: str = "",
+        sim_days: int | None = None,
+        stop_event: asyncio.Event | None = None,
+        regime_by_date: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.clock = clock
+        self.journal = journal
+        self.alerter = alerter
+        self.calendar = calendar or TradingCalendar()
+        self.run_id = run_id
+        self.sim_days = sim_days
+        self.stop_event = stop_event or asyncio.Event()
+        self.regime_by_date = regime_by_date
+        self.market_status = MarketStatusManager(clock, self.calendar, broker)
+        self.risk = RiskManager(settings)
+        saved = journal.get_state("safety")
+        self.safety = SafetyStateMachine.from_dict(settings, saved) if saved else SafetyStateMachine(settings)
+        self.pdt = PDTManager(settings, self.calendar)
+        self.pdt.load_day_trades(journal.day_trades(since=date.today() - timedelta(days=30)))
+        self.gap = GapRiskManager(settings)
+        self.protections = ProtectionManager()
+        locks = journal.get_state("protection_locks")
+        if locks:
+            self.protections.load_locks(locks.get("locks", []))
+        self.executor = OrderExecutor(
+            broker, clock, stop_loss=settings.trading.stop_loss,
+            take_profit=settings.trading.take_profit, journal=journal,
+        )
+        self.strategies = strategy_registry.load_enabled(settings)
+        self.analyzer = analyzer or AIAnalyzer(settings, clock)
+        ledger_state = journal.get_state("ledger")
+        self.ledger = TradeLedger.from_dict(ledger_state) if ledger_state else TradeLedger()
+        self.summary = RunSummary(state=self.safety.state.value)
+        self._history = _History()
+        self._last_fill_at: datetime | None = None
+        fills_state = journal.get_state("fills_cursor")
+        if fills_state and fills_state.get("after"):
+            self._last_fill_at = datetime.fromisoformat(fills_state["after"])
+        self._last_phase: str | None = None
+        self._peak_equity: Decimal | None = None
+        self._closes_recorded: date | None = None
+        self._gap_assessed: set[tuple[date, str]] = set()
+        self._opened_today: dict[str, date] = {}
+        self._entered_this_session: set[str] = set()
+        self._intent_seq = 0
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> RunSummary:
+        """Run until stopped (signal, operator, or ``sim_days`` sessions), then shut down."""
+        log.info("system_start", run_id=self.run_id, mode=self.settings.mode,
+                 symbols=list(self.settings.scanning.symbols),
+                 strategies=[s.name for s in self.strategies], state=self.safety.state.value)
+        try:
+            await self.startup()
+            while not self.stop_event.is_set():
+                status = await self.refresh_market_status()
+                if self._sessions_done():
+                    break
+                if status.is_closed:
+                    await self.market_status.wait_until(status.next_event, stop=self.stop_event,
+                                                        label=status.next_event_phase)
+                    continue
+                await self.run_cycle(status)
+                if self._sessions_done():
+                    break
+                await self._sleep_until_next_cycle(status)
+        finally:
+            await self.shutdown()
+        return self.summary
+
+    def _sessions_done(self) -> bool:
+        return self.sim_days is not None and self.summary.sessions >= self.sim_days
+
+    async def _sleep_until_next_cycle(self, status: MarketStatus) -> None:
+        interval = float(self.settings.trading.cycle_interval_seconds)
+        until_event = (status.next_event - self.clock.now()).total_seconds()
+        delay = max(1.0, min(interval, until_event)) if until_event > 0 else interval
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        stopper = asyncio.ensure_future(self.stop_event.wait())
+        _, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def startup(self) -> None:
+        """Reconcile with the broker and protect what it holds before trading anything."""
+        await self.apply_operator_commands()
+        try:
+            snapshot = await self.refresh_account()
+        except TemporaryError as exc:
+            log.warning("startup_broker_unavailable", error=str(exc))
+            return
+        self.summary.start_equity = snapshot.account.equity
+        await self.reconcile(snapshot)
+        unprotected = await self.executor.protect_positions(
+            snapshot.positions, snapshot.open_orders, startup=True)
+        if unprotected:
+            lines = [
+                f"{u['symbol']}: qty {u['qty']} (protected {u['protected_qty']}), "
+                f"P&L {u['unrealized_pl']}, value {u['market_value']}"
+                for u in unprotected
+            ]
+            await self.alerter.send(
+                AlertLevel.CRITICAL, "STARTUP ALERT: unprotected positions",
+                "Positions without a protective stop for their full quantity were found at start-up "
+                "and given one:\n" + "\n".join(lines),
+                key="startup_unprotected", fields={"positions": unprotected},
+            )
+
+    async def reconcile(self, snapshot: AccountSnapshot) -> None:
+        """Journal vs broker: the broker wins; adopt and flag, never place an order."""
+        try:
+            fills = await self.broker.get_activities(activity_types=("FILL",), after=self._last_fill_at)
+        except TemporaryError as exc:
+            log.warning("reconciliation_deferred", error=str(exc))
+            fills = []
+        report = self.journal.reconcile(snapshot.open_orders, snapshot.positions, fills, at=self.clock.now())
+        data = report.to_dict()
+        log.info("reconciliation", **data)
+        for activity in fills:
+            self._apply_fill(activity)
+        if getattr(report, "discrepancies", None):
+            await self.alerter.send(AlertLevel.WARNING, "Reconciliation found discrepancies",
+                                    str(report.discrepancies), key="reconciliation", fields=data)
+
+    async def run_cycle(self, status: MarketStatus) -> None:
+        """One iteration of the loop (market open or extended hours)."""
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        requests_before = getattr(self.broker, "request_count", 0)
+        self.summary.cycles += 1
+        try:
+            await self.apply_operator_commands()
+            snapshot = await self.refresh_account()
+            await self.executor.manage_open_orders(snapshot.open_orders)
+            snapshot = await self.enforce_safety(snapshot, status)
+            await self.monitor_gap_risk(snapshot, status)
+            symbols_evaluated = 0
+            if status.is_regular and self.safety.state in (TradingState.ACTIVE, TradingState.REDUCING):
+                data = await self.refresh_market_data(status)
+                symbols_evaluated = len(data)
+                await self.exit_positions(data, snapshot, status)
+                if self.safety.allows_entry():
+                    await self.enter_positions(data, snapshot, status)
+            self.record_cycle(snapshot, status, started, cpu_started, requests_before, symbols_evaluated)
+        except OperationalError as exc:
+            log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status)
+            await self.alerter.send(AlertLevel.EMERGENCY, "Trading stopped: operational error", str(exc),
+                                    key="operational_error")
+            self.stop_event.set()
+        except TemporaryError as exc:
+            await self.on_broker_unavailable(exc, status)
+
+    # -- step 1 -----------------------------------------------------------------------------
+
+    async def refresh_market_status(self) -> MarketStatus:
+        status = await self.market_status.refresh()
+        session = status.session
+        if self._last_phase == "regular" and status.phase != "regular":
+            self.summary.sessions += 1
+            log.info("session_complete", sessions=self.summary.sessions, phase=status.phase)
+            await self.record_closing_snapshot()
+        if session is not None and session != self.safety.session_date:
+            await self.start_session(session)
+        self._last_phase = status.phase
+        return status
+
+    async def start_session(self, session: date) -> None:
+        try:
+            account = await self.broker.get_account()
+        except TemporaryError as exc:
+            log.warning("session_start_deferred", error=str(exc))
+            return
+        baseline = account.last_equity if account.last_equity and account.last_equity > 0 else account.equity
+        transitions = self.safety.new_session(session, baseline, at=self.clock.now())
+        self.pdt.new_session(session)
+        self._entered_this_session.clear()
+        if hasattr(self.broker, "reset_session_blocks"):
+            self.broker.reset_session_blocks()
+        self._persist_safety()
+        await self._announce(transitions)
+
+    # -- step 2 -----------------------------------------------------------------------------
+
+    async def refresh_account(self) -> AccountSnapshot:
+        account = await self.broker.get_account()
+        positions = await self.broker.list_positions()
+        open_orders = await self.broker.list_orders(status="open", nested=True, limit=500)
+        await self.record_fills()
+        return AccountSnapshot(account, positions, open_orders, self._portfolio(account, positions, open_orders))
+
+    def _portfolio(self, account: Account, positions: Sequence[Position], open_orders: Sequence[Order]) -> PortfolioState:
+        equity = account.equity
+        self._peak_equity = equity if self._peak_equity is None else max(self._peak_equity, equity)
+        views: dict[str, PositionView] = {}
+        for p in positions:
+            price = p.current_price or p.avg_entry_price
+            stops = [o.stop_price for o in _all_orders(open_orders)
+                     if o.symbol == p.symbol and o.stop_price is not None and o.is_open and o.status != "held"]
+            views[p.symbol] = PositionView(
+                symbol=p.symbol, qty=p.qty, avg_entry_price=p.avg_entry_price, market_price=price,
+                market_value=p.market_value if p.market_value is not None else p.qty * price,
+                unrealized_pl=p.unrealized_pl if p.unrealized_pl is not None else (price - p.avg_entry_price) * p.qty,
+                stop_price=max(stops) if stops and p.qty > 0 else (min(stops) if stops else None),
+            )
+        pending = tuple(
+            PendingEntry(symbol=o.symbol, qty=(o.qty or ZERO) - o.filled_qty,
+                         price=o.limit_price or (views[o.symbol].market_price if o.symbol in views else ZERO) or Decimal(1),
+                         stop_price=_leg_stop(o))
+            for o in open_orders
+            if o.order_class == "bracket" and o.side == "buy" and o.is_open and o.status != "held"
+            and (o.qty or ZERO) > o.filled_qty
+        )
+        start = self.safety.session_start_equity or account.last_equity or equity
+        return PortfolioState(
+            equity=equity, cash=account.cash, buying_power=account.buying_power,
+            last_equity=account.last_equity or equity, session_start_equity=start,
+            day_high_equity=self.safety.day_high_equity or equity, positions=views,
+            trading_state=self.safety.state, now=self.clock.now(),
+            open_order_symbols=frozenset(o.symbol for o in open_orders if o.is_open),
+            pending_entries=pending,
+        )
+
+    async def record_fills(self) -> None:
+        """Fills since the last cycle: journal (dedup by execution id), ledger, day trades."""
+        fills = await self.broker.get_activities(activity_types=("FILL",), after=self._last_fill_at)
+        for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
+            self._apply_fill(activity)
+
+    def _apply_fill(self, activity: Any) -> None:
+        execution_id = activity.id
+        at = activity.transaction_time or self.clock.now()
+        side = activity.side or ""
+        symbol = activity.symbol or ""
+        qty, price = activity.qty or ZERO, activity.price or ZERO
+        new = self.journal.record_fill(execution_id, None, activity.order_id, symbol, side, qty, price, at)
+        if self._last_fill_at is None or at > self._last_fill_at:
+            self._last_fill_at = at
+            self.journal.set_state("fills_cursor", {"after": at.isoformat()})
+        if not new:
+            return
+        if side == "buy":
+            self._opened_today[symbol] = to_exchange_time(at).date()
+        strategy = self._strategy_of_order(activity.order_id)
+        closed = self.ledger.apply(FillRecord(symbol=symbol, side=side, qty=qty, price=price, at=at,
+                                              strategy=strategy, execution_id=execution_id))
+        for trade in closed:
+            self.journal.record_trade(trade.symbol, trade.strategy, trade.entry_at, trade.exit_at, trade.qty,
+                                      trade.entry_price, trade.exit_price, trade.pnl, trade.exit_reason or "")
+            self.summary.trades += 1
+            self.summary.realized_pnl += trade.pnl
+            if trade.pnl > 0:
+                self.summary.wins += 1
+            else:
+                self.summary.losses += 1
+            if to_exchange_time(trade.entry_at).date() == to_exchange_time(trade.exit_at).date():
+                session = to_exchange_time(trade.exit_at).date()
+                self.journal.record_day_trade(trade.symbol, session)
+                self.pdt.record_day_trade(trade.symbol, session)
+            for lock in self.protections.record_trade(
+                ProtectionTrade(symbol=trade.symbol, exit_time=trade.exit_at,
+                                profit_pct=float(trade.return_pct), exit_reason=trade.exit_reason or "exit"),
+                self.clock.now(),
+            ):
+                log.info("protection_lock", **lock.to_dict())
+            log.info("position_closed", symbol=trade.symbol, strategy=trade.strategy, qty=str(trade.qty),
+                     entry_price=str(trade.entry_price), exit_price=str(trade.exit_price), pnl=str(trade.pnl),
+                     return_pct=round(float(trade.return_pct) * 100, 3))
+        self.journal.set_state("ledger", self.ledger.to_dict())
+        self.journal.set_state("protection_locks", {"locks": self.protections.locks_snapshot()})
+
+    def _strategy_of_order(self, broker_order_id: str | None) -> str | None:
+        for tracked in self.executor.tracked.values():
+            if tracked.broker_order_id == broker_order_id:
+                return tracked.strategy
+        if broker_order_id and hasattr(self.journal, "strategy_for_order"):
+            return self.journal.strategy_for_order(broker_order_id)
+        return None
+
+    # -- step 3 -----------------------------------------------------------------------------
+
+    async def apply_operator_commands(self) -> None:
+        """``python main.py halt`` / ``rearm`` queue commands in the journal; apply them here."""
+        commands = self.journal.get_state("operator_commands") or {}
+        pending = commands.get("pending", [])
+        if not pending:
+            return
+        now = self.clock.now()
+        for command in pending:
+            kind, reason = command.get("kind"), command.get("reason", "")
+            if kind == "halt":
+                transitions = self.safety.halt(reason, now)
+            elif kind == "rearm":
+                account = await self.broker.get_account()
+                transitions = self.safety.rearm(reason, now, equity=account.equity)
+            else:
+                log.warning("operator_command_unknown", command=command)
+                continue
+            self.journal.log_event(kind, {"reason": reason, "requested_at": command.get("at")}, now)
+            await self._announce(transitions)
+        self.journal.set_state("operator_commands", {"pending": []})
+        self._persist_safety()
+
+    async def enforce_safety(self, snapshot: AccountSnapshot, status: MarketStatus) -> AccountSnapshot:
+        """Breaker, drawdown, emergency exits and protection, every cycle, before anything else."""
+        transitions = self.safety.on_cycle(snapshot.portfolio)
+        self._persist_safety()
+        await self._announce(transitions)
+        if self.safety.state is TradingState.LIQUIDATING:
+            reports = await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
+            failed = [r for r in reports if not r.succeeded]
+            for report in failed:
+                await self.alerter.send(AlertLevel.EMERGENCY, f"Emergency stop failed: {report.symbol}",
+                                        "; ".join(report.failures) or "position not flat",
+                                        key=f"emergency_failed:{report.symbol}", fields=report.to_dict())
+            snapshot = await self.refresh_account()
+            transitions = self.safety.on_cycle(snapshot.portfolio)
+            self._persist_safety()
+            await self._announce(transitions)
+            return snapshot
+        exits = self.risk.check_positions(snapshot.portfolio)
+        for exit_order in exits:
+            log.warning("emergency_exit_threshold", symbol=exit_order.symbol, reason=exit_order.reason,
+                        loss_fraction=str(exit_order.loss_fraction))
+            report = await self.executor.emergency_exit(exit_order.symbol, exit_order.reason, phase=status.phase)
+            if not report.succeeded:
+                await self.alerter.send(AlertLevel.EMERGENCY, f"Emergency stop failed: {report.symbol}",
+                                        "; ".join(report.failures), key=f"emergency_failed:{report.symbol}",
+                                        fields=report.to_dict())
+        if exits:
+            snapshot = await self.refresh_account()
+        if self.safety.state is not TradingState.HALTED:
+            await self.executor.protect_positions(snapshot.positions, snapshot.open_orders)
+        return snapshot
+
+    async def _announce(self, transitions: Sequence[Transition]) -> None:
+        for t in transitions:
+            data = t.to_dict()
+            self.journal.log_event("trading_state_changed", data, self.clock.now())
+            level = AlertLevel.WARNING
+            title = f"Trading state {data.get('from')} -> {data.get('to')}"
+            if data.get("to") == TradingState.LIQUIDATING.value:
+                level = AlertLevel.EMERGENCY
+                if self.safety.latch_kind == "circuit_breaker":
+                    title = "CIRCUIT BREAKER TRIPPED: liquidating"
+            await self.alerter.send(level, title, data.get("reason", ""), key=f"state:{data.get('to')}", fields=data)
+        self.summary.state = self.safety.state.value
+
+    def _persist_safety(self) -> None:
+        self.journal.set_state("safety", self.safety.to_dict())
+
+    async def on_broker_unavailable(self, exc: TemporaryError, status: MarketStatus) -> None:
+        """Disconnect policy: protection orders live at the broker; alert during the session."""
+        log.warning("broker_unavailable", error=str(exc), phase=status.phase)
+        if status.is_regular or status.is_extended:
+            await self.alerter.send(AlertLevel.CRITICAL, "Broker unreachable during the session",
+                                    f"{exc}. Protective orders at the broker remain the safety net; "
+                                    "the daemon keeps retrying and catches up through REST.",
+                                    key="broker_unreachable")
+
+    # -- step 4 -----------------------------------------------------------------------------
+
+    async def monitor_gap_risk(self, snapshot: AccountSnapshot, status: MarketStatus) -> None:
+        if status.session is None or status.phase not in ("pre", "regular"):
+            return
+        key = (status.session, status.phase)
+        if key in self._gap_assessed or not snapshot.positions:
+            return
+        self._gap_assessed.add(key)
+        symbols = [p.symbol for p in snapshot.positions]
+        quotes = await self.broker.get_latest_trades(symbols)
+        prices = {s: Decimal(str(t.p)) for s, t in quotes.items() if getattr(t, "p", None)}
+        closing = self.journal.get_state("closing_snapshot")
+        if self.gap.close_date is None:
+            if not closing:
+                return
+            self.gap.load_close(closing)
+        held = {p.symbol: p.qty for p in snapshot.positions}
+        report = self.gap.assess(prices, held, status.phase, equity=snapshot.account.equity)
+        payload = report.to_dict()
+        log.info("gap_risk_assessed", **payload)
+        if report.alerts:
+            level = AlertLevel.CRITICAL if report.defensive_required else AlertLevel.WARNING
+            await self.alerter.send(level, f"Gap risk {report.level.value}",
+                                    "; ".join(str(a.to_dict()) for a in report.alerts),
+                                    key=f"gap:{status.session}:{status.phase}", fields=payload)
+        if report.defensive_required:
+            self.journal.set_state("defensive", {"active": True, "reason": f"gap risk {report.level.value}",
+                                                 "session": status.session.isoformat()})
+
+    async def record_closing_snapshot(self) -> None:
+        try:
+            positions = await self.broker.list_positions()
+        except TemporaryError as exc:
+            log.warning("closing_snapshot_failed", error=str(exc))
+            return
+        closes = {p.symbol: p.current_price for p in positions if p.current_price is not None}
+        session = self.safety.session_date
+        if session is None:
+            return
+        snapshot = self.gap.record_close(session, closes, {p.symbol: p.qty for p in positions})
+        self.journal.set_state("closing_snapshot", snapshot)
+
+    # -- step 5 -----------------------------------------------------------------------------
+
+    def universe(self) -> list[str]:
+        symbols = list(dict.fromkeys(self.settings.scanning.symbols))
+        return symbols
+
+    async def refresh_market_data(self, status: MarketStatus) -> dict[str, MarketData]:
+        symbols = self.universe()
+        wanted = list(dict.fromkeys(symbols + [BENCHMARK]))
+        if self._history.session != status.session:
+            await self._load_history(wanted, status)
+        snapshots = await self.broker.get_snapshots(wanted)
+        now = self.clock.now()
+        benchmark = self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
+        regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
+        defensive = self._defensive_active(status)
+        data: dict[str, MarketData] = {}
+        for symbol in symbols:
+            snap = snapshots.get(symbol)
+            daily = self._with_today(symbol, snap)
+            if snap is None or daily is None or len(daily) < 30:
+                continue
+            last = _last_price(snap)
+            if last is None:
+                continue
+            quote = snap.latest_quote
+            bid = float(quote.bp) if quote is not None and quote.bp else None
+            ask = float(quote.ap) if quote is not None and quote.ap else None
+            prev_close = float(snap.prev_daily_bar.c) if snap.prev_daily_bar is not None else float(daily.close[-2])
+            data[symbol] = MarketData(
+                symbol=symbol, now=now, daily=daily, intraday=None, last_price=last, bid=bid, ask=ask,
+                prev_close=prev_close, benchmark=benchmark, regime=regime, defensive=defensive, news=[],
+            )
+        return data
+
+    def _defensive_active(self, status: MarketStatus) -> bool:
+        state = self.journal.get_state("defensive") or {}
+        if state.get("active") and status.session and state.get("session") == status.session.isoformat():
+            return True
+        baseline = self.safety.session_start_equity
+        if baseline and self._peak_equity:
+            return False
+        return False
+
+    async def _load_history(self, symbols: list[str], status: MarketStatus) -> None:
+        now = self.clock.now()
+        lookback = max(int(self.settings.strategy.lookback_days) * 2, 300)
+        start = now - timedelta(days=lookback)
+        today = status.session
+        bars = await self.broker.get_bars(symbols, timeframe="1Day", start=start, end=now)
+        history: dict[str, BarSeries] = {}
+        for symbol, series in bars.items():
+            completed = [b for b in series if today is None or to_exchange_time(b.t).date() < today]
+            if completed:
+                history[symbol] = BarSeries.from_bars(completed)
+        self._history = _History(session=today, bars=history)
+        log.info("history_loaded", symbols=len(history), session=today.isoformat() if today else None)
+
+    def _with_today(self, symbol: str, snap: Snapshot | None) -> BarSeries | None:
+        hist = self._history.bars.get(symbol)
+        if hist is None:
+            return None
+        if snap is None or snap.daily_bar is None:
+            return hist
+        bar = snap.daily_bar
+        ts = int(bar.t.timestamp())
+        if len(hist) and hist.ts[-1] >= ts:
+            return hist
+        return hist.append(ts, float(bar.o), float(bar.h), float(bar.l), float(bar.c), float(bar.v))
+
+    # -- step 6 -----------------------------------------------------------------------------
+
+    async def exit_positions(self, data: dict[str, MarketData], snapshot: AccountSnapshot,
+                             status: MarketStatus) -> None:
+        """Strategy exits for held positions (a ``sell`` signal, or the maximum holding time)."""
+        for position in snapshot.positions:
+            md = data.get(position.symbol)
+            if md is None or position.qty <= 0:
+                continue
+            reason = None
+            for strategy in self.strategies:
+                signal = await strategy.evaluate_opportunity(position.symbol, md)
+                if signal.action == "sell":
+                    self._log_signal(signal)
+                    reason = f"{signal.strategy}: {signal.reasoning}"
+                    break
+            held_days = self.ledger.holding_sessions(position.symbol, self.clock.now(), self.calendar) \
+                if hasattr(self.ledger, "holding_sessions") else None
+            max_hold = int(self.settings.mean_reversion.max_hold_days)
+            if reason is None and held_days is not None and held_days > max_hold:
+                reason = f"held {held_days} sessions, more than the maximum of {max_hold}"
+            if reason is None:
+                continue
+            check = OrderCheck(symbol=position.symbol, side="sell", qty=abs(position.qty),
+                               price=Decimal(str(md.last_price)), is_closing=True,
+                               opens_today=self._opened_today.get(position.symbol) == status.session,
+                               is_risk_exit=False)
+            decision = self.pdt.check_order(check, AccountView.from_account(snapshot.account), status.session)
+            if not decision.allowed:
+                log.info("exit_deferred", symbol=position.symbol, reason=decision.reason)
+                continue
+            log.info("strategy_exit", symbol=position.symbol, reason=reason)
+            await self.executor.emergency_exit(position.symbol, reason, phase=status.phase)
+
+    async def enter_positions(self, data: dict[str, MarketData], snapshot: AccountSnapshot,
+                              status: MarketStatus) -> None:
+        """Strategies -> AI analyzer -> ranked intents -> risk and PDT -> bracket orders."""
+        held = {p.symbol for p in snapshot.positions}
+        busy = held | {o.symbol for o in snapshot.open_orders if o.is_open} | self._entered_this_session
+        now = self.clock.now()
+        if self.protections.global_lock(now) is not None:
+            return
+        intents: list[TradeIntent] = []
+        for symbol, md in data.items():
+            if symbol in busy or not self._passes_scanner(md):
+                continue
+            if self.protections.is_locked(symbol, now) is not None:
+                continue
+            best = None
+            for strategy in self.strategies:
+                signal = await strategy.evaluate_opportunity(symbol, md)
+                if signal.action != "hold":
+                    self._log_signal(signal)
+                if signal.action == "buy" and (best is None or signal.confidence > best.confidence):
+                    best = signal
+            if best is None:
+                continue
+            intent = await self.analyzer.analyze(best, md)
+            if intent is not None:
+                intents.append(intent)
+        intents.sort(key=lambda i: i.confidence, reverse=True)
+        portfolio = snapshot.portfolio
+        account_view = AccountView.from_account(snapshot.account)
+        for intent in intents:
+            self.journal.record_intent(intent.intent_id, intent.symbol, intent.side, intent.strategy,
+                                       float(intent.confidence), _intent_payload(intent), intent.created_at)
+            log.info("trade_intent", intent_id=intent.intent_id, symbol=intent.symbol, side=intent.side,
+                     strategy=intent.strategy, confidence=round(float(intent.confidence), 4),
+                     entry_price=intent.entry_price, stop_price=intent.stop_price,
+                     target_price=intent.target_price, reasoning=intent.reasoning)
+            decision = self.risk.evaluate(intent, portfolio)
+            if not decision.approved:
+                continue
+            qty = decision.qty
+            check = OrderCheck(symbol=intent.symbol, side="buy", qty=qty,
+                               price=Decimal(str(intent.entry_price)), is_closing=False)
+            pdt = self.pdt.check_order(check, account_view, status.session)
+            if not pdt.allowed or pdt.qty <= 0:
+                log.info("pdt_blocked", symbol=intent.symbol, reason=pdt.reason, regime=self._regime(snapshot))
+                continue
+            qty = min(qty, pdt.qty)
+            result = await self.executor.submit_bracket(intent, qty)
+            if result.status == "rejected" and result.error_code == 40310100:
+                self.pdt.block_symbol(intent.symbol, status.session)
+            if result.status in ("submitted", "in_flight"):
+                self.summary.orders_submitted += 1
+                self._entered_this_session.add(intent.symbol)
+                portfolio = replace(portfolio, pending_entries=portfolio.pending_entries + (
+                    PendingEntry(symbol=intent.symbol, qty=qty, price=Decimal(str(intent.entry_price)),
+                                 stop_price=Decimal(str(intent.stop_price)) if intent.stop_price else None),))
+
+    def _regime(self, snapshot: AccountSnapshot) -> str:
+        fields = snapshot.account.model_dump() if hasattr(snapshot.account, "model_dump") else None
+        today = self.safety.session_date or self.clock.now().date()
+        return self.pdt.regime_for(None if self.regime_by_date else fields, today)
+
+    def _passes_scanner(self, md: MarketData) -> bool:
+        s = self.settings.scanning
+        if not (s.min_price <= md.last_price <= s.max_price):
+            return False
+        spread = md.spread_pct
+        if spread is not None and spread > s.max_spread:
+            return False
+        volume = md.daily.volume
+        if len(volume) >= 21:
+            avg = float(np.mean(volume[-21:-1]))
+            if avg < s.min_volume:
+                return False
+        return True
+
+    @staticmethod
+    def _log_signal(signal: Any) -> None:
+        log.info("signal", symbol=signal.symbol, action=signal.action, strategy=signal.strategy,
+                 confidence=round(float(signal.confidence), 4), reasoning=signal.reasoning,
+                 stop_price=signal.stop_price, target_price=signal.target_price)
+
+    # -- step 7 -----------------------------------------------------------------------------
+
+    def record_cycle(self, snapshot: AccountSnapshot, status: MarketStatus, started: float,
+                     cpu_started: float, requests_before: int, symbols: int) -> None:
+        account = snapshot.account
+        now = self.clock.now()
+        positions_value = sum((p.market_value or ZERO for p in snapshot.positions), ZERO)
+        self.journal.record_equity(now, account.equity, account.cash, positions_value)
+        if self._peak_equity:
+            drawdown = float((self._peak_equity - account.equity) / self._peak_equity)
+            self.summary.max_drawdown = max(self.summary.max_drawdown, drawdown)
+        self.summary.end_equity = account.equity
+        requests = getattr(self.broker, "request_count", 0) - requests_before
+        baseline = self.safety.session_start_equity
+        data = {
+            "at": now.isoformat(), "phase": status.phase, "equity": str(account.equity),
+            "day_pnl": str(account.equity - baseline) if baseline is not None else None,
+            "positions": len(snapshot.positions), "open_orders": len(snapshot.open_orders),
+            "state": self.safety.state.value,
+            "position_details": [
+                {"symbol": p.symbol, "qty": str(p.qty),
+                 "unrealized_pl": str(p.unrealized_pl) if p.unrealized_pl is not None else None,
+                 "stop": str(snapshot.portfolio.positions[p.symbol].stop_price)
+                 if p.symbol in snapshot.portfolio.positions else None,
+                 "protected": protected_quantity(p, snapshot.open_orders) >= abs(p.qty)}
+                for p in snapshot.positions
+            ],
+            "order_details": [
+                {"symbol": o.symbol, "side": o.side, "type": o.type, "qty": str(o.qty), "status": o.status,
+                 "client_order_id": o.client_order_id}
+                for o in _all_orders(snapshot.open_orders) if o.is_open
+            ],
+        }
+        self.journal.last_cycle(now, data)
+        if status.session is not None:
+            self.journal.set_state("pdt_status", _jsonable(self.pdt.status(
+                status.session, AccountView.from_account(account))))
+        log.info("cycle_complete", duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                 cpu_ms=round((time.process_time() - cpu_started) * 1000, 2), symbols=symbols,
+                 requests=requests, phase=status.phase, equity=str(account.equity),
+                 positions=len(snapshot.positions), open_orders=len(snapshot.open_orders),
+                 state=self.safety.state.value)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Log open positions and their protection, flush state, ``system_shutdown``."""
+        try:
+            positions = await self.broker.list_positions()
+            orders = await self.broker.list_orders(status="open", nested=True, limit=500)
+            account = await self.broker.get_account()
+            self.summary.end_equity = account.equity
+            self.summary.open_positions = len(positions)
+            for p in positions:
+                covered = protected_quantity(p, orders)
+                if covered >= abs(p.qty):
+                    self.summary.protected_positions += 1
+                log.info("open_position", symbol=p.symbol, qty=str(p.qty), protected_qty=str(covered),
+                         unrealized_pl=str(p.unrealized_pl) if p.unrealized_pl is not None else None)
+        except (BrokerError, asyncio.CancelledError) as exc:
+            log.warning("shutdown_broker_unavailable", error=str(exc))
+        self._persist_safety()
+        self.journal.set_state("ledger", self.ledger.to_dict())
+        self.summary.state = self.safety.state.value
+        log.info("system_shutdown", run_id=self.run_id, **self.summary.to_dict())
+
+
+def _all_orders(orders: Sequence[Order]) -> list[Order]:
+    out: list[Order] = []
+    for o in orders:
+        out.append(o)
+        out.extend(o.legs or [])
+    return out
+
+
+def _leg_stop(order: Order) -> Decimal | None:
+    for leg in order.legs or []:
+        if leg.stop_price is not None:
+            return leg.stop_price
+    return None
+
+
+def _last_price(snap: Snapshot) -> float | None:
+    if snap.latest_trade is not None and snap.latest_trade.p:
+        return float(snap.latest_trade.p)
+    if snap.minute_bar is not None:
+        return float(snap.minute_bar.c)
+    if snap.daily_bar is not None:
+        return float(snap.daily_bar.c)
+    return None
+
+
+def _intent_payload(intent: TradeIntent) -> dict[str, Any]:
+    return {
+        "confidence_breakdown": getattr(intent, "confidence_breakdown", {}),
+        "reasoning": intent.reasoning,
+        "entry_price": intent.entry_price,
+        "stop_price": intent.stop_price,
+        "target_price": intent.target_price,
+        "decays_at": intent.decays_at.isoformat() if getattr(intent, "decays_at", None) else None,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (Decimal, date, datetime)):
+        return str(value) if isinstance(value, Decimal) else value.isoformat()
+    return value
