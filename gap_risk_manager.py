@@ -25,7 +25,7 @@ import enum
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, Mapping, Protocol, Union
+from typing import Any, Literal, Mapping, Protocol, Sequence, Union
 
 import structlog
 
@@ -57,7 +57,16 @@ class _HasQty(Protocol):
     def qty(self) -> Any: ...
 
 
-PositionsLike = Mapping[str, Union[Decimal, int, str, _HasQty]]
+class _Position(Protocol):
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def qty(self) -> Any: ...
+
+
+#: Positions as ``{symbol: qty}``, ``{symbol: position}`` or a sequence of objects with
+#: ``symbol`` and signed ``qty`` (``models.Position``, ``risk_manager.PositionView``).
+PositionsLike = Union[Mapping[str, Union[Decimal, int, str, _HasQty]], Sequence[_Position]]
 
 
 @dataclass(frozen=True)
@@ -188,12 +197,7 @@ class GapRiskManager:
         self, session_date: date, closes: Mapping[str, Any], positions: PositionsLike
     ) -> dict[str, Any]:
         """Remember the closing prices and held quantities; return them for the journal."""
-        parsed: dict[str, Decimal] = {}
-        for symbol, price in closes.items():
-            value = _dec(price, f"close of {symbol}")
-            if value <= ZERO:
-                raise ValueError(f"close of {symbol} must be positive, got {value}")
-            parsed[symbol.upper()] = value
+        parsed = _closes(closes)
         self._close_date = session_date
         self._closes = parsed
         self._positions = _quantities(positions)
@@ -216,13 +220,7 @@ class GapRiskManager:
 
     def load_close(self, snapshot: Mapping[str, Any]) -> None:
         """Restore a snapshot produced by :meth:`record_close` (after a restart)."""
-        try:
-            day = snapshot["session_date"]
-            closes = snapshot["closes"]
-            positions = snapshot.get("positions", {})
-        except KeyError as exc:
-            raise ValueError(f"invalid gap closing snapshot: missing {exc}") from exc
-        self.record_close(date.fromisoformat(str(day)), closes, {s: Decimal(str(q)) for s, q in positions.items()})
+        self._close_date, self._closes, self._positions = _parse_snapshot(snapshot)
 
     # -- the assessment --------------------------------------------------------------------
 
@@ -233,19 +231,27 @@ class GapRiskManager:
         phase: Phase = "regular",
         *,
         equity: Decimal | None = None,
+        closing: Mapping[str, Any] | None = None,
     ) -> GapReport:
         """Gaps of every recorded symbol with a current price, and what they do to positions.
 
         ``positions`` are the quantities held now (signed; the closing snapshot's when None).
+        ``closing`` is a journaled snapshot from :meth:`record_close` to measure against
+        instead of the one in memory (an empty mapping means "use the one in memory").
         """
         if phase not in ("pre", "regular"):
             raise ValueError(f"phase must be 'pre' or 'regular', got {phase!r}")
-        held = self._positions if positions is None else _quantities(positions)
+        close_date: date | None
+        if closing:
+            close_date, closes, closing_positions = _parse_snapshot(closing)
+        else:
+            close_date, closes, closing_positions = self._close_date, self._closes, self._positions
+        held = closing_positions if positions is None else _quantities(positions)
         prices = {s.upper(): _dec(p, f"price of {s}") for s, p in prices_now.items()}
         items: list[GapItem] = []
         missing: list[str] = []
-        for symbol in sorted(set(self._closes) | set(held)):
-            close = self._closes.get(symbol)
+        for symbol in sorted(set(closes) | set(held)):
+            close = closes.get(symbol)
             price = prices.get(symbol)
             if close is None or price is None or price <= ZERO:
                 if held.get(symbol, ZERO) != ZERO:
@@ -292,7 +298,7 @@ class GapRiskManager:
 
         return GapReport(
             phase=phase,
-            close_date=self._close_date,
+            close_date=close_date,
             items=tuple(items),
             level=level,
             gross_impact=gross,
@@ -306,13 +312,41 @@ class GapRiskManager:
 
 
 def _quantities(positions: PositionsLike) -> dict[str, Decimal]:
+    pairs: list[tuple[str, Any]] = []
+    if isinstance(positions, Mapping):
+        for symbol, value in positions.items():
+            pairs.append((str(symbol), value.qty if hasattr(value, "qty") else value))
+    else:
+        for position in positions:
+            if not hasattr(position, "symbol") or not hasattr(position, "qty"):
+                raise ValueError(f"a position needs symbol and qty, got {position!r}")
+            pairs.append((str(position.symbol), position.qty))
     result: dict[str, Decimal] = {}
-    for symbol, value in positions.items():
-        raw = value.qty if hasattr(value, "qty") else value
+    for symbol, raw in pairs:
         qty = _dec(raw, f"quantity of {symbol}")
         if qty != ZERO:
-            result[symbol.upper()] = qty
+            result[symbol.upper()] = result.get(symbol.upper(), ZERO) + qty
     return result
+
+
+def _closes(closes: Mapping[str, Any]) -> dict[str, Decimal]:
+    parsed: dict[str, Decimal] = {}
+    for symbol, price in closes.items():
+        value = _dec(price, f"close of {symbol}")
+        if value <= ZERO:
+            raise ValueError(f"close of {symbol} must be positive, got {value}")
+        parsed[str(symbol).upper()] = value
+    return parsed
+
+
+def _parse_snapshot(snapshot: Mapping[str, Any]) -> tuple[date, dict[str, Decimal], dict[str, Decimal]]:
+    try:
+        day = date.fromisoformat(str(snapshot["session_date"]))
+        closes = _closes(snapshot["closes"])
+        positions = _quantities(dict(snapshot.get("positions") or {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"invalid gap closing snapshot: {exc}") from exc
+    return day, closes, positions
 
 
 def _dec(value: Any, name: str) -> Decimal:

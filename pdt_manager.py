@@ -137,9 +137,20 @@ class AccountView:
     pdt_fields_present: bool | None = None
 
     @classmethod
-    def from_account(cls, account: Any, *, intraday_exposure: Decimal = ZERO) -> AccountView:
-        """Build from ``models.Account`` (or any object with its attribute names)."""
+    def from_account(cls, account: Any, *, intraday_exposure: Decimal | None = None) -> AccountView:
+        """Build from ``models.Account`` (or any object with its attribute names).
+
+        Without an explicit ``intraday_exposure``, the account's gross position value
+        (``long_market_value`` + |``short_market_value``|) is used; working opening orders
+        are then not included, so pass the exposure when they matter.
+        """
         fields = {name: getattr(account, name, None) for name in PDT_ACCOUNT_FIELDS}
+        if intraday_exposure is None:
+            long_value = getattr(account, "long_market_value", None)
+            short_value = getattr(account, "short_market_value", None)
+            intraday_exposure = abs(_dec(long_value or 0, "long_market_value")) + abs(
+                _dec(short_value or 0, "short_market_value")
+            )
         return cls(
             equity=_dec(account.equity, "equity"),
             buying_power=_dec(account.buying_power, "buying_power"),

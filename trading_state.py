@@ -81,10 +81,10 @@ class Transition:
     at: datetime
 
     def to_dict(self) -> dict[str, str]:
-        """A JSON-friendly form for the journal and alerts."""
+        """A JSON-friendly form for the journal and alerts: ``from``, ``to``, ``reason``, ``at``."""
         return {
-            "from_state": self.from_state.value,
-            "to_state": self.to_state.value,
+            "from": self.from_state.value,
+            "to": self.to_state.value,
             "reason": self.reason,
             "at": self.at.isoformat(),
         }

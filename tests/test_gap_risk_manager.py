@@ -110,6 +110,16 @@ def test_closing_snapshot_survives_a_restart() -> None:
     assert json.loads(json.dumps(report.to_dict()))["level"] == "high"
 
 
+def test_journaled_snapshot_and_broker_positions_as_a_sequence() -> None:
+    journaled = manager().record_close(CLOSE_DAY, {"AAPL": "100", "SPY": "500"}, [PositionView("AAPL", D(10), D(90), D(100), D(1000), D(100), None)])
+    fresh = manager()  # a restarted daemon: nothing in memory
+    positions = [PositionView("AAPL", D(10), D(90), D(95), D(950), D(50), None)]
+    report = fresh.assess({"AAPL": "95", "SPY": "500"}, positions, "pre", closing=journaled)
+    assert report.close_date == CLOSE_DAY
+    assert report.item("AAPL").dollar_impact == D(-50)  # type: ignore[union-attr]
+    assert report.level is GapLevel.HIGH
+
+
 def test_no_snapshot_means_no_gap() -> None:
     report = manager().assess({"AAPL": D(100)}, {}, "pre")
     assert report.items == () and report.level is GapLevel.LOW and not report.defensive_required

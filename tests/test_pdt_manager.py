@@ -228,11 +228,14 @@ def test_regime_from_payload_date_or_config() -> None:
 
 def test_account_view_from_the_broker_model() -> None:
     base = {"id": "a", "account_number": "PA1", "status": "ACTIVE", "cash": "20000", "equity": "20000",
-            "buying_power": "40000", "multiplier": "2"}
+            "buying_power": "40000", "multiplier": "2", "long_market_value": "30000", "short_market_value": "-5000"}
     legacy = AccountView.from_account(Account.model_validate({**base, "daytrade_count": 3, "pattern_day_trader": False}))
     assert legacy.daytrade_count == 3 and legacy.pdt_fields_present and legacy.multiplier == D(2)
     modern = AccountView.from_account(Account.model_validate(base))
     assert modern.daytrade_count is None and modern.pdt_fields_present is False
+    assert modern.intraday_exposure == D(35_000)
+    # 2x account: $40,000 of intraday room, $35,000 used -> 50 of 100 shares at $100.
+    assert manager().check_order(open_order(qty=100), modern, date(2026, 7, 9)).qty == D(50)
     m = manager()
     # Payload decides over the date: a 2025 account without PDT fields is intraday margin.
     assert m.check_order(close_today(), modern, date(2025, 3, 6)).regime == "intraday_margin"

@@ -254,7 +254,9 @@ def test_operator_halt_flattens_and_latches() -> None:
     assert machine.on_cycle(snapshot(machine, 100_000, positions={}, open_orders=frozenset({"AAPL"}))) == []
     transitions = machine.on_cycle(snapshot(machine, 100_000, minutes=2, positions={}))
     assert [t.to_state for t in transitions] == [TradingState.HALTED]
-    assert transitions[0].to_dict()["to_state"] == "halted"
+    assert transitions[0].to_dict() == {
+        "from": "liquidating", "to": "halted", "reason": transitions[0].reason, "at": transitions[0].at.isoformat(),
+    }
 
 
 def test_session_cannot_go_backwards_and_needs_positive_equity() -> None:
