@@ -486,21 +486,21 @@ class Market:
         day = self._peek(symbol, session)
         if day is None:
             return None
-        ts = day.ts
-        if until is not None:
-            complete = int(np.searchsorted(ts, until - 60.0, side="right"))
-            if complete == 0:
-                return None
-            if complete < len(day):
-                day = DayArrays(*(day[0],), *(a[:complete] for a in day[1:]))
-                ts = day.ts
-        mask = None
+        regular: np.ndarray | None = None
         if self.calendar.is_session(session):
             opened, closed = self.calendar.open_close(session)
-            regular = (ts >= opened.timestamp()) & (ts < closed.timestamp())
-            if regular.any():
-                mask = regular
-        values = aggregate(day, mask)
+            regular = (day.ts >= opened.timestamp()) & (day.ts < closed.timestamp())
+            if not regular.any():
+                regular = None  # no regular-session bar at all: aggregate the whole day
+        if until is not None:
+            complete = int(np.searchsorted(day.ts, until - 60.0, side="right"))
+            if complete < len(day):
+                day = DayArrays(day.session, *(a[:complete] for a in day[1:]))
+                if regular is not None:
+                    regular = regular[:complete]
+            if complete == 0 or (regular is not None and not regular.any()):
+                return None
+        values = aggregate(day, regular)
         if values is None:
             return None
         return MinuteBar(midnight_et_utc(session), *values)

@@ -305,7 +305,7 @@ class SyntheticSource:
         reg_volume = np.maximum(100, np.floor(adv_day * reg_weights / reg_weights.sum()))
         ext_n = n_pre + n_post
         ext_volume = np.maximum(
-            1, np.floor(adv_day * 0.00005 * np.exp(0.9 * rng.standard_normal(ext_n)))
+            1, np.floor(adv_day * 0.00003 * np.exp(0.9 * rng.standard_normal(ext_n)))
         )
         volume = np.concatenate((ext_volume[:n_pre], reg_volume, ext_volume[n_pre:])).astype(np.int64)
         trade_size = p.avg_trade_size * np.exp(0.2 * rng.standard_normal(total))
