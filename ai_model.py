@@ -46,6 +46,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -153,7 +154,6 @@ def _rolling_beta(asset: np.ndarray, bench: np.ndarray, n: int) -> np.ndarray:
 
 
 def feature_matrix(
-    open_: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
     close: np.ndarray,
@@ -164,10 +164,8 @@ def feature_matrix(
 
     Arrays are oldest first and of equal length; ``benchmark_close`` is the benchmark's close
     on the same sessions (NaN where it has no bar) or ``None``, in which case beta is 1.0 and
-    relative strength 0.0 (neutral). Rows without enough history hold NaN. ``open_`` is not
-    a feature input; it is accepted so callers pass one bar layout everywhere.
+    relative strength 0.0 (neutral). Rows without enough history hold NaN.
     """
-    del open_  # the entry price matters for labels, not for features
     n = len(close)
     for name, arr in (("high", high), ("low", low), ("volume", volume)):
         if len(arr) != n:
@@ -373,32 +371,27 @@ def daily_files(data_dir: Path) -> dict[str, Path]:
     """The daily CSV used for each symbol in ``data_dir/daily``.
 
     Files are named ``SYMBOL-1d-FIRST-LAST.csv``. When a symbol has several, the one reaching
-    the latest session among those with at least ~a year of bars is used (ties: the longer).
+    the latest session among those with at least about a year of bars is used (ties: the
+    longer file), so split-adjusted recent downloads win over short or raw vendor files.
     """
     folder = Path(data_dir) / "daily"
     if not folder.is_dir():
         raise TrainingDataError(f"--data {data_dir}: no 'daily' folder with SYMBOL-1d-*.csv files")
-    candidates: dict[str, list[tuple[bool, str, str, Path]]] = {}
+    candidates: dict[str, list[tuple[bool, str, int, Path]]] = {}
     for path in sorted(folder.glob("*-1d-*.csv")):
         match = _DAILY_NAME.match(path.name)
         if not match:
             continue
         with path.open("rb") as fh:
             rows = sum(1 for _ in fh) - 1
-        long_enough = rows >= _MIN_FILE_ROWS
         candidates.setdefault(match["symbol"], []).append(
-            (long_enough, match["last"], match["first"], path)
+            (rows >= _MIN_FILE_ROWS, match["last"], rows, path)
         )
-    chosen: dict[str, Path] = {}
-    for symbol, files in candidates.items():
-        # Prefer long-enough files, then the latest last session, then the earliest first one.
-        files.sort(key=lambda f: (f[0], f[1], _negated(f[2])), reverse=True)
-        chosen[symbol] = files[0][3]
-    return chosen
-
-
-def _negated(day: str) -> int:
-    return -int(day.replace("-", ""))
+    # Prefer files long enough to learn from, then the latest last session, then the longer.
+    return {
+        symbol: max(files, key=lambda f: (f[0], f[1], f[2]))[3]
+        for symbol, files in candidates.items()
+    }
 
 
 def read_daily_csv(path: Path, symbol: str) -> SymbolBars:
@@ -422,7 +415,6 @@ class Dataset:
     end_ts: dict[Side, np.ndarray]  # last bar each outcome looked at
     y: dict[Side, np.ndarray]
     context: list[str]  # context_key of each idea
-    symbol_index: np.ndarray
 
 
 def build_dataset(
@@ -434,13 +426,12 @@ def build_dataset(
         zip(exchange_day_numbers(bench.ts).tolist(), regime_series(bench.close), strict=True)
     )
     rs_col = FEATURE_NAMES.index("relative_strength_10d")
-    xs, tss, contexts, owners, names = [], [], [], [], []
+    xs, tss, contexts, names = [], [], [], []
     ends: dict[Side, list[np.ndarray]] = {s: [] for s in SIDES}
     ys: dict[Side, list[np.ndarray]] = {s: [] for s in SIDES}
     for item in symbols:
         bars = item.bars
         cols = feature_matrix(
-            bars.open,
             bars.high,
             bars.low,
             bars.close,
@@ -462,7 +453,6 @@ def build_dataset(
         names.append(item.symbol)
         xs.append(X[idx])
         tss.append(bars.ts[idx])
-        owners.append(np.full(len(idx), len(names) - 1))
         for side in SIDES:
             label, end = labels[side]
             ys[side].append(label[idx])
@@ -479,7 +469,6 @@ def build_dataset(
         end_ts={s: np.concatenate(ends[s]) for s in SIDES},
         y={s: np.concatenate(ys[s]) for s in SIDES},
         context=contexts,
-        symbol_index=np.concatenate(owners),
     )
 
 
@@ -1042,7 +1031,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = train_model(args.data, args.out, symbols=symbols, calibration=args.calibration)
     except ConfigError as exc:
-        print(f"error: {exc}", file=__import__("sys").stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report.summary())
     return 0

@@ -39,7 +39,7 @@ TRAIN_FILES = [
 
 def _features(bars: BarSeries, bench: BarSeries | None) -> dict[str, np.ndarray]:
     bench_close = None if bench is None else ai_model.align_benchmark(bars.ts, bench.ts, bench.close)
-    return feature_matrix(bars.open, bars.high, bars.low, bars.close, bars.volume, bench_close)
+    return feature_matrix(bars.high, bars.low, bars.close, bars.volume, bench_close)
 
 
 def _wilder_rsi(close: np.ndarray, n: int = 14) -> float:
