@@ -483,7 +483,8 @@ class Market:
         return self._aggregate_day(symbol, session, _epoch(until))
 
     def _aggregate_day(self, symbol: str, session: date, until: float | None) -> MinuteBar | None:
-        day = self._peek(symbol, session)
+        # A partial day is today's: keep it in the cache; full days are scanned in bulk.
+        day = self._peek(symbol, session) if until is None else self.minute_arrays(symbol, session)
         if day is None:
             return None
         regular: np.ndarray | None = None

@@ -281,10 +281,13 @@ class MarketDataApi:
             day = self.market.minute_arrays(symbol, session)
             if day is None:
                 continue
+            width = minutes * 60
+            first = int(np.searchsorted(day.ts, (lo // width) * width, side="left"))
             usable = int(np.searchsorted(day.ts, complete_before, side="right"))
-            if usable == 0:
+            usable = min(usable, int(np.searchsorted(day.ts, hi // width * width + width)))
+            if usable <= first:
                 continue
-            bars = _bucket(day, usable, minutes)
+            bars = _bucket(day, first, usable, minutes)
             chosen = [b for b in bars if lo <= b.t.timestamp() <= hi]
             yield from (reversed(chosen) if desc else chosen)
 
@@ -573,14 +576,16 @@ def _headline(symbol: str, move: float, seed: int, *, premarket: bool) -> str:
     return f"Premarket recap: {text}" if premarket else text
 
 
-def _bucket(day: DayArrays, usable: int, minutes: int) -> list[MinuteBar]:
-    """The first ``usable`` bars of ``day`` grouped into ``minutes``-long clock buckets."""
+def _bucket(day: DayArrays, first: int, usable: int, minutes: int) -> list[MinuteBar]:
+    """Bars ``first..usable-1`` of ``day`` grouped into ``minutes``-long clock buckets."""
     if minutes == 1:
-        return [day.bar(i) for i in range(usable)]
+        return [day.bar(i) for i in range(first, usable)]
     width = minutes * 60
     ts = day.ts[:usable]
     buckets = ts // width
-    starts = np.flatnonzero(np.concatenate(([True], np.diff(buckets) != 0)))
+    starts = first + np.flatnonzero(
+        np.concatenate(([True], np.diff(buckets[first:]) != 0))
+    )
     ends = np.concatenate((starts[1:], [usable]))
     out: list[MinuteBar] = []
     for a, b in zip(starts.tolist(), ends.tolist()):
