@@ -633,6 +633,8 @@ class ResilientAlpacaGateway:
         until: datetime | None = None,
         direction: str = "desc",
         side: str | None = None,
+        *,
+        emergency: bool = False,
     ) -> list[Order]:
         """Orders by status (``open``, ``closed``, ``all``); at most 500 (Alpaca's maximum)."""
         if not 1 <= limit <= 500:
@@ -642,12 +644,12 @@ class ResilientAlpacaGateway:
             "symbols": _unique_symbols(symbols) if symbols else None,
             "after": after, "until": until, "direction": direction, "side": side,
         }
-        return self._parse_list(Order, await self._call("GET", "/v2/orders", params=params),
-                                "GET /v2/orders")
+        data = await self._call("GET", "/v2/orders", params=params, emergency=emergency)
+        return self._parse_list(Order, data, "GET /v2/orders")
 
-    async def get_order(self, order_id: str, nested: bool = True) -> Order:
+    async def get_order(self, order_id: str, nested: bool = True, *, emergency: bool = False) -> Order:
         path = f"/v2/orders/{urlquote(order_id, safe='')}"
-        data = await self._call("GET", path, params={"nested": nested})
+        data = await self._call("GET", path, params={"nested": nested}, emergency=emergency)
         return self._parse(Order, data, f"GET {path}")
 
     async def get_order_by_client_id(
@@ -703,7 +705,14 @@ class ResilientAlpacaGateway:
             )
             last = response
             if response.success:
-                return self._parse(Order, response.data, "POST /v2/orders")
+                try:
+                    return self._parse(Order, response.data, "POST /v2/orders")
+                except errors.MalformedResponse as exc:
+                    # Accepted, but unreadable: resolve it like any other unknown outcome.
+                    response = response.model_copy(update={
+                        "success": False, "error_type": "malformed", "outcome_unknown": True,
+                        "message": str(exc)})
+                    last = response
             if response.outcome_unknown:
                 uncertain = True
                 log.warning("order_outcome_unknown", client_order_id=cid, symbol=request.symbol,
@@ -744,8 +753,7 @@ class ResilientAlpacaGateway:
 
     def _note_rejection(self, problem: errors.BrokerError, symbol: str | None) -> None:
         if isinstance(problem, errors.PatternDayTraderRejected) and symbol:
-            if symbol not in self.pdt_blocked_symbols:
-                self.pdt_blocked_symbols.add(symbol)
+            self.pdt_blocked_symbols.add(symbol)
             log.warning("pdt_blocked", symbol=symbol, code=problem.code)
 
     # submit helpers ------------------------------------------------------------------------
@@ -954,7 +962,7 @@ class ResilientAlpacaGateway:
         assert problem is not None
         if isinstance(problem, errors.OrderNotCancelable):
             try:
-                order = await self.get_order(order_id, nested=False)
+                order = await self.get_order(order_id, nested=False, emergency=True)
             except errors.BrokerError:
                 raise problem from None
             if order.status in ("canceled", "pending_cancel"):
@@ -1057,8 +1065,8 @@ class ResilientAlpacaGateway:
     async def _recent_close_order(self, symbol: str, since: datetime) -> Order | None:
         """The newest simple market order for ``symbol`` submitted since ``since``."""
         try:
-            orders = await self.list_orders(status="all", limit=50, nested=False,
-                                            symbols=[symbol], after=since, direction="desc")
+            orders = await self.list_orders(status="all", limit=50, nested=False, symbols=[symbol],
+                                            after=since, direction="desc", emergency=True)
         except errors.TemporaryError as exc:
             log.warning("order_lookup_failed", symbol=symbol, reason=str(exc))
             return None

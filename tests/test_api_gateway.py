@@ -362,6 +362,33 @@ async def test_full_close_with_lost_response_is_recovered_without_a_second_close
     assert listing["symbols"] == "AAPL" and listing["status"] == "all" and listing["nested"] == "false"
 
 
+async def test_unreadable_acceptance_is_resolved_by_lookup_not_resent(
+    fake_broker: FakeBroker, gateway: ResilientAlpacaGateway
+) -> None:
+    book = OrderBook()
+
+    async def accept_garbled(request: web.Request, seen: Seen) -> web.StreamResponse:
+        await book.post(request, seen)
+        return web.Response(status=200, body=b'{"id": "7b08df51', content_type="application/json")
+
+    fake_broker.on("POST", "/v2/orders", accept_garbled)
+    fake_broker.on("GET", "/v2/orders:by_client_order_id", book.lookup)
+    order = await gateway.submit_order(OrderRequest.simple("AAPL", 1, "buy", client_order_id="g-1"))
+    assert order.client_order_id == "g-1" and len(book.orders) == 1
+    assert len(fake_broker.calls("POST", "/v2/orders")) == 1
+
+
+async def test_partial_close_with_lost_response_is_never_resent(
+    fake_broker: FakeBroker, gateway: ResilientAlpacaGateway
+) -> None:
+    fake_broker.on("DELETE", "/v2/positions/AAPL", drop_connection)
+    fake_broker.on("GET", "/v2/orders", reply(200, []))
+    with pytest.raises(errors.OrderInFlight):
+        await gateway.close_position("AAPL", qty=Decimal("5"))
+    deletes = fake_broker.calls("DELETE", "/v2/positions/AAPL")
+    assert len(deletes) == 1 and deletes[0].query == {"qty": "5"}
+
+
 # -- status handling, retries, backoff ------------------------------------------------------
 
 
