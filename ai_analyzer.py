@@ -51,6 +51,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import aiohttp
 import numpy as np
 import structlog
 
@@ -369,8 +370,6 @@ class EndpointAdvisor:
 
     async def ask(self, prompt: dict[str, Any]) -> SecondOpinion:
         """One request; raises :class:`EndpointError` (or ``TimeoutError``) when unusable."""
-        import aiohttp
-
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._timeout)

@@ -226,16 +226,29 @@ def align_benchmark(ts: np.ndarray, bench_ts: np.ndarray, bench_close: np.ndarra
     New York pairs with one stamped at any other time of the same session (e.g. today's
     partial bar built from minute bars).
     """
+    ts = np.asarray(ts, dtype=np.int64)
+    bench_ts = np.asarray(bench_ts, dtype=np.int64)
+    bench_close = np.asarray(bench_close, dtype=float)
     out = np.full(len(ts), np.nan)
     if len(ts) == 0 or len(bench_ts) == 0:
         return out
-    mine = exchange_day_numbers(ts)
-    theirs = exchange_day_numbers(bench_ts)
-    order = np.argsort(theirs, kind="stable")
-    sorted_days = theirs[order]
-    pos = np.clip(np.searchsorted(sorted_days, mine), 0, len(sorted_days) - 1)
-    hit = sorted_days[pos] == mine
-    out[hit] = np.asarray(bench_close, dtype=float)[order[pos[hit]]]
+    # Fast path: identical stamps (both series from one source); bench_ts is ascending.
+    pos = np.clip(np.searchsorted(bench_ts, ts), 0, len(bench_ts) - 1)
+    hit = bench_ts[pos] == ts
+    out[hit] = bench_close[pos[hit]]
+    missing = np.flatnonzero(~hit)
+    if len(missing) == 0:
+        return out
+    # The rest by session date, looking only at benchmark bars within two days of them.
+    lo = np.searchsorted(bench_ts, ts[missing].min() - 2 * 86_400)
+    hi = np.searchsorted(bench_ts, ts[missing].max() + 2 * 86_400, side="right")
+    if hi <= lo:
+        return out
+    theirs = exchange_day_numbers(bench_ts[lo:hi])
+    mine = exchange_day_numbers(ts[missing])
+    where = np.clip(np.searchsorted(theirs, mine), 0, len(theirs) - 1)
+    same_day = theirs[where] == mine
+    out[missing[same_day]] = bench_close[lo:hi][where[same_day]]
     return out
 
 
