@@ -13,12 +13,15 @@ warm: from the cache) and, when ``shared/data`` is present, for the CSV replay o
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=6, help="number of synthetic symbols")
     parser.add_argument("--sessions", type=int, default=60, help="number of sessions")
     args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     calendar = TradingCalendar()
     base = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA"]

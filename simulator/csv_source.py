@@ -50,7 +50,7 @@ import structlog
 
 from clock import EXCHANGE_TZ
 from simulator.market import DayArrays, SymbolProfile
-from trading_calendar import TradingCalendar
+from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 log = structlog.get_logger(__name__)
 
@@ -380,7 +380,9 @@ class CsvSource:
             if symbol in self._minutes:
                 all_days.update(self._minutes[symbol].days)
             all_days.update(self._daily.get(symbol, {}))
-        self._sessions = sorted(d for d in all_days if self.calendar.is_session(d))
+        self._sessions = sorted(
+            d for d in all_days if FIRST_DATE <= d <= LAST_DATE and self.calendar.is_session(d)
+        )
 
     # -- loading -------------------------------------------------------------------------
 
@@ -455,7 +457,9 @@ class CsvSource:
                                  series.l[a:b], series.c[a:b], series.v[a:b], series.n[a:b],
                                  series.vw[a:b])
         row = self._daily.get(symbol, {}).get(session)
-        if row is None or not self.calendar.is_session(session):
+        if row is None or not FIRST_DATE <= session <= LAST_DATE:
+            return None
+        if not self.calendar.is_session(session):
             return None
         return self._expand(symbol, session, row)
 

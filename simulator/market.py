@@ -188,8 +188,10 @@ def _apply_shocks(day: DayArrays, shocks: Sequence[Shock]) -> DayArrays:
             c[inside] *= shock.factor
             h[inside] = np.maximum(h[inside], c[inside])
             l[inside] = np.minimum(l[inside], c[inside])
+    # Bars that end before the first shock keep their exact values; the rest are rounded.
+    first = int(np.searchsorted(ts + 60.0, min(s.at_epoch for s in relevant), side="right"))
     for a in (o, h, l, c, vw):
-        np.round(a, 4, out=a)
+        np.round(a[first:], 4, out=a[first:])
     h = np.maximum(h, np.maximum(o, c))
     l = np.minimum(l, np.minimum(o, c))
     vw = np.clip(vw, l, h)

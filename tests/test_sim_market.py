@@ -524,3 +524,46 @@ def test_news_is_deterministic_past_only_and_paginates(api: MarketDataApi) -> No
     assert api.news({"symbols": "AAPL,TSLA", "limit": "3", "include_content": "true"}) == first
     empty = api.news({"symbols": "NOPE"})
     assert empty == {"news": [], "next_page_token": None}
+
+
+def test_weekly_and_monthly_bars_group_the_daily_bars(api: MarketDataApi) -> None:
+    daily = api.bars({"symbols": "QQQ", "timeframe": "1Day", "start": "2025-02-03",
+                      "end": "2025-02-28"})["bars"]["QQQ"]
+    weekly = api.bars({"symbols": "QQQ", "timeframe": "1Week", "start": "2025-02-03",
+                       "end": "2025-02-28"})["bars"]["QQQ"]
+    monthly = api.bars({"symbols": "QQQ", "timeframe": "1M", "start": "2025-02-03",
+                        "end": "2025-02-28"})["bars"]["QQQ"]
+    assert len(weekly) == 4 and len(monthly) == 1
+    assert monthly[0]["o"] == daily[0]["o"] and monthly[0]["c"] == daily[-1]["c"]
+    assert monthly[0]["v"] == sum(d["v"] for d in daily) == sum(w["v"] for w in weekly)
+    assert monthly[0]["h"] == max(d["h"] for d in daily)
+    with pytest.raises(SimApiError):
+        api.bars({"symbols": "QQQ", "timeframe": "5Month"})
+
+
+def test_aggregated_bars_are_stamped_by_their_bucket_start(api: MarketDataApi) -> None:
+    body = api.bars({"symbols": "SPY", "timeframe": "15Min", "start": "2025-03-04T14:32:00Z",
+                     "end": "2025-03-04T15:00:00Z"})
+    assert [b["t"] for b in body["bars"]["SPY"]] == [
+        "2025-03-04T14:45:00Z", "2025-03-04T15:00:00Z"
+    ]
+    minutes = api.bars({"symbols": "SPY", "timeframe": "1Min", "start": "2025-03-04T14:45:00Z",
+                        "end": "2025-03-04T14:59:00Z"})["bars"]["SPY"]
+    first = body["bars"]["SPY"][0]
+    assert first["o"] == minutes[0]["o"] and first["c"] == minutes[-1]["c"]
+    assert first["h"] == max(m["h"] for m in minutes) and first["l"] == min(m["l"] for m in minutes)
+
+
+@needs_data
+def test_shocks_apply_to_csv_replay_too(cal: TradingCalendar) -> None:
+    m = Market.from_csv_dir(SHARED_DATA, symbols=["SPY"], calendar=cal)
+    at = datetime(2023, 8, 3, 15, 0, tzinfo=UTC)
+    before = m.bar_at("SPY", at)
+    earlier = m.bar_at("SPY", at - timedelta(minutes=5))
+    m.shock(["SPY"], -6, at)
+    assert m.bar_at("SPY", at - timedelta(minutes=5)) == earlier
+    after = m.bar_at("SPY", at)
+    assert before is not None and after is not None
+    assert after.o == pytest.approx(before.o * 0.94, abs=1e-4)
+    quote = m.quote_at("SPY", at + timedelta(seconds=10))  # recorded quotes move too
+    assert quote is not None and quote.ask < before.o * 0.95
