@@ -174,8 +174,8 @@ def feature_matrix(
     volume_base = np.full(n, np.nan)
     if n > 1:
         volume_base[1:] = indicators.sma(volume, 20)[:-1]
+    volume_1d = indicators.volume_ratio(volume, 20)
     with np.errstate(divide="ignore", invalid="ignore"):
-        volume_1d = np.where(volume_base > 0, volume / volume_base, np.nan)
         volume_5d = np.where(volume_base > 0, indicators.sma(volume, 5) / volume_base, np.nan)
     macd_line, macd_signal, macd_hist = indicators.macd(close, 12, 26, 9)
     above = np.where(
