@@ -1,0 +1,1508 @@
+"""``SimBroker``: the Alpaca-compatible paper broker (Trading API v2) of the simulator.
+
+Each public method mirrors one Trading API route: it takes plain dict bodies / query
+params (query values as strings, e.g. ``"True"``), returns Alpaca's JSON shape as plain
+dicts and lists (money and quantities as strings, lower-case enums, UUID ids, RFC 3339
+``Z`` timestamps), and refuses with :class:`~simulator.errors.SimApiError` carrying Alpaca's
+status and error body. Every method first brings the book up to ``clock.now()``
+(:meth:`SimBroker.advance_to`), so the broker is consistent whoever drives the clock.
+
+Rules, each emulating Alpaca (details in the modules named):
+
+* Matching (``simulator/matching.py``): market orders fill at the quote (buy at the ask,
+  sell at the bid) plus ``slippage_bps``; resting orders trigger along each minute bar's
+  OHLC path; gaps fill stops at the (worse) open and limits at the (better) open.
+* Sessions: outside 09:30-16:00 ET only ``extended_hours`` DAY limit orders execute (pre-
+  market 04:00-09:30, after-hours to 20:00); other orders are ``accepted`` and become
+  ``new`` at the next open, where waiting market orders fill at the opening price.
+  ``opg`` orders execute only at the opening auction (the first regular minute's open),
+  ``cls`` only at the closing auction (the last regular minute's close); ``ioc``/``fok``
+  execute against the quote at once (at the open, if sent while closed) or are canceled.
+  DAY orders expire at the close (extended-hours DAY orders at 20:00 ET). GTC orders do
+  not expire (Alpaca's 90-day GTC limit is not modelled).
+* Classes: bracket (entry + take-profit + stop legs ``held`` until the entry fills, then an
+  OCO pair), oco (take-profit parent + stop leg working together), oto (entry + one leg).
+  A partial take-profit fill shrinks the stop. If an entry ends (canceled/expired) after a
+  partial fill, its legs protect the filled quantity; with no fill they are canceled.
+* Quantity held by open exit orders is not available (403 40310000 with ``available``,
+  ``existing_qty``, ``held_for_orders``); an OCO pair holds its quantity once. Selling
+  more than a long position (or buying more than a short) is refused the same way: no
+  long/short flips in one order.
+* Wash trades: a simple order facing a resting opposite-side order of the same symbol is
+  refused (403) unless both are limit orders whose prices cannot cross. Complex orders
+  (bracket/oco/oto) are exempt.
+* Shorting: allowed when ``shorting_enabled`` (margin accounts, i.e. multiplier > 1 and
+  ``no_shorting`` off); never for fractional or notional orders.
+* Buying power (``simulator/accounts.py``): opening orders (buys that open or grow a long,
+  sells that open or grow a short) are checked at submission against buying power minus
+  what other open opening orders reserve; the order's cost is its limit price x qty, or for
+  market/stop orders the ask plus a 3% collar (Alpaca's market-order collar).
+* Day trades and the PDT rule: ``simulator/daytrades.py``.
+* Partial fills (``partial_fills=True``): at most ``volume_participation`` x the bar's
+  volume executes per symbol per minute on bars; immediate executions at submission are
+  capped at ``volume_participation`` x the previous minute's volume (or the quote's size
+  when that minute has no bar).
+
+Every order state change is appended to :attr:`SimBroker.events` (a bounded deque of trade
+update events, the payload of Alpaca's ``trade_updates`` stream); :attr:`event_count`
+counts every event ever emitted so a consumer can tell how many it missed.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+import structlog
+
+from clock import EXCHANGE_TZ
+from simulator.accounts import Ledger, MarginSummary, margin_summary
+from simulator.daytrades import (
+    PDT_EQUITY_THRESHOLD,
+    PDT_MAX_DAY_TRADES,
+    WINDOW_BUSINESS_DAYS,
+    DayTradeBook,
+    PdtRule,
+    Regime,
+    regime_for,
+)
+from simulator.errors import (
+    SimApiError,
+    forbidden,
+    insufficient_buying_power,
+    insufficient_qty,
+    not_found,
+    pdt_denied,
+    unprocessable,
+    validation_error,
+    wash_trade,
+)
+from simulator.history import ActivityLog, equity_series, portfolio_history
+from simulator.matching import (
+    Hit,
+    bar_path,
+    match_bar,
+    match_quote,
+    round_price,
+    to_decimal,
+    trailing_stop_price,
+    with_slippage,
+)
+from simulator.orders import TIFS, OrderRequest, SimOrder, check_sub_penny, parse_order_request
+from simulator.sessions import SessionDay, Sessions
+from simulator.wire import (
+    et_date,
+    et_datetime,
+    et_iso,
+    floor_minute,
+    money,
+    num,
+    parse_bool,
+    parse_date,
+    parse_decimal,
+    parse_int,
+    parse_positive,
+    parse_time,
+    ts,
+)
+
+log = structlog.get_logger(__name__)
+
+UTC = timezone.utc
+ZERO = Decimal(0)
+ONE_MINUTE = timedelta(minutes=1)
+MARKET_COLLAR = Decimal("1.03")
+QTY_PLACES = Decimal("1e-9")
+RATIO_PLACES = Decimal("1e-10")
+PRICE_GAP = Decimal("0.01")
+DEFAULT_EVENT_BUFFER = 10_000
+ORDER_LIST_DEFAULT = 50
+ORDER_LIST_MAX = 500
+# Seconds into the minute at which a fill at path position p (0..3) happens: 0, 15, 30, 45.
+SECONDS_PER_PATH_STEP = 15
+OPG_CUTOFF = (9, 28)  # opg orders are refused from 09:28 ...
+CLS_CUTOFF = (15, 50)  # ... cls orders from 15:50 ...
+AUCTION_QUEUE_FROM = (19, 0)  # ... until 19:00 ET, when they queue for the next session.
+NAMES = {
+    "SPY": "SPDR S&P 500 ETF Trust",
+    "QQQ": "Invesco QQQ Trust, Series 1",
+    "AAPL": "Apple Inc. Common Stock",
+    "MSFT": "Microsoft Corporation Common Stock",
+    "NVDA": "NVIDIA Corporation Common Stock",
+    "TSLA": "Tesla, Inc. Common Stock",
+}
+CONFIG_ENUMS = {
+    "dtbp_check": ("both", "entry", "exit"),
+    "pdt_check": ("both", "entry", "exit"),
+    "trade_confirm_email": ("all", "none"),
+    "max_margin_multiplier": ("1", "2", "4"),
+}
+CONFIG_BOOLS = ("suspend_trade", "no_shorting", "fractional_trading", "ptp_no_exception_entry", "disable_overnight_trading")
+
+
+@dataclass(frozen=True)
+class Touch:
+    """The market at one instant for one symbol: best bid/ask and last trade (Decimal)."""
+
+    bid: Decimal
+    ask: Decimal
+    last: Decimal
+    bid_size: int
+    ask_size: int
+
+
+def _opposite(side: str) -> str:
+    return "sell" if side == "buy" else "buy"
+
+
+def _signed(side: str, qty: Decimal) -> Decimal:
+    return qty if side == "buy" else -qty
+
+
+class SimBroker:
+    """The simulated Alpaca account and its matching engine (see the module docstring)."""
+
+    def __init__(
+        self,
+        market: Any,
+        clock: Any,
+        calendar: Any,
+        *,
+        cash: Decimal | float | int | str = Decimal("100000"),
+        slippage_bps: float = 1.0,
+        partial_fills: bool = False,
+        volume_participation: float = 0.1,
+        margin_multiplier: int = 2,
+        pdt_rule: PdtRule = "auto",
+        account_id: str | None = None,
+        seed: int = 42,
+        max_events: int = DEFAULT_EVENT_BUFFER,
+    ) -> None:
+        starting_cash = Decimal(str(cash))
+        if not starting_cash.is_finite() or starting_cash < 0:
+            raise ValueError(f"cash must be a non-negative amount, got {cash!r}")
+        if not slippage_bps >= 0:
+            raise ValueError(f"slippage_bps must be >= 0, got {slippage_bps!r}")
+        if not 0 < volume_participation <= 1:
+            raise ValueError(f"volume_participation must be in (0, 1], got {volume_participation!r}")
+        if margin_multiplier not in (1, 2, 4):
+            raise ValueError(f"margin_multiplier must be 1, 2 or 4, got {margin_multiplier!r}")
+        if pdt_rule not in ("auto", "legacy", "off"):
+            raise ValueError(f"pdt_rule must be auto, legacy or off, got {pdt_rule!r}")
+        self.market = market
+        self.clock = clock
+        self.calendar = calendar
+        self.sessions = Sessions(calendar)
+        self.slippage_bps = Decimal(str(slippage_bps))
+        self.partial_fills = partial_fills
+        self.volume_participation = Decimal(str(volume_participation))
+        self.pdt_rule: PdtRule = pdt_rule
+        self._rng = random.Random(seed)
+        self.account_id = account_id or self._uuid()
+        self.account_number = "PA" + "".join(str(self._rng.randrange(10)) for _ in range(9))
+        self.created_at: datetime = clock.now()
+        self.ledger = Ledger(cash=starting_cash, initial_cash=starting_cash)
+        self.daytrades = DayTradeBook()
+        self.activity_log = ActivityLog()
+        self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
+        self.event_count = 0
+        self.orders: dict[str, SimOrder] = {}
+        self._open: dict[str, SimOrder] = {}
+        self._by_client_id: dict[str, SimOrder] = {}
+        self._seq = 0
+        self._cursor = floor_minute(self.created_at)
+        self._close_snapshots: dict[date, tuple[Decimal, Decimal]] = {}
+        self._lastday_prices: dict[tuple[str, date], Decimal | None] = {}
+        self._minute_volume_used: dict[tuple[str, datetime], Decimal] = {}
+        self._config: dict[str, Any] = {
+            "dtbp_check": "entry",
+            "trade_confirm_email": "all",
+            "suspend_trade": False,
+            "no_shorting": False,
+            "fractional_trading": True,
+            "max_margin_multiplier": str(margin_multiplier),
+            "pdt_check": "entry",
+            "ptp_no_exception_entry": False,
+            "max_options_trading_level": 0,
+            "disable_overnight_trading": False,
+        }
+
+    # == time ===============================================================================
+
+    def advance_to(self, t: datetime) -> None:
+        """Process every complete minute up to ``t``: triggers, fills, OCO, expiries, closes.
+
+        Minutes are only iterated for symbols that have working orders, and only while any
+        order is working; otherwise the book jumps from one session boundary (pre-market
+        start, open, close, after-hours end) to the next. Idempotent for ``t`` already passed.
+        """
+        target = floor_minute(t)
+        while self._cursor < target:
+            day_date = et_date(self._cursor)
+            next_midnight = et_datetime(day_date + timedelta(days=1), datetime.min.time())
+            day = self.sessions.day(day_date)
+            if day is None:
+                self._cursor = min(target, next_midnight)
+                continue
+            midnight = et_datetime(day_date, datetime.min.time())
+            segments = (
+                ("closed", midnight, day.pre_start),
+                ("pre", day.pre_start, day.open),
+                ("regular", day.open, day.close),
+                ("post", day.close, day.post_end),
+                ("closed", day.post_end, next_midnight),
+            )
+            for phase, start, end in segments:
+                if end <= self._cursor:
+                    continue
+                if start >= target:
+                    break
+                lo, hi = max(self._cursor, start), min(target, end)
+                if lo == start:
+                    self._on_phase_start(day, phase, lo)
+                if phase != "closed":
+                    self._run_minutes(phase, lo, hi)
+                if hi == end:
+                    self._on_phase_end(day, phase, hi)
+                self._cursor = hi
+
+    def _sync(self) -> datetime:
+        now: datetime = self.clock.now()
+        self.advance_to(now)
+        return now
+
+    def _on_phase_start(self, day: SessionDay, phase: str, at: datetime) -> None:
+        if phase == "pre":
+            for order in self._open_orders():
+                if order.status == "accepted" and order.extended_hours and order.session <= day.date:
+                    self._activate(order, at)
+        elif phase == "regular":
+            waiting = [o for o in self._open_orders() if o.status == "accepted" and o.session <= day.date]
+            for order in waiting:
+                self._activate(order, at)
+            for order in waiting:
+                if order.is_working and order.time_in_force == "opg":
+                    self._auction(order, day, opening=True)
+            for order in waiting:
+                if order.is_working and order.time_in_force in ("ioc", "fok"):
+                    self._execute_now(order, at)
+
+    def _on_phase_end(self, day: SessionDay, phase: str, at: datetime) -> None:
+        if phase == "regular":
+            for order in self._open_orders():
+                if order.is_working and order.time_in_force == "cls" and order.session <= day.date:
+                    self._auction(order, day, opening=False)
+            for order in self._open_orders():
+                if order.time_in_force == "day" and not order.extended_hours and order.session <= day.date:
+                    self._expire(order, at)
+            self._close_snapshot(day)
+        elif phase == "post":
+            for order in self._open_orders():
+                if order.time_in_force == "day" and order.session <= day.date:
+                    self._expire(order, at)
+
+    def _run_minutes(self, phase: str, lo: datetime, hi: datetime) -> None:
+        minute = lo
+        while minute < hi:
+            active = self._working_by_symbol(phase)
+            if not active:
+                return
+            for symbol, orders in active.items():
+                bar = self.market.bar_at(symbol, minute)
+                if bar is not None:
+                    self._match_minute(symbol, orders, bar, minute)
+            minute += ONE_MINUTE
+
+    def _working_by_symbol(self, phase: str) -> dict[str, list[SimOrder]]:
+        active: dict[str, list[SimOrder]] = {}
+        for order in self._open.values():
+            if not order.is_working or order.time_in_force in ("opg", "cls", "ioc", "fok"):
+                continue
+            if phase != "regular" and not order.extended_hours:
+                continue
+            active.setdefault(order.symbol, []).append(order)
+        return active
+
+    def _match_minute(self, symbol: str, orders: list[SimOrder], bar: Any, minute: datetime) -> None:
+        path = bar_path(to_decimal(bar.o), to_decimal(bar.h), to_decimal(bar.l), to_decimal(bar.c))
+        hits: list[tuple[float, int, SimOrder, Hit]] = []
+        for order in orders:
+            if order.eligible_from > minute:
+                continue
+            terms = order.terms()
+            hit = match_bar(terms, path)
+            order.absorb(terms)
+            if hit is not None:
+                hits.append((hit.position, order.seq, order, hit))
+        if not hits:
+            return
+        hits.sort(key=lambda item: (item[0], item[1]))
+        budget = Decimal(int(self.volume_participation * Decimal(int(bar.v)))) if self.partial_fills else None
+        for position, _, order, hit in hits:
+            if not order.is_working:
+                continue  # canceled by its OCO sibling earlier in this bar
+            price = with_slippage(hit.price, order.side, self.slippage_bps) if hit.at_market else round_price(hit.price)
+            qty = self._fill_qty(order, price)
+            if budget is not None:
+                qty = min(qty, budget)
+                if qty <= 0:
+                    continue
+                budget -= qty
+            at = minute + timedelta(seconds=round(position * SECONDS_PER_PATH_STEP, 3))
+            self._fill(order, qty, price, at)
+
+    # == market access ======================================================================
+
+    def _symbols(self) -> list[str]:
+        return list(self.market.symbols)
+
+    def _resolve_symbol(self, symbol_or_id: str) -> str | None:
+        symbols = self._symbols()
+        if symbol_or_id in symbols:
+            return symbol_or_id
+        base = symbol_or_id.split(":", 1)[0]
+        if base in symbols:
+            return base
+        for symbol in symbols:
+            if self._asset_id(symbol) == symbol_or_id:
+                return symbol
+        return None
+
+    def _touch(self, symbol: str, at: datetime) -> Touch | None:
+        quote = self.market.quote_at(symbol, at)
+        last_float = self.market.price_at(symbol, at)
+        last = to_decimal(last_float) if last_float is not None else None
+        if quote is None and last is None:
+            return None
+        bid = to_decimal(quote.bid) if quote is not None and quote.bid > 0 else last
+        ask = to_decimal(quote.ask) if quote is not None and quote.ask > 0 else last
+        assert bid is not None and ask is not None
+        if last is None:
+            last = (bid + ask) / 2
+        sizes = (int(quote.bid_size), int(quote.ask_size)) if quote is not None else (0, 0)
+        return Touch(round_price(bid), round_price(ask), last, sizes[0], sizes[1])
+
+    def _mark(self, symbol: str, at: datetime) -> Decimal:
+        """Price used to value a position: last trade, else last execution, else entry price."""
+        price = self.market.price_at(symbol, at)
+        if price is not None:
+            return to_decimal(price)
+        for entry in reversed(self.ledger.journal):
+            if entry.symbol == symbol and entry.qty_delta:
+                return abs(entry.cash_delta / entry.qty_delta)
+        position = self.ledger.positions.get(symbol)
+        return position.avg_entry_price if position else ZERO
+
+    def _price_or_none(self, symbol: str, at: datetime) -> Decimal | None:
+        price = self.market.price_at(symbol, at)
+        return to_decimal(price) if price is not None else None
+
+    # == account arithmetic =================================================================
+
+    def _multiplier_setting(self) -> int:
+        return int(self._config["max_margin_multiplier"])
+
+    def _summary(self, at: datetime) -> MarginSummary:
+        values = {s: p.qty * self._mark(s, at) for s, p in self.ledger.positions.items()}
+        return margin_summary(self.ledger.cash, values, self._multiplier_setting())
+
+    def _shorting_enabled(self, summary: MarginSummary) -> bool:
+        return not self._config["no_shorting"] and summary.multiplier > 1
+
+    def _regime(self, at: datetime) -> Regime:
+        return regime_for(self.pdt_rule, et_date(at))
+
+    def _window_start(self, at: datetime) -> date:
+        today = et_date(at)
+        anchor = today if self.sessions.day(today) else self.sessions.previous_before(today).date
+        first = anchor
+        for _ in range(WINDOW_BUSINESS_DAYS - 1):
+            first = self.sessions.previous_before(first).date
+        return first
+
+    def _daytrade_count(self, at: datetime) -> int:
+        return self.daytrades.count_since(self._window_start(at))
+
+    def _position_qty(self, symbol: str) -> Decimal:
+        position = self.ledger.positions.get(symbol)
+        return position.qty if position else ZERO
+
+    def _held(self, symbol: str, side: str, *, exclude: str | None = None) -> Decimal:
+        """Quantity of ``symbol`` held by open ``side`` exit orders (an OCO pair counts once)."""
+        groups: dict[str, Decimal] = {}
+        for order in self._open.values():
+            if order.symbol != symbol or order.side != side or order.status == "held" or order.id == exclude:
+                continue
+            if order.position_intent not in ("sell_to_close", "buy_to_close"):
+                continue
+            key = order.oco_group or order.id
+            groups[key] = max(groups.get(key, ZERO), order.remaining)
+        return sum(groups.values(), ZERO)
+
+    def _opening(self, side: str, position_qty: Decimal) -> bool:
+        return position_qty == 0 or (position_qty > 0) == (side == "buy")
+
+    def _cost_estimate(
+        self, side: str, kind: str, qty: Decimal | None, notional: Decimal | None,
+        limit_price: Decimal | None, stop_price: Decimal | None, touch: Touch | None,
+    ) -> Decimal:
+        """What an opening order may cost, for the buying-power check (Alpaca's rule)."""
+        if notional is not None:
+            return notional
+        assert qty is not None
+        reference = touch.ask if touch is not None else None
+        if side == "buy":
+            if kind in ("limit", "stop_limit") and limit_price is not None:
+                return qty * limit_price
+            candidates = [p for p in (reference, stop_price) if p is not None]
+            if not candidates:
+                raise unprocessable("no market price is available to check buying power")
+            return qty * max(candidates) * MARKET_COLLAR
+        collared = reference * MARKET_COLLAR if reference is not None else None
+        candidates = [p for p in (limit_price, collared, stop_price) if p is not None]
+        if not candidates:
+            raise unprocessable("no market price is available to check buying power")
+        return qty * max(candidates)
+
+    def _reserved(self, at: datetime, *, exclude: str | None = None) -> Decimal:
+        """Buying power reserved by open opening orders (their remaining quantity)."""
+        total = ZERO
+        touches: dict[str, Touch | None] = {}
+        for order in self._open.values():
+            if order.id == exclude or order.status == "held":
+                continue
+            if order.position_intent not in ("buy_to_open", "sell_to_open"):
+                continue
+            if order.symbol not in touches:
+                touches[order.symbol] = self._touch(order.symbol, at)
+            notional = order.notional if order.notional is not None and order.filled_qty == 0 else None
+            qty = order.remaining if order.qty is not None else None
+            if notional is None and (qty is None or qty <= 0):
+                continue
+            try:
+                total += self._cost_estimate(
+                    order.side, order.type, qty, notional, order.limit_price, order.stop_price, touches[order.symbol]
+                )
+            except SimApiError:
+                continue
+        return total
+
+    # == submission =========================================================================
+
+    def submit_order(self, body: Any) -> dict[str, Any]:
+        """``POST /v2/orders``: validate, create (with legs), execute what is marketable now."""
+        now = self._sync()
+        request = parse_order_request(body)
+        order = self._submit(request, now)
+        return self._order_json(order, nested=True)
+
+    def _submit(self, req: OrderRequest, now: datetime) -> SimOrder:
+        if self._config["suspend_trade"]:
+            raise forbidden("new orders are rejected by user request")
+        if req.client_order_id is not None and req.client_order_id in self._by_client_id:
+            raise validation_error("client_order_id must be unique")
+        symbol = self._resolve_symbol(req.symbol)
+        if symbol is None:
+            raise unprocessable(f'asset "{req.symbol}" not found')
+        if req.fractional and not self._config["fractional_trading"]:
+            raise forbidden("fractional trading is disabled for this account")
+        self._check_auction_window(req, now)
+        touch = self._touch(symbol, now)
+        position_qty = self._position_qty(symbol)
+        opening = self._opening(req.side, position_qty)
+        summary = self._summary(now)
+
+        if req.order_class in ("bracket", "oto") and not opening:
+            raise unprocessable(f"{req.order_class} orders must be entry orders")
+        if req.order_class == "oco" and opening:
+            raise unprocessable("oco orders must be exit orders for an existing position")
+
+        if opening:
+            if req.side == "sell":
+                if not self._shorting_enabled(summary):
+                    raise forbidden("account is not allowed to short")
+                if req.fractional or req.notional is not None:
+                    raise forbidden("fractional orders cannot be sold short")
+        else:
+            self._check_available(symbol, req.side, self._requested_qty(req, touch), position_qty)
+
+        if req.order_class == "simple" and self._wash_conflict(symbol, req.side, req.type, req.limit_price):
+            raise wash_trade()
+        if not opening:
+            self._check_pdt(symbol, now, summary)
+        if opening:
+            cost = self._cost_estimate(req.side, req.type, req.qty, req.notional, req.limit_price, req.stop_price, touch)
+            available = summary.buying_power - self._reserved(now)
+            if cost > available:
+                raise insufficient_buying_power(buying_power=max(available, ZERO), cost_basis=cost)
+        if req.order_class != "simple":
+            self._check_leg_prices(req, touch)
+
+        return self._create(req, symbol, now, opening)
+
+    def _requested_qty(self, req: OrderRequest, touch: Touch | None) -> Decimal:
+        if req.qty is not None:
+            return req.qty
+        assert req.notional is not None
+        reference = (touch.bid if req.side == "sell" else touch.ask) if touch is not None else None
+        if not reference:
+            raise unprocessable("no market price is available to size a notional order")
+        return (req.notional / reference).quantize(QTY_PLACES, rounding=ROUND_DOWN)
+
+    def _check_available(self, symbol: str, side: str, requested: Decimal, position_qty: Decimal, *, exclude: str | None = None) -> None:
+        held = self._held(symbol, side, exclude=exclude)
+        available = max(abs(position_qty) - held, ZERO)
+        if requested > available:
+            raise insufficient_qty(
+                symbol=symbol, requested=requested, available=available, existing=position_qty, held=held
+            )
+
+    def _check_auction_window(self, req: OrderRequest, now: datetime) -> None:
+        if req.time_in_force not in ("opg", "cls"):
+            return
+        local = now.astimezone(EXCHANGE_TZ).time()
+        cutoff = OPG_CUTOFF if req.time_in_force == "opg" else CLS_CUTOFF
+        start = local.replace(hour=cutoff[0], minute=cutoff[1], second=0, microsecond=0)
+        end = local.replace(hour=AUCTION_QUEUE_FROM[0], minute=AUCTION_QUEUE_FROM[1], second=0, microsecond=0)
+        if self.sessions.day(et_date(now)) is not None and start <= local < end:
+            when = "9:28am" if req.time_in_force == "opg" else "3:50pm"
+            raise unprocessable(f"{req.time_in_force} orders are not accepted between {when} and 7:00pm ET")
+
+    def _wash_conflict(self, symbol: str, side: str, kind: str, limit_price: Decimal | None, *, exclude: str | None = None) -> bool:
+        mine = limit_price if kind in ("limit", "stop_limit") else None
+        for order in self._open.values():
+            if order.symbol != symbol or order.side == side or order.status == "held" or order.id == exclude:
+                continue
+            theirs = order.limit_price if order.type in ("limit", "stop_limit") else None
+            if mine is None or theirs is None:
+                return True
+            buy_price, sell_price = (mine, theirs) if side == "buy" else (theirs, mine)
+            if buy_price >= sell_price:
+                return True
+        return False
+
+    def _check_pdt(self, symbol: str, now: datetime, summary: MarginSummary) -> None:
+        if self._regime(now) != "legacy" or not self.daytrades.would_day_trade(symbol, et_date(now)):
+            return
+        if summary.equity >= PDT_EQUITY_THRESHOLD:
+            return
+        if self._daytrade_count(now) >= PDT_MAX_DAY_TRADES:
+            raise pdt_denied()
+
+    def _check_leg_prices(self, req: OrderRequest, touch: Touch | None) -> None:
+        """Alpaca's base-price rules for bracket/oco/oto exits (0.01 away from the base)."""
+        exit_side = req.side if req.order_class == "oco" else _opposite(req.side)
+        market = touch.last if touch is not None else None
+        if req.order_class == "oco":
+            base = req.take_profit_limit
+        elif req.type == "limit":
+            base = req.limit_price
+        else:
+            base = market
+        if base is None:
+            raise unprocessable("no market price is available to check the order's legs")
+        stop_bases = [b for b in (base, market) if b is not None]
+        if req.stop_loss_stop is not None:
+            if exit_side == "sell" and not req.stop_loss_stop <= min(stop_bases) - PRICE_GAP:
+                raise unprocessable("stop price must be less than base_price - 0.01")
+            if exit_side == "buy" and not req.stop_loss_stop >= max(stop_bases) + PRICE_GAP:
+                raise unprocessable("stop price must be greater than base_price + 0.01")
+        if req.take_profit_limit is not None and req.order_class != "oco":
+            if exit_side == "sell" and not req.take_profit_limit >= base + PRICE_GAP:
+                raise unprocessable("take_profit.limit_price must be >= base_price + 0.01")
+            if exit_side == "buy" and not req.take_profit_limit <= base - PRICE_GAP:
+                raise unprocessable("take_profit.limit_price must be <= base_price - 0.01")
+
+    def _initial_status(self, extended: bool, now: datetime) -> str:
+        phase = self.sessions.phase(now)
+        if phase == "regular" or (extended and phase in ("pre", "post")):
+            return "new"
+        return "accepted"
+
+    def _create(self, req: OrderRequest, symbol: str, now: datetime, opening: bool) -> SimOrder:
+        session = self.sessions.trading_session_for(now, extended=req.extended_hours)
+        status = self._initial_status(req.extended_hours, now)
+        order_class = "" if req.order_class == "simple" else req.order_class
+        expires_at = None
+        if req.time_in_force == "day":
+            expires_at = session.post_end if req.extended_hours else session.close
+        intent = ("buy" if req.side == "buy" else "sell") + ("_to_open" if opening else "_to_close")
+        parent = self._new_order(
+            symbol=symbol, side=req.side, kind=req.type, tif=req.time_in_force, qty=req.qty,
+            notional=req.notional, limit_price=req.limit_price, stop_price=req.stop_price,
+            trail_price=req.trail_price, trail_percent=req.trail_percent, extended=req.extended_hours,
+            order_class=order_class, intent=intent, status=status, now=now, session=session.date,
+            expires_at=expires_at, client_order_id=req.client_order_id,
+        )
+        legs: list[SimOrder] = []
+        exit_side = _opposite(req.side)
+        exit_intent = exit_side + "_to_close"
+        if req.order_class in ("bracket", "oto"):
+            if req.take_profit_limit is not None:
+                legs.append(self._leg(parent, exit_side, "limit", req.take_profit_limit, None, exit_intent, now, session))
+            if req.stop_loss_stop is not None:
+                kind = "stop_limit" if req.stop_loss_limit is not None else "stop"
+                legs.append(self._leg(parent, exit_side, kind, req.stop_loss_limit, req.stop_loss_stop, exit_intent, now, session))
+        elif req.order_class == "oco":
+            kind = "stop_limit" if req.stop_loss_limit is not None else "stop"
+            stop_leg = self._leg(parent, req.side, kind, req.stop_loss_limit, req.stop_loss_stop, intent, now, session)
+            stop_leg.status = status
+            legs.append(stop_leg)
+        if len(legs) == 2 or req.order_class == "oco":
+            group = parent.id
+            for leg in legs:
+                leg.oco_group = group
+            if req.order_class == "oco":
+                parent.oco_group = group
+        parent.leg_ids = [leg.id for leg in legs]
+        self._emit("new" if status == "new" else "accepted", parent, now)
+        for leg in legs:
+            if leg.status != "held":
+                self._emit("new" if leg.status == "new" else "accepted", leg, now)
+        if parent.is_working and parent.time_in_force not in ("opg", "cls"):
+            self._execute_now(parent, now)
+        for leg in legs:
+            if leg.is_working:
+                self._execute_now(leg, now)
+        return parent
+
+    def _new_order(
+        self, *, symbol: str, side: str, kind: str, tif: str, qty: Decimal | None, notional: Decimal | None,
+        limit_price: Decimal | None, stop_price: Decimal | None, trail_price: Decimal | None,
+        trail_percent: Decimal | None, extended: bool, order_class: str, intent: str, status: str,
+        now: datetime, session: date, expires_at: datetime | None, client_order_id: str | None,
+        parent_id: str | None = None,
+    ) -> SimOrder:
+        self._seq += 1
+        order = SimOrder(
+            id=self._uuid(),
+            client_order_id=client_order_id or self._uuid(),
+            seq=self._seq,
+            symbol=symbol,
+            asset_id=self._asset_id(symbol),
+            side=side,
+            type=kind,
+            time_in_force=tif,
+            qty=qty,
+            notional=notional,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            trail_price=trail_price,
+            trail_percent=trail_percent,
+            extended_hours=extended,
+            order_class=order_class,
+            position_intent=intent,
+            status=status,
+            created_at=now,
+            submitted_at=now,
+            updated_at=now,
+            eligible_from=now,
+            session=session,
+            expires_at=expires_at,
+            parent_id=parent_id,
+        )
+        self.orders[order.id] = order
+        self._by_client_id[order.client_order_id] = order
+        self._open[order.id] = order
+        return order
+
+    def _leg(
+        self, parent: SimOrder, side: str, kind: str, limit_price: Decimal | None, stop_price: Decimal | None,
+        intent: str, now: datetime, session: SessionDay,
+    ) -> SimOrder:
+        return self._new_order(
+            symbol=parent.symbol, side=side, kind=kind, tif=parent.time_in_force, qty=parent.qty, notional=None,
+            limit_price=limit_price, stop_price=stop_price, trail_price=None, trail_percent=None, extended=False,
+            order_class=parent.order_class, intent=intent, status="held", now=now, session=session.date,
+            expires_at=parent.expires_at, client_order_id=None, parent_id=parent.id,
+        )
+
+    # == execution ==========================================================================
+
+    def _execute_now(self, order: SimOrder, at: datetime) -> None:
+        """Execute against the current quote what is marketable now; ioc/fok cancel the rest."""
+        phase = self.sessions.phase(at)
+        tradable = phase == "regular" or (order.extended_hours and phase in ("pre", "post"))
+        touch = self._touch(order.symbol, at) if tradable else None
+        if touch is not None:
+            terms = order.terms()
+            hit = match_quote(terms, touch.bid, touch.ask, touch.last)
+            order.absorb(terms)
+            if hit is not None:
+                price = with_slippage(hit.price, order.side, self.slippage_bps) if hit.at_market else round_price(hit.price)
+                qty = self._fill_qty(order, price)
+                if self.partial_fills:
+                    qty = min(qty, self._immediate_capacity(order, at, touch))
+                if order.time_in_force == "fok" and qty < self._fill_qty(order, price):
+                    qty = ZERO
+                if qty > 0:
+                    self._fill(order, qty, price, at)
+        if order.is_open and order.time_in_force in ("ioc", "fok"):
+            self._cancel(order, at, cascade=True)
+
+    def _immediate_capacity(self, order: SimOrder, at: datetime, touch: Touch) -> Decimal:
+        previous = self.market.bar_at(order.symbol, floor_minute(at) - ONE_MINUTE)
+        if previous is not None:
+            return Decimal(int(self.volume_participation * Decimal(int(previous.v))))
+        return Decimal(touch.ask_size if order.side == "buy" else touch.bid_size)
+
+    def _fill_qty(self, order: SimOrder, price: Decimal) -> Decimal:
+        if order.qty is not None:
+            return order.remaining
+        assert order.notional is not None
+        return (order.notional / price).quantize(QTY_PLACES, rounding=ROUND_DOWN) if price > 0 else ZERO
+
+    def _auction(self, order: SimOrder, day: SessionDay, *, opening: bool) -> None:
+        """Execute an opg (opening auction) or cls (closing auction) order, or cancel it."""
+        minute = day.open if opening else day.close - ONE_MINUTE
+        at = day.open if opening else day.close
+        bar = self.market.bar_at(order.symbol, minute)
+        if bar is not None:
+            price = round_price(to_decimal(bar.o if opening else bar.c))
+        else:
+            found = self._price_or_none(order.symbol, at)
+            price = round_price(found) if found is not None else None
+        marketable = price is not None and (
+            order.type == "market"
+            or (order.limit_price is not None and (price <= order.limit_price if order.side == "buy" else price >= order.limit_price))
+        )
+        if marketable and price is not None:
+            self._fill(order, self._fill_qty(order, price), price, at)
+        if order.is_open:
+            self._cancel(order, at, cascade=True)
+
+    def _fill(self, order: SimOrder, qty: Decimal, price: Decimal, at: datetime) -> None:
+        """Book one execution and everything that follows from it (status, OCO, legs, PDT)."""
+        if qty <= 0:
+            return
+        before = self._position_qty(order.symbol)
+        opening_part = qty if self._opening(order.side, before) else max(qty - abs(before), ZERO)
+        if opening_part > 0 and self._regime(at) == "intraday_margin":
+            summary = self._summary(at)
+            available = summary.buying_power - self._reserved(at, exclude=order.id)
+            if opening_part * price > available:
+                log.info("sim_order_rejected_at_fill", order_id=order.id, symbol=order.symbol,
+                         cost=str(opening_part * price), buying_power=str(available))
+                self._terminate(order, "rejected" if order.filled_qty == 0 else "canceled", at)
+                return
+        effect = self.ledger.apply_fill(order.symbol, order.side, qty, price, at)
+        order.filled_qty += qty
+        order.filled_value += qty * price
+        order.updated_at = at
+        done = order.qty is None or order.remaining <= 0
+        if done:
+            order.status = "filled"
+            order.filled_at = at
+            self._open.pop(order.id, None)
+        else:
+            order.status = "partially_filled"
+        self.activity_log.add_fill(
+            activity_uuid=self._uuid(), at=at, kind="fill" if done else "partial_fill", price=price, qty=qty,
+            side=("sell_short" if order.side == "sell" and effect.opened > 0 else order.side),
+            symbol=order.symbol, leaves_qty=ZERO if done else order.remaining, order_id=order.id,
+            cum_qty=order.filled_qty, order_status=order.status,
+        )
+        self._emit("fill" if done else "partial_fill", order, at, price=price, qty=qty,
+                   position_qty=effect.position_qty, execution_id=self._uuid())
+        log.debug("sim_order_filled", order_id=order.id, symbol=order.symbol, side=order.side,
+                  qty=str(qty), price=str(price), status=order.status)
+        self.daytrades.record(session=et_date(at), symbol=order.symbol, order_id=order.id,
+                              opened=effect.opened > 0, closed=effect.closed > 0)
+        if (
+            not self.daytrades.pattern_day_trader
+            and self._regime(at) == "legacy"
+            and self._daytrade_count(at) > PDT_MAX_DAY_TRADES
+        ):
+            self.daytrades.pattern_day_trader = True
+        self._after_fill(order, at, done)
+
+    def _after_fill(self, order: SimOrder, at: datetime, done: bool) -> None:
+        if order.oco_group is not None:
+            for sibling in self._siblings(order):
+                if done:
+                    self._terminate(sibling, "canceled", at)
+                elif sibling.qty is not None and order.qty is not None:
+                    sibling.qty = sibling.filled_qty + order.remaining
+                    sibling.updated_at = at
+        if done and order.leg_ids and order.order_class in ("bracket", "oto"):
+            self._release_legs(order, at)
+
+    def _siblings(self, order: SimOrder) -> list[SimOrder]:
+        return [
+            other for other in self._open.values()
+            if other.oco_group == order.oco_group and other.id != order.id
+        ]
+
+    def _release_legs(self, parent: SimOrder, at: datetime) -> None:
+        """The entry is done: its held legs start working for the quantity it filled."""
+        for leg_id in parent.leg_ids:
+            leg = self.orders[leg_id]
+            if leg.status != "held":
+                continue
+            if parent.filled_qty <= 0:
+                self._terminate(leg, "canceled", at)
+                continue
+            leg.qty = parent.filled_qty
+            leg.status = "new"
+            leg.updated_at = at
+            leg.eligible_from = floor_minute(at) + ONE_MINUTE
+            self._emit("new", leg, at)
+
+    def _activate(self, order: SimOrder, at: datetime) -> None:
+        order.status = "new"
+        order.updated_at = at
+        order.eligible_from = at
+        self._emit("new", order, at)
+
+    def _expire(self, order: SimOrder, at: datetime) -> None:
+        if order.is_open:
+            self._terminate(order, "expired", at)
+
+    def _cancel(self, order: SimOrder, at: datetime, *, cascade: bool) -> None:
+        """Cancel ``order``; with ``cascade`` also the rest of its OCO pair."""
+        self._terminate(order, "canceled", at)
+        if cascade and order.oco_group is not None:
+            for sibling in self._siblings(order):
+                self._terminate(sibling, "canceled", at)
+
+    def _terminate(self, order: SimOrder, status: str, at: datetime) -> None:
+        """End an open order as canceled/expired/rejected; a bracket entry releases its legs."""
+        if not order.is_open:
+            return
+        order.status = status
+        order.updated_at = at
+        if status == "canceled":
+            order.canceled_at = at
+        elif status == "expired":
+            order.expired_at = at
+        elif status == "rejected":
+            order.failed_at = at
+        self._open.pop(order.id, None)
+        self._emit(status, order, at)
+        if order.leg_ids and order.order_class in ("bracket", "oto"):
+            self._release_legs(order, at)
+
+    def _open_orders(self) -> list[SimOrder]:
+        return sorted(self._open.values(), key=lambda o: o.seq)
+
+    # == events =============================================================================
+
+    def _emit(
+        self, event: str, order: SimOrder, at: datetime, *, price: Decimal | None = None, qty: Decimal | None = None,
+        position_qty: Decimal | None = None, execution_id: str | None = None,
+    ) -> None:
+        self.event_count += 1
+        self.events.append({
+            "event": event,
+            "order": self._order_json(order, nested=False),
+            "timestamp": ts(at),
+            "price": num(price),
+            "qty": num(qty),
+            "position_qty": num(position_qty),
+            "execution_id": execution_id,
+        })
+
+    # == orders: routes =====================================================================
+
+    def list_orders(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``GET /v2/orders`` with status, limit, after/until, direction, nested, symbols, side.
+
+        With ``nested=true`` legs are rolled into their parent's ``legs`` and a parent is
+        listed when it or any of its legs matches ``status`` (so a filled bracket entry still
+        shows its open protective legs under ``status=open``).
+        """
+        self._sync()
+        params = params or {}
+        status = str(params.get("status") or "open").lower()
+        if status not in ("open", "closed", "all"):
+            raise validation_error(f"invalid status: {status!r} (allowed: open, closed, all)")
+        limit = parse_int(params.get("limit", ORDER_LIST_DEFAULT), "limit", low=1, high=ORDER_LIST_MAX)
+        after = parse_time(params["after"], "after") if params.get("after") else None
+        until = parse_time(params["until"], "until") if params.get("until") else None
+        direction = str(params.get("direction") or "desc").lower()
+        if direction not in ("asc", "desc"):
+            raise validation_error(f"invalid direction: {direction!r}")
+        nested = parse_bool(params.get("nested", False), "nested")
+        symbols = {s.strip() for s in str(params.get("symbols") or "").split(",") if s.strip()}
+        side = params.get("side")
+        if side is not None and side not in ("buy", "sell"):
+            raise validation_error(f"invalid side: {side!r}")
+
+        def matches(order: SimOrder) -> bool:
+            return status == "all" or (order.is_open if status == "open" else not order.is_open)
+
+        selected: list[SimOrder] = []
+        for order in self.orders.values():
+            if nested and order.parent_id is not None:
+                continue
+            family = [order] + ([self.orders[i] for i in order.leg_ids] if nested else [])
+            if not any(matches(member) for member in family):
+                continue
+            if symbols and order.symbol not in symbols:
+                continue
+            if side is not None and order.side != side:
+                continue
+            submitted = order.submitted_at or order.created_at
+            if after is not None and not submitted > after:
+                continue
+            if until is not None and not submitted < until:
+                continue
+            selected.append(order)
+        selected.sort(key=lambda o: (o.submitted_at or o.created_at, o.seq), reverse=direction == "desc")
+        return [self._order_json(order, nested=nested) for order in selected[:limit]]
+
+    def get_order(self, order_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``GET /v2/orders/{id}[?nested=true]``; 404 40410000 when unknown."""
+        self._sync()
+        nested = parse_bool((params or {}).get("nested", False), "nested")
+        return self._order_json(self._find(order_id), nested=nested)
+
+    def get_order_by_client_id(self, client_order_id: str | Mapping[str, Any]) -> dict[str, Any]:
+        """``GET /v2/orders:by_client_order_id``: the order (legs nested) or 404.
+
+        Accepts the id itself or the query params holding ``client_order_id``.
+        """
+        self._sync()
+        if isinstance(client_order_id, Mapping):
+            value = client_order_id.get("client_order_id")
+            if not value:
+                raise validation_error("client_order_id is required")
+            client_order_id = str(value)
+        order = self._by_client_id.get(client_order_id)
+        if order is None:
+            raise not_found("order not found")
+        return self._order_json(order, nested=True)
+
+    def cancel_order(self, order_id: str) -> None:
+        """``DELETE /v2/orders/{id}``: None (route answers 204); 404 unknown, 422 not cancelable.
+
+        Canceling a bracket entry cancels its held legs; canceling one leg of an OCO pair
+        cancels the pair.
+        """
+        now = self._sync()
+        order = self._find(order_id)
+        if not order.is_open:
+            raise unprocessable("order is not cancelable")
+        self._cancel(order, now, cascade=True)
+
+    def cancel_all(self) -> list[dict[str, Any]]:
+        """``DELETE /v2/orders``: cancel every open order; one 207 item per order."""
+        now = self._sync()
+        snapshot = self._open_orders()
+        for order in snapshot:
+            if order.is_open:
+                self._cancel(order, now, cascade=True)
+        return [{"id": o.id, "status": 200, "body": self._order_json(o, nested=False)} for o in snapshot]
+
+    def replace_order(self, order_id: str, body: Any) -> dict[str, Any]:
+        """``PATCH /v2/orders/{id}``: a new order replaces the old one (``replaces``/``replaced_by``).
+
+        Accepts ``qty`` (simple orders only), ``time_in_force``, ``limit_price``,
+        ``stop_price``, ``trail`` and ``client_order_id``; the rest is copied. A replaced
+        partially filled order keeps its fills; the new order starts from zero and by
+        default asks for what was left.
+        """
+        now = self._sync()
+        old = self._find(order_id)
+        if not isinstance(body, dict):
+            raise validation_error("request body must be a JSON object")
+        allowed = {"qty", "time_in_force", "limit_price", "stop_price", "trail", "client_order_id"}
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise validation_error(f"unknown field(s) for replace: {', '.join(unknown)}")
+        if not old.is_open or old.status in ("accepted", "pending_new", "pending_cancel", "pending_replace"):
+            raise unprocessable(f"order is not replaceable in status {old.status}")
+        if old.notional is not None:
+            raise unprocessable("notional orders cannot be replaced")
+        values = {k: v for k, v in body.items() if v is not None}
+        if not values:
+            raise validation_error("nothing to replace: give qty, time_in_force, limit_price, stop_price or trail")
+        cid = values.get("client_order_id")
+        if cid is not None:
+            if not isinstance(cid, str) or not cid or len(cid) > 128:
+                raise validation_error("client_order_id must be a string of 1 to 128 characters")
+            if cid in self._by_client_id:
+                raise validation_error("client_order_id must be unique")
+        qty = old.remaining
+        if "qty" in values:
+            if old.order_class:
+                raise unprocessable(f"qty cannot be replaced for {old.order_class} orders")
+            qty = parse_positive(values["qty"], "qty")
+            if qty != qty.to_integral_value():
+                raise unprocessable("qty must be a whole number of shares")
+        tif = old.time_in_force
+        if "time_in_force" in values:
+            tif = str(values["time_in_force"])
+            if tif not in TIFS:
+                raise validation_error(f"invalid time_in_force: {tif!r}")
+            if (old.order_class or old.type == "trailing_stop") and tif not in ("day", "gtc"):
+                raise unprocessable("time_in_force must be day or gtc for this order")
+        limit_price = self._replaced_price(values, "limit_price", old.limit_price, old.type in ("limit", "stop_limit"))
+        stop_price = self._replaced_price(values, "stop_price", old.stop_price, old.type in ("stop", "stop_limit"))
+        trail_price, trail_percent = old.trail_price, old.trail_percent
+        if "trail" in values:
+            if old.type != "trailing_stop":
+                raise validation_error("trail is only allowed for trailing_stop orders")
+            trail = parse_decimal(values["trail"], "trail")
+            if trail <= 0 or (trail_percent is not None and trail >= 100):
+                raise validation_error("trail must be > 0 (and < 100 for trail_percent orders)")
+            if trail_price is not None:
+                trail_price = trail
+            else:
+                trail_percent = trail
+
+        position_qty = self._position_qty(old.symbol)
+        closing = old.position_intent in ("sell_to_close", "buy_to_close")
+        if closing and old.status != "held":
+            self._check_available(old.symbol, old.side, qty, position_qty, exclude=old.id)
+        if not closing and old.status != "held":
+            touch = self._touch(old.symbol, now)
+            cost = self._cost_estimate(old.side, old.type, qty, None, limit_price, stop_price, touch)
+            available = self._summary(now).buying_power - self._reserved(now, exclude=old.id)
+            if cost > available:
+                raise insufficient_buying_power(buying_power=max(available, ZERO), cost_basis=cost)
+
+        new = self._new_order(
+            symbol=old.symbol, side=old.side, kind=old.type, tif=tif, qty=qty, notional=None,
+            limit_price=limit_price, stop_price=stop_price, trail_price=trail_price, trail_percent=trail_percent,
+            extended=old.extended_hours, order_class=old.order_class, intent=old.position_intent or "",
+            status="held" if old.status == "held" else "new", now=now, session=old.session,
+            expires_at=old.expires_at if tif == old.time_in_force else self._expiry_for(tif, old, now),
+            client_order_id=cid, parent_id=old.parent_id,
+        )
+        new.replaces = old.id
+        new.leg_ids = list(old.leg_ids)
+        new.oco_group = old.oco_group
+        new.hwm = old.hwm
+        new.triggered = old.triggered and stop_price == old.stop_price
+        old.status = "replaced"
+        old.replaced_at = now
+        old.replaced_by = new.id
+        old.updated_at = now
+        self._open.pop(old.id, None)
+        if old.parent_id is not None:
+            parent = self.orders[old.parent_id]
+            parent.leg_ids = [new.id if i == old.id else i for i in parent.leg_ids]
+        for leg_id in new.leg_ids:
+            self.orders[leg_id].parent_id = new.id
+        self._emit("replaced", old, now)
+        if new.status == "new":
+            self._emit("new", new, now)
+            self._execute_now(new, now)
+        return self._order_json(new, nested=True)
+
+    def _expiry_for(self, tif: str, old: SimOrder, now: datetime) -> datetime | None:
+        if tif != "day":
+            return None
+        session = self.sessions.trading_session_for(now, extended=old.extended_hours)
+        return session.post_end if old.extended_hours else session.close
+
+    @staticmethod
+    def _replaced_price(values: dict[str, Any], key: str, current: Decimal | None, applies: bool) -> Decimal | None:
+        if key not in values:
+            return current
+        if not applies:
+            raise validation_error(f"{key} is not allowed for this order type")
+        price = parse_decimal(values[key], key)
+        if price <= 0:
+            raise validation_error(f"{key} must be > 0")
+        check_sub_penny(price, key)
+        return price
+
+    def _find(self, order_id: str) -> SimOrder:
+        order = self.orders.get(str(order_id))
+        if order is None:
+            raise not_found("order not found")
+        return order
+
+    def _order_json(self, order: SimOrder, *, nested: bool) -> dict[str, Any]:
+        legs = None
+        if nested and order.leg_ids:
+            legs = [self._order_json(self.orders[i], nested=False) for i in order.leg_ids]
+        stop = None
+        if order.type == "trailing_stop":
+            stop = trailing_stop_price(order.terms())
+        return order.to_json(legs, stop_price=stop)
+
+    # == positions ==========================================================================
+
+    def list_positions(self) -> list[dict[str, Any]]:
+        """``GET /v2/positions``: every open position, by symbol."""
+        now = self._sync()
+        return [self._position_json(symbol, now) for symbol in sorted(self.ledger.positions)]
+
+    def get_position(self, symbol: str) -> dict[str, Any]:
+        """``GET /v2/positions/{symbol}``; 404 40410000 'position does not exist'."""
+        now = self._sync()
+        resolved = self._resolve_symbol(symbol)
+        if resolved is None or resolved not in self.ledger.positions:
+            raise not_found("position does not exist")
+        return self._position_json(resolved, now)
+
+    def close_position(self, symbol: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``DELETE /v2/positions/{symbol}[?qty=N|?percentage=P]``: a market order closing it.
+
+        403 40310000 'insufficient qty available' when open orders hold the shares; 404 when
+        there is no position.
+        """
+        now = self._sync()
+        params = params or {}
+        resolved = self._resolve_symbol(symbol)
+        if resolved is None or resolved not in self.ledger.positions:
+            raise not_found("position does not exist")
+        held = abs(self.ledger.positions[resolved].qty)
+        if params.get("qty") is not None and params.get("percentage") is not None:
+            raise validation_error("only one of qty or percentage may be specified")
+        if params.get("qty") is not None:
+            qty = parse_positive(params["qty"], "qty")
+        elif params.get("percentage") is not None:
+            pct = parse_decimal(params["percentage"], "percentage")
+            if not 0 < pct <= 100:
+                raise validation_error("percentage must be greater than 0 and at most 100")
+            qty = (held * pct / 100).quantize(QTY_PLACES, rounding=ROUND_DOWN)
+            if qty <= 0:
+                raise validation_error("percentage is too small to close any quantity")
+        else:
+            qty = held
+        side = "sell" if self.ledger.positions[resolved].qty > 0 else "buy"
+        request = OrderRequest(
+            symbol=resolved, side=side, type="market", time_in_force="day", qty=qty, notional=None,
+            limit_price=None, stop_price=None, trail_price=None, trail_percent=None, extended_hours=False,
+            client_order_id=None, order_class="simple", take_profit_limit=None, stop_loss_stop=None,
+            stop_loss_limit=None,
+        )
+        return self._order_json(self._submit(request, now), nested=False)
+
+    def close_all(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``DELETE /v2/positions[?cancel_orders=true]``: one 207 item per position, each with ``body``."""
+        self._sync()
+        params = params or {}
+        if parse_bool(params.get("cancel_orders", False), "cancel_orders"):
+            self.cancel_all()
+        items: list[dict[str, Any]] = []
+        for symbol in sorted(self.ledger.positions):
+            try:
+                order = self.close_position(symbol, {})
+            except SimApiError as exc:
+                items.append({"symbol": symbol, "status": exc.status, "body": exc.body})
+            else:
+                items.append({"symbol": symbol, "status": 200, "order_id": order["id"], "body": order})
+        return items
+
+    def _lastday_price(self, symbol: str, now: datetime) -> Decimal | None:
+        previous = self._previous_close_day(now)
+        key = (symbol, previous.date)
+        if key not in self._lastday_prices:
+            self._lastday_prices[key] = self._close_price(symbol, previous)
+        return self._lastday_prices[key]
+
+    def _close_price(self, symbol: str, day: SessionDay) -> Decimal | None:
+        """The regular-session closing price: close of the last regular minute's bar."""
+        bar = self.market.bar_at(symbol, day.close - ONE_MINUTE)
+        if bar is not None:
+            return to_decimal(bar.c)
+        return self._price_or_none(symbol, day.close - timedelta(microseconds=1))
+
+    def _valuation_price(self, symbol: str, moment: datetime) -> Decimal | None:
+        """Price for valuing a holding at ``moment``: the closing price at a session close."""
+        day = self.sessions.day(et_date(moment))
+        if day is not None and moment == day.close:
+            return self._close_price(symbol, day)
+        return self._price_or_none(symbol, moment)
+
+    def _previous_close_day(self, now: datetime) -> SessionDay:
+        """The last session strictly before today's New York date (source of ``last_*``)."""
+        return self.sessions.previous_before(et_date(now))
+
+    def _position_json(self, symbol: str, now: datetime) -> dict[str, Any]:
+        position = self.ledger.positions[symbol]
+        qty = position.qty
+        price = self._mark(symbol, now)
+        lastday = self._lastday_price(symbol, now)
+        market_value = qty * price
+        cost = position.cost
+        unrealized = market_value - cost
+        exit_side = "sell" if qty > 0 else "buy"
+        held = self._held(symbol, exit_side)
+        free = max(abs(qty) - held, ZERO)
+        qty_available = free if qty > 0 else -free
+        overnight = lastday is not None and position.opened_at < self._previous_close_day(now).close
+        basis = lastday if overnight and lastday is not None else position.avg_entry_price
+        intraday = qty * (price - basis)
+        intraday_base = abs(qty * basis)
+        change_today = (price - lastday) / lastday if lastday else ZERO
+        return {
+            "asset_id": self._asset_id(symbol),
+            "symbol": symbol,
+            "exchange": self._exchange(symbol),
+            "asset_class": "us_equity",
+            "asset_marginable": True,
+            "qty": num(qty),
+            "qty_available": num(qty_available),
+            "avg_entry_price": num(position.avg_entry_price.quantize(QTY_PLACES)),
+            "side": position.side,
+            "market_value": money(market_value),
+            "cost_basis": money(cost),
+            "unrealized_pl": money(unrealized),
+            "unrealized_plpc": num((unrealized / abs(cost)).quantize(RATIO_PLACES)) if cost else "0",
+            "unrealized_intraday_pl": money(intraday),
+            "unrealized_intraday_plpc": num((intraday / intraday_base).quantize(RATIO_PLACES)) if intraday_base else "0",
+            "current_price": num(price),
+            "lastday_price": num(lastday if lastday is not None else price),
+            "change_today": num(change_today.quantize(RATIO_PLACES)),
+        }
+
+    # == account ============================================================================
+
+    def get_account(self) -> dict[str, Any]:
+        """``GET /v2/account`` (PDT fields only under the legacy PDT regime)."""
+        now = self._sync()
+        summary = self._summary(now)
+        previous = self._previous_close_day(now)
+        last_equity, last_maintenance = self._close_snapshot(previous)
+        reserved = self._reserved(now)
+        regime = self._regime(now)
+        account: dict[str, Any] = {
+            "id": self.account_id,
+            "account_number": self.account_number,
+            "status": "ACTIVE",
+            "crypto_status": "INACTIVE",
+            "currency": "USD",
+            "cash": money(summary.cash),
+            "portfolio_value": money(summary.equity),
+            "equity": money(summary.equity),
+            "last_equity": money(last_equity),
+            "long_market_value": money(summary.long_market_value),
+            "short_market_value": money(summary.short_market_value),
+            "position_market_value": money(summary.long_market_value + abs(summary.short_market_value)),
+            "buying_power": money(summary.buying_power),
+            "regt_buying_power": money(summary.buying_power),
+            "effective_buying_power": money(max(summary.buying_power - reserved, ZERO)),
+            "non_marginable_buying_power": money(max(summary.cash, ZERO)),
+            "options_buying_power": money(max(summary.cash, ZERO)),
+            "initial_margin": money(summary.initial_margin),
+            "maintenance_margin": money(summary.maintenance_margin),
+            "last_maintenance_margin": money(last_maintenance),
+            "sma": "0",
+            "multiplier": str(summary.multiplier),
+            "shorting_enabled": self._shorting_enabled(summary),
+            "trading_blocked": False,
+            "transfers_blocked": False,
+            "account_blocked": False,
+            "trade_suspended_by_user": bool(self._config["suspend_trade"]),
+            "accrued_fees": "0",
+            "pending_transfer_in": "0",
+            "pending_transfer_out": "0",
+            "intraday_adjustments": "0",
+            "pending_reg_taf_fees": "0",
+            "created_at": ts(self.created_at),
+            "balance_asof": previous.date.isoformat(),
+            "crypto_tier": 0,
+            "options_approved_level": 0,
+            "options_trading_level": 0,
+        }
+        if regime == "legacy":
+            pdt = self.daytrades.pattern_day_trader
+            dtbp = max(last_equity - last_maintenance, ZERO) * 4 if pdt and summary.equity >= PDT_EQUITY_THRESHOLD else ZERO
+            account["pattern_day_trader"] = pdt
+            account["daytrade_count"] = self._daytrade_count(now)
+            account["daytrading_buying_power"] = money(dtbp)
+            account["last_daytrading_buying_power"] = money(dtbp)
+        return account
+
+    def _close_snapshot(self, day: SessionDay) -> tuple[Decimal, Decimal]:
+        """(equity, maintenance margin) at ``day``'s close, recomputed from the journal once."""
+        if day.date in self._close_snapshots:
+            return self._close_snapshots[day.date]
+        cash, holdings = self.ledger.state_at(day.close)
+        values: dict[str, Decimal] = {}
+        for symbol, qty in holdings.items():
+            price = self._close_price(symbol, day)
+            values[symbol] = qty * (price if price is not None else self._mark(symbol, day.close))
+        summary = margin_summary(cash, values, self._multiplier_setting())
+        snapshot = (summary.equity, summary.maintenance_margin)
+        if day.close <= self.clock.now():
+            self._close_snapshots[day.date] = snapshot
+        return snapshot
+
+    def get_account_configurations(self) -> dict[str, Any]:
+        """``GET /v2/account/configurations`` (no pdt_check/dtbp_check after PDT retirement)."""
+        now = self._sync()
+        config = dict(self._config)
+        if self._regime(now) != "legacy":
+            config.pop("pdt_check")
+            config.pop("dtbp_check")
+        return config
+
+    def patch_account_configurations(self, body: Any) -> dict[str, Any]:
+        """``PATCH /v2/account/configurations``: nulls are ignored (alpaca-py sends them)."""
+        self._sync()
+        if not isinstance(body, dict):
+            raise validation_error("request body must be a JSON object")
+        changes: dict[str, Any] = {}
+        for key, value in body.items():
+            if value is None:
+                continue
+            if key in CONFIG_ENUMS:
+                text = str(value)
+                if text not in CONFIG_ENUMS[key]:
+                    raise validation_error(f"invalid {key}: {value!r} (allowed: {', '.join(CONFIG_ENUMS[key])})")
+                changes[key] = text
+            elif key in CONFIG_BOOLS:
+                changes[key] = parse_bool(value, key)
+            elif key == "max_options_trading_level":
+                changes[key] = parse_int(value, key, low=0, high=3)
+            else:
+                raise validation_error(f"unknown configuration field: {key}")
+        self._config.update(changes)
+        return self.get_account_configurations()
+
+    # == clock, calendar, assets ============================================================
+
+    def clock_json(self) -> dict[str, Any]:
+        """``GET /v2/clock``: timestamps in New York time with their offset."""
+        now = self._sync()
+        today = self.sessions.day(et_date(now))
+        upcoming = self.sessions.next_after(et_date(now))
+        next_open = today.open if today is not None and now < today.open else upcoming.open
+        next_close = today.close if today is not None and now < today.close else upcoming.close
+        return {
+            "timestamp": et_iso(now),
+            "is_open": self.sessions.phase(now) == "regular",
+            "next_open": et_iso(next_open),
+            "next_close": et_iso(next_close),
+        }
+
+    def calendar(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``GET /v2/calendar?start&end`` (inclusive dates; default: a year either side of today)."""
+        now = self._sync()
+        params = params or {}
+        today = et_date(now)
+        start = parse_date(params["start"], "start") if params.get("start") else today - timedelta(days=365)
+        end = parse_date(params["end"], "end") if params.get("end") else today + timedelta(days=365)
+        date_type = str(params.get("date_type") or "TRADING").upper()
+        if date_type not in ("TRADING", "SETTLEMENT"):
+            raise validation_error(f"invalid date_type: {date_type!r}")
+        if start > end:
+            return []
+        try:
+            return list(self.calendar.calendar_json(start, end))
+        except ValueError as exc:
+            raise validation_error(str(exc)) from None
+
+    def assets(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``GET /v2/assets``: the market's symbols, all active us_equity."""
+        self._sync()
+        params = params or {}
+        status = params.get("status")
+        if status is not None and status not in ("active", "inactive"):
+            raise validation_error(f"invalid status: {status!r}")
+        asset_class = params.get("asset_class")
+        if status == "inactive" or (asset_class not in (None, "us_equity")):
+            return []
+        exchange = params.get("exchange")
+        items = [self._asset_json(s) for s in self._symbols()]
+        return [a for a in items if exchange is None or a["exchange"] == exchange]
+
+    def asset(self, symbol: str) -> dict[str, Any]:
+        """``GET /v2/assets/{symbol_or_id}``; 404 'asset not found for X'."""
+        self._sync()
+        resolved = self._resolve_symbol(symbol)
+        if resolved is None:
+            raise not_found(f"asset not found for {symbol}")
+        return self._asset_json(resolved)
+
+    def _asset_id(self, symbol: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"simulator-asset:{symbol}"))
+
+    def _exchange(self, symbol: str) -> str:
+        profile = getattr(self.market, "profile", None)
+        if profile is not None:
+            try:
+                return str(profile(symbol).exchange)
+            except (KeyError, AttributeError):
+                pass
+        return "NASDAQ"
+
+    def _asset_json(self, symbol: str) -> dict[str, Any]:
+        return {
+            "id": self._asset_id(symbol),
+            "class": "us_equity",
+            "exchange": self._exchange(symbol),
+            "symbol": symbol,
+            "name": NAMES.get(symbol, f"{symbol} (simulated)"),
+            "status": "active",
+            "tradable": True,
+            "marginable": True,
+            "shortable": True,
+            "easy_to_borrow": True,
+            "fractionable": True,
+            "maintenance_margin_requirement": 30,
+            "margin_requirement_long": "50",
+            "margin_requirement_short": "50",
+            "attributes": [],
+        }
+
+    # == activities and history =============================================================
+
+    def activities(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``GET /v2/account/activities``: FILL items, cursor-paginated by ``page_token``."""
+        self._sync()
+        return self.activity_log.query(params or {})
+
+    def portfolio_history(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``GET /v2/account/portfolio/history`` (numbers, not strings)."""
+        now = self._sync()
+        return portfolio_history(params or {}, now=now, sessions=self.sessions, ledger=self.ledger,
+                                 price_at=self._valuation_price)
+
+    def equity_at(self, moments: Iterable[datetime]) -> list[Decimal]:
+        """Equity at each of ``moments`` (ascending), recomputed from the journal."""
+        return equity_series(self.ledger, list(moments), self._valuation_price)
+
+    # == control API ========================================================================
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-ready summary for ``GET /_sim/v1/state``: money, positions, open orders, PDT."""
+        now = self._sync()
+        summary = self._summary(now)
+        window = self._window_start(now)
+        return {
+            "now": ts(now),
+            "processed_until": ts(self._cursor),
+            "cash": money(summary.cash),
+            "equity": money(summary.equity),
+            "buying_power": money(summary.buying_power),
+            "last_equity": money(self._close_snapshot(self._previous_close_day(now))[0]),
+            "positions": [
+                {
+                    "symbol": symbol,
+                    "qty": num(position.qty),
+                    "avg_entry_price": num(position.avg_entry_price.quantize(QTY_PLACES)),
+                    "market_value": money(position.qty * self._mark(symbol, now)),
+                }
+                for symbol, position in sorted(self.ledger.positions.items())
+            ],
+            "open_orders": [self._order_json(order, nested=False) for order in self._open_orders()],
+            "day_trades": [
+                {"session": trade.session.isoformat(), "symbol": trade.symbol, "order_id": trade.order_id}
+                for trade in self.daytrades.trades
+                if trade.session >= window
+            ],
+            "daytrade_count": self.daytrades.count_since(window),
+            "pattern_day_trader": self.daytrades.pattern_day_trader,
+            "pdt_regime": self._regime(now),
+            "event_count": self.event_count,
+        }
+
+    # == ids ================================================================================
+
+    def _uuid(self) -> str:
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
