@@ -474,6 +474,11 @@ class AIAnalyzer:
         self._sequence: dict[tuple[str, str, str], int] = {}
         self._register_endpoint_secret()
 
+    @staticmethod
+    def detect_regime(benchmark: BarSeries) -> Regime:
+        """The module's :func:`detect_regime`, for callers holding an analyzer."""
+        return detect_regime(benchmark)
+
     @property
     def model(self) -> ConfidenceModel | None:
         """The calibrated model in use, or None when scoring transparently."""

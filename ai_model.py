@@ -793,8 +793,8 @@ class ModelReport:
     window: dict[str, str]  # first/last idea day of each split
     metrics: dict[str, dict[str, Any]]  # per side
 
-    def summary(self) -> str:
-        """A few human-readable lines for the CLI."""
+    def render(self) -> str:
+        """A few human-readable lines for the CLI (``python main.py train``)."""
         lines = [
             f"model written to {self.path} ({self.created_at})",
             f"symbols: {', '.join(self.symbols)}",
@@ -808,6 +808,9 @@ class ModelReport:
                 f"ECE {m['ece']:.4f}, AUC {m['auc']:.3f}"
             )
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 def _day(ts: float) -> str:
@@ -1046,7 +1049,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(report.summary())
+    print(report.render())
     return 0
 
 

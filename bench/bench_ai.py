@@ -80,7 +80,7 @@ def main() -> None:
             symbols=["SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "GOOGL"],
         )
         print(f"train_model (8 symbols): {time.perf_counter() - start:.2f} s")
-        print(report.summary())
+        print(report.render())
 
 
 if __name__ == "__main__":

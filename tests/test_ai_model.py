@@ -168,7 +168,7 @@ def test_regimes_on_real_spy_history(spy):
 
 
 def test_detect_regime_matches_the_series_at_the_last_bar(spy):
-    from ai_analyzer import detect_regime
+    from ai_analyzer import AIAnalyzer, detect_regime
 
     cut = spy.tail(3000)
     for end in (500, 1200, 2999):
@@ -177,6 +177,7 @@ def test_detect_regime_matches_the_series_at_the_last_bar(spy):
             cut.low[: end + 1], cut.close[: end + 1], cut.volume[: end + 1],
         )
         assert detect_regime(head) == regime_series(head.close)[-1]
+        assert AIAnalyzer.detect_regime(head) == detect_regime(head)
     assert detect_regime(BarSeries.empty()) == "range"
 
 
@@ -224,7 +225,8 @@ def trained(tmp_path_factory) -> tuple[ai_model.ModelReport, Path]:
 
 def test_calibration_on_held_out_data(trained):
     report, _ = trained
-    print("\n" + report.summary())
+    print("\n" + report.render())
+    assert "Brier" in str(report) and "ECE" in str(report)
     for side in ("long", "short"):
         m = report.metrics[side]
         print(side, {k: v for k, v in m.items() if k != "reliability"})
