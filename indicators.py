@@ -34,7 +34,7 @@ loop, long ones an exact closed form evaluated in numerically safe chunks (see
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -564,34 +564,129 @@ def _smoothed(values: list[float], alpha: float, seed_n: int) -> list[float]:
     return out
 
 
-def _latest_rsi(close: FloatArray, n: int) -> float:
-    if len(close) <= n:
-        return math.nan
-    changes = np.diff(close).tolist()
-    first = changes[:n]
-    gain = math.fsum(c for c in first if c > 0.0) / n
-    loss = math.fsum(-c for c in first if c < 0.0) / n
-    alpha = 1.0 / n
-    for c in changes[n:]:
-        if c > 0.0:
-            gain = gain + alpha * (c - gain)
-            loss = loss + alpha * (0.0 - loss)
+@dataclass(frozen=True, slots=True)
+class _Recursions:
+    """The EMA/Wilder states at one bar, and the MACD histogram one bar earlier."""
+
+    fast: float
+    slow: float
+    signal: float
+    gain: float
+    loss: float
+    atr: float
+    close: float
+    hist_prev: float
+
+    @property
+    def line(self) -> float:
+        return self.fast - self.slow
+
+    @property
+    def hist(self) -> float:
+        return self.line - self.signal
+
+    @property
+    def rsi(self) -> float:
+        total = self.gain + self.loss
+        if math.isnan(total):
+            return math.nan
+        return 100.0 * self.gain / total if total > 0.0 else 50.0
+
+    def step(self, close: float, high: float, low: float, rsi_n: int) -> _Recursions:
+        """The states one bar later: the same arithmetic, in the same order, as a full pass."""
+        fast = self.fast + (2.0 / 13.0) * (close - self.fast)
+        slow = self.slow + (2.0 / 27.0) * (close - self.slow)
+        signal = self.signal + (2.0 / 10.0) * ((fast - slow) - self.signal)
+        alpha = 1.0 / rsi_n
+        change = close - self.close
+        if change > 0.0:
+            gain = self.gain + alpha * (change - self.gain)
+            loss = self.loss + alpha * (0.0 - self.loss)
         else:
-            gain = gain + alpha * (0.0 - gain)
-            loss = loss + alpha * ((-c if c < 0.0 else 0.0) - loss)
-    total = gain + loss
-    return 100.0 * gain / total if total > 0.0 else 50.0
+            gain = self.gain + alpha * (0.0 - self.gain)
+            loss = self.loss + alpha * ((-change if change < 0.0 else 0.0) - self.loss)
+        true_range = max(high - low, abs(high - self.close), abs(low - self.close))
+        atr = self.atr + (1.0 / 14.0) * (true_range - self.atr)
+        return _Recursions(fast, slow, signal, gain, loss, atr, close, self.hist)
 
 
-def _latest_atr(high: FloatArray, low: FloatArray, close: FloatArray, n: int) -> float:
-    if len(close) < n:
-        return math.nan
-    ranges = high - low
-    previous = close[:-1]
-    ranges[1:] = np.maximum(
-        ranges[1:], np.maximum(np.abs(high[1:] - previous), np.abs(low[1:] - previous))
+def _full_recursions(close: FloatArray, high: FloatArray, low: FloatArray, rsi_n: int) -> _Recursions:
+    """Every recursion over the whole history (NaN where it has not been seeded yet)."""
+    closes = close.tolist()
+    fast = _smoothed(closes, 2.0 / 13.0, 12)
+    slow = _smoothed(closes, 2.0 / 27.0, 26)
+    line = [f - s for f, s in zip(fast[len(fast) - len(slow) :], slow)]
+    signal = _smoothed(line, 2.0 / 10.0, 9)
+    hist = [m - s for m, s in zip(line[len(line) - len(signal) :], signal)]
+
+    gain = loss = math.nan
+    if len(closes) > rsi_n:
+        changes = np.diff(close).tolist()
+        first = changes[:rsi_n]
+        gain = math.fsum(c for c in first if c > 0.0) / rsi_n
+        loss = math.fsum(-c for c in first if c < 0.0) / rsi_n
+        alpha = 1.0 / rsi_n
+        for c in changes[rsi_n:]:
+            if c > 0.0:
+                gain = gain + alpha * (c - gain)
+                loss = loss + alpha * (0.0 - loss)
+            else:
+                gain = gain + alpha * (0.0 - gain)
+                loss = loss + alpha * ((-c if c < 0.0 else 0.0) - loss)
+
+    average_range = math.nan
+    if len(closes) >= 14:
+        ranges = high - low
+        previous = close[:-1]
+        ranges[1:] = np.maximum(
+            ranges[1:], np.maximum(np.abs(high[1:] - previous), np.abs(low[1:] - previous))
+        )
+        average_range = _smoothed(ranges.tolist(), 1.0 / 14.0, 14)[-1]
+
+    return _Recursions(
+        fast=fast[-1] if fast else math.nan,
+        slow=slow[-1] if slow else math.nan,
+        signal=signal[-1] if signal else math.nan,
+        gain=gain,
+        loss=loss,
+        atr=average_range,
+        close=closes[-1] if closes else math.nan,
+        hist_prev=hist[-2] if len(hist) >= 2 else math.nan,
     )
-    return _smoothed(ranges.tolist(), 1.0 / n, n)[-1]
+
+
+# Recursion states of recent histories, so that a cycle that only changed today's partial
+# bar costs one step per symbol instead of a pass over the history. Keyed by the history's
+# length, end timestamps and column sums: a corrected or re-adjusted history misses.
+_PREFIX_CACHE: OrderedDict[tuple[Any, ...], _Recursions] = OrderedDict()
+_PREFIX_CACHE_SIZE = 4096
+_SEEDED_BARS = 34  # the MACD signal, the slowest recursion, is seeded at bar 34
+
+
+def _recursions(series: BarSeries, rsi_n: int) -> _Recursions:
+    size = len(series)
+    prefix = size - 1
+    if prefix < max(_SEEDED_BARS, rsi_n + 1):
+        return _full_recursions(series.close, series.high, series.low, rsi_n)
+    close, high, low = series.close, series.high, series.low
+    key = (
+        prefix,
+        rsi_n,
+        int(series.ts[0]),
+        int(series.ts[prefix - 1]),
+        float(close[:prefix].sum()),
+        float(high[:prefix].sum()),
+        float(low[:prefix].sum()),
+    )
+    state = _PREFIX_CACHE.get(key)
+    if state is None:
+        state = _full_recursions(close[:prefix], high[:prefix], low[:prefix], rsi_n)
+        _PREFIX_CACHE[key] = state
+        if len(_PREFIX_CACHE) > _PREFIX_CACHE_SIZE:
+            _PREFIX_CACHE.popitem(last=False)
+    else:
+        _PREFIX_CACHE.move_to_end(key)
+    return state.step(float(close[-1]), float(high[-1]), float(low[-1]), rsi_n)
 
 
 def _mean_of_last(values: list[float], n: int) -> float:
@@ -609,7 +704,9 @@ def compute_snapshot(bars: BarSeries, settings: Any) -> IndicatorSnapshot:
 
     Periods come from ``settings.strategy`` (``ma_short/medium/long``, ``rsi_period``);
     MACD is (12, 26, 9), Bollinger (20, 2), ATR 14, volume ratio and levels over the 20
-    bars before the last. Only the last :data:`SNAPSHOT_BARS` bars are read.
+    bars before the last. Only the last :data:`SNAPSHOT_BARS` bars are read. The recursion
+    states of the history before the last bar are cached, so the next cycle, where only
+    today's partial bar changed, costs one step per recursion.
     """
     cfg = settings.strategy
     series = bars.tail(SNAPSHOT_BARS)
@@ -617,11 +714,7 @@ def compute_snapshot(bars: BarSeries, settings: Any) -> IndicatorSnapshot:
     size = len(closes)
     price = closes[-1] if closes else math.nan
 
-    fast = _smoothed(closes, 2.0 / 13.0, 12)
-    slow = _smoothed(closes, 2.0 / 27.0, 26)
-    line = [f - s for f, s in zip(fast[len(fast) - len(slow) :], slow)]
-    signal = _smoothed(line, 2.0 / 10.0, 9)
-    hist = [m - s for m, s in zip(line[len(line) - len(signal) :], signal)]
+    state = _recursions(series, cfg.rsi_period)
 
     mid = upper = lower = bb_position = math.nan
     if size >= 20:
@@ -630,7 +723,7 @@ def compute_snapshot(bars: BarSeries, settings: Any) -> IndicatorSnapshot:
         spread = 2.0 * math.sqrt(math.fsum((x - mid) ** 2 for x in window) / 20.0)
         upper, lower = mid + spread, mid - spread
         bb_position = (price - lower) / (upper - lower) if spread > 0.0 else 0.5
-    average_range = _latest_atr(series.high, series.low, series.close, 14)
+    average_range = state.atr
 
     support = resistance = ratio = volatility = math.nan
     if size > 20:
@@ -653,13 +746,13 @@ def compute_snapshot(bars: BarSeries, settings: Any) -> IndicatorSnapshot:
         sma_short=_mean_of_last(closes, cfg.ma_short),
         sma_medium=_mean_of_last(closes, cfg.ma_medium),
         sma_long=_mean_of_last(closes, cfg.ma_long),
-        ema12=fast[-1] if fast else math.nan,
-        ema26=slow[-1] if slow else math.nan,
-        rsi=_latest_rsi(series.close, cfg.rsi_period),
-        macd=line[-1] if line else math.nan,
-        macd_signal=signal[-1] if signal else math.nan,
-        macd_hist=hist[-1] if hist else math.nan,
-        macd_hist_prev=hist[-2] if len(hist) >= 2 else math.nan,
+        ema12=state.fast,
+        ema26=state.slow,
+        rsi=state.rsi,
+        macd=state.line,
+        macd_signal=state.signal,
+        macd_hist=state.hist,
+        macd_hist_prev=state.hist_prev,
         bb_mid=mid,
         bb_upper=upper,
         bb_lower=lower,

@@ -307,13 +307,16 @@ class MarketData:
         :func:`expected_volume_share`). Strategies divide a partial day's volume ratio by
         this to compare like with like.
         """
-        if not len(self.daily):
-            return 1.0
-        last_day = int(exchange_day_numbers(self.daily.ts[-1:])[0])
-        today = (self.now.astimezone(EXCHANGE_TZ).date() - date(1970, 1, 1)).days
-        if last_day != today:
-            return 1.0
-        return expected_volume_share(self.now)
+        cached = self.derived.get("volume_progress")
+        if cached is not None and cached[0] is self.daily:
+            return float(cached[1])
+        progress = 1.0
+        if len(self.daily):
+            last_day = datetime.fromtimestamp(int(self.daily.ts[-1]), EXCHANGE_TZ).date()
+            if last_day == self.now.astimezone(EXCHANGE_TZ).date():
+                progress = expected_volume_share(self.now)
+        self.derived["volume_progress"] = (self.daily, progress)
+        return progress
 
 
 # -- CSV files ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ nothing here asserts a speed.
 from __future__ import annotations
 
 import sys
+import time
 import timeit
 from pathlib import Path
 from typing import Any, Callable
@@ -14,16 +15,22 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import asyncio  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+
 import config  # noqa: E402
 import indicators as ind  # noqa: E402
-from market_data import BarSeries, load_csv_bars, session_start_mask  # noqa: E402
+import strategies  # noqa: E402
+from market_data import BarSeries, MarketData, load_csv_bars, session_start_mask  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "daily" / "SPY-1d-1993-01-29-2026-08-07.csv"
 
 
 def microseconds(action: Callable[[], Any], repeat: int) -> float:
-    """Best-of-5 mean time of ``action`` in microseconds."""
-    best = min(timeit.repeat(action, number=repeat, repeat=5))
+    """Best-of-5 mean CPU time of ``action`` in microseconds (process time, so that other
+    programs sharing the machine do not inflate the figure)."""
+    timer = timeit.Timer(action, timer=time.process_time)
+    best = min(timer.repeat(number=repeat, repeat=5))
     return best / repeat * 1e6
 
 
@@ -65,11 +72,45 @@ def main() -> None:
     for name, action in updaters.items():
         print(f"  {name:<24} {microseconds(action, 3) / len(closes):9.2f} us")
 
-    print("\ncompute_snapshot, microseconds per symbol:")
+    print("\ncompute_snapshot, microseconds per symbol (first look at a history / a later cycle,")
+    print("where only today's partial bar changed and the history's recursion states are cached):")
+
+    def cold(series: BarSeries) -> None:
+        ind._PREFIX_CACHE.clear()
+        ind.compute_snapshot(series, settings)
+
     for size in (60, 250, 500):
         recent = bars.tail(size)
-        per_call = microseconds(lambda: ind.compute_snapshot(recent, settings), 500)
-        print(f"  {size:>4} daily bars: {per_call:8.1f} us  (x500 symbols: {per_call * 500 / 1000:.1f} ms)")
+        first = microseconds(lambda: cold(recent), 200)
+        later = microseconds(lambda: ind.compute_snapshot(recent, settings), 500)
+        print(
+            f"  {size:>4} daily bars: first {first:7.1f} us, later {later:7.1f} us"
+            f"  (x500 symbols: {first * 0.5:.1f} ms / {later * 0.5:.1f} ms)"
+        )
+
+    print("\nthe four built-in strategies, per symbol (60 daily bars, snapshot included,")
+    print("evaluated for 100 symbols inside one coroutine as the loop does):")
+    enabled = strategies.load_enabled(settings)
+    loop = asyncio.new_event_loop()
+    now = datetime.fromtimestamp(int(bars.ts[-1]) + 86_400, timezone.utc)
+    recent = bars.tail(60)
+
+    async def evaluate_all(universe: list[MarketData]) -> None:
+        for data in universe:
+            for strategy in enabled:
+                await strategy.evaluate_opportunity(data.symbol, data)
+
+    for label, defensive in (("normal mode", False), ("defensive mode", True)):
+        def hundred_symbols(active: bool = defensive) -> None:
+            universe = [
+                MarketData("SPY", now, recent, last_price=float(recent.close[-1]), defensive=active)
+                for _ in range(100)
+            ]
+            loop.run_until_complete(evaluate_all(universe))
+
+        per_symbol = microseconds(hundred_symbols, 5) / 100
+        print(f"  {label:<15} {per_symbol:8.1f} us per symbol  (x500 symbols: {per_symbol * 0.5:.1f} ms)")
+    loop.close()
 
 
 if __name__ == "__main__":

@@ -323,6 +323,29 @@ def test_snapshot_equals_the_vectorized_indicators_on_real_bars(bars_by_file, se
         assert snap.atr_pct == pytest.approx(snap.atr / c[-1])
 
 
+def test_snapshot_cache_follows_todays_partial_bar_and_misses_on_a_rewritten_history(bars_by_file, settings) -> None:
+    history = _head(bars_by_file["daily/AAPL-1d-2013-01-02-2023-12-29.csv"], 300)
+    first = ind.compute_snapshot(history, settings)
+    assert ind.compute_snapshot(history, settings) == first  # the cached path agrees with itself
+
+    # Today's bar grows during the session: same history, new last bar.
+    grown = history.append(int(history.ts[-1]), history.open[-1], history.high[-1] * 1.02, history.low[-1], history.close[-1] * 1.015, history.volume[-1] * 1.3)
+    snap = ind.compute_snapshot(grown, settings)
+    c, h, lo = grown.close, grown.high, grown.low
+    assert snap.rsi == pytest.approx(ind.rsi(c, 14)[-1], rel=1e-9)
+    assert snap.atr == pytest.approx(ind.atr(h, lo, c, 14)[-1], rel=1e-9)
+    assert snap.macd_signal == pytest.approx(ind.macd(c)[1][-1], rel=1e-9)
+    assert snap.macd_hist_prev == first.macd_hist_prev  # yesterday did not change
+
+    # A history re-adjusted in the middle (same ends and length) is recomputed, not reused.
+    close = history.close.copy()
+    close[150] *= 1.5
+    rewritten = BarSeries.from_arrays(history.ts, history.open, np.maximum(history.high, close), history.low, close, history.volume)
+    changed = ind.compute_snapshot(rewritten, settings)
+    assert changed.ema26 == pytest.approx(ind.ema(close, 26)[-1], rel=1e-9)
+    assert changed.ema26 != first.ema26
+
+
 def _head(bars: BarSeries, n: int) -> BarSeries:
     return BarSeries.from_arrays(bars.ts[:n], bars.open[:n], bars.high[:n], bars.low[:n], bars.close[:n], bars.volume[:n])
 
