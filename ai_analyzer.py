@@ -570,7 +570,11 @@ class AIAnalyzer:
         }
         breakdown.setdefault("model_probability", None)
         reasoning = self._reasoning(signal, scores, breakdown, regime, opinion, notes, features)
-        threshold = float(self._ai.min_confidence)
+        # A calibrated probability is judged against its own bar (break-even aware); the
+        # seed's 65% applies to transparent scores (see config.AiSettings).
+        threshold = float(
+            self._ai.calibrated_min_confidence if scores.method == "model" else self._ai.min_confidence
+        )
         approved = confidence >= threshold
         log.info(
             "ai_decision",

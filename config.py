@@ -304,6 +304,11 @@ class AiSettings(Section):
     """Confidence model: threshold, component weights (summing to 1), optional endpoint."""
 
     min_confidence: Probability = 0.65
+    # Threshold for a *calibrated* probability of the bracket reaching its target first
+    # (used when a trained model scores the idea). With the seed's 3% stop / 6% target the
+    # break-even is 1/3; 0.65 almost never occurs on real data, so a calibrated model is held
+    # to this bar instead (0.40: an expected +0.6% per trade at break-even plus a margin).
+    calibrated_min_confidence: Probability = 0.40
     technical_weight: Probability = 0.4
     market_context_weight: Probability = 0.3
     sentiment_weight: Probability = 0.3
@@ -477,7 +482,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "max_daily_drawdown": 0.04,
             "max_portfolio_risk": 0.08,
         },
-        "ai": {"min_confidence": 0.75},
+        "ai": {"min_confidence": 0.75, "calibrated_min_confidence": 0.45},
     },
     "aggressive": {
         "trading": {
@@ -488,7 +493,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "position_sizing": "volatility",
         },
         "risk": {"max_portfolio_risk": 0.18, "max_daily_drawdown": 0.08},
-        "ai": {"min_confidence": 0.60},
+        "ai": {"min_confidence": 0.60, "calibrated_min_confidence": 0.37},
     },
 }
 

@@ -416,12 +416,11 @@ class TradingSystem:
                 session = to_exchange_time(trade.exit_at).date()
                 self.journal.record_day_trade(trade.symbol, session)
                 self.pdt.record_day_trade(trade.symbol, session)
-            for lock in self.protections.record_trade(
+            self.protections.record_trade(
                 ProtectionTrade(symbol=trade.symbol, exit_time=trade.exit_at,
                                 profit_pct=float(trade.return_pct), exit_reason=trade.exit_reason or "exit"),
                 self.clock.now(),
-            ):
-                log.info("protection_lock", **lock.to_dict())
+            )
             log.info("position_closed", symbol=trade.symbol, strategy=trade.strategy, qty=str(trade.qty),
                      entry_price=str(trade.entry_price), exit_price=str(trade.exit_price), pnl=str(trade.pnl),
                      return_pct=round(float(trade.return_pct) * 100, 3))

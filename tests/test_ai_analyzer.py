@@ -40,6 +40,8 @@ class FixedClock:
 
 def settings(**ai: Any) -> Any:
     ai.setdefault("model_path", str(SHIPPED_MODEL))
+    if "min_confidence" in ai:  # these tests move the bar for whichever scoring applies
+        ai.setdefault("calibrated_min_confidence", ai["min_confidence"])
     return config.load_settings(env_file=None, environ={}, overrides={"ai": ai})
 
 
@@ -456,3 +458,10 @@ def test_endpoint_answers_are_validated(content, problem):
         ai_analyzer._parse_opinion({"choices": [{"message": {"content": content}}]})
     fenced = ai_analyzer._parse_opinion({"choices": [{"message": {"content": '```json\n{"confidence": 0.4}\n```'}}]})
     assert fenced.confidence == 0.4
+
+
+def test_calibrated_model_is_held_to_the_calibrated_threshold() -> None:
+    """A trained model's probability is judged against calibrated_min_confidence, not 65%."""
+    s = settings()
+    assert s.ai.min_confidence == 0.65
+    assert s.ai.calibrated_min_confidence == 0.40
