@@ -38,8 +38,10 @@ _T_PLUS_1_FROM = date(2024, 5, 28)
 
 
 @functools.lru_cache(maxsize=1)
-def _schedule() -> tuple[tuple[date, ...], tuple[datetime, ...], tuple[datetime, ...]]:
-    """(session dates, opens UTC, closes UTC) of XNYS, computed once per process."""
+def _schedule() -> tuple[
+    tuple[date, ...], tuple[datetime, ...], tuple[datetime, ...], dict[date, int]
+]:
+    """(session dates, opens UTC, closes UTC, date -> index) of XNYS, once per process."""
     calendar = exchange_calendars.get_calendar(
         "XNYS", start=FIRST_DATE.isoformat(), end=LAST_DATE.isoformat()
     )
@@ -47,7 +49,7 @@ def _schedule() -> tuple[tuple[date, ...], tuple[datetime, ...], tuple[datetime,
     days = tuple(ts.date() for ts in schedule.index)
     opens = tuple(ts.to_pydatetime().astimezone(UTC) for ts in schedule["open"])
     closes = tuple(ts.to_pydatetime().astimezone(UTC) for ts in schedule["close"])
-    return days, opens, closes
+    return days, opens, closes, {day: i for i, day in enumerate(days)}
 
 
 def _aware(moment: datetime) -> datetime:
@@ -64,8 +66,7 @@ class TradingCalendar:
     """
 
     def __init__(self) -> None:
-        self._days, self._opens, self._closes = _schedule()
-        self._index = {day: i for i, day in enumerate(self._days)}
+        self._days, self._opens, self._closes, self._index = _schedule()
 
     # -- sessions ------------------------------------------------------------------------
 
