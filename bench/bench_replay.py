@@ -72,7 +72,7 @@ def main() -> None:
     symbols = (base + [f"SYM{i}" for i in range(max(0, args.symbols - len(base)))])[: args.symbols]
     sessions = calendar.sessions(date(2024, 1, 2), date(2026, 12, 31))[: args.sessions]
     market = Market.synthetic(symbols, seed=42, calendar=calendar)
-    market._cache_days = max(market._cache_days, len(symbols) * len(sessions))  # keep all warm
+    market.cache_days = max(market.cache_days, len(symbols) * len(sessions))  # keep all warm
     print(f"synthetic market: {len(symbols)} symbols x {len(sessions)} sessions")
     measure("synthetic, cold (generation + replay)", market, sessions)
     measure("synthetic, warm (cached day arrays)", market, sessions)

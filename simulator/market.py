@@ -285,6 +285,22 @@ class Market:
         cal = calendar or TradingCalendar()
         return cls(CsvSource(Path(path), symbols, seed=seed, calendar=cal), cal, seed)
 
+    @property
+    def cache_days(self) -> int:
+        """How many (symbol, session) day arrays the LRU cache keeps."""
+        return self._cache_days
+
+    @cache_days.setter
+    def cache_days(self, value: int) -> None:
+        self._cache_days = max(8, int(value))
+        while len(self._cache) > self._cache_days:
+            self._cache.popitem(last=False)
+
+    @property
+    def cached_days(self) -> int:
+        """How many day arrays are cached right now."""
+        return len(self._cache)
+
     def attach_clock(self, clock: Clock) -> None:
         """Give the market a notion of "now" (used by :meth:`schedule_gap`)."""
         self.clock = clock

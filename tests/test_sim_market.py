@@ -168,12 +168,12 @@ def test_price_and_quote_follow_the_bars(market: Market) -> None:
 
 
 def test_minute_bars_range_and_cache_is_bounded(cal: TradingCalendar) -> None:
-    m = Market.synthetic(["SPY"], seed=3, calendar=cal, )
+    m = Market.synthetic(["SPY"], seed=3, calendar=cal)
     bars = m.minute_bars("SPY", et(2025, 3, 4, 9, 30), et(2025, 3, 4, 9, 40))
     assert [b.t for b in bars] == [et(2025, 3, 4, 9, 30) + timedelta(minutes=i) for i in range(10)]
     for session in cal.sessions(date(2022, 1, 1), date(2024, 1, 1)):
         m.minute_arrays("SPY", session)
-    assert len(m._cache) <= m._cache_days
+    assert 0 < m.cached_days <= m.cache_days
 
 
 # -- shocks and gaps -------------------------------------------------------------------------
