@@ -197,7 +197,7 @@ class SimBroker:
             raise ValueError(f"pdt_rule must be auto, legacy or off, got {pdt_rule!r}")
         self.market = market
         self.clock = clock
-        self.calendar = calendar
+        self.trading_calendar = calendar
         self.sessions = Sessions(calendar)
         self.slippage_bps = Decimal(str(slippage_bps))
         self.partial_fills = partial_fills
@@ -1392,7 +1392,7 @@ class SimBroker:
         if start > end:
             return []
         try:
-            return list(self.calendar.calendar_json(start, end))
+            return list(self.trading_calendar.calendar_json(start, end))
         except ValueError as exc:
             raise validation_error(str(exc)) from None
 
