@@ -1,0 +1,224 @@
+"""``python -m simulator``: run the Alpaca-compatible paper broker, or control a running one.
+
+Serve (the default command)::
+
+    python -m simulator [serve] --host 127.0.0.1 --port 8765 [--data DIR] [--symbols A,B]
+        [--speed X|max] [--seed N] [--start ISO-8601|YYYY-MM-DD] [--cash 100000]
+        [--faults SPEC] [--key K --secret S] [--partial-fills] [--slippage-bps 1.0]
+        [--no-rate-limit] [--allow-remote]
+
+prints one line, ``simulator listening on http://HOST:PORT``, on stdout (logs go to stderr as
+JSON lines) and runs until SIGINT or SIGTERM, then exits 0. ``--port 0`` picks a free port.
+A non-loopback ``--host`` is refused unless ``--allow-remote``. ``--start`` with a date alone
+means that day's pre-market.
+
+Control a running simulator: ``state``, ``shock``, ``gap``, ``advance``, ``speed``, ``faults``
+(see :mod:`simulator.control_cli`). Bad arguments: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import structlog
+
+from simulator import control_cli
+from simulator.control_cli import OneLineArgumentParser
+from simulator.clock import parse_start
+from simulator.core import SimulatorCore
+from simulator.faults import FaultConfig
+from simulator.server import is_loopback, start_server
+
+DEFAULT_PORT = 8765
+_SYMBOL = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--speed must be a positive number or 'max', got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--speed must be a positive number or 'max', got {text!r}")
+    return value
+
+
+def _symbols(text: str) -> list[str]:
+    symbols = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in symbols if not _SYMBOL.match(s)]
+    if not symbols or bad:
+        shown = bad[0] if bad else text
+        raise argparse.ArgumentTypeError(
+            f"--symbols needs comma-separated upper-case tickers (e.g. SPY,AAPL), got {shown!r}"
+        )
+    if len(set(symbols)) != len(symbols):
+        raise argparse.ArgumentTypeError(f"--symbols lists a ticker twice: {text!r}")
+    return symbols
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--port must be an integer 0-65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"--port must be an integer 0-65535, got {text!r}")
+    return value
+
+
+def _cash(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--cash must be a positive amount, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--cash must be a positive amount, got {text!r}")
+    return value
+
+
+def _faults(text: str) -> FaultConfig:
+    try:
+        return FaultConfig.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--faults: {exc}") from None
+
+
+def _start(text: str) -> str:
+    try:
+        parse_start(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--start: {exc}") from None
+    return text
+
+
+def _slippage(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--slippage-bps must be a number >= 0, got {text!r}") from None
+    if not 0 <= value < 10_000:
+        raise argparse.ArgumentTypeError(f"--slippage-bps must be a number >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(
+        prog="python -m simulator",
+        description="Alpaca-compatible paper broker (Trading API v2 + Market Data API v2).",
+        epilog="Control a running simulator: python -m simulator {state,shock,gap,advance,speed,faults} --help",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback --host")
+    parser.add_argument("--data", type=Path, help="directory of CSV bars to replay (default: synthetic market)")
+    parser.add_argument("--symbols", type=_symbols, help="comma-separated tickers (default: SPY,QQQ,AAPL,MSFT,NVDA,TSLA)")
+    parser.add_argument("--speed", type=_speed, default=60.0, help="simulated seconds per wall second, or 'max' (default 60)")
+    parser.add_argument("--seed", type=int, default=42, help="market and fault RNG seed (default 42)")
+    parser.add_argument("--start", type=_start, help="simulated start, ISO-8601 or YYYY-MM-DD (that day's pre-market)")
+    parser.add_argument("--cash", type=_cash, default=100000.0, help="starting cash (default 100000)")
+    parser.add_argument("--faults", type=_faults, help='e.g. "error_rate=0.05,latency_ms=50-400,reset=0.01"')
+    parser.add_argument("--key", help="require this APCA-API-KEY-ID (with --secret)")
+    parser.add_argument("--secret", help="require this APCA-API-SECRET-KEY (with --key)")
+    parser.add_argument("--partial-fills", action="store_true", help="fill large orders in volume-limited parts")
+    parser.add_argument("--slippage-bps", type=_slippage, default=1.0, help="market-order slippage in basis points (default 1)")
+    parser.add_argument("--no-rate-limit", action="store_true", help="disable the 200 requests/minute limit")
+    return parser
+
+
+def parse_serve_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse and cross-check the serve options; exits 2 with one line on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    if (args.key is None) != (args.secret is None):
+        parser.error("--key and --secret must be given together")
+    if args.key is not None and (not args.key or not args.secret):
+        parser.error("--key and --secret must not be empty")
+    if not args.allow_remote and not is_loopback(args.host):
+        parser.error(f"--host {args.host} is not a loopback address; add --allow-remote to expose the simulator")
+    if args.data is not None and not args.data.is_dir():
+        parser.error(f"--data {args.data}: no such directory")
+    return args
+
+
+def _configure_logging() -> None:
+    """JSON log lines on stderr, so stdout carries only the listening line."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Build the core, serve it until SIGINT/SIGTERM; returns the exit status."""
+    try:
+        core = SimulatorCore.create(
+            data_dir=args.data,
+            symbols=args.symbols,
+            seed=args.seed,
+            start=args.start,
+            speed=args.speed,
+            cash=args.cash,
+            partial_fills=args.partial_fills,
+            slippage_bps=args.slippage_bps,
+        )
+    except ValueError as exc:
+        print(f"python -m simulator: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        server = await start_server(
+            core,
+            host=args.host,
+            port=args.port,
+            allow_remote=args.allow_remote,
+            key=args.key,
+            secret=args.secret,
+            faults=args.faults,
+            rate_limit_per_minute=None if args.no_rate_limit else 200,
+        )
+    except OSError as exc:
+        print(f"python -m simulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"simulator listening on {server.base_url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await server.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m simulator``; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in control_cli.COMMANDS:
+        return control_cli.main(args_list)
+    if args_list and args_list[0] == "serve":
+        args_list = args_list[1:]
+    args = parse_serve_args(args_list)
+    _configure_logging()
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
