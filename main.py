@@ -173,9 +173,7 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
         sim = settings.sim
         core = SimulatorCore.create(data_dir=sim.data_dir, symbols=list(settings.scanning.symbols),
                                     seed=sim.seed, start=sim.start, speed=sim.speed, cash=sim.cash,
-                                    faults=sim.faults) if _accepts_faults() else \
-            SimulatorCore.create(data_dir=sim.data_dir, symbols=list(settings.scanning.symbols),
-                                 seed=sim.seed, start=sim.start, speed=sim.speed, cash=sim.cash)
+                                    faults=sim.faults)
         server = await start_server(core, host="127.0.0.1", port=0, rate_limit_per_minute=None)
         base_url = data_url = server.base_url
         clock = core.clock
@@ -214,14 +212,6 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     finally:
         if server is not None:
             await server.stop()
-
-
-def _accepts_faults() -> bool:
-    import inspect
-
-    from simulator.core import SimulatorCore
-
-    return "faults" in inspect.signature(SimulatorCore.create).parameters
 
 
 # -- run -----------------------------------------------------------------------------------
