@@ -16,6 +16,9 @@ One closing order counts at most once, even when it fills in several parts.
   ``daytrading_buying_power``; it is flagged a pattern day trader once it reaches 4.
 * ``intraday_margin`` (from 2026-06-04 under ``auto``, or ``pdt_rule="off"``): no count
   limit and no PDT fields; buying power is checked again at each opening execution.
+
+Simplification: the check runs on closing orders only (Alpaca also counts a pending pair
+of opening and closing orders as a potential day trade).
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ class DayTradeBook:
         """Whether closing ``symbol`` now would complete a day trade."""
         return self.pending_open.get(symbol) == session
 
-    def count_since(self, first_session: date) -> int:
-        """Day trades on ``first_session`` or later."""
-        return sum(1 for trade in self.trades if trade.session >= first_session)
+    def count_since(self, first_session: date, last_session: date | None = None) -> int:
+        """Day trades from ``first_session`` (to ``last_session``, both inclusive)."""
+        return sum(
+            1 for trade in self.trades
+            if trade.session >= first_session and (last_session is None or trade.session <= last_session)
+        )

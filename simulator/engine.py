@@ -219,7 +219,6 @@ class SimBroker:
         self._cursor = floor_minute(self.created_at)
         self._close_snapshots: dict[date, tuple[Decimal, Decimal]] = {}
         self._lastday_prices: dict[tuple[str, date], Decimal | None] = {}
-        self._minute_volume_used: dict[tuple[str, datetime], Decimal] = {}
         self._config: dict[str, Any] = {
             "dtbp_check": "entry",
             "trade_confirm_email": "all",
@@ -301,7 +300,7 @@ class SimBroker:
             for order in self._open_orders():
                 if order.time_in_force == "day" and not order.extended_hours and order.session <= day.date:
                     self._expire(order, at)
-            self._close_snapshot(day)
+            self._record_close(day)
         elif phase == "post":
             for order in self._open_orders():
                 if order.time_in_force == "day" and order.session <= day.date:
@@ -349,7 +348,7 @@ class SimBroker:
                 continue  # canceled by its OCO sibling earlier in this bar
             price = with_slippage(hit.price, order.side, self.slippage_bps) if hit.at_market else round_price(hit.price)
             qty = self._fill_qty(order, price)
-            if budget is not None:
+            if budget is not None and order.notional is None:
                 qty = min(qty, budget)
                 if qty <= 0:
                     continue
@@ -737,7 +736,7 @@ class SimBroker:
             if hit is not None:
                 price = with_slippage(hit.price, order.side, self.slippage_bps) if hit.at_market else round_price(hit.price)
                 qty = self._fill_qty(order, price)
-                if self.partial_fills:
+                if self.partial_fills and order.notional is None:
                     qty = min(qty, self._immediate_capacity(order, at, touch))
                 if order.time_in_force == "fok" and qty < self._fill_qty(order, price):
                     qty = ZERO
@@ -1312,9 +1311,21 @@ class SimBroker:
             dtbp = max(last_equity - last_maintenance, ZERO) * 4 if pdt and summary.equity >= PDT_EQUITY_THRESHOLD else ZERO
             account["pattern_day_trader"] = pdt
             account["daytrade_count"] = self._daytrade_count(now)
+            account["last_daytrade_count"] = self.daytrades.count_since(
+                self._window_start(previous.close), previous.date
+            )
             account["daytrading_buying_power"] = money(dtbp)
             account["last_daytrading_buying_power"] = money(dtbp)
         return account
+
+    def _record_close(self, day: SessionDay) -> None:
+        """Remember equity and maintenance margin at ``day``'s close (the book is at the close now)."""
+        values: dict[str, Decimal] = {}
+        for symbol, position in self.ledger.positions.items():
+            price = self._close_price(symbol, day)
+            values[symbol] = position.qty * (price if price is not None else self._mark(symbol, day.close))
+        summary = margin_summary(self.ledger.cash, values, self._multiplier_setting())
+        self._close_snapshots[day.date] = (summary.equity, summary.maintenance_margin)
 
     def _close_snapshot(self, day: SessionDay) -> tuple[Decimal, Decimal]:
         """(equity, maintenance margin) at ``day``'s close, recomputed from the journal once."""
