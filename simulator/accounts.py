@@ -12,6 +12,8 @@
   ``max(cash, 0)``, since shorting is disabled there). ``regt_buying_power`` equals it and
   ``non_marginable_buying_power`` is ``max(cash, 0)``.
 * ``equity = cash + long_market_value + short_market_value`` (short value is negative).
+* ``daytrading_buying_power`` (legacy PDT regime only) is ``4 x (last_equity -
+  last_maintenance_margin)`` for a pattern day trader with at least $25,000, else 0.
 
 Positions keep a signed quantity (negative for shorts) and a signed cost basis, so the
 average entry price survives partial closes; the ledger also keeps every cash/quantity
@@ -24,6 +26,9 @@ import bisect
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
+
+from simulator.wire import money, num, ts
 
 ZERO = Decimal(0)
 HALF = Decimal("0.5")
@@ -155,3 +160,131 @@ def margin_summary(cash: Decimal, values: dict[str, Decimal], configured_multipl
         buying_power = max(equity - initial, ZERO) * multiplier
     maintenance = long_mv * Decimal("0.25") + abs(short_mv) * Decimal("0.30")
     return MarginSummary(cash, long_mv, short_mv, equity, initial, maintenance, multiplier, buying_power)
+
+
+RATIO_PLACES = Decimal("1e-10")
+QTY_PLACES = Decimal("1e-9")
+
+
+def _ratio(numerator: Decimal, denominator: Decimal) -> str:
+    if not denominator:
+        return "0"
+    return num((numerator / denominator).quantize(RATIO_PLACES)) or "0"
+
+
+def position_json(
+    position: Position,
+    *,
+    asset_id: str,
+    exchange: str,
+    price: Decimal,
+    lastday_price: Decimal | None,
+    held: Decimal,
+    overnight: bool,
+) -> dict[str, Any]:
+    """Alpaca's Position object (every number a string; qty negative for shorts).
+
+    ``held`` is the quantity open exit orders hold; ``overnight`` says the position was
+    already held at the previous close, so intraday P/L runs from ``lastday_price``
+    instead of the entry price. Percent fields are fractions (0.0084 = 0.84%).
+    """
+    qty = position.qty
+    market_value = qty * price
+    unrealized = market_value - position.cost
+    free = max(abs(qty) - held, ZERO)
+    basis = lastday_price if overnight and lastday_price is not None else position.avg_entry_price
+    intraday = qty * (price - basis)
+    lastday = lastday_price if lastday_price is not None else price
+    return {
+        "asset_id": asset_id,
+        "symbol": position.symbol,
+        "exchange": exchange,
+        "asset_class": "us_equity",
+        "asset_marginable": True,
+        "qty": num(qty),
+        "qty_available": num(free if qty > 0 else -free),
+        "avg_entry_price": num(position.avg_entry_price.quantize(QTY_PLACES)),
+        "side": position.side,
+        "market_value": money(market_value),
+        "cost_basis": money(position.cost),
+        "unrealized_pl": money(unrealized),
+        "unrealized_plpc": _ratio(unrealized, abs(position.cost)),
+        "unrealized_intraday_pl": money(intraday),
+        "unrealized_intraday_plpc": _ratio(intraday, abs(qty * basis)),
+        "current_price": num(price),
+        "lastday_price": num(lastday),
+        "change_today": _ratio(price - lastday, lastday),
+    }
+
+
+@dataclass(frozen=True)
+class PdtFields:
+    """The legacy pattern-day-trader fields of the account (absent after PDT retirement)."""
+
+    pattern_day_trader: bool
+    daytrade_count: int
+    last_daytrade_count: int
+    daytrading_buying_power: Decimal
+
+
+def account_json(
+    *,
+    account_id: str,
+    account_number: str,
+    created_at: datetime,
+    summary: MarginSummary,
+    last_equity: Decimal,
+    last_maintenance_margin: Decimal,
+    reserved: Decimal,
+    shorting_enabled: bool,
+    suspended: bool,
+    balance_asof: str,
+    pdt: PdtFields | None,
+) -> dict[str, Any]:
+    """Alpaca's Account object: money as strings, ``status`` upper case, PDT fields optional."""
+    account: dict[str, Any] = {
+        "id": account_id,
+        "account_number": account_number,
+        "status": "ACTIVE",
+        "crypto_status": "INACTIVE",
+        "currency": "USD",
+        "cash": money(summary.cash),
+        "portfolio_value": money(summary.equity),
+        "equity": money(summary.equity),
+        "last_equity": money(last_equity),
+        "long_market_value": money(summary.long_market_value),
+        "short_market_value": money(summary.short_market_value),
+        "position_market_value": money(summary.long_market_value + abs(summary.short_market_value)),
+        "buying_power": money(summary.buying_power),
+        "regt_buying_power": money(summary.buying_power),
+        "effective_buying_power": money(max(summary.buying_power - reserved, ZERO)),
+        "non_marginable_buying_power": money(max(summary.cash, ZERO)),
+        "options_buying_power": money(max(summary.cash, ZERO)),
+        "initial_margin": money(summary.initial_margin),
+        "maintenance_margin": money(summary.maintenance_margin),
+        "last_maintenance_margin": money(last_maintenance_margin),
+        "sma": "0",
+        "multiplier": str(summary.multiplier),
+        "shorting_enabled": shorting_enabled,
+        "trading_blocked": False,
+        "transfers_blocked": False,
+        "account_blocked": False,
+        "trade_suspended_by_user": suspended,
+        "accrued_fees": "0",
+        "pending_transfer_in": "0",
+        "pending_transfer_out": "0",
+        "intraday_adjustments": "0",
+        "pending_reg_taf_fees": "0",
+        "created_at": ts(created_at),
+        "balance_asof": balance_asof,
+        "crypto_tier": 0,
+        "options_approved_level": 0,
+        "options_trading_level": 0,
+    }
+    if pdt is not None:
+        account["pattern_day_trader"] = pdt.pattern_day_trader
+        account["daytrade_count"] = pdt.daytrade_count
+        account["last_daytrade_count"] = pdt.last_daytrade_count
+        account["daytrading_buying_power"] = money(pdt.daytrading_buying_power)
+        account["last_daytrading_buying_power"] = money(pdt.daytrading_buying_power)
+    return account

@@ -62,7 +62,7 @@ from typing import Any
 import structlog
 
 from clock import EXCHANGE_TZ
-from simulator.accounts import Ledger, MarginSummary, margin_summary
+from simulator.accounts import Ledger, MarginSummary, PdtFields, account_json, margin_summary, position_json
 from simulator.daytrades import (
     PDT_EQUITY_THRESHOLD,
     PDT_MAX_DAY_TRADES,
@@ -95,16 +95,15 @@ from simulator.matching import (
     with_slippage,
 )
 from simulator.orders import TIFS, OrderRequest, SimOrder, check_sub_penny, parse_order_request
+from simulator.reference import ReferenceData, asset_id
 from simulator.sessions import SessionDay, Sessions
 from simulator.wire import (
     et_date,
     et_datetime,
-    et_iso,
     floor_minute,
     money,
     num,
     parse_bool,
-    parse_date,
     parse_decimal,
     parse_int,
     parse_positive,
@@ -129,14 +128,6 @@ SECONDS_PER_PATH_STEP = 15
 OPG_CUTOFF = (9, 28)  # opg orders are refused from 09:28 ...
 CLS_CUTOFF = (15, 50)  # ... cls orders from 15:50 ...
 AUCTION_QUEUE_FROM = (19, 0)  # ... until 19:00 ET, when they queue for the next session.
-NAMES = {
-    "SPY": "SPDR S&P 500 ETF Trust",
-    "QQQ": "Invesco QQQ Trust, Series 1",
-    "AAPL": "Apple Inc. Common Stock",
-    "MSFT": "Microsoft Corporation Common Stock",
-    "NVDA": "NVIDIA Corporation Common Stock",
-    "TSLA": "Tesla, Inc. Common Stock",
-}
 CONFIG_ENUMS = {
     "dtbp_check": ("both", "entry", "exit"),
     "pdt_check": ("both", "entry", "exit"),
@@ -199,6 +190,7 @@ class SimBroker:
         self.clock = clock
         self.trading_calendar = calendar
         self.sessions = Sessions(calendar)
+        self.reference = ReferenceData(market, calendar, self.sessions)
         self.slippage_bps = Decimal(str(slippage_bps))
         self.partial_fills = partial_fills
         self.volume_participation = Decimal(str(volume_participation))
@@ -358,21 +350,6 @@ class SimBroker:
 
     # == market access ======================================================================
 
-    def _symbols(self) -> list[str]:
-        return list(self.market.symbols)
-
-    def _resolve_symbol(self, symbol_or_id: str) -> str | None:
-        symbols = self._symbols()
-        if symbol_or_id in symbols:
-            return symbol_or_id
-        base = symbol_or_id.split(":", 1)[0]
-        if base in symbols:
-            return base
-        for symbol in symbols:
-            if self._asset_id(symbol) == symbol_or_id:
-                return symbol
-        return None
-
     def _touch(self, symbol: str, at: datetime) -> Touch | None:
         quote = self.market.quote_at(symbol, at)
         last_float = self.market.price_at(symbol, at)
@@ -506,7 +483,7 @@ class SimBroker:
             raise forbidden("new orders are rejected by user request")
         if req.client_order_id is not None and req.client_order_id in self._by_client_id:
             raise validation_error("client_order_id must be unique")
-        symbol = self._resolve_symbol(req.symbol)
+        symbol = self.reference.resolve(req.symbol)
         if symbol is None:
             raise unprocessable(f'asset "{req.symbol}" not found')
         if req.fractional and not self._config["fractional_trading"]:
@@ -684,7 +661,7 @@ class SimBroker:
             client_order_id=client_order_id or self._uuid(),
             seq=self._seq,
             symbol=symbol,
-            asset_id=self._asset_id(symbol),
+            asset_id=asset_id(symbol),
             side=side,
             type=kind,
             time_in_force=tif,
@@ -1139,7 +1116,7 @@ class SimBroker:
     def get_position(self, symbol: str) -> dict[str, Any]:
         """``GET /v2/positions/{symbol}``; 404 40410000 'position does not exist'."""
         now = self._sync()
-        resolved = self._resolve_symbol(symbol)
+        resolved = self.reference.resolve(symbol)
         if resolved is None or resolved not in self.ledger.positions:
             raise not_found("position does not exist")
         return self._position_json(resolved, now)
@@ -1152,7 +1129,7 @@ class SimBroker:
         """
         now = self._sync()
         params = params or {}
-        resolved = self._resolve_symbol(symbol)
+        resolved = self.reference.resolve(symbol)
         if resolved is None or resolved not in self.ledger.positions:
             raise not_found("position does not exist")
         held = abs(self.ledger.positions[resolved].qty)
@@ -1221,41 +1198,16 @@ class SimBroker:
 
     def _position_json(self, symbol: str, now: datetime) -> dict[str, Any]:
         position = self.ledger.positions[symbol]
-        qty = position.qty
-        price = self._mark(symbol, now)
         lastday = self._lastday_price(symbol, now)
-        market_value = qty * price
-        cost = position.cost
-        unrealized = market_value - cost
-        exit_side = "sell" if qty > 0 else "buy"
-        held = self._held(symbol, exit_side)
-        free = max(abs(qty) - held, ZERO)
-        qty_available = free if qty > 0 else -free
-        overnight = lastday is not None and position.opened_at < self._previous_close_day(now).close
-        basis = lastday if overnight and lastday is not None else position.avg_entry_price
-        intraday = qty * (price - basis)
-        intraday_base = abs(qty * basis)
-        change_today = (price - lastday) / lastday if lastday else ZERO
-        return {
-            "asset_id": self._asset_id(symbol),
-            "symbol": symbol,
-            "exchange": self._exchange(symbol),
-            "asset_class": "us_equity",
-            "asset_marginable": True,
-            "qty": num(qty),
-            "qty_available": num(qty_available),
-            "avg_entry_price": num(position.avg_entry_price.quantize(QTY_PLACES)),
-            "side": position.side,
-            "market_value": money(market_value),
-            "cost_basis": money(cost),
-            "unrealized_pl": money(unrealized),
-            "unrealized_plpc": num((unrealized / abs(cost)).quantize(RATIO_PLACES)) if cost else "0",
-            "unrealized_intraday_pl": money(intraday),
-            "unrealized_intraday_plpc": num((intraday / intraday_base).quantize(RATIO_PLACES)) if intraday_base else "0",
-            "current_price": num(price),
-            "lastday_price": num(lastday if lastday is not None else price),
-            "change_today": num(change_today.quantize(RATIO_PLACES)),
-        }
+        return position_json(
+            position,
+            asset_id=asset_id(symbol),
+            exchange=self.reference.exchange(symbol),
+            price=self._mark(symbol, now),
+            lastday_price=lastday,
+            held=self._held(symbol, "sell" if position.qty > 0 else "buy"),
+            overnight=lastday is not None and position.opened_at < self._previous_close_day(now).close,
+        )
 
     # == account ============================================================================
 
@@ -1265,58 +1217,29 @@ class SimBroker:
         summary = self._summary(now)
         previous = self._previous_close_day(now)
         last_equity, last_maintenance = self._close_snapshot(previous)
-        reserved = self._reserved(now)
-        regime = self._regime(now)
-        account: dict[str, Any] = {
-            "id": self.account_id,
-            "account_number": self.account_number,
-            "status": "ACTIVE",
-            "crypto_status": "INACTIVE",
-            "currency": "USD",
-            "cash": money(summary.cash),
-            "portfolio_value": money(summary.equity),
-            "equity": money(summary.equity),
-            "last_equity": money(last_equity),
-            "long_market_value": money(summary.long_market_value),
-            "short_market_value": money(summary.short_market_value),
-            "position_market_value": money(summary.long_market_value + abs(summary.short_market_value)),
-            "buying_power": money(summary.buying_power),
-            "regt_buying_power": money(summary.buying_power),
-            "effective_buying_power": money(max(summary.buying_power - reserved, ZERO)),
-            "non_marginable_buying_power": money(max(summary.cash, ZERO)),
-            "options_buying_power": money(max(summary.cash, ZERO)),
-            "initial_margin": money(summary.initial_margin),
-            "maintenance_margin": money(summary.maintenance_margin),
-            "last_maintenance_margin": money(last_maintenance),
-            "sma": "0",
-            "multiplier": str(summary.multiplier),
-            "shorting_enabled": self._shorting_enabled(summary),
-            "trading_blocked": False,
-            "transfers_blocked": False,
-            "account_blocked": False,
-            "trade_suspended_by_user": bool(self._config["suspend_trade"]),
-            "accrued_fees": "0",
-            "pending_transfer_in": "0",
-            "pending_transfer_out": "0",
-            "intraday_adjustments": "0",
-            "pending_reg_taf_fees": "0",
-            "created_at": ts(self.created_at),
-            "balance_asof": previous.date.isoformat(),
-            "crypto_tier": 0,
-            "options_approved_level": 0,
-            "options_trading_level": 0,
-        }
-        if regime == "legacy":
-            pdt = self.daytrades.pattern_day_trader
-            dtbp = max(last_equity - last_maintenance, ZERO) * 4 if pdt and summary.equity >= PDT_EQUITY_THRESHOLD else ZERO
-            account["pattern_day_trader"] = pdt
-            account["daytrade_count"] = self._daytrade_count(now)
-            account["last_daytrade_count"] = self.daytrades.count_since(
-                self._window_start(previous.close), previous.date
+        pdt = None
+        if self._regime(now) == "legacy":
+            flagged = self.daytrades.pattern_day_trader
+            eligible = flagged and summary.equity >= PDT_EQUITY_THRESHOLD
+            pdt = PdtFields(
+                pattern_day_trader=flagged,
+                daytrade_count=self._daytrade_count(now),
+                last_daytrade_count=self.daytrades.count_since(self._window_start(previous.close), previous.date),
+                daytrading_buying_power=max(last_equity - last_maintenance, ZERO) * 4 if eligible else ZERO,
             )
-            account["daytrading_buying_power"] = money(dtbp)
-            account["last_daytrading_buying_power"] = money(dtbp)
-        return account
+        return account_json(
+            account_id=self.account_id,
+            account_number=self.account_number,
+            created_at=self.created_at,
+            summary=summary,
+            last_equity=last_equity,
+            last_maintenance_margin=last_maintenance,
+            reserved=self._reserved(now),
+            shorting_enabled=self._shorting_enabled(summary),
+            suspended=bool(self._config["suspend_trade"]),
+            balance_asof=previous.date.isoformat(),
+            pdt=pdt,
+        )
 
     def _record_close(self, day: SessionDay) -> None:
         """Remember equity and maintenance margin at ``day``'s close (the book is at the close now)."""
@@ -1378,87 +1301,21 @@ class SimBroker:
 
     def clock_json(self) -> dict[str, Any]:
         """``GET /v2/clock``: timestamps in New York time with their offset."""
-        now = self._sync()
-        today = self.sessions.day(et_date(now))
-        upcoming = self.sessions.next_after(et_date(now))
-        next_open = today.open if today is not None and now < today.open else upcoming.open
-        next_close = today.close if today is not None and now < today.close else upcoming.close
-        return {
-            "timestamp": et_iso(now),
-            "is_open": self.sessions.phase(now) == "regular",
-            "next_open": et_iso(next_open),
-            "next_close": et_iso(next_close),
-        }
+        return self.reference.clock_json(self._sync())
 
     def calendar(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """``GET /v2/calendar?start&end`` (inclusive dates; default: a year either side of today)."""
-        now = self._sync()
-        params = params or {}
-        today = et_date(now)
-        start = parse_date(params["start"], "start") if params.get("start") else today - timedelta(days=365)
-        end = parse_date(params["end"], "end") if params.get("end") else today + timedelta(days=365)
-        date_type = str(params.get("date_type") or "TRADING").upper()
-        if date_type not in ("TRADING", "SETTLEMENT"):
-            raise validation_error(f"invalid date_type: {date_type!r}")
-        if start > end:
-            return []
-        try:
-            return list(self.trading_calendar.calendar_json(start, end))
-        except ValueError as exc:
-            raise validation_error(str(exc)) from None
+        return self.reference.calendar_json(params or {}, self._sync())
 
     def assets(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """``GET /v2/assets``: the market's symbols, all active us_equity."""
         self._sync()
-        params = params or {}
-        status = params.get("status")
-        if status is not None and status not in ("active", "inactive"):
-            raise validation_error(f"invalid status: {status!r}")
-        asset_class = params.get("asset_class")
-        if status == "inactive" or (asset_class not in (None, "us_equity")):
-            return []
-        exchange = params.get("exchange")
-        items = [self._asset_json(s) for s in self._symbols()]
-        return [a for a in items if exchange is None or a["exchange"] == exchange]
+        return self.reference.assets(params or {})
 
     def asset(self, symbol: str) -> dict[str, Any]:
         """``GET /v2/assets/{symbol_or_id}``; 404 'asset not found for X'."""
         self._sync()
-        resolved = self._resolve_symbol(symbol)
-        if resolved is None:
-            raise not_found(f"asset not found for {symbol}")
-        return self._asset_json(resolved)
-
-    def _asset_id(self, symbol: str) -> str:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"simulator-asset:{symbol}"))
-
-    def _exchange(self, symbol: str) -> str:
-        profile = getattr(self.market, "profile", None)
-        if profile is not None:
-            try:
-                return str(profile(symbol).exchange)
-            except (KeyError, AttributeError):
-                pass
-        return "NASDAQ"
-
-    def _asset_json(self, symbol: str) -> dict[str, Any]:
-        return {
-            "id": self._asset_id(symbol),
-            "class": "us_equity",
-            "exchange": self._exchange(symbol),
-            "symbol": symbol,
-            "name": NAMES.get(symbol, f"{symbol} (simulated)"),
-            "status": "active",
-            "tradable": True,
-            "marginable": True,
-            "shortable": True,
-            "easy_to_borrow": True,
-            "fractionable": True,
-            "maintenance_margin_requirement": 30,
-            "margin_requirement_long": "50",
-            "margin_requirement_short": "50",
-            "attributes": [],
-        }
+        return self.reference.asset(symbol)
 
     # == activities and history =============================================================
 
