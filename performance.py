@@ -482,7 +482,7 @@ def _drawdown(times: list[datetime], equity: np.ndarray, exact: list[Decimal]) -
     peak = np.maximum.accumulate(equity)
     dd = equity / peak - 1.0
     trough = int(np.argmin(dd))
-    pct = -float(dd[trough])
+    pct = 0.0 - float(dd[trough])
     if pct <= 0.0:
         return _Drawdown(0.0, _ZERO, None, None, None, None, 0.0, True, 0.0)
 
@@ -522,7 +522,7 @@ def _drawdown(times: list[datetime], equity: np.ndarray, exact: list[Decimal]) -
         time_to_recovery_days=time_to_recovery,
         longest_days=float(durations[longest]) / SECONDS_PER_DAY,
         longest_recovered=bool(ends[longest] < n),
-        current_pct=-float(dd[-1]),
+        current_pct=0.0 - float(dd[-1]),
     )
 
 
@@ -744,7 +744,7 @@ def _benchmark(
             annual_return=_cagr(bench[-1] / bench[0], span),
             annual_volatility=_volatility(bench_returns, ppy),
             sharpe=_sharpe(bench_returns, ppy, rf_period),
-            max_drawdown_pct=-float(np.min(drawdown_series(bench))),
+            max_drawdown_pct=0.0 - float(np.min(drawdown_series(bench))),
             beta=beta,
             correlation=correlation,
             excess_return=(strat[-1] / strat[0] - 1.0) - bench_total,
