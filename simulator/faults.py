@@ -176,6 +176,7 @@ class FaultInjector:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.config.seed)
+        self.active = self.config.active
         for kind in (*FAULT_KINDS, "latency_ms"):
             self.counts.setdefault(kind, 0)
 
@@ -183,6 +184,7 @@ class FaultInjector:
         """Switch to ``config`` (reseeding the RNG); counts keep accumulating."""
         self.config = config
         self._rng = random.Random(config.seed)
+        self.active = config.active
 
     def clear(self) -> None:
         """Stop injecting faults."""
@@ -191,7 +193,7 @@ class FaultInjector:
     def choose(self, method: str, path: str) -> str | None:
         """The fault kind to inject into this request, or None; counts it when chosen."""
         config = self.config
-        if not config.active or not config.applies_to(path):
+        if not self.active or not config.applies_to(path):
             return None
         draw = self._rng.random()
         upper = 0.0

@@ -123,7 +123,8 @@ class RateLimiter:
             raise ValueError(f"rate limit {self.limit!r}: must be at least 1 request per minute")
 
     def hit(self, bucket: tuple[str, str]) -> tuple[bool, dict[str, str]]:
-        """Record one request; returns (allowed, X-RateLimit-* headers)."""
+        """Record one request; returns (allowed, X-RateLimit-* headers, plus Retry-After
+        in whole seconds when refused)."""
         now = self.monotonic()
         hits = self._hits.get(bucket)
         if hits is None:
@@ -134,13 +135,14 @@ class RateLimiter:
         allowed = len(hits) < self.limit
         if allowed:
             hits.append(now)
-        oldest = hits[0] if hits else now
-        reset = self.wall() + max(0.0, oldest + self.window_s - now)
+        wait = max(0.0, hits[0] + self.window_s - now) if hits else 0.0
         headers = {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(max(0, self.limit - len(hits))),
-            "X-RateLimit-Reset": str(math.ceil(reset)),
+            "X-RateLimit-Reset": str(math.ceil(self.wall() + wait)),
         }
+        if not allowed:
+            headers["Retry-After"] = str(max(1, math.ceil(wait)))
         return allowed, headers
 
 
@@ -273,13 +275,12 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         if state.limiter is not None:
             bucket = (request.headers.get("APCA-API-KEY-ID", ""), "data" if is_data else "trading")
             allowed, headers = state.limiter.hit(bucket)
-        if allowed:
+        if not allowed:
+            response = json_response(_RATE_LIMITED, 429)
+        elif state.faults.active:
             response = await _with_faults(state, handler, request)
         else:
-            response = json_response(_RATE_LIMITED, 429)
-            response.headers["Retry-After"] = str(
-                max(1, int(headers["X-RateLimit-Reset"]) - int(state.limiter.wall()))  # type: ignore[union-attr]
-            )
+            response = await _call(handler, request)
     response.headers["X-Request-ID"] = request_id
     if headers:
         response.headers.update(headers)
