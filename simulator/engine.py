@@ -152,10 +152,6 @@ def _opposite(side: str) -> str:
     return "sell" if side == "buy" else "buy"
 
 
-def _signed(side: str, qty: Decimal) -> Decimal:
-    return qty if side == "buy" else -qty
-
-
 class SimBroker:
     """The simulated Alpaca account and its matching engine (see the module docstring)."""
 

@@ -13,7 +13,7 @@ simple order is created, as Alpaca does (alpaca-py #289).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -269,7 +269,7 @@ class SimOrder:
     # The first minute bar this order may execute on (never a bar that began before it existed).
     eligible_from: datetime
     # The session date this order belongs to; day orders expire at its close (post end if extended).
-    session: Any
+    session: date
     expires_at: datetime | None = None
     submitted_at: datetime | None = None
     updated_at: datetime | None = None

@@ -216,3 +216,33 @@ def test_partial_take_profit_fill_shrinks_the_stop() -> None:
     assert stop_now["status"] == "filled" and stop_now["filled_qty"] == "60"
     assert broker.get_order(take_profit["id"])["status"] == "canceled"
     assert broker.list_positions() == []
+
+
+def test_replace_that_needs_held_shares_is_refused() -> None:
+    broker, _, _ = make_broker(at(10))
+    broker.submit_order(order_body("AAPL", 10, "buy"))
+    target = broker.submit_order(order_body("AAPL", 5, "sell", "limit", tif="gtc", limit_price=110))
+    broker.submit_order(order_body("AAPL", 5, "sell", "stop", tif="gtc", stop_price=90))
+    with pytest.raises(SimApiError) as refused:
+        broker.replace_order(target["id"], {"qty": 8})
+    assert refused.value.status == 403
+    assert refused.value.body["message"] == "insufficient qty available for order (requested: 8, available: 5)"
+    assert broker.get_order(target["id"])["status"] == "new"
+    assert broker.replace_order(target["id"], {"qty": 5, "limit_price": 111})["limit_price"] == "111"
+
+
+def test_exit_classes_need_a_position_and_entry_classes_must_open() -> None:
+    broker, _, _ = make_broker(at(10))
+    with pytest.raises(SimApiError) as flat_oco:
+        broker.submit_order(order_body("AAPL", 5, "sell", "limit", order_class="oco",
+                                       take_profit={"limit_price": 104}, stop_loss={"stop_price": 96}))
+    assert flat_oco.value.status == 422
+    broker.submit_order(order_body("AAPL", 5, "buy"))
+    with pytest.raises(SimApiError) as too_big:
+        broker.submit_order(order_body("AAPL", 6, "sell", "limit", order_class="oco",
+                                       take_profit={"limit_price": 104}, stop_loss={"stop_price": 96}))
+    assert too_big.value.status == 403 and too_big.value.body["available"] == "5"
+    with pytest.raises(SimApiError) as exit_bracket:
+        broker.submit_order(order_body("AAPL", 5, "sell", "limit", limit_price=100, order_class="bracket",
+                                       take_profit={"limit_price": 95}, stop_loss={"stop_price": 105}))
+    assert exit_bracket.value.body["message"] == "bracket orders must be entry orders"
