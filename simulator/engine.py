@@ -153,7 +153,14 @@ def _opposite(side: str) -> str:
 
 
 class SimBroker:
-    """The simulated Alpaca account and its matching engine (see the module docstring)."""
+    """The simulated Alpaca account and its matching engine (see the module docstring).
+
+    ``cash``: starting cash. ``slippage_bps``: extra cost of market executions.
+    ``partial_fills``/``volume_participation``: volume-limited fills. ``margin_multiplier``:
+    1, 2 or 4 (``max_margin_multiplier``). ``pdt_rule``: ``auto`` (legacy PDT rule before
+    2026-06-04, intraday margin from then), ``legacy`` or ``off``. ``seed`` makes every id
+    deterministic. ``max_events``: size of the :attr:`events` buffer.
+    """
 
     def __init__(
         self,

@@ -247,6 +247,15 @@ def test_advancing_without_open_orders_reads_no_bars_and_is_idempotent() -> None
     assert broker.state()["processed_until"] == cursor_state
 
 
+def test_minutes_are_scanned_only_for_symbols_with_working_orders() -> None:
+    broker, market, clock = make_broker(at(10))
+    broker.submit_order(order_body("AAPL", 1, "buy", "limit", limit_price=90))
+    go(clock, at(10, 30))
+    broker.advance_to(clock.now())
+    assert market.bar_requests_by_symbol["AAPL"] == 30
+    assert market.bar_requests_by_symbol["SPY"] == 0
+
+
 def test_events_are_bounded_but_counted() -> None:
     broker, _, _ = make_broker(at(10), max_events=3)
     for _ in range(3):

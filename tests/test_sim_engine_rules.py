@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from structlog.testing import capture_logs
 
 from simulator.daytrades import DayTradeBook, regime_for
 from simulator.errors import SimApiError
@@ -176,6 +177,8 @@ def test_intraday_margin_checks_buying_power_again_when_an_opening_order_execute
     market.bar("SPY", et(2026, 7, 6, 10, 0), 500, 4000, 500, 4000)
     market.bar("AAPL", et(2026, 7, 6, 10, 1), 110, 111, 109, 110.5)
     go(clock, et(2026, 7, 6, 10, 2))
-    rejected = broker.get_order(stop["id"])
+    with capture_logs() as logs:
+        rejected = broker.get_order(stop["id"])
+    assert [entry["event"] for entry in logs if entry["log_level"] == "info"] == ["sim_order_rejected_at_fill"]
     assert rejected["status"] == "rejected" and rejected["filled_qty"] == "0"
     assert "rejected" in [e["event"] for e in broker.events if e["order"]["id"] == stop["id"]]

@@ -37,6 +37,7 @@ class ScriptedMarket:
         self._bars: dict[str, dict[datetime, MinuteBar]] = {s: {} for s in prices}
         self._starts: dict[str, list[datetime]] = {s: [] for s in prices}
         self.bar_requests = 0
+        self.bar_requests_by_symbol: dict[str, int] = {s: 0 for s in prices}
 
     def bar(self, symbol: str, minute: datetime, o: float, h: float, low: float, c: float, v: int = 100_000) -> None:
         start = minute.astimezone(UTC).replace(second=0, microsecond=0)
@@ -51,6 +52,7 @@ class ScriptedMarket:
 
     def bar_at(self, symbol: str, minute_start: datetime) -> MinuteBar | None:
         self.bar_requests += 1
+        self.bar_requests_by_symbol[symbol] = self.bar_requests_by_symbol.get(symbol, 0) + 1
         return self._bars.get(symbol, {}).get(minute_start.astimezone(UTC).replace(second=0, microsecond=0))
 
     def price_at(self, symbol: str, t: datetime) -> float | None:
