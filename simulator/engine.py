@@ -1047,13 +1047,18 @@ class SimBroker:
             if cost > available:
                 raise insufficient_buying_power(buying_power=max(available, ZERO), cost_basis=cost)
 
+        session, expires_at = old.session, old.expires_at
+        if tif != old.time_in_force:
+            # A new time in force starts from today's session (a GTC turned DAY ends today).
+            day = self.sessions.trading_session_for(now, extended=old.extended_hours)
+            session = day.date
+            expires_at = (day.post_end if old.extended_hours else day.close) if tif == "day" else None
         new = self._new_order(
             symbol=old.symbol, side=old.side, kind=old.type, tif=tif, qty=qty, notional=None,
             limit_price=limit_price, stop_price=stop_price, trail_price=trail_price, trail_percent=trail_percent,
             extended=old.extended_hours, order_class=old.order_class, intent=old.position_intent or "",
-            status="held" if old.status == "held" else "new", now=now, session=old.session,
-            expires_at=old.expires_at if tif == old.time_in_force else self._expiry_for(tif, old, now),
-            client_order_id=cid, parent_id=old.parent_id,
+            status="held" if old.status == "held" else "new", now=now, session=session,
+            expires_at=expires_at, client_order_id=cid, parent_id=old.parent_id,
         )
         new.replaces = old.id
         new.leg_ids = list(old.leg_ids)
@@ -1075,12 +1080,6 @@ class SimBroker:
             self._emit("new", new, now)
             self._execute_now(new, now)
         return self._order_json(new, nested=True)
-
-    def _expiry_for(self, tif: str, old: SimOrder, now: datetime) -> datetime | None:
-        if tif != "day":
-            return None
-        session = self.sessions.trading_session_for(now, extended=old.extended_hours)
-        return session.post_end if old.extended_hours else session.close
 
     @staticmethod
     def _replaced_price(values: dict[str, Any], key: str, current: Decimal | None, applies: bool) -> Decimal | None:

@@ -212,6 +212,18 @@ def test_replace_refuses_filled_and_accepted_orders_and_sub_penny_prices() -> No
     assert unknown.value.status == 404
 
 
+def test_gtc_replaced_as_day_after_the_close_expires_at_the_next_close() -> None:
+    broker, _, clock = make_broker(at(10))
+    order = broker.submit_order(order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
+    go(clock, at(17, 0))
+    day = broker.replace_order(order["id"], {"time_in_force": "day"})
+    assert day["expires_at"] == "2025-03-04T21:00:00.000000Z"
+    go(clock, at(21, 0))
+    assert broker.get_order(day["id"])["status"] == "new"
+    go(clock, at(16, 0, (2025, 3, 4)))
+    assert broker.get_order(day["id"])["status"] == "expired"
+
+
 def test_replace_that_makes_a_limit_marketable_fills_it() -> None:
     broker, _, _ = make_broker(at(10))
     order = broker.submit_order(order_body("AAPL", 2, "buy", "limit", limit_price=95))
