@@ -30,11 +30,11 @@ from typing import Sequence
 import structlog
 
 from simulator import control_cli
-from simulator.control_cli import OneLineArgumentParser
-from simulator.clock import parse_start
-from simulator.core import SimulatorCore
+from simulator.control_cli import OneLineArgumentParser, is_loopback
 from simulator.faults import FaultConfig
-from simulator.server import is_loopback, start_server
+
+# The core and the server (numpy, pandas, exchange_calendars, aiohttp) are imported only
+# when serving, so control commands and argument errors answer at once.
 
 DEFAULT_PORT = 8765
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
@@ -93,6 +93,8 @@ def _faults(text: str) -> FaultConfig:
 
 
 def _start(text: str) -> str:
+    from simulator.clock import parse_start
+
     try:
         parse_start(text)
     except ValueError as exc:
@@ -166,6 +168,9 @@ def _configure_logging() -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     """Build the core, serve it until SIGINT/SIGTERM; returns the exit status."""
+    from simulator.core import SimulatorCore
+    from simulator.server import start_server
+
     try:
         core = SimulatorCore.create(
             data_dir=args.data,

@@ -16,6 +16,7 @@ could not be reached (one line on stderr), 2 bad arguments (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 import urllib.error
@@ -24,6 +25,16 @@ from typing import Any, NoReturn, Sequence
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 COMMANDS = ("state", "shock", "gap", "advance", "speed", "faults")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names the local machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -28,7 +28,6 @@ rate limiting and faults.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import math
 import time
@@ -40,11 +39,14 @@ from typing import Any, Awaitable, Callable, Mapping
 import structlog
 from aiohttp import web
 
+from simulator.control_cli import is_loopback
 from simulator.core import SimulatorCore
 from simulator.errors import SimApiError
 from simulator.faults import FaultConfig, FaultInjector
 
 log = structlog.get_logger(__name__)
+
+__all__ = ["RateLimiter", "RunningServer", "create_app", "is_loopback", "json_response", "start_server"]
 
 CONTROL_PREFIX = "/_sim/"
 DATA_PREFIXES = ("/v2/stocks", "/v1beta1/")
@@ -121,6 +123,18 @@ class RateLimiter:
     def __post_init__(self) -> None:
         if self.limit < 1:
             raise ValueError(f"rate limit {self.limit!r}: must be at least 1 request per minute")
+
+    def peek(self, bucket: tuple[str, str]) -> dict[str, str]:
+        """The X-RateLimit-* headers for ``bucket`` without counting a request."""
+        now = self.monotonic()
+        hits = self._hits.get(bucket) or deque()
+        live = [t for t in hits if t > now - self.window_s]
+        wait = max(0.0, live[0] + self.window_s - now) if live else 0.0
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(max(0, self.limit - len(live))),
+            "X-RateLimit-Reset": str(math.ceil(self.wall() + wait)),
+        }
 
     def hit(self, bucket: tuple[str, str]) -> tuple[bool, dict[str, str]]:
         """Record one request; returns (allowed, X-RateLimit-* headers, plus Retry-After
@@ -268,13 +282,17 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
 
     is_data = path.startswith(DATA_PREFIXES)
     headers: Mapping[str, str] = {}
+    limiter = state.limiter
+    bucket = (request.headers.get("APCA-API-KEY-ID", ""), "data" if is_data else "trading")
     if not _authorized(state, request):
+        # Refused requests do not count against the key's window (someone else may hold it).
         response = json_response(_DATA_UNAUTHORIZED if is_data else _UNAUTHORIZED, 401)
+        if limiter is not None:
+            headers = limiter.peek(bucket)
     else:
         allowed = True
-        if state.limiter is not None:
-            bucket = (request.headers.get("APCA-API-KEY-ID", ""), "data" if is_data else "trading")
-            allowed, headers = state.limiter.hit(bucket)
+        if limiter is not None:
+            allowed, headers = limiter.hit(bucket)
         if not allowed:
             response = json_response(_RATE_LIMITED, 429)
         elif state.faults.active:
@@ -600,16 +618,6 @@ class RunningServer:
         """Stop listening, release held requests, close connections."""
         await self._runner.cleanup()
         log.info("sim_server_stopped", base_url=self.base_url)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names the local machine only (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def start_server(

@@ -180,9 +180,10 @@ async def test_every_response_carries_a_request_id(sim_factory: Callable[..., An
 
 
 async def test_auth_required_when_keys_configured(sim_factory: Callable[..., Any]) -> None:
-    sim = await sim_factory(key=KEY, secret=SECRET)
-    status, body, _ = await sim.call("GET", "/v2/account")
+    sim = await sim_factory(key=KEY, secret=SECRET, rate_limit_per_minute=200)
+    status, body, response = await sim.call("GET", "/v2/account")
     assert status == 401 and body == {"code": 40110000, "message": "request is not authorized"}
+    assert response.headers["X-RateLimit-Remaining"] == "200"  # sent, but a refusal is not counted
     wrong = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": "nope"}
     status, body, _ = await sim.call("GET", "/v2/account", headers=wrong)
     assert status == 401
