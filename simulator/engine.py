@@ -118,7 +118,6 @@ ZERO = Decimal(0)
 ONE_MINUTE = timedelta(minutes=1)
 MARKET_COLLAR = Decimal("1.03")
 QTY_PLACES = Decimal("1e-9")
-RATIO_PLACES = Decimal("1e-10")
 PRICE_GAP = Decimal("0.01")
 DEFAULT_EVENT_BUFFER = 10_000
 ORDER_LIST_DEFAULT = 50

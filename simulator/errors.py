@@ -60,11 +60,6 @@ def not_found(message: str) -> SimApiError:
     return SimApiError(404, {"code": CODE_NOT_FOUND, "message": message})
 
 
-def bad_request(message: str) -> SimApiError:
-    """400: a malformed query parameter or JSON body."""
-    return SimApiError(400, {"code": 40010000, "message": message})
-
-
 def insufficient_qty(
     *, symbol: str, requested: Decimal, available: Decimal, existing: Decimal, held: Decimal
 ) -> SimApiError:

@@ -9,7 +9,7 @@ timestamps are RFC 3339 UTC with ``Z`` and microseconds. Every parse error raise
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -17,7 +17,6 @@ from clock import EXCHANGE_TZ
 from simulator.errors import SimApiError, validation_error
 
 UTC = timezone.utc
-CENT = Decimal("0.01")
 MONEY_PLACES = Decimal("0.01")
 MAX_QTY_PLACES = 9
 
@@ -159,7 +158,3 @@ def parse_date(value: Any, field: str) -> date:
 
 def bad_time(field: str, value: Any) -> SimApiError:
     return validation_error(f"invalid {field}: {value!r} is not an RFC 3339 timestamp or date")
-
-
-def minutes(n: int) -> timedelta:
-    return timedelta(minutes=n)
