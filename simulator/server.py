@@ -340,9 +340,7 @@ def _trading_routes() -> list[tuple[str, str, Handler]]:
         return core.broker.clock_json()
 
     async def calendar(core: SimulatorCore, r: web.Request) -> Payload:
-        # Looked up on the class: SimBroker keeps its TradingCalendar in an instance
-        # attribute of the same name, which shadows the route method on the instance.
-        return type(core.broker).calendar(core.broker, _params(r))
+        return core.broker.calendar(_params(r))
 
     async def assets(core: SimulatorCore, r: web.Request) -> Payload:
         return core.broker.assets(_params(r))
