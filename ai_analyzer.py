@@ -459,12 +459,13 @@ class AIAnalyzer:
         model: ConfidenceModel | None = None,
         news_source: NewsSource | None = None,
         http_session: Any = None,
+        synthetic_market: bool = False,
     ) -> None:
         self._ai = settings.ai
         self._trading = settings.trading
         self._clock = clock
         self._news = news_source
-        self._model = model if model is not None else self._load_configured_model()
+        self._model = model if model is not None else self._configured_model(synthetic_market)
         self._advisor = (
             EndpointAdvisor(self._ai.model_endpoint, self._ai.model_timeout_seconds, http_session)
             if self._ai.model_endpoint
@@ -473,6 +474,26 @@ class AIAnalyzer:
         self._endpoint_logged_at: datetime | None = None
         self._sequence: dict[tuple[str, str, str], int] = {}
         self._register_endpoint_secret()
+
+    def _configured_model(self, synthetic_market: bool) -> ConfidenceModel | None:
+        """The model ``ai.use_model`` asks for.
+
+        ``auto`` uses the trained model except on the simulator's synthetic market: a model
+        calibrated on real history says nothing calibrated about a made-up market, so there
+        the analyzer scores transparently (and says so once). ``always``/``never`` force it.
+        """
+        choice = getattr(self._ai, "use_model", "auto")
+        if choice == "never" or (choice == "auto" and synthetic_market):
+            if not _warned_model_paths.__contains__("__not_applicable__"):
+                _warned_model_paths.add("__not_applicable__")
+                log.info(
+                    "ai_model_not_applicable",
+                    reason="ai.use_model=never" if choice == "never" else
+                    "the synthetic simulator market is not the history the model was calibrated on",
+                    scoring="transparent (uncalibrated); threshold ai.min_confidence",
+                )
+            return None
+        return self._load_configured_model()
 
     @staticmethod
     def detect_regime(benchmark: BarSeries) -> Regime:

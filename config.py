@@ -314,6 +314,9 @@ class AiSettings(Section):
     sentiment_weight: Probability = 0.3
     confidence_decay_hours: Positive = 4.0
     model_path: str = "models/confidence_model.json"
+    # auto: the trained model everywhere except the simulator's synthetic market (it was
+    # calibrated on real history, not on a made-up market); always / never force it.
+    use_model: Literal["auto", "always", "never"] = "auto"
     model_endpoint: str | None = None
     model_timeout_seconds: Positive = 3.0
     use_news_sentiment: bool = True

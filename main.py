@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
@@ -288,10 +289,8 @@ def queue_operator_command(settings: Any, kind: str, reason: str) -> int:
     journal = Journal(settings.storage.state_db)
     try:
         now = datetime.now(timezone.utc)
-        commands = journal.get_state("operator_commands") or {"pending": []}
-        commands.setdefault("pending", []).append({"kind": kind, "reason": reason, "at": now.isoformat()})
-        journal.set_state("operator_commands", commands)
-        journal.log_event(f"{kind}_requested", {"reason": reason}, now)
+        command = {"id": uuid.uuid4().hex, "kind": kind, "reason": reason, "at": now.isoformat()}
+        journal.log_event("operator_command", command, now)
     finally:
         journal.close()
     print(f"{kind} queued: the daemon applies it within one cycle (reason: {reason})")

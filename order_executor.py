@@ -548,7 +548,11 @@ class OrderExecutor:
         else:
             request = OrderRequest.simple(position.symbol, qty, side, type="market",
                                           time_in_force="day", client_order_id=cid)
+        if self._journal is not None:  # journaled before it is sent, like every order
+            self._journal.record_order_submission(cid, None, position.symbol, side, qty, request.type,
+                                                  "simple", request.to_payload(), self._clock.now())
         order = await self._broker.submit_order(request)
+        self._journal_update(cid, status=order.status, broker_order_id=order.id)
         log.info("order_submitted", client_order_id=cid, broker_order_id=order.id, symbol=position.symbol,
                  side=side, qty=str(qty), type=request.type, emergency=True, status=order.status)
         return order

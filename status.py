@@ -22,7 +22,9 @@ async def render_status(settings: Any) -> str:
     try:
         last = journal.get_last_cycle() or {}
         safety = journal.get_state("safety") or {}
-        commands = (journal.get_state("operator_commands") or {}).get("pending", [])
+        applied = set((journal.get_state("operator_commands_applied") or {}).get("ids", []))
+        commands = [e["payload"] for e in journal.events(kind="operator_command")
+                    if e["payload"].get("id") not in applied]
         pdt = journal.get_state("pdt_status") or {}
     finally:
         journal.close()

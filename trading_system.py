@@ -182,7 +182,8 @@ class TradingSystem:
             take_profit=settings.trading.take_profit, journal=journal,
         )
         self.strategies = strategy_registry.load_enabled(settings)
-        self.analyzer = analyzer or AIAnalyzer(settings, clock)
+        self.analyzer = analyzer or AIAnalyzer(
+            settings, clock, synthetic_market=settings.mode == "sim" and not settings.sim.data_dir)
         ledger_state = journal.get_state("ledger")
         self.ledger = TradeLedger.from_dict(ledger_state) if ledger_state else TradeLedger()
         self.summary = RunSummary(state=self.safety.state.value)
@@ -251,6 +252,7 @@ class TradingSystem:
             return
         self.summary.start_equity = snapshot.account.equity
         await self.reconcile(snapshot)
+        self._peak_equity = snapshot.account.equity
         unprotected = await self.executor.protect_positions(
             snapshot.positions, snapshot.open_orders, startup=True)
         if unprotected:
@@ -273,14 +275,26 @@ class TradingSystem:
         except TemporaryError as exc:
             log.warning("reconciliation_deferred", error=str(exc))
             fills = []
-        report = self.journal.reconcile(snapshot.open_orders, snapshot.positions, fills, at=self.clock.now())
+        # Fills first, through the ledger (the journal dedups them by execution id), then
+        # the journal's own reconciliation of orders and positions against the broker.
+        for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
+            self._apply_fill(activity)
+        recent = list(snapshot.open_orders)
+        submissions = self.journal.open_submissions()
+        if submissions:
+            oldest = min(datetime.fromisoformat(str(o["submitted_at"])) for o in submissions
+                         if o.get("submitted_at")) if any(o.get("submitted_at") for o in submissions) else None
+            try:
+                recent += await self.broker.list_orders(status="all", nested=True, limit=500, after=oldest)
+            except TemporaryError as exc:
+                log.warning("reconciliation_orders_unavailable", error=str(exc))
+        report = self.journal.reconcile(recent, snapshot.positions, fills, at=self.clock.now())
         data = report.to_dict()
         log.info("reconciliation", **data)
-        for activity in fills:
-            self._apply_fill(activity)
-        if getattr(report, "discrepancies", None):
+        if report.has_discrepancies:
             await self.alerter.send(AlertLevel.WARNING, "Reconciliation found discrepancies",
-                                    str(report.discrepancies), key="reconciliation", fields=data)
+                                    "; ".join(str(d) for d in report.discrepancies), key="reconciliation",
+                                    fields=data)
 
     async def run_cycle(self, status: MarketStatus) -> None:
         """One iteration of the loop (market open or extended hours)."""
@@ -392,7 +406,8 @@ class TradingSystem:
         side = activity.side or ""
         symbol = activity.symbol or ""
         qty, price = activity.qty or ZERO, activity.price or ZERO
-        new = self.journal.record_fill(execution_id, None, activity.order_id, symbol, side, qty, price, at)
+        new = self.journal.record_fill(execution_id, None, activity.order_id, symbol, side, qty, price, at,
+                                       cum_qty=activity.cum_qty)
         if self._last_fill_at is None or at > self._last_fill_at:
             self._last_fill_at = at
             self.journal.set_state("fills_cursor", {"after": at.isoformat()})
@@ -438,14 +453,18 @@ class TradingSystem:
     # -- step 3 -----------------------------------------------------------------------------
 
     async def apply_operator_commands(self) -> None:
-        """``python main.py halt`` / ``rearm`` queue commands in the journal; apply them here."""
-        commands = self.journal.get_state("operator_commands") or {}
-        pending = commands.get("pending", [])
+        """``python main.py halt`` / ``rearm`` append ``operator_command`` events to the journal
+        (append-only, so the CLI and the daemon never overwrite each other); apply new ones."""
+        applied_state = self.journal.get_state("operator_commands_applied") or {}
+        applied = set(applied_state.get("ids", []))
+        pending = [e["payload"] for e in self.journal.events(kind="operator_command")
+                   if e["payload"].get("id") not in applied]
         if not pending:
             return
         now = self.clock.now()
         for command in pending:
             kind, reason = command.get("kind"), command.get("reason", "")
+            applied.add(command.get("id"))
             if kind == "halt":
                 transitions = self.safety.halt(reason, now)
             elif kind == "rearm":
@@ -454,10 +473,11 @@ class TradingSystem:
             else:
                 log.warning("operator_command_unknown", command=command)
                 continue
-            self.journal.log_event(kind, {"reason": reason, "requested_at": command.get("at")}, now)
+            self.journal.log_event(f"{kind}_applied", {"reason": reason, "id": command.get("id"),
+                                                      "requested_at": command.get("at")}, now)
+            self.journal.set_state("operator_commands_applied", {"ids": sorted(i for i in applied if i)})
+            self._persist_safety()
             await self._announce(transitions)
-        self.journal.set_state("operator_commands", {"pending": []})
-        self._persist_safety()
 
     async def enforce_safety(self, snapshot: AccountSnapshot, status: MarketStatus) -> AccountSnapshot:
         """Breaker, drawdown, emergency exits and protection, every cycle, before anything else."""

@@ -10,8 +10,10 @@ Model, in two layers:
    (a quarter of the variance, plus rare earnings-like jumps for single stocks) and an
    intraday part. Log prices mean-revert slowly (half-life one year) towards a realistic
    level per symbol (SPY about 590, QQQ 510, AAPL 230, MSFT 420, NVDA 135, TSLA 350;
-   unknown symbols get a level, beta and volatility from a hash of their name). Daily volume
-   rises in the volatile regime and on big moves. The overnight move is shared: 30 % of it
+   unknown symbols get a level, beta and volatility from a hash of their name). Catalyst
+   days (one session in 12 for a stock, 1 in 40 for an ETF) add a 2-5 % trend to the
+   session on heavy volume, as news days do. Daily volume rises in the volatile regime and
+   on big moves. The overnight move is shared: 30 % of it
    happens in the previous evening's after-hours, the rest in the pre-market.
 2. **Minute bars** of one session, seeded by (seed, symbol, session) only, so any date can
    be produced in any order with the same result: Brownian bridges on log price from
@@ -45,6 +47,8 @@ MEAN_REVERSION_PER_DAY = math.log(2.0) / TRADING_DAYS_PER_YEAR  # half-life: one
 OVERNIGHT_VARIANCE_SHARE = 0.25
 AFTER_HOURS_SHARE_OF_OVERNIGHT = 0.30
 SKELETON_CACHE_SYMBOLS = 64
+CATALYST_PROB_STOCK = 1.0 / 12.0
+CATALYST_PROB_ETF = 1.0 / 40.0
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,11 @@ class SyntheticSource:
         intraday = p.beta * market.intraday + idio * math.sqrt(
             1 - OVERNIGHT_VARIANCE_SHARE
         ) * rng.standard_normal(n)
+        # Catalyst days (news, analyst calls, sector rotation): a trend day of 2-5 % on heavy
+        # volume, about one session in 12 for a single stock and one in 40 for an ETF.
+        catalyst = rng.random(n) < (CATALYST_PROB_ETF if p.etf else CATALYST_PROB_STOCK)
+        catalyst_move = np.where(rng.random(n) < 0.55, 1.0, -1.0) * rng.uniform(0.02, 0.05, n)
+        intraday = intraday + catalyst * catalyst_move * (0.5 if p.etf else 1.0)
         mean = math.log(p.level)
         log_open = np.empty(n)
         log_close = np.empty(n)
@@ -242,7 +251,8 @@ class SyntheticSource:
             p.adv
             * np.where(market.volatile, 1.6, 1.0)
             * np.exp(0.25 * rng.standard_normal(n) - 0.03)
-            * (1.0 + 12.0 * move)
+            * (1.0 + 20.0 * move)
+            * np.where(catalyst, 1.8, 1.0)
         )
         intraday_sigma = np.sqrt(
             (p.beta * market.sigma) ** 2 * (1 - OVERNIGHT_VARIANCE_SHARE)
