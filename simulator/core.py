@@ -9,8 +9,9 @@ Default start time (``start=None``):
 * synthetic market: 09:00 America/New_York (pre-market, half an hour before the open) of the
   most recent session on or before today's date in New York, so at the default speed (60)
   the market opens about 30 wall seconds after start-up;
-* CSV replay: 09:00 ET of the 251st session of the data (or of its last session when it has
-  fewer), so at least 250 daily bars of history exist before the start for warm-up.
+* CSV replay: 09:00 ET of the 251st session counted from the first session in which every
+  chosen symbol has data (or the last session when the data is shorter), so at least 250
+  daily bars of every symbol exist before the start for warm-up.
 
 ``start`` as a string follows ``--start``: a date alone is that day's pre-market (04:00 ET),
 an ISO-8601 datetime without an offset is read as New York time.
@@ -48,12 +49,28 @@ def default_start(market: Market, calendar: TradingCalendar, *, csv: bool, today
         sessions = market.trading_days(FIRST_DATE, LAST_DATE)
         if not sessions:
             raise ValueError("the market data holds no trading session to start from")
-        session = sessions[min(CSV_WARMUP_SESSIONS, len(sessions) - 1)]
+        first = max(_first_session_with_data(market, symbol, sessions) for symbol in market.symbols)
+        session = sessions[min(first + CSV_WARMUP_SESSIONS, len(sessions) - 1)]
     else:
         if today is None:
             today = datetime.now(UTC).astimezone(EXCHANGE_TZ).date()  # wall date: where to start only
         session = calendar.session_on_or_before(min(today, LAST_DATE))
     return datetime.combine(session, DEFAULT_START_TIME, EXCHANGE_TZ).astimezone(UTC)
+
+
+def _first_session_with_data(market: Market, symbol: str, sessions: list[date]) -> int:
+    """Index in ``sessions`` of the first one where ``symbol`` has a bar (binary search:
+    a symbol's history is taken to run without long holes from its first session on)."""
+    lo, hi = 0, len(sessions) - 1
+    if market.daily_bar(symbol, sessions[hi]) is None:
+        return 0
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if market.daily_bar(symbol, sessions[mid]) is None:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def _start_instant(start: datetime | str | None) -> datetime | None:

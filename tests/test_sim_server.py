@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,13 @@ import aiohttp
 import pytest
 import structlog
 
-from simulator.core import SimulatorCore
+from clock import EXCHANGE_TZ
+from simulator.core import SimulatorCore, default_start
 from simulator.faults import FaultConfig
 from simulator.server import RateLimiter, RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
 # A Tuesday at 10:00 New York: regular hours, the clock at "max" (moves only when told).
 START = "2025-03-04T10:00:00-05:00"
 KEY, SECRET = "test-key", "test-secret"
@@ -87,6 +89,43 @@ async def sim_factory() -> AsyncIterator[Callable[..., Any]]:
 @pytest.fixture
 async def sim(sim_factory: Callable[..., Any]) -> Sim:
     return await sim_factory()
+
+
+# -- the core's defaults -----------------------------------------------------------------
+
+
+def test_synthetic_default_start_is_the_latest_session_pre_market() -> None:
+    core = make_core()
+    saturday = date(2025, 3, 8)
+    start = default_start(core.market, core.calendar, csv=False, today=saturday)
+    assert start.astimezone(EXCHANGE_TZ) == datetime(2025, 3, 7, 9, 0, tzinfo=EXCHANGE_TZ)
+    assert core.calendar.session_phase(start) == "pre"
+
+
+def test_csv_default_start_leaves_250_daily_bars_of_every_symbol_for_warm_up() -> None:
+    core = SimulatorCore.create(data_dir=SHARED_DATA, symbols=["SPY", "QQQ"], speed=None)
+    now = core.clock.now()
+    assert core.calendar.session_phase(now) == "pre"
+    day = now.astimezone(EXCHANGE_TZ).date()
+    for symbol in ("SPY", "QQQ"):
+        history = core.market.daily_bars(symbol, day - timedelta(days=400), day - timedelta(days=1))
+        assert len(history) >= 250, symbol
+
+
+def test_core_runs_without_http_and_counts_state() -> None:
+    core = make_core()
+    order = core.broker.submit_order(
+        {"symbol": "SPY", "qty": "2", "side": "buy", "type": "market", "time_in_force": "day"})
+    core.advance(1)
+    assert core.broker.get_order(order["id"])["status"] == "filled"
+    before = core.market.price_at("SPY", core.clock.now())
+    result = core.shock(["SPY"], -10)
+    assert result["prices"]["SPY"] == pytest.approx(before * 0.9, rel=0.01)
+    state = core.state()
+    assert state["speed"] == "max" and state["phase"] == "regular"
+    assert state["faults"]["reset"] == 0
+    with pytest.raises(ValueError, match="NOPE"):
+        core.shock(["NOPE"], 5)
 
 
 # -- routes and status codes -------------------------------------------------------------
