@@ -24,6 +24,7 @@ import logging
 import re
 import signal
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Sequence
 
@@ -75,12 +76,12 @@ def _port(text: str) -> int:
     return value
 
 
-def _cash(text: str) -> float:
+def _cash(text: str) -> Decimal:
     try:
-        value = float(text)
-    except ValueError:
+        value = Decimal(text)
+    except ArithmeticError:
         raise argparse.ArgumentTypeError(f"--cash must be a positive amount, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
+    if not value.is_finite() or value <= 0:
         raise argparse.ArgumentTypeError(f"--cash must be a positive amount, got {text!r}")
     return value
 
@@ -126,7 +127,7 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--speed", type=_speed, default=60.0, help="simulated seconds per wall second, or 'max' (default 60)")
     parser.add_argument("--seed", type=int, default=42, help="market and fault RNG seed (default 42)")
     parser.add_argument("--start", type=_start, help="simulated start, ISO-8601 or YYYY-MM-DD (that day's pre-market)")
-    parser.add_argument("--cash", type=_cash, default=100000.0, help="starting cash (default 100000)")
+    parser.add_argument("--cash", type=_cash, default=Decimal("100000"), help="starting cash (default 100000)")
     parser.add_argument("--faults", type=_faults, help='e.g. "error_rate=0.05,latency_ms=50-400,reset=0.01"')
     parser.add_argument("--key", help="require this APCA-API-KEY-ID (with --secret)")
     parser.add_argument("--secret", help="require this APCA-API-SECRET-KEY (with --key)")

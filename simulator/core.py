@@ -20,6 +20,7 @@ an ISO-8601 datetime without an offset is read as New York time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ class SimulatorCore:
     data: MarketDataApi
     seed: int = 42
     faults: FaultInjector = field(default_factory=FaultInjector)
-    _synced_to: datetime | None = None
+    _synced_to: datetime | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def create(
@@ -109,7 +110,7 @@ class SimulatorCore:
         seed: int = 42,
         start: datetime | str | None = None,
         speed: float | None = 60.0,
-        cash: float | int | str = 100000,
+        cash: Decimal | float | int | str = 100000,
         partial_fills: bool = False,
         slippage_bps: float = 1.0,
         faults: FaultConfig | str | None = None,

@@ -537,11 +537,12 @@ def _run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture
-def cli_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
+def cli_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    log_file = (tmp_path / "simulator.log").open("w")  # a file, so logs never fill a pipe
     process = subprocess.Popen(
         [sys.executable, "-m", "simulator", "--port", "0", "--speed", "max", "--symbols", "SPY,QQQ",
-         "--start", START, "--no-rate-limit"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--start", START, "--no-rate-limit", "--cash", "25000"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=log_file, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
@@ -553,13 +554,17 @@ def cli_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+        log_file.close()
 
 
 def test_cli_serves_prints_url_and_stops_on_sigterm(cli_server: tuple[subprocess.Popen[str], str]) -> None:
     process, url = cli_server
     state = _run_cli("state", "--url", url)
     assert state.returncode == 0, state.stderr
-    assert json.loads(state.stdout)["market"]["symbols"] == ["SPY", "QQQ"]
+    first = json.loads(state.stdout)
+    assert first["market"]["symbols"] == ["SPY", "QQQ"]
+    assert first["broker"]["cash"] == "25000"
+    assert first["now"] == "2025-03-04T15:00:00+00:00"
     shock = _run_cli("shock", "--url", url, "SPY", "-6")
     assert shock.returncode == 0, shock.stderr
     assert _run_cli("gap", "--url", url, "*", "3").returncode == 0
