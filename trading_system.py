@@ -50,6 +50,7 @@ from order_executor import OrderExecutor, protected_quantity
 from pdt_manager import AccountView, OrderCheck, PDTManager
 from protections import ClosedTrade as ProtectionTrade
 from protections import ProtectionManager
+from sentiment import NewsSentiment
 from risk_manager import PendingEntry, PortfolioState, PositionView, RiskManager
 from trade_ledger import FillRecord, TradeLedger
 from trading_calendar import TradingCalendar
@@ -182,8 +183,10 @@ class TradingSystem:
             take_profit=settings.trading.take_profit, journal=journal,
         )
         self.strategies = strategy_registry.load_enabled(settings)
+        news = NewsSentiment(broker, clock=clock) if settings.ai.use_news_sentiment else None
         self.analyzer = analyzer or AIAnalyzer(
-            settings, clock, synthetic_market=settings.mode == "sim" and not settings.sim.data_dir)
+            settings, clock, news_source=news,
+            synthetic_market=settings.mode == "sim" and not settings.sim.data_dir)
         ledger_state = journal.get_state("ledger")
         self.ledger = TradeLedger.from_dict(ledger_state) if ledger_state else TradeLedger()
         self.summary = RunSummary(state=self.safety.state.value)
@@ -199,6 +202,8 @@ class TradingSystem:
         self._opened_today: dict[str, date] = {}
         self._entered_this_session: set[str] = set()
         self._intent_seq = 0
+        self._defensive = False
+        self._last_equity: Decimal | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -364,6 +369,7 @@ class TradingSystem:
 
     def _portfolio(self, account: Account, positions: Sequence[Position], open_orders: Sequence[Order]) -> PortfolioState:
         equity = account.equity
+        self._last_equity = equity
         self._peak_equity = equity if self._peak_equity is None else max(self._peak_equity, equity)
         views: dict[str, PositionView] = {}
         for p in positions:
@@ -594,7 +600,7 @@ class TradingSystem:
         now = self.clock.now()
         benchmark = self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
         regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
-        defensive = self._defensive_active(status)
+        defensive = self._defensive_active(status, self._last_equity, benchmark)
         data: dict[str, MarketData] = {}
         for symbol in symbols:
             snap = snapshots.get(symbol)
@@ -614,14 +620,34 @@ class TradingSystem:
             )
         return data
 
-    def _defensive_active(self, status: MarketStatus) -> bool:
+    def _defensive_active(self, status: MarketStatus, equity: Decimal | None = None,
+                          benchmark: BarSeries | None = None) -> bool:
+        """Defensive mode: near the breaker, in drawdown, in high volatility or after a gap."""
+        d = self.settings.defensive
+        reasons: list[str] = []
         state = self.journal.get_state("defensive") or {}
         if state.get("active") and status.session and state.get("session") == status.session.isoformat():
-            return True
+            reasons.append(str(state.get("reason", "gap risk")))
         baseline = self.safety.session_start_equity
-        if baseline and self._peak_equity:
-            return False
-        return False
+        if equity is not None and baseline:
+            day_loss = float((baseline - equity) / baseline)
+            near = float(self.settings.risk.circuit_breaker_loss) * float(d.activation_breaker_fraction)
+            if day_loss >= near:
+                reasons.append(f"day loss {day_loss:.2%} is within reach of the breaker")
+        if equity is not None and self._peak_equity:
+            drawdown = float((self._peak_equity - equity) / self._peak_equity)
+            if drawdown >= float(d.drawdown_threshold):
+                reasons.append(f"drawdown {drawdown:.2%} from the peak")
+        if benchmark is not None and len(benchmark) >= 21:
+            closes = benchmark.close[-21:]
+            vol = float(np.std(np.diff(np.log(closes)), ddof=1))
+            if vol >= float(d.volatility_threshold):
+                reasons.append(f"benchmark daily volatility {vol:.2%}")
+        active = bool(reasons)
+        if active != self._defensive:
+            self._defensive = active
+            log.info("defensive_mode", active=active, reasons=reasons)
+        return active
 
     async def _load_history(self, symbols: list[str], status: MarketStatus) -> None:
         now = self.clock.now()
