@@ -17,7 +17,7 @@ Three jobs, each findable from the log events it emits:
   extended hours), retries with backoff on ``insufficient qty`` and broker errors, and
   verifies the position is flat. It never reports a success that did not happen. Events:
   ``position_unprotected``, ``position_protected``, ``emergency_liquidation``,
-  ``emergency_stop_failed``, ``position_closed``.
+  ``emergency_stop_failed``, ``position_flat`` (the trade itself is logged as ``position_closed`` by the loop when its fills arrive).
 """
 
 from __future__ import annotations
@@ -307,13 +307,16 @@ class OrderExecutor:
             self._journal_update(cid, status="in_flight")
             log.warning("order_in_flight", client_order_id=cid, symbol=request.symbol, error=str(exc))
             return ExecutionResult(cid, request.symbol, "in_flight", reason=str(exc))
-        self._apply(tracked, order)
         log.info(
             "order_submitted", client_order_id=cid, broker_order_id=order.id, symbol=order.symbol,
             side=order.side, qty=str(qty), type=order.type, order_class=order.order_class,
             status=order.status, stop_price=str(stop) if stop else None,
             target_price=str(target) if target else None, strategy=strategy,
         )
+        # A marketable order may come back already (partly) filled: report it now.
+        self._observe(tracked, order)
+        if order.is_terminal:
+            self.tracked.pop(cid, None)
         return ExecutionResult(cid, request.symbol, "submitted", order=order)
 
     def _journal_update(self, cid: str, **kw: Any) -> None:
@@ -474,9 +477,16 @@ class OrderExecutor:
 
     # -- emergency stop -------------------------------------------------------------------
 
-    async def emergency_exit(self, symbol: str, reason: str, *, phase: str = "regular") -> EmergencyStopReport:
-        """Flatten one position whatever holds its shares; a report of what really happened."""
+    async def emergency_exit(
+        self, symbol: str, reason: str, *, phase: str = "regular", kind: str = "emergency"
+    ) -> EmergencyStopReport:
+        """Flatten one position whatever holds its shares; a report of what really happened.
+
+        ``kind`` names the exit in client order ids and logs: ``emergency`` (risk exits,
+        liquidation) or ``exit`` (a strategy's ordinary exit, through the same verified path).
+        """
         report = EmergencyStopReport(symbol=symbol, reason=reason, started_at=self._clock.now())
+        report_kind = kind
         delay = self._emergency_backoff
         while report.attempts < self._emergency_max_attempts:
             report.attempts += 1
@@ -500,7 +510,8 @@ class OrderExecutor:
                     if position.qty_available is not None:
                         sellable = min(sellable, abs(position.qty_available))
                     if sellable > 0:
-                        order = await self._submit_exit(position, sellable, phase, report.attempts)
+                        order = await self._submit_exit(position, sellable, phase, report.attempts,
+                                                        kind=report_kind)
                         report.exit_orders.append(order.id)
                     report.step = EmergencyStep.VERIFYING
                     if await self._await_flat(symbol):
@@ -528,14 +539,15 @@ class OrderExecutor:
     def _finish_flat(self, report: EmergencyStopReport) -> EmergencyStopReport:
         report.step = EmergencyStep.FLAT
         report.finished_at = self._clock.now()
-        log.info("position_closed", symbol=report.symbol, reason=report.reason, emergency=True,
+        log.info("position_flat", symbol=report.symbol, reason=report.reason,
                  attempts=report.attempts, exit_orders=report.exit_orders)
         return report
 
-    async def _submit_exit(self, position: Position, qty: Decimal, phase: str, attempt: int) -> Order:
+    async def _submit_exit(self, position: Position, qty: Decimal, phase: str, attempt: int,
+                           *, kind: str = "emergency") -> Order:
         side = "sell" if position.qty > 0 else "buy"
         stamp = self._clock.now().strftime("%Y%m%d%H%M%S")
-        cid = client_order_id_for(f"emergency-{position.symbol}-{stamp}", attempt)
+        cid = client_order_id_for(f"{kind}-{position.symbol}-{stamp}", attempt)
         if phase in ("pre", "post"):
             # Extended hours take only limit orders: make it marketable through the spread.
             reference = position.current_price or position.avg_entry_price
@@ -554,7 +566,7 @@ class OrderExecutor:
         order = await self._broker.submit_order(request)
         self._journal_update(cid, status=order.status, broker_order_id=order.id)
         log.info("order_submitted", client_order_id=cid, broker_order_id=order.id, symbol=position.symbol,
-                 side=side, qty=str(qty), type=request.type, emergency=True, status=order.status)
+                 side=side, qty=str(qty), type=request.type, emergency=kind == "emergency", status=order.status)
         return order
 
     async def _cancel_symbol_orders(self, symbol: str) -> list[str]:

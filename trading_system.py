@@ -707,7 +707,7 @@ class TradingSystem:
                 log.info("exit_deferred", symbol=position.symbol, reason=decision.reason)
                 continue
             log.info("strategy_exit", symbol=position.symbol, reason=reason)
-            await self.executor.emergency_exit(position.symbol, reason, phase=status.phase)
+            await self.executor.emergency_exit(position.symbol, reason, phase=status.phase, kind="exit")
 
     async def enter_positions(self, data: dict[str, MarketData], snapshot: AccountSnapshot,
                               status: MarketStatus) -> None:
