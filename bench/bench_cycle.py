@@ -1,0 +1,321 @@
+"""Benchmark: one trading-loop cycle for 6, 100 and 500 symbols against an external simulator.
+
+What is measured, per universe size, one cycle at a time during the regular session:
+
+* **wall latency** of a cycle (p50, p95, max): ``TradingSystem.refresh_market_status`` +
+  ``TradingSystem.run_cycle``, i.e. what one iteration of the daemon's loop does before it
+  sleeps;
+* **HTTP requests per cycle** (the gateway's ``request_count``); batched multi-symbol
+  endpoints should keep this flat as the universe grows;
+* the **daemon's own CPU time per cycle** (``time.process_time`` of this process). The
+  simulator runs in a separate process (``python -m simulator --speed max``), so its work is
+  not in that figure; its CPU per cycle is printed beside it (psutil) for reference.
+  Target: under 100 ms at 500 symbols.
+
+The first cycle of a session also loads a year of daily history for the whole universe (one
+paginated, batched ``/v2/stocks/bars`` walk); it is printed on its own line and left out of
+the steady-state figures.
+
+How: the simulator serves the synthetic market (unknown tickers get generated profiles; the
+universe is SPY, QQQ, AAPL, MSFT, NVDA, TSLA, then S0006, S0007, ...) with time standing still
+(``--speed max``, rate limit off). The daemon runs in this process in ``paper`` mode with fake
+keys over loopback HTTP: the real ``ResilientAlpacaGateway``, ``Journal`` (a temporary
+SQLite file), ``Alerter`` and ``TradingSystem``, logging JSON lines to a temporary file (console
+output goes to /dev/null). Between cycles the bench moves simulated time one minute ahead
+with ``POST /_sim/v1/clock {"advance_minutes": 1}``; that call is outside the measurement.
+
+Usage::
+
+    .venv/bin/python bench/bench_cycle.py [--sizes 6,100,500] [--cycles 40] [--seed 7]
+        [--start 2025-03-04T09:31:00] [--profile 500]
+
+``--profile N`` runs the steady-state cycles of size N under cProfile and prints the
+functions with the most own time and the most cumulative time (daemon process only).
+Nothing here asserts a speed; it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BASE_SYMBOLS = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA"]
+CPU_TARGET_MS = 100.0
+FAKE_KEY, FAKE_SECRET = "BENCHKEYID000000", "bench-secret-not-a-real-key"
+
+
+def universe(size: int) -> list[str]:
+    """``size`` tickers: the six defaults, then generated names S0006, S0007, ..."""
+    if size <= len(BASE_SYMBOLS):
+        return BASE_SYMBOLS[:size]
+    return BASE_SYMBOLS + [f"S{i:04d}" for i in range(len(BASE_SYMBOLS), size)]
+
+
+class ExternalSimClock:
+    """The daemon's clock: simulated time of the external simulator.
+
+    ``now()`` is the simulator's time as last read; ``sleep(s)`` (used by retries, order
+    polling, the rate limiter) moves the simulator's clock ``s`` seconds ahead, so waiting
+    costs no wall time, just as the embedded simulator's clock does at ``--speed max``.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, now: datetime) -> None:
+        self._session = session
+        self._url = url
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            await self.advance(seconds / 60.0)
+
+    async def advance(self, minutes: float) -> None:
+        async with self._session.post(f"{self._url}/_sim/v1/clock", json={"advance_minutes": minutes}) as r:
+            body = await r.json(content_type=None)
+            if r.status != 200:
+                raise RuntimeError(f"simulator refused to advance the clock: {r.status} {body}")
+        self._now = datetime.fromisoformat(body["now"])
+
+
+@dataclass
+class SizeResult:
+    """Figures of one universe size."""
+
+    size: int
+    first_wall_ms: float = 0.0
+    first_cpu_ms: float = 0.0
+    first_requests: int = 0
+    wall_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    sim_cpu_ms: list[float] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
+    evaluated: list[int] = field(default_factory=list)
+    orders: int = 0
+    profile: str = ""
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100.0 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def start_simulator(symbols: list[str], seed: int, start: str) -> tuple[subprocess.Popen[str], str]:
+    """``python -m simulator`` on a free loopback port; returns (process, base URL)."""
+    cmd = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0", "--speed", "max",
+           "--symbols", ",".join(symbols), "--seed", str(seed), "--start", start, "--no-rate-limit"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on " not in line:
+        proc.kill()
+        raise RuntimeError(f"simulator did not start: {line!r} (exit {proc.wait()})")
+    return proc, line.strip().rsplit(" ", 1)[-1]
+
+
+def load_settings(symbols: list[str], url: str, workdir: Path) -> Any:
+    import config
+
+    environ = {
+        "APCA_API_KEY_ID": FAKE_KEY, "APCA_API_SECRET_KEY": FAKE_SECRET,
+        "APCA_API_BASE_URL": url, "APCA_API_DATA_URL": url,
+    }
+    overrides = {
+        "mode": "paper", "scanning.symbols": symbols,
+        "storage.state_db": str(workdir / "state.db"), "storage.log_file": str(workdir / "trading.jsonl"),
+    }
+    return config.load_settings(overrides=overrides, environ=environ, env_file=None)
+
+
+async def measure_size(size: int, cycles: int, seed: int, start: str, profile: bool) -> SizeResult:
+    """Run ``cycles`` + 1 cycles of a ``size``-symbol universe against a fresh simulator."""
+    import logging_setup
+    from alerter import Alerter
+    from api_gateway import ResilientAlpacaGateway
+    from journal import Journal
+    from rate_limit import RateLimiter
+    from trading_system import TradingSystem
+
+    symbols = universe(size)
+    result = SizeResult(size=size)
+    proc, url = start_simulator(symbols, seed, start)
+    sim_process = psutil.Process(proc.pid)
+    devnull = open(os.devnull, "w")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_cycle_") as tmp:
+            workdir = Path(tmp)
+            settings = load_settings(symbols, url, workdir)
+            logging_setup.configure(log_file=settings.storage.log_file, level="INFO",
+                                    secrets=settings.secret_values(), stream=devnull, json_console=True)
+            async with aiohttp.ClientSession() as control:
+                async with control.get(f"{url}/_sim/v1/state") as r:
+                    state = await r.json(content_type=None)
+                clock = ExternalSimClock(control, url, datetime.fromisoformat(state["now"]))
+                rl = settings.rate_limit
+                limiter = RateLimiter(max_per_minute=rl.max_requests_per_minute, buffer=rl.rate_limit_buffer,
+                                      burst_allowance=rl.burst_allowance, cooldown_seconds=rl.cooldown_seconds,
+                                      monotonic=lambda: clock.now().timestamp(), sleep=clock.sleep)
+                gateway = ResilientAlpacaGateway(
+                    base_url=settings.api.base_url, data_url=settings.api.data_url,
+                    key_id=settings.api.key_id, secret_key=settings.api.secret_key, mode="paper",
+                    timeout=settings.api.timeout_seconds, max_retries=settings.api.max_retries,
+                    backoff_base=settings.api.backoff_base_seconds, backoff_max=settings.api.backoff_max_seconds,
+                    rate_limiter=limiter, max_quote_age=settings.data_quality.max_quote_age_seconds,
+                    data_feed=settings.api.data_feed, clock=clock, sleep=clock.sleep)
+                journal = Journal(settings.storage.state_db)
+                try:
+                    async with gateway:
+                        alerter = Alerter(settings.alerts, clock, secrets=settings.secret_values())
+                        alerter.attach_journal(journal)
+                        system = TradingSystem(settings, gateway, clock, journal=journal, alerter=alerter,
+                                               run_id=f"bench-{size}")
+                        evaluated: list[int] = []
+                        refresh = system.refresh_market_data
+
+                        async def counted_refresh(status: Any) -> Any:
+                            data = await refresh(status)
+                            evaluated.append(len(data))
+                            return data
+
+                        system.refresh_market_data = counted_refresh  # type: ignore[method-assign]
+                        await system.startup()
+                        profiler = cProfile.Profile() if profile else None
+                        for index in range(cycles + 1):
+                            evaluated.clear()
+                            requests_before = gateway.request_count
+                            sim_cpu_before = sum(sim_process.cpu_times()[:2])
+                            if profiler is not None and index > 0:
+                                profiler.enable()
+                            cpu_before = time.process_time()
+                            wall_before = time.perf_counter()
+                            status = await system.refresh_market_status()
+                            if not status.is_regular:
+                                raise RuntimeError(f"cycle {index} is not in the regular session: {status.phase}")
+                            await system.run_cycle(status)
+                            wall = (time.perf_counter() - wall_before) * 1000
+                            cpu = (time.process_time() - cpu_before) * 1000
+                            if profiler is not None:
+                                profiler.disable()
+                            sim_cpu = (sum(sim_process.cpu_times()[:2]) - sim_cpu_before) * 1000
+                            requests = gateway.request_count - requests_before
+                            if index == 0:
+                                result.first_wall_ms, result.first_cpu_ms = wall, cpu
+                                result.first_requests = requests
+                            else:
+                                result.wall_ms.append(wall)
+                                result.cpu_ms.append(cpu)
+                                result.sim_cpu_ms.append(sim_cpu)
+                                result.requests.append(requests)
+                                result.evaluated.append(evaluated[0] if evaluated else 0)
+                            await clock.advance(1)
+                        result.orders = system.summary.orders_submitted
+                        if profiler is not None:
+                            result.profile = render_profile(profiler)
+                        system.stop_event.set()
+                finally:
+                    journal.close()
+                    logging_setup.shutdown()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        devnull.close()
+    return result
+
+
+def render_profile(profiler: cProfile.Profile, top: int = 25) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.strip_dirs().sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+def report(results: list[SizeResult], cycles: int) -> None:
+    print()
+    print(f"Steady-state cycles per size: {cycles} (one simulated minute apart, regular session)")
+    header = (f"{'symbols':>7} {'evaluated':>9} {'wall p50':>9} {'wall p95':>9} {'wall max':>9} "
+              f"{'cpu p50':>8} {'cpu p95':>8} {'cpu mean':>8} {'sim cpu':>8} {'req/cycle':>10}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        req = sorted(set(r.requests))
+        req_text = str(req[0]) if len(req) == 1 else f"{min(req)}-{max(req)}"
+        print(f"{r.size:>7} {statistics.median(r.evaluated):>9.0f} {percentile(r.wall_ms, 50):>7.1f}ms "
+              f"{percentile(r.wall_ms, 95):>7.1f}ms {max(r.wall_ms):>7.1f}ms "
+              f"{percentile(r.cpu_ms, 50):>6.1f}ms {percentile(r.cpu_ms, 95):>6.1f}ms "
+              f"{statistics.fmean(r.cpu_ms):>6.1f}ms {statistics.median(r.sim_cpu_ms):>6.1f}ms {req_text:>10}")
+    print()
+    print("First cycle of the session (daily history loaded for the whole universe):")
+    for r in results:
+        print(f"  {r.size:>4} symbols: wall {r.first_wall_ms:8.1f} ms, daemon cpu {r.first_cpu_ms:8.1f} ms, "
+              f"{r.first_requests} requests")
+    print()
+    print("Requests per steady-state cycle by size: "
+          + ", ".join(f"{r.size}: {statistics.median(r.requests):g}" for r in results))
+    flat = len({statistics.median(r.requests) for r in results}) == 1
+    print("  -> " + ("flat: requests per cycle do not grow with the universe"
+                     if flat else "NOT flat: requests per cycle grow with the universe"))
+    largest = max(results, key=lambda r: r.size)
+    p95 = percentile(largest.cpu_ms, 95)
+    verdict = "meets" if p95 < CPU_TARGET_MS else "MISSES"
+    print(f"Daemon CPU per cycle at {largest.size} symbols: p50 {percentile(largest.cpu_ms, 50):.1f} ms, "
+          f"p95 {p95:.1f} ms -> {verdict} the {CPU_TARGET_MS:.0f} ms target")
+    print(f"Orders submitted during the runs: " + ", ".join(f"{r.size}: {r.orders}" for r in results))
+    for r in results:
+        if r.profile:
+            print()
+            print(f"cProfile of the {r.size}-symbol steady-state cycles (daemon process):")
+            print(r.profile)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", default="6,100,500", help="comma-separated universe sizes")
+    parser.add_argument("--cycles", type=int, default=40, help="steady-state cycles per size (default 40)")
+    parser.add_argument("--seed", type=int, default=7, help="simulator seed")
+    parser.add_argument("--start", default="2025-03-04T09:31:00",
+                        help="simulated start in New York time, inside a regular session")
+    parser.add_argument("--profile", type=int, default=None, metavar="SIZE",
+                        help="profile the steady-state cycles of this size with cProfile")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if not sizes or any(s < 1 for s in sizes) or args.cycles < 1:
+        parser.error("--sizes needs positive integers and --cycles at least 1")
+    results = []
+    for size in sizes:
+        started = time.perf_counter()
+        results.append(asyncio.run(measure_size(size, args.cycles, args.seed, args.start, args.profile == size)))
+        print(f"measured {size} symbols in {time.perf_counter() - started:.1f} s wall", flush=True)
+    report(results, args.cycles)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
