@@ -1,0 +1,1254 @@
+"""Backtests: the daemon's own trading loop over history, in-process, as fast as possible.
+
+``python main.py backtest --data DIR [--symbols A,B] [--start D] [--end D] [--profile P]
+[--strategies S1,S2] [--report OUTDIR]`` replays CSV bars through the simulator core (the
+same matching engine the ``sim`` mode serves over HTTP) and trades them with the daemon's
+own loop: :class:`trading_system.TradingSystem` with its strategies, AI analyzer, risk
+manager, PDT manager (regime by date), safety state machine (circuit breaker, daily drawdown),
+protections, gap-risk monitor and order executor, talking to :class:`sim_broker.InProcessBroker`
+(the HTTP gateway's parsing and error mapping, no sockets). The clock is the simulator's at
+maximum speed: nothing waits on wall time.
+
+**What the backtest changes, and only this:** market *history* is read from the replayed
+bars instead of being requested through the data API (``TradingSystem._load_history`` and,
+for daily bars, ``refresh_market_data`` are overridden). The bars are the same numbers the
+data API would serve; asking it for a year of bars every session would only be slower.
+Alerts go to the in-memory journal only (never to email, webhook or SMS), and the journal is
+an in-memory SQLite database.
+
+Bar conventions (no look-ahead; a test proves that changing bars after a day changes no
+order placed up to that day):
+
+* **Daily data** (the default). Each session runs three moments of the loop:
+
+  1. the open (09:30:00 New York): a full cycle. Decisions read the *completed* daily bars of
+     earlier sessions (within the loop's usual look-back) and today's opening print as the
+     last price; no bar of today is complete yet, so nothing of today beyond the open is
+     known. This is the decision "at the close of the previous session", taken when orders
+     can execute: bracket entries are market orders and fill at once against the opening
+     quote (the open +/- half the simulated spread + ``slippage_bps``); strategy exits
+     (sell signals, maximum holding time) go out the same way through the executor's
+     verified emergency exit. The protective legs then work along each minute's
+     open-high-low-close path (the engine's rule for daily bars expanded to minutes).
+  2. one minute before the close: a safety cycle (account, fills, circuit breaker, daily
+     drawdown, emergency exits, position protection; no new decisions), so a day that goes
+     wrong is acted on before the close, as the live loop would.
+  3. the close: the session ends (closing snapshot for gap risk) and the closing equity is
+     recorded: the equity curve has one point per session, at the close.
+
+  The scanner's spread check is not applied to daily data (there is no recorded quote).
+
+* **Intraday data** (minute bars recorded for every traded symbol on every session of the
+  range; chosen automatically, or forced with ``bar_mode``): the live loop itself runs, one
+  cycle every ``trading.cycle_interval_seconds`` of simulated time from the pre-market to the
+  end of the after-hours, with snapshots from the simulator's data API as in ``sim`` mode.
+
+Costs: commission per :class:`sim_broker.CommissionModel` (default zero, as at Alpaca);
+slippage ``slippage_bps`` (default 1 bp) on market and stop fills plus the simulated spread.
+Closed trades in the report are net of commission (each execution's fee is attributed to
+the trade it opened or closed, pro rata by quantity). Positions still open at the end are
+valued in the final equity and are not listed as trades.
+
+Walk-forward (:func:`walk_forward`): for each window the AI confidence model is trained on the
+train dates only (window-restricted copies of the daily files), then the test dates are
+backtested with that model; the report shows each window's out-of-sample metrics and the
+model's calibration on the test dates, and the combined out-of-sample equity curve.
+
+Output: ``report.html`` and ``summary.json`` (:func:`reporting.write_report`) and a short text
+summary on stdout. A bad data file stops the run with one line naming the file, the line and
+the problem (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import numpy as np
+import structlog
+
+import ai_model
+from ai_analyzer import AIAnalyzer
+from alerter import Alerter
+from clock import EXCHANGE_TZ, to_exchange_time
+from errors import ConfigError
+from journal import Journal
+from market_data import BarSeries, MarketData
+from market_status_manager import MarketStatus
+from performance import PerformanceReport, compute_performance
+from sentiment import NewsSentiment
+from sim_broker import CommissionLedger, CommissionModel, InProcessBroker, attach_commission
+from simulator.core import SimulatorCore
+from simulator.csv_source import CsvDataError
+from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+from trading_state import TradingState
+from trading_system import BENCHMARK, TradingSystem, _History
+
+log = structlog.get_logger(__name__)
+
+UTC = timezone.utc
+ZERO = Decimal(0)
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+#: Sessions of history kept before the first backtested session when no start is given.
+WARMUP_SESSIONS = 250
+#: How often (wall seconds) the terminal progress line is redrawn.
+PROGRESS_INTERVAL = 0.1
+
+BarMode = Literal["auto", "daily", "intraday"]
+
+
+class BacktestError(ValueError):
+    """A backtest that cannot run as asked (bad range, no data, bad option): one clear line."""
+
+
+# -- replayed history --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DailyHistory:
+    """One symbol's daily bars over the whole replay, oldest first (float64 arrays).
+
+    ``ts`` is midnight New York of each session (how Alpaca stamps daily bars), ``days`` the
+    session dates. Sessions replayed from recorded minute bars carry their regular-session
+    aggregate, as the data API would serve it.
+    """
+
+    symbol: str
+    days: tuple[date, ...]
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    minute_days: frozenset[date] = frozenset()
+
+    def index(self, day: date) -> int | None:
+        """Position of ``day``'s bar, or None when the symbol has no bar that session."""
+        i = int(np.searchsorted(self.ts, _midnight(day)))
+        return i if i < len(self.ts) and self.days[i] == day else None
+
+    def window(self, since_epoch: float, before_epoch: float) -> BarSeries | None:
+        """Bars stamped in ``[since, before)`` as a BarSeries (None when there are none)."""
+        lo = int(np.searchsorted(self.ts, since_epoch, side="left"))
+        hi = int(np.searchsorted(self.ts, before_epoch, side="left"))
+        if hi <= lo:
+            return None
+        return BarSeries(self.ts[lo:hi], self.open[lo:hi], self.high[lo:hi], self.low[lo:hi],
+                         self.close[lo:hi], self.volume[lo:hi])
+
+
+def _midnight(day: date) -> int:
+    return int(datetime.combine(day, datetime.min.time(), EXCHANGE_TZ).timestamp())
+
+
+def load_history(market: Any, symbols: Iterable[str]) -> dict[str, DailyHistory]:
+    """Daily bars of ``symbols`` exactly as the simulator replays them.
+
+    CSV daily rows are taken as they are (the simulator's minute expansion reproduces them
+    exactly); sessions with recorded minute bars use the market's regular-session aggregate.
+    For a source without daily rows (synthetic), every session is aggregated by the market.
+    """
+    source = getattr(market, "_source", None)
+    rows_by_symbol: dict[str, dict[date, Any]] = getattr(source, "_daily", None) or {}
+    minutes_by_symbol: dict[str, Any] = getattr(source, "_minutes", None) or {}
+    calendar: TradingCalendar = market.calendar
+    all_sessions = market.trading_days(FIRST_DATE, LAST_DATE)
+    out: dict[str, DailyHistory] = {}
+    for symbol in dict.fromkeys(symbols):
+        rows = rows_by_symbol.get(symbol, {})
+        series = minutes_by_symbol.get(symbol)
+        minute_days = frozenset(d for d in (series.days if series is not None else {}) if calendar.is_session(d))
+        if source is not None and hasattr(source, "_daily"):
+            candidates = sorted({d for d in rows if FIRST_DATE <= d <= LAST_DATE and calendar.is_session(d)} | minute_days)
+        else:
+            candidates = list(all_sessions)
+        days: list[date] = []
+        values: list[tuple[float, float, float, float, float]] = []
+        for day in candidates:
+            if day in minute_days or day not in rows:
+                bar = market.daily_bar(symbol, day)
+                if bar is None:
+                    continue
+                values.append((bar.o, bar.h, bar.l, bar.c, float(bar.v)))
+            else:
+                row = rows[day]
+                values.append((row.o, row.h, row.l, row.c, float(row.v)))
+            days.append(day)
+        if not days:
+            continue
+        array = np.array(values, dtype=np.float64).reshape(-1, 5)
+        ts = np.array([_midnight(d) for d in days], dtype=np.int64)
+        out[symbol] = DailyHistory(symbol, tuple(days), ts, *(array[:, k].copy() for k in range(5)),
+                                   minute_days=minute_days)
+    return out
+
+
+# -- options and results -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BacktestOptions:
+    """What to backtest. Dates are sessions (inclusive); None: from the first session with
+    :data:`WARMUP_SESSIONS` sessions of history before it / to the last session of the data."""
+
+    data_dir: Path
+    symbols: tuple[str, ...]
+    start: date | None = None
+    end: date | None = None
+    strategies: tuple[str, ...] | None = None
+    cash: Decimal = Decimal(100000)
+    commission: CommissionModel = field(default_factory=CommissionModel)
+    slippage_bps: float = 1.0
+    seed: int = 42
+    bar_mode: BarMode = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            raise BacktestError("no symbols to backtest: give --symbols A,B or set scanning.symbols")
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise BacktestError(f"--end {self.end} is before --start {self.start}")
+        if not self.slippage_bps >= 0:
+            raise BacktestError(f"slippage must be >= 0 basis points, got {self.slippage_bps}")
+        if self.cash <= 0:
+            raise BacktestError(f"starting cash must be positive, got {self.cash}")
+        if self.bar_mode not in ("auto", "daily", "intraday"):
+            raise BacktestError(f"bar mode must be auto, daily or intraday, got {self.bar_mode!r}")
+
+
+@dataclass
+class BacktestResult:
+    """Everything a run produced; :attr:`performance` is :func:`performance.compute_performance`
+    over :attr:`equity_curve` and :attr:`trades`."""
+
+    options: BacktestOptions
+    bar_mode: Literal["daily", "intraday"]
+    sessions: list[date]
+    equity_curve: list[tuple[datetime, Decimal]]
+    trades: list[dict[str, Any]]
+    orders: list[dict[str, Any]]
+    intents: list[dict[str, Any]]
+    state_changes: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    performance: PerformanceReport
+    benchmark: list[tuple[datetime, Decimal]]
+    commission_paid: Decimal
+    bars: int
+    requests: int
+    elapsed_seconds: float
+    loop_seconds: float
+    strategies: list[str]
+    model: dict[str, Any]
+    final_state: str
+    stopped_early: str | None = None
+
+    @property
+    def bars_per_second(self) -> float:
+        """Symbol-sessions per wall second through the loop (data loading excluded)."""
+        return self.bars / self.loop_seconds if self.loop_seconds > 0 else math.inf
+
+    def meta(self) -> dict[str, Any]:
+        """The run's description for the report header."""
+        o = self.options
+        return {
+            "period": f"{self.sessions[0].isoformat()} .. {self.sessions[-1].isoformat()}" if self.sessions else "",
+            "sessions": len(self.sessions),
+            "bars": f"{self.bar_mode} ({self.bars:,} symbol-sessions)",
+            "symbols": ", ".join(o.symbols),
+            "strategies": ", ".join(self.strategies),
+            "ai_model": self.model.get("description", "transparent scoring (no model)"),
+            "starting_cash": str(o.cash),
+            "commission": o.commission.describe(),
+            "commission_paid": str(self.commission_paid),
+            "slippage": f"{o.slippage_bps:g} bps on market and stop fills, plus the simulated spread",
+            "fills": "daily: decisions on completed bars, entries at the next open; see backtest.py",
+            "final_trading_state": self.final_state,
+            "stopped_early": self.stopped_early or "no",
+            "orders_submitted": len(self.orders),
+            "data": str(o.data_dir),
+        }
+
+
+# -- the loop, with history from the replay ----------------------------------------------------
+
+
+class BacktestLoop(TradingSystem):
+    """:class:`TradingSystem` reading market history from the replayed bars.
+
+    Only market data differs from the live loop (see the module docstring); every decision,
+    order and safety step is the inherited code. Adds :meth:`safety_cycle` (the live cycle
+    without market data and new decisions) for the daily schedule.
+    """
+
+    def __init__(self, *args: Any, history: dict[str, DailyHistory], bar_mode: str,
+                 on_cycle: Callable[[], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.replay = history
+        self.bar_mode = bar_mode
+        self._on_cycle = on_cycle
+
+    def _lookback(self) -> timedelta:
+        return timedelta(days=max(int(self.settings.strategy.lookback_days) * 2, 300))
+
+    async def _load_history(self, symbols: list[str], status: MarketStatus) -> None:
+        """Completed daily bars within the loop's look-back, from the replay (no request)."""
+        now = self.clock.now()
+        today = status.session
+        before = _midnight(today) if today is not None else now.timestamp()
+        since = (now - self._lookback()).timestamp()
+        bars: dict[str, BarSeries] = {}
+        for symbol in symbols:
+            history = self.replay.get(symbol)
+            series = history.window(since, before) if history is not None else None
+            if series is not None:
+                bars[symbol] = series
+        self._history = _History(session=today, bars=bars)
+
+    async def refresh_market_data(self, status: MarketStatus) -> dict[str, MarketData]:
+        if self.bar_mode == "intraday":
+            return await super().refresh_market_data(status)
+        return self._daily_market_data(status)
+
+    def _daily_market_data(self, status: MarketStatus) -> dict[str, MarketData]:
+        """Completed bars of earlier sessions and today's opening print (daily data)."""
+        symbols = self.universe()
+        now = self.clock.now()
+        today = status.session
+        if today is None:
+            return {}
+        before = _midnight(today)
+        since = (now - self._lookback()).timestamp()
+        bench_history = self.replay.get(BENCHMARK)
+        benchmark = bench_history.window(since, before) if bench_history is not None else None
+        regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
+        defensive = self._defensive_active(status, self._last_equity, benchmark)
+        data: dict[str, MarketData] = {}
+        for symbol in symbols:
+            history = self.replay.get(symbol)
+            if history is None:
+                continue
+            i = history.index(today)
+            daily = history.window(since, before)
+            if i is None or daily is None or len(daily) < 30:
+                continue
+            data[symbol] = MarketData(
+                symbol=symbol, now=now, daily=daily, intraday=None, last_price=float(history.open[i]),
+                bid=None, ask=None, prev_close=float(daily.close[-1]), benchmark=benchmark, regime=regime,
+                defensive=defensive, news=[],
+            )
+        return data
+
+    async def run_cycle(self, status: MarketStatus) -> None:
+        await super().run_cycle(status)
+        if self._on_cycle is not None:
+            self._on_cycle()
+
+    async def safety_cycle(self, status: MarketStatus) -> None:
+        """Account, fills, open orders, and every safety check; no market data, no decisions."""
+        from errors import OperationalError, TemporaryError
+
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        requests_before = self.broker.request_count
+        self.summary.cycles += 1
+        try:
+            await self.apply_operator_commands()
+            snapshot = await self.refresh_account()
+            await self.executor.manage_open_orders(snapshot.open_orders)
+            snapshot = await self.enforce_safety(snapshot, status)
+            self.record_cycle(snapshot, status, started, cpu_started, requests_before, 0)
+        except OperationalError as exc:
+            log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status)
+            self.stop_event.set()
+        except TemporaryError as exc:
+            await self.on_broker_unavailable(exc, status)
+
+
+# -- the runner --------------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line carriage-return progress bar on ``stream``, drawn only on a terminal."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, *, enabled: bool = True) -> None:
+        self.total = max(total, 1)
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.enabled = enabled and bool(isatty and isatty())
+        self._last = 0.0
+        self._started = time.perf_counter()
+        self._drawn = False
+
+    def update(self, done: int, label: str = "") -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if done < self.total and now - self._last < PROGRESS_INTERVAL:
+            return
+        self._last = now
+        fraction = min(done / self.total, 1.0)
+        width = 30
+        filled = int(round(width * fraction))
+        elapsed = now - self._started
+        eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
+        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction:6.1%} {label} eta {eta:5.0f}s"
+        self.stream.write(line)
+        self.stream.flush()
+        self._drawn = True
+
+    def finish(self) -> None:
+        if self.enabled and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def backtest_settings(settings: Any, strategies: Sequence[str] | None = None) -> Any:
+    """``settings`` for a backtest: alerts never leave the process; strategies overridden."""
+    alerts = settings.alerts.model_copy(update={
+        "console": False, "email_enabled": False, "webhook_url": None, "sms_endpoint": None,
+    })
+    update: dict[str, Any] = {"alerts": alerts}
+    if strategies:
+        update["strategy"] = settings.strategy.model_copy(update={"enabled": list(strategies)})
+    return settings.model_copy(update=update)
+
+
+def _sessions_in_range(market: Any, options: BacktestOptions, calendar: TradingCalendar) -> list[date]:
+    available = market.trading_days(FIRST_DATE, LAST_DATE)
+    if not available:
+        raise BacktestError(f"no trading session in the data under {options.data_dir}")
+    start = options.start
+    if start is None:
+        start = available[min(WARMUP_SESSIONS, len(available) - 1)]
+    end = options.end or available[-1]
+    sessions = [d for d in available if start <= d <= end]
+    if not sessions:
+        raise BacktestError(
+            f"no session with data between {start} and {end} (the data covers "
+            f"{available[0]} .. {available[-1]})"
+        )
+    return sessions
+
+
+def _bar_mode(options: BacktestOptions, history: dict[str, DailyHistory], sessions: list[date]) -> Literal["daily", "intraday"]:
+    if options.bar_mode != "auto":
+        return options.bar_mode
+    wanted = set(sessions)
+    for symbol in options.symbols:
+        item = history.get(symbol)
+        if item is None or not wanted <= item.minute_days:
+            return "daily"
+    return "intraday"
+
+
+def _model_description(analyzer: AIAnalyzer) -> dict[str, Any]:
+    model = analyzer.model
+    if model is None:
+        return {"description": "transparent scoring (no trained model found)"}
+    window = model.metadata.get("training_window", {}) if isinstance(model.metadata, dict) else {}
+    trained = f"{window.get('train_start', '?')} .. {window.get('test_end', '?')}"
+    return {
+        "description": f"calibrated model created {model.created_at}, trained on ideas {trained}",
+        "created_at": model.created_at,
+        "training_window": window,
+    }
+
+
+async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
+               progress_stream: TextIO | None = None) -> BacktestResult:
+    wall_started = time.perf_counter()
+    settings = backtest_settings(settings, options.strategies)
+    universe = list(dict.fromkeys(options.symbols))
+    calendar = TradingCalendar()
+    market_symbols = list(universe)
+    if BENCHMARK not in market_symbols and _has_data_for(options.data_dir, BENCHMARK):
+        market_symbols.append(BENCHMARK)
+    try:
+        # start=None is the simulator's CSV default: 09:00 of the session after 250 of history,
+        # the same session this module starts from when no --start is given.
+        core = SimulatorCore.create(data_dir=options.data_dir, symbols=market_symbols, seed=options.seed,
+                                    speed=None, start=options.start.isoformat() if options.start else None,
+                                    cash=str(options.cash), slippage_bps=options.slippage_bps)
+    except CsvDataError:
+        raise
+    except ValueError as exc:
+        raise BacktestError(str(exc)) from None
+    sessions = _sessions_in_range(core.market, options, calendar)
+    ledger: CommissionLedger = attach_commission(core, options.commission)
+    history = load_history(core.market, market_symbols)
+    bar_mode = _bar_mode(options, history, sessions)
+    broker = InProcessBroker(core, max_quote_age=settings.data_quality.max_quote_age_seconds,
+                             data_feed=settings.api.data_feed)
+    journal = Journal(":memory:")
+    alerter = Alerter(settings.alerts, core.clock)
+    alerter.attach_journal(journal)
+    run_settings = settings.model_copy(update={
+        "scanning": settings.scanning.model_copy(update={"symbols": universe}),
+    })
+    news = NewsSentiment(broker, clock=core.clock) if run_settings.ai.use_news_sentiment else None
+    analyzer = AIAnalyzer(run_settings, core.clock, model=model, news_source=news)
+    bars_total = sum(1 for s in universe for d in sessions if s in history and history[s].index(d) is not None)
+    bar = Progress(len(sessions), progress_stream, enabled=options.progress)
+    state = {"done": 0}
+
+    def tick() -> None:
+        if bar_mode == "intraday":
+            bar.update(loop.summary.sessions, f"{core.clock.now().astimezone(EXCHANGE_TZ):%Y-%m-%d %H:%M}")
+
+    loop = BacktestLoop(run_settings, broker, core.clock, journal=journal, alerter=alerter, calendar=calendar,
+                        analyzer=analyzer, run_id="backtest", regime_by_date=True, history=history,
+                        bar_mode=bar_mode, on_cycle=tick,
+                        sim_days=len(sessions) if bar_mode == "intraday" else None)
+    curve: list[tuple[datetime, Decimal]] = [(core.clock.now(), options.cash)]
+    stopped: str | None = None
+    loop_started = time.perf_counter()
+    try:
+        if bar_mode == "intraday":
+            await loop.run()
+            curve.extend(_closing_points(journal, calendar))
+        else:
+            await loop.startup()
+            for session in sessions:
+                if loop.stop_event.is_set():
+                    stopped = f"the loop stopped on {session.isoformat()} (operational error: see the log)"
+                    break
+                await _daily_session(loop, core, calendar, session, curve)
+                state["done"] += 1
+                bar.update(state["done"], f"{session.isoformat()} equity {curve[-1][1]:,.0f}")
+            await loop.shutdown()
+    finally:
+        bar.finish()
+    loop_seconds = time.perf_counter() - loop_started
+    trades = _net_trades(journal.trades(), ledger)
+    orders = journal.orders()
+    intents = _intents(journal, orders)
+    events = journal.events(kind="trading_state_changed")
+    alerts = journal.alerts()
+    journal.close()
+    benchmark = _benchmark_curve(history.get(BENCHMARK), sessions, calendar)
+    report = compute_performance(curve, trades, benchmark=benchmark or None,
+                                 periods_per_year=252 if bar_mode == "daily" else None)
+    return BacktestResult(
+        options=options, bar_mode=bar_mode, sessions=sessions, equity_curve=curve, trades=trades,
+        orders=orders, intents=intents, state_changes=events, alerts=alerts, performance=report,
+        benchmark=benchmark, commission_paid=ledger.total, bars=bars_total, requests=broker.request_count,
+        elapsed_seconds=time.perf_counter() - wall_started, loop_seconds=loop_seconds, strategies=[s.name for s in loop.strategies],
+        model=_model_description(analyzer), final_state=loop.safety.state.value, stopped_early=stopped,
+    )
+
+
+def _has_data_for(data_dir: Path, symbol: str) -> bool:
+    folders = [Path(data_dir), Path(data_dir) / "daily", Path(data_dir) / "intraday"]
+    return any(f.is_dir() and any(f.glob(f"{symbol}-1[dm]-*.csv")) for f in folders)
+
+
+async def _at(core: SimulatorCore, moment: datetime) -> None:
+    """Move simulated time to ``moment`` (never backwards) and let the book catch up."""
+    if moment > core.clock.now():
+        core.clock.set_time(moment)
+    core.sync()
+    await asyncio.sleep(0)
+
+
+async def _daily_session(loop: BacktestLoop, core: SimulatorCore, calendar: TradingCalendar, session: date,
+                         curve: list[tuple[datetime, Decimal]]) -> None:
+    opened, closed = calendar.open_close(session)
+    await _at(core, opened)
+    status = await loop.refresh_market_status()
+    if status.is_regular:
+        await loop.run_cycle(status)
+    await _at(core, closed - timedelta(minutes=1))
+    status = await loop.refresh_market_status()
+    if status.is_regular:
+        await loop.safety_cycle(status)
+    await _at(core, closed)
+    await loop.refresh_market_status()
+    account = await loop.broker.get_account()
+    curve.append((closed, account.equity))
+    loop.summary.end_equity = account.equity
+
+
+def _closing_points(journal: Journal, calendar: TradingCalendar) -> list[tuple[datetime, Decimal]]:
+    """The last equity snapshot of each session (intraday runs record one per cycle)."""
+    last: dict[date, tuple[datetime, Decimal]] = {}
+    for at, equity in journal.equity_curve():
+        last[to_exchange_time(at).date()] = (at, equity)
+    return [last[d] for d in sorted(last)]
+
+
+def _benchmark_curve(history: DailyHistory | None, sessions: list[date],
+                     calendar: TradingCalendar) -> list[tuple[datetime, Decimal]]:
+    if history is None:
+        return []
+    points = []
+    for day in sessions:
+        i = history.index(day)
+        if i is not None:
+            points.append((calendar.open_close(day)[1], Decimal(repr(float(history.close[i])))))
+    return points
+
+
+def _net_trades(rows: list[dict[str, Any]], ledger: CommissionLedger) -> list[dict[str, Any]]:
+    """Closed trades with each execution's commission attributed pro rata by quantity."""
+    if not ledger.charges:
+        return [dict(r, commission=ZERO) for r in rows]
+    fills: dict[tuple[str, str, datetime], tuple[Decimal, Decimal]] = {}
+    for charge in ledger.charges:
+        key = (charge.symbol, charge.side, charge.at)
+        fee, qty = fills.get(key, (ZERO, ZERO))
+        fills[key] = (fee + charge.fee, qty + charge.qty)
+    out = []
+    for row in rows:
+        qty = Decimal(str(row["qty"]))
+        commission = ZERO
+        for side, at_key in (("buy", "entry_at"), ("sell", "exit_at")):
+            at = row[at_key]
+            at = datetime.fromisoformat(at) if isinstance(at, str) else at
+            fee, filled = fills.get((row["symbol"], side, at.astimezone(UTC)), (ZERO, ZERO))
+            if filled > 0:
+                commission += fee * min(qty / filled, Decimal(1))
+        commission = commission.quantize(Decimal("0.01"))
+        pnl = Decimal(str(row["pnl"])) - commission
+        entry_value = qty * Decimal(str(row["entry_price"]))
+        item = dict(row, pnl=pnl, commission=commission)
+        if entry_value > 0:
+            item["return_pct"] = pnl / entry_value
+        out.append(item)
+    return out
+
+
+def _intents(journal: Journal, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The journaled intent behind each submitted entry order (confidence, strategy, time)."""
+    out = []
+    for order in orders:
+        intent_id = order.get("intent_id")
+        if not intent_id:
+            continue
+        row = journal.intent(intent_id)
+        if row is not None:
+            out.append(dict(row, client_order_id=order["client_order_id"]))
+    return out
+
+
+def run_backtest(settings: Any, options: BacktestOptions, *, model: Any = None,
+                 progress_stream: TextIO | None = None) -> BacktestResult:
+    """Run one backtest to completion (see the module docstring). Raises
+    :class:`simulator.csv_source.CsvDataError` for a malformed data file and
+    :class:`BacktestError` / :class:`errors.ConfigError` for an impossible request."""
+    return asyncio.run(_run(settings, options, model=model, progress_stream=progress_stream))
+
+
+# -- calibration ---------------------------------------------------------------------------------
+
+
+def calibration_summary(p: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> dict[str, Any]:
+    """Brier score, expected calibration error and reliability bins of forecasts ``p`` of
+    outcomes ``y`` (1 = the bracket reached its target first), as the report shows them."""
+    probs = np.asarray(p, dtype=float)
+    outcomes = np.asarray(y, dtype=float)
+    if probs.size == 0:
+        return {"n": 0, "brier": None, "ece": None, "base_rate": None, "mean_forecast": None, "bins": []}
+    return {
+        "n": int(probs.size),
+        "brier": round(ai_model.brier_score(probs, outcomes), 6),
+        "ece": round(ai_model.expected_calibration_error(probs, outcomes), 6),
+        "base_rate": round(float(outcomes.mean()), 6),
+        "mean_forecast": round(float(probs.mean()), 6),
+        "bins": ai_model.reliability_table(probs, outcomes),
+    }
+
+
+def traded_calibration(result: BacktestResult) -> dict[str, Any] | None:
+    """Confidence of each traded intent against whether its trade made money.
+
+    The analyzer's confidence is the probability that the bracket reaches its target before
+    its stop; a closed trade with a positive P&L is counted as a hit. None without trades.
+    """
+    by_symbol: dict[str, list[tuple[datetime, float]]] = {}
+    for intent in result.intents:
+        if intent.get("confidence") is None:
+            continue
+        by_symbol.setdefault(intent["symbol"], []).append((intent["created_at"], float(intent["confidence"])))
+    p: list[float] = []
+    y: list[float] = []
+    for trade in result.trades:
+        candidates = [c for at, c in sorted(by_symbol.get(trade["symbol"], [])) if at <= trade["entry_at"]]
+        if not candidates:
+            continue
+        p.append(candidates[-1])
+        y.append(1.0 if Decimal(str(trade["pnl"])) > 0 else 0.0)
+    if not p:
+        return None
+    summary = calibration_summary(p, y)
+    summary["what"] = "traded intents: confidence vs closed trade profitable"
+    return summary
+
+
+# -- walk-forward --------------------------------------------------------------------------------
+
+
+@dataclass
+class WalkForwardWindow:
+    """One train/test window: the model trained on the train dates and its test backtest."""
+
+    index: int
+    train_start: date
+    train_end: date
+    test_start: date
+    test_end: date
+    model: dict[str, Any]
+    calibration: dict[str, Any]
+    result: BacktestResult
+
+    def row(self) -> dict[str, Any]:
+        """The window's line in the report's walk-forward table (out-of-sample figures)."""
+        perf = self.result.performance
+        return {
+            "window": self.index,
+            "train_start": self.train_start.isoformat(),
+            "train_end": self.train_end.isoformat(),
+            "test_start": self.test_start.isoformat(),
+            "test_end": self.test_end.isoformat(),
+            "oos": {
+                "total_return": _round(perf.total_return),
+                "sharpe": _round(perf.sharpe),
+                "max_drawdown": _round(perf.max_drawdown_pct),
+                "trades": perf.trades.total,
+                "win_rate": _round(perf.trades.win_rate),
+            },
+            "calibration": {
+                "ideas": self.calibration.get("n"),
+                "brier": self.calibration.get("brier"),
+                "ece": self.calibration.get("ece"),
+                "base_rate": self.calibration.get("base_rate"),
+            },
+            "model_test_brier": self.model.get("test_brier"),
+        }
+
+
+@dataclass
+class WalkForwardResult:
+    """Every window, and the out-of-sample windows chained into one run."""
+
+    windows: list[WalkForwardWindow]
+    equity_curve: list[tuple[datetime, Decimal]]
+    trades: list[dict[str, Any]]
+    performance: PerformanceReport
+    calibration: dict[str, Any]
+    options: BacktestOptions
+    train_years: float
+    test_months: int
+    roll_months: int
+
+    def meta(self) -> dict[str, Any]:
+        first, last = self.windows[0], self.windows[-1]
+        base = self.windows[0].result.meta()
+        base.update({
+            "period": f"{first.test_start.isoformat()} .. {last.test_end.isoformat()} (out of sample)",
+            "sessions": sum(len(w.result.sessions) for w in self.windows),
+            "walk_forward": (f"{len(self.windows)} windows: train {self.train_years:g} years, test "
+                             f"{self.test_months} months, roll {self.roll_months} months"),
+            "ai_model": "retrained on each window's train dates only (see the walk-forward table)",
+            "commission_paid": str(sum((w.result.commission_paid for w in self.windows), ZERO)),
+            "orders_submitted": sum(len(w.result.orders) for w in self.windows),
+            "chaining": "each window starts from the starting cash; the combined curve chains their returns",
+        })
+        return base
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+def _add_months(day: date, months: int) -> date:
+    month = day.month - 1 + months
+    year = day.year + month // 12
+    month = month % 12 + 1
+    for candidate in range(day.day, 0, -1):
+        try:
+            return date(year, month, candidate)
+        except ValueError:
+            continue
+    raise ValueError(f"cannot add {months} months to {day}")
+
+
+def _add_years(day: date, years: float) -> date:
+    return _add_months(day, int(round(years * 12)))
+
+
+def _file_span(path: Path) -> tuple[date, date]:
+    stem = path.name[: -len(".csv")]
+    parts = stem.split("-1d-", 1)[1]
+    return date.fromisoformat(parts[:10]), date.fromisoformat(parts[11:21])
+
+
+def write_window_files(files: dict[str, Path], out_dir: Path, first: date, last: date) -> dict[str, Path]:
+    """Copies of daily files holding only the rows dated ``first..last`` (for training).
+
+    Named ``SYMBOL-1d-FIRST-LAST.csv`` after the rows actually kept, in ``out_dir/daily``.
+    """
+    folder = out_dir / "daily"
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for symbol, path in files.items():
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        if not rows:
+            continue
+        header, kept = rows[0], []
+        for row in rows[1:]:
+            if not row:
+                continue
+            try:
+                day = date.fromisoformat(row[0].strip()[:10])
+            except ValueError as exc:
+                raise CsvDataError(path, rows.index(row) + 1, f"date {row[0]!r} is not YYYY-MM-DD") from exc
+            if first <= day <= last:
+                kept.append(row)
+        if not kept:
+            continue
+        name = f"{symbol}-1d-{kept[0][0].strip()[:10]}-{kept[-1][0].strip()[:10]}.csv"
+        target = folder / name
+        with target.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(kept)
+        written[symbol] = target
+    return written
+
+
+def out_of_sample_calibration(model: Any, files: dict[str, Path], benchmark: str, test_start: date,
+                              test_end: date) -> dict[str, Any]:
+    """The model's long-side forecasts for every labelled idea dated in the test window
+    against their first-touch outcomes (entry at the next open, the model's own bracket).
+
+    Features read the history before each idea; outcomes read only bars up to ``test_end``
+    (ideas whose horizon runs past it are left out, as in training).
+    """
+    history_from = test_start - timedelta(days=600)
+    with tempfile.TemporaryDirectory(prefix="wf-test-") as tmp:
+        copies = write_window_files(files, Path(tmp), history_from, test_end)
+        if benchmark not in copies:
+            return calibration_summary([], [])
+        bench = ai_model.read_daily_csv(copies[benchmark], benchmark)
+        series = [bench if s == benchmark else ai_model.read_daily_csv(p, s) for s, p in copies.items()]
+        try:
+            data = ai_model.build_dataset(series, bench, model.bracket)
+        except ai_model.TrainingDataError:
+            return calibration_summary([], [])
+    lo, hi = _midnight(test_start), _midnight(test_end)
+    keep = (data.ts >= lo) & (data.ts <= hi)
+    if not keep.any():
+        return calibration_summary([], [])
+    p = model.sides["long"].probabilities(data.X[keep])
+    return calibration_summary(p, data.y["long"][keep])
+
+
+def walk_forward(
+    settings: Any,
+    options: BacktestOptions,
+    *,
+    train_years: float = 3.0,
+    test_months: int = 6,
+    roll_months: int | None = None,
+    progress_stream: TextIO | None = None,
+) -> WalkForwardResult:
+    """Train on ``train_years`` before each test window of ``test_months``, backtest the test
+    window with that model, then move on by ``roll_months`` (default: ``test_months``).
+
+    Test windows start at ``options.start`` (default: ``train_years`` after the first date
+    every symbol and the benchmark have data) and stop at ``options.end``. The model never
+    sees a bar dated after its train window; the test backtest cannot look ahead either.
+    """
+    if train_years <= 0 or test_months < 1:
+        raise BacktestError(f"walk-forward needs a positive train length and test months >= 1, got {train_years} / {test_months}")
+    roll = roll_months or test_months
+    if roll < 1:
+        raise BacktestError(f"walk-forward roll must be at least 1 month, got {roll}")
+    try:
+        files = ai_model.daily_files(options.data_dir)
+    except ai_model.TrainingDataError as exc:
+        raise BacktestError(str(exc)) from None
+    wanted = list(dict.fromkeys([*options.symbols, BENCHMARK]))
+    missing = [s for s in wanted if s not in files]
+    if missing:
+        raise BacktestError(f"walk-forward needs daily files for {', '.join(missing)} under {options.data_dir}/daily")
+    chosen = {s: files[s] for s in wanted}
+    spans = [_file_span(p) for p in chosen.values()]
+    data_first, data_last = max(s[0] for s in spans), min(s[1] for s in spans)
+    test_start = options.start or _add_years(data_first, train_years)
+    final = min(options.end or data_last, data_last)
+    windows: list[WalkForwardWindow] = []
+    index = 0
+    while test_start <= final:
+        index += 1
+        test_end = min(_add_months(test_start, test_months) - timedelta(days=1), final)
+        train_start, train_end = _add_years(test_start, -train_years), test_start - timedelta(days=1)
+        log.info("walk_forward_window", window=index, train_start=train_start.isoformat(),
+                 train_end=train_end.isoformat(), test_start=test_start.isoformat(), test_end=test_end.isoformat())
+        with tempfile.TemporaryDirectory(prefix="wf-train-") as tmp:
+            copies = write_window_files(chosen, Path(tmp), train_start, train_end)
+            model_path = Path(tmp) / "model.json"
+            try:
+                trained = ai_model.train_model(Path(tmp), model_path, symbols=sorted(copies),
+                                               stop=float(settings.trading.stop_loss),
+                                               target=float(settings.trading.take_profit), benchmark=BENCHMARK)
+            except ai_model.TrainingDataError as exc:
+                raise BacktestError(
+                    f"walk-forward window {index} (train {train_start} .. {train_end}): {exc}"
+                ) from None
+            model = ai_model.load_model(model_path)
+        calibration = out_of_sample_calibration(model, chosen, BENCHMARK, test_start, test_end)
+        window_options = replace(options, start=test_start, end=test_end)
+        try:
+            result = run_backtest(settings, window_options, model=model, progress_stream=progress_stream)
+        except BacktestError as exc:
+            log.warning("walk_forward_window_skipped", window=index, reason=str(exc))
+            test_start = _add_months(test_start, roll)
+            continue
+        long_metrics = trained.metrics.get("long", {})
+        windows.append(WalkForwardWindow(
+            index=index, train_start=train_start, train_end=train_end, test_start=test_start, test_end=test_end,
+            model={"created_at": model.created_at, "symbols": trained.symbols, "window": trained.window,
+                   "test_brier": _round(long_metrics.get("brier")), "test_auc": _round(long_metrics.get("auc"))},
+            calibration=calibration, result=result,
+        ))
+        test_start = _add_months(test_start, roll)
+    if not windows:
+        raise BacktestError("no walk-forward window could be tested: widen the date range or shorten the windows")
+    curve, trades = _chain(windows)
+    performance = compute_performance(curve, trades, periods_per_year=252)
+    calibration = _pooled_calibration(windows)
+    return WalkForwardResult(windows=windows, equity_curve=curve, trades=trades, performance=performance,
+                             calibration=calibration, options=options, train_years=train_years,
+                             test_months=test_months, roll_months=roll)
+
+
+def _pooled_calibration(windows: list[WalkForwardWindow]) -> dict[str, Any]:
+    """All windows' out-of-sample ideas together (bins merged by count)."""
+    merged: dict[tuple[float, float], list[float]] = {}
+    briers: list[tuple[float, int]] = []
+    for w in windows:
+        cal = w.calibration
+        if cal.get("n"):
+            briers.append((float(cal["brier"]), int(cal["n"])))
+        for b in cal.get("bins", []):
+            key = (b["bin_low"], b["bin_high"])
+            count, forecast, hits = merged.get(key, [0.0, 0.0, 0.0])
+            n = float(b["count"])
+            merged[key] = [count + n, forecast + n * b["mean_forecast"], hits + n * b["hit_rate"]]
+    bins = [
+        {"bin_low": lo, "bin_high": hi, "count": int(c), "mean_forecast": round(f / c, 4), "hit_rate": round(h / c, 4)}
+        for (lo, hi), (c, f, h) in sorted(merged.items()) if c > 0
+    ]
+    total = sum(n for _, n in briers)
+    ece = sum(b["count"] * abs(b["mean_forecast"] - b["hit_rate"]) for b in bins) / total if total else None
+    return {
+        "what": "AI model, out of sample: long-side forecasts on every labelled idea of the test windows",
+        "n": total,
+        "brier": round(sum(b * n for b, n in briers) / total, 6) if total else None,
+        "ece": round(ece, 6) if ece is not None else None,
+        "bins": bins,
+    }
+
+
+def _chain(windows: list[WalkForwardWindow]) -> tuple[list[tuple[datetime, Decimal]], list[dict[str, Any]]]:
+    """One curve from the windows' curves, each scaled to start where the previous ended."""
+    curve: list[tuple[datetime, Decimal]] = []
+    level: Decimal | None = None
+    for w in windows:
+        points = w.result.equity_curve
+        if not points:
+            continue
+        base = points[0][1]
+        scale = (level / base) if level is not None else Decimal(1)
+        for at, equity in points:
+            if curve and at <= curve[-1][0]:
+                continue
+            curve.append((at, equity * scale))
+        level = curve[-1][1]
+    trades = sorted((t for w in windows for t in w.result.trades), key=lambda t: t["exit_at"])
+    return curve, trades
+
+
+# -- report and summary --------------------------------------------------------------------------
+
+
+def write_backtest_report(out_dir: Path, result: BacktestResult | WalkForwardResult) -> tuple[Path, Path]:
+    """``report.html`` and ``summary.json`` for a backtest or a walk-forward run."""
+    import reporting
+
+    if isinstance(result, WalkForwardResult):
+        return reporting.write_report(
+            Path(out_dir), report=result.performance, equity_curve=result.equity_curve, trades=result.trades,
+            title="Walk-forward backtest (out of sample)", meta=result.meta(),
+            walk_forward=[w.row() for w in result.windows], calibration=result.calibration,
+        )
+    calibration = traded_calibration(result)
+    return reporting.write_report(
+        Path(out_dir), report=result.performance, equity_curve=result.equity_curve, trades=result.trades,
+        title=f"Backtest {', '.join(result.options.symbols)}", meta=result.meta(), calibration=calibration,
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:+.2f}%"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def render_summary(result: BacktestResult | WalkForwardResult, paths: tuple[Path, Path] | None = None) -> str:
+    """A few lines for stdout: period, return, risk, trades, safety, speed, report files."""
+    perf = result.performance
+    meta = result.meta()
+    t = perf.trades
+    lines = [
+        f"Backtest {meta['period']} ({meta['sessions']} sessions, {meta['bars']})",
+        f"  symbols      {meta['symbols']}",
+        f"  strategies   {meta['strategies']}",
+        f"  AI model     {meta['ai_model']}",
+        f"  costs        commission {meta['commission']}; slippage {meta['slippage']}",
+        f"  equity       {perf.start_equity:,.2f} -> {perf.end_equity:,.2f} ({_pct(perf.total_return)}), "
+        f"annual {_pct(perf.annual_return)}, volatility {_pct(perf.annual_volatility)}",
+        f"  risk         Sharpe {_num(perf.sharpe)}, Sortino {_num(perf.sortino)}, "
+        f"max drawdown {_pct(-perf.max_drawdown_pct if perf.max_drawdown_pct else 0.0)}",
+        f"  trades       {t.total} (win rate {_pct(t.win_rate)}, profit factor {_num(t.profit_factor)}), "
+        f"commission paid {meta['commission_paid']}",
+    ]
+    if isinstance(result, WalkForwardResult):
+        lines.append(f"  walk-forward {meta['walk_forward']}")
+        cal = result.calibration
+        lines.append(f"  calibration  out of sample: {cal.get('n')} ideas, Brier {cal.get('brier')}, ECE {cal.get('ece')}")
+        runs = [w.result for w in result.windows]
+    else:
+        runs = [result]
+        changes = result.state_changes
+        lines.append(f"  safety       {len(changes)} trading-state change(s), final state {result.final_state}"
+                     + (f"; stopped early: {result.stopped_early}" if result.stopped_early else ""))
+    bars = sum(r.bars for r in runs)
+    seconds = sum(r.loop_seconds for r in runs)
+    lines.append(f"  speed        {bars:,} symbol-sessions in {seconds:.1f} s "
+                 f"({bars / seconds if seconds > 0 else 0:,.0f} bars/s through the full loop)")
+    if paths is not None:
+        lines.append(f"  report       {paths[0]}")
+        lines.append(f"               {paths[1]}")
+    return "\n".join(lines)
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def _date_arg(value: Any, flag: str) -> date | None:
+    if value in (None, ""):
+        return None
+    try:
+        return date.fromisoformat(str(value).strip()[:10])
+    except ValueError:
+        raise BacktestError(f"{flag} {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _decimal_arg(value: Any, flag: str, default: Decimal) -> Decimal:
+    if value is None:
+        return default
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise BacktestError(f"{flag} {value!r} is not a number") from None
+    if not number.is_finite() or number < 0:
+        raise BacktestError(f"{flag} must be a non-negative number, got {value!r}")
+    return number
+
+
+def options_from_args(settings: Any, args: argparse.Namespace) -> BacktestOptions:
+    """Backtest options from ``main.py backtest`` arguments and the settings they overrode.
+
+    Flags main.py does not define yet are read when present (``commission_per_share``,
+    ``commission_min``, ``slippage_bps``, ``bars``); see :func:`build_parser` for all of them.
+    """
+    data = getattr(args, "data", None) or settings.sim.data_dir
+    if not data:
+        raise BacktestError("backtest needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)")
+    data_dir = Path(data)
+    if not data_dir.is_dir():
+        raise BacktestError(f"--data {data_dir}: no such directory")
+    strategies = getattr(args, "strategies", None)
+    try:
+        slippage = float(getattr(args, "slippage_bps", None) if getattr(args, "slippage_bps", None) is not None else 1.0)
+    except ValueError:
+        raise BacktestError(f"--slippage-bps {getattr(args, 'slippage_bps', None)!r} is not a number") from None
+    max_fraction = getattr(args, "commission_max_pct", None)
+    commission = CommissionModel(
+        per_share=_decimal_arg(getattr(args, "commission_per_share", None), "--commission-per-share", ZERO),
+        minimum=_decimal_arg(getattr(args, "commission_min", None), "--commission-min", ZERO),
+        max_fraction=(_decimal_arg(max_fraction, "--commission-max-pct", ZERO) / 100) if max_fraction else None,
+    )
+    return BacktestOptions(
+        data_dir=data_dir,
+        symbols=tuple(dict.fromkeys(s.strip().upper() for s in settings.scanning.symbols if s.strip())),
+        start=_date_arg(getattr(args, "start", None) or settings.sim.start, "--start"),
+        end=_date_arg(getattr(args, "end", None), "--end"),
+        strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()) if strategies else None,
+        cash=Decimal(str(settings.sim.cash)),
+        commission=commission,
+        slippage_bps=slippage,
+        seed=int(settings.sim.seed),
+        bar_mode=getattr(args, "bars", None) or "auto",
+    )
+
+
+def _configure_logging(settings: Any, args: argparse.Namespace, report_dir: Path) -> None:
+    """Backtest logs: JSON lines to ``report_dir/backtest.jsonl`` and stderr (stdout keeps the
+    summary), at WARNING unless ``--log-level`` asks for more (INFO logs every decision and
+    slows a long backtest several-fold)."""
+    import logging_setup
+
+    level = getattr(args, "log_level", None) or "WARNING"
+    log_file = getattr(args, "log_file", None) or report_dir / "backtest.jsonl"
+    logging_setup.configure(log_file=log_file, level=level, secrets=settings.secret_values(), stream=sys.stderr)
+
+
+def main(settings: Any, args: argparse.Namespace) -> int:
+    """``python main.py backtest``: run, write the report, print the summary. Exit codes:
+    0 done, 1 the run failed, 2 bad arguments or a bad data file (one line on stderr)."""
+    try:
+        options = options_from_args(settings, args)
+    except BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    report_dir = Path(getattr(args, "report", None) or "reports/backtest")
+    _configure_logging(settings, args, report_dir)
+    try:
+        result: BacktestResult | WalkForwardResult
+        if getattr(args, "walk_forward", False):
+            result = walk_forward(
+                settings, options,
+                train_years=float(getattr(args, "train_years", None) or 3.0),
+                test_months=int(getattr(args, "test_months", None) or 6),
+                roll_months=getattr(args, "roll_months", None),
+            )
+        else:
+            result = run_backtest(settings, options)
+        paths = write_backtest_report(report_dir, result)
+    except CsvDataError as exc:
+        where = f", line {exc.line}" if exc.line is not None else ""
+        print(f"error: bad data file {exc.path}{where}: {exc.problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(render_summary(result, paths), flush=True)
+    return EXIT_OK
+
+
+def _daily_closes(curve: list[tuple[datetime, Decimal]]) -> list[tuple[datetime, Decimal]]:
+    last: dict[date, tuple[datetime, Decimal]] = {}
+    for at, equity in curve:
+        last[to_exchange_time(at).date()] = (at, equity)
+    return [last[d] for d in sorted(last)]
+
+
+def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
+    """``python main.py report``: the backtest's report for a paper or live run, from the
+    journal's equity snapshots (the last of each session) and closed trades."""
+    path = Path(settings.storage.state_db)
+    if not path.exists():
+        print(f"error: no journal at {path}: run the daemon first (or give --state-db)", file=sys.stderr)
+        return EXIT_CONFIG
+    journal = Journal(path)
+    try:
+        snapshots = journal.equity_curve()
+        trades = journal.trades()
+        orders = journal.orders()
+    finally:
+        journal.close()
+    if not snapshots:
+        print(f"error: the journal at {path} has no equity snapshots yet: nothing to report", file=sys.stderr)
+        return EXIT_CONFIG
+    closes = _daily_closes(snapshots)
+    curve, ppy = (closes, 252.0) if len(closes) >= 2 else (snapshots, None)
+    report = compute_performance(curve, trades, periods_per_year=ppy)
+    meta = {
+        "source": f"journal {path}",
+        "mode": settings.mode,
+        "period": f"{curve[0][0].isoformat()} .. {curve[-1][0].isoformat()}",
+        "equity_points": f"{len(curve)} ({'last snapshot of each session' if ppy else 'every snapshot'})",
+        "orders_journaled": len(orders),
+        "symbols": ", ".join(sorted({t['symbol'] for t in trades})) or "none traded",
+    }
+    import reporting
+
+    out = Path(getattr(args, "out", None) or "reports")
+    html_path, json_path = reporting.write_report(out, report=report, equity_curve=curve, trades=trades,
+                                                  title=f"Trading report ({settings.mode})", meta=meta)
+    t = report.trades
+    print("\n".join([
+        f"Report {meta['period']} from {path}",
+        f"  equity  {report.start_equity:,.2f} -> {report.end_equity:,.2f} ({_pct(report.total_return)}), "
+        f"Sharpe {_num(report.sharpe)}, max drawdown {_pct(-report.max_drawdown_pct if report.max_drawdown_pct else 0.0)}",
+        f"  trades  {t.total} (win rate {_pct(t.win_rate)}, profit factor {_num(t.profit_factor)})",
+        f"  report  {html_path}",
+        f"          {json_path}",
+    ]), flush=True)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every backtest flag, for ``python backtest.py`` (main.py's subcommand has a subset)."""
+    parser = argparse.ArgumentParser(prog="backtest.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="CSV data directory (layout of shared/data)")
+    parser.add_argument("--symbols", help="comma-separated symbols (default: scanning.symbols)")
+    parser.add_argument("--start", help="first session (YYYY-MM-DD)")
+    parser.add_argument("--end", help="last session (YYYY-MM-DD)")
+    parser.add_argument("--profile", choices=["default", "conservative", "aggressive"])
+    parser.add_argument("--config", type=Path, help="TOML config file")
+    parser.add_argument("--strategies", help="comma-separated strategy names")
+    parser.add_argument("--report", type=Path, help="directory for report.html and summary.json")
+    parser.add_argument("--commission-per-share", help="dollars per share (default 0, as at Alpaca)")
+    parser.add_argument("--commission-min", help="minimum dollars per execution (default 0)")
+    parser.add_argument("--commission-max-pct", help="at most this percent of an execution's value")
+    parser.add_argument("--slippage-bps", help="basis points on market and stop fills (default 1)")
+    parser.add_argument("--bars", choices=["auto", "daily", "intraday"], default="auto",
+                        help="bar convention (default: intraday when minute bars cover the range)")
+    parser.add_argument("--walk-forward", action="store_true", help="train/test windows (see --train-years)")
+    parser.add_argument("--train-years", type=float, default=3.0, help="walk-forward train length (default 3)")
+    parser.add_argument("--test-months", type=int, default=6, help="walk-forward test length (default 6)")
+    parser.add_argument("--roll-months", type=int, help="walk-forward step (default: --test-months)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default WARNING")
+    parser.add_argument("--log-file", help="default REPORT_DIR/backtest.jsonl")
+    return parser
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``python backtest.py --data DIR ...`` with every flag (see :func:`build_parser`)."""
+    import config
+
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {"sim.data_dir": args.data}
+    if args.symbols:
+        overrides["scanning.symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    if args.start:
+        overrides["sim.start"] = args.start
+    try:
+        settings = config.load_settings(config_file=args.config, profile=args.profile, overrides=overrides)
+        return main(settings, args)
+    except ConfigError as exc:
+        print(config.format_problems(exc), file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
