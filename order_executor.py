@@ -180,6 +180,17 @@ def protected_quantity(position: Position, open_orders: Sequence[Order]) -> Deci
     return covered
 
 
+def _filling_entries(position: Position, open_orders: Sequence[Order]) -> list[Order]:
+    """Working bracket/OTO entries that added to ``position`` and have not finished filling
+    (their exit legs are still ``held``, so the filled shares are not yet protected)."""
+    entry_side = "buy" if position.qty > 0 else "sell"
+    return [
+        o for o in open_orders
+        if o.symbol == position.symbol and o.side == entry_side and o.is_open and o.status != "held"
+        and o.order_class in ("bracket", "oto") and o.filled_qty > 0
+    ]
+
+
 def _flatten(orders: Sequence[Order]) -> list[Order]:
     out: list[Order] = []
     for order in orders:
@@ -209,7 +220,11 @@ class OrderExecutor:
         emergency_backoff_max: float = 16.0,
         extended_hours_slippage: float = 0.01,
         time_in_force: str = "gtc",
+        partial_fill_timeout: float = 60.0,
     ) -> None:
+        """``partial_fill_timeout``: a bracket entry still partly filled after this many
+        seconds has the rest canceled, so that its legs protect what was filled (Alpaca
+        keeps the legs ``held`` until the entry is done)."""
         self._broker = broker
         self._clock = clock
         self._stop_loss = Decimal(str(stop_loss))
@@ -220,6 +235,7 @@ class OrderExecutor:
         self._emergency_backoff_max = emergency_backoff_max
         self._extended_slippage = Decimal(str(extended_hours_slippage))
         self._tif = time_in_force
+        self._partial_fill_timeout = partial_fill_timeout
         self.tracked: dict[str, TrackedOrder] = {}
 
     # -- entries --------------------------------------------------------------------------
@@ -418,18 +434,53 @@ class OrderExecutor:
             }
             found.append(info)
             log.warning("position_unprotected", startup=startup, **info)
-            pending_entry = any(
-                o.symbol == position.symbol and o.is_open and o.status != "held"
-                and o.side == ("buy" if position.qty > 0 else "sell") and o.order_class == "bracket"
-                and o.filled_qty < (o.qty or 0)
-                for o in open_orders
-            )
-            if pending_entry:
-                # A bracket entry is still filling: its legs will cover the filled quantity.
-                log.info("position_protection_deferred", symbol=position.symbol, reason="entry still filling")
+            entries = _filling_entries(position, open_orders)
+            if entries:
+                now = self._clock.now()
+                filling = sum((o.filled_qty for o in entries), Decimal(0))
+                fresh = all(
+                    (now - (o.submitted_at or o.created_at)).total_seconds() < self._partial_fill_timeout
+                    for o in entries
+                )
+                if fresh and held - covered <= filling:
+                    # The entry is still filling; its legs will cover what it filled.
+                    log.info("position_protection_deferred", symbol=position.symbol,
+                             reason="entry still filling", filled_qty=str(filling))
+                    continue
+                refreshed = await self._end_entries(position, entries)
+                if refreshed is None:
+                    continue
+                position, symbol_orders = refreshed
+                if protected_quantity(position, symbol_orders) >= abs(position.qty):
+                    log.info("position_protected", symbol=position.symbol, qty=str(abs(position.qty)),
+                             by="bracket_legs")
+                    continue
+                await self._protect(position, symbol_orders)
                 continue
             await self._protect(position, open_orders)
         return found
+
+    async def _end_entries(
+        self, position: Position, entries: Sequence[Order]
+    ) -> tuple[Position, list[Order]] | None:
+        """Cancel the unfilled rest of partly filled entries so that their legs protect what
+        was filled; the position and the symbol's open orders as the broker then sees them
+        (None when the position is gone or the cancels were not confirmed)."""
+        symbol = position.symbol
+        for order in entries:
+            log.warning("entry_remainder_canceled", symbol=symbol, broker_order_id=order.id,
+                        client_order_id=order.client_order_id, filled_qty=str(order.filled_qty),
+                        qty=str(order.qty))
+            await self._cancel_quietly(order.id)
+        if not await self._await_gone(symbol, {o.id for o in entries}):
+            log.error("position_protection_failed", symbol=symbol,
+                      reason="partly filled entry did not cancel")
+            return None
+        current = await self._broker.get_position(symbol)
+        if current is None:
+            return None
+        orders = await self._broker.list_orders(status="open", symbols=[symbol], nested=True)
+        return current, list(orders)
 
     async def _protect(self, position: Position, open_orders: Sequence[Order]) -> None:
         symbol = position.symbol
@@ -440,7 +491,7 @@ class OrderExecutor:
         ]
         for order in holding:
             await self._cancel_quietly(order.id)
-        if holding and not await self._await_no_open_orders(symbol, attempts=5):
+        if holding and not await self._await_gone(symbol, {o.id for o in holding}, attempts=5):
             log.error("position_protection_failed", symbol=symbol, reason="existing exit orders did not cancel")
             return
         entry = position.avg_entry_price
@@ -593,6 +644,18 @@ class OrderExecutor:
                 return True
             await self._clock.sleep(delay)
             delay = min(delay * 2, 8.0)
+        return False
+
+    async def _await_gone(self, symbol: str, order_ids: set[str], attempts: int = 8) -> bool:
+        """Wait until the broker no longer lists any of ``order_ids`` as open."""
+        delay = 0.5
+        for attempt in range(attempts):
+            orders = await self._broker.list_orders(status="open", symbols=[symbol], nested=False)
+            if not [o for o in _flatten(orders) if o.id in order_ids and o.is_open]:
+                return True
+            if attempt + 1 < attempts:
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, 8.0)
         return False
 
     async def _await_flat(self, symbol: str, attempts: int = 8) -> bool:
