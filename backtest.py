@@ -491,7 +491,7 @@ async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
     bar_mode = _bar_mode(options, history, sessions)
     broker = InProcessBroker(core, max_quote_age=settings.data_quality.max_quote_age_seconds,
                              data_feed=settings.api.data_feed)
-    journal = Journal(":memory:")
+    journal = _memory_journal()
     alerter = Alerter(settings.alerts, core.clock)
     alerter.attach_journal(journal)
     run_settings = settings.model_copy(update={
@@ -547,6 +547,20 @@ async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
         elapsed_seconds=time.perf_counter() - wall_started, loop_seconds=loop_seconds, strategies=[s.name for s in loop.strategies],
         model=_model_description(analyzer), final_state=loop.safety.state.value, stopped_early=stopped,
     )
+
+
+def _memory_journal() -> Journal:
+    """An in-memory journal (fast; a backtest has nothing to survive). Its "not in WAL mode"
+    warning is meant for the daemon's state file, so it is kept out of the backtest log."""
+    import logging
+
+    journal_logger = logging.getLogger("journal")
+    level = journal_logger.level
+    journal_logger.setLevel(logging.ERROR)
+    try:
+        return Journal(":memory:")
+    finally:
+        journal_logger.setLevel(level)
 
 
 def _has_data_for(data_dir: Path, symbol: str) -> bool:
@@ -758,6 +772,7 @@ class WalkForwardResult:
         base.update({
             "period": f"{first.test_start.isoformat()} .. {last.test_end.isoformat()} (out of sample)",
             "sessions": sum(len(w.result.sessions) for w in self.windows),
+            "bars": f"{first.result.bar_mode} ({sum(w.result.bars for w in self.windows):,} symbol-sessions)",
             "walk_forward": (f"{len(self.windows)} windows: train {self.train_years:g} years, test "
                              f"{self.test_months} months, roll {self.roll_months} months"),
             "ai_model": "retrained on each window's train dates only (see the walk-forward table)",
@@ -1004,7 +1019,13 @@ def write_backtest_report(out_dir: Path, result: BacktestResult | WalkForwardRes
 
 
 def _pct(value: float | None) -> str:
+    """A signed percentage (returns)."""
     return "n/a" if value is None else f"{value * 100:+.2f}%"
+
+
+def _share(value: float | None) -> str:
+    """An unsigned percentage (rates, volatility, drawdown)."""
+    return "n/a" if value is None else f"{value * 100:.2f}%"
 
 
 def _num(value: float | None) -> str:
@@ -1023,10 +1044,10 @@ def render_summary(result: BacktestResult | WalkForwardResult, paths: tuple[Path
         f"  AI model     {meta['ai_model']}",
         f"  costs        commission {meta['commission']}; slippage {meta['slippage']}",
         f"  equity       {perf.start_equity:,.2f} -> {perf.end_equity:,.2f} ({_pct(perf.total_return)}), "
-        f"annual {_pct(perf.annual_return)}, volatility {_pct(perf.annual_volatility)}",
+        f"annual {_pct(perf.annual_return)}, volatility {_share(perf.annual_volatility)}",
         f"  risk         Sharpe {_num(perf.sharpe)}, Sortino {_num(perf.sortino)}, "
-        f"max drawdown {_pct(-perf.max_drawdown_pct if perf.max_drawdown_pct else 0.0)}",
-        f"  trades       {t.total} (win rate {_pct(t.win_rate)}, profit factor {_num(t.profit_factor)}), "
+        f"max drawdown {_share(perf.max_drawdown_pct)}",
+        f"  trades       {t.total} (win rate {_share(t.win_rate)}, profit factor {_num(t.profit_factor)}), "
         f"commission paid {meta['commission_paid']}",
     ]
     if isinstance(result, WalkForwardResult):
@@ -1198,8 +1219,8 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
     print("\n".join([
         f"Report {meta['period']} from {path}",
         f"  equity  {report.start_equity:,.2f} -> {report.end_equity:,.2f} ({_pct(report.total_return)}), "
-        f"Sharpe {_num(report.sharpe)}, max drawdown {_pct(-report.max_drawdown_pct if report.max_drawdown_pct else 0.0)}",
-        f"  trades  {t.total} (win rate {_pct(t.win_rate)}, profit factor {_num(t.profit_factor)})",
+        f"Sharpe {_num(report.sharpe)}, max drawdown {_share(report.max_drawdown_pct)}",
+        f"  trades  {t.total} (win rate {_share(t.win_rate)}, profit factor {_num(t.profit_factor)})",
         f"  report  {html_path}",
         f"          {json_path}",
     ]), flush=True)

@@ -1,0 +1,255 @@
+"""Backtests on real bars: the daemon's loop over history, its report, and its honesty.
+
+Data: the real daily SPY and AAPL files from ``shared/data`` (copied into a temporary
+directory, alone, so loading is quick); the first half of 2020 trades (the March sell-off
+gives the mean-reversion strategy entries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+from dataclasses import replace
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import config
+import logging_setup
+from backtest import (
+    BacktestError,
+    BacktestOptions,
+    BacktestResult,
+    main,
+    report_from_journal,
+    run_backtest,
+    walk_forward,
+    write_backtest_report,
+)
+from clock import EXCHANGE_TZ
+from journal import Journal
+from sim_broker import CommissionModel
+from tests.conftest import SHARED_DATA
+
+DAILY_FILES = ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv")
+START, END = date(2020, 1, 2), date(2020, 6, 30)
+CUTOFF = date(2020, 3, 20)  # the no-look-ahead test changes every bar after this session
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    (root / "daily").mkdir()
+    for name in DAILY_FILES:
+        shutil.copy(SHARED_DATA / "daily" / name, root / "daily" / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def settings() -> Any:
+    return config.load_settings(env_file=None, overrides={"scanning.symbols": ["SPY", "AAPL"]})
+
+
+@pytest.fixture(scope="module")
+def baseline(settings: Any, data_dir: Path) -> BacktestResult:
+    options = BacktestOptions(data_dir=data_dir, symbols=("SPY", "AAPL"), start=START, end=END,
+                              slippage_bps=0.0, progress=False)
+    return run_backtest(settings, options)
+
+
+@pytest.fixture
+def restore_logging() -> Any:
+    yield
+    logging_setup.shutdown()
+
+
+def entries(result: BacktestResult) -> list[dict[str, Any]]:
+    return [o for o in result.orders if o.get("intent_id")]
+
+
+def test_a_backtest_on_real_bars_trades_with_a_bracket_on_every_entry(baseline: BacktestResult) -> None:
+    assert baseline.bar_mode == "daily"
+    assert baseline.sessions[0] == START and baseline.sessions[-1] == END
+    # one equity point per session close, plus the starting cash
+    assert len(baseline.equity_curve) == len(baseline.sessions) + 1
+    assert baseline.equity_curve[0][1] == Decimal(100000)
+    assert baseline.trades, "the first half of 2020 should close some trades"
+    assert baseline.performance.trades.total == len(baseline.trades)
+    placed = entries(baseline)
+    assert placed
+    for order in placed:
+        assert order["order_class"] == "bracket", order
+        payload = order["payload"]
+        stop = Decimal(payload["stop_loss"]["stop_price"])
+        target = Decimal(payload["take_profit"]["limit_price"])
+        assert Decimal(0) < stop < target
+        # decided on completed bars, sent at the open: submitted at 09:30 New York
+        submitted = order["submitted_at"].astimezone(EXCHANGE_TZ)
+        assert (submitted.hour, submitted.minute) == (9, 30)
+    # every trade's entry is one of those bracket entries (same symbol, same instant)
+    starts = {(o["symbol"], o["submitted_at"]) for o in placed}
+    assert all((t["symbol"], t["entry_at"]) in starts for t in baseline.trades)
+    assert baseline.final_state == "active"
+
+
+def test_the_report_is_written_and_the_summary_printed(settings: Any, data_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       restore_logging: Any) -> None:
+    args = argparse.Namespace(data=str(data_dir), start="2020-02-03", end="2020-04-30", strategies=None,
+                              report=tmp_path / "report", profile=None)
+    run_settings = settings.model_copy(update={"sim": settings.sim.model_copy(update={"start": "2020-02-03"})})
+    assert main(run_settings, args) == 0
+    out = capsys.readouterr().out
+    assert "Backtest 2020-02-03 .. 2020-04-30" in out
+    assert "bars/s" in out and "report.html" in out
+    html = (tmp_path / "report" / "report.html").read_text()
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert "<img" in html and "SPY" in html
+    assert summary["performance"]["trades"]["total"] >= 1
+    assert summary["meta"]["commission"].startswith("none")
+    assert (tmp_path / "report" / "backtest.jsonl").exists()
+
+
+def test_a_bad_data_file_names_the_file_and_the_line(settings: Any, data_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     restore_logging: Any) -> None:
+    bad = tmp_path / "bad"
+    (bad / "daily").mkdir(parents=True)
+    shutil.copy(data_dir / "daily" / DAILY_FILES[0], bad / "daily" / DAILY_FILES[0])
+    source = (data_dir / "daily" / DAILY_FILES[1]).read_text().splitlines()
+    fields = source[4].split(",")
+    fields[4] = "12..5"  # the close of the 4th bar
+    source[4] = ",".join(fields)
+    target = bad / "daily" / DAILY_FILES[1]
+    target.write_text("\n".join(source) + "\n")
+    args = argparse.Namespace(data=str(bad), start=None, end="2020-03-31", strategies=None,
+                              report=tmp_path / "report", profile=None)
+    assert main(settings, args) == 2
+    err = capsys.readouterr().err
+    assert str(target) in err
+    assert "line 5" in err
+    assert "'12..5' is not a number" in err
+
+
+def test_missing_data_and_bad_dates_are_one_line_errors(settings: Any, data_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    args = argparse.Namespace(data=str(tmp_path / "nowhere"), start=None, end=None, strategies=None,
+                              report=tmp_path, profile=None)
+    assert main(settings, args) == 2
+    assert "no such directory" in capsys.readouterr().err
+    args = argparse.Namespace(data=str(data_dir), start=None, end="2020-13-01", strategies=None,
+                              report=tmp_path, profile=None)
+    assert main(settings, args) == 2
+    assert "--end '2020-13-01' is not a date" in capsys.readouterr().err
+    with pytest.raises(BacktestError, match="before --start"):
+        BacktestOptions(data_dir=data_dir, symbols=("SPY",), start=END, end=START)
+
+
+def _alter_after(source: Path, target: Path, cutoff: date, factor: float) -> None:
+    with source.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    for row in body:
+        if date.fromisoformat(row[0][:10]) > cutoff:
+            for column in range(1, 5):
+                row[column] = f"{float(row[column]) * factor:.4f}"
+            row[5] = str(int(float(row[5]) * 3))
+    with target.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(body)
+
+
+def test_changing_future_bars_changes_no_earlier_decision(settings: Any, data_dir: Path, tmp_path: Path,
+                                                          baseline: BacktestResult) -> None:
+    altered = tmp_path / "altered"
+    (altered / "daily").mkdir(parents=True)
+    for name in DAILY_FILES:
+        _alter_after(data_dir / "daily" / name, altered / "daily" / name, CUTOFF, 0.6)
+    options = replace(baseline.options, data_dir=altered)
+    changed = run_backtest(settings, options)
+
+    cutoff_close = datetime(2020, 3, 20, 16, 0, tzinfo=EXCHANGE_TZ)
+
+    def until_cutoff(result: BacktestResult) -> list[tuple[Any, ...]]:
+        return [(o["client_order_id"], o["symbol"], o["side"], o["qty"], o["order_class"], json.dumps(o["payload"]),
+                 o["submitted_at"]) for o in result.orders if o["submitted_at"] <= cutoff_close]
+
+    before = until_cutoff(baseline)
+    assert before, "the test needs orders before the cutoff to mean anything"
+    assert until_cutoff(changed) == before
+    assert [p for p in changed.equity_curve if p[0] <= cutoff_close] == \
+        [p for p in baseline.equity_curve if p[0] <= cutoff_close]
+    # ... and the alteration is real: what came after differs
+    assert changed.equity_curve[-1][1] != baseline.equity_curve[-1][1]
+
+
+def test_commission_and_slippage_cost_money(settings: Any, baseline: BacktestResult) -> None:
+    fee = CommissionModel(per_share=Decimal("0.01"), minimum=Decimal("1.00"))
+    with_fee = run_backtest(settings, replace(baseline.options, commission=fee))
+    with_slippage = run_backtest(settings, replace(baseline.options, slippage_bps=25.0))
+    base_equity = baseline.equity_curve[-1][1]
+    assert with_fee.commission_paid > 0
+    assert baseline.commission_paid == 0
+    assert with_fee.equity_curve[-1][1] < base_equity
+    assert with_slippage.equity_curve[-1][1] < base_equity
+    # the same trades, each net of its fees
+    assert len(with_fee.trades) == len(baseline.trades)
+    for gross, net in zip(baseline.trades, with_fee.trades):
+        assert net["commission"] > 0
+        assert net["pnl"] == gross["pnl"] - net["commission"]
+    assert sum(t["commission"] for t in with_fee.trades) <= with_fee.commission_paid
+    # slippage: the same first entry fills at a worse price
+    first = baseline.trades[0]
+    slipped = next(t for t in with_slippage.trades if t["symbol"] == first["symbol"] and t["entry_at"] == first["entry_at"])
+    assert slipped["entry_price"] > first["entry_price"]
+
+
+def test_walk_forward_trains_before_each_window_and_scores_out_of_sample(settings: Any, data_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    options = BacktestOptions(data_dir=data_dir, symbols=("SPY", "AAPL"), start=date(2020, 1, 2),
+                              end=date(2020, 4, 30), progress=False)
+    result = walk_forward(settings, options, train_years=2, test_months=2)
+    assert [w.index for w in result.windows] == [1, 2]
+    for window in result.windows:
+        assert window.train_end < window.test_start
+        created = window.model["window"]
+        # the model never saw an idea dated in (or after) its test window
+        assert date.fromisoformat(created["test_end"]) < window.test_start
+        assert window.calibration["n"] > 0 and window.calibration["brier"] is not None
+        assert window.result.sessions[0] >= window.test_start and window.result.sessions[-1] <= window.test_end
+        assert window.result.model["created_at"] == window.model["created_at"]
+    row = result.windows[0].row()
+    assert set(row["oos"]) >= {"total_return", "sharpe", "max_drawdown", "trades", "win_rate"}
+    assert result.calibration["n"] == sum(w.calibration["n"] for w in result.windows)
+    html_path, json_path = write_backtest_report(tmp_path / "wf", result)
+    summary = json.loads(json_path.read_text())
+    assert len(summary["walk_forward"]) == 2
+    assert summary["calibration"]["bins"]
+    assert "Walk-forward" in html_path.read_text()
+
+
+def test_report_from_a_paper_journal(settings: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "state.db"
+    journal = Journal(db)
+    for day, equity in ((2, "100000"), (3, "100500.5"), (6, "99800")):
+        for hour, bump in ((15, "0"), (20, "12.5")):
+            journal.record_equity(datetime.fromisoformat(f"2025-01-0{day}T{hour}:00:00+00:00"),
+                                  Decimal(equity) + Decimal(bump), Decimal(equity), Decimal(0))
+    journal.record_trade("SPY", "breakout", datetime.fromisoformat("2025-01-02T15:00:00+00:00"),
+                         datetime.fromisoformat("2025-01-03T15:00:00+00:00"), Decimal(10), Decimal(500),
+                         Decimal(550), Decimal(500), "take_profit")
+    journal.close()
+    run_settings = settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_db": str(db)})})
+    assert report_from_journal(run_settings, argparse.Namespace(out=tmp_path / "out")) == 0
+    assert "trades  1" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["performance"]["points"] == 3  # the last snapshot of each session
+    assert summary["performance"]["trades"]["total"] == 1
+    missing = settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_db": str(tmp_path / "none.db")})})
+    assert report_from_journal(missing, argparse.Namespace(out=tmp_path / "out2")) == 2
