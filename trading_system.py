@@ -825,6 +825,8 @@ class TradingSystem:
             ],
         }
         self.journal.last_cycle(now, data)
+        # positions without a working stop for their full quantity, as seen this cycle
+        unprotected = [d["symbol"] for d in data["position_details"] if not d["protected"]]
         if status.session is not None:
             self.journal.set_state("pdt_status", _jsonable(self.pdt.status(
                 status.session, AccountView.from_account(account))))
@@ -832,7 +834,7 @@ class TradingSystem:
                  cpu_ms=round((time.process_time() - cpu_started) * 1000, 2), symbols=symbols,
                  requests=requests, phase=status.phase, equity=str(account.equity),
                  positions=len(snapshot.positions), open_orders=len(snapshot.open_orders),
-                 state=self.safety.state.value)
+                 unprotected=unprotected, state=self.safety.state.value)
 
     # -- shutdown ---------------------------------------------------------------------------
 
