@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import signal
 import sys
 import uuid
@@ -43,7 +44,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="main.py", description="AI-driven trading daemon for US equities on Alpaca.")
-    common = _Parser(add_help=False)
+    # SUPPRESS: a subcommand must not reset a flag given before it to None
+    # (python main.py --state-db X status); the top-level parser supplies the None defaults.
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--mode", choices=["sim", "paper", "live"], help="broker mode (default: sim without keys, paper with keys)")
     common.add_argument("--profile", choices=["default", "conservative", "aggressive"], help="risk profile")
     common.add_argument("--config", type=Path, help="TOML config file (default: $TRADING_CONFIG)")
@@ -78,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     # flags also accepted before the subcommand (python main.py --sim-days 1)
     for action in common._actions:
         if action.option_strings and action.dest != "help":
-            parser._add_action(action)
+            top_level = copy.copy(action)
+            top_level.default = None
+            parser._add_action(top_level)
     return parser
 
 
