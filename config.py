@@ -30,7 +30,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -429,7 +429,9 @@ class SimSettings(Section):
     """The embedded simulator: history length, speed (``None`` = max), data, seed, faults."""
 
     days: Annotated[int, Field(ge=1)] | None = None
-    speed: Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_speed)] = 60.0
+    # 300x: five market minutes per second, a session in about 80 s, so a newcomer sees
+    # signals, bracket orders, fills and exits within a minute (60 = a market minute per second).
+    speed: Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_speed)] = 300.0
     data_dir: str | None = None
     seed: int = 42
     start: str | None = None
@@ -441,11 +443,17 @@ class SimSettings(Section):
     def _iso_date(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        text = value.strip()
         try:
-            date.fromisoformat(value.strip())
+            date.fromisoformat(text)
         except ValueError:
-            raise ValueError("must be a date like 2024-03-01") from None
-        return value.strip()
+            try:
+                datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(
+                    "must be a date like 2024-03-01 or an ISO-8601 time like 2024-03-01T09:25:00-05:00"
+                ) from None
+        return text
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -33,6 +33,14 @@ BANNER_SIM = """\
 =============================================================================="""
 
 
+# The demo day: with the default seed and no --start, the synthetic market opens on a session
+# in which the default universe trades within the first simulated hour (an entry a few
+# seconds in, a strategy exit well within a minute at the default 300x), so a newcomer sees
+# the whole cycle at once. The market is synthetic: the date is only a name for that day.
+DEMO_SEED = 42
+DEMO_START = "2026-11-25T10:55:00-05:00"
+
+
 class ArgumentError(Exception):
     """A bad command line; the message is one line for stderr."""
 
@@ -177,8 +185,11 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
         from simulator.server import start_server
 
         sim = settings.sim
+        start = sim.start
+        if start is None and sim.data_dir is None and sim.seed == DEMO_SEED:
+            start = DEMO_START
         core = SimulatorCore.create(data_dir=sim.data_dir, symbols=list(settings.scanning.symbols),
-                                    seed=sim.seed, start=sim.start, speed=sim.speed, cash=sim.cash,
+                                    seed=sim.seed, start=start, speed=sim.speed, cash=sim.cash,
                                     faults=sim.faults)
         server = await start_server(core, host="127.0.0.1", port=0, rate_limit_per_minute=None)
         base_url = data_url = server.base_url

@@ -707,6 +707,8 @@ class TradingSystem:
                 log.info("exit_deferred", symbol=position.symbol, reason=decision.reason)
                 continue
             log.info("strategy_exit", symbol=position.symbol, reason=reason)
+            # No re-entry in the session a position was exited: no churn between strategies.
+            self._entered_this_session.add(position.symbol)
             await self.executor.emergency_exit(position.symbol, reason, phase=status.phase, kind="exit")
 
     async def enter_positions(self, data: dict[str, MarketData], snapshot: AccountSnapshot,
@@ -726,10 +728,10 @@ class TradingSystem:
             best = None
             for strategy in self.strategies:
                 signal = await strategy.evaluate_opportunity(symbol, md)
-                if signal.action != "hold":
+                if signal.action == "buy":  # long only: a sell on a symbol not held is no trade
                     self._log_signal(signal)
-                if signal.action == "buy" and (best is None or signal.confidence > best.confidence):
-                    best = signal
+                    if best is None or signal.confidence > best.confidence:
+                        best = signal
             if best is None:
                 continue
             intent = await self.analyzer.analyze(best, md)
@@ -830,7 +832,8 @@ class TradingSystem:
         if status.session is not None:
             self.journal.set_state("pdt_status", _jsonable(self.pdt.status(
                 status.session, AccountView.from_account(account))))
-        log.info("cycle_complete", duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        log.info("cycle_complete", market_time=now.isoformat(),
+                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                  cpu_ms=round((time.process_time() - cpu_started) * 1000, 2), symbols=symbols,
                  requests=requests, phase=status.phase, equity=str(account.equity),
                  positions=len(snapshot.positions), open_orders=len(snapshot.open_orders),

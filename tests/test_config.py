@@ -52,7 +52,7 @@ def test_seed_defaults_without_keys_run_the_simulator() -> None:
     assert settings.risk.circuit_breaker_loss == 0.05
     assert settings.scanning.symbols == ["SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA"]
     assert settings.pdt.retirement_date.isoformat() == "2026-06-04"
-    assert settings.sim.speed == 60.0
+    assert settings.sim.speed == 300.0  # demo speed: a session in about 80 s
     assert settings.storage.log_level == "INFO"
     assert settings.live_trading_enabled is False
 
