@@ -535,10 +535,14 @@ class OrderExecutor:
 
         ``kind`` names the exit in client order ids and logs: ``emergency`` (risk exits,
         liquidation) or ``exit`` (a strategy's ordinary exit, through the same verified path).
+        With ``phase="closed"`` nothing is canceled or sent (no exit could execute before the
+        next session): the report fails with that reason and the protection stays.
         """
         report = EmergencyStopReport(symbol=symbol, reason=reason, started_at=self._clock.now())
         report_kind = kind
         delay = self._emergency_backoff
+        if phase == "closed":
+            return await self._closed_market_exit(report)
         while report.attempts < self._emergency_max_attempts:
             report.attempts += 1
             try:
@@ -564,10 +568,15 @@ class OrderExecutor:
                         order = await self._submit_exit(position, sellable, phase, report.attempts,
                                                         kind=report_kind)
                         report.exit_orders.append(order.id)
-                    report.step = EmergencyStep.VERIFYING
-                    if await self._await_flat(symbol):
-                        return self._finish_flat(report)
-                    report.failures.append(f"attempt {report.attempts}: position not flat after the exit order")
+                        report.step = EmergencyStep.VERIFYING
+                        if await self._await_flat(symbol):
+                            return self._finish_flat(report)
+                        report.failures.append(
+                            f"attempt {report.attempts}: position not flat after exit order {order.id}")
+                    else:
+                        report.failures.append(
+                            f"attempt {report.attempts}: nothing sellable: position {position.qty}, "
+                            f"available {position.qty_available} (shares still held by orders)")
             except InsufficientQuantity as exc:
                 report.failures.append(
                     f"attempt {report.attempts}: insufficient qty available "
@@ -578,10 +587,34 @@ class OrderExecutor:
                 break
             except BrokerError as exc:
                 report.failures.append(f"attempt {report.attempts}: {type(exc).__name__}: {exc.message}")
+            if report.attempts >= self._emergency_max_attempts:
+                break
             log.warning("emergency_exit_retry", symbol=symbol, attempt=report.attempts,
                         failure=report.failures[-1] if report.failures else None, delay=delay)
             await self._clock.sleep(delay)
             delay = min(delay * 2, self._emergency_backoff_max)
+        report.step = EmergencyStep.FAILED
+        report.finished_at = self._clock.now()
+        log.error("emergency_stop_failed", **report.to_dict())
+        return report
+
+    async def _closed_market_exit(self, report: EmergencyStopReport) -> EmergencyStopReport:
+        """While the market is closed no exit can execute: keep the protective orders (a
+        queued market order would need them canceled, leaving the position naked until the
+        open) and report the exit as not done, so the caller retries in the next session."""
+        report.attempts = 1
+        try:
+            position = await self._broker.get_position(report.symbol)
+        except BrokerError as exc:
+            report.failures.append(f"attempt 1: {type(exc).__name__}: {exc.message}")
+            position = None
+        else:
+            if position is None:
+                return self._finish_flat(report)
+            report.position_qty = position.qty
+            report.failures.append(
+                f"market closed: no exit can execute before the next session; "
+                f"protective orders on {report.symbol} kept")
         report.step = EmergencyStep.FAILED
         report.finished_at = self._clock.now()
         log.error("emergency_stop_failed", **report.to_dict())

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from ai_analyzer import TradeIntent
 from api_gateway import ResilientAlpacaGateway
+from rate_limit import RateLimiter
 from errors import OrderInFlight
 from journal import Journal
 from models import Order, OrderRequest, Position
@@ -31,6 +32,11 @@ from simulator.faults import FaultConfig
 from simulator.server import RunningServer, start_server
 
 D = Decimal
+
+
+def unlimited_rate() -> RateLimiter:
+    """The client's own rate limit works on wall time; at simulated max speed it only slows tests."""
+    return RateLimiter(max_per_minute=1_000_000)
 START = "2025-03-03T10:00:00-05:00"  # a Monday, regular hours
 
 
@@ -74,7 +80,8 @@ async def make_sim() -> AsyncIterator[SimFactory]:
         server = await start_server(core, host="127.0.0.1", port=0, rate_limit_per_minute=None)
         gw = ResilientAlpacaGateway(
             base_url=server.base_url, data_url=server.base_url, key_id=None, secret_key=None,
-            mode="paper", clock=core.clock, sleep=core.clock.sleep, **(gateway or {}),
+            mode="paper", clock=core.clock, sleep=core.clock.sleep, rate_limiter=unlimited_rate(),
+            **(gateway or {}),
         )
         await gw.__aenter__()
         sim = Sim(core, server, gw)
