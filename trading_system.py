@@ -172,7 +172,7 @@ class TradingSystem:
         saved = journal.get_state("safety")
         self.safety = SafetyStateMachine.from_dict(settings, saved) if saved else SafetyStateMachine(settings)
         self.pdt = PDTManager(settings, self.calendar)
-        self.pdt.load_day_trades(journal.day_trades(since=date.today() - timedelta(days=30)))
+        self.pdt.load_day_trades(journal.day_trades(since=clock.now().date() - timedelta(days=30)))
         self.gap = GapRiskManager(settings)
         self.protections = ProtectionManager()
         locks = journal.get_state("protection_locks")
