@@ -3,7 +3,8 @@
 The phase comes from the NYSE calendar (holidays and early closes, offline, via
 ``trading_calendar``). When a broker is attached, its ``/v2/clock`` is consulted at most
 once per ``broker_check_interval`` while the market is near or in session, and it wins if it
-disagrees about whether the market is open (a surprise closure, a halt of the whole market).
+disagrees about whether the market is open (a surprise closure, a halt of the whole market):
+its word holds until the next check, or until the open or close it announced has passed.
 
 Waiting for the next session event costs nothing: no broker request is made while closed;
 the manager sleeps on the injected clock in chunks and logs a countdown whose interval
@@ -21,6 +22,7 @@ import structlog
 
 from clock import Clock, to_exchange_time
 from errors import TemporaryError
+from models import Clock as BrokerClock
 from trading_calendar import TradingCalendar
 
 log = structlog.get_logger(__name__)
@@ -97,7 +99,7 @@ class MarketStatusManager:
         self._broker = broker
         self._broker_check_interval = broker_check_interval
         self._last_broker_check: datetime | None = None
-        self._broker_is_open: bool | None = None
+        self._broker_reading: BrokerClock | None = None
         self._last_logged_phase: Phase | None = None
         self.current: MarketStatus | None = None
 
@@ -155,6 +157,10 @@ class MarketStatusManager:
         status = self.status_at(now)
         if self._broker is not None and self._broker_due(now, status):
             status = await self._confirm_with_broker(now, status)
+        else:
+            reading = self._current_reading(now)
+            if reading is not None:
+                status = self._broker_view(now, status, reading)
         if status.phase != self._last_logged_phase:
             log.info("market_status", **status.to_log())
             self._last_logged_phase = status.phase
@@ -165,9 +171,17 @@ class MarketStatusManager:
         near_session = status.phase != "closed" or (status.next_open - now) <= timedelta(hours=1)
         if not near_session:
             return False
-        if self._last_broker_check is None:
-            return True
+        if self._last_broker_check is None or self._current_reading(now) is None:
+            return True  # never asked, or what the broker announced last time has happened
         return now - self._last_broker_check >= self._broker_check_interval
+
+    def _current_reading(self, now: datetime) -> BrokerClock | None:
+        """The broker's last clock reading, while the open or close it announced is ahead."""
+        reading = self._broker_reading
+        if reading is None:
+            return None
+        announced = reading.next_close if reading.is_open else reading.next_open
+        return reading if now < announced else None
 
     async def _confirm_with_broker(self, now: datetime, status: MarketStatus) -> MarketStatus:
         try:
@@ -176,27 +190,34 @@ class MarketStatusManager:
             log.warning("market_clock_unavailable", error=str(exc))
             return status
         self._last_broker_check = now
-        is_open = bool(broker_clock.is_open)
-        if is_open != status.is_regular:
+        self._broker_reading = broker_clock
+        if bool(broker_clock.is_open) != status.is_regular:
             log.warning(
                 "market_status_mismatch",
                 calendar_phase=status.phase,
-                broker_is_open=is_open,
+                broker_is_open=bool(broker_clock.is_open),
                 broker_next_open=broker_clock.next_open.isoformat(),
             )
-            phase: Phase = "regular" if is_open else ("closed" if status.is_regular else status.phase)
-            return MarketStatus(
-                now=now,
-                phase=phase,
-                session=status.session,
-                next_open=broker_clock.next_open,
-                next_close=broker_clock.next_close,
-                next_event=broker_clock.next_close if is_open else broker_clock.next_open,
-                next_event_phase="post" if is_open else "regular",
-                early_close=status.early_close,
-                source="broker",
-            )
-        return status
+        return self._broker_view(now, status, broker_clock)
+
+    @staticmethod
+    def _broker_view(now: datetime, status: MarketStatus, reading: BrokerClock) -> MarketStatus:
+        """``status`` corrected by the broker's clock where they disagree (the broker wins)."""
+        is_open = bool(reading.is_open)
+        if is_open == status.is_regular:
+            return status
+        phase: Phase = "regular" if is_open else ("closed" if status.is_regular else status.phase)
+        return MarketStatus(
+            now=now,
+            phase=phase,
+            session=status.session,
+            next_open=reading.next_open,
+            next_close=reading.next_close,
+            next_event=reading.next_close if is_open else reading.next_open,
+            next_event_phase="post" if is_open else "regular",
+            early_close=status.early_close,
+            source="broker",
+        )
 
     async def wait_until(
         self, target: datetime, *, stop: asyncio.Event | None = None, label: str = "next_event"
