@@ -140,7 +140,8 @@ def _risk_check(settings: Any) -> tuple[str, Verdict, str]:
             journal.close()
         if safety.get("latched"):
             verdict = "WARN"
-            notes.append(f"circuit breaker LATCHED ({safety.get('latch_reason')}); re-arm with main.py rearm")
+            kind = "circuit breaker" if safety.get("latch_kind") == "circuit_breaker" else "operator halt"
+            notes.append(f"trading LATCHED by {kind} ({safety.get('reason')}); re-arm with main.py rearm")
         else:
             notes.append(f"trading state {safety.get('state', 'ACTIVE')}")
     else:

@@ -33,12 +33,14 @@ async def render_status(settings: Any) -> str:
     lines.append(f"  last cycle        {data.get('at', 'never')} (phase {data.get('phase', '?')})")
     lines.append(f"  equity            {data.get('equity', '?')}   day P&L {data.get('day_pnl', '?')}")
     state = safety.get("state", "ACTIVE")
-    latch = " LATCHED: " + str(safety.get("latch_reason")) if safety.get("latched") else ""
+    latch = ""
+    if safety.get("latched"):
+        kind = "circuit breaker" if safety.get("latch_kind") == "circuit_breaker" else "operator halt"
+        latch = f" LATCHED by {kind}: {safety.get('reason')} (re-arm with main.py rearm --reason ...)"
     lines.append(f"  trading state     {state}{latch}")
     lines.append(f"  session baseline  {safety.get('session_start_equity', '?')} ({safety.get('session_date', '?')})")
     if pdt:
-        lines.append(f"  day trading       regime {pdt.get('regime')}, used {pdt.get('day_trades_used', pdt.get('used'))}, "
-                     f"left {pdt.get('day_trades_left', pdt.get('left'))}, blocked {pdt.get('blocked_symbols', [])}")
+        lines.append(f"  day trading       {_day_trading(pdt)}")
     positions = data.get("position_details", [])
     lines.append(f"  positions         {data.get('positions', len(positions))}")
     for p in positions:
@@ -51,3 +53,23 @@ async def render_status(settings: Any) -> str:
     if commands:
         lines.append(f"  pending commands  {', '.join(c['kind'] for c in commands)}")
     return "\n".join(lines)
+
+
+def _day_trading(pdt: dict[str, Any]) -> str:
+    """The PDT regime and what is left of it, e.g. ``regime legacy, 1 used in 5 business
+    days, 2 left; blocked: none``."""
+    used = pdt.get("day_trades_used")
+    window = pdt.get("window_business_days")
+    left = pdt.get("day_trades_left")
+    if left is not None:
+        allowance = f"{left} left"
+    elif pdt.get("regime") == "legacy" and pdt.get("exempt"):
+        allowance = f"no limit (equity at or above {pdt.get('equity_threshold')})"
+    else:
+        allowance = "no count limit"
+    text = f"regime {pdt.get('regime')}, {used} used in {window} business days, {allowance}"
+    if pdt.get("budget_max_day_trades") is not None:
+        text += (f"; self-imposed budget {pdt.get('budget_left')} of {pdt.get('budget_max_day_trades')} "
+                 f"left ({pdt.get('budget_window_days')} days)")
+    blocked = pdt.get("blocked_symbols") or []
+    return text + f"; blocked: {', '.join(blocked) if blocked else 'none'}"

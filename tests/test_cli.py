@@ -3,6 +3,7 @@ one line per problem before anything talks to a broker, and the operator subcomm
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 from pathlib import Path
@@ -12,8 +13,12 @@ import pytest
 
 import main
 from tests.e2e_helpers import (
+    TRADING_SEED,
+    TRADING_SYMBOLS,
+    Daemon,
     MainRun,
     RunPaths,
+    make_run_paths,
     run_dir,  # noqa: F401  (fixture)
     run_main,
     run_paths,  # noqa: F401  (fixture)
@@ -151,3 +156,119 @@ def test_halt_with_a_blank_reason_is_refused(run_paths: RunPaths) -> None:
     run = run_main(["halt", "--reason", "  "], run_paths)
     assert run.returncode == 2
     assert "--reason" in run.stderr
+
+
+# -- status, halt, rearm against a running daemon --------------------------------------------
+
+# A few minutes before the chosen day's entry (09:56 New York), at 600x: the daemon buys NVDA
+# within a second of wall time and, with only the momentum and breakout strategies enabled,
+# holds it for the rest of the session under its bracket.
+HOLDING_ARGS = ["--speed", "600", "--seed", str(TRADING_SEED), "--start", "2026-01-05T09:50:00-05:00",
+                "--symbols", TRADING_SYMBOLS]
+HOLDING_ENV = {"TRADING_STRATEGY__ENABLED": "enhanced_momentum,breakout"}
+
+
+def _after(events: list[dict], name: str) -> list[dict]:
+    """The events logged after the first ``name``."""
+    index = next(i for i, e in enumerate(events) if e["event"] == name)
+    return events[index + 1:]
+
+
+@pytest.mark.e2e
+def test_status_halt_and_rearm_drive_a_running_daemon(run_paths: RunPaths) -> None:
+    with Daemon(HOLDING_ARGS, run_paths, env=HOLDING_ENV) as daemon:
+        daemon.wait_for("order_filled", timeout=60)
+        daemon.wait_for("cycle_complete", lambda e: e["positions"] >= 1 and e["unprotected"] == [])
+
+        status = run_main(["status"], run_paths)
+        assert status.returncode == 0, status.describe()
+        text = status.stdout
+        for label in ("last cycle", "equity", "day P&L", "trading state     active", "day trading",
+                      "business days", "positions         1", "open orders"):
+            assert label in text, f"status lacks {label!r}:\n{text}"
+        nvda = next(line for line in text.splitlines() if line.strip().startswith("NVDA") and "qty" in line)
+        assert "protected" in nvda and "UNPROTECTED" not in nvda, text
+        assert "stop" in text and "sell" in text  # the bracket's exit legs are listed
+
+        halt = run_main(["halt", "--reason", "operator test halt"], run_paths)
+        assert halt.returncode == 0, halt.describe()
+        assert "halt queued" in halt.stdout
+        halted = daemon.wait_for("halted", timeout=30)
+        assert halted["reason"] == "operator test halt"
+        latched = daemon.wait_for("cycle_complete", lambda e: e["state"] == "halted", timeout=30)
+        assert daemon.stop(signal.SIGTERM) == 0
+        events = daemon.events()
+
+    after = _after(events, "halted")
+    # flattened and latched within one cycle: the first cycle after the command is flat
+    first_cycle = next(e for e in after if e["event"] == "cycle_complete")
+    assert first_cycle is latched or first_cycle["state"] in ("liquidating", "halted")
+    assert latched["positions"] == 0 and latched["open_orders"] == 0
+    assert first_cycle["positions"] == 0, first_cycle
+    changes = [e for e in events if e["event"] == "trading_state_changed"]
+    assert [c["to_state"] for c in changes][-2:] == ["liquidating", "halted"], changes
+    assert not any(e["event"] == "open_position" for e in after)
+
+    status = run_main(["status"], run_paths)
+    assert "LATCHED" in status.stdout and "operator test halt" in status.stdout, status.stdout
+
+    # the latch survives a restart: no entries, state halted from the first line
+    restart = make_run_paths(run_paths.workdir.parent, "restart-log")
+    paths = RunPaths(workdir=restart.workdir, state_db=run_paths.state_db, log_file=restart.log_file)
+    with Daemon([*HOLDING_ARGS, "--speed", "3000"], paths, env=HOLDING_ENV) as daemon:
+        start = daemon.wait_for("system_start")
+        assert start["state"] == "halted"
+        daemon.wait_for("cycle_complete", lambda e: e["phase"] == "regular", timeout=60)
+        # past the minute the first run entered: still no order
+        daemon.wait_for("cycle_complete", lambda e: e.get("market_time", "") >= "2026-01-05T15:00", timeout=60)
+        assert not [e for e in daemon.events() if e["event"] in ("order_submitted", "trade_intent")]
+        assert all(e["state"] == "halted" for e in daemon.events() if e["event"] == "cycle_complete")
+
+        rearm = run_main(["rearm", "--reason", "operator test rearm"], paths)
+        assert rearm.returncode == 0, rearm.describe()
+        rearmed = daemon.wait_for("rearmed", timeout=30)
+        assert rearmed["reason"] == "operator test rearm"
+        daemon.wait_for("cycle_complete", lambda e: e["state"] == "active", timeout=30)
+        assert daemon.stop(signal.SIGTERM) == 0
+    status = run_main(["status"], paths)
+    assert "trading state     active" in status.stdout and "LATCHED" not in status.stdout
+
+
+# -- diagnose -------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_diagnose_in_sim_mode_is_healthy(run_paths: RunPaths) -> None:
+    # mid-morning, so the order system check places and cancels a real test order
+    run = run_main(["diagnose", "--seed", str(TRADING_SEED), "--start", "2026-01-05T10:30:00-05:00",
+                    "--symbols", TRADING_SYMBOLS], run_paths)
+    assert run.returncode == 0, run.describe() + "\n" + run.stdout[-3000:]
+    report = run.stdout[run.stdout.index("System diagnostic"):]
+    assert "(sim mode, http://127.0.0.1:" in report
+    for check in ("configuration", "api connectivity", "account access", "market data", "order system"):
+        assert f"[PASS] {check}" in report, report
+    assert "test limit order placed and canceled" in report
+    assert "risk systems" in report
+    assert "Result: HEALTHY" in report
+
+
+def _dead_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.e2e
+def test_diagnose_reports_an_unreachable_broker(run_paths: RunPaths) -> None:
+    url = f"http://127.0.0.1:{_dead_port()}"
+    run = run_main(["diagnose", "--mode", "paper"], run_paths, env={
+        "APCA_API_KEY_ID": "PKDIAGNOSEKEY", "APCA_API_SECRET_KEY": "diagnose-secret",
+        "APCA_API_BASE_URL": url, "APCA_API_DATA_URL": url,
+        "TRADING_API__MAX_RETRIES": "0", "TRADING_API__TIMEOUT_SECONDS": "1",
+    })
+    assert run.returncode not in (0, 2), run.describe()
+    report = run.stdout[run.stdout.index("System diagnostic"):]
+    assert f"(paper mode, {url})" in report
+    assert "[FAIL] api connectivity" in report
+    assert "Result: UNHEALTHY" in report
+    assert "diagnose-secret" not in run.stdout + run.stderr
