@@ -265,7 +265,7 @@ class BacktestResult:
         return {
             "period": f"{self.sessions[0].isoformat()} .. {self.sessions[-1].isoformat()}" if self.sessions else "",
             "sessions": len(self.sessions),
-            "bars": f"{self.bar_mode} ({self.bars:,} symbol-sessions)",
+            "bars": f"{self.bar_mode} ({self.bars:,} {'symbol-sessions' if self.bar_mode == 'daily' else 'minute bars'})",
             "symbols": ", ".join(o.symbols),
             "strategies": ", ".join(self.strategies),
             "ai_model": self.model.get("description", "transparent scoring (no model)"),
@@ -453,17 +453,21 @@ def _bar_mode(options: BacktestOptions, history: dict[str, DailyHistory], sessio
     return "intraday"
 
 
-def _model_description(analyzer: AIAnalyzer) -> dict[str, Any]:
+def _model_description(analyzer: AIAnalyzer, sessions: list[date]) -> dict[str, Any]:
+    """Which model scored the ideas, and whether it had seen the backtest's dates."""
     model = analyzer.model
     if model is None:
         return {"description": "transparent scoring (no trained model found)"}
     window = model.metadata.get("training_window", {}) if isinstance(model.metadata, dict) else {}
-    trained = f"{window.get('train_start', '?')} .. {window.get('test_end', '?')}"
-    return {
-        "description": f"calibrated model created {model.created_at}, trained on ideas {trained}",
-        "created_at": model.created_at,
-        "training_window": window,
-    }
+    first, last = window.get("train_start"), window.get("test_end")
+    description = f"calibrated model created {model.created_at}, trained on ideas {first or '?'} .. {last or '?'}"
+    overlap = None
+    if first and last and sessions:
+        overlap = not (date.fromisoformat(last) < sessions[0] or date.fromisoformat(first) > sessions[-1])
+        if overlap:
+            description += " (overlaps this backtest: in sample; use --walk-forward for out-of-sample)"
+    return {"description": description, "created_at": model.created_at, "training_window": window,
+            "in_sample": overlap}
 
 
 async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
@@ -499,7 +503,7 @@ async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
     })
     news = NewsSentiment(broker, clock=core.clock) if run_settings.ai.use_news_sentiment else None
     analyzer = AIAnalyzer(run_settings, core.clock, model=model, news_source=news)
-    bars_total = sum(1 for s in universe for d in sessions if s in history and history[s].index(d) is not None)
+    bars_total = _bar_count(core, history, universe, sessions, bar_mode)
     bar = Progress(len(sessions), progress_stream, enabled=options.progress)
     state = {"done": 0}
 
@@ -545,8 +549,21 @@ async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
         orders=orders, intents=intents, state_changes=events, alerts=alerts, performance=report,
         benchmark=benchmark, commission_paid=ledger.total, bars=bars_total, requests=broker.request_count,
         elapsed_seconds=time.perf_counter() - wall_started, loop_seconds=loop_seconds, strategies=[s.name for s in loop.strategies],
-        model=_model_description(analyzer), final_state=loop.safety.state.value, stopped_early=stopped,
+        model=_model_description(analyzer, sessions), final_state=loop.safety.state.value, stopped_early=stopped,
     )
+
+
+def _bar_count(core: SimulatorCore, history: dict[str, DailyHistory], universe: list[str], sessions: list[date],
+               bar_mode: str) -> int:
+    """Bars the run processes: symbol-sessions (daily) or minute bars (intraday)."""
+    if bar_mode == "daily":
+        return sum(1 for s in universe for d in sessions if s in history and history[s].index(d) is not None)
+    total = 0
+    for symbol in universe:
+        for day in sessions:
+            arrays = core.market.minute_arrays(symbol, day)
+            total += len(arrays) if arrays is not None else 0
+    return total
 
 
 def _memory_journal() -> Journal:
@@ -1062,7 +1079,7 @@ def render_summary(result: BacktestResult | WalkForwardResult, paths: tuple[Path
                      + (f"; stopped early: {result.stopped_early}" if result.stopped_early else ""))
     bars = sum(r.bars for r in runs)
     seconds = sum(r.loop_seconds for r in runs)
-    lines.append(f"  speed        {bars:,} symbol-sessions in {seconds:.1f} s "
+    lines.append(f"  speed        {bars:,} bars in {seconds:.1f} s "
                  f"({bars / seconds if seconds > 0 else 0:,.0f} bars/s through the full loop)")
     if paths is not None:
         lines.append(f"  report       {paths[0]}")

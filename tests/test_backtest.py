@@ -33,7 +33,10 @@ from backtest import (
 )
 from clock import EXCHANGE_TZ
 from journal import Journal
+from market_data import BarSeries, MarketData
 from sim_broker import CommissionModel
+from strategies.base import BaseStrategy, Signal
+from strategies.sma_crossover import SmaCrossover
 from tests.conftest import SHARED_DATA
 
 DAILY_FILES = ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv")
@@ -253,3 +256,64 @@ def test_report_from_a_paper_journal(settings: Any, tmp_path: Path, capsys: pyte
     assert summary["performance"]["trades"]["total"] == 1
     missing = settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_db": str(tmp_path / "none.db")})})
     assert report_from_journal(missing, argparse.Namespace(out=tmp_path / "out2")) == 2
+
+
+class AlwaysBuy(BaseStrategy):
+    """Test strategy: buy every symbol it sees, with a tight 1% bracket."""
+
+    name = "test_backtest_always_buy"
+
+    async def evaluate_opportunity(self, symbol: str, market_data: MarketData) -> Signal:
+        price = market_data.last_price
+        return self.signal(symbol, "buy", 0.9, "test: always buy", stop=price * 0.99, target=price * 1.01)
+
+
+def test_intraday_bars_run_the_live_loop_every_cycle(tmp_path: Path) -> None:
+    data = tmp_path / "intraday-data"
+    (data / "daily").mkdir(parents=True)
+    (data / "intraday").mkdir()
+    for name in ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv",
+                 "MSFT-1d-2013-01-02-2023-12-29.csv"):
+        shutil.copy(SHARED_DATA / "daily" / name, data / "daily" / name)
+    for name in ("AAPL-1m-2021-08-23-2021-08-25.csv", "MSFT-1m-2021-08-23-2021-08-25.csv"):
+        shutil.copy(SHARED_DATA / "intraday" / name, data / "intraday" / name)
+    settings = config.load_settings(env_file=None, overrides={
+        "scanning.symbols": ["AAPL", "MSFT"], "strategy.enabled": [AlwaysBuy.name],
+        "ai.min_confidence": 0.0, "ai.calibrated_min_confidence": 0.0, "trading.cycle_interval_seconds": 1800,
+    })
+    day = date(2021, 8, 24)
+    result = run_backtest(settings, BacktestOptions(data_dir=data, symbols=("AAPL", "MSFT"), start=day, end=day,
+                                                    progress=False))
+    assert result.bar_mode == "intraday"
+    assert result.bars == 2 * 389  # the recorded regular-session minute bars of both symbols
+    placed = entries(result)
+    assert {o["symbol"] for o in placed} == {"AAPL", "MSFT"}
+    for order in placed:
+        assert order["order_class"] == "bracket"
+        local = order["submitted_at"].astimezone(EXCHANGE_TZ)
+        # the first regular-hours cycle, on the loop's own cadence
+        assert (local.date(), local.hour, local.minute) == (day, 9, 30)
+    assert [p[0].astimezone(EXCHANGE_TZ).date() for p in result.equity_curve[1:]] == [day]
+
+
+async def test_sma_crossover_signals_on_the_cross_only() -> None:
+    settings = config.load_settings(env_file=None)
+    strategy = SmaCrossover(settings)
+
+    def market(closes: list[float]) -> MarketData:
+        n = len(closes)
+        ts = [1_600_000_000 + 86_400 * i for i in range(n)]
+        daily = BarSeries.from_arrays(ts, closes, closes, closes, closes, [1e6] * n)
+        return MarketData(symbol="XYZ", now=datetime.fromisoformat("2021-01-04T14:30:00+00:00"), daily=daily,
+                          last_price=closes[-1], prev_close=closes[-2])
+
+    # SMA10 49.0 <= SMA30 49.67 on the previous bar, 50.1 > 50.0 now
+    crossing_up = [50.0] * 30 + [49.0] * 10 + [60.0]
+    buy = await strategy.evaluate_opportunity("XYZ", market(crossing_up))
+    assert buy.action == "buy", buy.reasoning
+    assert buy.stop_price == pytest.approx(60.0 * 0.97) and buy.target_price == pytest.approx(60.0 * 1.06)
+    # SMA10 51.0 >= SMA30 50.33 on the previous bar, 49.9 < 50.0 now
+    crossing_down = [50.0] * 30 + [51.0] * 10 + [40.0]
+    assert (await strategy.evaluate_opportunity("XYZ", market(crossing_down))).action == "sell"
+    assert (await strategy.evaluate_opportunity("XYZ", market([50.0] * 30 + [51.0] * 11))).action == "hold"
+    assert (await strategy.evaluate_opportunity("XYZ", market([50.0] * 20))).action == "hold"
