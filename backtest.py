@@ -71,6 +71,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -92,7 +93,6 @@ from sim_broker import CommissionLedger, CommissionModel, InProcessBroker, attac
 from simulator.core import SimulatorCore
 from simulator.csv_source import CsvDataError
 from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
-from trading_state import TradingState
 from trading_system import BENCHMARK, TradingSystem, _History
 
 log = structlog.get_logger(__name__)
@@ -102,6 +102,8 @@ ZERO = Decimal(0)
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 #: Sessions of history kept before the first backtested session when no start is given.
 WARMUP_SESSIONS = 250
+#: Where the loop starts: the first session's pre-market.
+PRE_MARKET = dtime(4, 0)
 #: How often (wall seconds) the terminal progress line is redrawn.
 PROGRESS_INTERVAL = 0.1
 
@@ -425,20 +427,20 @@ def backtest_settings(settings: Any, strategies: Sequence[str] | None = None) ->
     return settings.model_copy(update=update)
 
 
-def _sessions_in_range(market: Any, options: BacktestOptions, calendar: TradingCalendar) -> list[date]:
+def _sessions_in_range(market: Any, options: BacktestOptions, history: dict[str, DailyHistory]) -> list[date]:
+    """The sessions to trade: ``options.start..end``; by default from the first session
+    with :data:`WARMUP_SESSIONS` sessions of history for every symbol to the last session
+    any of them has data for."""
     available = market.trading_days(FIRST_DATE, LAST_DATE)
-    if not available:
-        raise BacktestError(f"no trading session in the data under {options.data_dir}")
-    start = options.start
-    if start is None:
-        start = available[min(WARMUP_SESSIONS, len(available) - 1)]
-    end = options.end or available[-1]
+    own = [history[s].days for s in options.symbols if s in history and history[s].days]
+    if not available or not own:
+        raise BacktestError(f"no trading session for {', '.join(options.symbols)} in the data under {options.data_dir}")
+    start = options.start or max(days[min(WARMUP_SESSIONS, len(days) - 1)] for days in own)
+    end = options.end or max(days[-1] for days in own)
     sessions = [d for d in available if start <= d <= end]
     if not sessions:
-        raise BacktestError(
-            f"no session with data between {start} and {end} (the data covers "
-            f"{available[0]} .. {available[-1]})"
-        )
+        first, last = min(days[0] for days in own), max(days[-1] for days in own)
+        raise BacktestError(f"no session with data between {start} and {end} (the data covers {first} .. {last})")
     return sessions
 
 
@@ -470,9 +472,25 @@ def _model_description(analyzer: AIAnalyzer, sessions: list[date]) -> dict[str, 
             "in_sample": overlap}
 
 
-async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
-               progress_stream: TextIO | None = None) -> BacktestResult:
-    wall_started = time.perf_counter()
+@dataclass
+class _Assembly:
+    """One backtest's parts: the simulator, its broker and commission ledger, the loop."""
+
+    core: SimulatorCore
+    ledger: CommissionLedger
+    history: dict[str, DailyHistory]
+    sessions: list[date]
+    bar_mode: Literal["daily", "intraday"]
+    broker: InProcessBroker
+    journal: Journal
+    analyzer: AIAnalyzer
+    loop: BacktestLoop
+    calendar: TradingCalendar
+
+
+def _assemble(settings: Any, options: BacktestOptions, model: Any,
+              on_cycle: Callable[[], None]) -> _Assembly:
+    """Build the simulator over the data and the daemon's loop over it (nothing runs yet)."""
     settings = backtest_settings(settings, options.strategies)
     universe = list(dict.fromkeys(options.symbols))
     calendar = TradingCalendar()
@@ -480,8 +498,8 @@ async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
     if BENCHMARK not in market_symbols and _has_data_for(options.data_dir, BENCHMARK):
         market_symbols.append(BENCHMARK)
     try:
-        # start=None is the simulator's CSV default: 09:00 of the session after 250 of history,
-        # the same session this module starts from when no --start is given.
+        # start=None: the simulator's CSV default (250 sessions into the data); the loop then
+        # moves the clock on to the first session traded.
         core = SimulatorCore.create(data_dir=options.data_dir, symbols=market_symbols, seed=options.seed,
                                     speed=None, start=options.start.isoformat() if options.start else None,
                                     cash=str(options.cash), slippage_bps=options.slippage_bps)
@@ -489,67 +507,84 @@ async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
         raise
     except ValueError as exc:
         raise BacktestError(str(exc)) from None
-    sessions = _sessions_in_range(core.market, options, calendar)
-    ledger: CommissionLedger = attach_commission(core, options.commission)
+    ledger = attach_commission(core, options.commission)
     history = load_history(core.market, market_symbols)
+    sessions = _sessions_in_range(core.market, options, history)
     bar_mode = _bar_mode(options, history, sessions)
     broker = InProcessBroker(core, max_quote_age=settings.data_quality.max_quote_age_seconds,
                              data_feed=settings.api.data_feed)
     journal = _memory_journal()
     alerter = Alerter(settings.alerts, core.clock)
     alerter.attach_journal(journal)
-    run_settings = settings.model_copy(update={
-        "scanning": settings.scanning.model_copy(update={"symbols": universe}),
-    })
-    news = NewsSentiment(broker, clock=core.clock) if run_settings.ai.use_news_sentiment else None
-    analyzer = AIAnalyzer(run_settings, core.clock, model=model, news_source=news)
-    bars_total = _bar_count(core, history, universe, sessions, bar_mode)
-    bar = Progress(len(sessions), progress_stream, enabled=options.progress)
-    state = {"done": 0}
-
-    def tick() -> None:
-        if bar_mode == "intraday":
-            bar.update(loop.summary.sessions, f"{core.clock.now().astimezone(EXCHANGE_TZ):%Y-%m-%d %H:%M}")
-
-    loop = BacktestLoop(run_settings, broker, core.clock, journal=journal, alerter=alerter, calendar=calendar,
+    settings = settings.model_copy(update={"scanning": settings.scanning.model_copy(update={"symbols": universe})})
+    news = NewsSentiment(broker, clock=core.clock) if settings.ai.use_news_sentiment else None
+    analyzer = AIAnalyzer(settings, core.clock, model=model, news_source=news)
+    loop = BacktestLoop(settings, broker, core.clock, journal=journal, alerter=alerter, calendar=calendar,
                         analyzer=analyzer, run_id="backtest", regime_by_date=True, history=history,
-                        bar_mode=bar_mode, on_cycle=tick,
+                        bar_mode=bar_mode, on_cycle=on_cycle,
                         sim_days=len(sessions) if bar_mode == "intraday" else None)
-    curve: list[tuple[datetime, Decimal]] = [(core.clock.now(), options.cash)]
-    stopped: str | None = None
+    return _Assembly(core, ledger, history, sessions, bar_mode, broker, journal, analyzer, loop, calendar)
+
+
+async def _drive(run: _Assembly, curve: list[tuple[datetime, Decimal]], bar: Progress) -> str | None:
+    """Trade every session; returns why the run stopped early, or None."""
+    loop, core = run.loop, run.core
+    if run.bar_mode == "intraday":
+        await loop.run()
+        curve.extend(_closing_points(run.journal))
+        return None
+    await loop.startup()
+    stopped = None
+    for done, session in enumerate(run.sessions, start=1):
+        if loop.stop_event.is_set():
+            stopped = f"the loop stopped on {session.isoformat()} (operational error: see the log)"
+            break
+        await _daily_session(loop, core, run.calendar, session, curve)
+        bar.update(done, f"{session.isoformat()} equity {curve[-1][1]:,.0f}")
+    await loop.shutdown()
+    return stopped
+
+
+async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
+               progress_stream: TextIO | None = None) -> BacktestResult:
+    wall_started = time.perf_counter()
+    holder: dict[str, Any] = {}
+
+    def tick() -> None:  # intraday progress: after every cycle of the live loop
+        run = holder.get("run")
+        if run is not None and run.bar_mode == "intraday":
+            holder["bar"].update(run.loop.summary.sessions, f"{run.core.clock.now().astimezone(EXCHANGE_TZ):%Y-%m-%d %H:%M}")
+
+    run = _assemble(settings, options, model, tick)
+    bar = Progress(len(run.sessions), progress_stream, enabled=options.progress)
+    holder.update(run=run, bar=bar)
     loop_started = time.perf_counter()
+    await _at(run.core, datetime.combine(run.sessions[0], PRE_MARKET, EXCHANGE_TZ))
+    curve: list[tuple[datetime, Decimal]] = [(run.core.clock.now(), options.cash)]
     try:
-        if bar_mode == "intraday":
-            await loop.run()
-            curve.extend(_closing_points(journal, calendar))
-        else:
-            await loop.startup()
-            for session in sessions:
-                if loop.stop_event.is_set():
-                    stopped = f"the loop stopped on {session.isoformat()} (operational error: see the log)"
-                    break
-                await _daily_session(loop, core, calendar, session, curve)
-                state["done"] += 1
-                bar.update(state["done"], f"{session.isoformat()} equity {curve[-1][1]:,.0f}")
-            await loop.shutdown()
+        stopped = await _drive(run, curve, bar)
     finally:
         bar.finish()
     loop_seconds = time.perf_counter() - loop_started
-    trades = _net_trades(journal.trades(), ledger)
+    journal = run.journal
+    trades = _net_trades(journal.trades(), run.ledger)
     orders = journal.orders()
     intents = _intents(journal, orders)
     events = journal.events(kind="trading_state_changed")
     alerts = journal.alerts()
     journal.close()
-    benchmark = _benchmark_curve(history.get(BENCHMARK), sessions, calendar)
+    benchmark = _benchmark_curve(run.history.get(BENCHMARK), run.sessions, run.calendar)
     report = compute_performance(curve, trades, benchmark=benchmark or None,
-                                 periods_per_year=252 if bar_mode == "daily" else None)
+                                 periods_per_year=252 if run.bar_mode == "daily" else None)
     return BacktestResult(
-        options=options, bar_mode=bar_mode, sessions=sessions, equity_curve=curve, trades=trades,
+        options=options, bar_mode=run.bar_mode, sessions=run.sessions, equity_curve=curve, trades=trades,
         orders=orders, intents=intents, state_changes=events, alerts=alerts, performance=report,
-        benchmark=benchmark, commission_paid=ledger.total, bars=bars_total, requests=broker.request_count,
-        elapsed_seconds=time.perf_counter() - wall_started, loop_seconds=loop_seconds, strategies=[s.name for s in loop.strategies],
-        model=_model_description(analyzer, sessions), final_state=loop.safety.state.value, stopped_early=stopped,
+        benchmark=benchmark, commission_paid=run.ledger.total,
+        bars=_bar_count(run.core, run.history, list(dict.fromkeys(options.symbols)), run.sessions, run.bar_mode),
+        requests=run.broker.request_count, elapsed_seconds=time.perf_counter() - wall_started,
+        loop_seconds=loop_seconds, strategies=[s.name for s in run.loop.strategies],
+        model=_model_description(run.analyzer, run.sessions), final_state=run.loop.safety.state.value,
+        stopped_early=stopped,
     )
 
 
@@ -611,7 +646,7 @@ async def _daily_session(loop: BacktestLoop, core: SimulatorCore, calendar: Trad
     loop.summary.end_equity = account.equity
 
 
-def _closing_points(journal: Journal, calendar: TradingCalendar) -> list[tuple[datetime, Decimal]]:
+def _closing_points(journal: Journal) -> list[tuple[datetime, Decimal]]:
     """The last equity snapshot of each session (intraday runs record one per cycle)."""
     last: dict[date, tuple[datetime, Decimal]] = {}
     for at, equity in journal.equity_curve():
@@ -866,12 +901,14 @@ def out_of_sample_calibration(model: Any, files: dict[str, Path], benchmark: str
     """The model's long-side forecasts for every labelled idea dated in the test window
     against their first-touch outcomes (entry at the next open, the model's own bracket).
 
-    Features read the history before each idea; outcomes read only bars up to ``test_end``
-    (ideas whose horizon runs past it are left out, as in training).
+    The model was trained before ``test_start``. Features read the history before each idea;
+    an idea's outcome may read bars after ``test_end`` (up to its horizon): that only scores
+    the forecast, it decides nothing.
     """
     history_from = test_start - timedelta(days=600)
+    outcome_until = test_end + timedelta(days=int(model.bracket.horizon_days * 7 / 5) + 10)
     with tempfile.TemporaryDirectory(prefix="wf-test-") as tmp:
-        copies = write_window_files(files, Path(tmp), history_from, test_end)
+        copies = write_window_files(files, Path(tmp), history_from, outcome_until)
         if benchmark not in copies:
             return calibration_summary([], [])
         bench = ai_model.read_daily_csv(copies[benchmark], benchmark)

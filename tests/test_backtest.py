@@ -1,7 +1,7 @@
 """Backtests on real bars: the daemon's loop over history, its report, and its honesty.
 
 Data: the real daily SPY and AAPL files from ``shared/data`` (copied into a temporary
-directory, alone, so loading is quick); the first half of 2020 trades (the March sell-off
+directory, alone, so loading is quick); February to May 2020 trades (the March sell-off
 gives the mean-reversion strategy entries).
 """
 
@@ -25,6 +25,7 @@ from backtest import (
     BacktestError,
     BacktestOptions,
     BacktestResult,
+    Progress,
     main,
     report_from_journal,
     run_backtest,
@@ -40,7 +41,7 @@ from strategies.sma_crossover import SmaCrossover
 from tests.conftest import SHARED_DATA
 
 DAILY_FILES = ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv")
-START, END = date(2020, 1, 2), date(2020, 6, 30)
+START, END = date(2020, 2, 3), date(2020, 5, 29)
 CUTOFF = date(2020, 3, 20)  # the no-look-ahead test changes every bar after this session
 
 
@@ -215,9 +216,9 @@ def test_commission_and_slippage_cost_money(settings: Any, baseline: BacktestRes
 
 def test_walk_forward_trains_before_each_window_and_scores_out_of_sample(settings: Any, data_dir: Path,
                                                                           tmp_path: Path) -> None:
-    options = BacktestOptions(data_dir=data_dir, symbols=("SPY", "AAPL"), start=date(2020, 1, 2),
+    options = BacktestOptions(data_dir=data_dir, symbols=("SPY", "AAPL"), start=date(2020, 3, 2),
                               end=date(2020, 4, 30), progress=False)
-    result = walk_forward(settings, options, train_years=2, test_months=2)
+    result = walk_forward(settings, options, train_years=2, test_months=1)
     assert [w.index for w in result.windows] == [1, 2]
     for window in result.windows:
         assert window.train_end < window.test_start
@@ -317,3 +318,33 @@ async def test_sma_crossover_signals_on_the_cross_only() -> None:
     assert (await strategy.evaluate_opportunity("XYZ", market(crossing_down))).action == "sell"
     assert (await strategy.evaluate_opportunity("XYZ", market([50.0] * 30 + [51.0] * 11))).action == "hold"
     assert (await strategy.evaluate_opportunity("XYZ", market([50.0] * 20))).action == "hold"
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_the_progress_line_is_drawn_only_on_a_terminal() -> None:
+    piped = _Stream(tty=False)
+    bar = Progress(10, piped)
+    for done in range(1, 11):
+        bar.update(done, "2020-01-02")
+    bar.finish()
+    assert piped.text == ""
+    terminal = _Stream(tty=True)
+    bar = Progress(10, terminal)
+    bar.update(10, "2020-01-15 equity 100,000")
+    bar.finish()
+    assert terminal.text.startswith("\r[") and "100.0%" in terminal.text and "2020-01-15" in terminal.text
+    assert terminal.text.endswith("\n") and terminal.text.count("\n") == 1
