@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     command = args.command or "run"
     import config
-    from errors import ConfigError
+    from errors import ConfigError, OperationalError
 
     try:
         settings = load(args)
@@ -158,6 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(config.format_problems(exc), file=sys.stderr)
         return EXIT_CONFIG
+    except OperationalError as exc:
+        # the broker refuses us for good (bad keys, blocked account): one line, not a traceback
+        import structlog
+
+        structlog.get_logger("main").critical("operational_error", error=str(exc), code=exc.code,
+                                              status=exc.status)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
     finally:

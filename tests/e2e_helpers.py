@@ -48,6 +48,12 @@ PYTHON = sys.executable
 TRADING_SEED = 42
 TRADING_START = "2026-01-05"
 TRADING_SYMBOLS = "SPY,NVDA"
+# A few minutes before that entry (09:56 New York) at 600x: the daemon buys NVDA within about
+# a second of wall time and, with only the momentum and breakout strategies enabled (mean
+# reversion would exit at once), holds it under its bracket for the rest of the session.
+HOLDING_ARGS = ["--speed", "600", "--seed", str(TRADING_SEED), "--start", "2026-01-05T09:50:00-05:00",
+                "--symbols", TRADING_SYMBOLS]
+HOLDING_ENV = {"TRADING_STRATEGY__ENABLED": "enhanced_momentum,breakout"}
 
 Event = dict[str, Any]
 EventPredicate = Callable[[Event], bool]

@@ -13,6 +13,8 @@ import pytest
 
 import main
 from tests.e2e_helpers import (
+    HOLDING_ARGS,
+    HOLDING_ENV,
     TRADING_SEED,
     TRADING_SYMBOLS,
     Daemon,
@@ -138,17 +140,21 @@ def test_malformed_symbols(run_paths: RunPaths, broker: Listener) -> None:
 
 
 @pytest.mark.parametrize("argv, named", [
-    (["--bogus"], "--bogus"),
     (["--sim-days", "x"], "--sim-days"),
     (["--mode", "demo"], "--mode"),
     (["halt"], "--reason"),
     (["frobnicate"], "frobnicate"),
 ])
-def test_bad_command_line(argv: list[str], named: str, run_paths: RunPaths, broker: Listener) -> None:
-    run = run_main(argv, run_paths, env=_broker_env(broker), with_paths=False)
+def test_bad_command_line(argv: list[str], named: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], lines
+
+
+def test_bad_command_line_in_a_subprocess(run_paths: RunPaths, broker: Listener) -> None:
+    run = run_main(["--bogus"], run_paths, env=_broker_env(broker), with_paths=False)
     assert run.returncode == 2, run.describe()
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and named in lines[0], run.stderr
+    assert run.stderr.strip() == "error: unrecognized arguments: --bogus"
     assert broker.connections == 0
 
 
@@ -159,14 +165,6 @@ def test_halt_with_a_blank_reason_is_refused(run_paths: RunPaths) -> None:
 
 
 # -- status, halt, rearm against a running daemon --------------------------------------------
-
-# A few minutes before the chosen day's entry (09:56 New York), at 600x: the daemon buys NVDA
-# within a second of wall time and, with only the momentum and breakout strategies enabled,
-# holds it for the rest of the session under its bracket.
-HOLDING_ARGS = ["--speed", "600", "--seed", str(TRADING_SEED), "--start", "2026-01-05T09:50:00-05:00",
-                "--symbols", TRADING_SYMBOLS]
-HOLDING_ENV = {"TRADING_STRATEGY__ENABLED": "enhanced_momentum,breakout"}
-
 
 def _after(events: list[dict], name: str) -> list[dict]:
     """The events logged after the first ``name``."""

@@ -12,11 +12,15 @@ from typing import Iterator
 import pytest
 
 from tests.e2e_helpers import (
+    HOLDING_ARGS,
+    HOLDING_ENV,
     TRADING_SEED,
     TRADING_START,
     TRADING_SYMBOLS,
     Daemon,
     MainRun,
+    RunPaths,
+    Simulator,
     journal_rows,
     journal_state,
     make_run_paths,
@@ -127,31 +131,98 @@ def test_requests_per_cycle_do_not_grow_with_symbols(one_day: MainRun, run_dir: 
     assert six and six == two, f"2 symbols: {two} requests per cycle, 6 symbols: {six}"
 
 
-def _sigterm_or_sigint(signum: int, run_dir: Path) -> None:
-    paths = make_run_paths(run_dir, signal.Signals(signum).name.lower())
-    with Daemon(["--speed", "60", "--seed", str(TRADING_SEED), "--start", TRADING_START,
-                 "--symbols", TRADING_SYMBOLS], paths) as daemon:
-        daemon.wait_for("cycle_complete", timeout=60)
-        code = daemon.stop(signum, timeout=10)
-        events = daemon.events()
-        stdout = daemon.stdout()
-    assert code == 0, daemon.stderr_tail()
+def _assert_graceful(code: int, events: list[dict], stdout: str, paths: RunPaths) -> None:
+    assert code == 0
     names = [e["event"] for e in events]
     assert "shutdown_requested" in names
     assert names.count("system_shutdown") == 1
     shutdown = next(e for e in events if e["event"] == "system_shutdown")
-    for position in (e for e in events if e["event"] == "open_position"):
-        assert "protected_qty" in position and "qty" in position
     assert shutdown["open_positions"] == names.count("open_position")
     assert "Run summary" in stdout
+    # state flushed: the safety state and the last cycle are in the journal
     safety = journal_state(paths.state_db, "safety")
-    assert safety is not None and safety["state"] == "active"
+    assert safety is not None and safety["state"] == "active" and not safety["latched"]
     assert journal_state(paths.state_db, "last_cycle") is not None
 
 
 def test_sigterm_stops_gracefully(run_dir: Path) -> None:
-    _sigterm_or_sigint(signal.SIGTERM, run_dir)
+    paths = make_run_paths(run_dir)
+    with Daemon(["--speed", "60", "--seed", str(TRADING_SEED), "--start", TRADING_START,
+                 "--symbols", TRADING_SYMBOLS], paths) as daemon:
+        daemon.wait_for("cycle_complete", timeout=60)
+        code = daemon.stop(signal.SIGTERM, timeout=10)
+        _assert_graceful(code, daemon.events(), daemon.stdout(), paths)
+    assert "SIGTERM" in next(e["signal"] for e in daemon.events() if e["event"] == "shutdown_requested")
 
 
-def test_sigint_stops_gracefully(run_dir: Path) -> None:
-    _sigterm_or_sigint(signal.SIGINT, run_dir)
+def test_sigint_while_holding_logs_the_position_and_its_protection(run_dir: Path) -> None:
+    paths = make_run_paths(run_dir)
+    with Daemon(HOLDING_ARGS, paths, env=HOLDING_ENV) as daemon:
+        daemon.wait_for("cycle_complete", lambda e: e["positions"] >= 1, timeout=60)
+        code = daemon.stop(signal.SIGINT, timeout=10)
+        events = daemon.events()
+        _assert_graceful(code, events, daemon.stdout(), paths)
+    held = [e for e in events if e["event"] == "open_position"]
+    assert [e["symbol"] for e in held] == ["NVDA"]
+    assert Decimal(held[0]["protected_qty"]) == Decimal(held[0]["qty"]) > 0
+    shutdown = next(e for e in events if e["event"] == "system_shutdown")
+    assert shutdown["protected_positions"] == shutdown["open_positions"] == 1
+
+
+# -- secrets --------------------------------------------------------------------------------
+
+KEY_ID = "PKE2EKEYID7Q3"
+SECRET = "e2e-Secret-Zq9xW4vR8"
+
+
+def _leaks(texts: dict[str, str], files: list[Path], *secrets: str) -> list[str]:
+    """Where any of ``secrets`` appears: in the texts, or in the bytes of the files."""
+    found = [f"{where}: {s!r}" for where, text in texts.items() for s in secrets if s in text]
+    for path in files:
+        data = path.read_bytes()
+        found += [f"{path.name}: {s!r}" for s in secrets if s.encode() in data]
+    return found
+
+
+@pytest.fixture(scope="module")
+def keyed_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    """An external simulator that only answers requests carrying KEY_ID and SECRET."""
+    with Simulator(tmp_path_factory.mktemp("simulator"), ["--key", KEY_ID, "--secret", SECRET, "--seed", str(TRADING_SEED),
+                             "--start", TRADING_START, "--symbols", TRADING_SYMBOLS]) as sim:
+        yield sim
+
+
+def test_api_keys_appear_in_no_output_log_or_journal(keyed_simulator: Simulator, run_dir: Path) -> None:
+    env = {"APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": SECRET,
+           "APCA_API_BASE_URL": keyed_simulator.url, "APCA_API_DATA_URL": keyed_simulator.url}
+    paths = make_run_paths(run_dir, "daemon")
+    with Daemon(["--symbols", TRADING_SYMBOLS], paths, env=env) as daemon:
+        # start-up reads the account, positions, orders and fills with the keys, whatever
+        # the wall-clock session is
+        reconciliation = daemon.wait_for("reconciliation", timeout=60)
+        assert daemon.stop(signal.SIGTERM) == 0, daemon.stderr_tail()
+        texts = {"daemon stdout": daemon.stdout(), "daemon stderr": daemon.stderr()}
+    assert reconciliation["discrepancy_count"] == 0
+    start = next(e for e in daemon.events() if e["event"] == "system_start")
+    assert start["mode"] == "paper"
+    diagnose = run_main(["diagnose", "--symbols", TRADING_SYMBOLS], paths, env=env)
+    assert diagnose.returncode == 0, diagnose.describe() + diagnose.stdout[-2000:]
+    assert "[PASS] account access" in diagnose.stdout
+    texts |= {"diagnose stdout": diagnose.stdout, "diagnose stderr": diagnose.stderr}
+    files = [p for p in paths.workdir.iterdir() if p.is_file()]
+    assert paths.state_db in files and paths.log_file in files
+    assert not _leaks(texts, files, KEY_ID, SECRET)
+
+
+def test_rejected_keys_stop_the_daemon_with_one_line(keyed_simulator: Simulator, run_dir: Path) -> None:
+    wrong = "e2e-Wrong-Secret-5tY"
+    env = {"APCA_API_KEY_ID": KEY_ID, "APCA_API_SECRET_KEY": wrong,
+           "APCA_API_BASE_URL": keyed_simulator.url, "APCA_API_DATA_URL": keyed_simulator.url}
+    paths = make_run_paths(run_dir, "daemon")
+    run = run_main(["--symbols", TRADING_SYMBOLS], paths, env=env, timeout=60)
+    assert run.returncode == 1, run.describe()
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not authorized" in lines[0] and "Traceback" not in run.stderr, run.stderr
+    assert "operational_error" in run.event_names() and "system_shutdown" in run.event_names()
+    files = [p for p in paths.workdir.iterdir() if p.is_file()]
+    assert not _leaks({"stdout": run.stdout, "stderr": run.stderr}, files, KEY_ID, wrong)
