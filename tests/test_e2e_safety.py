@@ -22,6 +22,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
+from tests.e2e_helpers import daemon_env
 from tests.test_e2e_safety_support import (
     FAKE_KEY,
     FAKE_SECRET,
@@ -32,7 +33,6 @@ from tests.test_e2e_safety_support import (
     AlwaysSell,
     PassThroughAnalyzer,
     buy_by_hand,
-    clean_environ,
     cycle,
     et,
     events,
@@ -113,7 +113,7 @@ async def test_circuit_breaker_flattens_within_one_cycle_and_latches_until_rearm
         result = subprocess.run(
             [PYTHON, "main.py", "rearm", "--reason", "e2e: loss reviewed", "--state-db",
              stack.settings.storage.state_db, "--log-file", str(tmp_path / "cli.jsonl")],
-            cwd=ROOT, env=clean_environ(), capture_output=True, text=True, timeout=60)
+            cwd=ROOT, env=daemon_env(), capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         with capture_logs() as logs:
             await cycle(restarted, minutes=1)

@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import aiohttp
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -55,6 +56,7 @@ from rate_limit import RateLimiter  # noqa: E402
 from simulator.core import SimulatorCore  # noqa: E402
 from simulator.server import RunningServer, start_server  # noqa: E402
 from strategies.base import BaseStrategy, Signal  # noqa: E402
+from tests.e2e_helpers import Daemon, RunPaths, daemon_env  # noqa: E402
 from trading_system import TradingSystem  # noqa: E402
 
 PYTHON = sys.executable
@@ -66,14 +68,6 @@ FAKE_SECRET = "e2e-safety-secret-do-not-leak-0001"
 # without triggering them (the scenario the circuit breaker exists for). The config rules
 # hold: max_position_size * stop_loss < circuit_breaker_loss < emergency_exit_loss.
 WIDE_STOPS = {"trading.stop_loss": 0.2, "trading.take_profit": 0.4, "risk.emergency_exit_loss": 0.3}
-
-
-def clean_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The process environment without Alpaca keys or TRADING_* settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("APCA_", "TRADING_", "SMTP_"))}
-    env.update(extra or {})
-    return env
 
 
 def load_test_settings(tmp: Path, overrides: Mapping[str, Any] | None = None,
@@ -318,136 +312,63 @@ class PassThroughAnalyzer:
 # -- external simulator and the daemon as a subprocess --------------------------------------
 
 
-@dataclass
-class ExternalSimulator:
-    """``python -m simulator`` in a subprocess on a free loopback port."""
+def sim_control(url: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+    """Synchronous call of a simulator's control API (``/_sim/v1/<path>``; GET without body)."""
+    import urllib.request
 
-    process: subprocess.Popen[str]
-    url: str
-    stderr_path: Path
-
-    @classmethod
-    def start(cls, tmp: Path, *, symbols: Sequence[str] = SYMBOLS, start: str, seed: int = 7,
-              cash: int = 100000, faults: str | None = None, speed: str = "max") -> ExternalSimulator:
-        cmd = [PYTHON, "-m", "simulator", "--host", "127.0.0.1", "--port", "0", "--speed", speed,
-               "--symbols", ",".join(symbols), "--seed", str(seed), "--start", start, "--cash", str(cash),
-               "--no-rate-limit"]
-        if faults:
-            cmd += ["--faults", faults]
-        stderr_path = tmp / "simulator.stderr"
-        err = open(stderr_path, "w")
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
-                                env=clean_environ())
-        err.close()
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "listening on " not in line:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(f"simulator did not start: {line!r}: {stderr_path.read_text()[-2000:]}")
-        return cls(proc, line.strip().rsplit(" ", 1)[-1], stderr_path)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def control(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        """Synchronous control-API call (the test process is not inside an event loop)."""
-        import urllib.request
-
-        data = None if body is None else json.dumps(dict(body)).encode()
-        request = urllib.request.Request(f"{self.url}/_sim/v1/{path}", data=data,
-                                         method="GET" if body is None else "POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:  # loopback only
-            return json.loads(response.read())
-
-    def trading(self, path: str) -> Any:
-        """GET a Trading API path (no keys are configured on the simulator)."""
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:  # loopback only
-            return json.loads(response.read())
+    data = None if body is None else json.dumps(dict(body)).encode()
+    request = urllib.request.Request(f"{url}/_sim/v1/{path}", data=data,
+                                     method="GET" if body is None else "POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:  # loopback only
+        return json.loads(response.read())
 
 
-@dataclass
-class DaemonProcess:
-    """The daemon (``main.main``) as a subprocess wired to an :class:`ExternalSimulator`."""
+def sim_get(url: str, path: str) -> Any:
+    """GET a Trading API path of a simulator that requires no keys."""
+    import urllib.request
 
-    process: subprocess.Popen[str]
-    log_file: Path
-    state_db: Path
-    output: Path
+    with urllib.request.urlopen(f"{url}{path}", timeout=30) as response:  # loopback only
+        return json.loads(response.read())
 
-    @classmethod
-    def start(cls, tmp: Path, sim: ExternalSimulator, *, args: Sequence[str] = (),
-              env: Mapping[str, str] | None = None, name: str = "daemon") -> DaemonProcess:
-        log_file = tmp / "trading.jsonl"
-        state_db = tmp / "state.db"
-        output = tmp / f"{name}.out"
-        cmd = [PYTHON, "-m", "tests.test_e2e_safety_support", "daemon", "--sim-url", sim.url,
-               "--mode", "sim", "--state-db", str(state_db), "--log-file", str(log_file), *args]
-        out = open(output, "w")
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                env=clean_environ(env))
-        out.close()
-        return cls(proc, log_file, state_db, output)
 
-    def log_events(self) -> list[dict[str, Any]]:
-        """Every JSON log line written so far (a torn last line is skipped)."""
-        out: list[dict[str, Any]] = []
-        if not self.log_file.exists():
-            return out
-        for line in self.log_file.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
+def sim_post(url: str, path: str, body: Mapping[str, Any]) -> Any:
+    import urllib.request
 
-    def wait_for(self, predicate: Any, *, timeout: float = 30.0, what: str = "condition") -> Any:
+    request = urllib.request.Request(f"{url}{path}", data=json.dumps(dict(body)).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:  # loopback only
+        return json.loads(response.read())
+
+
+class ExternalDaemon(Daemon):
+    """``main.main()`` in a subprocess whose broker and clock are an external simulator
+    (see the module docstring); otherwise used exactly like :class:`tests.e2e_helpers.Daemon`."""
+
+    def __init__(self, sim_url: str, args: Sequence[str], paths: RunPaths, *,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.paths = paths
+        self.args = [*args, *paths.flags()]
+        self.stdout_path = paths.workdir / "stdout.txt"
+        self.stderr_path = paths.workdir / "stderr.txt"
+        self._out = self.stdout_path.open("a", encoding="utf-8")
+        self._err = self.stderr_path.open("a", encoding="utf-8")
+        command = [PYTHON, str(Path(__file__).resolve()), "daemon", "--sim-url", sim_url, *self.args]
+        self.proc = subprocess.Popen(command, cwd=paths.workdir, env=daemon_env(env),
+                                     stdout=self._out, stderr=self._err, text=True)
+
+    def wait_until(self, predicate: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:
+        """Poll ``predicate()`` until it returns something truthy, which is returned."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             found = predicate()
             if found:
                 return found
-            if self.process.poll() is not None:
-                raise AssertionError(f"daemon exited ({self.process.returncode}) before {what}:\n"
-                                     + self.output.read_text()[-3000:])
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}:\n" + self.output.read_text()[-3000:])
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(15)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def kill9(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()  # SIGKILL: no handler, no flush, no shutdown
-            self.process.wait()
-
-
-def journal_rows(db: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """Read the daemon's journal from outside (read-only; WAL lets it be written meanwhile)."""
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    except sqlite3.OperationalError:
-        return []  # not migrated yet
-    finally:
-        conn.close()
+            if self.proc.poll() is not None:
+                pytest.fail(f"daemon exited ({self.proc.returncode}) before {what}\n{self.stderr_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} within {timeout:g}s\n{self.stderr_tail()}")
+            time.sleep(0.02)
 
 
 # -- the child: main.main() against an external simulator -----------------------------------
