@@ -275,7 +275,9 @@ class BacktestResult:
             "commission": o.commission.describe(),
             "commission_paid": str(self.commission_paid),
             "slippage": f"{o.slippage_bps:g} bps on market and stop fills, plus the simulated spread",
-            "fills": "daily: decisions on completed bars, entries at the next open; see backtest.py",
+            "fills": ("decisions at the open on completed daily bars, orders at the opening quote, "
+                      "protective legs along each minute's OHLC path" if self.bar_mode == "daily"
+                      else "the live loop every trading.cycle_interval_seconds on recorded minute bars"),
             "final_trading_state": self.final_state,
             "stopped_early": self.stopped_early or "no",
             "orders_submitted": len(self.orders),
@@ -545,8 +547,9 @@ async def _drive(run: _Assembly, curve: list[tuple[datetime, Decimal]], bar: Pro
     return stopped
 
 
-async def _run(settings: Any, options: BacktestOptions, *, model: Any = None,
-               progress_stream: TextIO | None = None) -> BacktestResult:
+async def run_backtest_async(settings: Any, options: BacktestOptions, *, model: Any = None,
+                             progress_stream: TextIO | None = None) -> BacktestResult:
+    """:func:`run_backtest` for a caller already inside an event loop."""
     wall_started = time.perf_counter()
     holder: dict[str, Any] = {}
 
@@ -713,7 +716,7 @@ def run_backtest(settings: Any, options: BacktestOptions, *, model: Any = None,
     """Run one backtest to completion (see the module docstring). Raises
     :class:`simulator.csv_source.CsvDataError` for a malformed data file and
     :class:`BacktestError` / :class:`errors.ConfigError` for an impossible request."""
-    return asyncio.run(_run(settings, options, model=model, progress_stream=progress_stream))
+    return asyncio.run(run_backtest_async(settings, options, model=model, progress_stream=progress_stream))
 
 
 # -- calibration ---------------------------------------------------------------------------------
