@@ -47,7 +47,8 @@ async def render_status(settings: Any) -> str:
         protected = "protected" if p.get("protected") else "UNPROTECTED"
         lines.append(f"    {p['symbol']:<6} qty {p['qty']:>8}  P&L {p.get('unrealized_pl')}  stop {p.get('stop')}  {protected}")
     orders = data.get("order_details", [])
-    lines.append(f"  open orders       {data.get('open_orders', len(orders))}")
+    # order_details lists every working order, bracket legs included
+    lines.append(f"  open orders       {len(orders) if orders else data.get('open_orders', 0)}")
     for o in orders:
         lines.append(f"    {o['symbol']:<6} {o['side']:<4} {o['type']:<12} qty {o['qty']}  {o['status']}  {o.get('client_order_id', '')}")
     if commands:

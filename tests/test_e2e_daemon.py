@@ -34,12 +34,11 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def one_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MainRun]:
-    """One simulated session at ``--speed max`` on a day the default strategies trade
-    (see ``TRADING_START`` in e2e_helpers for why this day)."""
+    """``python main.py --sim-days 1 --speed max`` exactly as a newcomer types it: the default
+    seed and universe start on the demo day (main.DEMO_START), on which the default strategies
+    enter, exit and hold positions."""
     with scratch_dir(tmp_path_factory.mktemp("one-day")) as base:
-        yield run_main(["--sim-days", "1", "--speed", "max", "--seed", str(TRADING_SEED),
-                        "--start", TRADING_START, "--symbols", TRADING_SYMBOLS],
-                       make_run_paths(base), timeout=120)
+        yield run_main(["--sim-days", "1", "--speed", "max"], make_run_paths(base), timeout=120)
 
 
 def test_one_simulated_day_trades_and_exits_cleanly(one_day: MainRun) -> None:
@@ -70,7 +69,7 @@ def test_cycle_complete_reports_duration_symbols_and_requests(one_day: MainRun) 
         assert isinstance(cycle["requests"], int) and cycle["requests"] > 0
         assert cycle["phase"] in ("pre", "regular", "post")
     regular = [c for c in cycles if c["phase"] == "regular"]
-    assert regular and all(c["symbols"] == 2 for c in regular)
+    assert regular and all(c["symbols"] == 6 for c in regular)
 
 
 def test_every_position_carried_protection_for_its_full_quantity(one_day: MainRun) -> None:
@@ -113,22 +112,22 @@ def test_requests_per_cycle_do_not_grow_with_symbols(one_day: MainRun, run_dir: 
                 busy = False
         return out
 
-    two = steady(one_day.events)
-    assert len(two) >= 1
-    paths = make_run_paths(run_dir, "six")
-    # cycles every 10 simulated minutes: the pre-market passes quickly; stop after a few
-    # regular-session cycles with SIGTERM
+    six = steady(one_day.events)
+    assert len(six) >= 1
+    paths = make_run_paths(run_dir, "two")
+    # cycles every 10 simulated minutes so the pre-market passes quickly; stop with SIGTERM
+    # after a few regular-session cycles
     with Daemon(["--speed", "max", "--seed", str(TRADING_SEED), "--start", "2025-03-03",
-                 "--symbols", "SPY,QQQ,AAPL,MSFT,NVDA,TSLA"], paths,
+                 "--symbols", "SPY,NVDA"], paths,
                 env={"TRADING_TRADING__CYCLE_INTERVAL_SECONDS": "600"}) as daemon:
-        daemon.wait_for("cycle_complete", lambda e: e["phase"] == "regular" and e["symbols"] == 6)
+        daemon.wait_for("cycle_complete", lambda e: e["phase"] == "regular" and e["symbols"] == 2)
         first = len(daemon.events())
         daemon.wait_for("cycle_complete", lambda e: e["phase"] == "regular", after=first)
         later = len(daemon.events())
         daemon.wait_for("cycle_complete", lambda e: e["phase"] == "regular", after=later)
         assert daemon.stop(signal.SIGTERM) == 0
-        six = steady(daemon.events())
-    assert six and six == two, f"2 symbols: {two} requests per cycle, 6 symbols: {six}"
+        two = steady(daemon.events())
+    assert two and six == two, f"6 symbols: {six} requests per cycle, 2 symbols: {two}"
 
 
 def _assert_graceful(code: int, events: list[dict], stdout: str, paths: RunPaths) -> None:
