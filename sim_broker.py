@@ -163,7 +163,7 @@ def attach_commission(core: SimulatorCore, model: CommissionModel) -> Commission
     return ledger
 
 
-def _trading(method: str, pattern: str, handler: Handler, status: int = 200) -> tuple[str, re.Pattern[str], Handler, int]:
+def _endpoint(method: str, pattern: str, handler: Handler, status: int = 200) -> tuple[str, re.Pattern[str], Handler, int]:
     return method, re.compile(f"^{pattern}$"), handler, status
 
 
@@ -182,39 +182,39 @@ _ORDER_ID = r"(?P<order_id>[^/:]+)"
 
 #: (method, path pattern, core call, success status): the simulator server's route table.
 ROUTES: tuple[tuple[str, re.Pattern[str], Handler, int], ...] = (
-    _trading("GET", "/v2/account", lambda c, m, p, b: c.broker.get_account()),
-    _trading("GET", "/v2/account/configurations", lambda c, m, p, b: c.broker.get_account_configurations()),
-    _trading("PATCH", "/v2/account/configurations", lambda c, m, p, b: c.broker.patch_account_configurations(b)),
-    _trading("GET", "/v2/account/activities", lambda c, m, p, b: c.broker.activities(p)),
-    _trading("GET", r"/v2/account/activities/(?P<kind>[^/]+)", _activities_of_type),
-    _trading("GET", "/v2/account/portfolio/history", lambda c, m, p, b: c.broker.portfolio_history(p)),
-    _trading("GET", "/v2/clock", lambda c, m, p, b: c.broker.clock_json()),
+    _endpoint("GET", "/v2/account", lambda c, m, p, b: c.broker.get_account()),
+    _endpoint("GET", "/v2/account/configurations", lambda c, m, p, b: c.broker.get_account_configurations()),
+    _endpoint("PATCH", "/v2/account/configurations", lambda c, m, p, b: c.broker.patch_account_configurations(b)),
+    _endpoint("GET", "/v2/account/activities", lambda c, m, p, b: c.broker.activities(p)),
+    _endpoint("GET", r"/v2/account/activities/(?P<kind>[^/]+)", _activities_of_type),
+    _endpoint("GET", "/v2/account/portfolio/history", lambda c, m, p, b: c.broker.portfolio_history(p)),
+    _endpoint("GET", "/v2/clock", lambda c, m, p, b: c.broker.clock_json()),
     # Looked up on the class: the instance keeps its TradingCalendar under the same name.
-    _trading("GET", "/v2/calendar", lambda c, m, p, b: type(c.broker).calendar(c.broker, p)),
-    _trading("GET", "/v2/assets", lambda c, m, p, b: c.broker.assets(p)),
-    _trading("GET", f"/v2/assets/{_SYMBOL}", lambda c, m, p, b: c.broker.asset(m["symbol"])),
-    _trading("GET", "/v2/orders", lambda c, m, p, b: c.broker.list_orders(p)),
-    _trading("POST", "/v2/orders", lambda c, m, p, b: c.broker.submit_order(b)),
-    _trading("DELETE", "/v2/orders", lambda c, m, p, b: c.broker.cancel_all(), 207),
-    _trading("GET", "/v2/orders:by_client_order_id", lambda c, m, p, b: c.broker.get_order_by_client_id(p)),
-    _trading("GET", f"/v2/orders/{_ORDER_ID}", lambda c, m, p, b: c.broker.get_order(m["order_id"], p)),
-    _trading("PATCH", f"/v2/orders/{_ORDER_ID}", lambda c, m, p, b: c.broker.replace_order(m["order_id"], b)),
-    _trading("DELETE", f"/v2/orders/{_ORDER_ID}", lambda c, m, p, b: c.broker.cancel_order(m["order_id"]), 204),
-    _trading("GET", "/v2/positions", lambda c, m, p, b: c.broker.list_positions()),
-    _trading("DELETE", "/v2/positions", lambda c, m, p, b: c.broker.close_all(p), 207),
-    _trading("GET", f"/v2/positions/{_SYMBOL}", lambda c, m, p, b: c.broker.get_position(m["symbol"])),
-    _trading("DELETE", f"/v2/positions/{_SYMBOL}", lambda c, m, p, b: c.broker.close_position(m["symbol"], p)),
-    _trading("GET", "/v2/stocks/bars", _data("bars", False)),
-    _trading("GET", "/v2/stocks/bars/latest", _data("latest_bars", False)),
-    _trading("GET", "/v2/stocks/quotes/latest", _data("latest_quotes", False)),
-    _trading("GET", "/v2/stocks/trades/latest", _data("latest_trades", False)),
-    _trading("GET", "/v2/stocks/snapshots", _data("snapshots", False)),
-    _trading("GET", f"/v2/stocks/{_SYMBOL}/bars", _data("symbol_bars", True)),
-    _trading("GET", f"/v2/stocks/{_SYMBOL}/bars/latest", _data("symbol_latest_bar", True)),
-    _trading("GET", f"/v2/stocks/{_SYMBOL}/quotes/latest", _data("symbol_latest_quote", True)),
-    _trading("GET", f"/v2/stocks/{_SYMBOL}/trades/latest", _data("symbol_latest_trade", True)),
-    _trading("GET", f"/v2/stocks/{_SYMBOL}/snapshot", _data("symbol_snapshot", True)),
-    _trading("GET", "/v1beta1/news", _data("news", False)),
+    _endpoint("GET", "/v2/calendar", lambda c, m, p, b: type(c.broker).calendar(c.broker, p)),
+    _endpoint("GET", "/v2/assets", lambda c, m, p, b: c.broker.assets(p)),
+    _endpoint("GET", f"/v2/assets/{_SYMBOL}", lambda c, m, p, b: c.broker.asset(m["symbol"])),
+    _endpoint("GET", "/v2/orders", lambda c, m, p, b: c.broker.list_orders(p)),
+    _endpoint("POST", "/v2/orders", lambda c, m, p, b: c.broker.submit_order(b)),
+    _endpoint("DELETE", "/v2/orders", lambda c, m, p, b: c.broker.cancel_all(), 207),
+    _endpoint("GET", "/v2/orders:by_client_order_id", lambda c, m, p, b: c.broker.get_order_by_client_id(p)),
+    _endpoint("GET", f"/v2/orders/{_ORDER_ID}", lambda c, m, p, b: c.broker.get_order(m["order_id"], p)),
+    _endpoint("PATCH", f"/v2/orders/{_ORDER_ID}", lambda c, m, p, b: c.broker.replace_order(m["order_id"], b)),
+    _endpoint("DELETE", f"/v2/orders/{_ORDER_ID}", lambda c, m, p, b: c.broker.cancel_order(m["order_id"]), 204),
+    _endpoint("GET", "/v2/positions", lambda c, m, p, b: c.broker.list_positions()),
+    _endpoint("DELETE", "/v2/positions", lambda c, m, p, b: c.broker.close_all(p), 207),
+    _endpoint("GET", f"/v2/positions/{_SYMBOL}", lambda c, m, p, b: c.broker.get_position(m["symbol"])),
+    _endpoint("DELETE", f"/v2/positions/{_SYMBOL}", lambda c, m, p, b: c.broker.close_position(m["symbol"], p)),
+    _endpoint("GET", "/v2/stocks/bars", _data("bars", False)),
+    _endpoint("GET", "/v2/stocks/bars/latest", _data("latest_bars", False)),
+    _endpoint("GET", "/v2/stocks/quotes/latest", _data("latest_quotes", False)),
+    _endpoint("GET", "/v2/stocks/trades/latest", _data("latest_trades", False)),
+    _endpoint("GET", "/v2/stocks/snapshots", _data("snapshots", False)),
+    _endpoint("GET", f"/v2/stocks/{_SYMBOL}/bars", _data("symbol_bars", True)),
+    _endpoint("GET", f"/v2/stocks/{_SYMBOL}/bars/latest", _data("symbol_latest_bar", True)),
+    _endpoint("GET", f"/v2/stocks/{_SYMBOL}/quotes/latest", _data("symbol_latest_quote", True)),
+    _endpoint("GET", f"/v2/stocks/{_SYMBOL}/trades/latest", _data("symbol_latest_trade", True)),
+    _endpoint("GET", f"/v2/stocks/{_SYMBOL}/snapshot", _data("symbol_snapshot", True)),
+    _endpoint("GET", "/v1beta1/news", _data("news", False)),
 )
 
 
