@@ -26,6 +26,7 @@ from backtest import (
     BacktestOptions,
     BacktestResult,
     Progress,
+    load_history,
     main,
     report_from_journal,
     run_backtest,
@@ -34,6 +35,7 @@ from backtest import (
 )
 from clock import EXCHANGE_TZ
 from journal import Journal
+from simulator.market import Market
 from market_data import BarSeries, MarketData
 from sim_broker import CommissionModel
 from strategies.base import BaseStrategy, Signal
@@ -99,6 +101,21 @@ def test_a_backtest_on_real_bars_trades_with_a_bracket_on_every_entry(baseline: 
     starts = {(o["symbol"], o["submitted_at"]) for o in placed}
     assert all((t["symbol"], t["entry_at"]) in starts for t in baseline.trades)
     assert baseline.final_state == "active"
+
+
+def test_replayed_history_is_what_the_data_api_serves(data_dir: Path) -> None:
+    market = Market.from_csv_dir(data_dir, ["SPY", "AAPL"])
+    history = load_history(market, ["SPY", "AAPL"])
+    for symbol in ("SPY", "AAPL"):
+        served = market.daily_bars(symbol, date(2020, 3, 2), date(2020, 3, 31))
+        item = history[symbol]
+        first = item.index(date(2020, 3, 2))
+        assert first is not None
+        for k, bar in enumerate(served):
+            i = first + k
+            assert int(bar.t.timestamp()) == int(item.ts[i])
+            assert (bar.o, bar.h, bar.l, bar.c, bar.v) == pytest.approx(
+                (item.open[i], item.high[i], item.low[i], item.close[i], item.volume[i]), rel=1e-9)
 
 
 def test_the_report_is_written_and_the_summary_printed(settings: Any, data_dir: Path, tmp_path: Path,
