@@ -685,17 +685,17 @@ class TradingSystem:
             if md is None or position.qty <= 0:
                 continue
             reason = None
+            owners = {lot.strategy for lot in self.ledger.open_lots(position.symbol)} - {None}
             for strategy in self.strategies:
                 signal = await strategy.evaluate_opportunity(position.symbol, md)
                 if signal.action == "sell":
                     self._log_signal(signal)
                     reason = f"{signal.strategy}: {signal.reasoning}"
                     break
-            held_days = self.ledger.holding_sessions(position.symbol, self.clock.now(), self.calendar) \
-                if hasattr(self.ledger, "holding_sessions") else None
+            held_days = self.ledger.holding_sessions(position.symbol, self.clock.now(), self.calendar)
             max_hold = int(self.settings.mean_reversion.max_hold_days)
-            if reason is None and held_days is not None and held_days > max_hold:
-                reason = f"held {held_days} sessions, more than the maximum of {max_hold}"
+            if reason is None and owners == {"mean_reversion"} and held_days is not None and held_days > max_hold:
+                reason = f"mean reversion held {held_days} sessions, more than the maximum of {max_hold}"
             if reason is None:
                 continue
             check = OrderCheck(symbol=position.symbol, side="sell", qty=abs(position.qty),
@@ -726,13 +726,22 @@ class TradingSystem:
             if self.protections.is_locked(symbol, now) is not None:
                 continue
             best = None
+            against = None
             for strategy in self.strategies:
                 signal = await strategy.evaluate_opportunity(symbol, md)
                 if signal.action == "buy":  # long only: a sell on a symbol not held is no trade
                     self._log_signal(signal)
                     if best is None or signal.confidence > best.confidence:
                         best = signal
+                elif signal.action == "sell":
+                    against = signal
             if best is None:
+                continue
+            if against is not None:
+                # Strategies disagree (momentum says buy, mean reversion says overbought): an
+                # entry now would be exited by the next cycle's sell. No trade.
+                log.info("signal_conflict", symbol=symbol, buy=best.strategy, sell=against.strategy,
+                         reasoning=against.reasoning)
                 continue
             intent = await self.analyzer.analyze(best, md)
             if intent is not None:
