@@ -125,6 +125,15 @@ class SimStack:
     async def control(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
         return await control(self.http, self.url, path, body)
 
+    async def take_broker_offline(self) -> None:
+        """Stop serving: every request now fails to connect (the simulator keeps running)."""
+        await self.server.stop()
+
+    async def bring_broker_back(self) -> None:
+        """Serve the same simulator again on the same port."""
+        self.server = await start_server(self.core, host="127.0.0.1", port=self.server.port,
+                                         rate_limit_per_minute=None)
+
     async def positions(self) -> list[Position]:
         return await self.gateway.list_positions()
 
