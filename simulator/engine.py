@@ -50,6 +50,7 @@ counts every event ever emitted so a consumer can tell how many it missed.
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections import deque
@@ -149,6 +150,21 @@ class Touch:
 
 def _opposite(side: str) -> str:
     return "sell" if side == "buy" else "buy"
+
+
+def _reach_test(order: SimOrder, minute: datetime) -> tuple[float, float, float]:
+    """``(from_epoch, low_at_most, high_at_least)``: the bars on which ``order`` may execute
+    or change state (see :meth:`simulator.market.Market.first_bar_reaching`)."""
+    start = max(order.eligible_from, minute).timestamp()
+    buy = order.side == "buy"
+    kind = order.type
+    if (kind == "limit" or (kind == "stop_limit" and order.triggered)) and order.limit_price is not None:
+        price = float(order.limit_price)
+        return (start, price, math.inf) if buy else (start, -math.inf, price)
+    if kind in ("stop", "stop_limit") and order.stop_price is not None:
+        price = float(order.stop_price)
+        return (start, -math.inf, price) if buy else (start, price, math.inf)
+    return start, math.inf, -math.inf  # market orders, trailing stops: every bar
 
 
 class SimBroker:
@@ -301,16 +317,44 @@ class SimBroker:
                     self._expire(order, at)
 
     def _run_minutes(self, phase: str, lo: datetime, hi: datetime) -> None:
+        """Match the working orders against the bars of ``[lo, hi)`` (one phase of one day).
+
+        Only minutes in which some working order can execute or change its trigger state are
+        visited (:meth:`_next_event`); any other minute would leave the book as it is.
+        """
         minute = lo
         while minute < hi:
             active = self._working_by_symbol(phase)
             if not active:
                 return
+            found = self._next_event(active, minute, hi)
+            if found is None:
+                return
+            minute = found
             for symbol, orders in active.items():
                 bar = self.market.bar_at(symbol, minute)
                 if bar is not None:
                     self._match_minute(symbol, orders, bar, minute)
             minute += ONE_MINUTE
+
+    def _next_event(self, active: dict[str, list[SimOrder]], minute: datetime, hi: datetime) -> datetime | None:
+        """The first minute in ``[minute, hi)`` whose bar may fill or trigger one of ``active``.
+
+        A limit needs the bar to reach its price, a stop its stop price (a triggered stop-limit
+        its limit); market and trailing-stop orders (whose mark moves) need any bar. Prices
+        are compared as floats, which can only add minutes (checked exactly by the matcher),
+        never skip one. A market without ``first_bar_reaching`` is scanned minute by minute.
+        """
+        finder = getattr(self.market, "first_bar_reaching", None)
+        if finder is None:
+            return minute
+        best: datetime | None = None
+        for symbol, orders in active.items():
+            tests = [_reach_test(order, minute) for order in orders]
+            found = finder(symbol, minute, hi if best is None else best, tests)
+            if found is not None:
+                best = found
+        return best
 
     def _working_by_symbol(self, phase: str) -> dict[str, list[SimOrder]]:
         active: dict[str, list[SimOrder]] = {}

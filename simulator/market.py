@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 UTC = timezone.utc
 LOOKBACK_SESSIONS = 10
 DEFAULT_CACHE_DAYS = 384
+SHORT_WINDOW_BARS = 8  # up to this many bars, first_bar_reaching loops in Python
 
 
 class MinuteBar(NamedTuple):
@@ -196,6 +197,21 @@ def _apply_shocks(day: DayArrays, shocks: Sequence[Shock]) -> DayArrays:
     l = np.minimum(l, np.minimum(o, c))
     vw = np.clip(vw, l, h)
     return DayArrays(day.session, day.ts, o, h, l, c, day.v, day.n, vw)
+
+
+def _first_reaching_short(
+    day: DayArrays, a: int, b: int, tests: Iterable[tuple[float, float, float]]
+) -> datetime | None:
+    """:meth:`Market.first_bar_reaching` over the few bars ``a..b-1``, without array work."""
+    stamps = day.ts[a:b].tolist()
+    rows = list(zip(day.o[a:b].tolist(), day.h[a:b].tolist(), day.l[a:b].tolist(), day.c[a:b].tolist()))
+    checks = list(tests)
+    for stamp, row in zip(stamps, rows):
+        low, high = min(row), max(row)
+        for from_epoch, low_at_most, high_at_least in checks:
+            if stamp >= from_epoch and (low_at_most == math.inf or low <= low_at_most or high >= high_at_least):
+                return datetime.fromtimestamp(stamp, UTC)
+    return None
 
 
 def aggregate(day: DayArrays, mask: np.ndarray | None = None) -> tuple[float, float, float, float, int, int, float] | None:
@@ -360,6 +376,47 @@ class Market:
         if i < len(day) and int(day.ts[i]) == epoch:
             return day.bar(i)
         return None
+
+    def first_bar_reaching(
+        self, symbol: str, start: datetime, end: datetime, tests: Iterable[tuple[float, float, float]]
+    ) -> datetime | None:
+        """Start of the first bar of ``symbol`` in ``[start, end)`` that passes any of ``tests``.
+
+        ``start`` and ``end`` lie in one New York day. A test ``(from_epoch, low_at_most,
+        high_at_least)`` passes on a bar starting at or after ``from_epoch`` whose lowest
+        price (of open, high, low, close) is ``<= low_at_most`` or whose highest is
+        ``>= high_at_least``; ``low_at_most = +inf`` passes on every such bar. The matching
+        engine uses it to jump over minutes in which no resting order can execute.
+        """
+        day = self._day_of(symbol, start)
+        if day is None:
+            return None
+        ts = day.ts
+        a = int(ts.searchsorted(_epoch(start)))
+        b = int(ts.searchsorted(_epoch(end)))
+        if a >= b:
+            return None
+        if b - a <= SHORT_WINDOW_BARS:
+            return _first_reaching_short(day, a, b, tests)
+        best = b
+        lows: np.ndarray | None = None
+        highs: np.ndarray | None = None
+        for from_epoch, low_at_most, high_at_least in tests:
+            s = max(a, int(ts.searchsorted(from_epoch)))
+            if s >= best:
+                continue
+            if low_at_most == math.inf:
+                best = s
+                continue
+            if lows is None or highs is None:
+                o, h, lo, c = day.o[a:b], day.h[a:b], day.l[a:b], day.c[a:b]
+                lows = np.minimum(np.minimum(o, lo), np.minimum(h, c))
+                highs = np.maximum(np.maximum(o, h), np.maximum(lo, c))
+            mask = (lows[s - a:best - a] <= low_at_most) | (highs[s - a:best - a] >= high_at_least)
+            i = int(mask.argmax())
+            if mask[i]:
+                best = s + i
+        return None if best >= b else datetime.fromtimestamp(int(ts[best]), UTC)
 
     def minute_bars(self, symbol: str, start: datetime, end: datetime) -> list[MinuteBar]:
         """Bars whose start lies in ``[start, end)``, oldest first."""
