@@ -144,14 +144,6 @@ def soak_in_process(args: argparse.Namespace, workdir: Path) -> Soak:
 
     soak = Soak()
     finished = threading.Event()
-    result: list[int] = []
-
-    def run() -> None:
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            try:
-                result.append(daemon.main(daemon_args(args, workdir)))
-            finally:
-                finished.set()
 
     def on_session(session: int) -> None:
         if session == args.warmup:
@@ -164,14 +156,20 @@ def soak_in_process(args: argparse.Namespace, workdir: Path) -> Soak:
     os.chdir(workdir)
     tracemalloc.start(10)
     started = time.perf_counter()
+    # The daemon stays in the main thread (it installs signal handlers); the sampler runs beside it.
+    sampler = threading.Thread(
+        target=sample_until, name="rss-sampler",
+        args=(finished.is_set, psutil.Process(), workdir / "trading.jsonl", args.interval, soak, started,
+              on_session))
+    sampler.start()
+    result: list[int] = []
     try:
-        worker = threading.Thread(target=run, name="daemon")
-        worker.start()
-        sample_until(finished.is_set, psutil.Process(), workdir / "trading.jsonl", args.interval, soak,
-                     started, on_session)
-        worker.join()
-        soak.snapshots["end"] = tracemalloc.take_snapshot()
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            result.append(daemon.main(daemon_args(args, workdir)))
     finally:
+        finished.set()
+        sampler.join()
+        soak.snapshots["end"] = tracemalloc.take_snapshot()
         tracemalloc.stop()
         os.chdir(cwd)
     soak.wall = time.perf_counter() - started
@@ -229,6 +227,8 @@ def report(soak: Soak, args: argparse.Namespace, workdir: Path) -> None:
     if "warmup" in soak.snapshots and "end" in soak.snapshots:
         print()
         print("tracemalloc: source lines whose live allocations grew most after warm-up")
+        print("  (the RSS figures above include tracemalloc's own bookkeeping, which grows with every")
+        print("  traced allocation; judge leaks by the traced growth below, RSS by a run without it)")
         stats = soak.snapshots["end"].compare_to(soak.snapshots["warmup"], "lineno")
         total = sum(s.size_diff for s in stats)
         print(f"  total traced growth {total / 1024:+.1f} KiB")
