@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from pathlib import Path
@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 UTC = timezone.utc
 LOOKBACK_SESSIONS = 10
 DEFAULT_CACHE_DAYS = 384
+MEMO_SIZE = 8192  # remembered last trades / quotes per (symbol, instant)
 SHORT_WINDOW_BARS = 8  # up to this many bars, first_bar_reaching loops in Python
 
 
@@ -270,6 +271,11 @@ class Market:
         self._daily: dict[tuple[str, date], MinuteBar | None] = {}
         self._shocks: dict[str, list[Shock]] = {}
         self._shock_log: list[dict[str, object]] = []
+        # Answers per (symbol, instant), dropped whenever a shock or gap changes prices: the
+        # broker asks for the same symbol at the same "now" many times per request.
+        self._trades: dict[tuple[str, float], tuple[float, datetime, int] | None] = {}
+        self._quotes: dict[tuple[str, float], SimQuote | None] = {}
+        self._profiles: dict[str, SymbolProfile] = {}
         self.clock: Clock | None = None
 
     # -- construction --------------------------------------------------------------------
@@ -328,7 +334,18 @@ class Market:
 
     def profile(self, symbol: str) -> SymbolProfile:
         self._require(symbol)
-        return self._source.profile(symbol)
+        return self._profile(symbol)
+
+    def _profile(self, symbol: str) -> SymbolProfile:
+        found = self._profiles.get(symbol)
+        if found is None:
+            found = self._profiles[symbol] = self._source.profile(symbol)
+        return found
+
+    def _remember(self, memo: dict, key: tuple[str, float], value: object) -> None:  # type: ignore[type-arg]
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[key] = value
 
     def _require(self, symbol: str) -> None:
         if symbol not in self._known:
@@ -452,19 +469,30 @@ class Market:
         if symbol not in self._known:
             return None
         epoch = _epoch(t)
+        key = (symbol, epoch)
+        if key in self._trades:
+            return self._trades[key]
+        trade = self._last_trade(symbol, t, epoch)
+        self._remember(self._trades, key, trade)
+        return trade
+
+    def _candidate_sessions(self, t: datetime) -> Iterator[date]:
+        """``t``'s New York date when it is a session, then up to LOOKBACK_SESSIONS earlier
+        sessions, newest first (computed only as far as they are asked for)."""
         local_day = t.astimezone(EXCHANGE_TZ).date()
-        candidates: list[date] = []
         if self.calendar.is_session(local_day):
-            candidates.append(local_day)
+            yield local_day
         probe = local_day
         for _ in range(LOOKBACK_SESSIONS):
             try:
                 probe = self.calendar.previous_session(probe)
             except ValueError:
-                break
-            candidates.append(probe)
-        size_unit = max(1, self._source.profile(symbol).avg_trade_size)
-        for session in candidates:
+                return
+            yield probe
+
+    def _last_trade(self, symbol: str, t: datetime, epoch: float) -> tuple[float, datetime, int] | None:
+        size_unit = max(1, self._profile(symbol).avg_trade_size)
+        for session in self._candidate_sessions(t):
             day = self.minute_arrays(symbol, session)
             if day is None:
                 continue
@@ -490,6 +518,15 @@ class Market:
 
     def quote_at(self, symbol: str, t: datetime) -> SimQuote | None:
         """Best bid/ask at ``t`` around :meth:`price_at`, with the spread model."""
+        key = (symbol, _epoch(t))
+        if key in self._quotes:
+            return self._quotes[key]
+        quote = self._quote_at(symbol, t)
+        if symbol in self._known:
+            self._remember(self._quotes, key, quote)
+        return quote
+
+    def _quote_at(self, symbol: str, t: datetime) -> SimQuote | None:
         trade = self.last_trade(symbol, t)
         if trade is None:
             return None
@@ -503,7 +540,7 @@ class Market:
                 bid, ask, bid_size, ask_size, _ = recorded
                 return SimQuote(round(bid * factor, 4), round(ask * factor, 4), bid_size,
                                 ask_size, t.astimezone(UTC))
-        profile = self._source.profile(symbol)
+        profile = self._profile(symbol)
         multiplier = {"regular": 1.0, "pre": 4.0, "post": 4.0, "closed": 8.0}[phase]
         session = t.astimezone(EXCHANGE_TZ).date()
         if phase == "regular":
@@ -610,6 +647,8 @@ class Market:
         return chosen
 
     def _forget_from(self, symbol: str, moment: datetime) -> None:
+        self._trades.clear()
+        self._quotes.clear()
         first = moment.astimezone(EXCHANGE_TZ).date()
         for key in [k for k in self._cache if k[0] == symbol and k[1] >= first]:
             del self._cache[key]

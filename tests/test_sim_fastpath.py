@@ -148,3 +148,17 @@ def test_first_bar_reaching_respects_each_tests_start_and_the_window_end() -> No
     # A closed day has no bars.
     sunday = et(2025, 3, 2, 10)
     assert market.first_bar_reaching("SPY", sunday, sunday + timedelta(hours=1), [(0.0, math.inf, 0.0)]) is None
+
+
+def test_a_shock_moves_prices_already_asked_for_at_the_same_instant() -> None:
+    market, opened = _market()
+    now = opened + timedelta(minutes=42, seconds=10)
+    before_trade = market.price_at("SPY", now)
+    before_quote = market.quote_at("SPY", now)
+    assert before_trade is not None and before_quote is not None
+    market.shock("SPY", -10.0, now)
+    after_trade = market.price_at("SPY", now)
+    after_quote = market.quote_at("SPY", now)
+    assert after_trade is not None and after_quote is not None
+    assert after_trade == pytest.approx(before_trade * 0.9, abs=0.0001)
+    assert after_quote.bid < before_quote.bid * 0.91
