@@ -606,6 +606,16 @@ class Journal:
                 row,
             )
 
+    def symbols_with_intents(self, session: date) -> set[str]:
+        """Symbols with a trade intent created during ``session`` (a New York date)."""
+        from clock import EXCHANGE_TZ
+
+        start = datetime.combine(session, datetime.min.time(), EXCHANGE_TZ).astimezone(timezone.utc)
+        end = start + timedelta(days=1)
+        rows = self._read("SELECT DISTINCT symbol FROM intents WHERE created_at >= ? AND created_at < ?",
+                          [_ts(start, "start"), _ts(end, "end")])
+        return {r["symbol"] for r in rows}
+
     def intent(self, intent_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT * FROM intents WHERE intent_id = ?", (intent_id,))
         if not rows:
@@ -822,6 +832,8 @@ class Journal:
             return None
         if cid.startswith("emergency-"):
             return "emergency_stop"
+        if cid.startswith("exit-"):
+            return "strategy_exit"
         if row["order_type"] in ("stop", "stop_limit"):
             return "stop_loss"
         if row["order_type"] == "trailing_stop":
@@ -1060,6 +1072,18 @@ class Journal:
                 for out in map(self._fill_out, rows)
                 if out["applied_qty"] > ZERO
             ]
+
+    def fill_record(self, execution_id: str) -> FillRecord | None:
+        """One counted fill as a :class:`FillRecord` (strategy and exit reason resolved)."""
+        with self._lock:
+            self._check_open()
+            row = self._conn.execute("SELECT * FROM fills WHERE execution_id = ?", (execution_id,)).fetchone()
+            if row is None:
+                return None
+            out = self._fill_out(row)
+            if out["applied_qty"] <= ZERO:
+                return None
+            return self._fill_record(self._conn, out)
 
     def implied_positions(self) -> dict[str, Decimal]:
         """Signed quantity per symbol implied by the fills and position adjustments."""

@@ -134,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(config.format_problems(exc), file=sys.stderr)
         return EXIT_CONFIG
+    fresh_sim_state = use_mode_state_db(settings)
     import logging_setup
 
     logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging_setup.bind_run(run_id)
     try:
         if command == "run":
-            return asyncio.run(run_daemon(settings, run_id))
+            return asyncio.run(run_daemon(settings, run_id, fresh_state=fresh_sim_state))
         if command == "diagnose":
             return asyncio.run(run_diagnose(settings))
         if command == "status":
@@ -242,7 +243,46 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
 # -- run -----------------------------------------------------------------------------------
 
 
-async def run_daemon(settings: Any, run_id: str) -> int:
+DEFAULT_STATE_DB = "data/trading_state.db"
+SIM_STATE_DB = "data/sim_state.db"
+
+
+def use_mode_state_db(settings: Any) -> bool:
+    """Keep simulated runs out of the paper/live journal.
+
+    In SIM mode without an explicit ``--state-db`` the journal is ``data/sim_state.db``,
+    started afresh by each run (the embedded broker starts afresh too; the previous file is
+    kept as ``sim_state.prev.db``). Returns True when the run should start it afresh.
+    """
+    if settings.mode != "sim" or settings.storage.state_db != DEFAULT_STATE_DB:
+        return False
+    settings.storage.state_db = SIM_STATE_DB
+    return True
+
+
+def _start_fresh(path: Path) -> None:
+    if not path.exists():
+        return
+    previous = path.with_name(path.stem + ".prev" + path.suffix)
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(str(path) + suffix)
+        if old.exists():
+            old.replace(Path(str(previous) + suffix))
+
+
+def check_journal_owner(journal: Any, settings: Any) -> str | None:
+    """A journal belongs to one mode: a paper journal is never reused live, nor sim for paper."""
+    owner = journal.get_state("owner")
+    if owner is None:
+        journal.set_state("owner", {"mode": settings.mode})
+        return None
+    if owner.get("mode") != settings.mode:
+        return (f"state database {settings.storage.state_db} belongs to a {owner.get('mode')} run, not "
+                f"{settings.mode}; give this mode its own --state-db")
+    return None
+
+
+async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -> int:
     import structlog
 
     from alerter import Alerter
@@ -256,7 +296,15 @@ async def run_daemon(settings: Any, run_id: str) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, _on_signal, stop, signum, log)
     Path(settings.storage.state_db).parent.mkdir(parents=True, exist_ok=True)
+    if fresh_state:
+        _start_fresh(Path(settings.storage.state_db))
     journal = Journal(settings.storage.state_db)
+    problem = check_journal_owner(journal, settings)
+    if problem is not None:
+        journal.close()
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    system = None
     try:
         async with open_broker(settings) as (gateway, clock, _url):
             alerter = Alerter(settings.alerts, clock, secrets=settings.secret_values())
@@ -270,6 +318,9 @@ async def run_daemon(settings: Any, run_id: str) -> int:
             print(summary.render(), flush=True)
     finally:
         journal.close()
+    if system is not None and system.fatal_error is not None:
+        print(f"error: trading stopped: {system.fatal_error}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -187,9 +187,10 @@ class TradingSystem:
         self.analyzer = analyzer or AIAnalyzer(
             settings, clock, news_source=news,
             synthetic_market=settings.mode == "sim" and not settings.sim.data_dir)
-        ledger_state = journal.get_state("ledger")
-        self.ledger = TradeLedger.from_dict(ledger_state) if ledger_state else TradeLedger()
         self.summary = RunSummary(state=self.safety.state.value)
+        self.ledger = TradeLedger()
+        self._rebuild_ledger()
+        self.news = news
         self._history = _History()
         self._last_fill_at: datetime | None = None
         fills_state = journal.get_state("fills_cursor")
@@ -199,8 +200,9 @@ class TradingSystem:
         self._peak_equity: Decimal | None = None
         self._closes_recorded: date | None = None
         self._gap_assessed: set[tuple[date, str]] = set()
-        self._opened_today: dict[str, date] = {}
         self._entered_this_session: set[str] = set()
+        self._failures_in_a_row = 0
+        self._cycles_since_reconcile = 0
         self._intent_seq = 0
         self._defensive = False
         self._last_equity: Decimal | None = None
@@ -213,22 +215,60 @@ class TradingSystem:
                  symbols=list(self.settings.scanning.symbols),
                  strategies=[s.name for s in self.strategies], state=self.safety.state.value)
         try:
-            await self.startup()
+            started = False
             while not self.stop_event.is_set():
-                status = await self.refresh_market_status()
+                try:
+                    if not started:
+                        started = await self.startup()
+                    status = await self.refresh_market_status()
+                except OperationalError as exc:
+                    await self._stop_on_operational_error(exc)
+                    break
+                except TemporaryError as exc:
+                    log.warning("broker_unavailable", error=str(exc), step="market_status")
+                    await self._pause(self._failure_backoff())
+                    continue
                 if self._sessions_done():
                     break
                 if status.is_closed:
-                    await self.market_status.wait_until(status.next_event, stop=self.stop_event,
+                    target = status.next_event
+                    if status.source == "broker":  # the broker disagreed: look again soon
+                        target = min(target, self.clock.now() + timedelta(minutes=15))
+                    await self.market_status.wait_until(target, stop=self.stop_event,
                                                         label=status.next_event_phase)
                     continue
                 await self.run_cycle(status)
-                if self._sessions_done():
+                if self._sessions_done() or self.fatal_error is not None:
                     break
                 await self._sleep_until_next_cycle(status)
         finally:
             await self.shutdown()
         return self.summary
+
+    fatal_error: str | None = None
+    MAX_FAILURES_IN_A_ROW = 10
+
+    async def _stop_on_operational_error(self, exc: OperationalError) -> None:
+        log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status)
+        await self.alerter.send(AlertLevel.EMERGENCY, "Trading stopped: operational error", str(exc),
+                                key="operational_error")
+        self.fatal_error = str(exc)
+        self.stop_event.set()
+
+    def _failure_backoff(self) -> float:
+        return min(5.0 * 2 ** min(self._failures_in_a_row, 6), 300.0)
+
+    async def _pause(self, seconds: float) -> None:
+        self._failures_in_a_row += 1
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        stopper = asyncio.ensure_future(self.stop_event.wait())
+        _, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
     def _sessions_done(self) -> bool:
         return self.sim_days is not None and self.summary.sessions >= self.sim_days
@@ -247,14 +287,18 @@ class TradingSystem:
             except asyncio.CancelledError:
                 pass
 
-    async def startup(self) -> None:
-        """Reconcile with the broker and protect what it holds before trading anything."""
-        await self.apply_operator_commands()
+    async def startup(self) -> bool:
+        """Reconcile with the broker and protect what it holds before trading anything.
+
+        Returns False (and is retried by the loop) while the broker cannot be reached.
+        """
         try:
+            await self.apply_operator_commands()
             snapshot = await self.refresh_account()
         except TemporaryError as exc:
             log.warning("startup_broker_unavailable", error=str(exc))
-            return
+            await self._pause(self._failure_backoff())
+            return False
         self.summary.start_equity = snapshot.account.equity
         await self.reconcile(snapshot)
         self._peak_equity = snapshot.account.equity
@@ -272,20 +316,27 @@ class TradingSystem:
                 "and given one:\n" + "\n".join(lines),
                 key="startup_unprotected", fields={"positions": unprotected},
             )
+        self._failures_in_a_row = 0
+        return True
 
-    async def reconcile(self, snapshot: AccountSnapshot) -> None:
-        """Journal vs broker: the broker wins; adopt and flag, never place an order."""
-        try:
-            fills = await self.broker.get_activities(activity_types=("FILL",), after=self._last_fill_at)
-        except TemporaryError as exc:
-            log.warning("reconciliation_deferred", error=str(exc))
-            fills = []
+    async def reconcile(self, snapshot: AccountSnapshot, *, full: bool = True) -> None:
+        """Journal vs broker: the broker wins; adopt and flag, never place an order.
+
+        ``full`` (start-up) also fetches missed fills and recently closed orders; the periodic
+        check reuses the cycle's own snapshot and costs no request.
+        """
+        fills: list[Any] = []
+        if full:
+            try:
+                fills = await self.broker.get_activities(activity_types=("FILL",), after=self._last_fill_at)
+            except TemporaryError as exc:
+                log.warning("reconciliation_deferred", error=str(exc))
         # Fills first, through the ledger (the journal dedups them by execution id), then
         # the journal's own reconciliation of orders and positions against the broker.
         for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
             self._apply_fill(activity)
         recent = list(snapshot.open_orders)
-        submissions = self.journal.open_submissions()
+        submissions = self.journal.open_submissions() if full else []
         if submissions:
             oldest = min(datetime.fromisoformat(str(o["submitted_at"])) for o in submissions
                          if o.get("submitted_at")) if any(o.get("submitted_at") for o in submissions) else None
@@ -295,7 +346,8 @@ class TradingSystem:
                 log.warning("reconciliation_orders_unavailable", error=str(exc))
         report = self.journal.reconcile(recent, snapshot.positions, fills, at=self.clock.now())
         data = report.to_dict()
-        log.info("reconciliation", **data)
+        if full or report.has_discrepancies:
+            log.info("reconciliation", **data)
         if report.has_discrepancies:
             await self.alerter.send(AlertLevel.WARNING, "Reconciliation found discrepancies",
                                     "; ".join(str(d) for d in report.discrepancies), key="reconciliation",
@@ -320,14 +372,24 @@ class TradingSystem:
                 await self.exit_positions(data, snapshot, status)
                 if self.safety.allows_entry():
                     await self.enter_positions(data, snapshot, status)
+            self._cycles_since_reconcile += 1
+            if self._cycles_since_reconcile >= RECONCILE_EVERY_CYCLES:
+                self._cycles_since_reconcile = 0
+                await self.reconcile(snapshot, full=False)
             self.record_cycle(snapshot, status, started, cpu_started, requests_before, symbols_evaluated)
+            self._failures_in_a_row = 0
         except OperationalError as exc:
-            log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status)
-            await self.alerter.send(AlertLevel.EMERGENCY, "Trading stopped: operational error", str(exc),
-                                    key="operational_error")
-            self.stop_event.set()
+            await self._stop_on_operational_error(exc)
         except TemporaryError as exc:
+            self._failures_in_a_row += 1
             await self.on_broker_unavailable(exc, status)
+        except Exception as exc:  # a bug or bad data must not kill the safety loop silently
+            self._failures_in_a_row += 1
+            log.exception("cycle_failed", error=repr(exc), failures_in_a_row=self._failures_in_a_row)
+            await self.alerter.send(AlertLevel.CRITICAL, "Trading cycle failed", repr(exc), key="cycle_failed")
+            if self._failures_in_a_row >= self.MAX_FAILURES_IN_A_ROW:
+                await self._stop_on_operational_error(
+                    OperationalError(f"{self._failures_in_a_row} cycles in a row failed; last: {exc!r}"))
 
     # -- step 1 -----------------------------------------------------------------------------
 
@@ -350,9 +412,14 @@ class TradingSystem:
             log.warning("session_start_deferred", error=str(exc))
             return
         baseline = account.last_equity if account.last_equity and account.last_equity > 0 else account.equity
-        transitions = self.safety.new_session(session, baseline, at=self.clock.now())
+        try:
+            transitions = self.safety.new_session(session, baseline, at=self.clock.now())
+        except ValueError as exc:
+            raise OperationalError(
+                f"the state database belongs to another timeline ({exc}); use a fresh --state-db") from exc
         self.pdt.new_session(session)
-        self._entered_this_session.clear()
+        # Restored from the journal, so a restart cannot re-enter (and reuse an intent id).
+        self._entered_this_session = self.journal.symbols_with_intents(session)
         if hasattr(self.broker, "reset_session_blocks"):
             self.broker.reset_session_blocks()
         self._persist_safety()
@@ -407,36 +474,62 @@ class TradingSystem:
             self._apply_fill(activity)
 
     def _apply_fill(self, activity: Any) -> None:
+        """One broker FILL activity: journal (dedup by execution id), ledger, trades, cursor.
+
+        The journal row comes first and the cursor last, so a ``kill -9`` anywhere in between
+        is repaired at start-up, where the ledger is rebuilt from the journal's fills.
+        """
         execution_id = activity.id
         at = activity.transaction_time or self.clock.now()
-        side = activity.side or ""
+        side = _fill_side(activity.side)
         symbol = activity.symbol or ""
         qty, price = activity.qty or ZERO, activity.price or ZERO
-        new = self.journal.record_fill(execution_id, None, activity.order_id, symbol, side, qty, price, at,
-                                       cum_qty=activity.cum_qty)
+        if side is None or not symbol or qty <= 0:
+            log.warning("fill_skipped", execution_id=execution_id, side=activity.side, symbol=symbol,
+                        reason="not a buy or sell of shares")
+        else:
+            row = self.journal.order_by_broker_id(activity.order_id) if activity.order_id else None
+            cid = row["client_order_id"] if row else None
+            if self.journal.record_fill(execution_id, cid, activity.order_id, symbol, side, qty, price, at,
+                                        cum_qty=activity.cum_qty):
+                record = self.journal.fill_record(execution_id)
+                if record is not None:
+                    self._book_trades(self.ledger.apply(record), live=True)
         if self._last_fill_at is None or at > self._last_fill_at:
             self._last_fill_at = at
             self.journal.set_state("fills_cursor", {"after": at.isoformat()})
-        if not new:
-            return
-        if side == "buy":
-            self._opened_today[symbol] = to_exchange_time(at).date()
-        strategy = self._strategy_of_order(activity.order_id)
-        closed = self.ledger.apply(FillRecord(symbol=symbol, side=side, qty=qty, price=price, at=at,
-                                              strategy=strategy, execution_id=execution_id))
+
+    def _rebuild_ledger(self) -> None:
+        """The ledger from every fill in the journal; trades it closes are recorded once."""
+        self.ledger = TradeLedger()
+        self._book_trades(self.ledger.apply_all(self.journal.fill_records()), live=False)
+        since = self.clock.now() - timedelta(days=7)
+        self.protections.load_trades([
+            ProtectionTrade(symbol=t["symbol"], exit_time=_as_datetime(t["exit_at"]),
+                            profit_pct=float(t.get("return_pct") or 0), exit_reason=t.get("exit_reason") or "exit")
+            for t in self.journal.trades(since=since) if t.get("exit_at")
+        ], self.clock.now())
+
+    def _book_trades(self, closed: Sequence[Any], *, live: bool) -> None:
         for trade in closed:
-            self.journal.record_trade(trade.symbol, trade.strategy, trade.entry_at, trade.exit_at, trade.qty,
-                                      trade.entry_price, trade.exit_price, trade.pnl, trade.exit_reason or "")
+            new = self.journal.record_trade(
+                trade.symbol, trade.strategy, trade.entry_at, trade.exit_at, trade.qty, trade.entry_price,
+                trade.exit_price, trade.pnl, trade.exit_reason or "exit", side=trade.side,
+                return_pct=trade.return_pct, trade_id=trade.trade_id)
+            entry_day = to_exchange_time(trade.entry_at).date()
+            if entry_day == to_exchange_time(trade.exit_at).date():
+                # One day trade per opening lot, however many partial fills closed it.
+                ref = f"{trade.symbol}:{entry_day.isoformat()}:{trade.entry_at.isoformat()}"
+                if self.journal.record_day_trade(trade.symbol, entry_day, ref=ref):
+                    self.pdt.record_day_trade(trade.symbol, entry_day)
+            if not new or not live:
+                continue
             self.summary.trades += 1
             self.summary.realized_pnl += trade.pnl
             if trade.pnl > 0:
                 self.summary.wins += 1
             else:
                 self.summary.losses += 1
-            if to_exchange_time(trade.entry_at).date() == to_exchange_time(trade.exit_at).date():
-                session = to_exchange_time(trade.exit_at).date()
-                self.journal.record_day_trade(trade.symbol, session)
-                self.pdt.record_day_trade(trade.symbol, session)
             self.protections.record_trade(
                 ProtectionTrade(symbol=trade.symbol, exit_time=trade.exit_at,
                                 profit_pct=float(trade.return_pct), exit_reason=trade.exit_reason or "exit"),
@@ -444,9 +537,14 @@ class TradingSystem:
             )
             log.info("position_closed", symbol=trade.symbol, strategy=trade.strategy, qty=str(trade.qty),
                      entry_price=str(trade.entry_price), exit_price=str(trade.exit_price), pnl=str(trade.pnl),
-                     return_pct=round(float(trade.return_pct) * 100, 3))
-        self.journal.set_state("ledger", self.ledger.to_dict())
-        self.journal.set_state("protection_locks", {"locks": self.protections.locks_snapshot()})
+                     return_pct=round(float(trade.return_pct) * 100, 3), exit_reason=trade.exit_reason)
+        if closed and live:
+            self.journal.set_state("protection_locks", {"locks": self.protections.locks_snapshot()})
+
+    def _opened_in(self, symbol: str, session: date | None) -> bool:
+        """Whether an open lot of ``symbol`` was bought in ``session`` (closing it = a day trade)."""
+        return session is not None and any(
+            to_exchange_time(lot.at).date() == session for lot in self.ledger.open_lots(symbol))
 
     def _strategy_of_order(self, broker_order_id: str | None) -> str | None:
         for tracked in self.executor.tracked.values():
@@ -685,8 +783,14 @@ class TradingSystem:
             if md is None or position.qty <= 0:
                 continue
             reason = None
+            # A position answers to the strategy that opened it (and to the defensive one):
+            # mean reversion calling a fresh momentum entry "overbought" is not an exit, or
+            # every momentum trade would be sold the minute after it was bought. Positions of
+            # unknown origin (adopted, opened by hand) listen to every strategy.
             owners = {lot.strategy for lot in self.ledger.open_lots(position.symbol)} - {None}
             for strategy in self.strategies:
+                if owners and strategy.name not in owners and strategy.name != "defensive":
+                    continue
                 signal = await strategy.evaluate_opportunity(position.symbol, md)
                 if signal.action == "sell":
                     self._log_signal(signal)
@@ -700,7 +804,7 @@ class TradingSystem:
                 continue
             check = OrderCheck(symbol=position.symbol, side="sell", qty=abs(position.qty),
                                price=Decimal(str(md.last_price)), is_closing=True,
-                               opens_today=self._opened_today.get(position.symbol) == status.session,
+                               opens_today=self._opened_in(position.symbol, status.session),
                                is_risk_exit=False)
             decision = self.pdt.check_order(check, AccountView.from_account(snapshot.account), status.session)
             if not decision.allowed:
@@ -726,22 +830,13 @@ class TradingSystem:
             if self.protections.is_locked(symbol, now) is not None:
                 continue
             best = None
-            against = None
             for strategy in self.strategies:
                 signal = await strategy.evaluate_opportunity(symbol, md)
                 if signal.action == "buy":  # long only: a sell on a symbol not held is no trade
                     self._log_signal(signal)
                     if best is None or signal.confidence > best.confidence:
                         best = signal
-                elif signal.action == "sell":
-                    against = signal
             if best is None:
-                continue
-            if against is not None:
-                # Strategies disagree (momentum says buy, mean reversion says overbought): an
-                # entry now would be exited by the next cycle's sell. No trade.
-                log.info("signal_conflict", symbol=symbol, buy=best.strategy, sell=against.strategy,
-                         reasoning=against.reasoning)
                 continue
             intent = await self.analyzer.analyze(best, md)
             if intent is not None:
@@ -867,7 +962,6 @@ class TradingSystem:
         except (BrokerError, asyncio.CancelledError) as exc:
             log.warning("shutdown_broker_unavailable", error=str(exc))
         self._persist_safety()
-        self.journal.set_state("ledger", self.ledger.to_dict())
         self.summary.state = self.safety.state.value
         log.info("system_shutdown", run_id=self.run_id, **self.summary.to_dict())
 
@@ -916,3 +1010,15 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (Decimal, date, datetime)):
         return str(value) if isinstance(value, Decimal) else value.isoformat()
     return value
+
+
+RECONCILE_EVERY_CYCLES = 30
+
+
+def _fill_side(side: str | None) -> str | None:
+    """Alpaca's fill sides as buy/sell (short sales and covers are still sells and buys)."""
+    return {"buy": "buy", "sell": "sell", "sell_short": "sell", "buy_to_cover": "buy"}.get(side or "")
+
+
+def _as_datetime(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
