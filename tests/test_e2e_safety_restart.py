@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.e2e_helpers import (  # noqa: F401  (run_dir is a fixture)
+    HOLDING_ENV,
     TRADING_SEED,
     TRADING_START,
     TRADING_SYMBOLS,
@@ -55,13 +56,14 @@ def _orders_of(orders: list[dict[str, Any]], symbol: str, side: str) -> list[dic
             and not o["client_order_id"].startswith("hand-")]
 
 
-def _kill_during_submission(sim: Simulator, run_dir: Path, sim_args: list[str]) -> tuple[Any, dict[str, Any]]:
+def _kill_during_submission(sim: Simulator, run_dir: Path, sim_args: list[str],
+                            env: dict[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
     """Start the daemon with every order POST held, SIGKILL it once the journal shows the
     submission row and the broker has the order, restart it with the faults cleared, let it
     run two cycles and stop it. Returns (paths, the killed submission's journal row)."""
     sim_control(sim.url, "faults", {"accept_then_timeout": 1.0, "endpoints": "/v2/orders", "timeout_s": 90})
     paths = make_run_paths(run_dir, "daemon")
-    first = ExternalDaemon(sim.url, sim_args, paths)
+    first = ExternalDaemon(sim.url, sim_args, paths, env=env)
     try:
         rows = first.wait_until(lambda: _rows(paths.state_db, "SELECT * FROM orders WHERE origin = 'submitted'"),
                                 timeout=90, what="the journal's submission row")
@@ -75,7 +77,7 @@ def _kill_during_submission(sim: Simulator, run_dir: Path, sim_args: list[str]) 
 
     sim_control(sim.url, "faults", {"clear": True})
     before = len(first.events())  # the log file is shared: look only at the restart's lines
-    second = ExternalDaemon(sim.url, sim_args, paths)
+    second = ExternalDaemon(sim.url, sim_args, paths, env=env)
     try:
         second.wait_for("reconciliation", timeout=60, after=before)
         second.wait_until(lambda: len(named(second.events()[before:], "cycle_complete")) >= 2, timeout=60,
@@ -112,11 +114,12 @@ def _assert_journal_matches_broker(db: Path, orders: list[dict[str, Any]], kille
 
 
 def test_kill_9_during_a_bracket_entry_leaves_one_order_per_intent(run_dir: Path) -> None:
+    # The shared e2e trading day: the default momentum strategy buys NVDA at 09:56 New York.
     symbols = TRADING_SYMBOLS
     with Simulator(run_dir, ["--speed", "max", "--symbols", symbols, "--seed", str(TRADING_SEED),
-                             "--start", f"{TRADING_START}T09:25:00", "--no-rate-limit"]) as sim:
+                             "--start", f"{TRADING_START}T09:50:00", "--no-rate-limit"]) as sim:
         paths, killed = _kill_during_submission(
-            sim, run_dir, ["--symbols", symbols, "--seed", str(TRADING_SEED)])
+            sim, run_dir, ["--symbols", symbols, "--seed", str(TRADING_SEED)], env=HOLDING_ENV)
         assert killed["intent_id"] and killed["order_class"] == "bracket"
         symbol = killed["symbol"]
         orders = _broker_orders(sim.url)
