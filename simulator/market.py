@@ -25,6 +25,7 @@ Conventions (shared by the matching engine and the market-data API):
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections import OrderedDict
@@ -161,6 +162,7 @@ def _epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
+@functools.lru_cache(maxsize=32768)
 def midnight_et_utc(day: date) -> datetime:
     """Midnight America/New_York of ``day``, in UTC (Alpaca's daily bar timestamp)."""
     return datetime.combine(day, time(0, 0), EXCHANGE_TZ).astimezone(UTC)

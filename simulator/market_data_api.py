@@ -67,10 +67,19 @@ def _bad(message: str) -> SimApiError:
 
 def rfc3339(moment: datetime) -> str:
     """``moment`` as RFC 3339 UTC with ``Z`` (fraction only when there is one)."""
-    moment = moment.astimezone(UTC)
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = _RFC3339_MEMO.get(moment)
+    if text is None:
+        if len(_RFC3339_MEMO) >= RFC3339_MEMO_SIZE:
+            _RFC3339_MEMO.clear()
+        utc = moment.astimezone(UTC)
+        text = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if utc.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+        _RFC3339_MEMO[moment] = text
+    return text
+
+
+# Bar and quote times repeat across requests (every daily bar of a history, each minute).
+RFC3339_MEMO_SIZE = 65536
+_RFC3339_MEMO: dict[datetime, str] = {}
 
 
 def _parse_time(name: str, text: str, *, is_end: bool) -> datetime:

@@ -38,7 +38,18 @@ def ts(moment: datetime | None) -> str | None:
     """RFC 3339 UTC with microseconds and ``Z`` (the form Alpaca uses in trading objects)."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = _TS_MEMO.get(moment)
+    if text is None:
+        if len(_TS_MEMO) >= TS_MEMO_SIZE:
+            _TS_MEMO.clear()
+        text = _TS_MEMO[moment] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return text
+
+
+# Formatted instants: the same few timestamps (order times, "now") are written again and
+# again. Equal aware datetimes are the same instant, so they share one text.
+TS_MEMO_SIZE = 16384
+_TS_MEMO: dict[datetime, str] = {}
 
 
 def et_iso(moment: datetime) -> str:

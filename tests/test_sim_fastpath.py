@@ -162,3 +162,17 @@ def test_a_shock_moves_prices_already_asked_for_at_the_same_instant() -> None:
     assert after_trade is not None and after_quote is not None
     assert after_trade == pytest.approx(before_trade * 0.9, abs=0.0001)
     assert after_quote.bid < before_quote.bid * 0.91
+
+
+def test_remembered_timestamps_are_written_exactly_as_before_whatever_the_zone() -> None:
+    from simulator import market_data_api, wire
+
+    utc = datetime(2025, 3, 4, 15, 0, 12, 345678, tzinfo=UTC)
+    eastern = utc.astimezone(EXCHANGE_TZ)
+    for _ in range(2):  # the second round reads the memo
+        assert wire.ts(utc) == wire.ts(eastern) == "2025-03-04T15:00:12.345678Z"
+        assert market_data_api.rfc3339(eastern) == "2025-03-04T15:00:12.345678Z"
+        assert market_data_api.rfc3339(utc.replace(microsecond=0)) == "2025-03-04T15:00:12Z"
+    for i in range(wire.TS_MEMO_SIZE + 10):  # the memo stays bounded
+        wire.ts(utc + timedelta(seconds=i))
+    assert len(wire._TS_MEMO) <= wire.TS_MEMO_SIZE
