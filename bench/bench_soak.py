@@ -93,12 +93,13 @@ def sample_until(done: Callable[[], bool], process: psutil.Process, log_file: Pa
     follower = LogFollower(log_file)
     while True:
         finished = done()
+        now = time.perf_counter() - started
         try:
             rss = process.memory_info().rss
-        except psutil.NoSuchProcess:
-            break
-        now = time.perf_counter() - started
-        soak.samples.append((now, rss))
+            soak.samples.append((now, rss))
+        except psutil.NoSuchProcess:  # exited (a zombie until reaped): read the last events
+            finished = True
+            rss = soak.samples[-1][1] if soak.samples else 0
         for event in follower.events():
             if event.get("event") == "session_complete":
                 session = int(event.get("sessions", len(soak.sessions) + 1))
