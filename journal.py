@@ -1318,6 +1318,20 @@ class Journal:
 
     # -- reconciliation --------------------------------------------------------------------
 
+    def record_legs(self, order: Order | Mapping[str, Any], *, at: datetime) -> list[str]:
+        """Journal the legs (take-profit, stop) of a bracket/OCO/OTO order the broker just
+        accepted, under their own client order ids and linked to the parent, exactly as
+        reconciliation adopts them; returns the client order ids newly journaled.
+
+        Without this a stop leg that fills before the next reconciliation is a fill of an
+        unknown order: no exit reason (the stop-loss guard never counts it), no strategy.
+        """
+        stamp = _ts(at, "at")
+        report = ReconciliationReport(at=datetime.fromisoformat(stamp))
+        with self._tx() as conn:
+            self._reconcile_orders(conn, [_as_order(order)], report, stamp)
+        return [str(leg["client_order_id"]) for leg in report.legs_adopted]
+
     def reconcile(
         self,
         broker_orders: Sequence[Order | Mapping[str, Any]],

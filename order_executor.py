@@ -359,6 +359,7 @@ class OrderExecutor:
         by client order id (it filled, was canceled, or never landed).
         """
         changed: list[TrackedOrder] = []
+        self._journal_new_legs(open_orders or [])
         by_cid = {o.client_order_id: o for o in _flatten(open_orders or [])}
         for cid, tracked in list(self.tracked.items()):
             order = by_cid.get(cid)
@@ -381,6 +382,19 @@ class OrderExecutor:
             if order.is_terminal:
                 self.tracked.pop(cid, None)
         return changed
+
+    def _journal_new_legs(self, open_orders: Sequence[Order]) -> None:
+        """Journal the legs (take-profit, stop) of journaled bracket/OCO orders the first time
+        the broker lists them, so that a stop which fills before the next reconciliation is
+        known by its order: exit reason ``stop_loss`` for the stop-loss guard, the opening
+        strategy for the trade. Orders the journal does not know are reconciliation's job."""
+        record_legs = getattr(self._journal, "record_legs", None)
+        known = getattr(self._journal, "order_by_broker_id", None)
+        if record_legs is None or known is None:
+            return
+        for order in open_orders:
+            if order.legs and any(known(leg.id) is None for leg in order.legs) and known(order.id) is not None:
+                record_legs(order, at=self._clock.now())
 
     def _observe(self, tracked: TrackedOrder, order: Order) -> bool:
         previous_status, previous_filled = tracked.status, tracked.filled_qty
