@@ -187,6 +187,9 @@ async def test_breaker_alert_email_reaches_a_real_smtp_server_without_secrets(
     assert mail["From"] == "daemon@example.test" and mail["To"] == "oncall@example.test"
     body = mail.get_content()
     assert "circuit breaker" in body.lower() and "Level EMERGENCY" in body
+    # CRITICAL is mailed too: the start-up alert listed the unprotected positions it found.
+    startup = [m for m in messages if m["Subject"] == "[CRITICAL] STARTUP ALERT: unprotected positions"]
+    assert len(startup) == 1 and all(s in startup[0].get_content() for s in BREAKER_POSITIONS)
     # Below CRITICAL nothing is mailed (liquidating -> halted is a WARNING).
     assert all(s.startswith(("[EMERGENCY]", "[CRITICAL]")) for s in subjects), subjects
     for envelope in inbox.envelopes:

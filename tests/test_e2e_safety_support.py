@@ -6,14 +6,14 @@ Everything here talks to the simulator over real HTTP on 127.0.0.1:
   ``ResilientAlpacaGateway``, ``Journal`` and ``Alerter``) against a simulator core served by
   ``simulator.server.start_server`` at ``--speed max``: simulated time moves only when the
   daemon sleeps on the clock or a test moves it, so "within one cycle" is exact.
-* :class:`ExternalSimulator` starts ``python -m simulator`` in a subprocess, whose broker
-  state survives a daemon that is killed and restarted.
-* ``python -m tests.test_e2e_safety_support daemon --sim-url URL [main.py options]`` runs
+* :class:`ExternalDaemon` runs ``python tests/test_e2e_safety_support.py daemon --sim-url URL
+  [main.py options]`` against an external ``python -m simulator`` (``tests.e2e_helpers.
+  Simulator``), whose broker state survives a daemon that is killed and restarted. That is
   ``main.main()`` (the real CLI, signal handling, journal and loop) with one seam changed:
-  the broker is that external simulator and the daemon's clock is the simulator's clock
-  (each of the daemon's sleeps moves it ahead), instead of an embedded simulator. ``python
-  main.py`` has no such mode: in ``paper`` mode it runs on the wall clock, which would make
-  these tests depend on the time of day they run at.
+  the broker is the external simulator and the daemon's clock is the simulator's clock (each
+  of the daemon's sleeps moves it ahead), instead of an embedded simulator. ``python main.py``
+  has no such mode: in ``paper`` mode it runs on the wall clock, which would make these tests
+  depend on the time of day they run at.
 
 No test in this module; pytest collects it only for its name.
 """
@@ -24,12 +24,10 @@ import asyncio
 import contextlib
 import io
 import json
-import os
-import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -342,6 +340,7 @@ def sim_get(url: str, path: str) -> Any:
 
 
 def sim_post(url: str, path: str, body: Mapping[str, Any]) -> Any:
+    """POST a JSON body to a Trading API path of a simulator that requires no keys."""
     import urllib.request
 
     request = urllib.request.Request(f"{url}{path}", data=json.dumps(dict(body)).encode(), method="POST",
@@ -428,7 +427,7 @@ def _child_main(argv: list[str]) -> int:
     import main as daemon_main
 
     if len(argv) < 3 or argv[0] != "daemon" or argv[1] != "--sim-url":
-        print("usage: python -m tests.test_e2e_safety_support daemon --sim-url URL [main.py options]",
+        print("usage: python tests/test_e2e_safety_support.py daemon --sim-url URL [main.py options]",
               file=sys.stderr)
         return 2
     url, rest = argv[2], argv[3:]
