@@ -117,7 +117,7 @@ FAULTS = "error_rate=0.1,timeout=0.02,reset=0.03,rate_limit=0.03,malformed=0.01,
 async def test_a_day_with_20_percent_faults_leaves_no_position_unprotected_and_never_double_submits(
         run_dir: Path) -> None:
     symbols = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA", *(f"S{i:04d}" for i in range(6, 14))]
-    overrides = {"api.timeout_seconds": 0.3, "trading.cycle_interval_seconds": 120,
+    overrides = {"api.timeout_seconds": 0.3, "trading.cycle_interval_seconds": 180,
                  "trading.max_positions": 12, "sim.days": 1}
     async with sim_stack(run_dir, start="2025-03-04T09:31:00", symbols=symbols, overrides=overrides) as stack:
         # Two positions the daemon did not open, left unprotected: start-up must protect them.
@@ -132,7 +132,7 @@ async def test_a_day_with_20_percent_faults_leaves_no_position_unprotected_and_n
         shocked: set[str] = set()
 
         async def before(n: int) -> None:
-            if n == 60:  # mid-day, the holdings among these drop through their stops
+            if n == 40:  # mid-day, the holdings among these drop through their stops
                 positions, _ = await broker_truth(stack)
                 shocked.update({p.symbol for p in positions} & {"NVDA", "QQQ"})
                 stack.core.shock(["NVDA", "QQQ"], -9.0)
@@ -148,7 +148,7 @@ async def test_a_day_with_20_percent_faults_leaves_no_position_unprotected_and_n
         await stack.control("faults", {"clear": True})
         all_orders = await stack.all_orders()
 
-    assert summary.sessions == 1 and len(cycles) > 150, "the loop ran the whole day"
+    assert summary.sessions == 1 and len(cycles) > 100, "the loop ran the whole day"
     assert sum(v for k, v in injected.items() if k != "latency_ms") > 100, injected
     assert not events(logs, "operational_error")
 
