@@ -32,6 +32,7 @@ from tests.test_e2e_safety_support import (
     AlwaysBuy,
     AlwaysSell,
     PassThroughAnalyzer,
+    SimStack,
     buy_by_hand,
     cycle,
     et,
@@ -41,6 +42,7 @@ from tests.test_e2e_safety_support import (
     unprotected,
 )
 from trading_state import TradingState
+from trading_system import TradingSystem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -49,7 +51,7 @@ SESSION_START = "2025-03-04T10:30:00"
 BREAKER_POSITIONS = {"SPY": 0.21, "QQQ": 0.21, "AAPL": 0.21, "MSFT": 0.21}
 
 
-async def _held_and_protected(stack, system) -> dict[str, Decimal]:
+async def _held_and_protected(stack: SimStack, system: TradingSystem) -> dict[str, Decimal]:
     """Positions bought by hand, given protective stops by the daemon's start-up."""
     bought = await buy_by_hand(stack, BREAKER_POSITIONS)
     await system.startup()
@@ -200,7 +202,7 @@ async def test_breaker_alert_email_reaches_a_real_smtp_server_without_secrets(
 # -- overnight gaps -------------------------------------------------------------------------
 
 
-async def _hold_overnight_then_gap(stack, system, pct: float) -> list[Mapping[str, Any]]:
+async def _hold_overnight_then_gap(stack: SimStack, system: TradingSystem, pct: float) -> list[Mapping[str, Any]]:
     """Hold AAPL and MSFT through the close, make AAPL's next open gap ``pct`` percent, and
     run the loop through the next pre-market and open. Returns the captured log events."""
     await buy_by_hand(stack, {"AAPL": 0.2, "MSFT": 0.2})

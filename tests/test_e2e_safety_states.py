@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from market_data import MarketData
+from strategies.base import Signal
+
 from tests.test_e2e_safety_support import (
     WIDE_STOPS,
     AlwaysBuy,
@@ -38,11 +41,9 @@ class GatedBuy(AlwaysBuy):
 
     open = False
 
-    async def evaluate_opportunity(self, symbol, market_data):  # type: ignore[no-untyped-def]
+    async def evaluate_opportunity(self, symbol: str, market_data: MarketData) -> Signal:
         signal = await super().evaluate_opportunity(symbol, market_data)
         if not self.open:
-            from strategies.base import Signal
-
             return Signal(symbol=symbol, action="hold", confidence=0.0, reasoning="e2e: gate closed",
                           strategy=self.name)
         return signal
