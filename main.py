@@ -307,7 +307,9 @@ async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -
     system = None
     try:
         async with open_broker(settings) as (gateway, clock, _url):
-            alerter = Alerter(settings.alerts, clock, secrets=settings.secret_values())
+            # Alerts go to the daemon's console (stdout, beside the log); stderr is kept for the
+            # one line that explains why the program stopped.
+            alerter = Alerter(settings.alerts, clock, secrets=settings.secret_values(), stream=sys.stdout)
             alerter.attach_journal(journal)
             system = TradingSystem(settings, gateway, clock, journal=journal, alerter=alerter,
                                    run_id=run_id, sim_days=settings.sim.days, stop_event=stop,

@@ -22,6 +22,7 @@ Three jobs, each findable from the log events it emits:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -722,7 +723,10 @@ class OrderExecutor:
         except BrokerError as exc:
             log.error("cancel_all_failed", error=str(exc))
         positions = await self._broker.list_positions()
-        reports = [await self.emergency_exit(p.symbol, reason, phase=phase) for p in positions]
+        # Symbols are independent: exit them concurrently, so one slow symbol (a halt, a thin
+        # pre-market) does not hold the others' exits back.
+        reports = list(await asyncio.gather(*(self.emergency_exit(p.symbol, reason, phase=phase)
+                                              for p in positions)))
         failed = [r.symbol for r in reports if not r.succeeded]
         log.critical("emergency_liquidation_complete", reason=reason, symbols=[r.symbol for r in reports],
                      failed=failed, all_flat=not failed)

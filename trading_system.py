@@ -203,6 +203,8 @@ class TradingSystem:
         self._entered_this_session: set[str] = set()
         self._failures_in_a_row = 0
         self._cycles_since_reconcile = 0
+        self._unprotected_last_cycle: set[str] = set()
+        self._pending_alerts: list[tuple[AlertLevel, str, str, str]] = []
         self._intent_seq = 0
         self._defensive = False
         self._last_equity: Decimal | None = None
@@ -377,6 +379,9 @@ class TradingSystem:
                 self._cycles_since_reconcile = 0
                 await self.reconcile(snapshot, full=False)
             self.record_cycle(snapshot, status, started, cpu_started, requests_before, symbols_evaluated)
+            while self._pending_alerts:
+                level, title, message, key = self._pending_alerts.pop(0)
+                await self.alerter.send(level, title, message, key=key)
             self._failures_in_a_row = 0
         except OperationalError as exc:
             await self._stop_on_operational_error(exc)
@@ -451,7 +456,7 @@ class TradingSystem:
             )
         pending = tuple(
             PendingEntry(symbol=o.symbol, qty=(o.qty or ZERO) - o.filled_qty,
-                         price=o.limit_price or (views[o.symbol].market_price if o.symbol in views else ZERO) or Decimal(1),
+                         price=self._expected_price(o, views),
                          stop_price=_leg_stop(o))
             for o in open_orders
             if o.order_class == "bracket" and o.side == "buy" and o.is_open and o.status != "held"
@@ -466,6 +471,18 @@ class TradingSystem:
             open_order_symbols=frozenset(o.symbol for o in open_orders if o.is_open),
             pending_entries=pending,
         )
+
+    def _expected_price(self, order: Order, views: dict[str, PositionView]) -> Decimal:
+        """What a working entry is expected to cost per share (never a placeholder)."""
+        if order.limit_price is not None:
+            return order.limit_price
+        tracked = self.executor.tracked.get(order.client_order_id)
+        if tracked is not None and tracked.expected_price:
+            return tracked.expected_price
+        if order.symbol in views:
+            return views[order.symbol].market_price
+        stop = _leg_stop(order)
+        return stop if stop is not None else Decimal(1)
 
     async def record_fills(self) -> None:
         """Fills since the last cycle: journal (dedup by execution id), ledger, day trades."""
@@ -602,6 +619,17 @@ class TradingSystem:
             return snapshot
         exits = self.risk.check_positions(snapshot.portfolio)
         for exit_order in exits:
+            if status.session is not None and exit_order.qty > 0:
+                position = next((p for p in snapshot.positions if p.symbol == exit_order.symbol), None)
+                price = (position.current_price or position.avg_entry_price) if position else Decimal(1)
+                pdt = self.pdt.check_order(
+                    OrderCheck(symbol=exit_order.symbol, side=exit_order.side, qty=abs(exit_order.qty),
+                               price=price, is_closing=True,
+                               opens_today=self._opened_in(exit_order.symbol, status.session), is_risk_exit=True),
+                    AccountView.from_account(snapshot.account), status.session)
+                if pdt.warn_flag:
+                    await self.alerter.send(AlertLevel.CRITICAL, f"Risk exit of {exit_order.symbol}: {pdt.warn_flag}",
+                                            pdt.reason, key=f"pdt_flag:{exit_order.symbol}")
             log.warning("emergency_exit_threshold", symbol=exit_order.symbol, reason=exit_order.reason,
                         loss_fraction=str(exit_order.loss_fraction))
             report = await self.executor.emergency_exit(exit_order.symbol, exit_order.reason, phase=status.phase)
@@ -648,9 +676,9 @@ class TradingSystem:
         key = (status.session, status.phase)
         if key in self._gap_assessed or not snapshot.positions:
             return
-        self._gap_assessed.add(key)
         symbols = [p.symbol for p in snapshot.positions]
         quotes = await self.broker.get_latest_trades(symbols)
+        self._gap_assessed.add(key)
         prices = {s: Decimal(str(t.p)) for s, t in quotes.items() if getattr(t, "p", None)}
         closing = self.journal.get_state("closing_snapshot")
         if self.gap.close_date is None:
@@ -783,13 +811,17 @@ class TradingSystem:
             if md is None or position.qty <= 0:
                 continue
             reason = None
-            # A position answers to the strategy that opened it (and to the defensive one):
-            # mean reversion calling a fresh momentum entry "overbought" is not an exit, or
-            # every momentum trade would be sold the minute after it was bought. Positions of
-            # unknown origin (adopted, opened by hand) listen to every strategy.
-            owners = {lot.strategy for lot in self.ledger.open_lots(position.symbol)} - {None}
+            # A position answers to the strategy that opened it (and to the defensive one).
+            # Another strategy's sell only takes profit on a position held a while: mean
+            # reversion calling a fresh momentum entry "overbought" a minute after the buy would
+            # otherwise churn every trade. Positions of unknown origin listen to every strategy.
+            lots = self.ledger.open_lots(position.symbol)
+            owners = {lot.strategy for lot in lots} - {None}
+            held_for = self.clock.now() - min((lot.at for lot in lots), default=self.clock.now())
+            in_profit = (position.unrealized_pl or ZERO) > 0
             for strategy in self.strategies:
-                if owners and strategy.name not in owners and strategy.name != "defensive":
+                foreign = bool(owners) and strategy.name not in owners and strategy.name != "defensive"
+                if foreign and not (in_profit and held_for >= MIN_HOLD_BEFORE_FOREIGN_EXIT):
                     continue
                 signal = await strategy.evaluate_opportunity(position.symbol, md)
                 if signal.action == "sell":
@@ -824,6 +856,8 @@ class TradingSystem:
         if self.protections.global_lock(now) is not None:
             return
         intents: list[TradeIntent] = []
+        candidates: list[tuple[Any, MarketData]] = []
+        volatility: dict[str, float | None] = {}
         for symbol, md in data.items():
             if symbol in busy or not self._passes_scanner(md):
                 continue
@@ -838,9 +872,14 @@ class TradingSystem:
                         best = signal
             if best is None:
                 continue
+            candidates.append((best, md))
+        if candidates and self.news is not None:
+            await self.news.prefetch(sig.symbol for sig, _ in candidates)  # one request for all
+        for best, md in candidates:
             intent = await self.analyzer.analyze(best, md)
             if intent is not None:
                 intents.append(intent)
+                volatility[intent.symbol] = _daily_volatility(md.daily)
         intents.sort(key=lambda i: i.confidence, reverse=True)
         portfolio = snapshot.portfolio
         account_view = AccountView.from_account(snapshot.account)
@@ -851,7 +890,7 @@ class TradingSystem:
                      strategy=intent.strategy, confidence=round(float(intent.confidence), 4),
                      entry_price=intent.entry_price, stop_price=intent.stop_price,
                      target_price=intent.target_price, reasoning=intent.reasoning)
-            decision = self.risk.evaluate(intent, portfolio)
+            decision = self.risk.evaluate(intent, portfolio, volatility=volatility.get(intent.symbol))
             if not decision.approved:
                 continue
             qty = decision.qty
@@ -933,6 +972,12 @@ class TradingSystem:
         self.journal.last_cycle(now, data)
         # positions without a working stop for their full quantity, as seen this cycle
         unprotected = [d["symbol"] for d in data["position_details"] if not d["protected"]]
+        still = sorted(set(unprotected) & self._unprotected_last_cycle)
+        self._unprotected_last_cycle = set(unprotected)
+        if still:
+            log.error("position_still_unprotected", symbols=still)
+            self._pending_alerts.append((AlertLevel.CRITICAL, "Position unprotected for more than one cycle",
+                                         ", ".join(still), "still_unprotected"))
         if status.session is not None:
             self.journal.set_state("pdt_status", _jsonable(self.pdt.status(
                 status.session, AccountView.from_account(account))))
@@ -1013,6 +1058,7 @@ def _jsonable(value: Any) -> Any:
 
 
 RECONCILE_EVERY_CYCLES = 30
+MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
 
 
 def _fill_side(side: str | None) -> str | None:
@@ -1022,3 +1068,11 @@ def _fill_side(side: str | None) -> str | None:
 
 def _as_datetime(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def _daily_volatility(daily: BarSeries) -> float | None:
+    """Standard deviation of the last 20 daily log returns (for volatility-adjusted sizing)."""
+    closes = daily.close[-21:]
+    if len(closes) < 21 or np.any(closes <= 0):
+        return None
+    return float(np.std(np.diff(np.log(closes)), ddof=1))
