@@ -321,6 +321,18 @@ class PDTManager:
                     return self._block(order, regime, reason, day_trade)
                 warnings.append(FLAG_OVER_BUDGET)
 
+        if (regime == "legacy" and not order.is_closing and account.equity < self.equity_threshold
+                and not order.is_risk_exit):
+            used = account.daytrade_count if account.daytrade_count is not None else self.day_trades_in_window(today)
+            if used >= LEGACY_MAX_DAY_TRADES:
+                # Under the legacy rule the broker refuses a same-day closing order, protective
+                # stops included: a position opened now could be neither exited nor protected today.
+                reason = (
+                    f"no day trades left ({used} in {self.window} sessions, equity {account.equity} "
+                    f"below {self.equity_threshold}): a position opened now could not be protected today"
+                )
+                return self._block(order, regime, reason, day_trade)
+
         if regime == "legacy" and day_trade and account.equity < self.equity_threshold:
             used = account.daytrade_count if account.daytrade_count is not None else self.day_trades_in_window(today)
             if used >= LEGACY_MAX_DAY_TRADES:

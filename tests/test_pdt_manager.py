@@ -258,3 +258,19 @@ def test_bad_order_rejected_with_a_clear_error() -> None:
         OrderCheck("AAPL", "buy", D(0), D(100), is_closing=False)
     with pytest.raises(ValueError, match="side"):
         OrderCheck("AAPL", "short", D(1), D(100), is_closing=False)  # type: ignore[arg-type]
+
+
+def test_no_new_position_when_no_day_trade_is_left_under_the_legacy_rule() -> None:
+    """With three day trades used under $25k, the broker would refuse a same-day exit and even
+    the protective stop: a position opened now could not be protected, so it is not opened."""
+    m = with_trades(manager(), date(2025, 3, 3), date(2025, 3, 4), date(2025, 3, 5))
+    today = date(2025, 3, 6)
+    with structlog.testing.capture_logs() as logs:
+        decision = m.check_order(open_order(), account(), today)
+    assert not decision.allowed and decision.qty == 0
+    assert "could not be protected" in decision.reason
+    assert events(logs, "pdt_blocked")
+    # above $25k, or with a day trade left, or after the rule's retirement: allowed
+    assert m.check_order(open_order(), account(equity=30_000), today).allowed
+    assert with_trades(manager(), date(2025, 3, 4), date(2025, 3, 5)).check_order(open_order(), account(), today).allowed
+    assert m.check_order(open_order(), account(), date(2026, 7, 9)).allowed
