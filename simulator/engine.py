@@ -960,7 +960,8 @@ class SimBroker:
             return status == "all" or (order.is_open if status == "open" else not order.is_open)
 
         selected: list[SimOrder] = []
-        for order in self.orders.values():
+        candidates = self._open_candidates(nested) if status == "open" else self.orders.values()
+        for order in candidates:
             if nested and order.parent_id is not None:
                 continue
             family = [order] + ([self.orders[i] for i in order.leg_ids] if nested else [])
@@ -978,6 +979,23 @@ class SimBroker:
             selected.append(order)
         selected.sort(key=lambda o: (o.submitted_at or o.created_at, o.seq), reverse=direction == "desc")
         return [self._order_json(order, nested=nested) for order in selected[:limit]]
+
+    def _open_candidates(self, nested: bool) -> list[SimOrder]:
+        """Every order ``status=open`` can list, without walking the whole order history:
+        the open orders and, nested, the parents of open legs together with the orders
+        those parents replaced (a replaced parent keeps its legs' ids)."""
+        if not nested:
+            return list(self._open.values())
+        found: dict[str, SimOrder] = {}
+        for order in self._open.values():
+            if order.parent_id is None:
+                found.setdefault(order.id, order)
+                continue
+            parent = self.orders.get(order.parent_id)
+            while parent is not None:
+                found.setdefault(parent.id, parent)
+                parent = self.orders.get(parent.replaces) if parent.replaces else None
+        return list(found.values())
 
     def get_order(self, order_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``GET /v2/orders/{id}[?nested=true]``; 404 40410000 when unknown."""
