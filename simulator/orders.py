@@ -12,9 +12,10 @@ simple order is created, as Alpaca does (alpaca-py #289).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from simulator.errors import unprocessable, validation_error
@@ -331,7 +332,23 @@ class SimOrder:
         self.updated_at = now
 
     def to_json(self, legs: list[dict[str, Any]] | None = None, *, stop_price: Decimal | None = None) -> dict[str, Any]:
-        """The Alpaca Order object (numbers as strings, RFC 3339 ``Z`` timestamps)."""
+        """The Alpaca Order object (numbers as strings, RFC 3339 ``Z`` timestamps).
+
+        Built once per state of the order (every field is compared, so any change, however
+        made, rebuilds it); each call returns a fresh dict.
+        """
+        state = _order_state(self)
+        memo = self.__dict__.get("_json_memo")
+        if memo is None or memo[0] != state:
+            memo = (state, self._json_body())
+            self.__dict__["_json_memo"] = memo
+        body = dict(memo[1])
+        body["legs"] = legs
+        if stop_price is not None:
+            body["stop_price"] = num(stop_price)
+        return body
+
+    def _json_body(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "client_order_id": self.client_order_id,
@@ -359,10 +376,10 @@ class SimOrder:
             "position_intent": self.position_intent,
             "time_in_force": self.time_in_force,
             "limit_price": num(self.limit_price),
-            "stop_price": num(stop_price if stop_price is not None else self.stop_price),
+            "stop_price": num(self.stop_price),
             "status": self.status,
             "extended_hours": self.extended_hours,
-            "legs": legs,
+            "legs": None,
             "trail_percent": num(self.trail_percent),
             "trail_price": num(self.trail_price),
             "hwm": num(self.hwm),
@@ -370,3 +387,7 @@ class SimOrder:
             "subtag": None,
             "source": None,
         }
+
+
+# Every field of an order, read at once: the state its JSON is remembered for.
+_order_state = attrgetter(*(f.name for f in fields(SimOrder)))

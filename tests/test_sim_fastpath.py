@@ -176,3 +176,19 @@ def test_remembered_timestamps_are_written_exactly_as_before_whatever_the_zone()
     for i in range(wire.TS_MEMO_SIZE + 10):  # the memo stays bounded
         wire.ts(utc + timedelta(seconds=i))
     assert len(wire._TS_MEMO) <= wire.TS_MEMO_SIZE
+
+
+def test_an_orders_json_follows_every_change_and_each_answer_is_a_fresh_dict() -> None:
+    core = SimulatorCore.create(symbols=["SPY"], start="2025-03-04T10:00:00-05:00", speed=None)
+    placed = core.broker.submit_order({"symbol": "SPY", "qty": "1", "side": "buy", "type": "limit",
+                                       "limit_price": "1.00", "time_in_force": "gtc"})
+    order = core.broker.orders[placed["id"]]
+    first = order.to_json()
+    first["status"] = "scribbled"
+    assert order.to_json()["status"] == "new"  # the caller's copy is its own
+    order.client_order_id = "renamed"  # any field, however changed
+    assert order.to_json()["client_order_id"] == "renamed"
+    core.broker.cancel_order(placed["id"])
+    again = core.broker.get_order(placed["id"])
+    assert again["status"] == "canceled" and again["canceled_at"] is not None
+    assert order.to_json(stop_price=None)["stop_price"] is None
