@@ -50,6 +50,7 @@ counts every event ever emitted so a consumer can tell how many it missed.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import uuid
@@ -96,7 +97,8 @@ from simulator.matching import (
     with_slippage,
 )
 from simulator.orders import TIFS, OrderRequest, SimOrder, check_sub_penny, parse_order_request
-from simulator.reference import ReferenceData, asset_id
+from simulator.reference import ReferenceData
+from simulator.reference import asset_id as _derive_asset_id
 from simulator.sessions import SessionDay, Sessions
 from simulator.wire import (
     et_date,
@@ -146,6 +148,12 @@ class Touch:
     last: Decimal
     bid_size: int
     ask_size: int
+
+
+@functools.lru_cache(maxsize=4096)
+def asset_id(symbol: str) -> str:
+    """The stable asset id of ``symbol`` (derived once per symbol)."""
+    return _derive_asset_id(symbol)
 
 
 def _opposite(side: str) -> str:

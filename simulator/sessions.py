@@ -45,6 +45,8 @@ class Sessions:
     def __init__(self, calendar: Any) -> None:
         self._calendar = calendar
         self._days: dict[date, SessionDay | None] = {}
+        self._next: dict[date, SessionDay] = {}
+        self._previous: dict[date, SessionDay] = {}
 
     def day(self, d: date) -> SessionDay | None:
         """The session on ``d``, or ``None`` on weekends and holidays."""
@@ -60,17 +62,25 @@ class Sessions:
 
     def next_after(self, d: date) -> SessionDay:
         """The first session strictly after ``d``."""
+        known = self._next.get(d)
+        if known is not None:
+            return known
         for offset in range(1, MAX_SCAN_DAYS + 1):
             found = self.day(d + timedelta(days=offset))
             if found:
+                self._next[d] = found
                 return found
         raise LookupError(f"no trading session within {MAX_SCAN_DAYS} days after {d}")
 
     def previous_before(self, d: date) -> SessionDay:
         """The last session strictly before ``d``."""
+        known = self._previous.get(d)
+        if known is not None:
+            return known
         for offset in range(1, MAX_SCAN_DAYS + 1):
             found = self.day(d - timedelta(days=offset))
             if found:
+                self._previous[d] = found
                 return found
         raise LookupError(f"no trading session within {MAX_SCAN_DAYS} days before {d}")
 
