@@ -51,3 +51,27 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("naive datetime: every timestamp in this system must be timezone-aware")
     return moment.astimezone(UTC)
+
+
+async def sleep_or_stop(clock: Clock, seconds: float, stop: asyncio.Event | None) -> bool:
+    """Sleep ``seconds`` on ``clock`` unless ``stop`` is set first.
+
+    Returns True when the full sleep happened, False when ``stop`` cut it short (a shutdown
+    request must never wait for a long market-time sleep to end).
+    """
+    if stop is None:
+        await clock.sleep(seconds)
+        return True
+    if stop.is_set():
+        return False
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    stopper = asyncio.ensure_future(stop.wait())
+    done, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    return sleeper in done

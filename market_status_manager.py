@@ -20,7 +20,7 @@ from typing import Literal
 
 import structlog
 
-from clock import Clock, to_exchange_time
+from clock import Clock, sleep_or_stop, to_exchange_time
 from errors import TemporaryError
 from models import Clock as BrokerClock
 from trading_calendar import TradingCalendar
@@ -241,18 +241,5 @@ class MarketStatusManager:
                 remaining_minutes=round(remaining.total_seconds() / 60, 1),
             )
             chunk = min(remaining, countdown_interval(remaining))
-            if stop is None:
-                await self._clock.sleep(chunk.total_seconds())
-                continue
-            sleeper = asyncio.ensure_future(self._clock.sleep(chunk.total_seconds()))
-            stopper = asyncio.ensure_future(stop.wait())
-            done, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-            if stopper in done:
+            if not await sleep_or_stop(self._clock, chunk.total_seconds(), stop):
                 return False

@@ -172,7 +172,7 @@ def protected_quantity(position: Position, open_orders: Sequence[Order]) -> Deci
     """
     exit_side = "sell" if position.qty > 0 else "buy"
     covered = Decimal(0)
-    for order in _flatten(open_orders):
+    for order in flatten_orders(open_orders):
         if order.symbol != position.symbol or order.side != exit_side:
             continue
         if order.type not in PROTECTIVE_TYPES or not order.is_open or order.status == "held":
@@ -192,12 +192,13 @@ def _filling_entries(position: Position, open_orders: Sequence[Order]) -> list[O
     ]
 
 
-def _flatten(orders: Sequence[Order]) -> list[Order]:
+def flatten_orders(orders: Sequence[Order]) -> list[Order]:
+    """Orders and their legs (nested or listed flat), each id once."""
     out: list[Order] = []
     for order in orders:
         out.append(order)
         if order.legs:
-            out.extend(_flatten(order.legs))
+            out.extend(flatten_orders(order.legs))
     # the same leg may be listed both nested and flat: keep one of each id
     unique: dict[str, Order] = {}
     for order in out:
@@ -361,7 +362,7 @@ class OrderExecutor:
         """
         changed: list[TrackedOrder] = []
         self._journal_new_legs(open_orders or [])
-        by_cid = {o.client_order_id: o for o in _flatten(open_orders or [])}
+        by_cid = {o.client_order_id: o for o in flatten_orders(open_orders or [])}
         for cid, tracked in list(self.tracked.items()):
             order = by_cid.get(cid)
             if order is None:
@@ -501,7 +502,7 @@ class OrderExecutor:
         symbol = position.symbol
         exit_side = "sell" if position.qty > 0 else "buy"
         holding = [
-            o for o in _flatten(open_orders)
+            o for o in flatten_orders(open_orders)
             if o.symbol == symbol and o.side == exit_side and o.is_open and o.status != "held"
         ]
         for order in holding:
@@ -671,7 +672,7 @@ class OrderExecutor:
     async def _cancel_symbol_orders(self, symbol: str) -> list[str]:
         orders = await self._broker.list_orders(status="open", symbols=[symbol], nested=True)
         canceled: list[str] = []
-        for order in _flatten(orders):
+        for order in flatten_orders(orders):
             if order.symbol == symbol and order.is_open and await self._cancel_quietly(order.id):
                 canceled.append(order.id)
         return canceled
@@ -699,7 +700,7 @@ class OrderExecutor:
         delay = 0.5
         for attempt in range(attempts):
             orders = await self._broker.list_orders(status="open", symbols=[symbol], nested=False)
-            if not [o for o in _flatten(orders) if o.id in order_ids and o.is_open]:
+            if not [o for o in flatten_orders(orders) if o.id in order_ids and o.is_open]:
                 return True
             if attempt + 1 < attempts:
                 await self._clock.sleep(delay)

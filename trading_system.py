@@ -34,7 +34,7 @@ import structlog
 import strategies as strategy_registry
 from ai_analyzer import AIAnalyzer, TradeIntent
 from alerter import Alerter, AlertLevel
-from clock import Clock, to_exchange_time
+from clock import Clock, sleep_or_stop, to_exchange_time
 from errors import (
     BrokerError,
     OperationalError,
@@ -46,7 +46,7 @@ from journal import Journal
 from market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus, MarketStatusManager
 from models import Account, Order, Position, Snapshot
-from order_executor import OrderExecutor, protected_quantity
+from order_executor import OrderExecutor, flatten_orders, protected_quantity
 from pdt_manager import AccountView, OrderCheck, PDTManager
 from protections import ClosedTrade as ProtectionTrade
 from protections import ProtectionManager
@@ -262,15 +262,7 @@ class TradingSystem:
 
     async def _pause(self, seconds: float) -> None:
         self._failures_in_a_row += 1
-        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
-        stopper = asyncio.ensure_future(self.stop_event.wait())
-        _, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await sleep_or_stop(self.clock, seconds, self.stop_event)
 
     def _sessions_done(self) -> bool:
         return self.sim_days is not None and self.summary.sessions >= self.sim_days
@@ -279,15 +271,7 @@ class TradingSystem:
         interval = float(self.settings.trading.cycle_interval_seconds)
         until_event = (status.next_event - self.clock.now()).total_seconds()
         delay = max(1.0, min(interval, until_event)) if until_event > 0 else interval
-        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
-        stopper = asyncio.ensure_future(self.stop_event.wait())
-        _, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await sleep_or_stop(self.clock, delay, self.stop_event)
 
     async def startup(self) -> bool:
         """Reconcile with the broker and protect what it holds before trading anything.
@@ -446,7 +430,7 @@ class TradingSystem:
         views: dict[str, PositionView] = {}
         for p in positions:
             price = p.current_price or p.avg_entry_price
-            stops = [o.stop_price for o in _all_orders(open_orders)
+            stops = [o.stop_price for o in flatten_orders(open_orders)
                      if o.symbol == p.symbol and o.stop_price is not None and o.is_open and o.status != "held"]
             views[p.symbol] = PositionView(
                 symbol=p.symbol, qty=p.qty, avg_entry_price=p.avg_entry_price, market_price=price,
@@ -966,7 +950,7 @@ class TradingSystem:
             "order_details": [
                 {"symbol": o.symbol, "side": o.side, "type": o.type, "qty": str(o.qty), "status": o.status,
                  "client_order_id": o.client_order_id}
-                for o in _all_orders(snapshot.open_orders) if o.is_open
+                for o in flatten_orders(snapshot.open_orders) if o.is_open
             ],
         }
         self.journal.last_cycle(now, data)
@@ -1009,14 +993,6 @@ class TradingSystem:
         self._persist_safety()
         self.summary.state = self.safety.state.value
         log.info("system_shutdown", run_id=self.run_id, **self.summary.to_dict())
-
-
-def _all_orders(orders: Sequence[Order]) -> list[Order]:
-    out: list[Order] = []
-    for o in orders:
-        out.append(o)
-        out.extend(o.legs or [])
-    return out
 
 
 def _leg_stop(order: Order) -> Decimal | None:
