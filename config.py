@@ -194,6 +194,9 @@ class ApiSettings(Section):
     max_retries: Annotated[int, Field(ge=0, le=20)] = 3
     backoff_base_seconds: Positive = 0.5
     backoff_max_seconds: Positive = 30.0
+    # Whose time the daemon lives in: "wall" (Alpaca), "broker" (follow GET /v2/clock, for a
+    # simulator whose time is not the wall clock), or "auto" (broker for a loopback base URL).
+    clock: Literal["auto", "wall", "broker"] = "auto"
 
     @field_validator("key_id", "secret_key", mode="before")
     @classmethod

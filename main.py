@@ -20,6 +20,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
+from urllib.parse import urlparse
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNHEALTHY = 0, 1, 2, 3
 
@@ -186,6 +187,7 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     """
     from api_gateway import ResilientAlpacaGateway
     from clock import WallClock
+    from config import is_loopback_host
     from rate_limit import RateLimiter
 
     server = None
@@ -217,7 +219,9 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
         key = secret = None
     else:
         base_url, data_url = settings.api.base_url, settings.api.data_url
-        clock = WallClock()
+        follow_broker = settings.api.clock == "broker" or (
+            settings.api.clock == "auto" and is_loopback_host(urlparse(base_url or "").hostname))
+        clock = BrokerClockProxy() if follow_broker else WallClock()
         limiter = RateLimiter(max_per_minute=settings.rate_limit.max_requests_per_minute,
                               buffer=settings.rate_limit.rate_limit_buffer,
                               burst_allowance=settings.rate_limit.burst_allowance,
@@ -234,10 +238,38 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     )
     try:
         async with gateway:
+            if isinstance(clock, BrokerClockProxy):
+                await clock.attach(gateway)
             yield gateway, clock, base_url
     finally:
         if server is not None:
             await server.stop()
+
+
+class BrokerClockProxy:
+    """A :class:`broker_clock.BrokerClock` that can be handed out before the gateway exists
+    (the gateway needs a clock; the clock needs the gateway)."""
+
+    def __init__(self) -> None:
+        self._clock: Any = None
+
+    async def attach(self, gateway: Any) -> None:
+        from broker_clock import BrokerClock
+
+        clock = BrokerClock(gateway)
+        await clock.sync()
+        self._clock = clock
+
+    def now(self) -> datetime:
+        if self._clock is None:
+            return datetime.now(timezone.utc)
+        return self._clock.now()
+
+    async def sleep(self, seconds: float) -> None:
+        if self._clock is None:
+            await asyncio.sleep(max(0.0, seconds))
+        else:
+            await self._clock.sleep(seconds)
 
 
 # -- run -----------------------------------------------------------------------------------
