@@ -248,25 +248,39 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
 
 class BrokerClockProxy:
     """A :class:`broker_clock.BrokerClock` that can be handed out before the gateway exists
-    (the gateway needs a clock; the clock needs the gateway)."""
+    (the gateway needs a clock; the clock needs the gateway). Until the broker's clock has
+    been read once it tells wall time, and keeps trying to read it."""
 
     def __init__(self) -> None:
         self._clock: Any = None
+        self._synced = False
 
     async def attach(self, gateway: Any) -> None:
         from broker_clock import BrokerClock
 
-        clock = BrokerClock(gateway)
-        await clock.sync()
-        self._clock = clock
+        self._clock = BrokerClock(gateway)
+        await self._try_sync()
+
+    async def _try_sync(self) -> None:
+        from errors import TradingError
+
+        try:
+            await self._clock.sync()
+            self._synced = True
+        except TradingError as exc:
+            import structlog
+
+            structlog.get_logger("main").warning("broker_clock_unavailable", error=str(exc))
 
     def now(self) -> datetime:
-        if self._clock is None:
+        if not self._synced:
             return datetime.now(timezone.utc)
         return self._clock.now()
 
     async def sleep(self, seconds: float) -> None:
-        if self._clock is None:
+        if self._clock is not None and not self._synced:
+            await self._try_sync()
+        if not self._synced:
             await asyncio.sleep(max(0.0, seconds))
         else:
             await self._clock.sleep(seconds)
