@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import functools
 import math
 import re
 import zlib
@@ -489,6 +490,7 @@ class CsvSource:
         opened, closed = self.calendar.open_close(session)
         start = int(opened.timestamp())
         minutes = int(round((closed.timestamp() - opened.timestamp()) / 60))
+        frame = _frame(minutes)
         rng = np.random.default_rng([self.seed, _stable("csv-day", symbol), session.toordinal()])
         up = row.c >= row.o
         first, second = (row.l, row.h) if up else (row.h, row.l)
@@ -497,41 +499,70 @@ class CsvSource:
         b = min(b, minutes - 1)
         knots_x = [0, a, b, minutes]
         knots_y = [row.o, first, second, row.c]
-        grid = np.arange(minutes + 1)
+        grid = frame.grid
         path = np.interp(grid, knots_x, knots_y)
         envelope = np.zeros(minutes + 1)
         for left, right in zip(knots_x[:-1], knots_x[1:]):
             span = right - left
             if span > 1:
-                envelope[left:right + 1] = np.maximum(
-                    envelope[left:right + 1], np.sin(np.pi * (grid[left:right + 1] - left) / span)
-                )
+                part = envelope[left:right + 1]
+                np.maximum(part, np.sin(np.pi * (grid[left:right + 1] - left) / span), out=part)
         day_range = row.h - row.l
-        noise = np.cumsum(rng.standard_normal(minutes + 1))
-        scale = np.max(np.abs(noise)) or 1.0
+        noise = rng.standard_normal(minutes + 1).cumsum()
+        scale = np.abs(noise).max() or 1.0
         path = path + envelope * noise / scale * 0.15 * day_range
-        path = np.clip(np.round(path, 4), row.l, row.h)
+        path = _clip(path.round(4), row.l, row.h)
         path[knots_x] = knots_y
         o = path[:-1].copy()
         c = path[1:].copy()
         wick = np.abs(rng.standard_normal((2, minutes))) * 0.03 * day_range
-        h = np.clip(np.round(np.maximum(o, c) + wick[0], 4), np.maximum(o, c), row.h)
-        lo = np.clip(np.round(np.minimum(o, c) - wick[1], 4), row.l, np.minimum(o, c))
-        x = (np.arange(minutes) + 0.5) / minutes
-        weights = 1.0 + 2.8 * (2.0 * x - 1.0) ** 2
-        v = _allocate(row.v, weights)
+        top = np.maximum(o, c)
+        bottom = np.minimum(o, c)
+        h = _clip((top + wick[0]).round(4), top, row.h)
+        lo = _clip((bottom - wick[1]).round(4), row.l, bottom)
+        v = _allocate(row.v, frame.weights, frame.shares)
         if row.n is not None:
-            n = _allocate(row.n, weights)
+            n = _allocate(row.n, frame.weights, frame.shares)
         else:
             n = np.where(v > 0, np.maximum(1, np.round(v / NOMINAL_TRADE_SIZE)), 0).astype(np.int64)
-        vw = np.clip(np.round((h + lo + c) / 3.0, 4), lo, h)
-        ts = (start + 60 * np.arange(minutes)).astype(np.int64)
+        vw = _clip(((h + lo + c) / 3.0).round(4), lo, h)
+        ts = frame.offsets + start
         return DayArrays(session, ts, o, h, lo, c, v, n, vw)
 
 
-def _allocate(total: int, weights: np.ndarray) -> np.ndarray:
-    """Integers proportional to ``weights`` that sum exactly to ``total``."""
-    share = weights / weights.sum() * total
+@dataclass(frozen=True)
+class _Frame:
+    """What every expanded session of one length shares: the minute grid, the U-shaped
+    volume weights (and their shares of the total), the bar start offsets in seconds."""
+
+    grid: np.ndarray
+    weights: np.ndarray
+    shares: np.ndarray
+    offsets: np.ndarray
+
+
+@functools.lru_cache(maxsize=8)
+def _frame(minutes: int) -> _Frame:
+    x = (np.arange(minutes) + 0.5) / minutes
+    weights = 1.0 + 2.8 * (2.0 * x - 1.0) ** 2
+    frame = _Frame(np.arange(minutes + 1), weights, weights / weights.sum(),
+                   (60 * np.arange(minutes)).astype(np.int64))
+    for array in (frame.grid, frame.weights, frame.shares, frame.offsets):
+        array.flags.writeable = False
+    return frame
+
+
+def _clip(values: np.ndarray, low: float | np.ndarray, high: float | np.ndarray) -> np.ndarray:
+    """``np.clip(values, low, high)`` in place (same numbers, without its Python overhead)."""
+    np.maximum(values, low, out=values)
+    np.minimum(values, high, out=values)
+    return values
+
+
+def _allocate(total: int, weights: np.ndarray, shares: np.ndarray | None = None) -> np.ndarray:
+    """Integers proportional to ``weights`` that sum exactly to ``total`` (``shares``:
+    ``weights / weights.sum()`` when already known)."""
+    share = (weights / weights.sum() if shares is None else shares) * total
     out = np.floor(share).astype(np.int64)
     remainder = int(total - out.sum())
     if remainder > 0:
