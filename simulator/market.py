@@ -230,6 +230,11 @@ def aggregate(day: DayArrays, mask: np.ndarray | None = None) -> tuple[float, fl
         lo, hi = 0, len(day)
         if hi == 0:
             return None
+    return _aggregate_range(day, lo, hi)
+
+
+def _aggregate_range(day: DayArrays, lo: int, hi: int) -> tuple[float, float, float, float, int, int, float]:
+    """:func:`aggregate` over bars ``lo..hi-1`` (``lo < hi``)."""
     v = day.v[lo:hi]
     volume = int(v.sum())
     if volume > 0:
@@ -601,24 +606,21 @@ class Market:
         day = self._peek(symbol, session) if until is None else self.minute_arrays(symbol, session)
         if day is None:
             return None
-        regular: np.ndarray | None = None
+        # The bars aggregated: the regular session's (bar starts are sorted, so they are
+        # the range open..close), else the whole day when it has no regular-session bar.
+        ts = day.ts
+        lo, hi = 0, len(day)
         if self.calendar.is_session(session):
             opened, closed = self.calendar.open_close(session)
-            regular = (day.ts >= opened.timestamp()) & (day.ts < closed.timestamp())
-            if not regular.any():
-                regular = None  # no regular-session bar at all: aggregate the whole day
+            first = int(ts.searchsorted(opened.timestamp(), side="left"))
+            end = int(ts.searchsorted(closed.timestamp(), side="left"))
+            if first < end:
+                lo, hi = first, end
         if until is not None:
-            complete = int(np.searchsorted(day.ts, until - 60.0, side="right"))
-            if complete < len(day):
-                day = DayArrays(day.session, *(a[:complete] for a in day[1:]))
-                if regular is not None:
-                    regular = regular[:complete]
-            if complete == 0 or (regular is not None and not regular.any()):
-                return None
-        values = aggregate(day, regular)
-        if values is None:
+            hi = min(hi, int(ts.searchsorted(until - 60.0, side="right")))  # complete bars only
+        if hi <= lo:
             return None
-        return MinuteBar(midnight_et_utc(session), *values)
+        return MinuteBar(midnight_et_utc(session), *_aggregate_range(day, lo, hi))
 
     def daily_bars(self, symbol: str, start: date, end: date) -> list[MinuteBar]:
         """Complete daily bars of the sessions ``start..end``, oldest first."""
