@@ -195,7 +195,7 @@ def detect_regime(benchmark: BarSeries) -> Regime:
     close = np.asarray(benchmark.tail(REGIME_WINDOW_BARS).close, dtype=float)
     if len(close) == 0:
         return "range"
-    return ai_model.regime_series(close)[-1]
+    return ai_model.latest_regime(close)
 
 
 # -- scoring -----------------------------------------------------------------------------------

@@ -289,6 +289,35 @@ def regime_series(close: np.ndarray) -> list[Regime]:
     return [str(v) for v in labels]  # type: ignore[misc]
 
 
+def latest_regime(close: np.ndarray) -> Regime:
+    """``regime_series(close)[-1]`` without labelling every earlier row.
+
+    The same arithmetic on the same values (the 20-return volatility of the last window, the
+    averages over the whole of ``close``), so the label is identical; the detector calls this
+    once per cycle on a year of benchmark bars. Raises ``ValueError`` for an empty series.
+    """
+    close = np.asarray(close, dtype=float)
+    n = len(close)
+    if n == 0:
+        raise ValueError("latest_regime needs at least one close")
+    returns = _daily_returns(close[-21:])
+    vol = float(_rolling_std(returns[-20:], 20)[-1] * math.sqrt(TRADING_DAYS_PER_YEAR))
+    ret20 = float(indicators.rate_of_change(close[-21:], 20)[-1])
+    ma50 = float(indicators.sma(close, 50)[-1])
+    ma_long = float(indicators.sma(close, REGIME_LONG_MA)[-1]) if n >= REGIME_LONG_MA else math.nan
+    if math.isnan(ma_long):
+        ma_long = float(np.cumsum(close)[-1] / n)
+    last = float(close[-1])
+    if vol > VOLATILE_ANNUALISED_VOL:
+        return "volatile"
+    known = not (math.isnan(ma50) or math.isnan(ret20))
+    if known and last > ma50 and ma50 > ma_long and ret20 > TREND_RETURN_20D:
+        return "bull"
+    if known and last < ma50 and ret20 < -TREND_RETURN_20D:
+        return "bear"
+    return "range"
+
+
 def context_key(regime: str | None, relative_strength: float) -> str:
     """The context-table cell of an idea: ``"<regime>|rs_pos"`` or ``"<regime>|rs_neg"``."""
     sign = "rs_pos" if relative_strength > 0 else "rs_neg"

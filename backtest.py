@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import csv
 import math
 import sys
@@ -123,7 +124,8 @@ class DailyHistory:
 
     ``ts`` is midnight New York of each session (how Alpaca stamps daily bars), ``days`` the
     session dates. Sessions replayed from recorded minute bars carry their regular-session
-    aggregate, as the data API would serve it.
+    aggregate, as the data API would serve it. The arrays are validated once (timestamps
+    strictly increasing) and made read-only; :meth:`window` hands out views of them.
     """
 
     symbol: str
@@ -135,20 +137,29 @@ class DailyHistory:
     close: np.ndarray
     volume: np.ndarray
     minute_days: frozenset[date] = frozenset()
+    bars: BarSeries = field(init=False, repr=False, compare=False)
+    _positions: dict[date, int] = field(init=False, repr=False, compare=False)
+    _stamps: list[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        bars = BarSeries(self.ts, self.open, self.high, self.low, self.close, self.volume)
+        object.__setattr__(self, "bars", bars)
+        for name in ("ts", "open", "high", "low", "close", "volume"):
+            object.__setattr__(self, name, getattr(bars, name))
+        object.__setattr__(self, "_positions", {day: i for i, day in enumerate(self.days)})
+        object.__setattr__(self, "_stamps", bars.ts.tolist())
 
     def index(self, day: date) -> int | None:
         """Position of ``day``'s bar, or None when the symbol has no bar that session."""
-        i = int(np.searchsorted(self.ts, _midnight(day)))
-        return i if i < len(self.ts) and self.days[i] == day else None
+        return self._positions.get(day)
 
     def window(self, since_epoch: float, before_epoch: float) -> BarSeries | None:
-        """Bars stamped in ``[since, before)`` as a BarSeries (None when there are none)."""
-        lo = int(np.searchsorted(self.ts, since_epoch, side="left"))
-        hi = int(np.searchsorted(self.ts, before_epoch, side="left"))
+        """Bars stamped in ``[since, before)`` (None when there are none): a view, no copy."""
+        lo = bisect.bisect_left(self._stamps, since_epoch)
+        hi = bisect.bisect_left(self._stamps, before_epoch)
         if hi <= lo:
             return None
-        return BarSeries(self.ts[lo:hi], self.open[lo:hi], self.high[lo:hi], self.low[lo:hi],
-                         self.close[lo:hi], self.volume[lo:hi])
+        return self.bars.slice(lo, hi)
 
 
 def _midnight(day: date) -> int:

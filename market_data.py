@@ -156,6 +156,18 @@ class BarSeries:
             self.volume[start:],
         )
 
+    def slice(self, start: int, stop: int) -> BarSeries:
+        """Bars ``start .. stop - 1`` (positions, as ``list[start:stop]``); shares memory, no
+        copy, no re-validation (a slice of a valid series is valid)."""
+        return BarSeries._trusted(
+            self.ts[start:stop],
+            self.open[start:stop],
+            self.high[start:stop],
+            self.low[start:stop],
+            self.close[start:stop],
+            self.volume[start:stop],
+        )
+
     def append(
         self, ts: int, open: float, high: float, low: float, close: float, volume: float  # noqa: A002
     ) -> BarSeries:

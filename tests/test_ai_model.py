@@ -181,6 +181,25 @@ def test_detect_regime_matches_the_series_at_the_last_bar(spy):
     assert detect_regime(BarSeries.empty()) == "range"
 
 
+def test_latest_regime_equals_the_series_label_on_every_window_of_real_history(spy):
+    from ai_analyzer import REGIME_WINDOW_BARS
+    from ai_model import latest_regime
+
+    closes = spy.close[-2600:]
+    # Short histories (every length up to a full window), then every sliding detector window.
+    for end in range(1, REGIME_WINDOW_BARS + 1):
+        assert latest_regime(closes[:end]) == regime_series(closes[:end])[-1], end
+    labels = set()
+    for end in range(REGIME_WINDOW_BARS, len(closes) + 1):
+        window = closes[end - REGIME_WINDOW_BARS : end]
+        label = latest_regime(window)
+        assert label == regime_series(window)[-1], end
+        labels.add(label)
+    assert labels == {"bull", "bear", "volatile", "range"}
+    with pytest.raises(ValueError, match="at least one close"):
+        latest_regime(np.array([]))
+
+
 # -- labels -----------------------------------------------------------------------------------
 
 

@@ -418,6 +418,11 @@ def test_bar_series_from_broker_bars_tail_and_append() -> None:
     with pytest.raises(ValueError):
         series.close[0] = 1.0  # read-only: a shared series cannot be altered by a reader
     assert series.tail(2).close.tolist() == [10.4, 10.5] and len(series.tail(10)) == 3
+    middle = series.slice(1, 3)  # a view for the backtest's history windows: no copy
+    assert middle.close.tolist() == [10.4, 10.5] and middle.ts.tolist() == series.ts[1:].tolist()
+    assert np.shares_memory(middle.close, series.close) and len(series.slice(2, 2)) == 0
+    with pytest.raises(ValueError):
+        middle.close[0] = 1.0
     updated = series.append(int(series.ts[-1]), 10.5, 12.0, 10.0, 11.9, 9000)  # today's bar grew
     assert len(updated) == 3 and updated.close[-1] == 11.9 and series.close[-1] == 10.5
     grown = updated.append(int(series.ts[-1]) + 86400, 12, 12, 12, 12, 1)
