@@ -292,22 +292,38 @@ def regime_series(close: np.ndarray) -> list[Regime]:
 def latest_regime(close: np.ndarray) -> Regime:
     """``regime_series(close)[-1]`` without labelling every earlier row.
 
-    The same arithmetic on the same values (the 20-return volatility of the last window, the
-    averages over the whole of ``close``), so the label is identical; the detector calls this
-    once per cycle on a year of benchmark bars. Raises ``ValueError`` for an empty series.
+    The same arithmetic on the same values (the moving averages from the same running sums
+    as :func:`indicators.sma`, the volatility of the last 20 returns), so the label is
+    identical (tested on every window of real history); the detector calls this once per
+    cycle on a year of benchmark bars. Raises ``ValueError`` for an empty series.
     """
     close = np.asarray(close, dtype=float)
     n = len(close)
     if n == 0:
         raise ValueError("latest_regime needs at least one close")
-    returns = _daily_returns(close[-21:])
-    vol = float(_rolling_std(returns[-20:], 20)[-1] * math.sqrt(TRADING_DAYS_PER_YEAR))
-    ret20 = float(indicators.rate_of_change(close[-21:], 20)[-1])
-    ma50 = float(indicators.sma(close, 50)[-1])
-    ma_long = float(indicators.sma(close, REGIME_LONG_MA)[-1]) if n >= REGIME_LONG_MA else math.nan
-    if math.isnan(ma_long):
-        ma_long = float(np.cumsum(close)[-1] / n)
+    if not np.isfinite(close).all():
+        return regime_series(close)[-1]
+    tail = close[-21:]
+    returns = tail[1:] / tail[:-1] - 1.0
+    vol = math.nan
+    if n >= 21:
+        vol = float(returns.std(ddof=1) * math.sqrt(TRADING_DAYS_PER_YEAR))
     last = float(close[-1])
+    ret20 = last / float(close[-21]) - 1.0 if n > 20 else math.nan
+    # indicators.sma: running sums of deviations from the first close.
+    reference = close[0]
+    sums = np.cumsum(close - reference)
+
+    def average(k: int) -> float:
+        if n < k:
+            return math.nan
+        before = sums[n - k - 1] if n > k else 0.0
+        return float((sums[-1] - before) / k + reference)
+
+    ma50 = average(50)
+    ma_long = average(REGIME_LONG_MA)
+    if math.isnan(ma_long):  # fewer than 200 bars: the mean of everything so far
+        ma_long = float(np.cumsum(close)[-1] / n)
     if vol > VOLATILE_ANNUALISED_VOL:
         return "volatile"
     known = not (math.isnan(ma50) or math.isnan(ret20))

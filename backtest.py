@@ -81,6 +81,7 @@ import numpy as np
 import structlog
 
 import ai_model
+import indicators
 from ai_analyzer import AIAnalyzer
 from alerter import Alerter
 from clock import EXCHANGE_TZ, to_exchange_time
@@ -107,6 +108,10 @@ WARMUP_SESSIONS = 250
 PRE_MARKET = dtime(4, 0)
 #: How often (wall seconds) the terminal progress line is redrawn.
 PROGRESS_INTERVAL = 0.1
+#: Indicator states computed ahead per pass (daily data): at most this many sessions, and
+#: at most this many symbol-sessions (bounds the pass's temporary matrices to ~10 MB).
+PRIME_SESSIONS = 250
+PRIME_HISTORIES = 1500
 
 BarMode = Literal["auto", "daily", "intraday"]
 
@@ -308,14 +313,55 @@ class BacktestLoop(TradingSystem):
     """
 
     def __init__(self, *args: Any, history: dict[str, DailyHistory], bar_mode: str,
-                 on_cycle: Callable[[], None] | None = None, **kwargs: Any) -> None:
+                 on_cycle: Callable[[], None] | None = None, sessions: Sequence[date] = (),
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.replay = history
         self.bar_mode = bar_mode
         self._on_cycle = on_cycle
+        self._sessions = list(sessions)
+        self._session_index = {day: i for i, day in enumerate(self._sessions)}
+        self._primed_until = 0  # sessions before this index have their snapshots primed
+        self._snapshot_rsi: set[int] = set()
+        self._last_data: dict[str, MarketData] = {}
 
     def _lookback(self) -> timedelta:
         return timedelta(days=max(int(self.settings.strategy.lookback_days) * 2, 300))
+
+    def _daily_window(self, history: DailyHistory, session: date, opened: datetime) -> BarSeries | None:
+        """The completed bars the open of ``session`` reads (``opened``: that open)."""
+        return history.window((opened - self._lookback()).timestamp(), _midnight(session))
+
+    def _prime_snapshots(self, today: date) -> None:
+        """Indicator states of the coming sessions' histories, computed ahead in one pass.
+
+        Only a cache: :func:`indicators.prime_snapshots` computes exactly what the strategies'
+        :func:`indicators.compute_snapshot` would (and a history it did not foresee is simply
+        computed when asked). Each session's history is a different window of the same bars,
+        so without this every session pays a pass over a year of bars per symbol. Starts once
+        the strategies are seen reading snapshots (the reference SMA strategy does not).
+        """
+        for md in self._last_data.values():
+            self._snapshot_rsi.update(k[4] for k in md.derived if isinstance(k, tuple) and k[:1] == ("snapshot",))
+        position = self._session_index.get(today)
+        if not self._snapshot_rsi or position is None or position < self._primed_until:
+            return
+        symbols = [s for s in self.universe() if s in self.replay]
+        block = max(1, min(PRIME_SESSIONS, PRIME_HISTORIES // max(len(symbols), 1)))
+        upcoming = self._sessions[position : position + block]
+        windows: list[BarSeries] = []
+        for session in upcoming:
+            opened = self.calendar.open_close(session)[0]
+            for symbol in symbols:
+                history = self.replay[symbol]
+                if history.index(session) is None:
+                    continue
+                window = self._daily_window(history, session, opened)
+                if window is not None and len(window) >= 30:
+                    windows.append(window)
+        for rsi_n in sorted(self._snapshot_rsi):
+            indicators.prime_snapshots(windows, rsi_n)
+        self._primed_until = position + len(upcoming)
 
     async def _load_history(self, symbols: list[str], status: MarketStatus) -> None:
         """Completed daily bars within the loop's look-back, from the replay (no request)."""
@@ -349,6 +395,7 @@ class BacktestLoop(TradingSystem):
         benchmark = bench_history.window(since, before) if bench_history is not None else None
         regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
         defensive = self._defensive_active(status, self._last_equity, benchmark)
+        self._prime_snapshots(today)
         data: dict[str, MarketData] = {}
         for symbol in symbols:
             history = self.replay.get(symbol)
@@ -363,6 +410,7 @@ class BacktestLoop(TradingSystem):
                 bid=None, ask=None, prev_close=float(daily.close[-1]), benchmark=benchmark, regime=regime,
                 defensive=defensive, news=[],
             )
+        self._last_data = data
         return data
 
     async def run_cycle(self, status: MarketStatus) -> None:
@@ -534,7 +582,7 @@ def _assemble(settings: Any, options: BacktestOptions, model: Any,
     analyzer = AIAnalyzer(settings, core.clock, model=model, news_source=news)
     loop = BacktestLoop(settings, broker, core.clock, journal=journal, alerter=alerter, calendar=calendar,
                         analyzer=analyzer, run_id="backtest", regime_by_date=True, history=history,
-                        bar_mode=bar_mode, on_cycle=on_cycle,
+                        bar_mode=bar_mode, on_cycle=on_cycle, sessions=sessions,
                         sim_days=len(sessions) if bar_mode == "intraday" else None)
     return _Assembly(core, ledger, history, sessions, bar_mode, broker, journal, analyzer, loop, calendar)
 

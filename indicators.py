@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -663,13 +664,9 @@ _PREFIX_CACHE_SIZE = 4096
 _SEEDED_BARS = 34  # the MACD signal, the slowest recursion, is seeded at bar 34
 
 
-def _recursions(series: BarSeries, rsi_n: int) -> _Recursions:
-    size = len(series)
-    prefix = size - 1
-    if prefix < max(_SEEDED_BARS, rsi_n + 1):
-        return _full_recursions(series.close, series.high, series.low, rsi_n)
+def _prefix_key(series: BarSeries, prefix: int, rsi_n: int) -> tuple[Any, ...]:
     close, high, low = series.close, series.high, series.low
-    key = (
+    return (
         prefix,
         rsi_n,
         int(series.ts[0]),
@@ -678,15 +675,161 @@ def _recursions(series: BarSeries, rsi_n: int) -> _Recursions:
         float(high[:prefix].sum()),
         float(low[:prefix].sum()),
     )
+
+
+def _recursions(series: BarSeries, rsi_n: int) -> _Recursions:
+    size = len(series)
+    prefix = size - 1
+    if prefix < max(_SEEDED_BARS, rsi_n + 1):
+        return _full_recursions(series.close, series.high, series.low, rsi_n)
+    close, high, low = series.close, series.high, series.low
+    key = _prefix_key(series, prefix, rsi_n)
     state = _PREFIX_CACHE.get(key)
     if state is None:
-        state = _full_recursions(close[:prefix], high[:prefix], low[:prefix], rsi_n)
+        state = _PRIMED.get(key)
+        if state is None:
+            state = _full_recursions(close[:prefix], high[:prefix], low[:prefix], rsi_n)
         _PREFIX_CACHE[key] = state
         if len(_PREFIX_CACHE) > _PREFIX_CACHE_SIZE:
             _PREFIX_CACHE.popitem(last=False)
     else:
         _PREFIX_CACHE.move_to_end(key)
     return state.step(float(close[-1]), float(high[-1]), float(low[-1]), rsi_n)
+
+
+# States computed ahead by prime_snapshots (replaced by each call), looked up after the cache.
+_PRIMED: dict[tuple[Any, ...], _Recursions] = {}
+
+
+def prime_snapshots(histories: Sequence[BarSeries], rsi_n: int) -> int:
+    """Compute ahead, in one vectorized pass, what :func:`compute_snapshot` will need for
+    each of ``histories`` (exactly as it will be called with them), so that each of those
+    calls then costs a lookup instead of a pass over its bars.
+
+    For callers that know their histories in advance: a backtest on daily bars, where each
+    session's history is a different window of the same arrays (its first bar moves too, so
+    the cache of the previous session's state cannot serve it). The states are the same
+    arithmetic, in the same order, as the bar-by-bar pass (IEEE operations on float64, the
+    seeds summed with ``math.fsum``), so the snapshots are identical. Replaces whatever an
+    earlier call primed; histories too short to cache, or holding a non-finite price, are
+    left to the ordinary path. Returns how many states were primed.
+    """
+    _PRIMED.clear()
+    need = max(_SEEDED_BARS, rsi_n + 1)
+    keys: list[tuple[Any, ...]] = []
+    rows: list[tuple[FloatArray, FloatArray, FloatArray]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for bars in histories:
+        series = bars.tail(SNAPSHOT_BARS) if len(bars) > SNAPSHOT_BARS else bars
+        prefix = len(series) - 1
+        if prefix < need:
+            continue
+        key = _prefix_key(series, prefix, rsi_n)
+        # A sum is finite only when every price in it is: the key's sums check the prices.
+        if key in seen or key in _PREFIX_CACHE or not math.isfinite(key[4] + key[5] + key[6]):
+            continue
+        seen.add(key)
+        keys.append(key)
+        rows.append((series.close[:prefix], series.high[:prefix], series.low[:prefix]))
+    if not keys:
+        return 0
+    for key, state in zip(keys, _batch_recursions(rows, rsi_n), strict=True):
+        _PRIMED[key] = state
+    return len(keys)
+
+
+def _column_fsum(block: FloatArray) -> FloatArray:
+    """``math.fsum`` down each column of ``block`` (one exactly rounded sum per window)."""
+    return np.array([math.fsum(column) for column in block.T.tolist()], dtype=np.float64)
+
+
+def _batch_recursions(rows: list[tuple[FloatArray, FloatArray, FloatArray]], rsi_n: int) -> list[_Recursions]:
+    """:func:`_full_recursions` of many (close, high, low) histories at once.
+
+    Bar ``j`` of every history is one column of a (bars x histories) matrix, so one numpy
+    operation advances every history by one bar (the five EMA/Wilder recursions stacked);
+    a history shorter than the longest keeps its values after its own last bar. Every
+    history holds at least :data:`_SEEDED_BARS` and ``rsi_n + 1`` bars.
+    """
+    width = len(rows)
+    lengths = np.array([len(c) for c, _, _ in rows], dtype=np.int64)
+    depth = int(lengths.max())
+    shortest = int(lengths.min())
+    close = np.empty((depth, width))
+    high = np.empty((depth, width))
+    low = np.empty((depth, width))
+    for w, (c, h, lo) in enumerate(rows):
+        n = len(c)
+        close[:n, w], high[:n, w], low[:n, w] = c, h, lo
+        close[n:, w], high[n:, w], low[n:, w] = c[-1], h[-1], lo[-1]  # padding, never read
+    changes = close[1:] - close[:-1]
+    ranges = high - low
+    ranges[1:] = np.maximum(ranges[1:], np.maximum(np.abs(high[1:] - close[:-1]), np.abs(low[1:] - close[:-1])))
+
+    # The five recursions as rows: EMA(12) and EMA(26) of the close, Wilder's averages of
+    # gains and losses (RSI), Wilder's average true range (ATR 14); inputs[j] is what bar j
+    # feeds them, starts[r] the first bar recursion r steps on (its seed is the bar before).
+    inputs = np.zeros((depth, 5, width))
+    inputs[:, 0] = close
+    inputs[:, 1] = close
+    inputs[1:, 2] = np.where(changes > 0.0, changes, 0.0)
+    inputs[1:, 3] = np.where(changes < 0.0, -changes, 0.0)
+    inputs[:, 4] = ranges
+    alphas = np.array([[2.0 / 13.0], [2.0 / 27.0], [1.0 / rsi_n], [1.0 / rsi_n], [1.0 / 14.0]])
+    starts = np.array([[12], [26], [rsi_n + 1], [rsi_n + 1], [14]])
+    state = np.empty((5, width))
+    state[0] = _column_fsum(close[:12]) / 12
+    state[1] = _column_fsum(close[:26]) / 26
+    first = changes[:rsi_n].T.tolist()
+    state[2] = [math.fsum(c for c in col if c > 0.0) / rsi_n for col in first]
+    state[3] = [math.fsum(-c for c in col if c < 0.0) / rsi_n for col in first]
+    state[4] = _column_fsum(ranges[:14]) / 14
+    all_started = int(starts.max())
+
+    a_signal = 2.0 / 10.0
+    step = np.empty((5, width))
+    lines: list[FloatArray] = []
+    signal = np.full(width, np.nan)
+    hist = np.full(width, np.nan)
+    hist_prev = np.full(width, np.nan)
+    for j in range(int(starts.min()), depth):
+        np.subtract(inputs[j], state, out=step)
+        step *= alphas
+        step += state  # state + alpha * (input - state), as the bar-by-bar pass computes it
+        if all_started <= j < shortest:
+            state, step = step, state
+        else:
+            np.copyto(state, step, where=(starts <= j) & (j < lengths))
+        if j < 25:
+            continue
+        line = state[0] - state[1]  # the MACD line exists from bar 25, the slow EMA's seed
+        if j < 33:
+            lines.append(line)
+            continue
+        if j == 33:
+            lines.append(line)
+            signal = _column_fsum(np.array(lines)) / 9
+        else:
+            new_signal = signal + a_signal * (line - signal)
+            if j < shortest:
+                signal = new_signal
+            else:
+                np.copyto(signal, new_signal, where=j < lengths)
+        if j < shortest:
+            hist_prev, hist = hist, line - signal
+        else:
+            active = j < lengths
+            np.copyto(hist_prev, hist, where=active)
+            np.copyto(hist, line - signal, where=active)
+
+    last_close = close[lengths - 1, np.arange(width)]
+    return [
+        _Recursions(f, s, g, up, down, r, c, hp)
+        for f, s, g, up, down, r, c, hp in zip(
+            state[0].tolist(), state[1].tolist(), signal.tolist(), state[2].tolist(), state[3].tolist(),
+            state[4].tolist(), last_close.tolist(), hist_prev.tolist(), strict=True,
+        )
+    ]
 
 
 def _mean_of_last(values: list[float], n: int) -> float:
@@ -783,6 +926,7 @@ __all__ = [
     "atr",
     "bollinger",
     "compute_snapshot",
+    "prime_snapshots",
     "ema",
     "macd",
     "rate_of_change",

@@ -346,6 +346,32 @@ def test_snapshot_cache_follows_todays_partial_bar_and_misses_on_a_rewritten_his
     assert changed.ema26 != first.ema26
 
 
+def test_primed_snapshots_are_identical_to_the_bar_by_bar_pass(bars_by_file, settings) -> None:
+    """A backtest primes each session's history (a window sliding over the same bars, so its
+    first bar moves too) in one vectorized pass: the snapshots must be exactly the same."""
+    bars = bars_by_file["daily/AAPL-1d-2013-01-02-2023-12-29.csv"]
+    # Sliding windows as a backtest sees them, plus short, long (> SNAPSHOT_BARS) and ragged ones.
+    windows = [bars.slice(i, i + 206 + i % 3) for i in range(0, 400, 7)]
+    windows += [bars.slice(900, 900 + n) for n in (30, 35, 36, 60, 499, 501, 700)]
+    for rsi_n in (14, 2, 30):
+        custom = settings.model_copy(update={"strategy": settings.strategy.model_copy(update={"rsi_period": rsi_n})})
+        ind._PREFIX_CACHE.clear()
+        ind._PRIMED.clear()
+        plain = [ind.compute_snapshot(w, custom) for w in windows]
+        ind._PREFIX_CACHE.clear()
+        primed = ind.prime_snapshots(windows, rsi_n)
+        assert primed == sum(1 for w in windows if min(len(w), ind.SNAPSHOT_BARS) - 1 >= max(34, rsi_n + 1))
+        again = [ind.compute_snapshot(w, custom) for w in windows]
+        for a, b in zip(plain, again, strict=True):
+            assert {k: None if math.isnan(v) else v for k, v in a.as_dict().items()} == {
+                k: None if math.isnan(v) else v for k, v in b.as_dict().items()}
+    # A history with a gap in its prices is left to the ordinary path.
+    close = bars.close[:300].copy()
+    close[100] = np.nan
+    holed = BarSeries.from_arrays(bars.ts[:300], bars.open[:300], bars.high[:300], bars.low[:300], close, bars.volume[:300])
+    assert ind.prime_snapshots([holed], 14) == 0
+
+
 def _head(bars: BarSeries, n: int) -> BarSeries:
     return BarSeries.from_arrays(bars.ts[:n], bars.open[:n], bars.high[:n], bars.low[:n], bars.close[:n], bars.volume[:n])
 
