@@ -328,10 +328,6 @@ class BacktestLoop(TradingSystem):
     def _lookback(self) -> timedelta:
         return timedelta(days=max(int(self.settings.strategy.lookback_days) * 2, 300))
 
-    def _daily_window(self, history: DailyHistory, session: date, opened: datetime) -> BarSeries | None:
-        """The completed bars the open of ``session`` reads (``opened``: that open)."""
-        return history.window((opened - self._lookback()).timestamp(), _midnight(session))
-
     def _prime_snapshots(self, today: date) -> None:
         """Indicator states of the coming sessions' histories, computed ahead in one pass.
 
@@ -350,13 +346,16 @@ class BacktestLoop(TradingSystem):
         block = max(1, min(PRIME_SESSIONS, PRIME_HISTORIES // max(len(symbols), 1)))
         upcoming = self._sessions[position : position + block]
         windows: list[BarSeries] = []
+        lookback = self._lookback()
         for session in upcoming:
-            opened = self.calendar.open_close(session)[0]
+            # What the session's open will read: see _daily_market_data.
+            since = (self.calendar.open_close(session)[0] - lookback).timestamp()
+            before = _midnight(session)
             for symbol in symbols:
                 history = self.replay[symbol]
                 if history.index(session) is None:
                     continue
-                window = self._daily_window(history, session, opened)
+                window = history.window(since, before)
                 if window is not None and len(window) >= 30:
                     windows.append(window)
         for rsi_n in sorted(self._snapshot_rsi):

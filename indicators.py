@@ -853,8 +853,10 @@ def compute_snapshot(bars: BarSeries, settings: Any) -> IndicatorSnapshot:
     """
     cfg = settings.strategy
     series = bars.tail(SNAPSHOT_BARS)
-    closes = series.close.tolist()
-    size = len(closes)
+    size = len(series)
+    # The averages, bands, changes and volatility below read at most this many last closes.
+    keep = max(cfg.ma_short, cfg.ma_medium, cfg.ma_long, 21) + 1
+    closes = series.close[-keep:].tolist()
     price = closes[-1] if closes else math.nan
 
     state = _recursions(series, cfg.rsi_period)

@@ -147,6 +147,8 @@ class BarSeries:
         if n < 0:
             raise ValueError(f"tail(n) needs n >= 0, got {n}")
         start = max(0, len(self) - n)
+        if start == 0:
+            return self  # read-only: the whole series is its own tail
         return BarSeries._trusted(
             self.ts[start:],
             self.open[start:],
@@ -197,8 +199,9 @@ class BarSeries:
     def _trusted(cls, *arrays: npt.NDArray[Any]) -> BarSeries:
         """Wrap arrays already validated (slices of a valid series) without copying."""
         series = object.__new__(cls)
-        for name, array in zip(("ts", *_COLUMNS), arrays, strict=True):
-            object.__setattr__(series, name, array)
+        ts, open_, high, low, close, volume = arrays
+        # The frozen dataclass's fields live in the instance dict: fill it in one step.
+        series.__dict__.update(ts=ts, open=open_, high=high, low=low, close=close, volume=volume)
         return series
 
 
