@@ -283,6 +283,7 @@ class Market:
         self._trades: dict[tuple[str, float], tuple[float, datetime, int] | None] = {}
         self._quotes: dict[tuple[str, float], SimQuote | None] = {}
         self._profiles: dict[str, SymbolProfile] = {}
+        self.revision = 0  # bumped by every shock and gap: prices derived before it are stale
         self.clock: Clock | None = None
 
     # -- construction --------------------------------------------------------------------
@@ -662,6 +663,7 @@ class Market:
     def _add_shock(self, symbol: str, at: datetime, factor: float, reason: str) -> None:
         self._shocks.setdefault(symbol, []).append(Shock(_epoch(at), factor, reason))
         self._shocks[symbol].sort(key=lambda s: s.at_epoch)
+        self.revision += 1
         self._forget_from(symbol, at)
 
     def shock(self, symbols: list[str] | str, pct: float, at: datetime) -> None:

@@ -79,6 +79,7 @@ def rfc3339(moment: datetime) -> str:
 
 # Bar and quote times repeat across requests (every daily bar of a history, each minute).
 RFC3339_MEMO_SIZE = 65536
+ARTICLE_MEMO_SIZE = 65536
 _RFC3339_MEMO: dict[datetime, str] = {}
 
 
@@ -191,6 +192,9 @@ class MarketDataApi:
         self.sip_enabled = sip_enabled
         if market.clock is None:
             market.attach_clock(clock)
+        # Articles per (symbol, session, with content, market revision): the same 30-day
+        # window is asked for every cycle; a shock or gap changes the revision.
+        self._article_memo: dict[tuple[str, date, bool, int], list[tuple[datetime, Json]]] = {}
 
     # -- common checks -------------------------------------------------------------------
 
@@ -516,6 +520,18 @@ class MarketDataApi:
         return {"news": articles, "next_page_token": token}
 
     def _articles(
+        self, symbol: str, session: date, include_content: bool
+    ) -> list[tuple[datetime, Json]]:
+        """The session's articles about ``symbol`` (fresh dicts on every call)."""
+        key = (symbol, session, include_content, self.market.revision)
+        made = self._article_memo.get(key)
+        if made is None:
+            if len(self._article_memo) >= ARTICLE_MEMO_SIZE:
+                self._article_memo.clear()
+            made = self._article_memo[key] = self._make_articles(symbol, session, include_content)
+        return [(created, {**article, "images": [], "symbols": [symbol]}) for created, article in made]
+
+    def _make_articles(
         self, symbol: str, session: date, include_content: bool
     ) -> list[tuple[datetime, Json]]:
         calendar = self.market.calendar

@@ -192,3 +192,18 @@ def test_an_orders_json_follows_every_change_and_each_answer_is_a_fresh_dict() -
     again = core.broker.get_order(placed["id"])
     assert again["status"] == "canceled" and again["canceled_at"] is not None
     assert order.to_json(stop_price=None)["stop_price"] is None
+
+
+def test_news_written_after_a_shock_reports_the_shocked_close() -> None:
+    core = SimulatorCore.create(symbols=["SPY"], start="2025-03-04T12:00:00-05:00", speed=None)
+    core.data.news({"symbols": "SPY"})  # today's articles are prepared (not yet published)
+    core.advance(30)
+    core.shock("SPY", -10.0)
+    core.clock.set_time(et(2025, 3, 4, 17, 0))
+    core.sync()
+    latest = core.data.news({"symbols": "SPY", "limit": "1"})["news"][0]
+    close = core.market.daily_bar("SPY", et(2025, 3, 4, 12).astimezone(EXCHANGE_TZ).date())
+    assert close is not None
+    assert f"closed at {close.c:.2f} on 2025-03-04" in latest["summary"]
+    latest["symbols"].append("XYZ")  # the caller's copy is its own
+    assert core.data.news({"symbols": "SPY", "limit": "1"})["news"][0]["symbols"] == ["SPY"]
