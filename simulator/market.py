@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import structlog
@@ -48,6 +48,7 @@ LOOKBACK_SESSIONS = 10
 DEFAULT_CACHE_DAYS = 384
 MEMO_SIZE = 8192  # remembered last trades / quotes per (symbol, instant)
 SHORT_WINDOW_BARS = 8  # up to this many bars, first_bar_reaching loops in Python
+_Value = TypeVar("_Value")
 
 
 class MinuteBar(NamedTuple):
@@ -202,6 +203,13 @@ def _apply_shocks(day: DayArrays, shocks: Sequence[Shock]) -> DayArrays:
     return DayArrays(day.session, day.ts, o, h, l, c, day.v, day.n, vw)
 
 
+def _remember(memo: dict[tuple[str, float], _Value], key: tuple[str, float], value: _Value) -> None:
+    """Store ``value`` in a bounded memo (emptied when full)."""
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+
+
 def _first_reaching_short(
     day: DayArrays, a: int, b: int, tests: Iterable[tuple[float, float, float]]
 ) -> datetime | None:
@@ -350,11 +358,6 @@ class Market:
             found = self._profiles[symbol] = self._source.profile(symbol)
         return found
 
-    def _remember(self, memo: dict, key: tuple[str, float], value: object) -> None:  # type: ignore[type-arg]
-        if len(memo) >= MEMO_SIZE:
-            memo.clear()
-        memo[key] = value
-
     def _require(self, symbol: str) -> None:
         if symbol not in self._known:
             raise KeyError(f"unknown symbol {symbol!r}; the market has {', '.join(self.symbols)}")
@@ -481,7 +484,7 @@ class Market:
         if key in self._trades:
             return self._trades[key]
         trade = self._last_trade(symbol, t, epoch)
-        self._remember(self._trades, key, trade)
+        _remember(self._trades, key, trade)
         return trade
 
     def _candidate_sessions(self, t: datetime) -> Iterator[date]:
@@ -531,7 +534,7 @@ class Market:
             return self._quotes[key]
         quote = self._quote_at(symbol, t)
         if symbol in self._known:
-            self._remember(self._quotes, key, quote)
+            _remember(self._quotes, key, quote)
         return quote
 
     def _quote_at(self, symbol: str, t: datetime) -> SimQuote | None:
