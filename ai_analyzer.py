@@ -179,8 +179,7 @@ def extract_features(market_data: MarketData) -> dict[str, float]:
     if market_data.benchmark is not None and len(market_data.benchmark):
         bench = market_data.benchmark.tail(FEATURE_WINDOW_BARS + 50)
         bench_close = ai_model.align_benchmark(daily.ts, bench.ts, bench.close)
-    columns = ai_model.feature_matrix(daily.high, daily.low, daily.close, volume, bench_close)
-    return {name: float(columns[name][-1]) for name in FEATURE_NAMES}
+    return ai_model.feature_row(daily.high, daily.low, daily.close, volume, bench_close)
 
 
 def detect_regime(benchmark: BarSeries) -> Regime:

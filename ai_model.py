@@ -219,6 +219,119 @@ def feature_matrix(
     return {name: np.asarray(columns[name], dtype=float) for name in FEATURE_NAMES}
 
 
+def feature_row(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    benchmark_close: np.ndarray | None,
+) -> dict[str, float]:
+    """Every feature at the last row only: ``feature_matrix(...)[name][-1]`` for each name.
+
+    The same operations on the same values (the recursive indicators over the whole input,
+    the moving averages from the same running sums, window statistics on the last window),
+    so the values are identical (tested on every prefix of real history); the analyzer scores
+    an idea with this instead of building every row. Arguments as :func:`feature_matrix`.
+    """
+    high, low, close, volume = (np.asarray(a, dtype=float) for a in (high, low, close, volume))
+    n = len(close)
+    for name, arr in (("high", high), ("low", low), ("volume", volume)):
+        if len(arr) != n:
+            raise ValueError(f"feature_matrix: {name} has {len(arr)} rows, close has {n}")
+    if n == 0:
+        return {name: math.nan for name in FEATURE_NAMES}
+    if benchmark_close is not None:
+        benchmark_close = np.asarray(benchmark_close, dtype=float)
+        if len(benchmark_close) != n:
+            raise ValueError(
+                f"feature_matrix: benchmark has {len(benchmark_close)} rows, close has {n}"
+            )
+    if not (np.isfinite(close).all() and np.isfinite(volume).all()):
+        columns = feature_matrix(high, low, close, volume, benchmark_close)
+        return {name: float(columns[name][-1]) for name in FEATURE_NAMES}
+    nan = np.float64(math.nan)
+    last = close[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        def change(k: int) -> np.float64:  # indicators.rate_of_change at the last row
+            return close[-1] / close[-1 - k] - 1.0 if n > k else nan
+
+        closes = _RunningSums(close)
+        volumes = _RunningSums(volume)
+        volume_base = volumes.average(20, n - 2) if n > 1 else nan
+        volume_1d = volume[-1] / volume_base if n > 20 and volume_base > 0.0 else nan
+        volume_5d = volumes.average(5, n - 1) / volume_base if volume_base > 0.0 else nan
+        macd_line, macd_signal, macd_hist = indicators.macd(close, 12, 26, 9)
+        line, signal = macd_line[-1], macd_signal[-1]
+        above = nan if np.isnan(line) or np.isnan(signal) else np.float64((line > signal) * 1.0)
+        pct_b = nan
+        if n >= 20:
+            windows = close[-20:].reshape(1, 20)  # the last of indicators.bollinger's windows
+            mean = windows.mean(axis=1)
+            spread = 2.0 * np.sqrt(((windows - mean[:, None]) ** 2).mean(axis=1))
+            upper, lower = (mean + spread)[0], (mean - spread)[0]
+            width = upper - lower
+            pct_b = (last - lower) / width if width > 0 else np.float64(0.5)
+            if np.isnan(width):
+                pct_b = nan
+        returns = indicators.rate_of_change(close[-61:], 1)
+        momentum_10d = change(10)
+        if benchmark_close is None:
+            beta = nan if n <= MIN_HISTORY_BARS - 1 or np.isnan(returns[-1]) else np.float64(1.0)
+            relative = nan if np.isnan(momentum_10d) else np.float64(0.0)
+        else:
+            beta = nan
+            if n >= 60:  # _rolling_beta's last window
+                bench_returns = indicators.rate_of_change(benchmark_close[-61:], 1)
+                a = returns[-60:].reshape(1, 60)
+                b = bench_returns[-60:].reshape(1, 60)
+                a_dev = a - a.mean(axis=1, keepdims=True)
+                b_dev = b - b.mean(axis=1, keepdims=True)
+                var = (b_dev * b_dev).sum(axis=1)
+                cov = (a_dev * b_dev).sum(axis=1)
+                beta = np.where(var > 0, cov / var, np.nan)[0]
+            bench_10d = (
+                benchmark_close[-1] / benchmark_close[-11] - 1.0 if n > 10 else nan
+            )
+            relative = momentum_10d - bench_10d
+        volatility = nan  # _rolling_std's last window
+        if n >= 20:
+            volatility = returns[-20:].reshape(1, 20).std(axis=1, ddof=1)[0] * math.sqrt(TRADING_DAYS_PER_YEAR)
+        row = {
+            "momentum_1d": change(1),
+            "momentum_5d": change(5),
+            "momentum_10d": momentum_10d,
+            "volume_ratio_1d": volume_1d,
+            "volume_ratio_5d": volume_5d,
+            "rsi_14": indicators.rsi(close, 14)[-1],
+            "macd_hist_pct": macd_hist[-1] / last,
+            "macd_above_signal": above,
+            "bollinger_pct_b": pct_b,
+            "beta_60d": beta,
+            "relative_strength_10d": relative,
+            "volatility_20d": volatility,
+            "atr_pct": indicators.atr(high, low, close, 14)[-1] / last,
+            "distance_ma20": last / closes.average(20, n - 1) - 1.0,
+            "distance_ma50": last / closes.average(50, n - 1) - 1.0,
+        }
+    return {name: float(row[name]) for name in FEATURE_NAMES}
+
+
+class _RunningSums:
+    """:func:`indicators.sma` at single rows of finite ``values``: the same running sums of
+    deviations from the first value, so the same numbers."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.reference = values[0]
+        self.sums = np.cumsum(values - self.reference)
+
+    def average(self, k: int, i: int) -> np.float64:
+        """The ``k``-value average ending at row ``i`` (NaN before row ``k - 1``)."""
+        if i < k - 1:
+            return np.float64(math.nan)
+        before = self.sums[i - k] if i >= k else 0.0
+        return (self.sums[i] - before) / k + self.reference
+
+
 def align_benchmark(ts: np.ndarray, bench_ts: np.ndarray, bench_close: np.ndarray) -> np.ndarray:
     """The benchmark's close on each of ``ts``'s sessions (NaN where it has no bar).
 

@@ -239,6 +239,8 @@ class OrderExecutor:
         self._tif = time_in_force
         self._partial_fill_timeout = partial_fill_timeout
         self.tracked: dict[str, TrackedOrder] = {}
+        # (order id, leg ids) of open orders whose legs the journal already holds.
+        self._legs_known: set[tuple[str, tuple[str, ...]]] = set()
 
     # -- entries --------------------------------------------------------------------------
 
@@ -394,9 +396,20 @@ class OrderExecutor:
         known = getattr(self._journal, "order_by_broker_id", None)
         if record_legs is None or known is None:
             return
+        listed: set[tuple[str, tuple[str, ...]]] = set()
         for order in open_orders:
-            if order.legs and any(known(leg.id) is None for leg in order.legs) and known(order.id) is not None:
-                record_legs(order, at=self._clock.now())
+            if not order.legs:
+                continue
+            key = (order.id, tuple(leg.id for leg in order.legs))
+            listed.add(key)
+            if key in self._legs_known:  # journal rows are never removed: no need to look again
+                continue
+            if any(known(leg.id) is None for leg in order.legs):
+                if known(order.id) is not None:
+                    record_legs(order, at=self._clock.now())
+            else:
+                self._legs_known.add(key)
+        self._legs_known &= listed
 
     def _observe(self, tracked: TrackedOrder, order: Order) -> bool:
         previous_status, previous_filled = tracked.status, tracked.filled_qty

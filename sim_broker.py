@@ -219,13 +219,25 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Handler, int], ...] = (
 
 
 def _route(method: str, path: str) -> tuple[Handler, int, re.Match[str]] | None:
-    for verb, pattern, handler, status in ROUTES:
-        if verb != method:
-            continue
-        match = pattern.match(path)
-        if match is not None:
-            return handler, status, match
-    return None
+    key = (method, path)
+    found = _ROUTED.get(key)
+    if found is None and key not in _ROUTED:
+        for verb, pattern, handler, status in ROUTES:
+            if verb != method:
+                continue
+            match = pattern.match(path)
+            if match is not None:
+                found = handler, status, match
+                break
+        if len(_ROUTED) >= _ROUTED_LIMIT:  # paths with order ids and symbols: keep it bounded
+            _ROUTED.clear()
+        _ROUTED[key] = found
+    return found
+
+
+#: (method, path) -> what :func:`_route` found (a backtest asks the same few paths all run).
+_ROUTED: dict[tuple[str, str], tuple[Handler, int, re.Match[str]] | None] = {}
+_ROUTED_LIMIT = 4096
 
 
 class InProcessBroker(ResilientAlpacaGateway):

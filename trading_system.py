@@ -208,6 +208,7 @@ class TradingSystem:
         self._intent_seq = 0
         self._defensive = False
         self._last_equity: Decimal | None = None
+        self._stored_states: dict[str, dict[str, Any]] = {}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -641,7 +642,14 @@ class TradingSystem:
         self.summary.state = self.safety.state.value
 
     def _persist_safety(self) -> None:
-        self.journal.set_state("safety", self.safety.to_dict())
+        self._store_state("safety", self.safety.to_dict())
+
+    def _store_state(self, key: str, value: dict[str, Any]) -> None:
+        """``journal.set_state``, skipped when this loop last stored exactly this value there
+        (only the loop writes these keys; most cycles change neither)."""
+        if self._stored_states.get(key) != value:
+            self.journal.set_state(key, value)
+            self._stored_states[key] = value
 
     async def on_broker_unavailable(self, exc: TemporaryError, status: MarketStatus) -> None:
         """Disconnect policy: protection orders live at the broker; alert during the session."""
@@ -963,7 +971,7 @@ class TradingSystem:
             self._pending_alerts.append((AlertLevel.CRITICAL, "Position unprotected for more than one cycle",
                                          ", ".join(still), "still_unprotected"))
         if status.session is not None:
-            self.journal.set_state("pdt_status", _jsonable(self.pdt.status(
+            self._store_state("pdt_status", _jsonable(self.pdt.status(
                 status.session, AccountView.from_account(account))))
         log.info("cycle_complete", market_time=now.isoformat(),
                  duration_ms=round((time.perf_counter() - started) * 1000, 2),

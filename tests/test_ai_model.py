@@ -181,6 +181,31 @@ def test_detect_regime_matches_the_series_at_the_last_bar(spy):
     assert detect_regime(BarSeries.empty()) == "range"
 
 
+def test_feature_row_equals_the_last_row_of_the_feature_matrix(aapl, spy):
+    """The analyzer scores an idea from feature_row: every value must be exactly the
+    matrix's last row, for short and long histories, with a benchmark, one with missing
+    sessions, none, and a zero last volume."""
+    bench = ai_model.align_benchmark(aapl.ts, spy.ts, spy.close)
+    holed = bench.copy()
+    holed[::37] = np.nan
+    ends = list(range(1, 130)) + list(range(130, len(aapl), 97))
+    for end in ends:
+        lo = max(0, end - 500)
+        high, low, close = aapl.high[lo:end], aapl.low[lo:end], aapl.close[lo:end]
+        volume = aapl.volume[lo:end].copy()
+        if end % 5 == 0:
+            volume[-1] = 0.0
+        for bench_close in (None, bench[lo:end], holed[lo:end]):
+            matrix = feature_matrix(high, low, close, volume, bench_close)
+            row = ai_model.feature_row(high, low, close, volume, bench_close)
+            expected = {name: float(matrix[name][-1]) for name in FEATURE_NAMES}
+            assert {k: None if math.isnan(v) else v for k, v in row.items()} == {
+                k: None if math.isnan(v) else v for k, v in expected.items()}, end
+    assert all(math.isnan(v) for v in ai_model.feature_row(*(np.array([]),) * 4, None).values())
+    with pytest.raises(ValueError, match="volume has 2 rows"):
+        ai_model.feature_row(aapl.high[:3], aapl.low[:3], aapl.close[:3], aapl.volume[:2], None)
+
+
 def test_latest_regime_equals_the_series_label_on_every_window_of_real_history(spy):
     from ai_analyzer import REGIME_WINDOW_BARS
     from ai_model import latest_regime
