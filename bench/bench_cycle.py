@@ -53,7 +53,7 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -378,7 +378,7 @@ def report(results: list[SizeResult], cycles: int) -> None:
     verdict = "meets" if p95 < CPU_TARGET_MS else "MISSES"
     print(f"Daemon CPU per cycle at {largest.size} symbols: p50 {percentile(largest.cpu_ms, 50):.1f} ms, "
           f"p95 {p95:.1f} ms -> {verdict} the {CPU_TARGET_MS:.0f} ms target")
-    print(f"Orders submitted during the runs: " + ", ".join(f"{r.size}: {r.orders}" for r in results))
+    print("Orders submitted during the runs: " + ", ".join(f"{r.size}: {r.orders}" for r in results))
     for r in results:
         if r.breakdown:
             print()
