@@ -68,6 +68,9 @@ LIVE_TRADING_HOST = "api.alpaca.markets"
 MODES = ("sim", "paper", "live", "backtest")
 MAX_CLIENT_ORDER_ID_LENGTH = 48
 SYMBOLS_PER_REQUEST = 100
+# Latest quotes/trades and snapshots: one request for a whole universe of up to 500 symbols
+# (about 3 KB of query string), so requests per cycle do not grow with the symbol count.
+LATEST_SYMBOLS_PER_REQUEST = 500
 BARS_PAGE_LIMIT = 10_000
 NEWS_PAGE_LIMIT = 50
 MAX_RATE_LIMIT_WAIT = 120.0
@@ -1221,7 +1224,7 @@ class ResilientAlpacaGateway:
     async def get_latest_quotes(self, symbols: Sequence[str]) -> dict[str, Quote]:
         """Latest quote per symbol; stale, zero and crossed quotes are dropped (and logged)."""
         out: dict[str, Quote] = {}
-        for chunk in _chunks(_unique_symbols(symbols), SYMBOLS_PER_REQUEST):
+        for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
             data = await self._data_call("/v2/stocks/quotes/latest",
                                          {"symbols": chunk, "feed": self.data_feed},
                                          "/v2/stocks/quotes/latest")
@@ -1245,7 +1248,7 @@ class ResilientAlpacaGateway:
     async def get_latest_trades(self, symbols: Sequence[str]) -> dict[str, Trade]:
         """Latest trade per symbol (unknown symbols are absent)."""
         out: dict[str, Trade] = {}
-        for chunk in _chunks(_unique_symbols(symbols), SYMBOLS_PER_REQUEST):
+        for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
             data = await self._data_call("/v2/stocks/trades/latest",
                                          {"symbols": chunk, "feed": self.data_feed},
                                          "/v2/stocks/trades/latest")
@@ -1264,7 +1267,7 @@ class ResilientAlpacaGateway:
     async def get_snapshots(self, symbols: Sequence[str]) -> dict[str, Snapshot]:
         """Snapshot per symbol; a latest quote failing the quality checks is set to None."""
         out: dict[str, Snapshot] = {}
-        for chunk in _chunks(_unique_symbols(symbols), SYMBOLS_PER_REQUEST):
+        for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
             data = await self._data_call("/v2/stocks/snapshots",
                                          {"symbols": chunk, "feed": self.data_feed},
                                          "/v2/stocks/snapshots")

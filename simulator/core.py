@@ -126,6 +126,9 @@ class SimulatorCore:
             market = Market.from_csv_dir(data_dir, symbols, calendar=calendar, seed=seed)
         else:
             market = Market.synthetic(symbols, seed=seed, calendar=calendar)
+        # The day cache holds a few sessions per symbol: enough for every request of a cycle,
+        # small enough that a long run's memory stays flat (a soak of 20 sessions).
+        market.cache_days = max(64, 4 * len(market.symbols))
         instant = _start_instant(start) or default_start(market, calendar, csv=data_dir is not None)
         clock = SimClock(instant, speed, calendar)
         market.attach_clock(clock)
