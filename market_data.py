@@ -186,14 +186,19 @@ class BarSeries:
             raise DataQualityError(
                 f"cannot append bar at {ts}: it is older than the last bar at {int(self.ts[-1])}"
             )
-        return BarSeries(
-            np.append(self.ts[:keep], ts),
-            np.append(self.open[:keep], open),
-            np.append(self.high[:keep], high),
-            np.append(self.low[:keep], low),
-            np.append(self.close[:keep], close),
-            np.append(self.volume[:keep], volume),
+        # Only the new bar needs checking (its time was, just above): the rest is a valid
+        # series already, so skip re-validating the whole history on every cycle.
+        arrays = (
+            np.append(self.ts[:keep], np.int64(ts)),
+            np.append(self.open[:keep], float(open)),
+            np.append(self.high[:keep], float(high)),
+            np.append(self.low[:keep], float(low)),
+            np.append(self.close[:keep], float(close)),
+            np.append(self.volume[:keep], float(volume)),
         )
+        for array in arrays:
+            array.flags.writeable = False
+        return BarSeries._trusted(*arrays)
 
     @classmethod
     def _trusted(cls, *arrays: npt.NDArray[Any]) -> BarSeries:
