@@ -759,7 +759,9 @@ class ResilientAlpacaGateway:
             self.pdt_blocked_symbols.add(symbol)
             log.warning("pdt_blocked", symbol=symbol, code=problem.code)
 
-    # submit helpers ------------------------------------------------------------------------
+    # submit helpers: bracket, OCO, OTO and trailing-stop orders are built with the
+    # OrderRequest constructors (models.OrderRequest.bracket/oco/oto/trailing_stop) and sent
+    # with submit_order; this shortcut covers the common legless order.
 
     async def submit_simple_order(
         self,
@@ -781,90 +783,6 @@ class ResilientAlpacaGateway:
             stop_price=stop_price, extended_hours=extended_hours, client_order_id=client_order_id,
         )
         return await self.submit_order(request, emergency=emergency)
-
-    async def submit_bracket_order(
-        self,
-        symbol: str,
-        qty: Decimal | int | str,
-        side: str,
-        *,
-        take_profit_price: Decimal | str,
-        stop_loss_price: Decimal | str,
-        stop_loss_limit_price: Decimal | str | None = None,
-        limit_price: Decimal | str | None = None,
-        time_in_force: str = "day",
-        client_order_id: str | None = None,
-    ) -> Order:
-        """An entry with its take-profit and stop-loss legs (see :meth:`submit_order`)."""
-        request = OrderRequest.bracket(
-            symbol, qty, side, take_profit_price=take_profit_price, stop_loss_price=stop_loss_price,
-            stop_loss_limit_price=stop_loss_limit_price, limit_price=limit_price,
-            time_in_force=time_in_force, client_order_id=client_order_id,
-        )
-        return await self.submit_order(request)
-
-    async def submit_oco_order(
-        self,
-        symbol: str,
-        qty: Decimal | int | str,
-        side: str,
-        *,
-        take_profit_price: Decimal | str,
-        stop_loss_price: Decimal | str,
-        stop_loss_limit_price: Decimal | str | None = None,
-        time_in_force: str = "gtc",
-        client_order_id: str | None = None,
-        emergency: bool = False,
-    ) -> Order:
-        """Protective exits for an existing position, one cancels the other."""
-        request = OrderRequest.oco(
-            symbol, qty, side, take_profit_price=take_profit_price, stop_loss_price=stop_loss_price,
-            stop_loss_limit_price=stop_loss_limit_price, time_in_force=time_in_force,
-            client_order_id=client_order_id,
-        )
-        return await self.submit_order(request, emergency=emergency)
-
-    async def submit_oto_order(
-        self,
-        symbol: str,
-        qty: Decimal | int | str,
-        side: str,
-        *,
-        take_profit_price: Decimal | str | None = None,
-        stop_loss_price: Decimal | str | None = None,
-        stop_loss_limit_price: Decimal | str | None = None,
-        limit_price: Decimal | str | None = None,
-        time_in_force: str = "day",
-        client_order_id: str | None = None,
-    ) -> Order:
-        """An entry with one exit leg."""
-        request = OrderRequest.oto(
-            symbol, qty, side, take_profit_price=take_profit_price, stop_loss_price=stop_loss_price,
-            stop_loss_limit_price=stop_loss_limit_price, limit_price=limit_price,
-            time_in_force=time_in_force, client_order_id=client_order_id,
-        )
-        return await self.submit_order(request)
-
-    async def submit_trailing_stop_order(
-        self,
-        symbol: str,
-        qty: Decimal | int | str,
-        side: str,
-        *,
-        trail_price: Decimal | str | None = None,
-        trail_percent: Decimal | str | None = None,
-        time_in_force: str = "day",
-        client_order_id: str | None = None,
-        emergency: bool = False,
-    ) -> Order:
-        """A trailing stop by price offset or percent."""
-        request = OrderRequest.trailing_stop(
-            symbol, qty, side, trail_price=trail_price, trail_percent=trail_percent,
-            time_in_force=time_in_force, client_order_id=client_order_id,
-        )
-        return await self.submit_order(request, emergency=emergency)
-
-    # replace and cancel --------------------------------------------------------------------
 
     async def replace_order(
         self,
