@@ -78,8 +78,8 @@ def rfc3339(moment: datetime) -> str:
 
 
 # Bar and quote times repeat across requests (every daily bar of a history, each minute).
-RFC3339_MEMO_SIZE = 65536
-ARTICLE_MEMO_SIZE = 65536
+RFC3339_MEMO_SIZE = 4096
+ARTICLE_MEMO_SIZE = 4096
 _RFC3339_MEMO: dict[datetime, str] = {}
 
 

@@ -48,7 +48,7 @@ def ts(moment: datetime | None) -> str | None:
 
 # Formatted instants: the same few timestamps (order times, "now") are written again and
 # again. Equal aware datetimes are the same instant, so they share one text.
-TS_MEMO_SIZE = 16384
+TS_MEMO_SIZE = 4096
 _TS_MEMO: dict[datetime, str] = {}
 
 
