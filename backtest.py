@@ -322,7 +322,7 @@ class BacktestLoop(TradingSystem):
         self._sessions = list(sessions)
         self._session_index = {day: i for i, day in enumerate(self._sessions)}
         self._primed_until = 0  # sessions before this index have their snapshots primed
-        self._snapshot_rsi: set[int] = set()
+        self._snapshots_read = False
         self._last_data: dict[str, MarketData] = {}
 
     def _lookback(self) -> timedelta:
@@ -335,12 +335,16 @@ class BacktestLoop(TradingSystem):
         :func:`indicators.compute_snapshot` would (and a history it did not foresee is simply
         computed when asked). Each session's history is a different window of the same bars,
         so without this every session pays a pass over a year of bars per symbol. Starts once
-        the strategies are seen reading snapshots (the reference SMA strategy does not).
+        the strategies are seen reading snapshots (the reference SMA strategy does not), for
+        the configured ``strategy.rsi_period`` (the one the built-in strategies use).
         """
-        for md in self._last_data.values():
-            self._snapshot_rsi.update(k[4] for k in md.derived if isinstance(k, tuple) and k[:1] == ("snapshot",))
+        if not self._snapshots_read:
+            self._snapshots_read = any(
+                isinstance(value, tuple) and any(isinstance(v, indicators.IndicatorSnapshot) for v in value)
+                for md in self._last_data.values() for value in md.derived.values()
+            )
         position = self._session_index.get(today)
-        if not self._snapshot_rsi or position is None or position < self._primed_until:
+        if not self._snapshots_read or position is None or position < self._primed_until:
             return
         symbols = [s for s in self.universe() if s in self.replay]
         block = max(1, min(PRIME_SESSIONS, PRIME_HISTORIES // max(len(symbols), 1)))
@@ -358,8 +362,7 @@ class BacktestLoop(TradingSystem):
                 window = history.window(since, before)
                 if window is not None and len(window) >= 30:
                     windows.append(window)
-        for rsi_n in sorted(self._snapshot_rsi):
-            indicators.prime_snapshots(windows, rsi_n)
+        indicators.prime_snapshots(windows, int(self.settings.strategy.rsi_period))
         self._primed_until = position + len(upcoming)
 
     async def _load_history(self, symbols: list[str], status: MarketStatus) -> None:

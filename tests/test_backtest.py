@@ -210,6 +210,39 @@ def test_changing_future_bars_changes_no_earlier_decision(settings: Any, data_di
     assert changed.equity_curve[-1][1] != baseline.equity_curve[-1][1]
 
 
+def test_indicator_states_computed_ahead_change_no_decision(settings: Any, baseline: BacktestResult,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daily backtests compute the coming sessions' indicator states in one pass (a cache):
+    the same run without it must place the same orders and end with the same equity."""
+    import indicators
+
+    primed: list[int] = []
+    real = indicators.prime_snapshots
+
+    def counted(histories: Any, rsi_n: int) -> int:
+        primed.append(real(histories, rsi_n))
+        return primed[-1]
+
+    monkeypatch.setattr(indicators, "prime_snapshots", counted)
+    indicators._PREFIX_CACHE.clear()
+    with_priming = run_backtest(settings, baseline.options)
+    assert sum(primed) > 0, "the default strategies read snapshots: their states are primed"
+
+    monkeypatch.setattr(indicators, "prime_snapshots", lambda histories, rsi_n: 0)
+    indicators._PREFIX_CACHE.clear()
+    indicators._PRIMED.clear()
+    without = run_backtest(settings, baseline.options)
+
+    def decisions(result: BacktestResult) -> list[tuple[Any, ...]]:
+        return [(o["client_order_id"], o["symbol"], o["side"], o["qty"], json.dumps(o["payload"]))
+                for o in result.orders]
+
+    assert decisions(with_priming) == decisions(without) == decisions(baseline)
+    assert [(i["intent_id"], i["confidence"]) for i in with_priming.intents] == \
+        [(i["intent_id"], i["confidence"]) for i in without.intents]
+    assert with_priming.equity_curve == without.equity_curve
+
+
 def test_commission_and_slippage_cost_money(settings: Any, baseline: BacktestResult) -> None:
     fee = CommissionModel(per_share=Decimal("0.01"), minimum=Decimal("1.00"))
     with_fee = run_backtest(settings, replace(baseline.options, commission=fee))
