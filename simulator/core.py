@@ -128,7 +128,7 @@ class SimulatorCore:
             market = Market.synthetic(symbols, seed=seed, calendar=calendar)
         # The day cache holds a few sessions per symbol: enough for every request of a cycle,
         # small enough that a long run's memory stays flat (a soak of 20 sessions).
-        market.cache_days = max(64, 4 * len(market.symbols))
+        market.cache_days = max(24, 2 * len(market.symbols) + 8)
         instant = _start_instant(start) or default_start(market, calendar, csv=data_dir is not None)
         clock = SimClock(instant, speed, calendar)
         market.attach_clock(clock)
