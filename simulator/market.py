@@ -46,7 +46,7 @@ log = structlog.get_logger(__name__)
 UTC = timezone.utc
 LOOKBACK_SESSIONS = 10
 DEFAULT_CACHE_DAYS = 384
-MEMO_SIZE = 8192  # remembered last trades / quotes per (symbol, instant)
+MEMO_SIZE = 2048  # remembered last trades / quotes per (symbol, instant)
 SHORT_WINDOW_BARS = 8  # up to this many bars, first_bar_reaching loops in Python
 _Value = TypeVar("_Value")
 
