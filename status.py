@@ -2,8 +2,8 @@
 
 Equity and day P&L, positions with their protection, open orders, day trades left and the
 PDT regime, the breaker and trading state, and the last cycle. Read from the journal, which
-the running daemon updates every cycle (so it works while the daemon runs, in any mode,
-without a second broker session), and from the broker directly when keys are configured.
+the running daemon updates every cycle, so it works while the daemon runs, in any mode,
+without opening a second broker session (figures are as of the last cycle it shows).
 """
 
 from __future__ import annotations
