@@ -188,17 +188,20 @@ class BarSeries:
             )
         # Only the new bar needs checking (its time was, just above): the rest is a valid
         # series already, so skip re-validating the whole history on every cycle.
-        arrays = (
-            np.append(self.ts[:keep], np.int64(ts)),
-            np.append(self.open[:keep], float(open)),
-            np.append(self.high[:keep], float(high)),
-            np.append(self.low[:keep], float(low)),
-            np.append(self.close[:keep], float(close)),
-            np.append(self.volume[:keep], float(volume)),
-        )
-        for array in arrays:
-            array.flags.writeable = False
-        return BarSeries._trusted(*arrays)
+        # One allocation for the five price columns (each row a contiguous read-only array).
+        times = np.empty(keep + 1, dtype=np.int64)
+        times[:keep] = self.ts[:keep]
+        times[keep] = ts
+        block = np.empty((5, keep + 1), dtype=np.float64)
+        block[0, :keep] = self.open[:keep]
+        block[1, :keep] = self.high[:keep]
+        block[2, :keep] = self.low[:keep]
+        block[3, :keep] = self.close[:keep]
+        block[4, :keep] = self.volume[:keep]
+        block[:, keep] = (float(open), float(high), float(low), float(close), float(volume))
+        times.flags.writeable = False
+        block.flags.writeable = False
+        return BarSeries._trusted(times, block[0], block[1], block[2], block[3], block[4])
 
     @classmethod
     def _trusted(cls, *arrays: npt.NDArray[Any]) -> BarSeries:

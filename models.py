@@ -36,14 +36,33 @@ _TIMESTAMP = re.compile(
 )
 
 
+# Parsed timestamp strings: a snapshot batch repeats the same bar stamps for every symbol
+# (datetimes are immutable, so sharing one is safe). Cleared when full, so memory stays flat.
+_TIMESTAMP_MEMO: dict[str, datetime] = {}
+_TIMESTAMP_MEMO_SIZE = 4096
+
+
 def parse_timestamp(value: Any) -> datetime:
     """An aware datetime from an RFC 3339 string (or an aware datetime); naive is refused."""
+    if type(value) is str:
+        known = _TIMESTAMP_MEMO.get(value)
+        if known is not None:
+            return known
+        parsed = _parse_timestamp_text(value)
+        if len(_TIMESTAMP_MEMO) >= _TIMESTAMP_MEMO_SIZE:
+            _TIMESTAMP_MEMO.clear()
+        _TIMESTAMP_MEMO[value] = parsed
+        return parsed
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("timestamp has no time zone")
         return value
     if not isinstance(value, str):
         raise ValueError(f"timestamp must be an RFC 3339 string, got {type(value).__name__}")
+    return _parse_timestamp_text(value)
+
+
+def _parse_timestamp_text(value: str) -> datetime:
     match = _TIMESTAMP.match(value.strip())
     if match is None:
         raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
@@ -71,6 +90,11 @@ def parse_optional_timestamp(value: Any) -> datetime | None:
 
 def parse_decimal(value: Any) -> Decimal:
     """A finite Decimal from a string, int, float or Decimal (bools are refused)."""
+    if type(value) is float:  # market data's JSON numbers: the common case first
+        number = Decimal(repr(value))
+        if not number.is_finite():
+            raise ValueError(f"not a finite number: {value!r}")
+        return number
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
     if isinstance(value, Decimal):
