@@ -889,8 +889,7 @@ class TradingSystem:
             check = OrderCheck(symbol=intent.symbol, side="buy", qty=qty,
                                price=Decimal(str(intent.entry_price)), is_closing=False)
             pdt = self.pdt.check_order(check, account_view, status.session)
-            if not pdt.allowed or pdt.qty <= 0:
-                log.info("pdt_blocked", symbol=intent.symbol, reason=pdt.reason, regime=self._regime(snapshot))
+            if not pdt.allowed or pdt.qty <= 0:  # the PDT manager logged pdt_blocked with its reason
                 continue
             qty = min(qty, pdt.qty)
             result = await self.executor.submit_bracket(intent, qty)
@@ -902,11 +901,6 @@ class TradingSystem:
                 portfolio = replace(portfolio, pending_entries=portfolio.pending_entries + (
                     PendingEntry(symbol=intent.symbol, qty=qty, price=Decimal(str(intent.entry_price)),
                                  stop_price=Decimal(str(intent.stop_price)) if intent.stop_price else None),))
-
-    def _regime(self, snapshot: AccountSnapshot) -> str:
-        fields = snapshot.account.model_dump() if hasattr(snapshot.account, "model_dump") else None
-        today = self.safety.session_date or self.clock.now().date()
-        return self.pdt.regime_for(None if self.regime_by_date else fields, today)
 
     def _passes_scanner(self, md: MarketData) -> bool:
         s = self.settings.scanning
