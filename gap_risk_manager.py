@@ -24,10 +24,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal, Mapping, Protocol, Sequence, Union
 
 import structlog
+from models import to_decimal
 
 log = structlog.get_logger(__name__)
 
@@ -349,15 +350,7 @@ def _parse_snapshot(snapshot: Mapping[str, Any]) -> tuple[date, dict[str, Decima
     return day, closes, positions
 
 
-def _dec(value: Any, name: str) -> Decimal:
-    try:
-        result = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise ValueError(f"{name} must be a number, got {value!r}") from exc
-    if not result.is_finite():
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return result
-
+_dec = to_decimal  # one shared coercion (models.to_decimal)
 
 def _pct(fraction: Decimal) -> str:
     return f"{(fraction * 100).quantize(Decimal('0.01'))}%"

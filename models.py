@@ -115,6 +115,23 @@ def parse_decimal(value: Any) -> Decimal:
     return number
 
 
+def to_decimal(value: Any, name: str) -> Decimal:
+    """A finite Decimal from any number-like value, with errors naming ``name``.
+
+    The one coercion the decision modules (risk, PDT, gap, safety state, ledger, performance)
+    share for inputs they did not parse themselves; bools are refused.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        number = Decimal(repr(value)) if type(value) is float else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
 def parse_optional_decimal(value: Any) -> Decimal | None:
     """Like :func:`parse_decimal`, with ``None`` or ``""`` meaning absent."""
     if value is None or value == "":

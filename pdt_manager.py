@@ -38,10 +38,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Iterable, Literal, Mapping, Protocol
 
 import structlog
+from models import to_decimal
 
 log = structlog.get_logger(__name__)
 
@@ -451,15 +452,7 @@ class PDTManager:
         }
 
 
-def _dec(value: Any, name: str) -> Decimal:
-    try:
-        result = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise ValueError(f"{name} must be a number, got {value!r}") from exc
-    if not result.is_finite():
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return result
-
+_dec = to_decimal  # one shared coercion (models.to_decimal)
 
 def _count(value: Any) -> int | None:
     return None if value is None else int(value)

@@ -41,13 +41,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import date, datetime, timezone
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from clock import EXCHANGE_TZ
+from models import to_decimal
 
 TRADING_DAYS_PER_YEAR = 252
 DAYS_PER_YEAR = 365.25
@@ -91,17 +92,7 @@ class TradeRecord:
         return (self.exit_at - self.entry_at).total_seconds() / 3600.0
 
 
-def _to_decimal(value: Any, what: str) -> Decimal:
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise ValueError(f"{what} must be a number, got {value!r}") from None
-    if not number.is_finite():
-        raise ValueError(f"{what} must be finite, got {value!r}")
-    return number
-
+_to_decimal = to_decimal  # one shared coercion (models.to_decimal)
 
 def _to_utc(value: Any, what: str) -> datetime:
     if isinstance(value, str):

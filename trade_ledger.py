@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Iterable, Literal, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
 from clock import EXCHANGE_TZ
+from models import to_decimal
 
 ZERO = Decimal(0)
 SEEN_LIMIT = 10_000
@@ -34,17 +35,7 @@ FORMAT_VERSION = 1
 Side = Literal["buy", "sell"]
 
 
-def _decimal(value: Any, name: str) -> Decimal:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got a boolean")
-    try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not number.is_finite():
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return number
-
+_decimal = to_decimal  # one shared coercion (models.to_decimal)
 
 def _aware(moment: Any, name: str) -> datetime:
     if isinstance(moment, str):

@@ -35,12 +35,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol
 
 import structlog
 
 from clock import EXCHANGE_TZ
+from models import to_decimal
 
 if TYPE_CHECKING:
     from risk_manager import PortfolioState
@@ -111,15 +112,7 @@ def loss_fraction(baseline: Decimal, equity: Decimal) -> Decimal:
     return loss if loss > ZERO else ZERO
 
 
-def _decimal(value: Any, name: str) -> Decimal:
-    try:
-        result = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise ValueError(f"{name} must be a number, got {value!r}") from exc
-    if not result.is_finite():
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return result
-
+_decimal = to_decimal  # one shared coercion (models.to_decimal)
 
 def _aware(moment: datetime, name: str) -> datetime:
     if moment.tzinfo is None:
