@@ -207,6 +207,7 @@ class TradingSystem:
         self._pending_alerts: list[tuple[AlertLevel, str, str, str]] = []
         self._intent_seq = 0
         self._defensive = False
+        self._gap_defensive: dict[str, Any] = journal.get_state("defensive") or {}
         self._last_equity: Decimal | None = None
         self._stored_states: dict[str, dict[str, Any]] = {}
 
@@ -687,8 +688,9 @@ class TradingSystem:
                                     "; ".join(str(a.to_dict()) for a in report.alerts),
                                     key=f"gap:{status.session}:{status.phase}", fields=payload)
         if report.defensive_required:
-            self.journal.set_state("defensive", {"active": True, "reason": f"gap risk {report.level.value}",
-                                                 "session": status.session.isoformat()})
+            self._gap_defensive = {"active": True, "reason": f"gap risk {report.level.value}",
+                                   "session": status.session.isoformat()}
+            self.journal.set_state("defensive", self._gap_defensive)
 
     async def record_closing_snapshot(self) -> None:
         try:
@@ -743,7 +745,7 @@ class TradingSystem:
         """Defensive mode: near the breaker, in drawdown, in high volatility or after a gap."""
         d = self.settings.defensive
         reasons: list[str] = []
-        state = self.journal.get_state("defensive") or {}
+        state = self._gap_defensive  # kept in memory; journaled when set (no read per cycle)
         if state.get("active") and status.session and state.get("session") == status.session.isoformat():
             reasons.append(str(state.get("reason", "gap risk")))
         baseline = self.safety.session_start_equity
