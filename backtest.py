@@ -82,6 +82,7 @@ import structlog
 
 import ai_model
 import indicators
+import prefilter
 from ai_analyzer import AIAnalyzer
 from alerter import Alerter
 from clock import EXCHANGE_TZ, to_exchange_time
@@ -95,6 +96,7 @@ from sim_broker import CommissionLedger, CommissionModel, InProcessBroker, attac
 from simulator.core import SimulatorCore
 from simulator.csv_source import CsvDataError
 from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+from trading_state import TradingState
 from trading_system import BENCHMARK, TradingSystem, _History
 
 log = structlog.get_logger(__name__)
@@ -232,6 +234,8 @@ class BacktestOptions:
     seed: int = 42
     bar_mode: BarMode = "auto"
     progress: bool = True
+    #: Skip the loop on sessions where it provably does nothing (see :class:`BacktestLoop`).
+    fast_forward: bool = True
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -271,6 +275,8 @@ class BacktestResult:
     model: dict[str, Any]
     final_state: str
     stopped_early: str | None = None
+    #: Sessions on which the loop provably had nothing to do and was not run (daily data).
+    fast_forwarded: int = 0
 
     @property
     def bars_per_second(self) -> float:
@@ -297,6 +303,7 @@ class BacktestResult:
             "final_trading_state": self.final_state,
             "stopped_early": self.stopped_early or "no",
             "orders_submitted": len(self.orders),
+            "sessions_fast_forwarded": self.fast_forwarded,
             "data": str(o.data_dir),
         }
 
@@ -314,7 +321,7 @@ class BacktestLoop(TradingSystem):
 
     def __init__(self, *args: Any, history: dict[str, DailyHistory], bar_mode: str,
                  on_cycle: Callable[[], None] | None = None, sessions: Sequence[date] = (),
-                 **kwargs: Any) -> None:
+                 fast_forward: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.replay = history
         self.bar_mode = bar_mode
@@ -324,6 +331,82 @@ class BacktestLoop(TradingSystem):
         self._primed_until = 0  # sessions before this index have their snapshots primed
         self._snapshots_read = False
         self._last_data: dict[str, MarketData] = {}
+        self._today: date | None = None
+        #: Equity at the close of the last session the loop ran (what a flat book keeps).
+        self.closing_equity: Decimal | None = None
+        self.fast_forwarded = 0
+        self._entry_possible: np.ndarray | None = None
+        if bar_mode == "daily":
+            self._entry_possible = self._install_prefilter()
+        self.fast_forward = fast_forward and self._entry_possible is not None
+
+    # -- prefilter and fast-forward (daily data) ------------------------------------------
+
+    def _install_prefilter(self) -> np.ndarray | None:
+        """Wrap each strategy that :mod:`prefilter` knows so that it is not evaluated where
+        it can only answer hold; return, per session, whether any strategy may buy any symbol
+        (None when some strategy has no prefilter: every session then runs the loop).
+
+        The masks are necessary conditions of each strategy's signals computed exactly from
+        the bars (a superset of the sessions where it signals; ``tests/test_prefilter.py``),
+        for both values of the defensive flag.
+        """
+        wrapped: list[Any] = []
+        entry = np.zeros(len(self._sessions), dtype=bool)
+        complete = True
+        for strategy in self.strategies:
+            masks: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+            for symbol, history in self.replay.items():
+                off = prefilter.masks_for(strategy, history, self.settings, defensive=False)
+                on = prefilter.masks_for(strategy, history, self.settings, defensive=True)
+                if off is None or on is None:
+                    masks = {}
+                    break
+                masks[symbol] = (off.may_buy, off.may_sell, on.may_buy, on.may_sell)
+            if not masks:
+                complete = False
+                wrapped.append(strategy)
+                continue
+            wrapped.append(_Prefiltered(strategy, masks, self))
+            for symbol in self.universe():
+                history = self.replay.get(symbol)
+                if history is None or symbol not in masks:
+                    continue
+                buy = masks[symbol][0] | masks[symbol][2]
+                for k, day in enumerate(self._sessions):
+                    i = history.index(day)
+                    if i is not None and buy[i]:
+                        entry[k] = True
+        self.strategies = wrapped
+        return entry if complete else None
+
+    def bar_index(self, symbol: str) -> int | None:
+        """Index of today's bar in ``symbol``'s replay (daily data), or None."""
+        history = self.replay.get(symbol)
+        return history.index(self._today) if history is not None and self._today is not None else None
+
+    def can_fast_forward(self, session: date, book: Any) -> bool:
+        """Whether running the loop through ``session`` provably changes nothing but the clock.
+
+        True only when the book is flat and settled (no position, no open order, no order
+        being tracked, every fill already recorded by the loop), trading is ACTIVE with nothing
+        latched or pending, the last close's equity is known (a flat book keeps it), and no
+        strategy may buy any symbol that session (:meth:`_install_prefilter`). Then the
+        session's cycles would find equity at its baseline (no safety transition), no exit to
+        take and no entry to make: the run with and without fast-forward places the same
+        orders and ends with the same equity curve (``tests/test_backtest.py``).
+        """
+        if not self.fast_forward or self._entry_possible is None or self.closing_equity is None:
+            return False
+        k = self._session_index.get(session)
+        if k is None or self._entry_possible[k]:
+            return False
+        if self.safety.state is not TradingState.ACTIVE or self.safety.latched or self._pending_alerts:
+            return False
+        if self.executor.tracked or not book.is_flat(self._last_fill_at):
+            return False
+        return True
+
 
     def _lookback(self) -> timedelta:
         return timedelta(days=max(int(self.settings.strategy.lookback_days) * 2, 300))
@@ -391,6 +474,7 @@ class BacktestLoop(TradingSystem):
         today = status.session
         if today is None:
             return {}
+        self._today = today
         before = _midnight(today)
         since = (now - self._lookback()).timestamp()
         bench_history = self.replay.get(BENCHMARK)
@@ -439,6 +523,34 @@ class BacktestLoop(TradingSystem):
             self.stop_event.set()
         except TemporaryError as exc:
             await self.on_broker_unavailable(exc, status)
+
+
+class _Prefiltered:
+    """A strategy that answers hold without evaluating where its prefilter says it cannot
+    signal (daily backtests): today's bar of the symbol, for the data's defensive flag.
+    Anything else is the strategy's own answer; every other attribute is the strategy's."""
+
+    def __init__(self, strategy: Any, masks: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                 loop: BacktestLoop) -> None:
+        self.strategy = strategy
+        self.name = strategy.name
+        self._masks = masks
+        self._loop = loop
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.strategy, item)
+
+    def __repr__(self) -> str:
+        return f"Prefiltered({self.strategy!r})"
+
+    async def evaluate_opportunity(self, symbol: str, market_data: MarketData) -> Any:
+        masks = self._masks.get(symbol)
+        i = self._loop.bar_index(symbol)
+        if masks is not None and i is not None:
+            buy, sell = (masks[2], masks[3]) if market_data.defensive else (masks[0], masks[1])
+            if not (buy[i] or sell[i]):
+                return self.strategy.hold(symbol, "prefilter: no signal is possible on this bar")
+        return await self.strategy.evaluate_opportunity(symbol, market_data)
 
 
 # -- the runner --------------------------------------------------------------------------------
@@ -585,6 +697,7 @@ def _assemble(settings: Any, options: BacktestOptions, model: Any,
     loop = BacktestLoop(settings, broker, core.clock, journal=journal, alerter=alerter, calendar=calendar,
                         analyzer=analyzer, run_id="backtest", regime_by_date=True, history=history,
                         bar_mode=bar_mode, on_cycle=on_cycle, sessions=sessions,
+                        fast_forward=options.fast_forward,
                         sim_days=len(sessions) if bar_mode == "intraday" else None)
     return _Assembly(core, ledger, history, sessions, bar_mode, broker, journal, analyzer, loop, calendar)
 
@@ -602,7 +715,10 @@ async def _drive(run: _Assembly, curve: list[tuple[datetime, Decimal]], bar: Pro
         if loop.stop_event.is_set():
             stopped = f"the loop stopped on {session.isoformat()} (operational error: see the log)"
             break
-        await _daily_session(loop, core, run.calendar, session, curve)
+        if loop.can_fast_forward(session, run.broker):
+            _fast_forward_session(loop, core, run.calendar, session, curve)
+        else:
+            await _daily_session(loop, core, run.calendar, session, curve)
         bar.update(done, f"{session.isoformat()} equity {curve[-1][1]:,.0f}")
     await loop.shutdown()
     return stopped
@@ -648,7 +764,7 @@ async def run_backtest_async(settings: Any, options: BacktestOptions, *, model: 
         requests=run.broker.request_count, elapsed_seconds=time.perf_counter() - wall_started,
         loop_seconds=loop_seconds, strategies=[s.name for s in run.loop.strategies],
         model=_model_description(run.analyzer, run.sessions), final_state=run.loop.safety.state.value,
-        stopped_early=stopped,
+        stopped_early=stopped, fast_forwarded=run.loop.fast_forwarded,
     )
 
 
@@ -708,6 +824,23 @@ async def _daily_session(loop: BacktestLoop, core: SimulatorCore, calendar: Trad
     account = await loop.broker.get_account()
     curve.append((closed, account.equity))
     loop.summary.end_equity = account.equity
+    loop.closing_equity = account.equity
+
+
+def _fast_forward_session(loop: BacktestLoop, core: SimulatorCore, calendar: TradingCalendar, session: date,
+                          curve: list[tuple[datetime, Decimal]]) -> None:
+    """A session on which the loop provably does nothing (:meth:`BacktestLoop.can_fast_forward`):
+    the book is moved through it (closes recorded, nothing to match) and the flat book's
+    equity is its closing point."""
+    _, closed = calendar.open_close(session)
+    if closed > core.clock.now():
+        core.clock.set_time(closed)
+    core.sync()
+    equity = loop.closing_equity
+    assert equity is not None
+    curve.append((closed, equity))
+    loop.summary.sessions += 1
+    loop.fast_forwarded += 1
 
 
 def _closing_points(journal: Journal) -> list[tuple[datetime, Decimal]]:

@@ -307,6 +307,19 @@ class InProcessBroker(ResilientAlpacaGateway):
             return ApiResponse(success=True, data=None, **{**base, "status": 204})
         return ApiResponse(success=True, data=payload, **base)
 
+    def is_flat(self, fills_recorded_until: datetime | None) -> bool:
+        """Whether the simulated book holds no position and no open order, and every fill in
+        it happened no later than ``fills_recorded_until`` (the caller's fill cursor: None
+        means it has recorded none). Read from the core directly, not counted as a request:
+        a backtest asks it to decide whether a session can be fast-forwarded."""
+        broker = self.core.broker
+        if broker.ledger.positions or broker._open:  # the engine's open-order book
+            return False
+        entries = broker.ledger.journal
+        if not entries:
+            return True
+        return fills_recorded_until is not None and entries[-1].time <= fills_recorded_until
+
     def _error(self, method: str, path: str, status: int, body: dict[str, Any]) -> ApiResponse:
         """A refusal, read by the gateway's own response builder (so it maps identically)."""
         payload = json.dumps(body, separators=(",", ":"), default=str).encode()
