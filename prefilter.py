@@ -21,7 +21,9 @@ a comparison ``a > b`` is taken as "may hold" when ``a - b > -EPS * (|a| + |b|)`
 Recursive indicators (EMA, MACD, Wilder RSI and ATR), whose value depends on where the
 window starts, are never used: a signal condition that needs one is simply left out (the
 mask is looser, still correct). The market regime is the same for every symbol of a
-session and is not an input: every mask is the union over all regimes.
+session and is by default not an input: every mask is the union over all regimes (the
+one exact regime veto, momentum's "no buy in a bear regime", applies when the caller passes
+the sessions' regimes).
 
 Preconditions (all true in ``backtest.BacktestLoop._daily_market_data``): the window of
 session ``i`` is a contiguous run of bars ending at bar ``i - 1`` (any start), ``last_price``
@@ -37,7 +39,7 @@ callers fall back to evaluating every session.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,9 +243,11 @@ def sma_crossover_masks(bars: _Bars, settings: Any, *, defensive: bool) -> Signa
     )
 
 
-def enhanced_momentum_masks(bars: _Bars, settings: Any, *, defensive: bool) -> SignalMasks:
-    """The screen (1-day move and volume); the confirmations need RSI/MACD (recursive), the
-    price-above-SMAs one alone is not required, and the bear-regime veto is regime-dependent."""
+def enhanced_momentum_masks(
+    bars: _Bars, settings: Any, *, defensive: bool, regimes: npt.NDArray[Any] | None = None
+) -> SignalMasks:
+    """The screen (1-day move and volume); the confirmations need RSI/MACD (recursive) and
+    the price-above-SMAs one alone is not required. With ``regimes`` known, no buy in "bear"."""
     cfg = settings.strategy
     needed = max(cfg.ma_medium, cfg.ma_short, cfg.rsi_period + 1, 35, 21)
     last, before = bars.last("close"), _shift(bars.close, 2)
@@ -254,10 +258,13 @@ def enhanced_momentum_masks(bars: _Bars, settings: Any, *, defensive: bool) -> S
     buy = base & volume & _may_gt(move, cfg.momentum_min_move)
     sell = base & volume & _may_lt(move, -cfg.momentum_min_move)
     screen = (f">= {needed} bars", f"volume[i-1] > {cfg.momentum_volume_ratio:g}x mean of the 20 before")
+    buy_conditions: tuple[str, ...] = (*screen, f"close[i-1]/close[i-2] - 1 > {cfg.momentum_min_move:g}")
+    if regimes is not None:
+        buy &= regimes != "bear"
+        buy_conditions += ('regime != "bear"',)
     return SignalMasks(
         EnhancedMomentum.name, buy, sell,
-        {"buy": (*screen, f"close[i-1]/close[i-2] - 1 > {cfg.momentum_min_move:g}"),
-         "sell": (*screen, f"close[i-1]/close[i-2] - 1 < -{cfg.momentum_min_move:g}")},
+        {"buy": buy_conditions, "sell": (*screen, f"close[i-1]/close[i-2] - 1 < -{cfg.momentum_min_move:g}")},
     )
 
 
@@ -389,6 +396,7 @@ def masks_for(
     *,
     defensive: bool,
     symbol: str | None = None,
+    regimes: str | Sequence[str | None] | None = None,
 ) -> SignalMasks | None:
     """The signal masks of ``strategy`` over ``history_arrays``, or None when unknown.
 
@@ -400,7 +408,11 @@ def masks_for(
     the strategy reads (``strategy.settings``). ``defensive``: the ``MarketData.defensive``
     value the masks are for (compute both when the loop may set either). ``symbol``: for the
     defensive strategy's symbol list (default: the history's ``symbol`` attribute if any,
-    else every symbol is assumed listed).
+    else every symbol is assumed listed). ``regimes``: None (default) for masks valid in
+    every regime (the union), or the ``MarketData.regime`` of every session (one value for
+    all, or one per bar); only exact regime vetoes are applied (enhanced momentum: no buy in
+    "bear"), the other strategies' regime effects are on confidence without a floor, or on
+    a floor that other points can still reach.
     """
     builder = _BUILDERS.get(_strategy_class(strategy))  # type: ignore[arg-type]
     if builder is None:
@@ -410,6 +422,12 @@ def masks_for(
         if symbol is None:
             symbol = getattr(history_arrays, "symbol", None)
         return defensive_masks(bars, settings, defensive=defensive, symbol=symbol)
+    if builder is enhanced_momentum_masks and regimes is not None:
+        per_bar = np.full(len(bars), regimes, dtype=object) if isinstance(regimes, str) else np.array(
+            list(regimes), dtype=object)
+        if per_bar.shape != (len(bars),):
+            raise ValueError(f"regimes: expected one per bar ({len(bars)}), got {per_bar.shape[0]}")
+        return enhanced_momentum_masks(bars, settings, defensive=defensive, regimes=per_bar)
     return builder(bars, settings, defensive=defensive)
 
 

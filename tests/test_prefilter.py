@@ -68,8 +68,9 @@ def check(
     i: int,
     tallies: dict[tuple[str, bool], Tally],
     misses: list[str],
-) -> None:
+) -> dict[tuple[str, bool], str]:
     """Evaluate every strategy on ``md`` (session ``i``) for both defensive values."""
+    answers = {}
     for defensive in (False, True):
         md.defensive = defensive
         for strategy in strategies:
@@ -79,7 +80,7 @@ def check(
             tally.sessions += 1
             tally.may_buy += bool(mask.may_buy[i])
             tally.may_sell += bool(mask.may_sell[i])
-            action = run(strategy.evaluate_opportunity(md.symbol, md)).action
+            action = answers[key] = run(strategy.evaluate_opportunity(md.symbol, md)).action
             if action == "buy":
                 tally.buys += 1
                 if not mask.may_buy[i]:
@@ -88,6 +89,7 @@ def check(
                 tally.sells += 1
                 if not mask.may_sell[i]:
                     misses.append(f"{key} {md.symbol} bar {i} ({md.now.date()}): sell not in may_sell")
+    return answers
 
 
 def all_masks(
@@ -143,11 +145,15 @@ def test_masks_cover_every_signal_on_the_real_daily_bars(settings: Any) -> None:
 
     tallies: dict[tuple[str, bool], Tally] = {}
     misses: list[str] = []
+    with_regime = Tally()
     union: list[int] = [0, 0]  # sessions, sessions where a default strategy may signal
     for history in histories:
         masks = all_masks(strategies, history, settings)
         default = [masks[(s.name, False)].may_signal for s in strategies
                    if s.name in settings.strategy.enabled]
+        regimes = [session(day)[4] for day in history.days]
+        momentum = prefilter.masks_for("enhanced_momentum", history, settings, defensive=False, regimes=regimes)
+        assert momentum is not None
         for i, day in enumerate(history.days):
             now, since, before, benchmark, regime = session(day)
             daily = history.window(since, before)
@@ -159,7 +165,10 @@ def test_masks_cover_every_signal_on_the_real_daily_bars(settings: Any) -> None:
                 prev_close=float(daily.close[-1]), benchmark=benchmark, regime=regime,
                 defensive=False, news=[],
             )
-            check(strategies, masks, md, i, tallies, misses)
+            answers = check(strategies, masks, md, i, tallies, misses)
+            with_regime.may_buy += bool(momentum.may_buy[i])
+            if answers[("enhanced_momentum", False)] == "buy" and not momentum.may_buy[i]:
+                misses.append(f"enhanced_momentum {history.symbol} {day} ({regime}): buy not in the regime-aware may_buy")
             union[0] += 1
             union[1] += any(bool(m[i]) for m in default)
 
@@ -169,6 +178,7 @@ def test_masks_cover_every_signal_on_the_real_daily_bars(settings: Any) -> None:
         print(f"  {name:18s} defensive={defensive!s:5s}  may_buy {t.may_buy / t.sessions:6.2%} "
               f"(buys {t.buys / t.sessions:6.2%})  may_sell {t.may_sell / t.sessions:6.2%} "
               f"(sells {t.sells / t.sessions:6.2%})")
+    print(f"  enhanced_momentum given the sessions' regimes: may_buy {with_regime.may_buy / union[0]:6.2%}")
     print(f"  any of {settings.strategy.enabled} (defensive=False): {union[1] / union[0]:.2%}")
 
     assert not misses, "\n".join(misses[:20])
@@ -208,12 +218,16 @@ def random_walk(rng: np.random.Generator, n: int) -> Arrays:
     return Arrays(open_, high, low, close, np.round(volume))
 
 
-def walk_sessions(a: Arrays, rng: np.random.Generator, symbol: str) -> Iterator[tuple[int, MarketData]]:
-    regimes = ("bull", "bear", "range", "volatile", None)
+REGIMES = ("bull", "bear", "range", "volatile", None)
+
+
+def walk_sessions(
+    a: Arrays, rng: np.random.Generator, symbol: str, regimes: list[str | None]
+) -> Iterator[tuple[int, MarketData]]:
     for i in range(MIN_BARS, len(a.close)):
         lo = int(rng.integers(0, i - MIN_BARS + 1))  # any window start, at least 30 bars
         md = MarketData(symbol=symbol, now=NOW, daily=bar_series(a, lo, i), last_price=float(a.open[i]),
-                        prev_close=float(a.close[i - 1]), regime=regimes[int(rng.integers(0, len(regimes)))])
+                        prev_close=float(a.close[i - 1]), regime=regimes[i])
         yield i, md
 
 
@@ -225,8 +239,13 @@ def test_masks_cover_every_signal_on_random_walks_with_any_window_start(settings
         rng = np.random.default_rng(seed)
         arrays = random_walk(rng, 700)
         masks = all_masks(strategies, arrays, settings, symbol="SPY")
-        for i, md in walk_sessions(arrays, rng, "SPY"):
-            check(strategies, masks, md, i, tallies, misses)
+        regimes = [REGIMES[k] for k in rng.integers(0, len(REGIMES), len(arrays.close))]
+        momentum = prefilter.masks_for("enhanced_momentum", arrays, settings, defensive=False, regimes=regimes)
+        assert momentum is not None
+        for i, md in walk_sessions(arrays, rng, "SPY", regimes):
+            answers = check(strategies, masks, md, i, tallies, misses)
+            if answers[("enhanced_momentum", False)] == "buy" and not momentum.may_buy[i]:
+                misses.append(f"enhanced_momentum seed {seed} bar {i} ({regimes[i]}): regime-aware mask")
     assert not misses, "\n".join(misses[:20])
     for (name, defensive), t in tallies.items():
         assert t.buys and t.sells or (name == "defensive" and not defensive), (name, defensive, t)
@@ -352,3 +371,19 @@ def test_short_histories_give_empty_masks(settings: Any) -> None:
     empty = Arrays(*(np.empty(0) for _ in range(5)))
     masks = prefilter.masks_for("breakout", empty, settings, defensive=False)
     assert masks is not None and len(masks.may_buy) == 0
+
+
+def test_known_regimes_only_veto_momentum_buys_in_a_bear_market(settings: Any) -> None:
+    arrays = random_walk(np.random.default_rng(7), 400)
+    union = prefilter.masks_for("enhanced_momentum", arrays, settings, defensive=False)
+    bear = prefilter.masks_for("enhanced_momentum", arrays, settings, defensive=False, regimes="bear")
+    bull = prefilter.masks_for("enhanced_momentum", arrays, settings, defensive=False, regimes=["bull"] * 400)
+    assert union is not None and bear is not None and bull is not None
+    assert union.may_buy.any() and not bear.may_buy.any()
+    assert (bull.may_buy == union.may_buy).all() and (bear.may_sell == union.may_sell).all()
+    for name in ("mean_reversion", "breakout", "sma_crossover"):  # regimes change no answer of theirs
+        plain = prefilter.masks_for(name, arrays, settings, defensive=False)
+        given = prefilter.masks_for(name, arrays, settings, defensive=False, regimes="bear")
+        assert plain is not None and given is not None and (plain.may_buy == given.may_buy).all()
+    with pytest.raises(ValueError, match="one per bar"):
+        prefilter.masks_for("enhanced_momentum", arrays, settings, defensive=False, regimes=["bull"] * 3)
