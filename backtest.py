@@ -335,6 +335,7 @@ class BacktestLoop(TradingSystem):
         #: Equity at the close of the last session the loop ran (what a flat book keeps).
         self.closing_equity: Decimal | None = None
         self.fast_forwarded = 0
+        self._last_cycle: tuple[datetime, dict[str, Any]] | None = None
         self._entry_possible: np.ndarray | None = None
         if bar_mode == "daily":
             self._entry_possible = self._install_prefilter()
@@ -498,6 +499,16 @@ class BacktestLoop(TradingSystem):
             )
         self._last_data = data
         return data
+
+    def remember_last_cycle(self, at: datetime, data: dict[str, Any]) -> None:
+        """Kept in memory and journaled once, at shutdown: no ``status`` command reads a
+        backtest's journal while it runs, and encoding every cycle's details costs time."""
+        self._last_cycle = (at, data)
+
+    async def shutdown(self) -> None:
+        if self._last_cycle is not None:
+            self.journal.last_cycle(*self._last_cycle)
+        await super().shutdown()
 
     async def run_cycle(self, status: MarketStatus) -> None:
         await super().run_cycle(status)

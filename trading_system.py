@@ -957,7 +957,7 @@ class TradingSystem:
                 for o in flatten_orders(snapshot.open_orders) if o.is_open
             ],
         }
-        self.journal.last_cycle(now, data)
+        self.remember_last_cycle(now, data)
         # positions without a working stop for their full quantity, as seen this cycle
         unprotected = [d["symbol"] for d in data["position_details"] if not d["protected"]]
         still = sorted(set(unprotected) & self._unprotected_last_cycle)
@@ -975,6 +975,10 @@ class TradingSystem:
                  requests=requests, phase=status.phase, equity=str(account.equity),
                  positions=len(snapshot.positions), open_orders=len(snapshot.open_orders),
                  unprotected=unprotected, state=self.safety.state.value)
+
+    def remember_last_cycle(self, at: datetime, data: dict[str, Any]) -> None:
+        """The latest cycle, for ``python main.py status`` (journaled every cycle)."""
+        self.journal.last_cycle(at, data)
 
     # -- shutdown ---------------------------------------------------------------------------
 
