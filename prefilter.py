@@ -102,22 +102,27 @@ class SignalMasks:
 # -- margin-aware comparisons ("could a > b hold, given the summation-order error?") -------
 
 
-def _may_gt(a: Any, b: Any) -> BoolArray:
+# The margin is relative to the magnitude of the compared values; ``unit`` adds the scale of
+# a dimensionless quantity computed as ``x / y - 1`` (its error is relative to ``x / y``,
+# about 1, not to the difference itself).
+
+
+def _may_gt(a: Any, b: Any, unit: float = 0.0) -> BoolArray:
     with np.errstate(invalid="ignore"):
-        return np.asarray(a - b > -EPS * (np.abs(a) + np.abs(b)))
+        return np.asarray(a - b > -EPS * (np.abs(a) + np.abs(b) + unit))
 
 
-def _may_ge(a: Any, b: Any) -> BoolArray:
+def _may_ge(a: Any, b: Any, unit: float = 0.0) -> BoolArray:
     with np.errstate(invalid="ignore"):
-        return np.asarray(a - b >= -EPS * (np.abs(a) + np.abs(b)))
+        return np.asarray(a - b >= -EPS * (np.abs(a) + np.abs(b) + unit))
 
 
-def _may_lt(a: Any, b: Any) -> BoolArray:
-    return _may_gt(b, a)
+def _may_lt(a: Any, b: Any, unit: float = 0.0) -> BoolArray:
+    return _may_gt(b, a, unit)
 
 
-def _may_le(a: Any, b: Any) -> BoolArray:
-    return _may_ge(b, a)
+def _may_le(a: Any, b: Any, unit: float = 0.0) -> BoolArray:
+    return _may_ge(b, a, unit)
 
 
 # -- rolling quantities, indexed by the bar they end at ------------------------------------
@@ -255,8 +260,8 @@ def enhanced_momentum_masks(
         move = np.where(before > 0.0, last / before - 1.0, np.nan)  # snapshot.change_1d
     base = _enough(len(bars), needed) & _may_gt(last, 0.0)
     volume = bars.volume_possible(cfg.momentum_volume_ratio, strict=True)
-    buy = base & volume & _may_gt(move, cfg.momentum_min_move)
-    sell = base & volume & _may_lt(move, -cfg.momentum_min_move)
+    buy = base & volume & _may_gt(move, cfg.momentum_min_move, 1.0)
+    sell = base & volume & _may_lt(move, -cfg.momentum_min_move, 1.0)
     screen = (f">= {needed} bars", f"volume[i-1] > {cfg.momentum_volume_ratio:g}x mean of the 20 before")
     buy_conditions: tuple[str, ...] = (*screen, f"close[i-1]/close[i-2] - 1 > {cfg.momentum_min_move:g}")
     if regimes is not None:
@@ -285,19 +290,19 @@ def mean_reversion_masks(bars: _Bars, settings: Any, *, defensive: bool) -> Sign
 
     # low_dev = min over the finite deviations <= dev_medium; the SMA-long one counts only
     # when the window holds ma_long bars, so OR-ing it in can only widen the buy trigger.
-    oversold = (_may_le(dev_medium, -threshold) | _may_le(dev_long, -threshold)
+    oversold = (_may_le(dev_medium, -threshold, 1.0) | _may_le(dev_long, -threshold, 1.0)
                 | bars.bollinger_touch(lower=True))
     entry = bars.entry()
     risk = entry - entry * (1.0 - trading.stop_loss)
-    reward_ok = (_may_ge(medium - entry, risk)
-                 & _may_ge(entry * (1.0 + trading.take_profit) - entry, risk))
+    # reward = min(SMA medium, entry x (1 + take_profit)) - entry >= risk, in price terms
+    reward_ok = _may_ge(medium, entry + risk) & _may_ge(entry * (1.0 + trading.take_profit), entry + risk)
     buy = base & volume & oversold & reward_ok
 
     # action "sell" needs the buy triggers off: in particular low_dev > -threshold, and
     # low_dev <= dev_medium whatever the window.
-    overbought = (_may_ge(dev_medium, threshold) | _may_ge(dev_long, threshold)
+    overbought = (_may_ge(dev_medium, threshold, 1.0) | _may_ge(dev_long, threshold, 1.0)
                   | bars.bollinger_touch(lower=False))
-    sell = base & volume & overbought & _may_gt(dev_medium, -threshold)
+    sell = base & volume & overbought & _may_gt(dev_medium, -threshold, 1.0)
     vol = f"volume[i-1] >= {mr.volume_confirmation:g}x mean of the 20 before"
     return SignalMasks(
         MeanReversion.name, buy, sell,
@@ -421,14 +426,42 @@ def masks_for(
     if builder is defensive_masks:
         if symbol is None:
             symbol = getattr(history_arrays, "symbol", None)
-        return defensive_masks(bars, settings, defensive=defensive, symbol=symbol)
-    if builder is enhanced_momentum_masks and regimes is not None:
+        masks = defensive_masks(bars, settings, defensive=defensive, symbol=symbol)
+        if not masks.may_signal.any():
+            return masks  # inactive or not a defensive symbol: holds whatever the bars
+    elif builder is enhanced_momentum_masks and regimes is not None:
         per_bar = np.full(len(bars), regimes, dtype=object) if isinstance(regimes, str) else np.array(
             list(regimes), dtype=object)
         if per_bar.shape != (len(bars),):
             raise ValueError(f"regimes: expected one per bar ({len(bars)}), got {per_bar.shape[0]}")
-        return enhanced_momentum_masks(bars, settings, defensive=defensive, regimes=per_bar)
-    return builder(bars, settings, defensive=defensive)
+        masks = enhanced_momentum_masks(bars, settings, defensive=defensive, regimes=per_bar)
+    else:
+        masks = builder(bars, settings, defensive=defensive)
+    return _unknown_where_not_finite(masks, bars, settings)
+
+
+def _unknown_where_not_finite(masks: SignalMasks, bars: _Bars, settings: Any) -> SignalMasks:
+    """Both masks True for sessions whose recent bars hold a non-finite value.
+
+    The strategies' Python (``max``/``min`` over a list with a NaN, ``math.fsum``) and numpy
+    disagree on NaN and infinity, so no claim is made there. Bars read by any condition
+    above: the last ``max(MA periods, 31) + 1`` before the session. (Bars loaded by
+    :func:`market_data.load_csv_bars` are always finite.)
+    """
+    cfg = settings.strategy
+    reach = max(cfg.ma_short, cfg.ma_medium, cfg.ma_long, SMA_SLOW + 1, BREAKOUT_LOOKBACK + 2) + 1
+    finite = np.ones(len(bars), dtype=bool)
+    for column in (bars.open, bars.high, bars.low, bars.close, bars.volume):
+        finite &= np.isfinite(column)
+    if finite.all():
+        return masks
+    bad = np.concatenate([[0], np.cumsum(~finite)])  # bad[i]: non-finite bars before bar i
+    start = np.maximum(np.arange(len(bars)) - reach, 0)
+    unknown = bad[np.arange(len(bars))] > bad[start]
+    return SignalMasks(
+        masks.strategy, masks.may_buy | unknown, masks.may_sell | unknown,
+        {side: (*why, "or a non-finite value in the last bars") for side, why in masks.conditions.items()},
+    )
 
 
 __all__ = [

@@ -387,3 +387,16 @@ def test_known_regimes_only_veto_momentum_buys_in_a_bear_market(settings: Any) -
         assert plain is not None and given is not None and (plain.may_buy == given.may_buy).all()
     with pytest.raises(ValueError, match="one per bar"):
         prefilter.masks_for("enhanced_momentum", arrays, settings, defensive=False, regimes=["bull"] * 3)
+
+
+def test_sessions_after_a_non_finite_bar_are_not_filtered(settings: Any) -> None:
+    arrays = random_walk(np.random.default_rng(3), 300)
+    high = arrays.high.copy()
+    high[150] = np.nan
+    broken = Arrays(arrays.open, high, arrays.low, arrays.close, arrays.volume)
+    for name in ("sma_crossover", "enhanced_momentum", "mean_reversion", "breakout"):
+        clean = prefilter.masks_for(name, arrays, settings, defensive=False)
+        masks = prefilter.masks_for(name, broken, settings, defensive=True, symbol="SPY")
+        assert clean is not None and masks is not None
+        assert masks.may_buy[151:200].all() and masks.may_sell[151:200].all(), name
+        assert (masks.may_buy[:151] == clean.may_buy[:151]).all(), name
