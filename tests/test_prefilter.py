@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 import config
+import indicators
 import prefilter
 from ai_analyzer import AIAnalyzer
-from backtest import DailyHistory
+from backtest import PRIME_SESSIONS, DailyHistory
 from clock import EXCHANGE_TZ
 from market_data import BarSeries, MarketData, day_timestamp, load_csv_bars
 from strategies import BUILT_IN
@@ -154,17 +155,22 @@ def test_masks_cover_every_signal_on_the_real_daily_bars(settings: Any) -> None:
         regimes = [session(day)[4] for day in history.days]
         momentum = prefilter.masks_for("enhanced_momentum", history, settings, defensive=False, regimes=regimes)
         assert momentum is not None
+        todo: list[tuple[int, date, str | None, MarketData]] = []
         for i, day in enumerate(history.days):
             now, since, before, benchmark, regime = session(day)
             daily = history.window(since, before)
             if daily is None or len(daily) < MIN_BARS:
                 continue
-            md = MarketData(
+            todo.append((i, day, regime, MarketData(
                 symbol=history.symbol, now=now, daily=daily, intraday=None,
                 last_price=float(history.open[i]), bid=None, ask=None,
                 prev_close=float(daily.close[-1]), benchmark=benchmark, regime=regime,
                 defensive=False, news=[],
-            )
+            )))
+        for k, (i, day, regime, md) in enumerate(todo):
+            if k % PRIME_SESSIONS == 0:  # as BacktestLoop._prime_snapshots: states computed ahead
+                indicators.prime_snapshots([item[3].daily for item in todo[k : k + PRIME_SESSIONS]],
+                                           int(settings.strategy.rsi_period))
             answers = check(strategies, masks, md, i, tallies, misses)
             with_regime.may_buy += bool(momentum.may_buy[i])
             if answers[("enhanced_momentum", False)] == "buy" and not momentum.may_buy[i]:
