@@ -50,7 +50,7 @@ import numpy as np
 import structlog
 
 from clock import EXCHANGE_TZ
-from simulator.market import DayArrays, SymbolProfile
+from simulator.market import DailySummary, DayArrays, SymbolProfile
 from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 log = structlog.get_logger(__name__)
@@ -374,6 +374,8 @@ class CsvSource:
         self._minutes: dict[str, _MinuteSeries] = {}
         self._daily: dict[str, dict[date, _DailyRow]] = {}
         self._quotes: dict[str, _QuoteSeries] = {}
+        self._windows: dict[date, tuple[int, int]] = {}
+        self._minute_ranges: dict[tuple[str, date], tuple[float, float]] = {}
         for symbol in chosen:
             self._load_symbol(symbol, found[symbol])
         all_days: set[date] = set()
@@ -464,6 +466,59 @@ class CsvSource:
             return None
         return self._expand(symbol, session, row)
 
+    def daily_summary(self, symbol: str, session: date) -> DailySummary | None:
+        """When :meth:`day` of ``(symbol, session)`` is the expansion of a daily row: that
+        row's open/high/low/close and the expanded bars' window, without expanding anything.
+        None when :meth:`day` gives the session's minute bars instead, or nothing."""
+        series = self._minutes.get(symbol)
+        if series is not None and session in series.days:
+            return None
+        row = self._daily.get(symbol, {}).get(session)
+        if row is None or not FIRST_DATE <= session <= LAST_DATE or not self.calendar.is_session(session):
+            return None
+        start, minutes = self._window(session)
+        return DailySummary(row.o, row.h, row.l, row.c, start, start + 60 * minutes)
+
+    def has_day(self, symbol: str, session: date) -> bool:
+        """Whether :meth:`day` of ``(symbol, session)`` has bars (nothing is built)."""
+        series = self._minutes.get(symbol)
+        if series is not None and session in series.days:
+            return True
+        return (
+            session in self._daily.get(symbol, {})
+            and FIRST_DATE <= session <= LAST_DATE
+            and self.calendar.is_session(session)
+        )
+
+    def session_range(self, symbol: str, session: date) -> tuple[float, float] | None:
+        """``(low, high)``: every price (open, high, low, close) of every bar :meth:`day`
+        gives for ``(symbol, session)`` lies in ``[low, high]``; read without expanding a
+        daily row (its low and high: the expansion is clipped into them). A session
+        without bars gives ``(inf, -inf)``."""
+        series = self._minutes.get(symbol)
+        if series is not None:
+            span = series.days.get(session)
+            if span is not None:
+                key = (symbol, session)
+                found = self._minute_ranges.get(key)
+                if found is None:
+                    a, b = span
+                    found = self._minute_ranges[key] = (float(series.l[a:b].min()), float(series.h[a:b].max()))
+                return found
+        summary = self.daily_summary(symbol, session)
+        if summary is None:
+            return (math.inf, -math.inf)
+        return (summary.l, summary.h)
+
+    def _window(self, session: date) -> tuple[int, int]:
+        """(epoch of the open, regular minutes) of ``session``: the expanded bars' frame."""
+        found = self._windows.get(session)
+        if found is None:
+            opened, closed = self.calendar.open_close(session)
+            minutes = int(round((closed.timestamp() - opened.timestamp()) / 60))
+            found = self._windows[session] = (int(opened.timestamp()), minutes)
+        return found
+
     def recorded_quote(
         self, symbol: str, epoch: float
     ) -> tuple[float, float, int, int, int] | None:
@@ -487,9 +542,7 @@ class CsvSource:
     # -- daily expansion -----------------------------------------------------------------
 
     def _expand(self, symbol: str, session: date, row: _DailyRow) -> DayArrays:
-        opened, closed = self.calendar.open_close(session)
-        start = int(opened.timestamp())
-        minutes = int(round((closed.timestamp() - opened.timestamp()) / 60))
+        start, minutes = self._window(session)
         frame = _frame(minutes)
         rng = np.random.default_rng([self.seed, _stable("csv-day", symbol), session.toordinal()])
         up = row.c >= row.o

@@ -175,6 +175,29 @@ def _reach_test(order: SimOrder, minute: datetime) -> tuple[float, float, float]
     return start, math.inf, -math.inf  # market orders, trailing stops: every bar
 
 
+def _may_reach(
+    bounds: tuple[float, float], tests: Iterable[tuple[float, float, float]], margin: float = 0.0
+) -> bool:
+    """Whether a bar whose prices all lie in ``bounds = (low, high)`` may pass any of
+    ``tests`` (:func:`_reach_test`); ``margin`` widens the bounds by that fraction of each
+    level (0: exactly the float comparisons of ``Market.first_bar_reaching``)."""
+    low, high = bounds
+    for _, low_at_most, high_at_least in tests:
+        if low_at_most == math.inf:
+            return True
+        if low <= low_at_most + abs(low_at_most) * margin or high >= high_at_least - abs(high_at_least) * margin:
+            return True
+    return False
+
+
+# book_can_change compares a session's range with order prices with this relative margin.
+REACH_MARGIN = 1e-9
+# Orders book_can_change can reason about: resting limits and stops (market orders and
+# trailing stops may change at any bar; auctions and immediate orders always act).
+_RESTING_TYPES = frozenset({"limit", "stop", "stop_limit"})
+_RESTING_TIFS = frozenset({"day", "gtc"})
+
+
 class SimBroker:
     """The simulated Alpaca account and its matching engine (see the module docstring).
 
@@ -289,6 +312,51 @@ class SimBroker:
                     self._on_phase_end(day, phase, hi)
                 self._cursor = hi
 
+    def book_can_change(self, until: datetime) -> bool:
+        """Whether :meth:`advance_to` ``(until)`` might change any order or position.
+
+        False only when advancing the book from where it is (:attr:`processed_until`) to
+        ``until`` provably changes nothing: no order activates, triggers, fills (fully or
+        partly), expires or is canceled, no trailing-stop mark moves, no auction runs (so no
+        position changes). It reads no minute bar: resting limit and stop prices are compared
+        with each session's price range (``Market.session_range``, the daily bar's low and
+        high for CSV daily data) with a small margin. Conservative: True whenever unsure
+        (market orders, trailing stops, opg/cls/ioc/fok orders, orders not yet active, a DAY
+        order while a close or after-hours end falls in the span, a session whose range the
+        market cannot give, e.g. a synthetic market or a symbol with shocks).
+        """
+        target = floor_minute(until)
+        cursor = self._cursor
+        if target <= cursor or not self._open:
+            return False
+        days = [
+            d for d in self.sessions.between(et_date(cursor), et_date(target))
+            if d.pre_start < target and d.post_end > cursor
+        ]
+        ranger = getattr(self.market, "session_range", None)
+        for order in self._open.values():
+            if order.status == "held":
+                if order.parent_id in self._open:
+                    continue  # waits for its (open) parent, which is examined itself
+                return True
+            if not order.is_working or order.type not in _RESTING_TYPES or order.time_in_force not in _RESTING_TIFS:
+                return True
+            for day in days:
+                first, last = (day.pre_start, day.post_end) if order.extended_hours else (day.open, day.close)
+                if order.time_in_force == "day" and cursor < last <= target:
+                    return True  # expires in the span
+                if not (first < target and last > cursor):
+                    continue  # not matched in the span that day
+                bounds = ranger(order.symbol, day.date) if ranger is not None else None
+                if bounds is None or _may_reach(bounds, (_reach_test(order, max(cursor, first)),), REACH_MARGIN):
+                    return True
+        return False
+
+    @property
+    def processed_until(self) -> datetime:
+        """The minute up to which the book has been processed (:meth:`advance_to`)."""
+        return self._cursor
+
     def _sync(self) -> datetime:
         now: datetime = self.clock.now()
         self.advance_to(now)
@@ -333,9 +401,11 @@ class SimBroker:
         minute = lo
         while minute < hi:
             active = self._working_by_symbol(phase)
+            tests = {symbol: [_reach_test(order, minute) for order in orders] for symbol, orders in active.items()}
+            self._drop_unreachable(active, tests, minute)
             if not active:
                 return
-            found = self._next_event(active, minute, hi)
+            found = self._next_event(active, minute, hi, tests)
             if found is None:
                 return
             minute = found
@@ -345,7 +415,10 @@ class SimBroker:
                     self._match_minute(symbol, orders, bar, minute)
             minute += ONE_MINUTE
 
-    def _next_event(self, active: dict[str, list[SimOrder]], minute: datetime, hi: datetime) -> datetime | None:
+    def _next_event(
+        self, active: dict[str, list[SimOrder]], minute: datetime, hi: datetime,
+        tests: dict[str, list[tuple[float, float, float]]] | None = None,
+    ) -> datetime | None:
         """The first minute in ``[minute, hi)`` whose bar may fill or trigger one of ``active``.
 
         A limit needs the bar to reach its price, a stop its stop price (a triggered stop-limit
@@ -358,11 +431,30 @@ class SimBroker:
             return minute
         best: datetime | None = None
         for symbol, orders in active.items():
-            tests = [_reach_test(order, minute) for order in orders]
-            found = finder(symbol, minute, hi if best is None else best, tests)
+            checks = tests[symbol] if tests is not None else [_reach_test(order, minute) for order in orders]
+            found = finder(symbol, minute, hi if best is None else best, checks)
             if found is not None:
                 best = found
         return best
+
+    def _drop_unreachable(
+        self, active: dict[str, list[SimOrder]], tests: dict[str, list[tuple[float, float, float]]], minute: datetime
+    ) -> None:
+        """Remove from ``active`` the symbols whose ``tests`` no bar of ``minute``'s day passes.
+
+        Read from the session's price range (``Market.session_range``, no minute bars) with
+        the same float comparisons as ``first_bar_reaching``: a symbol dropped here would
+        have had no event found and no bar matched that day (matching a bar that reaches no
+        resting price changes nothing), so dropping it changes nothing either.
+        """
+        ranger = getattr(self.market, "session_range", None)
+        if ranger is None or not active:
+            return
+        session = et_date(minute)
+        for symbol in list(active):
+            bounds = ranger(symbol, session)
+            if bounds is not None and not _may_reach(bounds, tests[symbol]):
+                del active[symbol]
 
     def _working_by_symbol(self, phase: str) -> dict[str, list[SimOrder]]:
         active: dict[str, list[SimOrder]] = {}
@@ -1251,6 +1343,11 @@ class SimBroker:
 
     def _close_price(self, symbol: str, day: SessionDay) -> Decimal | None:
         """The regular-session closing price: close of the last regular minute's bar."""
+        known = getattr(self.market, "known_bar_close", None)
+        if known is not None:
+            close = known(symbol, day.close - ONE_MINUTE)
+            if close is not None:
+                return to_decimal(close)
         bar = self.market.bar_at(symbol, day.close - ONE_MINUTE)
         if bar is not None:
             return to_decimal(bar.c)

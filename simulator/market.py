@@ -49,6 +49,7 @@ DEFAULT_CACHE_DAYS = 384
 MEMO_SIZE = 2048  # remembered last trades / quotes per (symbol, instant)
 SHORT_WINDOW_BARS = 8  # up to this many bars, first_bar_reaching loops in Python
 _Value = TypeVar("_Value")
+_UNKNOWN = object()  # "not known without the minute bars"
 
 
 class MinuteBar(NamedTuple):
@@ -108,6 +109,22 @@ class DayArrays(NamedTuple):
         )
 
 
+class DailySummary(NamedTuple):
+    """A session whose minute bars are the expansion of one daily row (CSV daily data).
+
+    ``o/h/l/c`` are the row's prices: the first bar opens at ``o``, the last closes at ``c``
+    and every price of every bar lies in ``[l, h]``. The bars start at ``start``,
+    ``start + 60``, ... ``end - 60`` (epoch seconds), one per regular-session minute.
+    """
+
+    o: float
+    h: float
+    l: float  # noqa: E741
+    c: float
+    start: int
+    end: int
+
+
 @dataclass(frozen=True)
 class SymbolProfile:
     """What the quote model and the data API need to know about a symbol."""
@@ -146,6 +163,16 @@ class MarketSource(Protocol):
         """(bid, ask, bid size, ask size, minute start) of a recorded quote in effect at
         ``epoch`` on its exchange day, when the source has recorded quotes; else None."""
         ...
+
+
+# Optional source methods (the CSV source has them; a source without them is always read
+# through :meth:`MarketSource.day`):
+#
+# * ``daily_summary(symbol, session) -> DailySummary | None``: the session's daily row when
+#   ``day()`` would expand it, without expanding it; None otherwise;
+# * ``has_day(symbol, session) -> bool``: whether ``day()`` has bars, without building them;
+# * ``session_range(symbol, session) -> (low, high) | None``: bounds of every price of every
+#   bar ``day()`` gives, without expanding a daily row; ``(inf, -inf)`` for no bars.
 
 
 @dataclass(frozen=True)
@@ -293,6 +320,13 @@ class Market:
         self._profiles: dict[str, SymbolProfile] = {}
         self.revision = 0  # bumped by every shock and gap: prices derived before it are stale
         self.clock: Clock | None = None
+        # Answers known without expanding daily rows into minute bars (session_range,
+        # known_bar_close, price_at around a daily session's open and close). Off: every
+        # answer is read from the minute bars (the tests compare both).
+        self.fast_paths = True
+        self._has_summaries = callable(getattr(source, "daily_summary", None)) and callable(
+            getattr(source, "has_day", None)
+        )
 
     # -- construction --------------------------------------------------------------------
 
@@ -403,6 +437,66 @@ class Market:
         i = int(np.searchsorted(day.ts, epoch))
         if i < len(day) and int(day.ts[i]) == epoch:
             return day.bar(i)
+        return None
+
+    # -- answers without expanding daily rows -------------------------------------------
+
+    def _summary(self, symbol: str, session: date) -> DailySummary | None:
+        """The daily row behind ``session``'s bars, when they are an unshocked expansion."""
+        if not self.fast_paths or not self._has_summaries or self._shocks.get(symbol):
+            return None
+        return self._source.daily_summary(symbol, session)  # type: ignore[attr-defined]
+
+    def session_range(self, symbol: str, session: date) -> tuple[float, float] | None:
+        """``(low, high)`` bounding every price (open, high, low, close) of every bar of
+        ``symbol`` on ``session`` (New York date), read without expanding minute bars:
+        ``(inf, -inf)`` when the session has no bars. None when it is not known that way
+        (a synthetic market, a symbol with shocks or gaps, fast paths off): ask the bars.
+
+        So a level below ``low`` or above ``high`` is reached by no bar of the session:
+        :meth:`first_bar_reaching` would find nothing for it.
+        """
+        if not self.fast_paths or symbol not in self._known or self._shocks.get(symbol):
+            return None
+        ranger = getattr(self._source, "session_range", None)
+        return None if ranger is None else ranger(symbol, session)
+
+    def known_bar_close(self, symbol: str, minute_start: datetime) -> float | None:
+        """The close of the bar starting at ``minute_start`` when it is known without
+        expanding minute bars: the last bar of a session expanded from a daily row closes at
+        the row's close. None when not known that way (ask :meth:`bar_at`)."""
+        if symbol not in self._known:
+            return None
+        summary = self._summary(symbol, minute_start.astimezone(EXCHANGE_TZ).date())
+        if summary is None:
+            return None
+        epoch = int(_epoch(minute_start)) // 60 * 60
+        return summary.c if epoch == summary.end - 60 else None
+
+    def _known_price(self, symbol: str, t: datetime, epoch: float) -> float | None | object:
+        """:meth:`price_at` without expanding minute bars, or ``_UNKNOWN`` when that needs them.
+
+        Known: at or after the close of a session expanded from a daily row (until the next
+        session's first bar) the last trade is the last bar's close, the row's close; in the
+        first minute of such a session it is the first bar's open, the row's open. The
+        sessions are visited as :meth:`_last_trade` visits them.
+        """
+        if not self.fast_paths or not self._has_summaries or self._shocks.get(symbol):
+            return _UNKNOWN
+        source = self._source
+        for session in self._candidate_sessions(t):
+            summary = source.daily_summary(symbol, session)  # type: ignore[attr-defined]
+            if summary is None:
+                if source.has_day(symbol, session):  # type: ignore[attr-defined]
+                    return _UNKNOWN  # minute bars: read them
+                continue  # no bars that session: look further back, as _last_trade does
+            if epoch < summary.start:
+                continue  # no bar yet at t: the last trade is an earlier session's
+            if epoch >= summary.end:
+                return round(summary.c, 4)
+            if epoch < summary.start + 60.0:
+                return round(summary.o, 4)
+            return _UNKNOWN
         return None
 
     def first_bar_reaching(
@@ -524,6 +618,12 @@ class Market:
 
     def price_at(self, symbol: str, t: datetime) -> float | None:
         """Last trade price at ``t`` (see the module docstring), or None without data."""
+        if self._has_summaries and symbol in self._known:
+            epoch = _epoch(t)
+            if (symbol, epoch) not in self._trades:
+                known = self._known_price(symbol, t, epoch)
+                if known is not _UNKNOWN:
+                    return known  # type: ignore[return-value]
         trade = self.last_trade(symbol, t)
         return None if trade is None else trade[0]
 
@@ -538,10 +638,9 @@ class Market:
         return quote
 
     def _quote_at(self, symbol: str, t: datetime) -> SimQuote | None:
-        trade = self.last_trade(symbol, t)
-        if trade is None:
+        price = self.price_at(symbol, t)
+        if price is None:
             return None
-        price = trade[0]
         phase = self.calendar.session_phase(t)
         epoch = _epoch(t)
         if phase != "closed":
@@ -750,6 +849,7 @@ def hash_symbol(symbol: str) -> int:
 
 
 __all__ = [
+    "DailySummary",
     "DayArrays",
     "Market",
     "MarketSource",
