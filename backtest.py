@@ -92,11 +92,12 @@ from market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus
 from performance import PerformanceReport, compute_performance
 from sentiment import NewsSentiment
-from sim_broker import CommissionLedger, CommissionModel, InProcessBroker, attach_commission
+from order_executor import flatten_orders, protected_quantity
+from sim_broker import BookState, CommissionLedger, CommissionModel, InProcessBroker, attach_commission
 from simulator.core import SimulatorCore
 from simulator.csv_source import CsvDataError
 from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
-from trading_state import TradingState
+from trading_state import TradingState, loss_fraction
 from trading_system import BENCHMARK, TradingSystem, _History
 
 log = structlog.get_logger(__name__)
@@ -116,6 +117,8 @@ PRIME_SESSIONS = 250
 PRIME_HISTORIES = 1500
 
 BarMode = Literal["auto", "daily", "intraday"]
+#: Safety margin of the fast-forward's threshold bounds (fractions of equity or cost).
+_MARGIN = Decimal("0.0001")
 
 
 class BacktestError(ValueError):
@@ -275,8 +278,10 @@ class BacktestResult:
     model: dict[str, Any]
     final_state: str
     stopped_early: str | None = None
-    #: Sessions on which the loop provably had nothing to do and was not run (daily data).
+    #: Sessions on which the loop provably had nothing to do and was not run (daily data),
+    #: and how many of them held positions.
     fast_forwarded: int = 0
+    fast_forwarded_holding: int = 0
 
     @property
     def bars_per_second(self) -> float:
@@ -303,7 +308,7 @@ class BacktestResult:
             "final_trading_state": self.final_state,
             "stopped_early": self.stopped_early or "no",
             "orders_submitted": len(self.orders),
-            "sessions_fast_forwarded": self.fast_forwarded,
+            "sessions_fast_forwarded": f"{self.fast_forwarded} ({self.fast_forwarded_holding} holding positions)",
             "data": str(o.data_dir),
         }
 
@@ -335,8 +340,13 @@ class BacktestLoop(TradingSystem):
         #: Equity at the close of the last session the loop ran (what a flat book keeps).
         self.closing_equity: Decimal | None = None
         self.fast_forwarded = 0
+        self.fast_forwarded_holding = 0  # of which with positions held
         self._last_cycle: tuple[datetime, dict[str, Any]] | None = None
         self._entry_possible: np.ndarray | None = None
+        self._may_buy: dict[str, np.ndarray] = {}
+        self._may_sell: dict[str, np.ndarray] = {}
+        self._last_snapshot: Any = None
+        self._universe_set = frozenset(self.universe())
         if bar_mode == "daily":
             self._entry_possible = self._install_prefilter()
         self.fast_forward = fast_forward and self._entry_possible is not None
@@ -345,16 +355,18 @@ class BacktestLoop(TradingSystem):
 
     def _install_prefilter(self) -> np.ndarray | None:
         """Wrap each strategy that :mod:`prefilter` knows so that it is not evaluated where
-        it can only answer hold; return, per session, whether any strategy may buy any symbol
-        (None when some strategy has no prefilter: every session then runs the loop).
+        it can only answer hold, and keep, per symbol, where any strategy may buy or sell;
+        return, per session, whether any strategy may buy any symbol of the universe (None
+        when some strategy has no prefilter: then no session is fast-forwarded).
 
         The masks are necessary conditions of each strategy's signals computed exactly from
-        the bars (a superset of the sessions where it signals; ``tests/test_prefilter.py``),
-        for both values of the defensive flag.
+        the bars (a superset of the bars where it signals; ``tests/test_prefilter.py``), for
+        both values of the defensive flag.
         """
         wrapped: list[Any] = []
-        entry = np.zeros(len(self._sessions), dtype=bool)
         complete = True
+        may_buy: dict[str, np.ndarray] = {}
+        may_sell: dict[str, np.ndarray] = {}
         for strategy in self.strategies:
             masks: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
             for symbol, history in self.replay.items():
@@ -369,45 +381,185 @@ class BacktestLoop(TradingSystem):
                 wrapped.append(strategy)
                 continue
             wrapped.append(_Prefiltered(strategy, masks, self))
-            for symbol in self.universe():
-                history = self.replay.get(symbol)
-                if history is None or symbol not in masks:
-                    continue
-                buy = masks[symbol][0] | masks[symbol][2]
-                for k, day in enumerate(self._sessions):
-                    i = history.index(day)
-                    if i is not None and buy[i]:
-                        entry[k] = True
+            for symbol, (buy_off, sell_off, buy_on, sell_on) in masks.items():
+                buy, sell = buy_off | buy_on, sell_off | sell_on
+                may_buy[symbol] = may_buy[symbol] | buy if symbol in may_buy else buy
+                may_sell[symbol] = may_sell[symbol] | sell if symbol in may_sell else sell
         self.strategies = wrapped
-        return entry if complete else None
+        if not complete:
+            return None
+        self._may_buy, self._may_sell = may_buy, may_sell
+        entry = np.zeros(len(self._sessions), dtype=bool)
+        for symbol in self.universe():
+            history = self.replay.get(symbol)
+            if history is None or symbol not in may_buy:
+                continue
+            for k, day in enumerate(self._sessions):
+                i = history.index(day)
+                if i is not None and may_buy[symbol][i]:
+                    entry[k] = True
+        return entry
 
     def bar_index(self, symbol: str) -> int | None:
         """Index of today's bar in ``symbol``'s replay (daily data), or None."""
         history = self.replay.get(symbol)
         return history.index(self._today) if history is not None and self._today is not None else None
 
-    def can_fast_forward(self, session: date, book: Any) -> bool:
-        """Whether running the loop through ``session`` provably changes nothing but the clock.
+    async def refresh_account(self) -> Any:
+        snapshot = await super().refresh_account()
+        self._last_snapshot = snapshot
+        return snapshot
 
-        True only when the book is flat and settled (no position, no open order, no order
-        being tracked, every fill already recorded by the loop), trading is ACTIVE with nothing
-        latched or pending, the last close's equity is known (a flat book keeps it), and no
-        strategy may buy any symbol that session (:meth:`_install_prefilter`). Then the
-        session's cycles would find equity at its baseline (no safety transition), no exit to
-        take and no entry to make: the run with and without fast-forward places the same
-        orders and ends with the same equity curve (``tests/test_backtest.py``).
+    def quiet_kind(self, session: date, book: BookState) -> Literal["flat", "holding"] | None:
+        """Whether the loop provably does nothing through ``session`` but move the clock and
+        mark the book: ``"flat"``, ``"holding"``, or None (run it).
+
+        Both need: fast-forward on, every strategy prefiltered, the last close's equity known,
+        trading ACTIVE with nothing latched or pending, every fill in the book recorded by the
+        loop, and no strategy able to buy a symbol not held that session.
+
+        ``"flat"``: no position, no open or tracked order. The session's cycles would find
+        equity at its baseline (no safety transition), nothing to exit or protect.
+
+        ``"holding"`` (long positions): the book is what the loop saw last (same positions,
+        same open orders), every position is fully protected by working stops, no strategy may
+        sell a held symbol, no mean-reversion position reaches its maximum holding time, the
+        book cannot change before the close (``book_can_change``: no resting order is reached
+        within the session's range), and even at every held symbol's low of the session (and
+        the day's high equity at its highs) neither the circuit breaker, nor the daily
+        drawdown limit, nor an emergency exit threshold is reached. The gap check at the open
+        is made by :meth:`fast_forward_holding` itself.
         """
         if not self.fast_forward or self._entry_possible is None or self.closing_equity is None:
-            return False
-        k = self._session_index.get(session)
-        if k is None or self._entry_possible[k]:
-            return False
+            return None
         if self.safety.state is not TradingState.ACTIVE or self.safety.latched or self._pending_alerts:
+            return None
+        if not book.fills_recorded(self._last_fill_at):
+            return None
+        if not book.positions:
+            k = self._session_index.get(session)
+            if k is None or self._entry_possible[k] or self.executor.tracked or book.open_order_ids:
+                return None
+            return "flat"
+        return "holding" if self._quiet_holding(session, book) else None
+
+    def _quiet_holding(self, session: date, book: BookState) -> bool:
+        snapshot = self._last_snapshot
+        if snapshot is None:
             return False
-        if self.executor.tracked or not book.is_flat(self._last_fill_at):
+        seen_positions = {p.symbol: p.qty for p in snapshot.positions}
+        seen_orders = frozenset(o.id for o in flatten_orders(snapshot.open_orders) if o.is_open)
+        if seen_positions != book.positions or seen_orders != book.open_order_ids:
             return False
+        if any(t.status == "in_flight" or t.broker_order_id not in book.open_order_ids
+               for t in self.executor.tracked.values()):
+            return False
+        for symbol, history in self.replay.items():
+            if symbol in book.positions or symbol not in self._universe_set:
+                continue
+            i = history.index(session)
+            if i is not None and self._may_buy[symbol][i]:
+                return False
+        opened, closed = self.calendar.open_close(session)
+        risk = self.settings.risk
+        breaker, daily_limit = Decimal(str(risk.circuit_breaker_loss)), Decimal(str(risk.max_daily_drawdown))
+        emergency = Decimal(str(risk.emergency_exit_loss))
+        max_hold = int(self.settings.mean_reversion.max_hold_days)
+        low_equity = high_equity = book.cash
+        for position in snapshot.positions:
+            symbol, qty = position.symbol, position.qty
+            history = self.replay.get(symbol)
+            i = history.index(session) if history is not None else None
+            if qty <= 0 or i is None or self._may_sell[symbol][i]:
+                return False
+            if protected_quantity(position, snapshot.open_orders) < qty:
+                return False
+            lots = self.ledger.open_lots(symbol)
+            if {lot.strategy for lot in lots} - {None} == {"mean_reversion"}:
+                held_days = self.ledger.holding_sessions(symbol, opened, self.calendar)
+                if held_days is not None and held_days > max_hold:
+                    return False
+            bounds = self.broker.session_range(symbol, session)  # type: ignore[attr-defined]
+            if bounds is None or not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
+                return False
+            low, high = Decimal(repr(bounds[0])), Decimal(repr(bounds[1]))
+            if low <= 0 or position.avg_entry_price <= 0:
+                return False
+            if (position.avg_entry_price - low) / position.avg_entry_price >= emergency - _MARGIN:
+                return False
+            low_equity += qty * low
+            high_equity += qty * high
+        baseline = self.closing_equity
+        assert baseline is not None
+        if low_equity <= 0 or loss_fraction(baseline, low_equity) >= breaker - _MARGIN:
+            return False
+        if loss_fraction(max(baseline, high_equity), low_equity) >= daily_limit - _MARGIN:
+            return False
+        return not self.broker.book_can_change(closed)  # type: ignore[attr-defined]
+
+    async def fast_forward_holding(self, session: date, core: SimulatorCore, book: BookState,
+                                   curve: list[tuple[datetime, Decimal]]) -> bool:
+        """Move through a ``"holding"`` session (:meth:`quiet_kind`) doing what the loop's
+        cycles would leave behind: the gap check at the open (the loop's gap manager on the
+        latest trades; a gap that alerts, or a missing price, makes this return False at the
+        open, with nothing changed, and the caller runs the session), the equity the loop
+        would see at the open and one minute before the close (peak equity, drawdown), the
+        gap manager's closing snapshot, the closing equity."""
+        opened, closed = self.calendar.open_close(session)
+        await _at(core, opened)
+        if self.gap.close_date is None:
+            return False
+        held = book.positions
+        prices: dict[str, Decimal] = {}
+        for symbol in held:
+            price = self.broker.last_trade_price(symbol)  # type: ignore[attr-defined]
+            if price is not None and price > 0:
+                prices[symbol] = Decimal(str(price))  # as monitor_gap_risk reads the latest trade
+        threshold = self.gap.alert_threshold
+        closes = self.gap.closes
+        for symbol in set(closes) | set(held):
+            close, price = closes.get(symbol), prices.get(symbol)
+            if close is None or price is None:
+                if held.get(symbol):
+                    return False
+                continue
+            if abs((price - close) / close) >= threshold:
+                return False
+        equity = self._account_equity()
+        report = self.gap.assess(prices, held, "regular", equity=equity)
+        if report.alerts or report.defensive_required:
+            return False
+        self._gap_assessed.add((session, "regular"))
+        self._observe_equity(equity)
+        await _at(core, closed - timedelta(minutes=1))
+        self._observe_equity(self._account_equity())
+        await _at(core, closed)
+        positions = self.broker.positions_now()  # type: ignore[attr-defined]
+        snapshot = self.gap.record_close(
+            session,
+            {p["symbol"]: Decimal(p["current_price"]) for p in positions if p.get("current_price") is not None},
+            {p["symbol"]: Decimal(p["qty"]) for p in positions})
+        self.journal.set_state("closing_snapshot", snapshot)
+        equity = self._account_equity()
+        curve.append((closed, equity))
+        self.closing_equity = equity
+        self.summary.end_equity = equity
+        self.summary.sessions += 1
+        self.fast_forwarded += 1
+        self.fast_forwarded_holding += 1
         return True
 
+    def _account_equity(self) -> Decimal:
+        return self.broker.equity_now()  # type: ignore[attr-defined]
+
+    def _observe_equity(self, equity: Decimal) -> None:
+        """Book ``equity`` as a cycle seeing it books it (last equity, peak, drawdown)."""
+        self._last_equity = equity
+        self._peak_equity = equity if self._peak_equity is None else max(self._peak_equity, equity)
+        if self._peak_equity:
+            self.summary.max_drawdown = max(self.summary.max_drawdown,
+                                            float((self._peak_equity - equity) / self._peak_equity))
+        self.summary.end_equity = equity
 
     def _lookback(self) -> timedelta:
         return timedelta(days=max(int(self.settings.strategy.lookback_days) * 2, 300))
@@ -726,9 +878,11 @@ async def _drive(run: _Assembly, curve: list[tuple[datetime, Decimal]], bar: Pro
         if loop.stop_event.is_set():
             stopped = f"the loop stopped on {session.isoformat()} (operational error: see the log)"
             break
-        if loop.can_fast_forward(session, run.broker):
+        book = run.broker.book()
+        quiet = loop.quiet_kind(session, book)
+        if quiet == "flat":
             _fast_forward_session(loop, core, run.calendar, session, curve)
-        else:
+        elif quiet != "holding" or not await loop.fast_forward_holding(session, core, book, curve):
             await _daily_session(loop, core, run.calendar, session, curve)
         bar.update(done, f"{session.isoformat()} equity {curve[-1][1]:,.0f}")
     await loop.shutdown()
@@ -776,6 +930,7 @@ async def run_backtest_async(settings: Any, options: BacktestOptions, *, model: 
         loop_seconds=loop_seconds, strategies=[s.name for s in run.loop.strategies],
         model=_model_description(run.analyzer, run.sessions), final_state=run.loop.safety.state.value,
         stopped_early=stopped, fast_forwarded=run.loop.fast_forwarded,
+        fast_forwarded_holding=run.loop.fast_forwarded_holding,
     )
 
 
@@ -840,7 +995,7 @@ async def _daily_session(loop: BacktestLoop, core: SimulatorCore, calendar: Trad
 
 def _fast_forward_session(loop: BacktestLoop, core: SimulatorCore, calendar: TradingCalendar, session: date,
                           curve: list[tuple[datetime, Decimal]]) -> None:
-    """A session on which the loop provably does nothing (:meth:`BacktestLoop.can_fast_forward`):
+    """A session on which the loop provably does nothing with a flat book (:meth:`BacktestLoop.quiet_kind`):
     the book is moved through it (closes recorded, nothing to match) and the flat book's
     equity is its closing point."""
     _, closed = calendar.open_close(session)

@@ -181,6 +181,11 @@ class GapRiskManager:
         """The session of the recorded closing snapshot, if any."""
         return self._close_date
 
+    @property
+    def closes(self) -> dict[str, Decimal]:
+        """The recorded closing prices by symbol (a copy)."""
+        return dict(self._closes)
+
     def level_for(self, gap_pct: Decimal) -> GapLevel:
         """The level of a gap of ``gap_pct`` (either direction)."""
         size = abs(gap_pct)

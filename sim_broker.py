@@ -42,7 +42,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -53,6 +53,7 @@ from models import ApiResponse
 from simulator.accounts import FillEffect, Ledger, LedgerEntry
 from simulator.core import SimulatorCore
 from simulator.errors import SimApiError
+from simulator.wire import money
 
 log = structlog.get_logger(__name__)
 
@@ -240,6 +241,20 @@ _ROUTED: dict[tuple[str, str], tuple[Handler, int, re.Match[str]] | None] = {}
 _ROUTED_LIMIT = 4096
 
 
+@dataclass(frozen=True)
+class BookState:
+    """The simulated book at one moment (read from the core, for backtest shortcuts)."""
+
+    positions: dict[str, Decimal]
+    open_order_ids: frozenset[str]
+    last_fill_at: datetime | None
+    cash: Decimal
+
+    def fills_recorded(self, recorded_until: datetime | None) -> bool:
+        """Whether every fill happened no later than ``recorded_until`` (a fill cursor)."""
+        return self.last_fill_at is None or (recorded_until is not None and self.last_fill_at <= recorded_until)
+
+
 class InProcessBroker(ResilientAlpacaGateway):
     """The broker interface over a :class:`simulator.core.SimulatorCore` in this process.
 
@@ -307,18 +322,49 @@ class InProcessBroker(ResilientAlpacaGateway):
             return ApiResponse(success=True, data=None, **{**base, "status": 204})
         return ApiResponse(success=True, data=payload, **base)
 
-    def is_flat(self, fills_recorded_until: datetime | None) -> bool:
-        """Whether the simulated book holds no position and no open order, and every fill in
-        it happened no later than ``fills_recorded_until`` (the caller's fill cursor: None
-        means it has recorded none). Read from the core directly, not counted as a request:
-        a backtest asks it to decide whether a session can be fast-forwarded."""
+    # -- what a backtest reads of the book directly (not requests: not counted) -------------
+
+    def book(self) -> BookState:
+        """The simulated book as it is: positions, open order ids, the last fill's time."""
         broker = self.core.broker
-        if broker.ledger.positions or broker._open:  # the engine's open-order book
-            return False
         entries = broker.ledger.journal
-        if not entries:
-            return True
-        return fills_recorded_until is not None and entries[-1].time <= fills_recorded_until
+        return BookState(
+            positions={symbol: p.qty for symbol, p in broker.ledger.positions.items()},
+            open_order_ids=frozenset(broker._open),  # the engine's open-order book
+            last_fill_at=entries[-1].time if entries else None,
+            cash=broker.ledger.cash,
+        )
+
+    def book_can_change(self, until: datetime) -> bool:
+        """:meth:`simulator.engine.SimBroker.book_can_change`: whether moving the book on to
+        ``until`` might change any order or position (conservative)."""
+        return bool(self.core.broker.book_can_change(until))
+
+    def session_range(self, symbol: str, session: date) -> tuple[float, float] | None:
+        """(low, high) bounding every price of ``symbol`` on ``session``, when known without
+        expanding minute bars (:meth:`simulator.market.Market.session_range`)."""
+        return self.core.market.session_range(symbol, session)
+
+    def last_trade_price(self, symbol: str) -> float | None:
+        """The latest trade's price now, as ``GET /v2/stocks/trades/latest`` serves it."""
+        self.core.sync()
+        return self.core.market.price_at(symbol, self.core.clock.now())
+
+    def equity_now(self) -> Decimal:
+        """The account's ``equity`` now, exactly as ``GET /v2/account`` reports it (to the
+        cent), without building the rest of the account."""
+        now = self.core.broker._sync()
+        return Decimal(money(self.core.broker._summary(now).equity))
+
+    def account_now(self) -> dict[str, Any]:
+        """``GET /v2/account`` as the core answers it (the plain dict, not parsed)."""
+        self.core.sync()
+        return self.core.broker.get_account()
+
+    def positions_now(self) -> list[dict[str, Any]]:
+        """``GET /v2/positions`` as the core answers it (plain dicts, not parsed)."""
+        self.core.sync()
+        return self.core.broker.list_positions()
 
     def _error(self, method: str, path: str, status: int, body: dict[str, Any]) -> ApiResponse:
         """A refusal, read by the gateway's own response builder (so it maps identically)."""
