@@ -59,6 +59,10 @@ from models import (
     Snapshot,
     Trade,
     decimal_text,
+    parse_bar,
+    parse_quote,
+    parse_snapshot,
+    parse_trade,
 )
 from rate_limit import RateLimiter
 
@@ -71,6 +75,11 @@ SYMBOLS_PER_REQUEST = 100
 # Latest quotes/trades and snapshots: one request for a whole universe of up to 500 symbols
 # (about 3 KB of query string), so requests per cycle do not grow with the symbol count.
 LATEST_SYMBOLS_PER_REQUEST = 500
+# Market data models with a fast path for their common shape (same results as
+# model_validate, which they fall back to for anything else; see models.parse_snapshot).
+_FAST_PARSERS: dict[type[BaseModel], Callable[[Any], Any]] = {
+    Bar: parse_bar, Quote: parse_quote, Trade: parse_trade, Snapshot: parse_snapshot,
+}
 BARS_PAGE_LIMIT = 10_000
 NEWS_PAGE_LIMIT = 50
 MAX_RATE_LIMIT_WAIT = 120.0
@@ -568,8 +577,9 @@ class ResilientAlpacaGateway:
         return response.data
 
     def _parse(self, model: type[M], data: Any, where: str) -> M:
+        parse = _FAST_PARSERS.get(model, model.model_validate)
         try:
-            return model.model_validate(data)
+            return parse(data)  # type: ignore[no-any-return]
         except ValidationError as exc:
             raise errors.MalformedResponse(
                 f"{where}: unexpected {model.__name__}: {_summarise(exc)}"

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import inspect
 import io
 import os
@@ -174,6 +175,25 @@ def instrument(system: Any, gateway: Any, timer: StepTimer) -> None:
     timer.wrap(system, "record_cycle", "record_cycle (journal, cycle_complete)")
 
 
+class GcTimer:
+    """CPU time the garbage collector spends during measured cycles (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.cpu_ms = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+        self.active = False
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.cpu_ms += (time.process_time() - self._started) * 1000
+            self.collections[info["generation"]] += 1
+
+
 @dataclass
 class SizeResult:
     """Figures of one universe size."""
@@ -188,6 +208,8 @@ class SizeResult:
     requests: list[int] = field(default_factory=list)
     evaluated: list[int] = field(default_factory=list)
     orders: int = 0
+    gc_ms: list[float] = field(default_factory=list)
+    gc_collections: list[int] = field(default_factory=lambda: [0, 0, 0])
     profile: str = ""
     breakdown: str = ""
 
@@ -283,12 +305,16 @@ async def measure_size(size: int, cycles: int, seed: int, start: str, profile: b
                             instrument(system, gateway, timer)
                         await system.startup()
                         profiler = cProfile.Profile(time.process_time) if profile else None
+                        gc_timer = GcTimer()
+                        gc.callbacks.append(gc_timer)
                         for index in range(cycles + 1):
                             evaluated.clear()
                             requests_before = gateway.request_count
                             sim_cpu_before = sum(sim_process.cpu_times()[:2])
                             if profiler is not None and index > 0:
                                 profiler.enable()
+                            gc_timer.cpu_ms = 0.0
+                            gc_timer.active = index > 0
                             cpu_before = time.process_time()
                             wall_before = time.perf_counter()
                             status = await system.refresh_market_status()
@@ -297,6 +323,7 @@ async def measure_size(size: int, cycles: int, seed: int, start: str, profile: b
                             await system.run_cycle(status)
                             wall = (time.perf_counter() - wall_before) * 1000
                             cpu = (time.process_time() - cpu_before) * 1000
+                            gc_timer.active = False
                             if profiler is not None:
                                 profiler.disable()
                             sim_cpu = (sum(sim_process.cpu_times()[:2]) - sim_cpu_before) * 1000
@@ -309,11 +336,14 @@ async def measure_size(size: int, cycles: int, seed: int, start: str, profile: b
                             else:
                                 result.wall_ms.append(wall)
                                 result.cpu_ms.append(cpu)
+                                result.gc_ms.append(gc_timer.cpu_ms)
                                 result.sim_cpu_ms.append(sim_cpu)
                                 result.requests.append(requests)
                                 result.evaluated.append(evaluated[0] if evaluated else 0)
                             await clock.advance(1)
                         result.orders = system.summary.orders_submitted
+                        gc.callbacks.remove(gc_timer)
+                        result.gc_collections = list(gc_timer.collections)
                         if profiler is not None:
                             result.profile = render_profile(profiler)
                         if timer is not None:
@@ -378,6 +408,10 @@ def report(results: list[SizeResult], cycles: int) -> None:
     verdict = "meets" if p95 < CPU_TARGET_MS else "MISSES"
     print(f"Daemon CPU per cycle at {largest.size} symbols: p50 {percentile(largest.cpu_ms, 50):.1f} ms, "
           f"p95 {p95:.1f} ms -> {verdict} the {CPU_TARGET_MS:.0f} ms target")
+    print("Garbage collector inside the measured cycles (CPU ms per cycle mean / max; "
+          "collections of generation 0/1/2 over all cycles): "
+          + ", ".join(f"{r.size}: {statistics.fmean(r.gc_ms):.1f} / {max(r.gc_ms):.1f} ms, "
+                      f"{'/'.join(map(str, r.gc_collections))}" for r in results))
     print("Orders submitted during the runs: " + ", ".join(f"{r.size}: {r.orders}" for r in results))
     for r in results:
         if r.breakdown:

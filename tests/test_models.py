@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 import errors
 from clock import EXCHANGE_TZ
@@ -27,7 +29,12 @@ from models import (
     Quote,
     Snapshot,
     Trade,
+    parse_bar,
+    parse_quote,
+    parse_snapshot,
+    parse_trade,
 )
+from tests.conftest import SHARED_DATA
 
 ORDER_JSON = {
     "id": "7b08df51-c1ac-453c-99f9-323a5f075f0d",
@@ -353,3 +360,164 @@ def test_trailing_oco_oto_constructors() -> None:
 def test_order_request_refuses_what_the_broker_would_refuse(kwargs: dict, problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
         OrderRequest(**kwargs)
+
+
+# -- the market-data fast path (models.parse_bar / parse_quote / parse_trade / parse_snapshot)
+
+
+def _assert_same(fast: object, slow: object) -> None:
+    """Identical instances: type, values and value types (field by field, in order), fields set."""
+    assert type(fast) is type(slow)
+    if not isinstance(slow, BaseModel):
+        assert type(fast) is type(slow) and fast == slow and repr(fast) == repr(slow)
+        return
+    assert list(fast.__dict__) == list(slow.__dict__)
+    for name, value in slow.__dict__.items():
+        _assert_same(fast.__dict__[name], value)
+    assert fast.model_fields_set == slow.model_fields_set
+    assert fast.__pydantic_extra__ == slow.__pydantic_extra__
+    assert fast.__pydantic_private__ == slow.__pydantic_private__
+    assert fast == slow and repr(fast) == repr(slow)
+
+
+def _wire_bars(limit: int = 400) -> list[dict]:
+    """Daily bars of every shared CSV as market data sends them (JSON numbers)."""
+    out: list[dict] = []
+    for path in sorted((SHARED_DATA / "daily").glob("*.csv")):
+        with path.open() as handle:
+            rows = list(csv.DictReader(handle))[-limit:]
+        for k, row in enumerate(rows):
+            day = date.fromisoformat(row["timestamp"][:10])
+            stamp = datetime.combine(day, datetime.min.time(), EXCHANGE_TZ).astimezone(timezone.utc)
+            bar = {"t": stamp.isoformat().replace("+00:00", "Z"), "o": float(row["open"]),
+                   "h": float(row["high"]), "l": float(row["low"]), "c": float(row["close"]),
+                   "v": int(float(row["volume"])), "n": 1000 + k,
+                   "vw": round((float(row["high"]) + float(row["low"])) / 2, 4)}
+            out.append(json.loads(json.dumps(bar)))
+    return out
+
+
+def _wire_snapshot(bar: dict, prev: dict, k: int) -> dict:
+    price = bar["c"]
+    return json.loads(json.dumps({
+        "latestTrade": {"t": "2025-03-04T14:31:00.123456789Z", "x": "V", "p": price, "s": 100 + k,
+                        "i": 13788728647963 + k, "c": ["@"], "z": "C"},
+        "latestQuote": {"t": "2025-03-04T14:30:59Z", "ax": "V", "ap": round(price + 0.01, 2), "as": 3,
+                        "bx": "V", "bp": round(price - 0.01, 2), "bs": 7, "c": ["R"], "z": "C"},
+        "minuteBar": {**bar, "t": "2025-03-04T14:30:00Z"},
+        "dailyBar": bar,
+        "prevDailyBar": prev,
+    }))
+
+
+def test_fast_path_equals_validation_on_real_bars() -> None:
+    bars = _wire_bars()
+    assert len(bars) > 3000
+    for raw in bars:
+        _assert_same(parse_bar(raw), Bar.model_validate(raw))
+    for k, (prev, bar) in enumerate(zip(bars, bars[1:])):
+        raw = _wire_snapshot(bar, prev, k)
+        _assert_same(parse_snapshot(raw), Snapshot.model_validate(raw))
+        _assert_same(parse_quote(raw["latestQuote"]), Quote.model_validate(raw["latestQuote"]))
+        _assert_same(parse_trade(raw["latestTrade"]), Trade.model_validate(raw["latestTrade"]))
+
+
+def test_fast_path_equals_validation_on_partial_and_single_symbol_shapes() -> None:
+    bar = {"t": "2024-01-03T05:00:00Z", "o": 1, "h": 2.0, "l": 0.5, "c": 1.5, "v": 10}
+    shapes = [
+        {},
+        {"symbol": "AAPL", "latestTrade": None, "latestQuote": None, "minuteBar": None},
+        {"symbol": "AAPL", "dailyBar": bar, "prevDailyBar": {**bar, "n": None, "vw": None}},
+        {"latestTrade": {"t": "2024-01-03T20:59:59+00:00", "p": 10, "s": 1, "u": "incorrect"}},
+        {"latestQuote": {"t": "2024-01-03T15:59:59-05:00", "ap": 0.0, "bp": -0.0, "as": 0, "bs": 0}},
+        {"minuteBar": {**bar, "v": 10.0, "n": 3.0, "vw": 1e-7}},  # whole floats, tiny vw
+        {"minuteBar": {**bar, "o": 1e22, "h": 123456789.123456789, "vw": 2}},
+    ]
+    for raw in shapes:
+        _assert_same(parse_snapshot(raw), Snapshot.model_validate(raw))
+
+
+GOOD_BAR = {"t": "2024-01-03T05:00:00Z", "o": 184.22, "h": 185.88, "l": 183.43, "c": 184.25,
+            "v": 58414460, "n": 656853, "vw": 184.319693}
+GOOD_QUOTE = {"t": "2024-01-03T20:59:59.123456789Z", "ax": "V", "ap": 184.26, "as": 3, "bx": "V",
+              "bp": 184.24, "bs": 2, "c": ["R"], "z": "C"}
+GOOD_TRADE = {"t": "2024-01-03T20:59:59.9Z", "x": "V", "p": 184.25, "s": 100, "i": 52983525029461,
+              "c": ["@"], "z": "C"}
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("model", "parse", "raw"),
+    [
+        # refused: bools, non-finite numbers, naive or garbled timestamps, missing fields, junk
+        (Bar, parse_bar, {**GOOD_BAR, "o": True}),
+        (Bar, parse_bar, {**GOOD_BAR, "h": NAN}),
+        (Bar, parse_bar, {**GOOD_BAR, "l": INF}),
+        (Bar, parse_bar, {**GOOD_BAR, "c": -INF}),
+        (Bar, parse_bar, {**GOOD_BAR, "vw": NAN}),
+        (Bar, parse_bar, {**GOOD_BAR, "v": 1.5}),
+        (Bar, parse_bar, {**GOOD_BAR, "v": False}),
+        (Bar, parse_bar, {**GOOD_BAR, "t": "2024-01-03T05:00:00"}),
+        (Bar, parse_bar, {**GOOD_BAR, "t": "yesterday"}),
+        (Bar, parse_bar, {**GOOD_BAR, "t": 1704258000}),
+        (Bar, parse_bar, {k: v for k, v in GOOD_BAR.items() if k != "c"}),
+        (Bar, parse_bar, {**GOOD_BAR, "o": "abc"}),
+        (Bar, parse_bar, {**GOOD_BAR, "o": None}),
+        (Bar, parse_bar, {**GOOD_BAR, "o": [1]}),
+        (Bar, parse_bar, [GOOD_BAR]),
+        (Bar, parse_bar, None),
+        (Quote, parse_quote, {**GOOD_QUOTE, "as": True}),
+        (Quote, parse_quote, {**GOOD_QUOTE, "bp": NAN}),
+        (Quote, parse_quote, {**GOOD_QUOTE, "c": ["R", 1]}),
+        (Quote, parse_quote, {**GOOD_QUOTE, "c": "R"}),
+        (Quote, parse_quote, {**GOOD_QUOTE, "ax": 5}),
+        (Quote, parse_quote, {k: v for k, v in GOOD_QUOTE.items() if k != "as"}),
+        (Trade, parse_trade, {**GOOD_TRADE, "p": INF}),
+        (Trade, parse_trade, {**GOOD_TRADE, "s": True}),
+        (Trade, parse_trade, {**GOOD_TRADE, "i": "x"}),
+        (Trade, parse_trade, {**GOOD_TRADE, "t": "2024-01-03 20:59"}),
+        (Snapshot, parse_snapshot, {"latestTrade": {**GOOD_TRADE, "p": True}}),
+        (Snapshot, parse_snapshot, {"dailyBar": {**GOOD_BAR, "t": "2024-01-03T05:00:00"}}),
+        (Snapshot, parse_snapshot, {"minuteBar": "bar"}),
+        (Snapshot, parse_snapshot, {"symbol": 5}),
+        (Snapshot, parse_snapshot, "snapshot"),
+        # accepted by validation in shapes the fast path leaves to it: the same result
+        (Bar, parse_bar, {**GOOD_BAR, "o": "184.22", "vw": ""}),
+        (Bar, parse_bar, {**GOOD_BAR, "o": Decimal("184.22")}),
+        (Bar, parse_bar, {**GOOD_BAR, "brand_new_field": 1}),
+        (Bar, parse_bar, {**GOOD_BAR, "t": datetime(2024, 1, 3, 5, tzinfo=timezone.utc)}),
+        (Quote, parse_quote, {**GOOD_QUOTE, "as_": 4}),
+        (Trade, parse_trade, {**GOOD_TRADE, "i": 7.0}),
+        (Snapshot, parse_snapshot, {"latest_trade": GOOD_TRADE, "dailyBar": GOOD_BAR}),
+        (Snapshot, parse_snapshot, {"latestQuote": {**GOOD_QUOTE, "bp": "184.24"}}),
+    ],
+)
+def test_fast_path_hands_unusual_payloads_to_validation(model: type, parse: object, raw: object) -> None:
+    try:
+        slow = model.model_validate(raw)
+    except ValidationError as slow_error:
+        with pytest.raises(ValidationError) as fast_error:
+            parse(raw)  # type: ignore[operator]
+        def what(error: ValidationError) -> list[tuple]:
+            return [(e["type"], e["loc"], e["msg"]) for e in error.errors()]
+
+        assert what(fast_error.value) == what(slow_error)
+    else:
+        _assert_same(parse(raw), slow)  # type: ignore[operator]
+
+
+def test_fast_path_refuses_bools_non_finite_and_naive_with_clear_errors() -> None:
+    with pytest.raises(ValidationError, match="boolean"):
+        parse_bar({**GOOD_BAR, "o": True})
+    with pytest.raises(ValidationError, match="finite"):
+        parse_quote({**GOOD_QUOTE, "ap": INF})
+    with pytest.raises(ValidationError, match="no time zone"):
+        parse_snapshot({"latestTrade": {**GOOD_TRADE, "t": "2024-01-03T20:59:59"}})
+
+
+def test_fast_path_decimal_memo_keeps_zero_signs_and_int_versus_float() -> None:
+    # 3.0 and 3 (and 0.0 and -0.0) are equal dict keys; their Decimals differ.
+    first = parse_bar({**GOOD_BAR, "o": 3.0, "h": 3, "l": 0.0, "c": -0.0})
+    again = parse_bar({**GOOD_BAR, "o": 3, "h": 3.0, "l": -0.0, "c": 0.0})
+    assert (str(first.o), str(first.h), str(first.l), str(first.c)) == ("3.0", "3", "0.0", "-0.0")
+    assert (str(again.o), str(again.h), str(again.l), str(again.c)) == ("3", "3.0", "-0.0", "0.0")
