@@ -61,6 +61,8 @@ _DAILY_FILE = re.compile(r"^(?P<symbol>[A-Za-z0-9.\-]+?)-1d-.*\.csv$")
 _BAR_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 _QUOTE_COLUMNS = ("timestamp", "bid_close", "ask_close", "bid_size", "ask_size")
 NOMINAL_TRADE_SIZE = 100
+#: Sessions whose expansion price paths are remembered (valuing held positions mid-session).
+PATH_MEMO = 256
 
 _ETF_TAPE_B = {"SPY", "IWM", "GLD", "TLT", "DIA", "XLF", "XLE", "EEM", "EFA", "VTI"}
 _SPREADS = {"SPY": 0.1, "QQQ": 0.12, "IWM": 0.25, "AAPL": 0.25, "MSFT": 0.3, "NVDA": 0.4,
@@ -376,6 +378,7 @@ class CsvSource:
         self._quotes: dict[str, _QuoteSeries] = {}
         self._windows: dict[date, tuple[int, int]] = {}
         self._minute_ranges: dict[tuple[str, date], tuple[float, float]] = {}
+        self._paths: dict[tuple[str, date], np.ndarray] = {}
         for symbol in chosen:
             self._load_symbol(symbol, found[symbol])
         all_days: set[date] = set()
@@ -541,7 +544,25 @@ class CsvSource:
 
     # -- daily expansion -----------------------------------------------------------------
 
-    def _expand(self, symbol: str, session: date, row: _DailyRow) -> DayArrays:
+    def minute_path(self, symbol: str, session: date) -> np.ndarray | None:
+        """The price path a daily row of ``(symbol, session)`` expands into (``minutes + 1``
+        points: bar ``k`` opens at ``path[k]`` and closes at ``path[k + 1]``), computed as
+        :meth:`day` computes it but without the bars' highs, lows and volumes; None when
+        :meth:`day` gives recorded minute bars or nothing. Remembered for a few sessions."""
+        key = (symbol, session)
+        found = self._paths.get(key)
+        if found is None:
+            if self.daily_summary(symbol, session) is None:
+                return None
+            found = self._path(symbol, session, self._daily[symbol][session])[0]
+            found.flags.writeable = False
+            if len(self._paths) >= PATH_MEMO:
+                self._paths.pop(next(iter(self._paths)))
+            self._paths[key] = found
+        return found
+
+    def _path(self, symbol: str, session: date, row: _DailyRow) -> tuple[np.ndarray, np.random.Generator]:
+        """The expansion's price path and its random generator, positioned for the wicks."""
         start, minutes = self._window(session)
         frame = _frame(minutes)
         rng = np.random.default_rng([self.seed, _stable("csv-day", symbol), session.toordinal()])
@@ -566,6 +587,13 @@ class CsvSource:
         path = path + envelope * noise / scale * 0.15 * day_range
         path = _clip(path.round(4), row.l, row.h)
         path[knots_x] = knots_y
+        return path, rng
+
+    def _expand(self, symbol: str, session: date, row: _DailyRow) -> DayArrays:
+        start, minutes = self._window(session)
+        frame = _frame(minutes)
+        path, rng = self._path(symbol, session, row)
+        day_range = row.h - row.l
         o = path[:-1].copy()
         c = path[1:].copy()
         wick = np.abs(rng.standard_normal((2, minutes))) * 0.03 * day_range

@@ -478,8 +478,10 @@ class Market:
 
         Known: at or after the close of a session expanded from a daily row (until the next
         session's first bar) the last trade is the last bar's close, the row's close; in the
-        first minute of such a session it is the first bar's open, the row's open. The
-        sessions are visited as :meth:`_last_trade` visits them.
+        first minute of such a session it is the first bar's open, the row's open; in any
+        later minute, that minute's bar's open, from the expansion's price path alone
+        (:meth:`CsvSource.minute_path`, without highs, lows and volumes). The sessions are
+        visited as :meth:`_last_trade` visits them.
         """
         if not self.fast_paths or not self._has_summaries or self._shocks.get(symbol):
             return _UNKNOWN
@@ -496,7 +498,11 @@ class Market:
                 return round(summary.c, 4)
             if epoch < summary.start + 60.0:
                 return round(summary.o, 4)
-            return _UNKNOWN
+            path = source.minute_path(symbol, session)  # type: ignore[attr-defined]
+            if path is None:
+                return _UNKNOWN
+            # within bar k (which starts at start + 60 k) the last trade is its open, path[k]
+            return round(float(path[int((epoch - summary.start) // 60)]), 4)
         return None
 
     def first_bar_reaching(

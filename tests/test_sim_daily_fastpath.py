@@ -277,7 +277,8 @@ def _compare_prices(fast: SimulatorCore, slow: SimulatorCore, days: list[date], 
     for day in days:
         opened, closed = fast.calendar.open_close(day)
         moments = [opened - timedelta(hours=6), opened - timedelta(seconds=1), opened, opened + timedelta(seconds=59),
-                   opened + timedelta(minutes=1), closed - timedelta(seconds=61), closed - timedelta(seconds=1),
+                   opened + timedelta(minutes=1), opened + timedelta(minutes=137, seconds=12),
+                   closed - timedelta(seconds=61), closed - timedelta(seconds=60), closed - timedelta(seconds=1),
                    closed, closed + timedelta(microseconds=1), closed + timedelta(hours=5),
                    datetime.combine(day + timedelta(days=1), datetime.min.time(), EXCHANGE_TZ)]
         for symbol in SYMBOLS:
