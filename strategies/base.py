@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -74,6 +75,52 @@ class Signal:
     def is_actionable(self) -> bool:
         """True for buy and sell, False for hold."""
         return self.action != "hold"
+
+    # A hold built by BaseStrategy.hold with a callable keeps the callable instead of the
+    # text (nearly every symbol holds every cycle, and the loop reads a hold's reasoning
+    # only when something asks for it). The first read of ``reasoning`` formats and keeps it.
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only when ``name`` is not in the instance dict.
+        if name == "reasoning":
+            build = self.__dict__.get("_build_reasoning")
+            if build is not None:
+                text = build()
+                if not text.strip():
+                    raise ValueError("Signal.reasoning must say why")
+                object.__setattr__(self, "reasoning", text)
+                del self.__dict__["_build_reasoning"]
+                return text
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.reasoning  # noqa: B018 - formats a lazy reasoning, so the state is plain data
+        return self.__dict__
+
+
+_HOLD_BASE = {"action": "hold", "confidence": 0.0}
+_HOLD_TAIL = {"stop_price": None, "target_price": None, "max_hold_days": None}
+
+
+def _hold_signal(symbol: str, reason: str | Callable[[], str], strategy: str,
+                 metadata: dict[str, Any]) -> Signal:
+    """``Signal(symbol, "hold", 0.0, reason, strategy, metadata=metadata)``, built directly:
+    a hold has nothing else to check than a non-empty reason (a callable's text is checked
+    when it is first read)."""
+    signal: Signal = object.__new__(Signal)
+    fields = signal.__dict__
+    fields["symbol"] = symbol
+    fields.update(_HOLD_BASE)
+    if isinstance(reason, str):
+        if not reason.strip():
+            raise ValueError("Signal.reasoning must say why")
+        fields["reasoning"] = reason
+    else:
+        fields["_build_reasoning"] = reason
+    fields["strategy"] = strategy
+    fields.update(_HOLD_TAIL)
+    fields["metadata"] = metadata
+    return signal
 
 
 @dataclass
@@ -154,9 +201,13 @@ class BaseStrategy(ABC):
 
     # -- helpers for subclasses ---------------------------------------------------------
 
-    def hold(self, symbol: str, reason: str, **metadata: Any) -> Signal:
-        """A hold signal (confidence 0) saying why nothing is done."""
-        return Signal(symbol, "hold", 0.0, reason, self.name, metadata=dict(metadata))
+    def hold(self, symbol: str, reason: str | Callable[[], str], **metadata: Any) -> Signal:
+        """A hold signal (confidence 0) saying why nothing is done.
+
+        ``reason`` is the text, or a callable returning it: then it is formatted when
+        ``reasoning`` is first read (the callable must only use values that do not change).
+        """
+        return _hold_signal(symbol, reason, self.name, metadata)
 
     def signal(
         self,

@@ -50,17 +50,22 @@ class Breakout(BaseStrategy):
         upper = snap.resistance * (1.0 + buffer)
         lower = snap.support * (1.0 - buffer)
         volume = self.volume_ratio(snap, market_data)
-        levels = (
-            f"price {snap.price:.2f}, {LOOKBACK}-day resistance {snap.resistance:.2f} "
-            f"(break above {upper:.2f}), support {snap.support:.2f} (break below {lower:.2f}); "
-            f"volume {volume:.2f}x (need {cfg.breakout_volume_ratio:.2f}x)"
-        )
+        need_volume = cfg.breakout_volume_ratio
+
+        def describe() -> str:
+            return (
+                f"price {snap.price:.2f}, {LOOKBACK}-day resistance {snap.resistance:.2f} "
+                f"(break above {upper:.2f}), support {snap.support:.2f} (break below {lower:.2f}); "
+                f"volume {volume:.2f}x (need {need_volume:.2f}x)"
+            )
+
         if snap.price > upper:
             action = "buy"
         elif snap.price < lower:
             action = "sell"
-        else:
-            return self.hold(symbol, f"inside the range: {levels}")
+        else:  # most symbols, every cycle: the reasoning is formatted only when read
+            return self.hold(symbol, lambda: f"inside the range: {describe()}")
+        levels = describe()
         if not volume >= cfg.breakout_volume_ratio:
             return self.hold(symbol, f"{action} break without volume: {levels}")
 

@@ -52,18 +52,23 @@ class EnhancedMomentum(BaseStrategy):
 
         move = snap.change_1d
         volume = self.volume_ratio(snap, market_data)
-        screen = (
-            f"1-day move {move:+.2%} (screen {cfg.momentum_min_move:.2%}), "
-            f"volume {volume:.2f}x average (screen {cfg.momentum_volume_ratio:.2f}x)"
-        )
-        if not abs(move) > cfg.momentum_min_move:
-            return self.hold(symbol, f"no momentum: {screen}")
-        if not volume > cfg.momentum_volume_ratio:
-            return self.hold(symbol, f"move without volume: {screen}")
+        min_move, min_volume = cfg.momentum_min_move, cfg.momentum_volume_ratio
+
+        def screen() -> str:
+            return (
+                f"1-day move {move:+.2%} (screen {min_move:.2%}), "
+                f"volume {volume:.2f}x average (screen {min_volume:.2f}x)"
+            )
+
+        # Most symbols stop here every cycle: their reasoning is formatted only when read.
+        if not abs(move) > min_move:
+            return self.hold(symbol, lambda: f"no momentum: {screen()}")
+        if not volume > min_volume:
+            return self.hold(symbol, lambda: f"move without volume: {screen()}")
 
         if move > 0:
-            return self._buy(symbol, market_data, snap, screen)
-        return self._sell(symbol, snap, screen)
+            return self._buy(symbol, market_data, snap, screen())
+        return self._sell(symbol, snap, screen())
 
     def _buy(
         self, symbol: str, market_data: MarketData, snap: IndicatorSnapshot, screen: str

@@ -71,13 +71,16 @@ class MeanReversion(BaseStrategy):
         overbought_dev = high_dev >= threshold
         overbought_band = snap.rsi > cfg.rsi_overbought and day_high >= snap.bb_upper
         volume = self.volume_ratio(snap, market_data)
-        facts = (
-            f"price {snap.price:.2f} is {low_dev:+.1%} from {low_name}"
-            + (f" and {high_dev:+.1%} from {high_name}" if high_name != low_name else "")
-            + f" (threshold {threshold:.0%}); RSI {snap.rsi:.1f}; "
-            f"Bollinger {snap.bb_lower:.2f}..{snap.bb_upper:.2f}, day range {day_low:.2f}..{day_high:.2f}; "
-            f"volume {volume:.2f}x (need {cfg.volume_confirmation:.2f}x)"
-        )
+        need_volume = cfg.volume_confirmation
+
+        def facts() -> str:
+            return (
+                f"price {snap.price:.2f} is {low_dev:+.1%} from {low_name}"
+                + (f" and {high_dev:+.1%} from {high_name}" if high_name != low_name else "")
+                + f" (threshold {threshold:.0%}); RSI {snap.rsi:.1f}; "
+                f"Bollinger {snap.bb_lower:.2f}..{snap.bb_upper:.2f}, day range {day_low:.2f}..{day_high:.2f}; "
+                f"volume {volume:.2f}x (need {need_volume:.2f}x)"
+            )
 
         if oversold_dev or oversold_band:
             action = "buy"
@@ -89,10 +92,10 @@ class MeanReversion(BaseStrategy):
             both = overbought_dev and overbought_band
             deep = snap.rsi >= cfg.rsi_overbought + DEEP_RSI_POINTS
             reversing = snap.price < day_open
-        else:
-            return self.hold(symbol, f"no extreme: {facts}")
+        else:  # most symbols, every cycle: the reasoning is formatted only when read
+            return self.hold(symbol, lambda: f"no extreme: {facts()}")
         if not volume >= cfg.volume_confirmation:
-            return self.hold(symbol, f"{action} setup without volume confirmation: {facts}")
+            return self.hold(symbol, f"{action} setup without volume confirmation: {facts()}")
 
         card = Scorecard(BASE)
         card.check(both, BOTH_TRIGGERS, "deviation and RSI/Bollinger triggers agree")
@@ -109,7 +112,7 @@ class MeanReversion(BaseStrategy):
         )
 
         if action == "sell":
-            return self.signal(symbol, "sell", card.confidence, f"mean-reversion exit: {facts}; {card.summary()}")
+            return self.signal(symbol, "sell", card.confidence, f"mean-reversion exit: {facts()}; {card.summary()}")
 
         if market_data.regime == "bear":
             card.scale(BEAR_FACTOR, "regime bear")
@@ -121,10 +124,10 @@ class MeanReversion(BaseStrategy):
             return self.hold(
                 symbol,
                 f"reward {reward / entry:+.1%} to SMA{strategy.ma_medium} {snap.sma_medium:.2f} "
-                f"is smaller than the risk {risk / entry:.1%}: {facts}",
+                f"is smaller than the risk {risk / entry:.1%}: {facts()}",
             )
         reasoning = (
-            f"mean-reversion buy: {facts}; {card.summary()}; entry {entry:.2f}, stop {stop:.2f}, "
+            f"mean-reversion buy: {facts()}; {card.summary()}; entry {entry:.2f}, stop {stop:.2f}, "
             f"target {target:.2f} (reversion to SMA{strategy.ma_medium} {snap.sma_medium:.2f}, "
             f"capped at +{self.settings.trading.take_profit:.0%}); hold at most {cfg.max_hold_days} days"
         )

@@ -432,3 +432,71 @@ def test_two_strategies_cannot_claim_one_name() -> None:
 
             async def evaluate_opportunity(self, symbol: str, market_data: MarketData) -> Signal:
                 return self.hold(symbol, "never")
+
+
+# -- hold signals: reasoning formatted when first read ---------------------------------------
+
+
+def test_a_lazy_hold_is_the_same_signal_as_an_eager_one(settings) -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    strategy = EnhancedMomentum(settings)
+    calls: list[int] = []
+
+    def text() -> str:
+        calls.append(1)
+        return "no momentum: 1-day move +0.10%"
+
+    lazy = strategy.hold("AAPL", text, note=1)
+    eager = Signal("AAPL", "hold", 0.0, "no momentum: 1-day move +0.10%", "enhanced_momentum",
+                   metadata={"note": 1})
+    assert not calls  # nothing formatted yet
+    assert lazy.action == "hold" and lazy.confidence == 0.0 and not lazy.is_actionable
+    assert lazy.reasoning == eager.reasoning and calls == [1]
+    assert lazy.reasoning == eager.reasoning and calls == [1]  # formatted once, then kept
+    assert lazy == eager and repr(lazy) == repr(eager)
+    assert dataclasses.asdict(lazy) == dataclasses.asdict(eager)
+    for other in (strategy.hold("AAPL", text, note=1), strategy.hold("AAPL", eager.reasoning, note=1)):
+        assert other == eager and dataclasses.replace(other, confidence=0.0) == eager
+        assert copy.deepcopy(other) == eager and pickle.loads(pickle.dumps(other)) == eager
+    with pytest.raises(AttributeError):
+        lazy.no_such_attribute  # noqa: B018
+
+
+def test_a_hold_must_still_say_why(settings) -> None:
+    strategy = EnhancedMomentum(settings)
+    with pytest.raises(ValueError, match="must say why"):
+        strategy.hold("AAPL", "  ")
+    empty = strategy.hold("AAPL", lambda: "")
+    with pytest.raises(ValueError, match="must say why"):
+        empty.reasoning  # noqa: B018
+
+
+async def test_lazy_hold_reasonings_read_as_before(settings) -> None:
+    quiet = market(make_bars(trend([0.003, -0.003], 61)))
+    snap = compute_snapshot(quiet.daily, settings)
+    volume = snap.volume_ratio / max(0.10, quiet.volume_progress)
+    momentum = await EnhancedMomentum(settings).evaluate_opportunity("AAPL", quiet)
+    assert momentum.reasoning == (
+        f"no momentum: 1-day move {snap.change_1d:+.2%} (screen 2.00%), "
+        f"volume {volume:.2f}x average (screen 1.50x)"
+    )
+    calm = market(make_bars(np.r_[FLAT, FLAT[:8]]))
+    snap = compute_snapshot(calm.daily, settings)
+    reversion = await MeanReversion(settings).evaluate_opportunity("AAPL", calm)
+    low = min(snap.price / snap.sma_medium - 1.0, snap.price / snap.sma_long - 1.0)
+    assert reversion.reasoning.startswith(f"no extreme: price {snap.price:.2f} is {low:+.1%} from SMA")
+    assert reversion.reasoning.endswith(
+        f"day range {float(calm.daily.low[-1]):.2f}..{float(calm.daily.high[-1]):.2f}; "
+        f"volume {snap.volume_ratio:.2f}x (need 1.20x)"
+    )
+    inside = market(range_then(101.0, 101.5, 100.5, 1e6))
+    snap = compute_snapshot(inside.daily, settings)
+    breakout = await Breakout(settings).evaluate_opportunity("AAPL", inside)
+    assert breakout.reasoning == (
+        f"inside the range: price {snap.price:.2f}, 20-day resistance {snap.resistance:.2f} "
+        f"(break above {snap.resistance * 1.01:.2f}), support {snap.support:.2f} "
+        f"(break below {snap.support * 0.99:.2f}); volume {snap.volume_ratio:.2f}x (need 2.00x)"
+    )
