@@ -1545,6 +1545,7 @@ def options_from_args(settings: Any, args: argparse.Namespace) -> BacktestOption
         slippage_bps=slippage,
         seed=int(settings.sim.seed),
         bar_mode=getattr(args, "bars", None) or "auto",
+        fast_forward=not getattr(args, "no_fast_forward", False),
     )
 
 
@@ -1661,6 +1662,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--slippage-bps", help="basis points on market and stop fills (default 1)")
     parser.add_argument("--bars", choices=["auto", "daily", "intraday"], default="auto",
                         help="bar convention (default: intraday when minute bars cover the range)")
+    parser.add_argument("--no-fast-forward", action="store_true",
+                        help="run the loop on every session, also where it provably has nothing to do")
     parser.add_argument("--walk-forward", action="store_true", help="train/test windows (see --train-years)")
     parser.add_argument("--train-years", type=float, default=3.0, help="walk-forward train length (default 3)")
     parser.add_argument("--test-months", type=int, default=6, help="walk-forward test length (default 6)")

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", help="last date (YYYY-MM-DD)")
     p.add_argument("--strategies", help="comma-separated strategy names")
     p.add_argument("--report", type=Path, help="directory for the HTML and JSON report")
+    p.add_argument("--no-fast-forward", action="store_true",
+                   help="run the loop on every session, also where it provably has nothing to do")
     p = sub.add_parser("report", parents=[common], help="performance report of a paper or live run from the journal")
     p.add_argument("--out", type=Path, default=Path("reports"), help="report directory")
     # flags also accepted before the subcommand (python main.py --sim-days 1)

@@ -119,3 +119,22 @@ def test_a_strategy_without_a_prefilter_runs_every_session(monkeypatch: pytest.M
                         lambda strategy, *a, **k: None if strategy.name == "macd_crossover" else real(strategy, *a, **k))
     result = run_backtest(settings, options)
     assert result.fast_forwarded == 0
+
+
+def test_the_command_line_can_turn_fast_forward_off(data_dir: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import logging_setup
+    from backtest import cli
+
+    args = ["--data", str(data_dir), "--symbols", "SPY,AAPL", "--start", "2019-01-02", "--end", "2019-03-29",
+            "--strategies", "sma_crossover"]
+    try:
+        assert cli(args + ["--report", str(tmp_path / "fast")]) == 0
+        assert cli(args + ["--report", str(tmp_path / "slow"), "--no-fast-forward"]) == 0
+    finally:
+        logging_setup.shutdown()
+    fast = json.loads((tmp_path / "fast" / "summary.json").read_text())
+    slow = json.loads((tmp_path / "slow" / "summary.json").read_text())
+    assert fast["meta"]["sessions_fast_forwarded"] != "0 (0 holding positions)"
+    assert slow["meta"]["sessions_fast_forwarded"] == "0 (0 holding positions)"
+    assert fast["performance"] == slow["performance"]
