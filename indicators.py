@@ -705,6 +705,19 @@ _SEEDED_BARS = 34  # the MACD signal, the slowest recursion, is seeded at bar 34
 
 
 def _prefix_key(series: BarSeries, prefix: int, rsi_n: int) -> tuple[Any, ...]:
+    memo = series.prefix_memo(prefix)
+    if memo is None:
+        return _computed_prefix_key(series, prefix, rsi_n)
+    # The bars before the last are those of the series this one was appended to (today's
+    # bar onto the session's history): their key is computed once for that series.
+    name = ("prefix_key", prefix, rsi_n)
+    key = memo.get(name)
+    if key is None:
+        key = memo[name] = _computed_prefix_key(series, prefix, rsi_n)
+    return key  # type: ignore[no-any-return]
+
+
+def _computed_prefix_key(series: BarSeries, prefix: int, rsi_n: int) -> tuple[Any, ...]:
     close, high, low = series.close, series.high, series.low
     return (
         prefix,

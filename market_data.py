@@ -201,7 +201,27 @@ class BarSeries:
         block[:, keep] = (float(open), float(high), float(low), float(close), float(volume))
         times.flags.writeable = False
         block.flags.writeable = False
-        return BarSeries._trusted(times, block[0], block[1], block[2], block[3], block[4])
+        series = BarSeries._trusted(times, block[0], block[1], block[2], block[3], block[4])
+        # The new series' first ``keep`` bars are this series' bars: what is derived from them
+        # (see :meth:`memo`) is shared with this series, which a trading loop keeps all session.
+        series.__dict__["_rows_of"] = (self.memo(), keep)
+        return series
+
+    def memo(self) -> dict[Any, Any]:
+        """A dict for values computed from this series' bars (which never change), so that
+        they are computed once per series; keys name what was computed and from which bars."""
+        memo: dict[Any, Any] | None = self.__dict__.get("_memo")
+        if memo is None:
+            memo = self.__dict__["_memo"] = {}
+        return memo
+
+    def prefix_memo(self, prefix: int) -> dict[Any, Any] | None:
+        """The memo of a series whose first ``prefix`` bars are exactly this series' first
+        ``prefix`` bars (the series this one was appended to), or None when unknown."""
+        rows_of = self.__dict__.get("_rows_of")
+        if rows_of is not None and rows_of[1] == prefix:
+            return rows_of[0]  # type: ignore[no-any-return]
+        return None
 
     @classmethod
     def _trusted(cls, *arrays: npt.NDArray[Any]) -> BarSeries:

@@ -477,3 +477,33 @@ def test_market_data_spread_and_partial_day_volume_progress() -> None:
     assert expected_volume_share(datetime(2024, 3, 5, 21, 5, tzinfo=timezone.utc)) == 1.0
     with pytest.raises(ValueError, match="timezone-aware"):
         MarketData("AAPL", datetime(2024, 3, 5, 12), daily)
+
+
+def _same_snapshot(a: ind.IndicatorSnapshot, b: ind.IndicatorSnapshot) -> bool:
+    return {k: None if math.isnan(v) else v for k, v in a.as_dict().items()} == {
+        k: None if math.isnan(v) else v for k, v in b.as_dict().items()}
+
+
+def test_appended_series_share_their_historys_key_and_give_the_same_snapshots(bars_by_file, settings) -> None:
+    """Today's bar appended to (or replacing the last bar of) a session's history: the key of
+    the bars before it is computed once for the history; the snapshots are exactly those of
+    the same bars built from plain arrays."""
+    bars = bars_by_file["daily/SPY-1d-1993-01-29-2026-08-07.csv"]
+    for start, n in ((0, 203), (5000, 260), (7000, 40), (100, 600)):
+        history = _head(bars.slice(start, start + n + 1), n)
+        today = bars.slice(start + n, start + n + 1)
+        o, h, lo, c, v = (float(x[0]) for x in (today.open, today.high, today.low, today.close, today.volume))
+        for step in range(5):  # a still-forming daily bar, cycle after cycle
+            price = o + (c - o) * (step + 1) / 5
+            appended = history.append(int(today.ts[0]), o, max(h, price), min(lo, price), price, v * (step + 1) / 5)
+            replaced = appended.append(int(today.ts[0]), o, max(h, price), min(lo, price), price, v)
+            for series in (appended, replaced):
+                plain = _head(series, len(series))
+                assert series.prefix_memo(len(series) - 1) is not None
+                assert plain.prefix_memo(len(plain) - 1) is None
+                assert ind._prefix_key(series, len(series) - 1, 14) == ind._computed_prefix_key(plain, len(plain) - 1, 14)
+                ours = ind.compute_snapshot(series, settings)
+                ind._PREFIX_CACHE.clear()
+                assert _same_snapshot(ours, ind.compute_snapshot(plain, settings))
+    memo = history.memo()
+    assert memo and all(name[0] == "prefix_key" for name in memo)
