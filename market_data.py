@@ -355,11 +355,38 @@ class MarketData:
             return float(cached[1])
         progress = 1.0
         if len(self.daily):
-            last_day = datetime.fromtimestamp(int(self.daily.ts[-1]), EXCHANGE_TZ).date()
-            if last_day == self.now.astimezone(EXCHANGE_TZ).date():
-                progress = expected_volume_share(self.now)
+            today, share = _day_and_share(self.now)
+            if _exchange_date(int(self.daily.ts[-1])) == today:
+                progress = share
         self.derived["volume_progress"] = (self.daily, progress)
         return progress
+
+
+# Every symbol of a cycle has the same ``now`` and (nearly always) the same last bar stamp:
+# their exchange dates and volume share are looked up, not recomputed, per symbol. Small
+# memos, cleared when full.
+_DATE_MEMO: dict[int, date] = {}
+_NOW_MEMO: dict[datetime, tuple[date, float]] = {}
+_MEMO_SIZE = 256
+
+
+def _exchange_date(epoch: int) -> date:
+    day = _DATE_MEMO.get(epoch)
+    if day is None:
+        if len(_DATE_MEMO) >= _MEMO_SIZE:
+            _DATE_MEMO.clear()
+        day = _DATE_MEMO[epoch] = datetime.fromtimestamp(epoch, EXCHANGE_TZ).date()
+    return day
+
+
+def _day_and_share(now: datetime) -> tuple[date, float]:
+    """``now``'s exchange date and :func:`expected_volume_share` at ``now`` (``now`` aware)."""
+    known = _NOW_MEMO.get(now)
+    if known is None:
+        if len(_NOW_MEMO) >= _MEMO_SIZE:
+            _NOW_MEMO.clear()
+        known = _NOW_MEMO[now] = (now.astimezone(EXCHANGE_TZ).date(), expected_volume_share(now))
+    return known
 
 
 # -- CSV files ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ Conventions that differ from ``ta`` (see the indicators module docstring):
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -507,3 +507,18 @@ def test_appended_series_share_their_historys_key_and_give_the_same_snapshots(ba
                 assert _same_snapshot(ours, ind.compute_snapshot(plain, settings))
     memo = history.memo()
     assert memo and all(name[0] == "prefix_key" for name in memo)
+
+
+def test_volume_progress_memo_matches_the_direct_computation() -> None:
+    from market_data import EXCHANGE_TZ as NY
+
+    for day in (datetime(2024, 3, 8).date(), datetime(2024, 3, 11).date(), datetime(2024, 11, 4).date()):
+        daily = BarSeries.from_arrays([day_timestamp(day)], [10.0], [11.0], [9.0], [10.5], [1000.0])
+        opened = datetime.combine(day, datetime.min.time(), NY).replace(hour=9, minute=30)
+        for minutes in range(-40, 420, 13):
+            now = opened + timedelta(minutes=minutes)
+            for stamp in (now, now.astimezone(timezone.utc)):  # equal instants, other zones
+                direct = expected_volume_share(stamp) if stamp.astimezone(NY).date() == day else 1.0
+                assert MarketData("AAPL", stamp, daily).volume_progress == direct
+        after = datetime.combine(day + timedelta(days=1), datetime.min.time(), NY).replace(hour=11)
+        assert MarketData("AAPL", after, daily).volume_progress == 1.0
