@@ -27,7 +27,13 @@ with ``POST /_sim/v1/clock {"advance_minutes": 1}``; that call is outside the me
 Usage::
 
     .venv/bin/python bench/bench_cycle.py [--sizes 6,100,500] [--cycles 40] [--seed 7]
-        [--start 2025-03-04T09:31:00] [--profile 500]
+        [--start 2025-03-04T09:31:00] [--profile 500] [--breakdown 500] [--gc-freeze]
+
+The garbage collector's CPU inside the measured cycles is printed too (``gc.callbacks``): a
+full collection walks every tracked object of the process, most of them the imported
+libraries' (about 100k), and lands on whichever cycle triggers it. ``--gc-freeze`` calls
+``gc.freeze()`` after the daemon's startup, which ``main.py`` does not do (yet), to show the
+cycle without that cost.
 
 ``--profile N`` runs the steady-state cycles of size N under cProfile (CPU-time timer) and
 prints the functions with the most own and cumulative time (daemon process only); cProfile
