@@ -16,6 +16,11 @@ on a busy machine. Figures printed (nothing asserts a speed):
   open + 1 min, 12:00, the close - 5 min, then the next session) and an intraday one
   (1-minute steps through ``--intraday-sessions`` sessions). Only ``core.advance``/``sync``
   is timed (re-entries are not); minutes/s counts regular-session minutes walked.
+* ``daily backtest cadence``: the same brackets, the clock stopping where a daily backtest
+  stops it (the open, a minute before the close, the close); at each stop
+  ``book_can_change`` then ``sync``, and at the close ``get_account`` + ``list_positions``
+  (all timed). Also printed: how many spans ``book_can_change`` called quiet, and how many
+  daily rows were expanded into minute bars (``CsvSource._expand`` calls) per session.
 * ``account cycle``: ``get_account`` + ``list_positions`` + ``list_orders(status=open,
   nested)`` with those positions and brackets open, the clock moving one minute between
   cycles (the move is not timed).
@@ -160,6 +165,21 @@ def _stops(core: SimulatorCore, sessions: int) -> list[datetime]:
     return out
 
 
+class Expansions:
+    """Counts the daily rows a CSV market expands into minute bars."""
+
+    def __init__(self, core: SimulatorCore) -> None:
+        self.count = 0
+        source = core.market._source
+        expand = source._expand  # type: ignore[attr-defined]
+
+        def counted(*args: Any) -> Any:
+            self.count += 1
+            return expand(*args)
+
+        source._expand = counted  # type: ignore[attr-defined]
+
+
 def _timed_walk(core: SimulatorCore, book: Book, stops: list[datetime]) -> tuple[float, int]:
     """Walk the clock through ``stops``, re-entering brackets; (seconds in sync, regular minutes)."""
     spent = 0.0
@@ -194,10 +214,13 @@ def bench_advance(folder: Path, symbols: list[str], sessions: int, intraday_sess
     core.clock.set_time(core.clock.now() + timedelta(minutes=31))  # 09:31 ET
     core.sync()
     book.refill()
+    expansions = Expansions(core)
     spent, minutes = _timed_walk(core, book, _stops(core, sessions))
     open_orders = len(core.broker._open)
     _rate(f"advance_to, daily cadence, {len(symbols)} brackets, {sessions} sessions", minutes, "minutes",
-          spent, f"  ({sessions / spent:,.0f} sessions/s, {book.entries} entries, {open_orders} open legs)")
+          spent, f"  ({sessions / spent:,.0f} sessions/s, {book.entries} entries, {open_orders} open legs, "
+          f"{expansions.count / sessions:.1f} expansions/session)")
+    bench_backtest_cadence(folder, symbols, sessions)
 
     intraday = _csv_core(folder, symbols)
     ibook = Book(intraday)
@@ -216,6 +239,42 @@ def bench_advance(folder: Path, symbols: list[str], sessions: int, intraday_sess
     _rate(f"advance_to, 1-minute steps, {len(symbols)} brackets, {intraday_sessions} sessions", minutes,
           "minutes", spent, f"  ({len(stops) / spent:,.0f} steps/s)")
     return core
+
+
+def bench_backtest_cadence(folder: Path, symbols: list[str], sessions: int) -> None:
+    core = _csv_core(folder, symbols)
+    book = Book(core)
+    core.clock.set_time(core.clock.now() + timedelta(minutes=31))  # 09:31 ET
+    core.sync()
+    book.refill()
+    expansions = Expansions(core)
+    broker = core.broker
+    can_change = getattr(broker, "book_can_change", None)
+    start = core.clock.now().astimezone(EXCHANGE_TZ).date() + timedelta(days=1)
+    days = core.calendar.sessions(start, start + timedelta(days=sessions * 2))[:sessions]
+    spent = reads = 0.0
+    quiet = 0
+    for day in days:
+        opened, closed = core.calendar.open_close(day)
+        for stop in (opened, closed - timedelta(minutes=1), closed):
+            core.clock.set_time(stop)
+            started = time.process_time()
+            if can_change is not None and not can_change(stop):
+                quiet += 1
+            core.sync()
+            spent += time.process_time() - started
+            if stop == closed:
+                started = time.process_time()
+                broker.get_account()
+                broker.list_positions()
+                reads += time.process_time() - started
+            elif stop == opened:
+                book.refill()
+    total = spent + reads
+    label = f"backtest cadence (open, close-1, close), {len(symbols)} brackets"
+    extra = (f"  (sync {spent:.3f} s, account+positions at close {reads:.3f} s, "
+             f"{quiet}/{3 * len(days)} spans quiet, {expansions.count / len(days):.1f} expansions/session)")
+    _rate(label, len(days), "sessions", total, extra)
 
 
 # -- account / positions / orders and market data ------------------------------------------

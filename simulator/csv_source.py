@@ -482,6 +482,16 @@ class CsvSource:
         start, minutes = self._window(session)
         return DailySummary(row.o, row.h, row.l, row.c, start, start + 60 * minutes)
 
+    def daily_volume(self, symbol: str, session: date) -> int | None:
+        """The summed volume of the minute bars a daily row expands into (the volume of the
+        daily bar aggregated from them), computed without the price path; None when
+        :meth:`daily_summary` is None."""
+        if self.daily_summary(symbol, session) is None:
+            return None
+        row = self._daily[symbol][session]
+        frame = _frame(self._window(session)[1])
+        return int(_allocate(row.v, frame.weights, frame.shares).sum())
+
     def has_day(self, symbol: str, session: date) -> bool:
         """Whether :meth:`day` of ``(symbol, session)`` has bars (nothing is built)."""
         series = self._minutes.get(symbol)

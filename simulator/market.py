@@ -324,8 +324,8 @@ class Market:
         # known_bar_close, price_at around a daily session's open and close). Off: every
         # answer is read from the minute bars (the tests compare both).
         self.fast_paths = True
-        self._has_summaries = callable(getattr(source, "daily_summary", None)) and callable(
-            getattr(source, "has_day", None)
+        self._has_summaries = all(
+            callable(getattr(source, name, None)) for name in ("daily_summary", "has_day", "daily_volume")
         )
 
     # -- construction --------------------------------------------------------------------
@@ -709,6 +709,20 @@ class Market:
             self._daily[key] = bar
             return bar
         return self._aggregate_day(symbol, session, _epoch(until))
+
+    def daily_close_volume(self, symbol: str, session: date) -> tuple[float, int] | None:
+        """``(c, v)`` of :meth:`daily_bar` ``(symbol, session)`` (None when it is None), read
+        without expanding minute bars when the session is an unshocked daily-row expansion
+        (its last bar closes at the row's close; the volume is the expansion's sum)."""
+        if symbol not in self._known:
+            return None
+        summary = self._summary(symbol, session) if (symbol, session) not in self._daily else None
+        if summary is not None:
+            volume = self._source.daily_volume(symbol, session)  # type: ignore[attr-defined]
+            if volume is not None:
+                return summary.c, volume
+        bar = self.daily_bar(symbol, session)
+        return None if bar is None else (bar.c, bar.v)
 
     def _aggregate_day(self, symbol: str, session: date, until: float | None) -> MinuteBar | None:
         # A partial day is today's: keep it in the cache; full days are scanned in bulk.

@@ -544,19 +544,21 @@ class MarketDataApi:
         for slot, (subject, base, hour) in enumerate(
             ((previous, before, 7), (session, previous, 16))
         ):
-            bar = self.market.daily_bar(symbol, subject)
-            ref = self.market.daily_bar(symbol, base)
-            if bar is None or ref is None or ref.c <= 0:
+            # Close and volume of the two daily bars (read without minute bars where possible).
+            bar = self.market.daily_close_volume(symbol, subject)
+            ref = self.market.daily_close_volume(symbol, base)
+            if bar is None or ref is None or ref[0] <= 0:
                 continue
-            move = (bar.c / ref.c - 1.0) * 100.0
+            close, volume = bar
+            move = (close / ref[0] - 1.0) * 100.0
             seed = zlib.crc32(f"{symbol}|{subject.isoformat()}|{slot}".encode())
             minute = 5 + seed % 50
             created = datetime.combine(session, time(hour, minute), EXCHANGE_TZ).astimezone(UTC)
             headline = _headline(symbol, move, seed, premarket=slot == 0)
             summary = (
-                f"{symbol} closed at {bar.c:.2f} on {subject.isoformat()}, "
+                f"{symbol} closed at {close:.2f} on {subject.isoformat()}, "
                 f"{'up' if move >= 0 else 'down'} {abs(move):.1f}% from the previous session, "
-                f"on volume of {bar.v:,} shares."
+                f"on volume of {volume:,} shares."
             )
             ident = (session.toordinal() * 2 + slot) * 100_000 + zlib.crc32(symbol.encode()) % 100_000
             out.append((created, {

@@ -300,6 +300,13 @@ def _compare_prices(fast: SimulatorCore, slow: SimulatorCore, days: list[date], 
             high = float(max(bars.h.max(), bars.o.max(), bars.c.max()))
             assert fast.market.session_range(symbol, day) == (low, high)  # attained: the row's low/high
             assert slow.market.session_range(symbol, day) is None
+            daily = slow.market.daily_bar(symbol, day)
+            assert daily is not None and fast.market.daily_close_volume(symbol, day) == (daily.c, daily.v)
+    for moment in (days[len(days) // 2], days[-1]):  # the news built from those daily bars
+        for core in (fast, slow):
+            core.clock.set_time(datetime.combine(moment, datetime.min.time(), EXCHANGE_TZ) + timedelta(hours=18))
+        params = {"symbols": ",".join(SYMBOLS), "limit": "50", "include_content": "true"}
+        assert fast.data.news(params) == slow.data.news(params)
 
 
 def test_book_can_change_is_conservative(data: Path) -> None:
