@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import gc
 import signal
 import sys
 import uuid
@@ -362,7 +363,16 @@ async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -
             system = TradingSystem(settings, gateway, clock, journal=journal, alerter=alerter,
                                    run_id=run_id, sim_days=settings.sim.days, stop_event=stop,
                                    regime_by_date=settings.mode == "sim")
-            summary = await system.run()
+            # The objects alive now (imported libraries, settings, calendar: ~100k) live as long
+            # as the daemon. Frozen out of the cyclic garbage collector, its full collections
+            # no longer walk them all inside whichever trading cycle triggers one
+            # (bench/bench_cycle.py: p95 CPU per cycle at 500 symbols 134 -> 82 ms).
+            gc.collect()
+            gc.freeze()
+            try:
+                summary = await system.run()
+            finally:
+                gc.unfreeze()
             await alerter.aclose() if hasattr(alerter, "aclose") else None
         if settings.sim.days is not None or settings.mode == "sim":
             print(summary.render(), flush=True)
