@@ -317,6 +317,7 @@ class Market:
         # broker asks for the same symbol at the same "now" many times per request.
         self._trades: dict[tuple[str, float], tuple[float, datetime, int] | None] = {}
         self._quotes: dict[tuple[str, float], SimQuote | None] = {}
+        self._prices: dict[tuple[str, float], float | None] = {}
         self._profiles: dict[str, SymbolProfile] = {}
         self.revision = 0  # bumped by every shock and gap: prices derived before it are stale
         self.clock: Clock | None = None
@@ -624,14 +625,21 @@ class Market:
 
     def price_at(self, symbol: str, t: datetime) -> float | None:
         """Last trade price at ``t`` (see the module docstring), or None without data."""
-        if self._has_summaries and symbol in self._known:
-            epoch = _epoch(t)
-            if (symbol, epoch) not in self._trades:
-                known = self._known_price(symbol, t, epoch)
-                if known is not _UNKNOWN:
-                    return known  # type: ignore[return-value]
-        trade = self.last_trade(symbol, t)
-        return None if trade is None else trade[0]
+        if symbol not in self._known:
+            return None
+        key = (symbol, _epoch(t))
+        prices = self._prices
+        if key in prices:
+            return prices[key]
+        price: float | None
+        known = self._known_price(symbol, t, key[1]) if key not in self._trades else _UNKNOWN
+        if known is _UNKNOWN:
+            trade = self.last_trade(symbol, t)
+            price = None if trade is None else trade[0]
+        else:
+            price = known  # type: ignore[assignment]
+        _remember(prices, key, price)
+        return price
 
     def quote_at(self, symbol: str, t: datetime) -> SimQuote | None:
         """Best bid/ask at ``t`` around :meth:`price_at`, with the spread model."""
@@ -776,6 +784,7 @@ class Market:
     def _forget_from(self, symbol: str, moment: datetime) -> None:
         self._trades.clear()
         self._quotes.clear()
+        self._prices.clear()
         first = moment.astimezone(EXCHANGE_TZ).date()
         for key in [k for k in self._cache if k[0] == symbol and k[1] >= first]:
             del self._cache[key]
