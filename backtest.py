@@ -410,9 +410,10 @@ class BacktestLoop(TradingSystem):
         self._last_snapshot = snapshot
         return snapshot
 
-    def quiet_kind(self, session: date, book: BookState) -> Literal["flat", "holding"] | None:
+    def quiet_kind(self, session: date, book: BookState) -> Literal["flat", "flat_candidates", "holding"] | None:
         """Whether the loop provably does nothing through ``session`` but move the clock and
-        mark the book: ``"flat"``, ``"holding"``, or None (run it).
+        mark the book: ``"flat"``, ``"holding"``, ``"flat_candidates"`` (flat, but some
+        strategy may buy: :meth:`fast_forward_flat` asks the strategies), or None (run it).
 
         Both need: fast-forward on, every strategy prefiltered, the last close's equity known,
         trading ACTIVE with nothing latched or pending, every fill in the book recorded by the
@@ -438,9 +439,9 @@ class BacktestLoop(TradingSystem):
             return None
         if not book.positions:
             k = self._session_index.get(session)
-            if k is None or self._entry_possible[k] or self.executor.tracked or book.open_order_ids:
+            if k is None or self.executor.tracked or book.open_order_ids:
                 return None
-            return "flat"
+            return "flat_candidates" if self._entry_possible[k] else "flat"
         return "holding" if self._quiet_holding(session, book) else None
 
     def _quiet_holding(self, session: date, book: BookState) -> bool:
@@ -496,6 +497,42 @@ class BacktestLoop(TradingSystem):
         if loss_fraction(max(baseline, high_equity), low_equity) >= daily_limit - _MARGIN:
             return False
         return not self.broker.book_can_change(closed)  # type: ignore[attr-defined]
+
+    async def fast_forward_flat(self, session: date, core: SimulatorCore,
+                                curve: list[tuple[datetime, Decimal]]) -> bool:
+        """A ``"flat_candidates"`` session: at the open, the loop's own session start and
+        market data, then the strategies themselves on every symbol the loop would ask (it
+        passes the scanner, no protection locks it): if none answers buy, the rest of the
+        session would change nothing (a flat book keeps its equity, and there is nothing to
+        exit, protect or enter) and it is skipped. Otherwise returns False at the open, with
+        the session started exactly as the loop starts it, and the caller runs the session."""
+        opened, closed = self.calendar.open_close(session)
+        await _at(core, opened)
+        status = await self.refresh_market_status()
+        if not status.is_regular or self.safety.state is not TradingState.ACTIVE or self.safety.latched:
+            return False
+        now = self.clock.now()
+        if self.protections.global_lock(now) is None:
+            data = self._daily_market_data(status)
+            for symbol, md in data.items():
+                history = self.replay.get(symbol)
+                i = history.index(session) if history is not None else None
+                if i is None or not self._may_buy[symbol][i]:
+                    continue
+                if not self._passes_scanner(md) or self.protections.is_locked(symbol, now) is not None:
+                    continue
+                for strategy in self.strategies:
+                    signal = await strategy.evaluate_opportunity(symbol, md)
+                    if signal.action == "buy":
+                        return False
+        await _at(core, closed)
+        equity = self.closing_equity
+        assert equity is not None
+        curve.append((closed, equity))
+        self._last_phase = "post"  # as the loop's refresh at the close leaves it
+        self.summary.sessions += 1
+        self.fast_forwarded += 1
+        return True
 
     async def fast_forward_holding(self, session: date, core: SimulatorCore, book: BookState,
                                    curve: list[tuple[datetime, Decimal]]) -> bool:
@@ -882,6 +919,9 @@ async def _drive(run: _Assembly, curve: list[tuple[datetime, Decimal]], bar: Pro
         quiet = loop.quiet_kind(session, book)
         if quiet == "flat":
             _fast_forward_session(loop, core, run.calendar, session, curve)
+        elif quiet == "flat_candidates":
+            if not await loop.fast_forward_flat(session, core, curve):
+                await _daily_session(loop, core, run.calendar, session, curve)
         elif quiet != "holding" or not await loop.fast_forward_holding(session, core, book, curve):
             await _daily_session(loop, core, run.calendar, session, curve)
         bar.update(done, f"{session.isoformat()} equity {curve[-1][1]:,.0f}")
