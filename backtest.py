@@ -500,20 +500,22 @@ class BacktestLoop(TradingSystem):
 
     async def fast_forward_flat(self, session: date, core: SimulatorCore,
                                 curve: list[tuple[datetime, Decimal]]) -> bool:
-        """A ``"flat_candidates"`` session: at the open, the loop's own session start and
-        market data, then the strategies themselves on every symbol the loop would ask (it
-        passes the scanner, no protection locks it): if none answers buy, the rest of the
-        session would change nothing (a flat book keeps its equity, and there is nothing to
-        exit, protect or enter) and it is skipped. Otherwise returns False at the open, with
-        the session started exactly as the loop starts it, and the caller runs the session."""
+        """A ``"flat_candidates"`` session: at the open, the loop's own market data (as the
+        started session will see it: its baseline is the flat book's equity), then the
+        strategies themselves on every symbol the loop would ask (it passes the scanner, no
+        protection locks it): if none answers buy, the session would change nothing (a flat
+        book keeps its equity, and there is nothing to exit, protect or enter) and it is
+        skipped. Otherwise returns False at the open, nothing started, and the caller runs
+        the session."""
         opened, closed = self.calendar.open_close(session)
         await _at(core, opened)
-        status = await self.refresh_market_status()
-        if not status.is_regular or self.safety.state is not TradingState.ACTIVE or self.safety.latched:
-            return False
         now = self.clock.now()
+        status = self.market_status.status_at(now)
+        if not status.is_regular:
+            return False
         if self.protections.global_lock(now) is None:
-            data = self._daily_market_data(status)
+            # Not started yet: the session would start from the flat book's equity.
+            data = self._daily_market_data(status, baseline=self.closing_equity)
             for symbol, md in data.items():
                 history = self.replay.get(symbol)
                 i = history.index(session) if history is not None else None
@@ -529,7 +531,6 @@ class BacktestLoop(TradingSystem):
         equity = self.closing_equity
         assert equity is not None
         curve.append((closed, equity))
-        self._last_phase = "post"  # as the loop's refresh at the close leaves it
         self.summary.sessions += 1
         self.fast_forwarded += 1
         return True
@@ -657,8 +658,9 @@ class BacktestLoop(TradingSystem):
             return await super().refresh_market_data(status)
         return self._daily_market_data(status)
 
-    def _daily_market_data(self, status: MarketStatus) -> dict[str, MarketData]:
-        """Completed bars of earlier sessions and today's opening print (daily data)."""
+    def _daily_market_data(self, status: MarketStatus, *, baseline: Decimal | None = None) -> dict[str, MarketData]:
+        """Completed bars of earlier sessions and today's opening print (daily data);
+        ``baseline``: the session's starting equity when the session is not started yet."""
         symbols = self.universe()
         now = self.clock.now()
         today = status.session
@@ -670,7 +672,7 @@ class BacktestLoop(TradingSystem):
         bench_history = self.replay.get(BENCHMARK)
         benchmark = bench_history.window(since, before) if bench_history is not None else None
         regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
-        defensive = self._defensive_active(status, self._last_equity, benchmark)
+        defensive = self._defensive_active(status, self._last_equity, benchmark, baseline=baseline)
         self._prime_snapshots(today)
         data: dict[str, MarketData] = {}
         for symbol in symbols:

@@ -741,14 +741,17 @@ class TradingSystem:
         return data
 
     def _defensive_active(self, status: MarketStatus, equity: Decimal | None = None,
-                          benchmark: BarSeries | None = None) -> bool:
-        """Defensive mode: near the breaker, in drawdown, in high volatility or after a gap."""
+                          benchmark: BarSeries | None = None, *, baseline: Decimal | None = None) -> bool:
+        """Defensive mode: near the breaker, in drawdown, in high volatility or after a gap.
+
+        The day's loss is measured from ``baseline`` (default: the session's starting equity)."""
         d = self.settings.defensive
         reasons: list[str] = []
         state = self._gap_defensive  # kept in memory; journaled when set (no read per cycle)
         if state.get("active") and status.session and state.get("session") == status.session.isoformat():
             reasons.append(str(state.get("reason", "gap risk")))
-        baseline = self.safety.session_start_equity
+        if baseline is None:
+            baseline = self.safety.session_start_equity
         if equity is not None and baseline:
             day_loss = float((baseline - equity) / baseline)
             near = float(self.settings.risk.circuit_breaker_loss) * float(d.activation_breaker_fraction)
