@@ -208,13 +208,18 @@ def _regular_minutes(core: SimulatorCore, lo: datetime, hi: datetime) -> int:
     return total
 
 
-def bench_advance(folder: Path, symbols: list[str], sessions: int, intraday_sessions: int) -> SimulatorCore:
+def _booked_core(folder: Path, symbols: list[str]) -> tuple[SimulatorCore, Book, Expansions]:
+    """A CSV core at 09:31 ET of its first session with a bracket on every symbol."""
     core = _csv_core(folder, symbols)
     book = Book(core)
     core.clock.set_time(core.clock.now() + timedelta(minutes=31))  # 09:31 ET
     core.sync()
     book.refill()
-    expansions = Expansions(core)
+    return core, book, Expansions(core)
+
+
+def bench_advance(folder: Path, symbols: list[str], sessions: int, intraday_sessions: int) -> SimulatorCore:
+    core, book, expansions = _booked_core(folder, symbols)
     spent, minutes = _timed_walk(core, book, _stops(core, sessions))
     open_orders = len(core.broker._open)
     _rate(f"advance_to, daily cadence, {len(symbols)} brackets, {sessions} sessions", minutes, "minutes",
@@ -242,12 +247,7 @@ def bench_advance(folder: Path, symbols: list[str], sessions: int, intraday_sess
 
 
 def bench_backtest_cadence(folder: Path, symbols: list[str], sessions: int) -> None:
-    core = _csv_core(folder, symbols)
-    book = Book(core)
-    core.clock.set_time(core.clock.now() + timedelta(minutes=31))  # 09:31 ET
-    core.sync()
-    book.refill()
-    expansions = Expansions(core)
+    core, book, expansions = _booked_core(folder, symbols)
     broker = core.broker
     can_change = getattr(broker, "book_can_change", None)
     start = core.clock.now().astimezone(EXCHANGE_TZ).date() + timedelta(days=1)
