@@ -571,6 +571,16 @@ class CsvSource:
             self._paths[key] = found
         return found
 
+    def minute_volumes(self, symbol: str, session: date) -> tuple[np.ndarray, np.ndarray] | None:
+        """The volumes and trade counts of the bars a daily row of ``(symbol, session)``
+        expands into, computed as :meth:`day` computes them (they need no random draw);
+        None when :meth:`day` gives recorded minute bars or nothing."""
+        if self.daily_summary(symbol, session) is None:
+            return None
+        row = self._daily[symbol][session]
+        frame = _frame(self._window(session)[1])
+        return _volumes(row, frame)
+
     def _path(self, symbol: str, session: date, row: _DailyRow) -> tuple[np.ndarray, np.random.Generator]:
         """The expansion's price path and its random generator, positioned for the wicks."""
         start, minutes = self._window(session)
@@ -611,11 +621,7 @@ class CsvSource:
         bottom = np.minimum(o, c)
         h = _clip((top + wick[0]).round(4), top, row.h)
         lo = _clip((bottom - wick[1]).round(4), row.l, bottom)
-        v = _allocate(row.v, frame.weights, frame.shares)
-        if row.n is not None:
-            n = _allocate(row.n, frame.weights, frame.shares)
-        else:
-            n = np.where(v > 0, np.maximum(1, np.round(v / NOMINAL_TRADE_SIZE)), 0).astype(np.int64)
+        v, n = _volumes(row, frame)
         vw = _clip(((h + lo + c) / 3.0).round(4), lo, h)
         ts = frame.offsets + start
         return DayArrays(session, ts, o, h, lo, c, v, n, vw)
@@ -641,6 +647,16 @@ def _frame(minutes: int) -> _Frame:
     for array in (frame.grid, frame.weights, frame.shares, frame.offsets):
         array.flags.writeable = False
     return frame
+
+
+def _volumes(row: _DailyRow, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
+    """The expanded bars' volumes (the row's, U-shaped over the session) and trade counts."""
+    v = _allocate(row.v, frame.weights, frame.shares)
+    if row.n is not None:
+        n = _allocate(row.n, frame.weights, frame.shares)
+    else:
+        n = np.where(v > 0, np.maximum(1, np.round(v / NOMINAL_TRADE_SIZE)), 0).astype(np.int64)
+    return v, n
 
 
 def _clip(values: np.ndarray, low: float | np.ndarray, high: float | np.ndarray) -> np.ndarray:

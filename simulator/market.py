@@ -584,9 +584,40 @@ class Market:
         key = (symbol, epoch)
         if key in self._trades:
             return self._trades[key]
-        trade = self._last_trade(symbol, t, epoch)
-        _remember(self._trades, key, trade)
-        return trade
+        known = self._known_trade(symbol, t, epoch)
+        trade = self._last_trade(symbol, t, epoch) if known is _UNKNOWN else known
+        _remember(self._trades, key, trade)  # type: ignore[arg-type]
+        return trade  # type: ignore[return-value]
+
+    def _known_trade(self, symbol: str, t: datetime, epoch: float) -> tuple[float, datetime, int] | None | object:
+        """:meth:`last_trade` without expanding minute bars, or ``_UNKNOWN`` when that needs
+        them: for a session expanded from a daily row, the price from the expansion's price
+        path (:meth:`_known_price`) and the size from its volumes and trade counts alone
+        (:meth:`CsvSource.minute_volumes`), the trade's time as :meth:`_last_trade` stamps it."""
+        if not self.fast_paths or not self._has_summaries or self._shocks.get(symbol):
+            return _UNKNOWN
+        source = self._source
+        for session in self._candidate_sessions(t):
+            summary = source.daily_summary(symbol, session)  # type: ignore[attr-defined]
+            if summary is None:
+                if source.has_day(symbol, session):  # type: ignore[attr-defined]
+                    return _UNKNOWN
+                continue
+            if epoch < summary.start:
+                continue
+            price = self._known_price(symbol, t, epoch)
+            volumes = source.minute_volumes(symbol, session)  # type: ignore[attr-defined]
+            if price is _UNKNOWN or price is None or volumes is None:
+                return _UNKNOWN
+            v, n = volumes
+            i = min(int((epoch - summary.start) // 60), len(v) - 1)
+            start = summary.start + 60.0 * i
+            when = datetime.fromtimestamp(start if epoch < start + 60.0 else start + 59.0, UTC)
+            size_unit = max(1, self._profile(symbol).avg_trade_size)
+            trades = max(1, int(n[i]))
+            size = max(1, min(int(v[i]) // trades, size_unit * 10)) if v[i] > 0 else 1
+            return price, when, size
+        return None
 
     def _candidate_sessions(self, t: datetime) -> Iterator[date]:
         """``t``'s New York date when it is a session, then up to LOOKBACK_SESSIONS earlier

@@ -284,6 +284,7 @@ def _compare_prices(fast: SimulatorCore, slow: SimulatorCore, days: list[date], 
         for symbol in SYMBOLS:
             for moment in moments:
                 assert fast.market.price_at(symbol, moment) == slow.market.price_at(symbol, moment), (symbol, moment)
+                assert fast.market.last_trade(symbol, moment) == slow.market.last_trade(symbol, moment), (symbol, moment)
                 assert fast.market.quote_at(symbol, moment) == slow.market.quote_at(symbol, moment), (symbol, moment)
             last = closed - timedelta(minutes=1)
             bar = slow.market.bar_at(symbol, last)
