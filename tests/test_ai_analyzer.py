@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -465,3 +467,198 @@ def test_calibrated_model_is_held_to_the_calibrated_threshold() -> None:
     s = settings()
     assert s.ai.min_confidence == 0.65
     assert s.ai.calibrated_min_confidence == 0.40
+
+
+# -- identity: thousands of real ideas, bit for bit ------------------------------------------
+#
+# The analyzer is tuned for speed (features at one row, cached per-session values, cached
+# headline scores...). Every optimisation must leave each decision exactly as it was: the
+# same intent (confidence to the last bit, breakdown and its key order, reasoning, times,
+# ids), the same None, the same log events and fields. ``IDENTITY_DIGESTS`` were recorded
+# from the straightforward implementation (before any of that tuning) over the ideas below;
+# beside them each idea's features are compared with the straightforward path
+# (:func:`ai_model.feature_matrix` rows), its headline score with VADER called directly and
+# its model probability with the vectorised model.
+
+IDENTITY_FILES = (
+    "AAPL-1d-2013-01-02-2023-12-29.csv", "AMZN-1d-2013-01-02-2023-12-29.csv",
+    "GOOGL-1d-2013-01-02-2023-12-29.csv", "MSFT-1d-2013-01-02-2023-12-29.csv",
+    "NVDA-1d-2013-01-02-2023-12-29.csv", "TSLA-1d-2010-06-29-2026-08-07.csv",
+    "QQQ-1d-1999-03-10-2026-08-07.csv", "IWM-1d-2000-05-26-2021-03-31.csv",
+    "ORCL-1d-1995-01-03-2014-12-31.csv", "YHOO-1d-1996-04-12-2015-12-31.csv",
+)
+IDENTITY_IDEAS_PER_FILE = 320
+HEADLINE_SETS: tuple[tuple[str, ...], ...] = (
+    (),
+    ("Shares surge after record profit and strong guidance",),
+    ("Company hit by fraud probe; shares plunge", "Analysts cut targets after weak quarter"),
+    ("Annual meeting on Tuesday", "Annual meeting on Tuesday", "  ", ""),
+    ("Upgrade: buy rating, great growth ahead", " Shares surge after record profit and strong guidance "),
+)
+IDENTITY_DIGESTS: dict[str, str] = {
+    "AAPL": "9d4514e1674548b386e4a8452d76b3267209c7152970242e1784e0934670dc02",
+    "AMZN": "76a7072bc11e0ae347c2932de9ca5d46c80326ea38187bc6eb3c053f5cc5e21f",
+    "GOOGL": "4bcbb2467ebba66d2cc529dad6d3eabe63131f4c98581091424c17fba8665b0e",
+    "MSFT": "6674d01d69bfa791c9803da157b475af36cd72c843394c3552a5b2494084e291",
+    "NVDA": "f7e8100a7d0539996a7c1d275ff4fc1b26ebf0d911b051a8e1e1a1cb6810be40",
+    "TSLA": "6c2672e2e9dcf76d7906a340a3f034411c3fce1eaffb12c4cee7f176410c8097",
+    "QQQ": "2cd658613974c857e7a82a02eeaa0f95025b9bdc5858e29355c8029bfc115711",
+    "IWM": "872377e0a8b71255e08fdeb917648418076e735275690736d4c842fd75af3199",
+    "ORCL": "ac67a8021d25a47d45b6722c2dd71e65d5be581b776cd49c7fa3e72b013f0767",
+    "YHOO": "b6a73b468a80b9786210d8a78f6173862c1785fed03dec8354d7f5e80d1787fd",
+}
+#: Set to a file path to write every idea's record there (to diff two implementations).
+IDENTITY_DUMP_ENV = "AI_IDENTITY_DUMP"
+
+
+class _IdentityNewsGateway:
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.calls = 0
+
+    async def get_news(self, symbols, start=None, limit=50):
+        self.calls += 1
+        k = self.calls
+        articles = [
+            {"headline": HEADLINE_SETS[(k + j) % len(HEADLINE_SETS)][0] if HEADLINE_SETS[(k + j) % len(HEADLINE_SETS)] else "",
+             "symbols": [self.symbol] if j % 2 == 0 else ["OTHER"]}
+            for j in range(k % 4)
+        ]
+        return articles
+
+
+def _canonical(value: Any) -> str:
+    """repr with floats in hex, so that equal strings mean bit-identical values."""
+    if isinstance(value, float):
+        return value.hex()
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_canonical(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_canonical(v) for v in value)
+        return ("[" + inner + "]") if isinstance(value, list) else ("(" + inner + ")")
+    return repr(value)
+
+
+def _intent_fields(intent: TradeIntent | None) -> Any:
+    if intent is None:
+        return None
+    return {name: getattr(intent, name) for name in TradeIntent.__dataclass_fields__}
+
+
+def _identity_cases(bars: BarSeries, bench_all: BarSeries, symbol: str):
+    """(index, MarketData, Signal, analyzer key) for ideas spread over the file's history."""
+    n = len(bars)
+    first = 30
+    step = max(1, (n - first) // IDENTITY_IDEAS_PER_FILE)
+    for k, i in enumerate(range(first, n, step)):
+        day_ts = int(bars.ts[i])
+        live = k % 3 == 0  # today's partial bar is the last row (intraday), else backtest-like
+        if live:
+            daily = bars.slice(max(0, i - 600), i + 1)
+            now = datetime.fromtimestamp(day_ts, UTC).replace(hour=14 + k % 6, minute=(7 * k) % 60)
+            last_price = float(bars.close[i]) * (1.0 + ((k % 7) - 3) * 0.001)
+        else:
+            daily = bars.slice(max(0, i - 300 - k % 250), i)
+            now = datetime.fromtimestamp(day_ts, UTC).replace(hour=14, minute=30)
+            last_price = float(bars.open[i]) if k % 19 else math.nan
+        if k % 23 == 5:  # a damaged bar inside the window: the feature fallback path
+            volume = np.array(daily.volume, dtype=float)
+            volume[len(volume) // 2] = math.nan
+            daily = BarSeries.from_arrays(daily.ts, daily.open, daily.high, daily.low, daily.close, volume)
+        bench = None
+        if k % 7 != 3:
+            cut = int(np.searchsorted(bench_all.ts, daily.ts[-1], side="right"))
+            bench = bench_all.slice(max(0, cut - 600 + k % 90), cut)
+        regime = None
+        if bench is not None and k % 2 == 0 and len(bench) >= 60:
+            regime = AIAnalyzer.detect_regime(bench)
+        side = "sell" if k % 3 == 1 else "buy"
+        stop = target = None
+        ref = last_price if math.isfinite(last_price) else float(daily.close[-1])
+        if k % 4 == 0:
+            stop, target = (ref * 0.95, ref * 1.12) if side == "buy" else (ref * 1.04, ref * 0.9)
+        elif k % 4 == 1:
+            stop, target = ref * 1.01, ref * 0.99  # wrong sides for a buy: configured bracket
+        signal = SimpleNamespace(  # a Signal would refuse the wrong-side levels
+            symbol=symbol.lower() if k % 5 == 0 else symbol, action=side, confidence=(k % 10) / 10 + 0.05,
+            reasoning=f"idea {k}", strategy=("breakout", "mean_reversion", "enhanced_momentum")[k % 3],
+            stop_price=stop, target_price=target, max_hold_days=(None, 5, 20)[k % 3],
+            metadata={"k": k} if k % 2 else {},
+        )
+        news = list(HEADLINE_SETS[k % len(HEADLINE_SETS)]) if k % 6 else []
+        md = MarketData(symbol=symbol, now=now, daily=daily, last_price=last_price,
+                        benchmark=bench, regime=regime, news=news)
+        key = ("transparent" if k % 11 == 0 else "news" if k % 6 == 0 else
+               "open" if k % 5 == 2 else "default")
+        yield i, md, signal, key
+
+
+def _identity_analyzers(symbol: str, clock: FixedClock, model) -> dict[str, AIAnalyzer]:
+    news = NewsSentiment(_IdentityNewsGateway(symbol), clock=clock, ttl_seconds=60)
+    return {
+        "default": AIAnalyzer(settings(), clock, model=model),
+        "open": AIAnalyzer(settings(min_confidence=0.0), clock, model=model),
+        "news": AIAnalyzer(settings(min_confidence=0.2), clock, model=model, news_source=news),
+        "transparent": AIAnalyzer(settings(min_confidence=0.5, use_model="never"), clock),
+    }
+
+
+async def test_analyzer_decisions_are_identical_on_thousands_of_real_ideas(model):
+    import hashlib
+
+    import ai_model
+    from ai_analyzer import FEATURE_WINDOW_BARS
+
+    vader = __import__("vaderSentiment.vaderSentiment", fromlist=["x"]).SentimentIntensityAnalyzer()
+    bench_all = load_csv_bars(SHARED_DATA / "daily" / "SPY-1d-1993-01-29-2026-08-07.csv")
+    digests: dict[str, str] = {}
+    dump_path = os.environ.get(IDENTITY_DUMP_ENV)
+    dump = open(dump_path, "w", encoding="utf-8") if dump_path else None  # noqa: SIM115
+    counts = {"ideas": 0, "intents": 0, "model": 0}
+    for name in IDENTITY_FILES:
+        symbol = name.split("-")[0]
+        bars = load_csv_bars(SHARED_DATA / "daily" / name)
+        clock = FixedClock()
+        analyzers = _identity_analyzers(symbol, clock, model)
+        digest = hashlib.sha256()
+        for i, md, signal, key in _identity_cases(bars, bench_all, symbol):
+            clock.moment = md.now
+            with capture_logs() as logs:
+                intent = await analyzers[key].analyze(signal, md)
+            record = _canonical([i, key, _intent_fields(intent), logs])
+            digest.update(record.encode())
+            if dump is not None:
+                dump.write(record + "\n")
+            counts["ideas"] += 1
+            counts["intents"] += intent is not None
+            # The straightforward paths, idea by idea.
+            features = md.derived.get(ai_analyzer.FEATURES_CACHE_KEY)
+            if features is not None:
+                daily = md.daily.tail(FEATURE_WINDOW_BARS)
+                volume = np.array(daily.volume, dtype=float)
+                progress = md.volume_progress
+                if progress < 1.0 and len(volume) > 1:
+                    volume[-1] = volume[-1] / progress if progress >= 0.1 else float(volume[-21:-1].mean())
+                bench_close = None
+                if md.benchmark is not None and len(md.benchmark):
+                    b = md.benchmark.tail(FEATURE_WINDOW_BARS + 50)
+                    bench_close = ai_model.align_benchmark(daily.ts, b.ts, b.close)
+                matrix = ai_model.feature_matrix(daily.high, daily.low, daily.close, volume, bench_close)
+                expected = {f: float(matrix[f][-1]) for f in FEATURE_NAMES}
+                assert _canonical(features) == _canonical(expected), (symbol, i)
+                if all(math.isfinite(v) for v in features.values()) and key != "transparent":
+                    side = "long" if signal.action == "buy" else "short"
+                    row = np.array([[features[f] for f in FEATURE_NAMES]])
+                    p = float(model.sides[side].probabilities(row)[0])
+                    assert model.predict_proba(features, side) == p
+                    counts["model"] += 1
+            if md.news:
+                distinct = list(dict.fromkeys(h.strip() for h in md.news if h and h.strip()))
+                if distinct:
+                    raw = sum(float(vader.polarity_scores(h)["compound"]) for h in distinct) / len(distinct)
+                    assert score_headlines(md.news) == max(-1.0, min(1.0, raw))
+        digests[symbol] = digest.hexdigest()
+    if dump is not None:
+        dump.close()
+    assert counts["ideas"] > 3000 and counts["intents"] > 500 and counts["model"] > 2000, counts
+    assert digests == IDENTITY_DIGESTS
