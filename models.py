@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
@@ -815,6 +815,330 @@ class Activity(BrokerModel):
         if isinstance(value, str) and len(value) > 10:
             return parse_timestamp(value).date()
         return value
+
+
+# -- trading objects: the same fast path ------------------------------------------------------
+#
+# Every cycle parses the account, the positions, the open orders (with their legs), the new
+# fills and the clock. The trading API sends money and quantities as strings, timestamps as
+# RFC 3339 strings, and keys the models do not declare (ignored, as ``extra="ignore"`` does).
+# The builders below are derived from each model's own fields and validators: for every field
+# they accept only the plain JSON types full validation would take unchanged (exact ``str``,
+# ``bool``, ``int``, ``None``; finite decimal strings or JSON numbers for money; zoned RFC 3339
+# strings; ``YYYY-MM-DD`` dates), run the model's own ``before`` validators (Order's
+# normalisation, Activity's date) and ``after`` validators (Position's sign) exactly as
+# pydantic would, and hand anything else (a bool for a number, NaN, a naive timestamp, a
+# missing field, a dict subclass ...) to full validation, which gives what it always gave.
+# A model with a validator kind or a field type the builder does not know is never taken on
+# the fast path (it falls back to ``model_validate`` as a whole).
+
+_MISSING = object()
+_DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+# Decimals of recently seen decimal strings ("0", "100000", the same prices in an order and
+# its position): Decimals are immutable, so sharing one is safe. Cleared when full.
+_DECIMAL_TEXT_MEMO: dict[str, Decimal] = {}
+
+
+def _fast_money(value: Any) -> Decimal:
+    """What parse_decimal gives for a string or JSON number (raises _Unusual otherwise)."""
+    if type(value) is str:
+        known = _DECIMAL_TEXT_MEMO.get(value)
+        if known is not None:
+            return known
+        try:
+            number = Decimal(value.strip())
+        except (ArithmeticError, ValueError):
+            raise _Unusual from None
+        if not number.is_finite():
+            raise _Unusual
+        if len(_DECIMAL_TEXT_MEMO) >= _DECIMAL_MEMO_SIZE:
+            _DECIMAL_TEXT_MEMO.clear()
+        _DECIMAL_TEXT_MEMO[value] = number
+        return number
+    return _fast_num(value)
+
+
+def _fast_optional_money(value: Any) -> Decimal | None:
+    if value is None or (type(value) is str and value == ""):
+        return None
+    return _fast_money(value)
+
+
+def _fast_optional_timestamp(value: Any) -> datetime | None:
+    if value is None or (type(value) is str and value == ""):
+        return None
+    return _fast_timestamp(value)
+
+
+def _fast_str(value: Any) -> str:
+    if type(value) is str:
+        return value
+    raise _Unusual
+
+
+def _fast_bool(value: Any) -> bool:
+    if type(value) is bool:
+        return value
+    raise _Unusual
+
+
+def _fast_optional_bool(value: Any) -> bool | None:
+    if value is None or type(value) is bool:
+        return value
+    raise _Unusual
+
+
+def _fast_optional_int(value: Any) -> int | None:
+    if value is None or type(value) is int:
+        return value
+    raise _Unusual
+
+
+def _fast_optional_date(value: Any) -> date | None:
+    if value is None or type(value) is date:
+        return value
+    if type(value) is not str or _DATE_TEXT.fullmatch(value) is None:
+        raise _Unusual
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _Unusual from None
+
+
+#: Converters by the field's PlainValidator, then by its plain annotation.
+_FAST_BY_VALIDATOR: dict[Any, Any] = {
+    parse_decimal: _fast_money, parse_optional_decimal: _fast_optional_money,
+    parse_timestamp: _fast_timestamp, parse_optional_timestamp: _fast_optional_timestamp,
+}
+_FAST_BY_ANNOTATION: dict[Any, Any] = {
+    str: _fast_str, str | None: _fast_text, bool: _fast_bool, bool | None: _fast_optional_bool,
+    int | None: _fast_optional_int, date | None: _fast_optional_date,
+}
+
+
+class _Spec:
+    """How to build one model without validation: its fields and validators, in order.
+
+    ``values(raw)`` is generated from ``fields`` (one straight-line function per model, the
+    cheap checks inlined: a loop calling one converter per field cost as much as pydantic).
+    """
+
+    __slots__ = ("cls", "fields", "names", "before", "after", "values", "source")
+
+    def __init__(self, cls: type[BaseModel], fields: list[tuple[str, Any, bool, Any]],
+                 before: list[Any], field_before: dict[str, list[Any]], after: list[Any]) -> None:
+        self.cls = cls
+        self.fields = fields  # (name, converter, required, default), in field order
+        self.names = frozenset(name for name, *_ in fields)
+        self.before = before
+        self.after = after
+        self.source, namespace = _values_source(cls.__name__, fields, field_before)
+        exec(compile(self.source, f"<fast {cls.__name__}>", "exec"), namespace)  # noqa: S102
+        self.values = namespace["values"]
+
+
+# Inline forms of the converters (``v`` in, ``v`` out, ``raise U`` for anything unusual);
+# the others are called. Each does exactly what the converter of the same name does.
+_INLINE: dict[Any, list[str]] = {
+    _fast_str: ["if type(v) is not str:", "    raise U"],
+    _fast_text: ["if v is not None and type(v) is not str:", "    raise U"],
+    _fast_bool: ["if type(v) is not bool:", "    raise U"],
+    _fast_optional_bool: ["if v is not None and type(v) is not bool:", "    raise U"],
+    _fast_optional_int: ["if v is not None and type(v) is not int:", "    raise U"],
+    _fast_money: ["if type(v) is str:", "    x = money_memo(v)", "    v = money(v) if x is None else x",
+                  "else:", "    v = money(v)"],
+    _fast_optional_money: ["if type(v) is str:", "    if v:", "        x = money_memo(v)",
+                           "        v = money(v) if x is None else x", "    else:", "        v = None",
+                           "elif v is not None:", "    v = money(v)"],
+    _fast_timestamp: ["if type(v) is str:", "    x = ts_memo(v)", "    v = ts(v) if x is None else x",
+                      "else:", "    raise U"],
+    _fast_optional_timestamp: ["if type(v) is str:", "    if v:", "        x = ts_memo(v)",
+                               "        v = ts(v) if x is None else x", "    else:", "        v = None",
+                               "elif v is not None:", "    raise U"],
+}
+
+
+def _values_source(model: str, fields: list[tuple[str, Any, bool, Any]],
+                   field_before: dict[str, list[Any]]) -> tuple[str, dict[str, Any]]:
+    """Source of ``values(raw)``: the model's field values (in field order) from a dict and
+    the names of the fields ``raw`` has, or _Unusual."""
+    namespace: dict[str, Any] = {
+        "M": _MISSING, "U": _Unusual, "money": _fast_money, "money_memo": _DECIMAL_TEXT_MEMO.get,
+        "ts": _fast_timestamp, "ts_memo": _TIMESTAMP_MEMO.get,
+        "NAMES": frozenset(name for name, *_ in fields),
+    }
+    # The fields set: every field name, less those missing from ``raw`` (copying the names
+    # and dropping the few missing ones is cheaper than intersecting with raw's keys).
+    lines = [f"def values(raw):  # {model}", "    get = raw.get", "    fields_set = set(NAMES)"]
+    for k, (name, convert, required, default) in enumerate(fields):
+        lines.append(f"    v = get({name!r}, M)")
+        lines.append("    if v is M:")
+        if required:
+            lines.append("        raise U")
+        else:
+            namespace[f"D{k}"] = default
+            lines.append(f"        v = D{k}")
+            lines.append(f"        fields_set.discard({name!r})")
+        lines.append("    else:")
+        for j, validator in enumerate(field_before.get(name, ())):
+            namespace[f"B{k}_{j}"] = validator
+            lines += ["        try:", f"            v = B{k}_{j}(v)", "        except Exception:",
+                      "            raise U from None"]
+        inline = _INLINE.get(convert)
+        if inline is None:
+            namespace[f"C{k}"] = convert
+            inline = [f"v = C{k}(v)"]
+        lines += [f"        {line}" for line in inline]
+        lines.append(f"    f{k} = v")
+    lines.append("    return {" + ", ".join(f"{name!r}: f{k}" for k, (name, *_) in enumerate(fields))
+                 + "}, fields_set")
+    return "\n".join(lines) + "\n", namespace
+
+
+#: Config keys that do not change what validation makes of plain JSON values.
+_PLAIN_CONFIG = frozenset({"extra", "populate_by_name", "validate_by_name", "validate_by_alias", "title"})
+_FAST_MODELS: tuple[type[BaseModel], ...] = ()  # set below, once the models exist
+_SPECS: dict[type[BaseModel], _Spec | None] = {}
+
+
+def _spec_of(cls: type[BaseModel]) -> _Spec | None:
+    """The model's build spec, or None when something about it is beyond the fast path."""
+    if cls in _SPECS:
+        return _SPECS[cls]
+    _SPECS[cls] = None  # while building (a model nested in itself), and if it cannot be built
+    spec = _make_spec(cls)
+    _SPECS[cls] = spec
+    return spec
+
+
+def _make_spec(cls: type[BaseModel]) -> _Spec | None:
+    config = cls.model_config
+    if config.get("extra", "ignore") != "ignore" or not config.keys() <= _PLAIN_CONFIG:
+        return None  # str_strip_whitespace, strict ... would change what validation gives
+    if cls.__pydantic_root_model__:
+        return None
+    decorators = cls.__pydantic_decorators__
+    if (decorators.validators or decorators.root_validators or decorators.field_serializers
+            or decorators.model_serializers or decorators.computed_fields):
+        return None
+    before: list[Any] = []
+    after: list[Any] = []
+    for decorator in decorators.model_validators.values():
+        if decorator.info.mode == "before":
+            before.append(decorator.func)
+        elif decorator.info.mode == "after":
+            after.append(decorator.func)
+        else:
+            return None
+    field_before: dict[str, list[Any]] = {}
+    for decorator in decorators.field_validators.values():
+        if decorator.info.mode != "before":
+            return None
+        for name in decorator.info.fields:
+            field_before.setdefault(name, []).append(decorator.func)
+    fields: list[tuple[str, Any, bool, Any]] = []
+    for name, info in cls.model_fields.items():
+        if info.alias not in (None, name) or info.validation_alias not in (None, name):
+            return None
+        if info.default_factory is not None or info.validate_default:
+            return None
+        convert = _converter_of(info)
+        if convert is None:
+            return None
+        required = info.is_required()
+        fields.append((name, convert, required, None if required else info.default))
+    if set(field_before) - {name for name, *_ in fields}:
+        return None
+    return _Spec(cls, fields, before, field_before, after)
+
+
+def _converter_of(info: Any) -> Any:
+    validators = [item for item in info.metadata if isinstance(item, PlainValidator)]
+    if validators:
+        if len(info.metadata) != 1:
+            return None
+        return _FAST_BY_VALIDATOR.get(validators[0].func)
+    if info.metadata:
+        return None
+    annotation = info.annotation
+    try:
+        known = _FAST_BY_ANNOTATION.get(annotation)
+    except TypeError:  # an unhashable annotation
+        return None
+    if known is not None:
+        return known
+    # list[Model] | None for a model the fast path can build (Order.legs)
+    args = get_args(annotation)
+    if len(args) == 2 and args[1] is type(None) and get_origin(args[0]) is list:
+        (item,) = get_args(args[0]) or (None,)
+        if isinstance(item, type) and item in _FAST_MODELS:
+            return _nested_list_converter(item)
+    return None
+
+
+def _nested_list_converter(item: type[BaseModel]) -> Any:
+    def convert(value: Any) -> list[Any] | None:
+        if value is None:
+            return None
+        if type(value) is not list:
+            raise _Unusual
+        spec = _SPECS.get(item)
+        if spec is None:
+            raise _Unusual
+        return [_fast_build(spec, element) for element in value]
+    return convert
+
+
+def _fast_build(spec: _Spec, raw: Any) -> Any:
+    """The instance ``spec.cls.model_validate(raw)`` gives, or _Unusual."""
+    if type(raw) is not dict:
+        raise _Unusual
+    cls = spec.cls
+    if spec.before:
+        try:
+            for validator in spec.before:
+                raw = validator(raw)
+        except Exception:  # noqa: BLE001 - validation will say what it is
+            raise _Unusual from None
+        if type(raw) is not dict:
+            raise _Unusual
+    instance = _built(cls, *spec.values(raw))
+    if spec.after:
+        try:
+            for validator in spec.after:
+                instance = validator(instance)
+        except Exception:  # noqa: BLE001
+            raise _Unusual from None
+        if type(instance) is not cls:
+            raise _Unusual
+    return instance
+
+
+def _parser_for(cls: type[_M]) -> Any:
+    def parse(raw: Any) -> _M:
+        spec = _SPECS.get(cls)
+        if spec is not None:
+            try:
+                return _fast_build(spec, raw)  # type: ignore[no-any-return]
+            except _Unusual:
+                pass
+        return cls.model_validate(raw)
+    parse.__name__ = parse.__qualname__ = f"parse_{cls.__name__.lower()}"
+    parse.__doc__ = (f"``{cls.__name__}.model_validate(raw)``, faster on the trading API's "
+                     "common shape (same result, same errors).")
+    return parse
+
+
+_FAST_MODELS = (Account, Position, Order, Activity, Clock)
+for _model in _FAST_MODELS:
+    _spec_of(_model)
+
+parse_account = _parser_for(Account)
+parse_position = _parser_for(Position)
+parse_order = _parser_for(Order)
+parse_activity = _parser_for(Activity)
+parse_clock = _parser_for(Clock)
 
 
 # -- responses -----------------------------------------------------------------------------
