@@ -228,16 +228,19 @@ def feature_row(
 ) -> dict[str, float]:
     """Every feature at the last row only: ``feature_matrix(...)[name][-1]`` for each name.
 
-    The same operations on the same values (the recursive indicators over the whole input,
-    the moving averages from the same running sums, window statistics on the last window),
-    so the values are identical (tested on every prefix of real history); the analyzer scores
-    an idea with this instead of building every row. Arguments as :func:`feature_matrix`.
+    The same operations on the same values (the recursive indicators over the whole input
+    with the same seeds and the same chunks of :func:`indicators._smooth`, the moving
+    averages from the same running sums, window statistics on the last window with the same
+    reductions), so the values are identical (tested on every prefix of real history); the
+    analyzer scores an idea with this instead of building every row. Arguments as
+    :func:`feature_matrix`.
     """
     high, low, close, volume = (np.asarray(a, dtype=float) for a in (high, low, close, volume))
     n = len(close)
-    for name, arr in (("high", high), ("low", low), ("volume", volume)):
-        if len(arr) != n:
-            raise ValueError(f"feature_matrix: {name} has {len(arr)} rows, close has {n}")
+    if len(high) != n or len(low) != n or len(volume) != n:
+        for name, arr in (("high", high), ("low", low), ("volume", volume)):
+            if len(arr) != n:
+                raise ValueError(f"feature_matrix: {name} has {len(arr)} rows, close has {n}")
     if n == 0:
         return {name: math.nan for name in FEATURE_NAMES}
     if benchmark_close is not None:
@@ -260,60 +263,176 @@ def feature_row(
         volume_base = volumes.average(20, n - 2) if n > 1 else nan
         volume_1d = volume[-1] / volume_base if n > 20 and volume_base > 0.0 else nan
         volume_5d = volumes.average(5, n - 1) / volume_base if volume_base > 0.0 else nan
-        macd_line, macd_signal, macd_hist = indicators.macd(close, 12, 26, 9)
-        line, signal = macd_line[-1], macd_signal[-1]
-        above = nan if np.isnan(line) or np.isnan(signal) else np.float64((line > signal) * 1.0)
+        line, signal = _macd_last(close)
+        above = nan if math.isnan(line) or math.isnan(signal) else np.float64((line > signal) * 1.0)
         pct_b = nan
-        if n >= 20:
-            windows = close[-20:].reshape(1, 20)  # the last of indicators.bollinger's windows
-            mean = windows.mean(axis=1)
-            spread = 2.0 * np.sqrt(((windows - mean[:, None]) ** 2).mean(axis=1))
-            upper, lower = (mean + spread)[0], (mean - spread)[0]
+        if n >= 20:  # the last of indicators.bollinger's windows
+            window = close[-20:]
+            mean = _add(window) / 20
+            deviation = window - mean
+            spread = 2.0 * math.sqrt(_add(deviation * deviation) / 20)
+            upper, lower = mean + spread, mean - spread
             width = upper - lower
             pct_b = (last - lower) / width if width > 0 else np.float64(0.5)
-            if np.isnan(width):
+            if math.isnan(width):
                 pct_b = nan
-        returns = indicators.rate_of_change(close[-61:], 1)
+        tail = close[-61:]  # indicators.rate_of_change(close[-61:], 1) from its second row
+        returns = tail[1:] / tail[:-1] - 1.0
         momentum_10d = change(10)
         if benchmark_close is None:
-            beta = nan if n <= MIN_HISTORY_BARS - 1 or np.isnan(returns[-1]) else np.float64(1.0)
+            beta = nan if n <= MIN_HISTORY_BARS - 1 or math.isnan(returns[-1]) else np.float64(1.0)
             relative = nan if np.isnan(momentum_10d) else np.float64(0.0)
         else:
             beta = nan
-            if n >= 60:  # _rolling_beta's last window
-                bench_returns = indicators.rate_of_change(benchmark_close[-61:], 1)
-                a = returns[-60:].reshape(1, 60)
-                b = bench_returns[-60:].reshape(1, 60)
-                a_dev = a - a.mean(axis=1, keepdims=True)
-                b_dev = b - b.mean(axis=1, keepdims=True)
-                var = (b_dev * b_dev).sum(axis=1)
-                cov = (a_dev * b_dev).sum(axis=1)
-                beta = np.where(var > 0, cov / var, np.nan)[0]
+            if n > 60:  # _rolling_beta's last window (NaN with fewer than 60 returns)
+                bench = benchmark_close[-61:]
+                a = returns[-60:]
+                b = bench[1:] / bench[:-1] - 1.0
+                a_dev = a - _add(a) / 60
+                b_dev = b - _add(b) / 60
+                var = _add(b_dev * b_dev)
+                cov = _add(a_dev * b_dev)
+                beta = cov / var if var > 0 else nan
             bench_10d = (
                 benchmark_close[-1] / benchmark_close[-11] - 1.0 if n > 10 else nan
             )
             relative = momentum_10d - bench_10d
         volatility = nan  # _rolling_std's last window
-        if n >= 20:
-            volatility = returns[-20:].reshape(1, 20).std(axis=1, ddof=1)[0] * math.sqrt(TRADING_DAYS_PER_YEAR)
+        if n > 20:
+            r = returns[-20:]
+            deviation = r - _add(r) / 20
+            volatility = math.sqrt(_add(deviation * deviation) / 19) * math.sqrt(TRADING_DAYS_PER_YEAR)
         row = {
             "momentum_1d": change(1),
             "momentum_5d": change(5),
             "momentum_10d": momentum_10d,
             "volume_ratio_1d": volume_1d,
             "volume_ratio_5d": volume_5d,
-            "rsi_14": indicators.rsi(close, 14)[-1],
-            "macd_hist_pct": macd_hist[-1] / last,
+            "rsi_14": _rsi_last(close, 14),
+            "macd_hist_pct": (line - signal) / last,
             "macd_above_signal": above,
             "bollinger_pct_b": pct_b,
             "beta_60d": beta,
             "relative_strength_10d": relative,
             "volatility_20d": volatility,
-            "atr_pct": indicators.atr(high, low, close, 14)[-1] / last,
+            "atr_pct": _atr_last(high, low, close, 14) / last,
             "distance_ma20": last / closes.average(20, n - 1) - 1.0,
             "distance_ma50": last / closes.average(50, n - 1) - 1.0,
         }
     return {name: float(row[name]) for name in FEATURE_NAMES}
+
+
+_add = np.add.reduce  # the reduction behind ndarray.sum/mean/std (same pairwise sums)
+_POWERS: dict[tuple[float, int], np.ndarray] = {}
+_POWERS_SIZE = 4096
+
+
+def _powers(beta: float, count: int) -> np.ndarray:
+    """``beta ** np.arange(1, count + 1)`` as :func:`indicators._smooth` computes it (memoised)."""
+    key = (beta, count)
+    powers = _POWERS.get(key)
+    if powers is None:
+        if len(_POWERS) >= _POWERS_SIZE:
+            _POWERS.clear()
+        powers = _POWERS[key] = beta ** np.arange(1, count + 1, dtype=np.float64)
+        powers.flags.writeable = False
+    return powers
+
+
+def _smooth(x: np.ndarray, alpha: float, start: int, seed: float, full: bool) -> Any:
+    """:func:`indicators._smooth` (the same loop or the same chunked closed form, so the
+    same values): the whole output when ``full``, else only its last value (a float)."""
+    n = len(x)
+    if start >= n:
+        return np.full(n, np.nan) if full else math.nan
+    steps = n - start - 1
+    out = None
+    if full:
+        out = np.full(n, np.nan)
+        out[start] = seed
+    if steps <= 0:
+        return out if full else seed
+    if steps <= indicators._LOOP_LIMIT:
+        y = seed
+        if full:
+            values = x[start + 1 :].tolist()
+            result = [0.0] * steps
+            for i, v in enumerate(values):
+                y = y + alpha * (v - y)
+                result[i] = y
+            out[start + 1 :] = result  # type: ignore[index]
+            return out
+        for v in x[start + 1 :].tolist():
+            y = y + alpha * (v - y)
+        return y
+    beta = 1.0 - alpha
+    if beta <= 0.0:
+        if full:
+            out[start + 1 :] = x[start + 1 :]  # type: ignore[index]
+            return out
+        return float(x[-1])
+    chunk = max(1, int(indicators._MAX_CHUNK_EXPONENT / -math.log(beta)))
+    powers = _powers(beta, min(chunk, steps))
+    previous = seed
+    i = start + 1
+    while i < n:
+        j = min(n, i + chunk)
+        p = powers[: j - i]
+        if full or j < n:
+            y = p * (previous + alpha * np.cumsum(x[i:j] / p))
+            if full:
+                out[i:j] = y  # type: ignore[index]
+            previous = float(y[-1])
+        else:  # the last value of the last chunk: the same operations on its last element
+            previous = float(p[-1] * (previous + alpha * np.cumsum(x[i:j] / p)[-1]))
+        i = j
+    return out if full else previous
+
+
+def _ema_full(values: np.ndarray, n: int) -> np.ndarray:
+    """:func:`indicators.ema` of finite ``values`` (the recursion starts at the first)."""
+    if len(values) < n:
+        return np.full(len(values), np.nan)
+    return _smooth(values, 2.0 / (n + 1.0), n - 1, indicators._seed(values[:n]), True)  # type: ignore[no-any-return]
+
+
+def _macd_last(close: np.ndarray) -> tuple[float, float]:
+    """The last MACD(12, 26, 9) line and signal values of finite ``close``."""
+    line = _ema_full(close, 12) - _ema_full(close, 26)
+    first = indicators._first_finite(line)
+    if len(line) - first < 9:
+        return float(line[-1]), math.nan
+    seed = indicators._seed(line[first : first + 9])
+    return float(line[-1]), float(_smooth(line, 2.0 / 10.0, first + 8, seed, False))
+
+
+def _wilder_last(values: np.ndarray, n: int) -> float:
+    """The last value of ``indicators._wilder(values, n, 0)``."""
+    if len(values) < n:
+        return math.nan
+    return float(_smooth(values, 1.0 / n, n - 1, indicators._seed(values[:n]), False))
+
+
+def _rsi_last(close: np.ndarray, n: int) -> float:
+    """``indicators.rsi(close, n)[-1]``."""
+    if len(close) <= n:
+        return math.nan
+    change = np.diff(close)
+    gain = _wilder_last(np.maximum(change, 0.0), n)
+    loss = _wilder_last(np.maximum(-change, 0.0), n)
+    total = gain + loss
+    if math.isnan(total):
+        return math.nan
+    return 100.0 * gain / total if total > 0.0 else 50.0
+
+
+def _atr_last(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> float:
+    """``indicators.atr(high, low, close, n)[-1]``."""
+    tr = high - low
+    if len(close) > 1:
+        previous = close[:-1]
+        tr[1:] = np.maximum(tr[1:], np.maximum(np.abs(high[1:] - previous), np.abs(low[1:] - previous)))
+    return _wilder_last(tr, n)
 
 
 class _RunningSums:

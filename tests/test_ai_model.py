@@ -370,3 +370,34 @@ def test_shipped_model_loads_and_reports_its_held_out_quality():
         metrics = model.sides[side].metrics
         assert metrics["ece"] < 0.1
         assert metrics["brier"] < metrics["brier_climatology"]
+
+
+def test_feature_row_is_bit_identical_on_long_and_damaged_histories(aapl, spy):
+    """feature_row's own recursions (cached powers, last value only) against the matrix, to the
+    bit: histories long enough for several closed-form chunks (>1197 bars for the 12-bar EMA),
+    zero closes, NaN highs/lows (finite closes and volumes keep the fast path) and benchmarks
+    with holes."""
+
+    def bits(row: dict[str, float]) -> dict[str, str]:
+        return {k: float(v).hex() for k, v in row.items()}
+
+    bench_all = ai_model.align_benchmark(aapl.ts, spy.ts, spy.close)
+    n = len(aapl)
+    cases = [(0, end) for end in range(1, 200, 7)] + [(0, end) for end in (1197, 1198, 1199, 1300, 2400, n)]
+    cases += [(lo, lo + size) for lo in range(0, n - 3000, 331) for size in (129, 130, 500, 3000)]
+    for lo, end in cases:
+        high, low, close = (np.array(a[lo:end]) for a in (aapl.high, aapl.low, aapl.close))
+        volume = np.array(aapl.volume[lo:end])
+        bench = bench_all[lo:end].copy()
+        variants = [(high, low, close, volume, None), (high, low, close, volume, bench)]
+        if end - lo > 30:
+            damaged_high, zero_close, holed = high.copy(), close.copy(), bench.copy()
+            damaged_high[-5] = np.nan
+            zero_close[-12] = 0.0
+            holed[-30::7] = np.nan
+            variants += [(damaged_high, low, close, volume, holed), (high, low, zero_close, volume, bench)]
+        for h, lw, c, v, b in variants:
+            with np.errstate(all="ignore"):  # the zero close makes infinite returns
+                matrix = feature_matrix(h, lw, c, v, b)
+            expected = {name: float(matrix[name][-1]) for name in FEATURE_NAMES}
+            assert bits(ai_model.feature_row(h, lw, c, v, b)) == bits(expected), (lo, end)
