@@ -461,8 +461,16 @@ def align_benchmark(ts: np.ndarray, bench_ts: np.ndarray, bench_close: np.ndarra
     ts = np.asarray(ts, dtype=np.int64)
     bench_ts = np.asarray(bench_ts, dtype=np.int64)
     bench_close = np.asarray(bench_close, dtype=float)
-    out = np.full(len(ts), np.nan)
-    if len(ts) == 0 or len(bench_ts) == 0:
+    n = len(ts)
+    if n and len(bench_ts) >= n:
+        # Fastest path: ts is a run of consecutive benchmark stamps (the benchmark's own
+        # sessions): the same values the lookups below would pick, without the lookups.
+        start = int(np.searchsorted(bench_ts, ts[0]))
+        if start + n <= len(bench_ts) and bench_ts[start] == ts[0] and bench_ts[start + n - 1] == ts[-1]:
+            if np.array_equal(bench_ts[start : start + n], ts):
+                return bench_close[start : start + n].copy()
+    out = np.full(n, np.nan)
+    if n == 0 or len(bench_ts) == 0:
         return out
     # Fast path: identical stamps (both series from one source); bench_ts is ascending.
     pos = np.clip(np.searchsorted(bench_ts, ts), 0, len(bench_ts) - 1)
@@ -942,14 +950,25 @@ class ConfidenceModel:
         Raises ``ValueError`` naming the missing or non-finite features.
         """
         row = self.vector(features)
-        return float(self.sides[side].probabilities(row[None, :])[0])
+        model = self.sides[side]
+        # SideModel.probabilities on one row, without the wrappers: np.clip is
+        # minimum(maximum()) (the row is finite), the same 1-row product and calibration.
+        Z = (np.minimum(np.maximum(row[None, :], model.clip_low), model.clip_high) - model.mean) / model.scale
+        p = float(model.calibration.apply(Z @ model.coefficients + model.intercept)[0])
+        return min(max(p, 0.0), 1.0)
 
     def vector(self, features: Mapping[str, float]) -> np.ndarray:
         """``features`` as a row in :attr:`feature_names` order, after checking every value."""
-        missing = [n for n in self.feature_names if n not in features]
-        if missing:
+        try:
+            values = [float(features[n]) for n in self.feature_names]
+        except KeyError:
+            values = None
+        if values is None:
+            missing = [n for n in self.feature_names if n not in features]
             raise ValueError(f"features missing: {', '.join(missing)}")
-        row = np.array([float(features[n]) for n in self.feature_names])
+        row = np.array(values)
+        if all(map(math.isfinite, values)):
+            return row
         bad = [n for n, v in zip(self.feature_names, row, strict=True) if not math.isfinite(v)]
         if bad:
             raise ValueError(f"features not finite (too little history?): {', '.join(bad)}")

@@ -56,9 +56,24 @@ def score_headlines(headlines: Sequence[str]) -> float:
     analyzer = _vader()
     if analyzer is None:
         return 0.0
-    scores = [float(analyzer.polarity_scores(h)["compound"]) for h in distinct]
+    scores = [_compound(analyzer, h) for h in distinct]
     value = sum(scores) / len(scores)
     return max(-1.0, min(1.0, value)) if math.isfinite(value) else 0.0
+
+
+# VADER's compound score of a headline (a pure function of its text): a live loop re-scores
+# the same few headlines of a symbol every cycle. A small memo, cleared when full.
+_COMPOUND_MEMO: dict[str, float] = {}
+_COMPOUND_MEMO_SIZE = 4096
+
+
+def _compound(analyzer: Any, headline: str) -> float:
+    score = _COMPOUND_MEMO.get(headline)
+    if score is None:
+        if len(_COMPOUND_MEMO) >= _COMPOUND_MEMO_SIZE:
+            _COMPOUND_MEMO.clear()
+        score = _COMPOUND_MEMO[headline] = float(analyzer.polarity_scores(headline)["compound"])
+    return score
 
 
 class NewsGateway(Protocol):
