@@ -191,10 +191,19 @@ def detect_regime(benchmark: BarSeries) -> Regime:
     return above +2%; bear when the close is below its 50-day average and the 20-day return
     below -2%; range otherwise, and with fewer than 51 bars.
     """
+    # A function of the series' bars, which never change: every symbol of a cycle shares
+    # one benchmark series, so it is computed once per series.
+    memo = benchmark.memo() if isinstance(benchmark, BarSeries) else None
+    key = ("ai_regime", REGIME_WINDOW_BARS)
+    if memo is not None:
+        cached = memo.get(key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
     close = np.asarray(benchmark.tail(REGIME_WINDOW_BARS).close, dtype=float)
-    if len(close) == 0:
-        return "range"
-    return ai_model.latest_regime(close)
+    regime: Regime = "range" if len(close) == 0 else ai_model.latest_regime(close)
+    if memo is not None:
+        memo[key] = regime
+    return regime
 
 
 # -- scoring -----------------------------------------------------------------------------------
@@ -690,12 +699,13 @@ class AIAnalyzer:
             return 0.0, ()
         headlines: tuple[str, ...] = tuple(market_data.news or ())
         if not headlines and self._news is not None:
+            timeout = float(self._ai.model_timeout_seconds)
             try:
-                headlines = tuple(
-                    await asyncio.wait_for(
-                        self._news.headlines(symbol), float(self._ai.model_timeout_seconds)
-                    )
-                )
+                if timeout > 0:  # in this task: no task of its own for a cached answer
+                    async with asyncio.timeout(timeout):
+                        headlines = tuple(await self._news.headlines(symbol))
+                else:
+                    headlines = tuple(await asyncio.wait_for(self._news.headlines(symbol), timeout))
             except Exception as exc:  # news is optional: neutral on failure (timeouts too)
                 log.debug("news_headlines_skipped", symbol=symbol, error=exc.__class__.__name__)
                 headlines = ()

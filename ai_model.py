@@ -379,12 +379,12 @@ def _smooth(x: np.ndarray, alpha: float, start: int, seed: float, full: bool) ->
         j = min(n, i + chunk)
         p = powers[: j - i]
         if full or j < n:
-            y = p * (previous + alpha * np.cumsum(x[i:j] / p))
+            y = p * (previous + alpha * (x[i:j] / p).cumsum())
             if full:
                 out[i:j] = y  # type: ignore[index]
             previous = float(y[-1])
         else:  # the last value of the last chunk: the same operations on its last element
-            previous = float(p[-1] * (previous + alpha * np.cumsum(x[i:j] / p)[-1]))
+            previous = float(p[-1] * (previous + alpha * (x[i:j] / p).cumsum()[-1]))
         i = j
     return out if full else previous
 
@@ -399,7 +399,8 @@ def _ema_full(values: np.ndarray, n: int) -> np.ndarray:
 def _macd_last(close: np.ndarray) -> tuple[float, float]:
     """The last MACD(12, 26, 9) line and signal values of finite ``close``."""
     line = _ema_full(close, 12) - _ema_full(close, 26)
-    first = indicators._first_finite(line)
+    # Finite closes: the line starts where the slow EMA does (unless something overflowed).
+    first = 25 if len(line) > 25 and math.isfinite(line[25]) else indicators._first_finite(line)
     if len(line) - first < 9:
         return float(line[-1]), math.nan
     seed = indicators._seed(line[first : first + 9])
@@ -417,7 +418,7 @@ def _rsi_last(close: np.ndarray, n: int) -> float:
     """``indicators.rsi(close, n)[-1]``."""
     if len(close) <= n:
         return math.nan
-    change = np.diff(close)
+    change = close[1:] - close[:-1]  # np.diff
     gain = _wilder_last(np.maximum(change, 0.0), n)
     loss = _wilder_last(np.maximum(-change, 0.0), n)
     total = gain + loss
@@ -546,13 +547,14 @@ def latest_regime(close: np.ndarray) -> Regime:
     tail = close[-21:]
     returns = tail[1:] / tail[:-1] - 1.0
     vol = math.nan
-    if n >= 21:
-        vol = float(returns.std(ddof=1) * math.sqrt(TRADING_DAYS_PER_YEAR))
+    if n >= 21:  # returns.std(ddof=1): the same reductions
+        deviation = returns - _add(returns) / 20
+        vol = float(math.sqrt(_add(deviation * deviation) / 19) * math.sqrt(TRADING_DAYS_PER_YEAR))
     last = float(close[-1])
     ret20 = last / float(close[-21]) - 1.0 if n > 20 else math.nan
     # indicators.sma: running sums of deviations from the first close.
     reference = close[0]
-    sums = np.cumsum(close - reference)
+    sums = (close - reference).cumsum()
 
     def average(k: int) -> float:
         if n < k:
