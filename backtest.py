@@ -901,6 +901,7 @@ def _assemble(settings: Any, options: BacktestOptions, model: Any,
                         bar_mode=bar_mode, on_cycle=on_cycle, sessions=sessions,
                         fast_forward=options.fast_forward,
                         sim_days=len(sessions) if bar_mode == "intraday" else None)
+    loop.news = news  # as live: the loop's one news request per cycle fills the analyzer's cache
     return _Assembly(core, ledger, history, sessions, bar_mode, broker, journal, analyzer, loop, calendar)
 
 

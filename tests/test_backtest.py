@@ -413,3 +413,13 @@ def test_the_progress_line_is_drawn_only_on_a_terminal() -> None:
     bar.finish()
     assert terminal.text.startswith("\r[") and "100.0%" in terminal.text and "2020-01-15" in terminal.text
     assert terminal.text.endswith("\n") and terminal.text.count("\n") == 1
+
+
+def test_the_loop_and_the_analyzer_share_one_news_source(settings: Any, baseline: BacktestResult) -> None:
+    """As in the live daemon, the loop's one news request per cycle (for every candidate)
+    fills the cache the AI analyzer reads, instead of one more request per idea."""
+    import backtest
+
+    run = backtest._assemble(settings, baseline.options, None, lambda: None)
+    assert run.loop.news is not None
+    assert run.loop.news is run.analyzer._news
