@@ -920,12 +920,11 @@ _FAST_BY_ANNOTATION: dict[Any, Any] = {
 class _Spec:
     """How to build one model without validation: its fields and validators, in order.
 
-    ``build(raw)`` (a dict in, the instance or _Unusual out) is generated from them: one
-    straight-line function per model with the cheap checks inlined (a loop calling one
-    converter per field cost as much as pydantic's own validation).
+    ``values(raw)`` is generated from ``fields`` (one straight-line function per model, the
+    cheap checks inlined: a loop calling one converter per field cost as much as pydantic).
     """
 
-    __slots__ = ("cls", "fields", "names", "before", "after", "build", "source")
+    __slots__ = ("cls", "fields", "names", "before", "after", "values", "source")
 
     def __init__(self, cls: type[BaseModel], fields: list[tuple[str, Any, bool, Any]],
                  before: list[Any], field_before: dict[str, list[Any]], after: list[Any]) -> None:
@@ -934,9 +933,9 @@ class _Spec:
         self.names = frozenset(name for name, *_ in fields)
         self.before = before
         self.after = after
-        self.source, namespace = _build_source(cls, fields, before, field_before, after)
+        self.source, namespace = _values_source(cls.__name__, fields, field_before)
         exec(compile(self.source, f"<fast {cls.__name__}>", "exec"), namespace)  # noqa: S102
-        self.build = namespace["build"]
+        self.values = namespace["values"]
 
 
 # Inline forms of the converters (``v`` in, ``v`` out, ``raise U`` for anything unusual);
@@ -960,28 +959,18 @@ _INLINE: dict[Any, list[str]] = {
 }
 
 
-def _build_source(cls: type[BaseModel], fields: list[tuple[str, Any, bool, Any]], before: list[Any],
-                  field_before: dict[str, list[Any]], after: list[Any]) -> tuple[str, dict[str, Any]]:
-    """Source of ``build(raw)``: what ``cls.model_validate(raw)`` gives for a dict, or _Unusual.
-
-    Before validators run on the dict, each field's before validators on its value, after
-    validators on the instance, as pydantic runs them (any exception: _Unusual).
-    """
+def _values_source(model: str, fields: list[tuple[str, Any, bool, Any]],
+                   field_before: dict[str, list[Any]]) -> tuple[str, dict[str, Any]]:
+    """Source of ``values(raw)``: the model's field values (in field order) from a dict and
+    the names of the fields ``raw`` has, or _Unusual."""
     namespace: dict[str, Any] = {
         "M": _MISSING, "U": _Unusual, "money": _fast_money, "money_memo": _DECIMAL_TEXT_MEMO.get,
         "ts": _fast_timestamp, "ts_memo": _TIMESTAMP_MEMO.get,
-        "NAMES": frozenset(name for name, *_ in fields), "CLS": cls, "new": _new,
-        "set_dict": _set_slot, "set_fields_set": _set_fields_set, "set_extra": _set_extra,
-        "set_private": _set_private,
+        "NAMES": frozenset(name for name, *_ in fields),
     }
-    lines = [f"def build(raw):  # {cls.__name__}"]
-    for j, validator in enumerate(before):
-        namespace[f"BEFORE{j}"] = validator
-        lines += ["    try:", f"        raw = BEFORE{j}(raw)", "    except Exception:", "        raise U from None",
-                  "    if type(raw) is not dict:", "        raise U"]
     # The fields set: every field name, less those missing from ``raw`` (copying the names
     # and dropping the few missing ones is cheaper than intersecting with raw's keys).
-    lines += ["    get = raw.get", "    fields_set = set(NAMES)"]
+    lines = [f"def values(raw):  # {model}", "    get = raw.get", "    fields_set = set(NAMES)"]
     for k, (name, convert, required, default) in enumerate(fields):
         lines.append(f"    v = get({name!r}, M)")
         lines.append("    if v is M:")
@@ -1002,16 +991,8 @@ def _build_source(cls: type[BaseModel], fields: list[tuple[str, Any, bool, Any]]
             inline = [f"v = C{k}(v)"]
         lines += [f"        {line}" for line in inline]
         lines.append(f"    f{k} = v")
-    lines += ["    instance = new(CLS)",
-              "    set_dict(instance, '__dict__', {"
-              + ", ".join(f"{name!r}: f{k}" for k, (name, *_) in enumerate(fields)) + "})",
-              "    set_fields_set(instance, fields_set)", "    set_extra(instance, None)",
-              "    set_private(instance, None)"]
-    for j, validator in enumerate(after):
-        namespace[f"AFTER{j}"] = validator
-        lines += ["    try:", f"        instance = AFTER{j}(instance)", "    except Exception:",
-                  "        raise U from None", "    if type(instance) is not CLS:", "        raise U"]
-    lines.append("    return instance")
+    lines.append("    return {" + ", ".join(f"{name!r}: f{k}" for k, (name, *_) in enumerate(fields))
+                 + "}, fields_set")
     return "\n".join(lines) + "\n", namespace
 
 
@@ -1113,22 +1094,36 @@ def _fast_build(spec: _Spec, raw: Any) -> Any:
     """The instance ``spec.cls.model_validate(raw)`` gives, or _Unusual."""
     if type(raw) is not dict:
         raise _Unusual
-    return spec.build(raw)
+    cls = spec.cls
+    if spec.before:
+        try:
+            for validator in spec.before:
+                raw = validator(raw)
+        except Exception:  # noqa: BLE001 - validation will say what it is
+            raise _Unusual from None
+        if type(raw) is not dict:
+            raise _Unusual
+    instance = _built(cls, *spec.values(raw))
+    if spec.after:
+        try:
+            for validator in spec.after:
+                instance = validator(instance)
+        except Exception:  # noqa: BLE001
+            raise _Unusual from None
+        if type(instance) is not cls:
+            raise _Unusual
+    return instance
 
 
 def _parser_for(cls: type[_M]) -> Any:
-    spec = _SPECS.get(cls)
-    validate = cls.model_validate
-    build = None if spec is None else spec.build
-
     def parse(raw: Any) -> _M:
-        if build is not None and type(raw) is dict:
+        spec = _SPECS.get(cls)
+        if spec is not None:
             try:
-                return build(raw)  # type: ignore[no-any-return]
+                return _fast_build(spec, raw)  # type: ignore[no-any-return]
             except _Unusual:
                 pass
-        return validate(raw)
-
+        return cls.model_validate(raw)
     parse.__name__ = parse.__qualname__ = f"parse_{cls.__name__.lower()}"
     parse.__doc__ = (f"``{cls.__name__}.model_validate(raw)``, faster on the trading API's "
                      "common shape (same result, same errors).")
