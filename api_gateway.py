@@ -59,12 +59,7 @@ from models import (
     Snapshot,
     Trade,
     decimal_text,
-    parse_account,
-    parse_activity,
     parse_bar,
-    parse_clock,
-    parse_order,
-    parse_position,
     parse_quote,
     parse_snapshot,
     parse_trade,
@@ -80,12 +75,10 @@ SYMBOLS_PER_REQUEST = 100
 # Latest quotes/trades and snapshots: one request for a whole universe of up to 500 symbols
 # (about 3 KB of query string), so requests per cycle do not grow with the symbol count.
 LATEST_SYMBOLS_PER_REQUEST = 500
-# Models with a fast path for their common wire shape (same results as model_validate, which
-# they fall back to for anything else; see models.parse_snapshot and models.parse_order).
+# Market data models with a fast path for their common shape (same results as
+# model_validate, which they fall back to for anything else; see models.parse_snapshot).
 _FAST_PARSERS: dict[type[BaseModel], Callable[[Any], Any]] = {
     Bar: parse_bar, Quote: parse_quote, Trade: parse_trade, Snapshot: parse_snapshot,
-    Account: parse_account, Position: parse_position, Order: parse_order,
-    Activity: parse_activity, Clock: parse_clock,
 }
 BARS_PAGE_LIMIT = 10_000
 NEWS_PAGE_LIMIT = 50
