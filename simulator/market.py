@@ -484,6 +484,17 @@ class Market:
         (:meth:`CsvSource.minute_path`, without highs, lows and volumes). The sessions are
         visited as :meth:`_last_trade` visits them.
         """
+        found = self._expanded_session(symbol, t, epoch)
+        if found is None or found is _UNKNOWN:
+            return found
+        session, summary = found  # type: ignore[misc]
+        return self._path_price(symbol, session, summary, epoch)
+
+    def _expanded_session(self, symbol: str, t: datetime, epoch: float) -> tuple[date, DailySummary] | None | object:
+        """The session whose bars hold the last trade at ``t``, with its daily row's summary,
+        when those bars are an unshocked expansion of a daily row; None when no session has
+        bars; ``_UNKNOWN`` when only the minute bars can tell. The sessions are visited as
+        :meth:`_last_trade` visits them."""
         if not self.fast_paths or not self._has_summaries or self._shocks.get(symbol):
             return _UNKNOWN
         source = self._source
@@ -495,16 +506,20 @@ class Market:
                 continue  # no bars that session: look further back, as _last_trade does
             if epoch < summary.start:
                 continue  # no bar yet at t: the last trade is an earlier session's
-            if epoch >= summary.end:
-                return round(summary.c, 4)
-            if epoch < summary.start + 60.0:
-                return round(summary.o, 4)
-            path = source.minute_path(symbol, session)  # type: ignore[attr-defined]
-            if path is None:
-                return _UNKNOWN
-            # within bar k (which starts at start + 60 k) the last trade is its open, path[k]
-            return round(float(path[int((epoch - summary.start) // 60)]), 4)
+            return session, summary
         return None
+
+    def _path_price(self, symbol: str, session: date, summary: DailySummary, epoch: float) -> float | object:
+        """The last trade's price at ``epoch`` in the expanded ``session`` (see :meth:`_known_price`)."""
+        if epoch >= summary.end:
+            return round(summary.c, 4)
+        if epoch < summary.start + 60.0:
+            return round(summary.o, 4)
+        path = self._source.minute_path(symbol, session)  # type: ignore[attr-defined]
+        if path is None:
+            return _UNKNOWN
+        # within bar k (which starts at start + 60 k) the last trade is its open, path[k]
+        return round(float(path[int((epoch - summary.start) // 60)]), 4)
 
     def first_bar_reaching(
         self, symbol: str, start: datetime, end: datetime, tests: Iterable[tuple[float, float, float]]
@@ -594,30 +609,22 @@ class Market:
         them: for a session expanded from a daily row, the price from the expansion's price
         path (:meth:`_known_price`) and the size from its volumes and trade counts alone
         (:meth:`CsvSource.minute_volumes`), the trade's time as :meth:`_last_trade` stamps it."""
-        if not self.fast_paths or not self._has_summaries or self._shocks.get(symbol):
+        found = self._expanded_session(symbol, t, epoch)
+        if found is None or found is _UNKNOWN:
+            return found
+        session, summary = found  # type: ignore[misc]
+        price = self._path_price(symbol, session, summary, epoch)
+        volumes = self._source.minute_volumes(symbol, session)  # type: ignore[attr-defined]
+        if price is _UNKNOWN or volumes is None:
             return _UNKNOWN
-        source = self._source
-        for session in self._candidate_sessions(t):
-            summary = source.daily_summary(symbol, session)  # type: ignore[attr-defined]
-            if summary is None:
-                if source.has_day(symbol, session):  # type: ignore[attr-defined]
-                    return _UNKNOWN
-                continue
-            if epoch < summary.start:
-                continue
-            price = self._known_price(symbol, t, epoch)
-            volumes = source.minute_volumes(symbol, session)  # type: ignore[attr-defined]
-            if price is _UNKNOWN or price is None or volumes is None:
-                return _UNKNOWN
-            v, n = volumes
-            i = min(int((epoch - summary.start) // 60), len(v) - 1)
-            start = summary.start + 60.0 * i
-            when = datetime.fromtimestamp(start if epoch < start + 60.0 else start + 59.0, UTC)
-            size_unit = max(1, self._profile(symbol).avg_trade_size)
-            trades = max(1, int(n[i]))
-            size = max(1, min(int(v[i]) // trades, size_unit * 10)) if v[i] > 0 else 1
-            return price, when, size
-        return None
+        v, n = volumes
+        i = min(int((epoch - summary.start) // 60), len(v) - 1)
+        start = summary.start + 60.0 * i
+        when = datetime.fromtimestamp(start if epoch < start + 60.0 else start + 59.0, UTC)
+        size_unit = max(1, self._profile(symbol).avg_trade_size)
+        trades = max(1, int(n[i]))
+        size = max(1, min(int(v[i]) // trades, size_unit * 10)) if v[i] > 0 else 1
+        return price, when, size
 
     def _candidate_sessions(self, t: datetime) -> Iterator[date]:
         """``t``'s New York date when it is a session, then up to LOOKBACK_SESSIONS earlier
