@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -530,30 +531,25 @@ class _IdentityNewsGateway:
         return articles
 
 
-def _canonical(value: Any) -> str:
-    """repr with floats in hex, so that equal strings mean bit-identical values."""
+def _canonical(value: Any, float_text: Callable[[float], str] = float.hex) -> str:
+    """repr with floats written by ``float_text``: in hex by default, so that equal strings
+    mean bit-identical values."""
     if isinstance(value, float):
-        return value.hex()
+        return float_text(value)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {_canonical(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k!r}: {_canonical(v, float_text)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
-        inner = ", ".join(_canonical(v) for v in value)
+        inner = ", ".join(_canonical(v, float_text) for v in value)
         return ("[" + inner + "]") if isinstance(value, list) else ("(" + inner + ")")
     return repr(value)
 
 
 def _pinned(value: Any) -> str:
-    """repr with floats to 9 significant digits: what the recorded digests pin. Bit-level
-    identity is checked against the straightforward paths in the same run; the digests pin
-    the outcomes across versions without failing on a last-bit change in numpy or VADER."""
-    if isinstance(value, float):
-        return format(value, ".9g")
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {_pinned(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        inner = ", ".join(_pinned(v) for v in value)
-        return ("[" + inner + "]") if isinstance(value, list) else ("(" + inner + ")")
-    return repr(value)
+    """:func:`_canonical` with floats to 9 significant digits: what the recorded digests pin.
+    Bit-level identity is checked against the straightforward paths in the same run; the
+    digests pin the outcomes across versions without failing on a last-bit change in numpy
+    or VADER."""
+    return _canonical(value, lambda number: format(number, ".9g"))
 
 
 def _intent_fields(intent: TradeIntent | None) -> Any:
