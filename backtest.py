@@ -349,7 +349,9 @@ class BacktestLoop(TradingSystem):
         self._universe_set = frozenset(self.universe())
         if bar_mode == "daily":
             self._entry_possible = self._install_prefilter()
-        self.fast_forward = fast_forward and self._entry_possible is not None
+        # The simulated book, read directly to decide and make a fast-forward.
+        self._sim = self.broker if isinstance(self.broker, InProcessBroker) else None
+        self.fast_forward = fast_forward and self._entry_possible is not None and self._sim is not None
 
     # -- prefilter and fast-forward (daily data) ------------------------------------------
 
@@ -445,6 +447,7 @@ class BacktestLoop(TradingSystem):
         return "holding" if self._quiet_holding(session, book) else None
 
     def _quiet_holding(self, session: date, book: BookState) -> bool:
+        assert self._sim is not None  # fast-forward is on only with the in-process broker
         snapshot = self._last_snapshot
         if snapshot is None:
             return False
@@ -480,7 +483,7 @@ class BacktestLoop(TradingSystem):
                 held_days = self.ledger.holding_sessions(symbol, opened, self.calendar)
                 if held_days is not None and held_days > max_hold:
                     return False
-            bounds = self.broker.session_range(symbol, session)  # type: ignore[attr-defined]
+            bounds = self._sim.session_range(symbol, session)
             if bounds is None or not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
                 return False
             low, high = Decimal(repr(bounds[0])), Decimal(repr(bounds[1]))
@@ -496,18 +499,29 @@ class BacktestLoop(TradingSystem):
             return False
         if loss_fraction(max(baseline, high_equity), low_equity) >= daily_limit - _MARGIN:
             return False
-        return not self.broker.book_can_change(closed)  # type: ignore[attr-defined]
+        return not self._sim.book_can_change(closed)
 
-    async def fast_forward_flat(self, session: date, core: SimulatorCore,
-                                curve: list[tuple[datetime, Decimal]]) -> bool:
-        """A ``"flat_candidates"`` session: at the open, the loop's own market data (as the
-        started session will see it: its baseline is the flat book's equity), then the
-        strategies themselves on every symbol the loop would ask (it passes the scanner, no
-        protection locks it): if none answers buy, the session would change nothing (a flat
-        book keeps its equity, and there is nothing to exit, protect or enter) and it is
-        skipped. Otherwise returns False at the open, nothing started, and the caller runs
-        the session."""
+    async def fast_forward_flat(self, session: date, core: SimulatorCore, curve: list[tuple[datetime, Decimal]],
+                                *, ask_strategies: bool) -> bool:
+        """Move the book through a ``"flat"`` session (closes recorded, nothing to match); the
+        flat book's equity is its closing point.
+
+        ``ask_strategies`` (a ``"flat_candidates"`` session): first, at the open, the loop's
+        own market data (as the started session will see it: its baseline is the flat book's
+        equity), then the strategies themselves on every symbol the loop would ask (it passes
+        the scanner, no protection locks it): if none answers buy, the session would change
+        nothing (a flat book keeps its equity, and there is nothing to exit, protect or enter)
+        and it is skipped. Otherwise returns False at the open, nothing started, and the
+        caller runs the session."""
         opened, closed = self.calendar.open_close(session)
+        if ask_strategies and not await self._no_strategy_buys(session, core, opened):
+            return False
+        await _at(core, closed)
+        assert self.closing_equity is not None
+        self._book_skipped(closed, self.closing_equity, curve)
+        return True
+
+    async def _no_strategy_buys(self, session: date, core: SimulatorCore, opened: datetime) -> bool:
         await _at(core, opened)
         now = self.clock.now()
         status = self.market_status.status_at(now)
@@ -527,13 +541,17 @@ class BacktestLoop(TradingSystem):
                     signal = await strategy.evaluate_opportunity(symbol, md)
                     if signal.action == "buy":
                         return False
-        await _at(core, closed)
-        equity = self.closing_equity
-        assert equity is not None
+        return True
+
+    def _book_skipped(self, closed: datetime, equity: Decimal, curve: list[tuple[datetime, Decimal]],
+                      *, holding: bool = False) -> None:
+        """A fast-forwarded session's close: its equity point, the counters."""
         curve.append((closed, equity))
+        self.closing_equity = equity
+        self.summary.end_equity = equity
         self.summary.sessions += 1
         self.fast_forwarded += 1
-        return True
+        self.fast_forwarded_holding += holding
 
     async def fast_forward_holding(self, session: date, core: SimulatorCore, book: BookState,
                                    curve: list[tuple[datetime, Decimal]]) -> bool:
@@ -543,6 +561,7 @@ class BacktestLoop(TradingSystem):
         open, with nothing changed, and the caller runs the session), the equity the loop
         would see at the open and one minute before the close (peak equity, drawdown), the
         gap manager's closing snapshot, the closing equity."""
+        assert self._sim is not None
         opened, closed = self.calendar.open_close(session)
         await _at(core, opened)
         if self.gap.close_date is None:
@@ -550,7 +569,7 @@ class BacktestLoop(TradingSystem):
         held = book.positions
         prices: dict[str, Decimal] = {}
         for symbol in held:
-            price = self.broker.last_trade_price(symbol)  # type: ignore[attr-defined]
+            price = self._sim.last_trade_price(symbol)
             if price is not None and price > 0:
                 prices[symbol] = Decimal(str(price))  # as monitor_gap_risk reads the latest trade
         threshold = self.gap.alert_threshold
@@ -572,23 +591,18 @@ class BacktestLoop(TradingSystem):
         await _at(core, closed - timedelta(minutes=1))
         self._observe_equity(self._account_equity())
         await _at(core, closed)
-        positions = self.broker.positions_now()  # type: ignore[attr-defined]
+        positions = self._sim.positions_now()
         snapshot = self.gap.record_close(
             session,
             {p["symbol"]: Decimal(p["current_price"]) for p in positions if p.get("current_price") is not None},
             {p["symbol"]: Decimal(p["qty"]) for p in positions})
         self.journal.set_state("closing_snapshot", snapshot)
-        equity = self._account_equity()
-        curve.append((closed, equity))
-        self.closing_equity = equity
-        self.summary.end_equity = equity
-        self.summary.sessions += 1
-        self.fast_forwarded += 1
-        self.fast_forwarded_holding += 1
+        self._book_skipped(closed, self._account_equity(), curve, holding=True)
         return True
 
     def _account_equity(self) -> Decimal:
-        return self.broker.equity_now()  # type: ignore[attr-defined]
+        assert self._sim is not None
+        return self._sim.equity_now()
 
     def _observe_equity(self, equity: Decimal) -> None:
         """Book ``equity`` as a cycle seeing it books it (last equity, peak, drawdown)."""
@@ -920,12 +934,11 @@ async def _drive(run: _Assembly, curve: list[tuple[datetime, Decimal]], bar: Pro
             break
         book = run.broker.book()
         quiet = loop.quiet_kind(session, book)
-        if quiet == "flat":
-            _fast_forward_session(loop, core, run.calendar, session, curve)
-        elif quiet == "flat_candidates":
-            if not await loop.fast_forward_flat(session, core, curve):
-                await _daily_session(loop, core, run.calendar, session, curve)
-        elif quiet != "holding" or not await loop.fast_forward_holding(session, core, book, curve):
+        if quiet in ("flat", "flat_candidates"):
+            skipped = await loop.fast_forward_flat(session, core, curve, ask_strategies=quiet == "flat_candidates")
+        else:
+            skipped = quiet == "holding" and await loop.fast_forward_holding(session, core, book, curve)
+        if not skipped:
             await _daily_session(loop, core, run.calendar, session, curve)
         bar.update(done, f"{session.isoformat()} equity {curve[-1][1]:,.0f}")
     await loop.shutdown()
@@ -1034,22 +1047,6 @@ async def _daily_session(loop: BacktestLoop, core: SimulatorCore, calendar: Trad
     curve.append((closed, account.equity))
     loop.summary.end_equity = account.equity
     loop.closing_equity = account.equity
-
-
-def _fast_forward_session(loop: BacktestLoop, core: SimulatorCore, calendar: TradingCalendar, session: date,
-                          curve: list[tuple[datetime, Decimal]]) -> None:
-    """A session on which the loop provably does nothing with a flat book (:meth:`BacktestLoop.quiet_kind`):
-    the book is moved through it (closes recorded, nothing to match) and the flat book's
-    equity is its closing point."""
-    _, closed = calendar.open_close(session)
-    if closed > core.clock.now():
-        core.clock.set_time(closed)
-    core.sync()
-    equity = loop.closing_equity
-    assert equity is not None
-    curve.append((closed, equity))
-    loop.summary.sessions += 1
-    loop.fast_forwarded += 1
 
 
 def _closing_points(journal: Journal) -> list[tuple[datetime, Decimal]]:

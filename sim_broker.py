@@ -356,11 +356,6 @@ class InProcessBroker(ResilientAlpacaGateway):
         now = self.core.broker._sync()
         return Decimal(money(self.core.broker._summary(now).equity))
 
-    def account_now(self) -> dict[str, Any]:
-        """``GET /v2/account`` as the core answers it (the plain dict, not parsed)."""
-        self.core.sync()
-        return self.core.broker.get_account()
-
     def positions_now(self) -> list[dict[str, Any]]:
         """``GET /v2/positions`` as the core answers it (plain dicts, not parsed)."""
         self.core.sync()
