@@ -572,19 +572,9 @@ class BacktestLoop(TradingSystem):
             price = self._sim.last_trade_price(symbol)
             if price is not None and price > 0:
                 prices[symbol] = Decimal(str(price))  # as monitor_gap_risk reads the latest trade
-        threshold = self.gap.alert_threshold
-        closes = self.gap.closes
-        for symbol in set(closes) | set(held):
-            close, price = closes.get(symbol), prices.get(symbol)
-            if close is None or price is None:
-                if held.get(symbol):
-                    return False
-                continue
-            if abs((price - close) / close) >= threshold:
-                return False
         equity = self._account_equity()
-        report = self.gap.assess(prices, held, "regular", equity=equity)
-        if report.alerts or report.defensive_required:
+        report = self.gap.assess(prices, held, "regular", equity=equity, log_findings=False)
+        if report.alerts or report.defensive_required or report.missing:
             return False
         self._gap_assessed.add((session, "regular"))
         self._observe_equity(equity)

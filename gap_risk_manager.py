@@ -181,11 +181,6 @@ class GapRiskManager:
         """The session of the recorded closing snapshot, if any."""
         return self._close_date
 
-    @property
-    def closes(self) -> dict[str, Decimal]:
-        """The recorded closing prices by symbol (a copy)."""
-        return dict(self._closes)
-
     def level_for(self, gap_pct: Decimal) -> GapLevel:
         """The level of a gap of ``gap_pct`` (either direction)."""
         size = abs(gap_pct)
@@ -238,12 +233,15 @@ class GapRiskManager:
         *,
         equity: Decimal | None = None,
         closing: Mapping[str, Any] | None = None,
+        log_findings: bool = True,
     ) -> GapReport:
         """Gaps of every recorded symbol with a current price, and what they do to positions.
 
         ``positions`` are the quantities held now (signed; the closing snapshot's when None).
         ``closing`` is a journaled snapshot from :meth:`record_close` to measure against
         instead of the one in memory (an empty mapping means "use the one in memory").
+        ``log_findings=False`` only reports (no ``gap_risk`` / ``gap_price_missing`` lines):
+        for a caller that looks ahead before the loop's own assessment.
         """
         if phase not in ("pre", "regular"):
             raise ValueError(f"phase must be 'pre' or 'regular', got {phase!r}")
@@ -287,6 +285,8 @@ class GapRiskManager:
                 f"{item.level.value.upper()}{impact}"
             )
             alerts.append(GapAlert(item.symbol, item.gap_pct, item.level, item.dollar_impact, item.held, message))
+            if not log_findings:
+                continue
             log.warning(
                 "gap_risk",
                 symbol=item.symbol,
@@ -299,7 +299,7 @@ class GapRiskManager:
                 dollar_impact=str(item.dollar_impact),
                 message=message,
             )
-        if missing:
+        if missing and log_findings:
             log.warning("gap_price_missing", symbols=missing, phase=phase)
 
         return GapReport(

@@ -141,3 +141,18 @@ def test_bad_input_is_one_clear_error() -> None:
         m.assess({}, {}, "post")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="invalid gap closing snapshot"):
         m.load_close({"closes": {}})
+
+
+def test_a_report_without_its_log_lines_is_the_same_report() -> None:
+    from structlog.testing import capture_logs
+
+    gaps = manager()
+    gaps.record_close(date(2025, 3, 3), {"SPY": Decimal("100"), "AAPL": Decimal("200")},
+                         {"SPY": Decimal("10"), "AAPL": Decimal("5")})
+    prices = {"SPY": Decimal("95")}  # a 5% gap down; AAPL has no price
+    with capture_logs() as quiet_logs:
+        quiet = gaps.assess(prices, phase="pre", log_findings=False)
+    with capture_logs() as logs:
+        loud = gaps.assess(prices, phase="pre")
+    assert quiet == loud and quiet.alerts and quiet.missing == ("AAPL",)
+    assert quiet_logs == [] and {e["event"] for e in logs} == {"gap_risk", "gap_price_missing"}
