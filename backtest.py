@@ -341,6 +341,7 @@ class BacktestLoop(TradingSystem):
         self.closing_equity: Decimal | None = None
         self.fast_forwarded = 0
         self.fast_forwarded_holding = 0  # of which with positions held
+        self.safety_cycles_skipped = 0  # idle safety cycles of sessions that were run
         self._last_cycle: tuple[datetime, dict[str, Any]] | None = None
         self._entry_possible: np.ndarray | None = None
         self._may_buy: dict[str, np.ndarray] = {}
@@ -446,7 +447,12 @@ class BacktestLoop(TradingSystem):
             return "flat_candidates" if self._entry_possible[k] else "flat"
         return "holding" if self._quiet_holding(session, book) else None
 
-    def _quiet_holding(self, session: date, book: BookState) -> bool:
+    def _quiet_holding(self, session: date, book: BookState, *, decisions: bool = True) -> bool:
+        """:meth:`quiet_kind`'s "holding" test; ``decisions=False``: the test for the rest of a
+        session whose opening cycle has run (:meth:`safety_cycle_is_idle`): no strategy is asked
+        again that day and the closing step runs anyway, so neither the strategies' masks, nor
+        the maximum holding time, nor the resting orders after the test matter; the safety
+        thresholds are measured from the session's own baselines."""
         assert self._sim is not None  # fast-forward is on only with the in-process broker
         snapshot = self._last_snapshot
         if snapshot is None:
@@ -458,31 +464,26 @@ class BacktestLoop(TradingSystem):
         if any(t.status == "in_flight" or t.broker_order_id not in book.open_order_ids
                for t in self.executor.tracked.values()):
             return False
-        for symbol, history in self.replay.items():
-            if symbol in book.positions or symbol not in self._universe_set:
-                continue
-            i = history.index(session)
-            if i is not None and self._may_buy[symbol][i]:
-                return False
+        if decisions and self._may_buy_other(session, book):
+            return False
         opened, closed = self.calendar.open_close(session)
-        risk = self.settings.risk
-        breaker, daily_limit = Decimal(str(risk.circuit_breaker_loss)), Decimal(str(risk.max_daily_drawdown))
-        emergency = Decimal(str(risk.emergency_exit_loss))
+        emergency = Decimal(str(self.settings.risk.emergency_exit_loss))
         max_hold = int(self.settings.mean_reversion.max_hold_days)
         low_equity = high_equity = book.cash
         for position in snapshot.positions:
             symbol, qty = position.symbol, position.qty
-            history = self.replay.get(symbol)
-            i = history.index(session) if history is not None else None
-            if qty <= 0 or i is None or self._may_sell[symbol][i]:
+            if qty <= 0 or protected_quantity(position, snapshot.open_orders) < qty:
                 return False
-            if protected_quantity(position, snapshot.open_orders) < qty:
-                return False
-            lots = self.ledger.open_lots(symbol)
-            if {lot.strategy for lot in lots} - {None} == {"mean_reversion"}:
-                held_days = self.ledger.holding_sessions(symbol, opened, self.calendar)
-                if held_days is not None and held_days > max_hold:
+            if decisions:
+                history = self.replay.get(symbol)
+                i = history.index(session) if history is not None else None
+                if i is None or self._may_sell[symbol][i]:
                     return False
+                lots = self.ledger.open_lots(symbol)
+                if {lot.strategy for lot in lots} - {None} == {"mean_reversion"}:
+                    held_days = self.ledger.holding_sessions(symbol, opened, self.calendar)
+                    if held_days is not None and held_days > max_hold:
+                        return False
             bounds = self._sim.session_range(symbol, session)
             if bounds is None or not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])):
                 return False
@@ -493,13 +494,64 @@ class BacktestLoop(TradingSystem):
                 return False
             low_equity += qty * low
             high_equity += qty * high
-        baseline = self.closing_equity
-        assert baseline is not None
-        if low_equity <= 0 or loss_fraction(baseline, low_equity) >= breaker - _MARGIN:
+        if decisions:
+            assert self.closing_equity is not None
+            breaker_baseline = day_high = self.closing_equity  # the session would start there
+        else:
+            breaker_baseline, day_high = self.safety.breaker_baseline, self.safety.day_high_equity
+            if breaker_baseline is None or day_high is None:
+                return False
+        if not self._far_from_limits(breaker_baseline, max(day_high, high_equity), low_equity):
             return False
-        if loss_fraction(max(baseline, high_equity), low_equity) >= daily_limit - _MARGIN:
+        return not decisions or not self._sim.book_can_change(closed)
+
+    def _may_buy_other(self, session: date, book: BookState) -> bool:
+        """Whether some strategy may buy, on ``session``, a symbol of the universe not held."""
+        for symbol, history in self.replay.items():
+            if symbol in book.positions or symbol not in self._universe_set:
+                continue
+            i = history.index(session)
+            if i is not None and self._may_buy[symbol][i]:
+                return True
+        return False
+
+    def _far_from_limits(self, breaker_baseline: Decimal, day_high: Decimal, low_equity: Decimal) -> bool:
+        """Whether ``low_equity`` (a lower bound of the equity the cycles would see) stays
+        clear of the circuit breaker (from ``breaker_baseline``) and the daily drawdown limit
+        (from ``day_high``, which bounds the session's start and high from above)."""
+        risk = self.settings.risk
+        breaker, daily_limit = Decimal(str(risk.circuit_breaker_loss)), Decimal(str(risk.max_daily_drawdown))
+        if low_equity <= 0 or loss_fraction(breaker_baseline, low_equity) >= breaker - _MARGIN:
             return False
-        return not self._sim.book_can_change(closed)
+        return loss_fraction(day_high, low_equity) < daily_limit - _MARGIN
+
+    def safety_cycle_is_idle(self, session: date) -> bool:
+        """Whether the safety cycle a minute before ``session``'s close would only see the
+        equity: fast-forward on, trading ACTIVE with nothing latched or pending, every fill
+        recorded by the loop, and either a flat book without orders whose equity is clear of
+        the limits, or the book the opening cycle left (:meth:`_quiet_holding` with
+        ``decisions=False``: positions fully protected, far from every safety threshold even
+        at the session's lows). Then :meth:`skip_safety_cycle` books that equity instead."""
+        if not self.fast_forward or self._sim is None or self.closing_equity is None:
+            return False
+        if self.safety.state is not TradingState.ACTIVE or self.safety.latched or self._pending_alerts:
+            return False
+        if not self.market_status.status_at(self.clock.now()).is_regular:
+            return False
+        book = self._sim.book()
+        if not book.fills_recorded(self._last_fill_at):
+            return False
+        if book.positions:
+            return self._quiet_holding(session, book, decisions=False)
+        if self.executor.tracked or book.open_order_ids:
+            return False
+        baseline, day_high = self.safety.breaker_baseline, self.safety.day_high_equity
+        return baseline is not None and day_high is not None and self._far_from_limits(baseline, day_high, book.cash)
+
+    def skip_safety_cycle(self) -> None:
+        """Book what an idle safety cycle books (the equity it sees: last, peak, drawdown)."""
+        self._observe_equity(self._account_equity())
+        self.safety_cycles_skipped += 1
 
     async def fast_forward_flat(self, session: date, core: SimulatorCore, curve: list[tuple[datetime, Decimal]],
                                 *, ask_strategies: bool) -> bool:
@@ -1028,9 +1080,12 @@ async def _daily_session(loop: BacktestLoop, core: SimulatorCore, calendar: Trad
     if status.is_regular:
         await loop.run_cycle(status)
     await _at(core, closed - timedelta(minutes=1))
-    status = await loop.refresh_market_status()
-    if status.is_regular:
-        await loop.safety_cycle(status)
+    if loop.safety_cycle_is_idle(session):
+        loop.skip_safety_cycle()
+    else:
+        status = await loop.refresh_market_status()
+        if status.is_regular:
+            await loop.safety_cycle(status)
     await _at(core, closed)
     await loop.refresh_market_status()
     account = await loop.broker.get_account()
