@@ -112,7 +112,7 @@ PRE_MARKET = dtime(4, 0)
 #: How often (wall seconds) the terminal progress line is redrawn.
 PROGRESS_INTERVAL = 0.1
 #: Indicator states computed ahead per pass (daily data): at most this many sessions, and
-#: at most this many symbol-sessions (bounds the pass's temporary matrices to ~10 MB).
+#: about this many symbol-sessions (bounds the pass's temporary matrices to ~10 MB).
 PRIME_SESSIONS = 250
 PRIME_HISTORIES = 1500
 
@@ -664,7 +664,8 @@ class BacktestLoop(TradingSystem):
         Only a cache: :func:`indicators.prime_snapshots` computes exactly what the strategies'
         :func:`indicators.compute_snapshot` would (and a history it did not foresee is simply
         computed when asked). Each session's history is a different window of the same bars,
-        so without this every session pays a pass over a year of bars per symbol. Starts once
+        so without this every session pays a pass over a year of bars per symbol. Only the
+        bars some strategy may be evaluated on (its prefilter's masks) are primed. Starts once
         the strategies are seen reading snapshots (the reference SMA strategy does not), for
         the configured ``strategy.rsi_period`` (the one the built-in strategies use).
         """
@@ -677,23 +678,34 @@ class BacktestLoop(TradingSystem):
         if not self._snapshots_read or position is None or position < self._primed_until:
             return
         symbols = [s for s in self.universe() if s in self.replay]
-        block = max(1, min(PRIME_SESSIONS, PRIME_HISTORIES // max(len(symbols), 1)))
-        upcoming = self._sessions[position : position + block]
         windows: list[BarSeries] = []
         lookback = self._lookback()
-        for session in upcoming:
+        end = min(len(self._sessions), position + PRIME_SESSIONS)
+        k = position
+        while k < end and (k == position or len(windows) < PRIME_HISTORIES):
+            session = self._sessions[k]
+            k += 1
             # What the session's open will read: see _daily_market_data.
             since = (self.calendar.open_close(session)[0] - lookback).timestamp()
             before = _midnight(session)
             for symbol in symbols:
                 history = self.replay[symbol]
-                if history.index(session) is None:
+                i = history.index(session)
+                if i is None or not self._may_evaluate(symbol, i):
                     continue
                 window = history.window(since, before)
                 if window is not None and len(window) >= 30:
                     windows.append(window)
         indicators.prime_snapshots(windows, int(self.settings.strategy.rsi_period))
-        self._primed_until = position + len(upcoming)
+        self._primed_until = k
+
+    def _may_evaluate(self, symbol: str, i: int) -> bool:
+        """Whether some strategy may be evaluated on ``symbol``'s bar ``i`` (every bar when
+        the strategies are not all prefiltered)."""
+        buy = self._may_buy.get(symbol)
+        if buy is None:
+            return not self._may_buy
+        return bool(buy[i] or self._may_sell[symbol][i])
 
     async def _load_history(self, symbols: list[str], status: MarketStatus) -> None:
         """Completed daily bars within the loop's look-back, from the replay (no request)."""

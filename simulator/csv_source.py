@@ -93,6 +93,9 @@ class _MinuteSeries:
     days: dict[date, tuple[int, int]] = field(default_factory=dict)
 
 
+#: Below this total, :func:`_allocate`'s shares sum to it exactly (float error < 0.1 share).
+EXACT_ALLOCATION = 2**46
+
 @dataclass(frozen=True)
 class _DailyRow:
     o: float
@@ -485,10 +488,13 @@ class CsvSource:
     def daily_volume(self, symbol: str, session: date) -> int | None:
         """The summed volume of the minute bars a daily row expands into (the volume of the
         daily bar aggregated from them), computed without the price path; None when
-        :meth:`daily_summary` is None."""
+        :meth:`daily_summary` is None. That is the row's own volume: :func:`_allocate` hands
+        out exactly its total (when its float shares are exact to well under one share)."""
         if self.daily_summary(symbol, session) is None:
             return None
         row = self._daily[symbol][session]
+        if 0 <= row.v < EXACT_ALLOCATION:
+            return int(row.v)
         frame = _frame(self._window(session)[1])
         return int(_allocate(row.v, frame.weights, frame.shares).sum())
 

@@ -372,3 +372,18 @@ def test_the_synthetic_market_has_no_daily_fast_path_and_stays_conservative() ->
     core.broker.submit_order({"symbol": "SPY", "qty": "1", "side": "buy", "type": "limit", "time_in_force": "gtc",
                               "limit_price": f"{price * 0.5:.2f}"})
     assert core.broker.book_can_change(closed)
+
+
+def test_a_daily_rows_expanded_volumes_sum_to_its_volume() -> None:
+    """``CsvSource.daily_volume`` answers the row's volume without allocating it over the
+    minutes: the allocation hands out exactly the total below ``EXACT_ALLOCATION``."""
+    import numpy as np
+
+    from simulator.csv_source import EXACT_ALLOCATION, _allocate, _frame
+
+    rng = np.random.default_rng(7)
+    totals = [0, 1, 2, 389, 390, 391, 10**9 + 7, EXACT_ALLOCATION - 1] + [int(v) for v in rng.integers(0, 10**13, 3000)]
+    for minutes in (390, 210, 2, 1):
+        frame = _frame(minutes)
+        for total in totals:
+            assert int(_allocate(total, frame.weights, frame.shares).sum()) == total, (minutes, total)
