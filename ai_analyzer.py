@@ -456,6 +456,26 @@ def resolve_model_path(configured: str | Path) -> Path:
     return in_cwd if in_cwd.exists() else PROJECT_ROOT / path
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """What :meth:`AIAnalyzer.analyze` decides on (``AIAnalyzer._score``)."""
+
+    side: Side
+    symbol: str
+    strategy: str
+    now: datetime
+    entry: float | None  # None: no usable price for the entry (then nothing else is scored)
+    stop: float
+    target: float
+    confidence: float
+    features: Mapping[str, float]
+    regime: Regime | None
+    scores: Scores | None
+    opinion: SecondOpinion | None
+    breakdown: dict[str, Any]
+    notes: list[str]
+
+
 class AIAnalyzer:
     """Scores strategy signals into trade intents (see the module docstring)."""
 
@@ -522,6 +542,75 @@ class AIAnalyzer:
 
     async def analyze(self, signal: SignalLike, market_data: MarketData) -> TradeIntent | None:
         """A :class:`TradeIntent` for a buy/sell signal, or None (hold, or below threshold)."""
+        scored = await self._score(signal, market_data)
+        if scored is None:
+            return None
+        side, symbol, strategy, now = scored.side, scored.symbol, scored.strategy, scored.now
+        if scored.entry is None:
+            return self._reject(symbol, strategy, side, scored.breakdown, "no usable price for the entry", now)
+        assert scored.scores is not None
+        entry, stop, target = scored.entry, scored.stop, scored.target
+        features, regime, opinion, notes = scored.features, scored.regime, scored.opinion, scored.notes
+        scores, breakdown, confidence = scored.scores, scored.breakdown, scored.confidence
+        reasoning = self._reasoning(signal, scores, breakdown, regime, opinion, notes, features)
+        threshold = self._threshold(scores)
+        approved = confidence >= threshold
+        log.info(
+            "ai_decision",
+            symbol=symbol,
+            strategy=strategy,
+            side=side,
+            approved=approved,
+            confidence=round(confidence, 6),
+            min_confidence=threshold,
+            breakdown=breakdown,
+            features={k: (round(v, 6) if math.isfinite(v) else None) for k, v in features.items()},
+            reasoning=reasoning,
+        )
+        if not approved:
+            return self._reject(
+                symbol, strategy, side, breakdown,
+                f"confidence {confidence:.3f} below min_confidence {threshold:.3f}", now,
+            )
+        created = now
+        decays = created + timedelta(hours=float(self._ai.confidence_decay_hours))
+        return TradeIntent(
+            intent_id=self._next_intent_id(strategy, symbol, created),
+            symbol=symbol,
+            side=side,
+            confidence=confidence,
+            confidence_breakdown=breakdown,
+            reasoning=reasoning,
+            strategy=strategy,
+            entry_price=entry,
+            stop_price=stop,
+            target_price=target,
+            created_at=created,
+            decays_at=decays,
+            max_hold_days=getattr(signal, "max_hold_days", None),
+            metadata=dict(getattr(signal, "metadata", None) or {}),
+        )
+
+    async def would_enter(self, signal: SignalLike, market_data: MarketData) -> bool:
+        """Whether :meth:`analyze` would turn ``signal`` into an intent now, found the same way
+        but without logging the decision or numbering an intent (a backtest looks ahead with it
+        to skip a session that would enter nothing). True when an external model endpoint is
+        configured: its answer is not known without asking it."""
+        if self._advisor is not None:
+            return True
+        scored = await self._score(signal, market_data)
+        if scored is None or scored.entry is None or scored.scores is None:
+            return False
+        return scored.confidence >= self._threshold(scored.scores)
+
+    def _threshold(self, scores: Scores) -> float:
+        # A calibrated probability is judged against its own bar (break-even aware); the
+        # seed's 65% applies to transparent scores (see config.AiSettings).
+        return float(self._ai.calibrated_min_confidence if scores.method == "model" else self._ai.min_confidence)
+
+    async def _score(self, signal: SignalLike, market_data: MarketData) -> _Scored | None:
+        """Everything :meth:`analyze` decides on (None for a hold): prices, features, scores,
+        the pooled confidence and its breakdown."""
         action = str(signal.action).lower()
         if action not in ("buy", "sell"):
             return None
@@ -532,9 +621,9 @@ class AIAnalyzer:
 
         entry = _entry_price(market_data)
         if entry is None:
-            return self._reject(
-                symbol, strategy, side, {"method": "none"}, "no usable price for the entry", now
-            )
+            return _Scored(side, symbol, strategy, now, entry=None, stop=0.0, target=0.0, confidence=0.0,
+                           features={}, regime=None, scores=None, opinion=None, breakdown={"method": "none"},
+                           notes=[])
         stop, target = self._bracket(signal, side, entry)
         stop_fraction = abs(entry - stop) / entry
         target_fraction = abs(target - entry) / entry
@@ -598,48 +687,9 @@ class AIAnalyzer:
             **scores.detail,
         }
         breakdown.setdefault("model_probability", None)
-        reasoning = self._reasoning(signal, scores, breakdown, regime, opinion, notes, features)
-        # A calibrated probability is judged against its own bar (break-even aware); the
-        # seed's 65% applies to transparent scores (see config.AiSettings).
-        threshold = float(
-            self._ai.calibrated_min_confidence if scores.method == "model" else self._ai.min_confidence
-        )
-        approved = confidence >= threshold
-        log.info(
-            "ai_decision",
-            symbol=symbol,
-            strategy=strategy,
-            side=side,
-            approved=approved,
-            confidence=round(confidence, 6),
-            min_confidence=threshold,
-            breakdown=breakdown,
-            features={k: (round(v, 6) if math.isfinite(v) else None) for k, v in features.items()},
-            reasoning=reasoning,
-        )
-        if not approved:
-            return self._reject(
-                symbol, strategy, side, breakdown,
-                f"confidence {confidence:.3f} below min_confidence {threshold:.3f}", now,
-            )
-        created = now
-        decays = created + timedelta(hours=float(self._ai.confidence_decay_hours))
-        return TradeIntent(
-            intent_id=self._next_intent_id(strategy, symbol, created),
-            symbol=symbol,
-            side=side,
-            confidence=confidence,
-            confidence_breakdown=breakdown,
-            reasoning=reasoning,
-            strategy=strategy,
-            entry_price=entry,
-            stop_price=stop,
-            target_price=target,
-            created_at=created,
-            decays_at=decays,
-            max_hold_days=getattr(signal, "max_hold_days", None),
-            metadata=dict(getattr(signal, "metadata", None) or {}),
-        )
+        return _Scored(side, symbol, strategy, now, entry=entry, stop=stop, target=target, confidence=confidence,
+                       features=features, regime=regime, scores=scores, opinion=opinion, breakdown=breakdown,
+                       notes=notes)
 
     # -- parts ---------------------------------------------------------------------------
 

@@ -507,13 +507,8 @@ class BacktestLoop(TradingSystem):
 
     def _may_buy_other(self, session: date, book: BookState) -> bool:
         """Whether some strategy may buy, on ``session``, a symbol of the universe not held."""
-        for symbol, history in self.replay.items():
-            if symbol in book.positions or symbol not in self._universe_set:
-                continue
-            i = history.index(session)
-            if i is not None and self._may_buy[symbol][i]:
-                return True
-        return False
+        return any(symbol not in book.positions and symbol in self._universe_set and self._may_buy_on(symbol, session)
+                   for symbol in self.replay)
 
     def _far_from_limits(self, breaker_baseline: Decimal, day_high: Decimal, low_equity: Decimal) -> bool:
         """Whether ``low_equity`` (a lower bound of the equity the cycles would see) stays
@@ -560,40 +555,46 @@ class BacktestLoop(TradingSystem):
 
         ``ask_strategies`` (a ``"flat_candidates"`` session): first, at the open, the loop's
         own market data (as the started session will see it: its baseline is the flat book's
-        equity), then the strategies themselves on every symbol the loop would ask (it passes
-        the scanner, no protection locks it): if none answers buy, the session would change
-        nothing (a flat book keeps its equity, and there is nothing to exit, protect or enter)
-        and it is skipped. Otherwise returns False at the open, nothing started, and the
+        equity) for the symbols some strategy may buy, the strategies themselves on those the
+        loop would ask (:meth:`TradingSystem.entry_candidates`), and the AI analyzer on each
+        one's strongest buy (:meth:`AIAnalyzer.would_enter`, after the loop's news prefetch):
+        if none would become an intent, the session would change nothing (a flat book keeps
+        its equity, and there is nothing to exit, protect or enter) and it is skipped, with
+        nothing logged of its signals or the analyzer's rejections (``--no-fast-forward``
+        logs every session). Otherwise returns False at the open, nothing started, and the
         caller runs the session."""
         opened, closed = self.calendar.open_close(session)
-        if ask_strategies and not await self._no_strategy_buys(session, core, opened):
+        if ask_strategies and not await self._enters_nothing(session, core, opened):
             return False
         await _at(core, closed)
         assert self.closing_equity is not None
         self._book_skipped(closed, self.closing_equity, curve)
         return True
 
-    async def _no_strategy_buys(self, session: date, core: SimulatorCore, opened: datetime) -> bool:
+    async def _enters_nothing(self, session: date, core: SimulatorCore, opened: datetime) -> bool:
         await _at(core, opened)
         now = self.clock.now()
         status = self.market_status.status_at(now)
         if not status.is_regular:
             return False
-        if self.protections.global_lock(now) is None:
-            # Not started yet: the session would start from the flat book's equity.
-            data = self._daily_market_data(status, baseline=self.closing_equity)
-            for symbol, md in data.items():
-                history = self.replay.get(symbol)
-                i = history.index(session) if history is not None else None
-                if i is None or not self._may_buy[symbol][i]:
-                    continue
-                if not self._passes_scanner(md) or self.protections.is_locked(symbol, now) is not None:
-                    continue
-                for strategy in self.strategies:
-                    signal = await strategy.evaluate_opportunity(symbol, md)
-                    if signal.action == "buy":
-                        return False
+        if self.protections.global_lock(now) is not None:
+            return True  # the loop enters nothing under a global lock
+        symbols = [symbol for symbol in self.universe() if self._may_buy_on(symbol, session)]
+        # Not started yet: the session would start from the flat book's equity.
+        data = self._daily_market_data(status, baseline=self.closing_equity, symbols=symbols)
+        candidates = await self.entry_candidates(data, frozenset(), now, log_signals=False)
+        if candidates and self.news is not None:
+            await self.news.prefetch(signal.symbol for signal, _ in candidates)  # as the cycle would
+        for signal, md in candidates:
+            if await self.analyzer.would_enter(signal, md):
+                return False
         return True
+
+    def _may_buy_on(self, symbol: str, session: date) -> bool:
+        """Whether some strategy may buy ``symbol`` on ``session`` (its prefilter masks)."""
+        history = self.replay.get(symbol)
+        i = history.index(session) if history is not None else None
+        return i is not None and bool(self._may_buy[symbol][i])
 
     def _book_skipped(self, closed: datetime, equity: Decimal, curve: list[tuple[datetime, Decimal]],
                       *, holding: bool = False) -> None:
@@ -726,10 +727,12 @@ class BacktestLoop(TradingSystem):
             return await super().refresh_market_data(status)
         return self._daily_market_data(status)
 
-    def _daily_market_data(self, status: MarketStatus, *, baseline: Decimal | None = None) -> dict[str, MarketData]:
+    def _daily_market_data(self, status: MarketStatus, *, baseline: Decimal | None = None,
+                           symbols: Sequence[str] | None = None) -> dict[str, MarketData]:
         """Completed bars of earlier sessions and today's opening print (daily data);
-        ``baseline``: the session's starting equity when the session is not started yet."""
-        symbols = self.universe()
+        ``baseline``: the session's starting equity when the session is not started yet;
+        ``symbols``: these of the universe only (default: all of it)."""
+        symbols = self.universe() if symbols is None else symbols
         now = self.clock.now()
         today = status.session
         if today is None:

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import AbstractSet, Any, Sequence
 
 import numpy as np
 import structlog
@@ -853,23 +853,8 @@ class TradingSystem:
         if self.protections.global_lock(now) is not None:
             return
         intents: list[TradeIntent] = []
-        candidates: list[tuple[Any, MarketData]] = []
         volatility: dict[str, float | None] = {}
-        for symbol, md in data.items():
-            if symbol in busy or not self._passes_scanner(md):
-                continue
-            if self.protections.is_locked(symbol, now) is not None:
-                continue
-            best = None
-            for strategy in self.strategies:
-                signal = await strategy.evaluate_opportunity(symbol, md)
-                if signal.action == "buy":  # long only: a sell on a symbol not held is no trade
-                    self._log_signal(signal)
-                    if best is None or signal.confidence > best.confidence:
-                        best = signal
-            if best is None:
-                continue
-            candidates.append((best, md))
+        candidates = await self.entry_candidates(data, busy, now)
         if candidates and self.news is not None:
             await self.news.prefetch(sig.symbol for sig, _ in candidates)  # one request for all
         for best, md in candidates:
@@ -906,6 +891,29 @@ class TradingSystem:
                 portfolio = replace(portfolio, pending_entries=portfolio.pending_entries + (
                     PendingEntry(symbol=intent.symbol, qty=qty, price=Decimal(str(intent.entry_price)),
                                  stop_price=Decimal(str(intent.stop_price)) if intent.stop_price else None),))
+
+    async def entry_candidates(self, data: dict[str, MarketData], busy: AbstractSet[str], now: datetime, *,
+                               log_signals: bool = True) -> list[tuple[Any, MarketData]]:
+        """Each symbol of ``data`` not ``busy`` that passes the scanner and no protection locks
+        at ``now``, with its strongest buy signal among the strategies (those with none are left
+        out): what :meth:`enter_positions` hands the AI analyzer."""
+        candidates: list[tuple[Any, MarketData]] = []
+        for symbol, md in data.items():
+            if symbol in busy or not self._passes_scanner(md):
+                continue
+            if self.protections.is_locked(symbol, now) is not None:
+                continue
+            best = None
+            for strategy in self.strategies:
+                signal = await strategy.evaluate_opportunity(symbol, md)
+                if signal.action == "buy":  # long only: a sell on a symbol not held is no trade
+                    if log_signals:
+                        self._log_signal(signal)
+                    if best is None or signal.confidence > best.confidence:
+                        best = signal
+            if best is not None:
+                candidates.append((best, md))
+        return candidates
 
     def _passes_scanner(self, md: MarketData) -> bool:
         s = self.settings.scanning
