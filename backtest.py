@@ -342,6 +342,7 @@ class BacktestLoop(TradingSystem):
         self.fast_forwarded = 0
         self.fast_forwarded_holding = 0  # of which with positions held
         self.safety_cycles_skipped = 0  # idle safety cycles of sessions that were run
+        self.skipped_despite_signals = 0  # flat sessions skipped: buy signals the analyzer would reject
         self._last_cycle: tuple[datetime, dict[str, Any]] | None = None
         self._entry_possible: np.ndarray | None = None
         self._may_buy: dict[str, np.ndarray] = {}
@@ -588,6 +589,7 @@ class BacktestLoop(TradingSystem):
         for signal, md in candidates:
             if await self.analyzer.would_enter(signal, md):
                 return False
+        self.skipped_despite_signals += bool(candidates)
         return True
 
     def _may_buy_on(self, symbol: str, session: date) -> bool:

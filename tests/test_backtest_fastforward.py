@@ -7,8 +7,11 @@ Two shortcuts make daily backtests fast, and each must leave every decision as i
 * session fast-forward (:meth:`backtest.BacktestLoop.quiet_kind`): with ACTIVE trading, a
   settled book (flat, or long positions fully protected by resting stops that the session's
   range cannot reach, far from every safety threshold even at the session's lows, no gap alert
-  at the open) and no strategy able to buy a symbol not held or sell one held, the session's
-  loop is not run; the equity it would have seen is still booked.
+  at the open) and no strategy able to buy a symbol not held or sell one held (or, flat, no buy
+  signal the AI analyzer would accept), the session's loop is not run; the equity it would
+  have seen is still booked;
+* a run session's safety cycle a minute before the close is skipped when it could only see
+  the equity (``BacktestLoop.safety_cycle_is_idle``).
 
 Each test runs the same backtest with the shortcuts and without them (``fast_forward=False``
 and the prefilter replaced by "always evaluate") and compares orders, intents, trades and the
@@ -28,7 +31,7 @@ import pytest
 
 import config
 import prefilter
-from backtest import BacktestOptions, BacktestResult, run_backtest
+from backtest import BacktestLoop, BacktestOptions, BacktestResult, run_backtest
 from tests.conftest import SHARED_DATA
 
 DAILY_FILES = ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv",
@@ -85,7 +88,20 @@ def test_shortcuts_change_no_decision(monkeypatch: pytest.MonkeyPatch, data_dir:
                                       symbols: list[str], start: date, end: date) -> None:
     settings = _settings(symbols, strategies)
     options = BacktestOptions(data_dir=data_dir, symbols=tuple(symbols), start=start, end=end, progress=False)
-    fast = run_backtest(settings, options)
+    loops: list[Any] = []
+    with monkeypatch.context() as patch:
+        real_shutdown = BacktestLoop.shutdown
+
+        async def shutdown(self: BacktestLoop) -> None:
+            loops.append(self)
+            await real_shutdown(self)
+
+        patch.setattr(BacktestLoop, "shutdown", shutdown)
+        fast = run_backtest(settings, options)
+    (loop,) = loops
+    assert loop.safety_cycles_skipped > 0, "idle safety cycles of run sessions were skipped"
+    if strategies is None:  # the default analyzer vetoes ideas: sessions are skipped on its look-ahead
+        assert loop.skipped_despite_signals > 0
     slow = _without_shortcuts(monkeypatch, settings, options)
     assert fast.orders, "the run trades"
     assert fast.fast_forwarded > fast.fast_forwarded_holding > 0, "flat and holding sessions were skipped"
