@@ -91,7 +91,7 @@ from journal import Journal
 from market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus
 from performance import PerformanceReport, compute_performance
-from sentiment import NewsSentiment
+from sentiment import NewsSentiment, load_lexicon
 from order_executor import flatten_orders, protected_quantity
 from sim_broker import BookState, CommissionLedger, CommissionModel, InProcessBroker, attach_commission
 from simulator.core import SimulatorCore
@@ -572,6 +572,20 @@ class BacktestLoop(TradingSystem):
         self._book_skipped(closed, self.closing_equity, curve)
         return True
 
+    async def fast_forward_flat_run(self, first: int, core: SimulatorCore, curve: list[tuple[datetime, Decimal]]) -> int:
+        """:meth:`fast_forward_flat` (without asking the strategies) through the ``"flat"``
+        session at index ``first`` and every following one where no strategy may buy: a flat
+        book with nothing working stays as it is until a strategy may buy, so the book is moved
+        to the last of those closes at once. Returns how many sessions it moved through."""
+        assert self._entry_possible is not None and self.closing_equity is not None
+        last = first
+        while last + 1 < len(self._sessions) and not self._entry_possible[last + 1]:
+            last += 1
+        await _at(core, self.calendar.open_close(self._sessions[last])[1])
+        for session in self._sessions[first:last + 1]:
+            self._book_skipped(self.calendar.open_close(session)[1], self.closing_equity, curve)
+        return last - first + 1
+
     async def _enters_nothing(self, session: date, core: SimulatorCore, opened: datetime) -> bool:
         await _at(core, opened)
         now = self.clock.now()
@@ -968,6 +982,8 @@ def _assemble(settings: Any, options: BacktestOptions, model: Any,
     alerter.attach_journal(journal)
     settings = settings.model_copy(update={"scanning": settings.scanning.model_copy(update={"symbols": universe})})
     news = NewsSentiment(broker, clock=core.clock) if settings.ai.use_news_sentiment else None
+    if news is not None:
+        load_lexicon()  # part of assembling the run, not of its first scored idea
     analyzer = AIAnalyzer(settings, core.clock, model=model, news_source=news)
     loop = BacktestLoop(settings, broker, core.clock, journal=journal, alerter=alerter, calendar=calendar,
                         analyzer=analyzer, run_id="backtest", regime_by_date=True, history=history,
@@ -987,19 +1003,25 @@ async def _drive(run: _Assembly, curve: list[tuple[datetime, Decimal]], bar: Pro
         return None
     await loop.startup()
     stopped = None
-    for done, session in enumerate(run.sessions, start=1):
+    done = 0
+    while done < len(run.sessions):
+        session = run.sessions[done]
         if loop.stop_event.is_set():
             stopped = f"the loop stopped on {session.isoformat()} (operational error: see the log)"
             break
         book = run.broker.book()
         quiet = loop.quiet_kind(session, book)
-        if quiet in ("flat", "flat_candidates"):
-            skipped = await loop.fast_forward_flat(session, core, curve, ask_strategies=quiet == "flat_candidates")
+        if quiet == "flat":
+            done += await loop.fast_forward_flat_run(done, core, curve)
         else:
-            skipped = quiet == "holding" and await loop.fast_forward_holding(session, core, book, curve)
-        if not skipped:
-            await _daily_session(loop, core, run.calendar, session, curve)
-        bar.update(done, f"{session.isoformat()} equity {curve[-1][1]:,.0f}")
+            if quiet == "flat_candidates":
+                skipped = await loop.fast_forward_flat(session, core, curve, ask_strategies=True)
+            else:
+                skipped = quiet == "holding" and await loop.fast_forward_holding(session, core, book, curve)
+            if not skipped:
+                await _daily_session(loop, core, run.calendar, session, curve)
+            done += 1
+        bar.update(done, f"{run.sessions[done - 1].isoformat()} equity {curve[-1][1]:,.0f}")
     await loop.shutdown()
     return stopped
 

@@ -45,6 +45,12 @@ def _vader() -> Any:
     return _analyzer
 
 
+def load_lexicon() -> bool:
+    """Load VADER's lexicon now rather than at the first headline scored (a backtest does it
+    while assembling, before its loop); whether it is available."""
+    return _vader() is not None
+
+
 def score_headlines(headlines: Sequence[str]) -> float:
     """Mean VADER compound score of the distinct, non-empty headlines, in [-1, 1].
 

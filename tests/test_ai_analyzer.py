@@ -21,7 +21,7 @@ import config
 from ai_analyzer import AIAnalyzer, TradeIntent, extract_features
 from ai_model import FEATURE_NAMES, load_model
 from market_data import BarSeries, MarketData, load_csv_bars
-from sentiment import NewsSentiment, score_headlines
+from sentiment import NewsSentiment, load_lexicon, score_headlines
 from strategies.base import Signal
 from tests.conftest import ROOT, SHARED_DATA
 
@@ -255,6 +255,7 @@ def test_partial_day_volume_is_projected_to_a_full_day(msft, spy):
 
 
 def test_headline_scores():
+    assert load_lexicon() is True  # loaded ahead (as a backtest does), then used as it is
     assert score_headlines(["Microsoft beats estimates, record profit, shares surge"]) > 0.2
     assert score_headlines(["Microsoft hit by lawsuit and fraud probe; shares plunge"]) < -0.2
     assert score_headlines(["Microsoft to hold annual meeting on Tuesday"]) == 0.0
