@@ -663,6 +663,13 @@ class BacktestLoop(TradingSystem):
         assert self._sim is not None
         return self._sim.equity_now()
 
+    async def closing_account_equity(self) -> Decimal:
+        """The account's equity now, for the session's closing point: read from the in-process
+        book (exactly what ``GET /v2/account`` reports), or asked of the broker."""
+        if self._sim is not None:
+            return self._account_equity()
+        return (await self.broker.get_account()).equity
+
     def _observe_equity(self, equity: Decimal) -> None:
         """Book ``equity`` as a cycle seeing it books it (last equity, peak, drawdown)."""
         self._last_equity = equity
@@ -1127,10 +1134,10 @@ async def _daily_session(loop: BacktestLoop, core: SimulatorCore, calendar: Trad
             await loop.safety_cycle(status)
     await _at(core, closed)
     await loop.refresh_market_status()
-    account = await loop.broker.get_account()
-    curve.append((closed, account.equity))
-    loop.summary.end_equity = account.equity
-    loop.closing_equity = account.equity
+    equity = await loop.closing_account_equity()
+    curve.append((closed, equity))
+    loop.summary.end_equity = equity
+    loop.closing_equity = equity
 
 
 def _closing_points(journal: Journal) -> list[tuple[datetime, Decimal]]:
