@@ -283,6 +283,9 @@ class SimBroker:
         start, open, close, after-hours end) to the next. Idempotent for ``t`` already passed.
         """
         target = floor_minute(t)
+        if not self._open and self._cursor < target:
+            self._advance_idle(target)
+            return
         while self._cursor < target:
             day_date = et_date(self._cursor)
             next_midnight = et_datetime(day_date + timedelta(days=1), datetime.min.time())
@@ -311,6 +314,14 @@ class SimBroker:
                 if hi == end:
                     self._on_phase_end(day, phase, hi)
                 self._cursor = hi
+
+    def _advance_idle(self, target: datetime) -> None:
+        """:meth:`advance_to` with no open order: nothing activates, matches, expires or runs
+        an auction, so of the phase steps only the closes passed record their snapshots."""
+        for day in self.sessions.between(et_date(self._cursor), et_date(target)):
+            if self._cursor < day.close <= target:
+                self._record_close(day)
+        self._cursor = target
 
     def book_can_change(self, until: datetime) -> bool:
         """Whether :meth:`advance_to` ``(until)`` might change any order or position.

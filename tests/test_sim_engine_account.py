@@ -7,7 +7,7 @@ reject numbers where Alpaca sends strings and enum values Alpaca does not use.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal as D
 from typing import Any
 
@@ -245,6 +245,31 @@ def test_advancing_without_open_orders_reads_no_bars_and_is_idempotent() -> None
     cursor_state = broker.state()["processed_until"]
     broker.advance_to(at(10, 0))
     assert broker.state()["processed_until"] == cursor_state
+
+
+def test_a_jump_without_open_orders_books_every_close_as_steps_do() -> None:
+    """With no open order the book jumps session to session (``SimBroker._advance_idle``):
+    each close passed still records its equity, exactly as advancing minute by minute does."""
+    jumped, stepped = make_broker(at(10)), make_broker(at(10))
+    days = CALENDAR.sessions(date(*MON), date(2025, 4, 25))  # weekends and Good Friday inside
+    for broker, market, clock in (jumped, stepped):
+        broker.submit_order(order_body("AAPL", 10, "buy"))
+        for k, day in enumerate(days[1:], start=1):  # a different close every session
+            opened, closed = CALENDAR.open_close(day)
+            market.flat("AAPL", opened, 2, 100 + k)
+            market.flat("AAPL", closed - timedelta(minutes=1), 1, 100 + 2 * k)
+    last = CALENDAR.open_close(days[-1])[1] + timedelta(hours=2)
+    go(jumped[2], last)
+    jumped[0].advance_to(last)
+    moment = at(10)
+    while moment < last:
+        moment = min(last, moment + timedelta(hours=5))
+        go(stepped[2], moment)
+        stepped[0].advance_to(moment)
+    history = {"period": "3M", "timeframe": "1D"}
+    assert jumped[0].portfolio_history(history) == stepped[0].portfolio_history(history)
+    assert jumped[0].get_account() == stepped[0].get_account()
+    assert len(jumped[0].portfolio_history(history)["equity"]) >= len(days) - 1
 
 
 def test_minutes_are_scanned_only_for_symbols_with_working_orders() -> None:
