@@ -282,6 +282,10 @@ class BacktestResult:
     #: and how many of them held positions.
     fast_forwarded: int = 0
     fast_forwarded_holding: int = 0
+    #: Safety cycles a minute before the close skipped in sessions that were run (idle).
+    safety_cycles_skipped: int = 0
+    #: Wall seconds of the loop spent in the sessions that were run (not fast-forwarded).
+    run_sessions_seconds: float = 0.0
 
     @property
     def bars_per_second(self) -> float:
@@ -309,6 +313,7 @@ class BacktestResult:
             "stopped_early": self.stopped_early or "no",
             "orders_submitted": len(self.orders),
             "sessions_fast_forwarded": f"{self.fast_forwarded} ({self.fast_forwarded_holding} holding positions)",
+            "idle_safety_cycles_skipped": self.safety_cycles_skipped,
             "data": str(o.data_dir),
         }
 
@@ -343,6 +348,7 @@ class BacktestLoop(TradingSystem):
         self.fast_forwarded_holding = 0  # of which with positions held
         self.safety_cycles_skipped = 0  # idle safety cycles of sessions that were run
         self.skipped_despite_signals = 0  # flat sessions skipped: buy signals the analyzer would reject
+        self.run_sessions_seconds = 0.0  # wall time of the daily sessions run (see _drive)
         self._last_cycle: tuple[datetime, dict[str, Any]] | None = None
         self._entry_possible: np.ndarray | None = None
         self._may_buy: dict[str, np.ndarray] = {}
@@ -1026,7 +1032,9 @@ async def _drive(run: _Assembly, curve: list[tuple[datetime, Decimal]], bar: Pro
             else:
                 skipped = quiet == "holding" and await loop.fast_forward_holding(session, core, book, curve)
             if not skipped:
+                started = time.perf_counter()
                 await _daily_session(loop, core, run.calendar, session, curve)
+                loop.run_sessions_seconds += time.perf_counter() - started
             done += 1
         bar.update(done, f"{run.sessions[done - 1].isoformat()} equity {curve[-1][1]:,.0f}")
     await loop.shutdown()
@@ -1075,6 +1083,7 @@ async def run_backtest_async(settings: Any, options: BacktestOptions, *, model: 
         model=_model_description(run.analyzer, run.sessions), final_state=run.loop.safety.state.value,
         stopped_early=stopped, fast_forwarded=run.loop.fast_forwarded,
         fast_forwarded_holding=run.loop.fast_forwarded_holding,
+        safety_cycles_skipped=run.loop.safety_cycles_skipped, run_sessions_seconds=run.loop.run_sessions_seconds,
     )
 
 

@@ -167,7 +167,10 @@ def run_ours(data: Path, count: int, start: date, end: date, reference: bool) ->
     result = run_backtest(settings, options)
     return {"bars": result.bars, "loop_seconds": result.loop_seconds, "total_seconds": result.elapsed_seconds,
             "trades": len(result.trades), "orders": len(result.orders), "requests": result.requests,
-            "final_value": float(result.equity_curve[-1][1]), "peak_rss_mb": peak_rss_mb()}
+            "final_value": float(result.equity_curve[-1][1]), "peak_rss_mb": peak_rss_mb(),
+            "sessions": len(result.sessions), "fast_forwarded": result.fast_forwarded,
+            "safety_cycles_skipped": result.safety_cycles_skipped,
+            "run_sessions_seconds": result.run_sessions_seconds}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -271,6 +274,23 @@ def main() -> None:
                 r = results[(count, engine)]
                 parts.append(f"{engine} {r['bars'] / r['loop_seconds'] / bt_rate:.2f}x")
             print(f"  {count:>3} symbols: " + ", ".join(parts))
+        print("\nWhere our loop's time goes (the fastest run): the sessions run in full (an entry or exit "
+              "possible, a fill to record), their cost each, and what each could cost at most for the "
+              "target if nothing else in the loop cost anything:")
+        for count in counts:
+            bt_rate = results[(count, "backtrader")]["bars"] / results[(count, "backtrader")]["loop_seconds"]
+            for engine, target in (("ours-sma", 10.0), ("ours-default", 3.0)):
+                r = results.get((count, engine))
+                if r is None:
+                    continue
+                run = r["sessions"] - r["fast_forwarded"]
+                budget = r["bars"] / (target * bt_rate)
+                each = r["run_sessions_seconds"] / run * 1000 if run else 0.0
+                print(f"  {count:>3} {engine:<13} run {run:>4} of {r['sessions']} sessions "
+                      f"({r['safety_cycles_skipped']} idle safety cycles skipped), {each:5.2f} ms each, "
+                      f"{r['run_sessions_seconds'] / r['loop_seconds']:4.0%} of the loop; {target:g}x allows "
+                      f"{budget * 1000:6.1f} ms for the whole loop = {budget / run * 1000 if run else 0:5.2f} ms "
+                      "per session run")
         if args.profile:
             profile(data, start, end)
 
