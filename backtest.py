@@ -75,7 +75,7 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import AbstractSet, Any, Literal, TextIO
 
 import numpy as np
 import structlog
@@ -415,6 +415,15 @@ class BacktestLoop(TradingSystem):
         history = self.replay.get(symbol)
         return history.index(self._today) if history is not None and self._today is not None else None
 
+    async def entry_candidates(self, data: dict[str, MarketData], busy: AbstractSet[str], now: datetime, *,
+                               log_signals: bool = True) -> list[tuple[Any, MarketData]]:
+        """:meth:`TradingSystem.entry_candidates` over the symbols some strategy may buy today
+        (the prefilter's masks: on any other symbol every strategy can only hold or sell)."""
+        today = self._today
+        if self._may_buy and today is not None:
+            data = {symbol: md for symbol, md in data.items() if self._may_buy_on(symbol, today)}
+        return await super().entry_candidates(data, busy, now, log_signals=log_signals)
+
     async def refresh_account(self) -> Any:
         snapshot = await super().refresh_account()
         self._last_snapshot = snapshot
@@ -613,10 +622,14 @@ class BacktestLoop(TradingSystem):
         return True
 
     def _may_buy_on(self, symbol: str, session: date) -> bool:
-        """Whether some strategy may buy ``symbol`` on ``session`` (its prefilter masks)."""
+        """Whether some strategy may buy ``symbol`` on ``session`` (its prefilter masks; True
+        for a symbol they do not cover; False without a bar that session)."""
         history = self.replay.get(symbol)
         i = history.index(session) if history is not None else None
-        return i is not None and bool(self._may_buy[symbol][i])
+        if i is None:
+            return False
+        buy = self._may_buy.get(symbol)
+        return buy is None or bool(buy[i])
 
     def _book_skipped(self, closed: datetime, equity: Decimal, curve: list[tuple[datetime, Decimal]],
                       *, holding: bool = False) -> None:
