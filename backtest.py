@@ -36,6 +36,10 @@ order placed up to that day):
   3. the close: the session ends (closing snapshot for gap risk) and the closing equity is
      recorded: the equity curve has one point per session, at the close.
 
+  Sessions, and safety cycles, where the loop provably does nothing but see the equity are
+  not run, only booked (:meth:`BacktestLoop.quiet_kind`, :meth:`BacktestLoop.safety_cycle_is_idle`;
+  ``fast_forward=False`` runs every one).
+
   The scanner's spread check is not applied to daily data (there is no recorded quote).
 
 * **Intraday data** (minute bars recorded for every traded symbol on every session of the
