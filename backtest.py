@@ -570,23 +570,23 @@ class BacktestLoop(TradingSystem):
         self._observe_equity(self._account_equity())
         self.safety_cycles_skipped += 1
 
-    async def fast_forward_flat(self, session: date, core: SimulatorCore, curve: list[tuple[datetime, Decimal]],
-                                *, ask_strategies: bool) -> bool:
-        """Move the book through a ``"flat"`` session (closes recorded, nothing to match); the
-        flat book's equity is its closing point.
+    async def fast_forward_flat(self, session: date, core: SimulatorCore,
+                                curve: list[tuple[datetime, Decimal]]) -> bool:
+        """Move the book through a ``"flat_candidates"`` session when it would enter nothing;
+        the flat book's equity is its closing point.
 
-        ``ask_strategies`` (a ``"flat_candidates"`` session): first, at the open, the loop's
-        own market data (as the started session will see it: its baseline is the flat book's
-        equity) for the symbols some strategy may buy, the strategies themselves on those the
-        loop would ask (:meth:`TradingSystem.entry_candidates`), and the AI analyzer on each
-        one's strongest buy (:meth:`AIAnalyzer.would_enter`, after the loop's news prefetch):
-        if none would become an intent, the session would change nothing (a flat book keeps
-        its equity, and there is nothing to exit, protect or enter) and it is skipped, with
-        nothing logged of its signals or the analyzer's rejections (``--no-fast-forward``
-        logs every session). Otherwise returns False at the open, nothing started, and the
-        caller runs the session."""
+        First, at the open, the loop's own market data (as the started session will see it:
+        its baseline is the flat book's equity) for the symbols some strategy may buy, the
+        strategies themselves on those the loop would ask (:meth:`TradingSystem.entry_candidates`),
+        and the AI analyzer on each one's strongest buy (:meth:`AIAnalyzer.would_enter`, after
+        the loop's news prefetch): if none would become an intent, the session would change
+        nothing (a flat book keeps its equity, and there is nothing to exit, protect or enter)
+        and it is skipped, with nothing logged of its signals or the analyzer's rejections
+        (``--no-fast-forward`` logs every session). Otherwise returns False at the open,
+        nothing started, and the caller runs the session. (A ``"flat"`` session, where no
+        strategy may buy, is :meth:`fast_forward_flat_run`'s.)"""
         opened, closed = self.calendar.open_close(session)
-        if ask_strategies and not await self._enters_nothing(session, core, opened):
+        if not await self._enters_nothing(session, core, opened):
             return False
         await _at(core, closed)
         assert self.closing_equity is not None
@@ -594,8 +594,8 @@ class BacktestLoop(TradingSystem):
         return True
 
     async def fast_forward_flat_run(self, first: int, core: SimulatorCore, curve: list[tuple[datetime, Decimal]]) -> int:
-        """:meth:`fast_forward_flat` (without asking the strategies) through the ``"flat"``
-        session at index ``first`` and every following one where no strategy may buy: a flat
+        """Move the book through the ``"flat"`` session at index ``first`` (closes recorded,
+        nothing to match) and every following one where no strategy may buy: a flat
         book with nothing working stays as it is until a strategy may buy, so the book is moved
         to the last of those closes at once. Returns how many sessions it moved through."""
         assert self._entry_possible is not None and self.closing_equity is not None
@@ -1047,7 +1047,7 @@ async def _drive(run: _Assembly, curve: list[tuple[datetime, Decimal]], bar: Pro
             done += await loop.fast_forward_flat_run(done, core, curve)
         else:
             if quiet == "flat_candidates":
-                skipped = await loop.fast_forward_flat(session, core, curve, ask_strategies=True)
+                skipped = await loop.fast_forward_flat(session, core, curve)
             else:
                 skipped = quiet == "holding" and await loop.fast_forward_holding(session, core, book, curve)
             if not skipped:

@@ -96,6 +96,7 @@ class _MinuteSeries:
 #: Below this total, :func:`_allocate`'s shares sum to it exactly (float error < 0.1 share).
 EXACT_ALLOCATION = 2**46
 
+
 @dataclass(frozen=True)
 class _DailyRow:
     o: float

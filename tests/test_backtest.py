@@ -40,7 +40,7 @@ from market_data import BarSeries, MarketData
 from sim_broker import CommissionModel
 from strategies.base import BaseStrategy, Signal
 from strategies.sma_crossover import SmaCrossover
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, copy_daily_files
 
 DAILY_FILES = ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv")
 START, END = date(2020, 2, 3), date(2020, 5, 29)
@@ -49,11 +49,7 @@ CUTOFF = date(2020, 3, 20)  # the no-look-ahead test changes every bar after thi
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    (root / "daily").mkdir()
-    for name in DAILY_FILES:
-        shutil.copy(SHARED_DATA / "daily" / name, root / "daily" / name)
-    return root
+    return copy_daily_files(tmp_path_factory.mktemp("data"), DAILY_FILES)
 
 
 @pytest.fixture(scope="module")

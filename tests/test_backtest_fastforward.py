@@ -21,7 +21,6 @@ equity curve, on the real daily bars of ``shared/data``.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -32,7 +31,7 @@ import pytest
 import config
 import prefilter
 from backtest import BacktestLoop, BacktestOptions, BacktestResult, run_backtest
-from tests.conftest import SHARED_DATA
+from tests.conftest import copy_daily_files
 
 DAILY_FILES = ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv",
                "NVDA-1d-2013-01-02-2023-12-29.csv")
@@ -40,11 +39,7 @@ DAILY_FILES = ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-2
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ffdata")
-    (root / "daily").mkdir()
-    for name in DAILY_FILES:
-        shutil.copy(SHARED_DATA / "daily" / name, root / "daily" / name)
-    return root
+    return copy_daily_files(tmp_path_factory.mktemp("ffdata"), DAILY_FILES)
 
 
 def _settings(symbols: list[str], strategies: list[str] | None = None) -> Any:
