@@ -14,6 +14,10 @@ What it guarantees, so the rest of the daemon does not have to think about HTTP:
 * Requests pass a token bucket that keeps a reserve for cancels, closes and emergency exits.
 * Market data is checked: stale, zero and crossed quotes are dropped (one warning per symbol
   per minute); a free plan's SIP refusal falls back to IEX once and remembers it.
+* Parsing is tolerant (see models.py): one unusable item of a list (an order, a position,
+  a bar, a symbol's quote ...) is dropped with an ERROR ``broker_item_dropped``, counted in
+  :attr:`ResilientAlpacaGateway.dropped_items` and passed to ``on_item_dropped`` (the loop's
+  alert hook); the rest of the list stands.
 * Plain HTTP is refused for anything but loopback, the live URL needs the live opt-in, and
   the API keys never appear in a log line, an exception or ``repr(gateway)``.
 """
@@ -50,6 +54,7 @@ from models import (
     Bar,
     CalendarDay,
     Clock,
+    DroppedItem,
     MultiStatusItem,
     NewsArticle,
     Order,
@@ -58,11 +63,13 @@ from models import (
     Quote,
     Snapshot,
     Trade,
+    collect_dropped,
     decimal_text,
     parse_bar,
     parse_quote,
     parse_snapshot,
     parse_trade,
+    report_dropped,
 )
 from rate_limit import RateLimiter
 
@@ -278,6 +285,10 @@ class ResilientAlpacaGateway:
         self._last_warning: dict[tuple[str, str], datetime] = {}
         self.request_count = 0
         self.pdt_blocked_symbols: set[str] = set()
+        # Unusable broker items dropped from lists (and order legs) since start: the loop
+        # compares it between cycles, and on_item_dropped (if set) hears of each one.
+        self.dropped_items = 0
+        self.on_item_dropped: Callable[[DroppedItem], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -577,20 +588,49 @@ class ResilientAlpacaGateway:
         return response.data
 
     def _parse(self, model: type[M], data: Any, where: str) -> M:
+        """One object the call cannot do without: unusable means MalformedResponse."""
         parse = _FAST_PARSERS.get(model, model.model_validate)
-        try:
-            return parse(data)  # type: ignore[no-any-return]
-        except ValidationError as exc:
-            raise errors.MalformedResponse(
-                f"{where}: unexpected {model.__name__}: {_summarise(exc)}"
-            ) from None
+        with collect_dropped() as dropped:
+            try:
+                return parse(data)  # type: ignore[no-any-return]
+            except ValidationError as exc:
+                raise errors.MalformedResponse(
+                    f"{where}: unexpected {model.__name__}: {_summarise(exc)}"
+                ) from None
+            finally:
+                self._count_dropped(dropped)
+
+    def _parse_item(self, model: type[M], data: Any, where: str, index: int | None) -> M | None:
+        """One item of a list or symbol map: unusable means dropped (reported), not an error."""
+        parse = _FAST_PARSERS.get(model, model.model_validate)
+        with collect_dropped() as dropped:
+            try:
+                return parse(data)  # type: ignore[no-any-return]
+            except ValidationError as exc:
+                report_dropped(model.__name__, where, index, data, exc)
+                return None
+            finally:
+                self._count_dropped(dropped)
 
     def _parse_list(self, model: type[M], data: Any, where: str) -> list[M]:
+        """Every usable item of a list, in order; an unusable one is dropped and reported."""
         if data is None:
             return []
         if not isinstance(data, list):
             raise errors.MalformedResponse(f"{where}: expected a list of {model.__name__}")
-        return [self._parse(model, item, where) for item in data]
+        parsed = (self._parse_item(model, item, where, index) for index, item in enumerate(data))
+        return [item for item in parsed if item is not None]
+
+    def _count_dropped(self, dropped: list[DroppedItem]) -> None:
+        """Count what parsing dropped and tell the alert hook (its failure never spreads)."""
+        for item in dropped:
+            self.dropped_items += 1
+            if self.on_item_dropped is None:
+                continue
+            try:
+                self.on_item_dropped(item)
+            except Exception as exc:  # noqa: BLE001 - an alert hook must not fail a parse
+                log.error("item_dropped_hook_failed", error=repr(exc), model=item.model)
 
     def _mapping(self, data: Any, key: str | None, where: str) -> dict[str, Any]:
         value = data.get(key) if (key is not None and isinstance(data, dict)) else data
@@ -1039,9 +1079,14 @@ class ResilientAlpacaGateway:
             data = await self._call("GET", "/v2/account/activities", params=params)
             page = self._parse_list(Activity, data, "GET /v2/account/activities")
             out.extend(page)
-            if len(page) < page_size:
+            # Paging follows what the broker sent, not what parsed: a dropped item must
+            # neither end the paging early nor lose the cursor.
+            if not isinstance(data, list) or len(data) < page_size:
                 return out
-            token = page[-1].id
+            token = _activity_cursor(data[-1]) or (page[-1].id if page else None)
+            if token is None:
+                raise errors.MalformedResponse(
+                    "GET /v2/account/activities: a full page without a usable id to page on")
             if token in seen_tokens:
                 raise errors.MalformedResponse("GET /v2/account/activities: pagination repeats")
             seen_tokens.add(token)
@@ -1120,7 +1165,7 @@ class ResilientAlpacaGateway:
             }
             async for page in self._pages("/v2/stocks/bars", params, "/v2/stocks/bars"):
                 for symbol, raw in self._mapping(page, "bars", "GET /v2/stocks/bars").items():
-                    out.setdefault(symbol, []).extend(self._bars(raw, "GET /v2/stocks/bars"))
+                    out.setdefault(symbol, []).extend(self._bars(raw, f"GET /v2/stocks/bars {symbol}"))
         if limit is not None:
             out = {symbol: bars[-limit:] for symbol, bars in out.items()}
         return out
@@ -1157,8 +1202,8 @@ class ResilientAlpacaGateway:
                                          {"symbols": chunk, "feed": self.data_feed},
                                          "/v2/stocks/quotes/latest")
             for symbol, raw in self._mapping(data, "quotes", "GET /v2/stocks/quotes/latest").items():
-                quote = self._parse(Quote, raw, "GET /v2/stocks/quotes/latest")
-                if self._quote_usable(symbol, quote):
+                quote = self._parse_item(Quote, raw, f"GET /v2/stocks/quotes/latest {symbol}", None)
+                if quote is not None and self._quote_usable(symbol, quote):
                     out[symbol] = quote
         return out
 
@@ -1181,7 +1226,9 @@ class ResilientAlpacaGateway:
                                          {"symbols": chunk, "feed": self.data_feed},
                                          "/v2/stocks/trades/latest")
             for symbol, raw in self._mapping(data, "trades", "GET /v2/stocks/trades/latest").items():
-                out[symbol] = self._parse(Trade, raw, "GET /v2/stocks/trades/latest")
+                trade = self._parse_item(Trade, raw, f"GET /v2/stocks/trades/latest {symbol}", None)
+                if trade is not None:
+                    out[symbol] = trade
         return out
 
     async def get_latest_trade(self, symbol: str) -> Trade | None:
@@ -1202,8 +1249,9 @@ class ResilientAlpacaGateway:
             for symbol, raw in self._mapping(data, None, "GET /v2/stocks/snapshots").items():
                 if raw is None:
                     continue
-                snapshot = self._parse(Snapshot, raw, "GET /v2/stocks/snapshots")
-                out[symbol] = self._checked_snapshot(symbol, snapshot)
+                snapshot = self._parse_item(Snapshot, raw, f"GET /v2/stocks/snapshots {symbol}", None)
+                if snapshot is not None:
+                    out[symbol] = self._checked_snapshot(symbol, snapshot)
         return out
 
     async def get_snapshot(self, symbol: str) -> Snapshot:
@@ -1262,6 +1310,13 @@ class ResilientAlpacaGateway:
             return
         self._last_warning[key] = now
         log.warning(event, symbol=symbol, **fields)
+
+
+def _activity_cursor(raw: Any) -> str | None:
+    """The ``id`` of a raw activity (Alpaca's page_token is the last item's id)."""
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
+        return str(raw["id"])
+    return None
 
 
 def _secret(value: str | SecretStr | None) -> SecretStr | None:

@@ -8,23 +8,50 @@ Broker objects are parsed once, at the edge:
 * timestamps become timezone-aware datetimes (RFC 3339, ``Z`` or an offset, up to nine
   fraction digits, truncated to microseconds); a timestamp without a zone is refused;
 * unknown extra fields are ignored, and enum-like fields (status, side, type ...) are plain
-  ``str`` because Alpaca adds values over time;
+  ``str`` because Alpaca adds values over time: an unknown value is kept as the raw string
+  (one ``broker_enum_unknown`` warning per model, field and value);
 * the pattern-day-trader fields Alpaca removed in 2026 are optional.
 
-A missing required field is a :class:`pydantic.ValidationError` naming the field.
+Tolerance (what one odd field in one object may cost): a malformed *optional* field is
+dropped so that its default (usually None) applies, with one ``broker_field_ignored``
+warning per model, field and cause for the life of the process (a list of 500 orders with
+the same bad ``hwm`` logs once). Optional fields that steer trading (an order's ``qty``,
+``filled_qty``, prices; a fill's price and quantity; the account's blocking flags) are
+listed in ``STRICT_FIELDS`` and are never guessed. A malformed *required* (or strict) field
+is a :class:`pydantic.ValidationError` naming the field; the gateway then drops that one
+item of a list (:func:`report_dropped`, ERROR ``broker_item_dropped``) and keeps the rest.
+A malformed leg of an order is dropped from ``legs`` the same way, keeping its parent.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+import structlog
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 import errors
 from clock import EXCHANGE_TZ
+
+log = structlog.get_logger(__name__)
 
 Date = date  # field annotations use this alias: several models have a field named ``date``
 
@@ -153,17 +180,169 @@ def decimal_text(value: Decimal) -> str:
     return text or "0"
 
 
+Symbol = Annotated[str, StringConstraints(strip_whitespace=True)]
+
+# -- tolerance: what a malformed field costs -------------------------------------------------
+
+# (model, field, cause) -> how often it was tolerated. The first occurrence is logged; the
+# rest only counted, so a payload repeating one oddity does not flood the log.
+_TOLERATED: dict[tuple[str, str, str], int] = {}
+_UNKNOWN_ENUMS: dict[tuple[str, str, str], int] = {}
+_VALUE_TEXT_LIMIT = 80
+
+
+def tolerated_fields() -> dict[tuple[str, str, str], int]:
+    """How often each (model, field, cause) was tolerated since start (or the last reset)."""
+    return dict(_TOLERATED)
+
+
+def reset_tolerance_memory() -> None:
+    """Forget which oddities were already logged (tests; a new trading session)."""
+    _TOLERATED.clear()
+    _UNKNOWN_ENUMS.clear()
+
+
+def _value_text(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _VALUE_TEXT_LIMIT else text[: _VALUE_TEXT_LIMIT - 3] + "..."
+
+
+def _cause(error: Any) -> str:
+    """A pydantic error as a short cause without the offending value (so it can key a set)."""
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    cause = message.split(": ", 1)[0].strip()
+    return cause or str(error.get("type", "invalid"))
+
+
+def _note_tolerated(model: str, field: str, cause: str, value: Any) -> None:
+    key = (model, field, cause)
+    seen = _TOLERATED.get(key, 0)
+    _TOLERATED[key] = seen + 1
+    if seen == 0:
+        log.warning("broker_field_ignored", model=model, field=field, cause=cause,
+                    value=_value_text(value), note="later occurrences are counted, not logged")
+
+
+def note_unknown_enum(model: str, field: str, value: str) -> None:
+    """Log once that ``value`` is not one we know for ``model.field`` (it is kept as sent)."""
+    key = (model, field, value)
+    seen = _UNKNOWN_ENUMS.get(key, 0)
+    _UNKNOWN_ENUMS[key] = seen + 1
+    if seen == 0:
+        log.warning("broker_enum_unknown", model=model, field=field, value=_value_text(value))
+
+
+@dataclass(frozen=True)
+class DroppedItem:
+    """One object the broker sent that could not be used (a required field was malformed)."""
+
+    model: str
+    where: str
+    index: int | None
+    item_id: str | None
+    fields: tuple[str, ...]
+    cause: str
+
+
+# Where report_dropped() also records what it dropped (the gateway counts and alerts).
+_DROP_SINK: ContextVar[list[DroppedItem] | None] = ContextVar("broker_drop_sink", default=None)
+
+
+@contextmanager
+def collect_dropped() -> Iterator[list[DroppedItem]]:
+    """Collect every item :func:`report_dropped` drops inside the block (nested legs too)."""
+    sink: list[DroppedItem] = []
+    token = _DROP_SINK.set(sink)
+    try:
+        yield sink
+    finally:
+        _DROP_SINK.reset(token)
+
+
+def report_dropped(model: str, where: str, index: int | None, raw: Any,
+                   exc: ValidationError) -> DroppedItem:
+    """Log (ERROR ``broker_item_dropped``) and record one unusable item of a list."""
+    problems = exc.errors()
+    fields = tuple(dict.fromkeys(".".join(str(part) for part in e["loc"]) or "body" for e in problems))
+    cause = "; ".join(dict.fromkeys(_cause(e) for e in problems))
+    item_id = None
+    if isinstance(raw, dict):
+        for key in ("id", "client_order_id", "symbol"):
+            if isinstance(raw.get(key), (str, int)) and not isinstance(raw.get(key), bool):
+                item_id = str(raw[key])
+                break
+    dropped = DroppedItem(model, where, index, item_id, fields, cause)
+    log.error("broker_item_dropped", model=model, where=where, index=index, item_id=item_id,
+              fields=list(fields), cause=cause)
+    sink = _DROP_SINK.get()
+    if sink is not None:
+        sink.append(dropped)
+    return dropped
+
+
 class BrokerModel(BaseModel):
-    """Base of every object parsed from the broker: extra fields ignored, names or aliases."""
+    """Base of every object parsed from the broker: extra fields ignored, names or aliases.
+
+    A malformed optional field falls back to its default (see the module docstring);
+    ``STRICT_FIELDS`` names the optional fields for which that would be a guess that steers
+    trading, so a malformed value there fails validation like a required field.
+    """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    STRICT_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _tolerate_optional_fields(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            repaired = cls._without_tolerable(data, exc)
+            if repaired is None:
+                raise
+        return handler(repaired)
+
+    @classmethod
+    def _without_tolerable(cls, data: Any, exc: ValidationError) -> dict[str, Any] | None:
+        """``data`` without its malformed optional fields, or None if a problem is not one."""
+        if not isinstance(data, dict):
+            return None
+        out = dict(data)
+        notes: list[tuple[str, str, Any]] = []
+        for error in exc.errors():
+            loc = error["loc"]
+            name = cls._field_for_key(loc[0]) if loc else None
+            if name is None or cls.model_fields[name].is_required() or name in cls.STRICT_FIELDS:
+                return None
+            notes.append((name, _cause(error), out.get(loc[0])))
+            out.pop(loc[0], None)
+        for name, cause, value in notes:
+            _note_tolerated(cls.__name__, name, cause, value)
+        return out
+
+    @classmethod
+    def _field_for_key(cls, key: Any) -> str | None:
+        if key in cls.model_fields:
+            return str(key)
+        for name, info in cls.model_fields.items():
+            if info.alias == key:
+                return name
+        return None
 
 
 # -- account, clock, calendar, assets ------------------------------------------------------
 
 
 class Account(BrokerModel):
-    """GET /v2/account. ``equity``, ``cash`` and ``buying_power`` are required: risk needs them."""
+    """GET /v2/account. ``equity``, ``cash`` and ``buying_power`` are required: risk needs them.
+
+    The blocking flags decide whether the daemon may trade: a malformed one is never read as
+    "not blocked" (strict), it fails the read.
+    """
+
+    STRICT_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"trading_blocked", "account_blocked", "trade_suspended_by_user"})
 
     id: str
     account_number: str
@@ -202,6 +381,11 @@ class Account(BrokerModel):
     daytrading_buying_power: OptionalNum = None
     last_daytrade_count: int | None = None
     last_daytrading_buying_power: OptionalNum = None
+    crypto_status: str | None = None
+    options_approved_level: int | None = None
+    options_trading_level: int | None = None
+    intraday_adjustments: OptionalNum = None
+    pending_reg_taf_fees: OptionalNum = None
 
     @property
     def can_trade(self) -> bool:
@@ -262,9 +446,17 @@ class CalendarDay(BrokerModel):
             return data
         out = dict(data)
         for field in ("open", "close", "session_open", "session_close"):
-            if out.get(field) not in (None, ""):
+            optional = field.startswith("session")
+            if out.get(field) in (None, ""):
+                if optional:
+                    out[field] = None
+                continue
+            try:
                 out[field] = _session_time(day, out[field], field)
-            elif field.startswith("session"):
+            except ValueError as exc:
+                if not optional:
+                    raise
+                _note_tolerated(cls.__name__, field, str(exc).split(", got", 1)[0], out[field])
                 out[field] = None
         return out
 
@@ -281,7 +473,7 @@ class Asset(BrokerModel):
     """GET /v2/assets[/{symbol}]. The wire key ``class`` is exposed as ``asset_class``."""
 
     id: str
-    symbol: str
+    symbol: Symbol
     asset_class: str = Field(alias="class")
     exchange: str = ""
     name: str | None = None
@@ -295,6 +487,9 @@ class Asset(BrokerModel):
     maintenance_margin_requirement: OptionalNum = None
     margin_requirement_long: OptionalNum = None
     margin_requirement_short: OptionalNum = None
+    min_order_size: OptionalNum = None
+    min_trade_increment: OptionalNum = None
+    price_increment: OptionalNum = None
     attributes: list[str] = Field(default_factory=list)
 
     @field_validator("attributes", mode="before")
@@ -307,15 +502,36 @@ class Asset(BrokerModel):
 
 #: Order states after which nothing more will happen to the order.
 TERMINAL_ORDER_STATUSES = frozenset({"filled", "canceled", "expired", "replaced", "rejected"})
+#: Every order status Alpaca documents; another value is kept as sent (and counts as open).
+KNOWN_ORDER_STATUSES = TERMINAL_ORDER_STATUSES | frozenset({
+    "new", "partially_filled", "done_for_day", "pending_cancel", "pending_replace",
+    "pending_review", "accepted", "pending_new", "accepted_for_bidding", "stopped",
+    "suspended", "calculated", "held",
+})
+KNOWN_ORDER_SIDES = frozenset({"buy", "sell"})
+KNOWN_ORDER_TYPES = frozenset({"market", "limit", "stop", "stop_limit", "trailing_stop"})
+KNOWN_ORDER_CLASSES = frozenset({"simple", "bracket", "oco", "oto", "mleg"})
 
 
 class Order(BrokerModel):
-    """An order as returned by the trading API (POST, GET, PATCH, stream events)."""
+    """An order as returned by the trading API (POST, GET, PATCH, stream events).
+
+    Enum-like fields stay ``str``: an unknown ``status`` counts as open (it may still fill),
+    an unknown ``side`` or ``type`` matches none of the daemon's predicates (so such an
+    order is never taken for a protective stop). The quantities and prices are strict: a
+    malformed one fails the order (the gateway drops it from a list), it is never guessed.
+    A malformed leg is dropped from ``legs`` (ERROR ``broker_item_dropped``), its parent and
+    the other legs kept.
+    """
+
+    STRICT_FIELDS: ClassVar[frozenset[str]] = frozenset({
+        "qty", "notional", "filled_qty", "filled_avg_price", "limit_price", "stop_price",
+    })
 
     id: str
     client_order_id: str
     status: str
-    symbol: str
+    symbol: Symbol
     side: str
     type: str
     time_in_force: str
@@ -344,7 +560,40 @@ class Order(BrokerModel):
     hwm: OptionalNum = None
     extended_hours: bool = False
     position_intent: str | None = None
+    commission: OptionalNum = None
+    commission_type: str | None = None
+    subtag: str | None = None
+    source: str | None = None
+    ratio_qty: OptionalNum = None
+    cancel_requested_at: OptionalTimestamp = None
     legs: list[Order] | None = None
+
+    @field_validator("legs", mode="before")
+    @classmethod
+    def _keep_good_legs(cls, value: Any, info: ValidationInfo) -> Any:
+        """Validate each leg alone: a malformed leg is dropped (and reported), not the order."""
+        if not isinstance(value, list):
+            return value
+        parent = info.data.get("id")
+        legs: list[Any] = []
+        for index, raw in enumerate(value):
+            if isinstance(raw, Order):
+                legs.append(raw)
+                continue
+            try:
+                legs.append(Order.model_validate(raw))
+            except ValidationError as exc:
+                report_dropped("Order", f"legs of order {parent}", index, raw, exc)
+        return legs
+
+    @model_validator(mode="after")
+    def _note_unknown_values(self) -> Order:
+        for field, known in (("status", KNOWN_ORDER_STATUSES), ("side", KNOWN_ORDER_SIDES),
+                             ("type", KNOWN_ORDER_TYPES), ("order_class", KNOWN_ORDER_CLASSES)):
+            value = getattr(self, field)
+            if value not in known:
+                note_unknown_enum("Order", field, value)
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -386,7 +635,7 @@ OrderLeg = Order
 class Position(BrokerModel):
     """An open position. ``qty`` is signed: negative for shorts (normalised from ``side``)."""
 
-    symbol: str
+    symbol: Symbol
     qty: Num
     side: str = ""
     avg_entry_price: Num
@@ -404,6 +653,8 @@ class Position(BrokerModel):
     current_price: OptionalNum = None
     lastday_price: OptionalNum = None
     change_today: OptionalNum = None
+    swap_rate: OptionalNum = None
+    avg_entry_swap_rate: OptionalNum = None
 
     @model_validator(mode="after")
     def _sign_and_side(self) -> Position:
@@ -787,7 +1038,13 @@ class NewsArticle(BrokerModel):
 
 
 class Activity(BrokerModel):
-    """An account activity: a FILL (trade activity) or a non-trade entry (DIV, FEE, ...)."""
+    """An account activity: a FILL (trade activity) or a non-trade entry (DIV, FEE, ...).
+
+    A fill's price and quantities become journal entries, so they are strict: a malformed
+    one drops the activity (reported), it is never recorded as a guess.
+    """
+
+    STRICT_FIELDS: ClassVar[frozenset[str]] = frozenset({"price", "qty", "cum_qty", "leaves_qty"})
 
     id: str
     activity_type: str
@@ -808,6 +1065,9 @@ class Activity(BrokerModel):
     status: str | None = None
     description: str | None = None
     created_at: OptionalTimestamp = None
+    cusip: str | None = None
+    group_id: str | None = None
+    account_id: str | None = None
 
     @field_validator("date", mode="before")
     @classmethod
@@ -1203,7 +1463,10 @@ def _order_request_problems(req: OrderRequest) -> list[str]:
             problems.append(f"{name} must be positive, got {value}")
     if req.notional is not None and (req.type != "market" or req.time_in_force != "day"):
         problems.append("notional orders must be market orders with time_in_force day")
-    if req.type in ("limit", "stop_limit") and req.limit_price is None:
+    # An OCO's parent is its take-profit: Alpaca takes the limit from take_profit.limit_price
+    # when the top-level limit_price is absent (its documented OCO example sends only that).
+    oco_limit_in_leg = req.order_class == "oco" and req.take_profit is not None
+    if req.type in ("limit", "stop_limit") and req.limit_price is None and not oco_limit_in_leg:
         problems.append(f"{req.type} orders need limit_price")
     if req.type in ("stop", "stop_limit") and req.stop_price is None:
         problems.append(f"{req.type} orders need stop_price")
