@@ -45,7 +45,7 @@ from gap_risk_manager import GapRiskManager
 from journal import Journal
 from market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus, MarketStatusManager
-from models import Account, Order, Position, Snapshot
+from models import Account, DroppedItem, Order, Position, Snapshot
 from order_executor import OrderExecutor, flatten_orders, protected_quantity
 from pdt_manager import AccountView, OrderCheck, PDTManager
 from protections import ClosedTrade as ProtectionTrade
@@ -205,11 +205,26 @@ class TradingSystem:
         self._cycles_since_reconcile = 0
         self._unprotected_last_cycle: set[str] = set()
         self._pending_alerts: list[tuple[AlertLevel, str, str, str]] = []
+        if getattr(broker, "on_item_dropped", False) is None:
+            broker.on_item_dropped = self._alert_dropped_item
         self._intent_seq = 0
         self._defensive = False
         self._gap_defensive: dict[str, Any] = journal.get_state("defensive") or {}
         self._last_equity: Decimal | None = None
         self._stored_states: dict[str, dict[str, Any]] = {}
+
+    def _alert_dropped_item(self, item: DroppedItem) -> None:
+        """The gateway dropped an item the broker sent but no one can use: alert (next flush).
+
+        Trading objects (orders, positions, fills) are critical: the daemon is now blind to
+        one of them. Alerts are keyed per model, so the alerter's throttle keeps repeats quiet.
+        """
+        trading = item.model in ("Order", "Position", "Activity", "Account")
+        level = AlertLevel.CRITICAL if trading else AlertLevel.WARNING
+        what = f"{item.model} {item.item_id}" if item.item_id else item.model
+        message = f"{item.where}: {what} dropped, unreadable {', '.join(item.fields)} ({item.cause})"
+        self._pending_alerts.append((level, f"Broker sent an unusable {item.model}", message,
+                                     f"broker_item_dropped:{item.model}"))
 
     # -- the loop ---------------------------------------------------------------------------
 

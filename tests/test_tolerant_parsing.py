@@ -349,3 +349,29 @@ def test_an_oco_with_its_limit_only_in_take_profit_is_accepted_as_alpaca_documen
     with pytest.raises(ValueError, match="limit orders need limit_price"):
         OrderRequest(symbol="SPY", qty="100", side="buy", type="limit", order_class="bracket",
                      take_profit={"limit_price": "301"}, stop_loss={"stop_price": "299"})
+
+
+# -- the loop hears of every dropped item ---------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+async def test_the_loop_alerts_when_the_gateway_drops_an_unusable_broker_item(tmp_path: Any) -> None:
+    from tests.test_e2e_safety_support import cycle, sim_stack
+
+    async with sim_stack(tmp_path, start="2025-03-04T10:30:00") as stack:
+        system = stack.new_system()
+        assert stack.gateway.on_item_dropped is not None, "the daemon wires its alert hook"
+        await system.startup()
+        await cycle(system, minutes=1)
+        # An unreadable order arrives in the next list (as the corpus tests show the gateway
+        # drops it); the loop raises a CRITICAL alert at the end of that cycle.
+        good, bad = order(1), order(2, qty="12 shares")
+        with capture_logs():
+            kept = stack.gateway._parse_list(Order, [good, bad], "GET /v2/orders")
+        assert [o.client_order_id for o in kept] == ["cid-1"] and stack.gateway.dropped_items == 1
+        with capture_logs() as logs:
+            await cycle(system, minutes=1)
+    [alert] = [e for e in events(logs, "alert") if e["title"] == "Broker sent an unusable Order"]
+    assert alert["alert_level"] == "critical"
+    assert bad["id"] in alert["message"] and "qty" in alert["message"]
