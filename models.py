@@ -246,6 +246,11 @@ class DroppedItem:
 
 # Where report_dropped() also records what it dropped (the gateway counts and alerts).
 _DROP_SINK: ContextVar[list[DroppedItem] | None] = ContextVar("broker_drop_sink", default=None)
+# While a model validates, the drops inside it (malformed legs) wait here: a first attempt
+# that is retried without its malformed optional fields must not report them twice, and a
+# parent that fails as a whole is itself the one dropped item.
+_PENDING_DROPS: ContextVar[list[DroppedItem] | None] = ContextVar("broker_pending_drops",
+                                                                  default=None)
 
 
 @contextmanager
@@ -272,12 +277,21 @@ def report_dropped(model: str, where: str, index: int | None, raw: Any,
                 item_id = str(raw[key])
                 break
     dropped = DroppedItem(model, where, index, item_id, fields, cause)
-    log.error("broker_item_dropped", model=model, where=where, index=index, item_id=item_id,
-              fields=list(fields), cause=cause)
+    _emit_dropped(dropped)
+    return dropped
+
+
+def _emit_dropped(dropped: DroppedItem) -> None:
+    pending = _PENDING_DROPS.get()
+    if pending is not None:
+        pending.append(dropped)
+        return
+    log.error("broker_item_dropped", model=dropped.model, where=dropped.where,
+              index=dropped.index, item_id=dropped.item_id, fields=list(dropped.fields),
+              cause=dropped.cause)
     sink = _DROP_SINK.get()
     if sink is not None:
         sink.append(dropped)
-    return dropped
 
 
 class BrokerModel(BaseModel):
@@ -295,13 +309,22 @@ class BrokerModel(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _tolerate_optional_fields(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        pending: list[DroppedItem] = []
+        token = _PENDING_DROPS.set(pending)
         try:
-            return handler(data)
-        except ValidationError as exc:
-            repaired = cls._without_tolerable(data, exc)
-            if repaired is None:
-                raise
-        return handler(repaired)
+            try:
+                result = handler(data)
+            except ValidationError as exc:
+                repaired = cls._without_tolerable(data, exc)
+                if repaired is None:
+                    raise
+                pending.clear()  # the retry validates the legs again
+                result = handler(repaired)
+        finally:
+            _PENDING_DROPS.reset(token)
+        for dropped in pending:
+            _emit_dropped(dropped)
+        return result
 
     @classmethod
     def _without_tolerable(cls, data: Any, exc: ValidationError) -> dict[str, Any] | None:

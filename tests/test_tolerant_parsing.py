@@ -375,3 +375,14 @@ async def test_the_loop_alerts_when_the_gateway_drops_an_unusable_broker_item(tm
     [alert] = [e for e in events(logs, "alert") if e["title"] == "Broker sent an unusable Order"]
     assert alert["alert_level"] == "critical"
     assert bad["id"] in alert["message"] and "qty" in alert["message"]
+
+
+def test_a_bad_leg_under_a_parent_with_a_tolerated_field_is_reported_once() -> None:
+    bad_leg = order(21, type="stop", stop_price="x", limit_price=None)
+    with capture_logs() as logs:
+        parent = Order.model_validate(order(20, hwm="abc", legs=[order(22), bad_leg]))
+    assert parent.hwm is None and parent.legs is not None and len(parent.legs) == 1
+    assert [e["item_id"] for e in events(logs, "broker_item_dropped")] == [bad_leg["id"]]
+    with capture_logs() as logs, pytest.raises(ValueError):
+        Order.model_validate(order(23, qty="x", legs=[bad_leg]))  # the parent itself goes
+    assert not events(logs, "broker_item_dropped"), "its legs are not reported on their own"
