@@ -305,10 +305,20 @@ class BrokerModel(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     STRICT_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    #: True when items inside this model may be dropped (an order's legs).
+    HAS_DROPPABLE_PARTS: ClassVar[bool] = False
 
     @model_validator(mode="wrap")
     @classmethod
     def _tolerate_optional_fields(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if not cls.HAS_DROPPABLE_PARTS:
+            try:
+                return handler(data)
+            except ValidationError as exc:
+                repaired = cls._without_tolerable(data, exc)
+                if repaired is None:
+                    raise
+            return handler(repaired)
         pending: list[DroppedItem] = []
         token = _PENDING_DROPS.set(pending)
         try:
@@ -550,6 +560,7 @@ class Order(BrokerModel):
     STRICT_FIELDS: ClassVar[frozenset[str]] = frozenset({
         "qty", "notional", "filled_qty", "filled_avg_price", "limit_price", "stop_price",
     })
+    HAS_DROPPABLE_PARTS: ClassVar[bool] = True
 
     id: str
     client_order_id: str
@@ -591,20 +602,21 @@ class Order(BrokerModel):
     cancel_requested_at: OptionalTimestamp = None
     legs: list[Order] | None = None
 
-    @field_validator("legs", mode="before")
+    @field_validator("legs", mode="wrap")
     @classmethod
-    def _keep_good_legs(cls, value: Any, info: ValidationInfo) -> Any:
-        """Validate each leg alone: a malformed leg is dropped (and reported), not the order."""
-        if not isinstance(value, list):
-            return value
+    def _keep_good_legs(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                        info: ValidationInfo) -> Any:
+        """All legs at once; if one is malformed, each alone: that one is dropped (reported)."""
+        try:
+            return handler(value)
+        except ValidationError:
+            if not isinstance(value, list):
+                raise
         parent = info.data.get("id")
-        legs: list[Any] = []
+        legs: list[Order] = []
         for index, raw in enumerate(value):
-            if isinstance(raw, Order):
-                legs.append(raw)
-                continue
             try:
-                legs.append(Order.model_validate(raw))
+                legs.append(raw if isinstance(raw, Order) else Order.model_validate(raw))
             except ValidationError as exc:
                 report_dropped("Order", f"legs of order {parent}", index, raw, exc)
         return legs
