@@ -520,15 +520,14 @@ class ResilientAlpacaGateway:
                 success=False, error_type="malformed", outcome_unknown=True,
                 message="HTTP 207 body is not a list", **base,
             )
-        items: list[MultiStatusItem] = []
-        for index, raw in enumerate(data):
-            try:
-                items.append(MultiStatusItem.model_validate(raw))
-            except ValidationError as exc:
-                return ApiResponse(
-                    success=False, error_type="malformed", outcome_unknown=True, data=data,
-                    message=f"HTTP 207 item {index} is invalid: {_summarise(exc)}", **base,
-                )
+        where = f"{base.get('method', '')} {base.get('path', '')} (207)".strip()
+        parsed = (self._parse_item(MultiStatusItem, raw, where, index) for index, raw in enumerate(data))
+        items = [item for item in parsed if item is not None]
+        if data and not items:
+            return ApiResponse(
+                success=False, error_type="malformed", outcome_unknown=True, data=data,
+                message="HTTP 207: no item could be read", **base,
+            )
         return ApiResponse(success=True, data=items, **base)
 
     def _retry_after(self, headers: Mapping[str, str]) -> float | None:

@@ -1159,10 +1159,17 @@ class MultiStatusItem(BrokerModel):
 
     @property
     def order(self) -> Order | None:
-        """The order in a successful item's body (close-all), if the body is an order."""
+        """The order in a successful item's body (close-all), if the body is a usable order.
+
+        An unreadable order is reported (ERROR ``broker_item_dropped``) and read as None.
+        """
         if not self.ok or not self.body or "client_order_id" not in self.body:
             return None
-        return Order.model_validate(self.body)
+        try:
+            return Order.model_validate(self.body)
+        except ValidationError as exc:
+            report_dropped("Order", f"207 item {self.symbol or self.id}", None, self.body, exc)
+            return None
 
     @property
     def error(self) -> ErrorBody | None:

@@ -386,3 +386,20 @@ def test_a_bad_leg_under_a_parent_with_a_tolerated_field_is_reported_once() -> N
     with capture_logs() as logs, pytest.raises(ValueError):
         Order.model_validate(order(23, qty="x", legs=[bad_leg]))  # the parent itself goes
     assert not events(logs, "broker_item_dropped"), "its legs are not reported on their own"
+
+
+async def test_an_unreadable_207_item_is_dropped_and_the_other_results_stand(
+    mock: aioresponses, gateway: ResilientAlpacaGateway
+) -> None:
+    mock.delete(url(TRADING, "/v2/positions"), status=207, payload=[
+        {"symbol": "AAPL", "status": 200, "body": order(1, side="sell", qty=None)},
+        {"symbol": "MSFT", "status": "two hundred"},
+        {"symbol": "TSLA", "status": 200, "body": order(3, side="sell", created_at="now")},
+    ])
+    with capture_logs() as logs:
+        items = await gateway.close_all_positions()
+        orders = [item.order for item in items]
+    assert [item.symbol for item in items] == ["AAPL", "TSLA"] and gateway.dropped_items == 1
+    assert orders[0] is not None and orders[1] is None  # an order no one can read is None
+    assert [(e["model"], e["fields"]) for e in events(logs, "broker_item_dropped")] == [
+        ("MultiStatusItem", ["status"]), ("Order", ["created_at"])]
