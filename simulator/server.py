@@ -49,6 +49,7 @@ log = structlog.get_logger(__name__)
 __all__ = ["RateLimiter", "RunningServer", "create_app", "is_loopback", "json_response", "start_server"]
 
 CONTROL_PREFIX = "/_sim/"
+DEFAULT_RATE_LIMIT = 200  # Alpaca's trading API: 200 requests per minute per key
 DATA_PREFIXES = ("/v2/stocks", "/v1beta1/")
 JSON_TYPE = "application/json"
 
@@ -137,8 +138,9 @@ class RateLimiter:
         }
 
     def hit(self, bucket: tuple[str, str]) -> tuple[bool, dict[str, str]]:
-        """Record one request; returns (allowed, X-RateLimit-* headers, plus Retry-After
-        in whole seconds when refused)."""
+        """Record one request; returns (allowed, X-RateLimit-* headers). A refusal carries
+        the same three headers (``Remaining: 0``, ``Reset``: when the oldest request leaves
+        the window) and no ``Retry-After``: Alpaca documents and sends only ``X-RateLimit-*``."""
         now = self.monotonic()
         hits = self._hits.get(bucket)
         if hits is None:
@@ -155,8 +157,6 @@ class RateLimiter:
             "X-RateLimit-Remaining": str(max(0, self.limit - len(hits))),
             "X-RateLimit-Reset": str(math.ceil(self.wall() + wait)),
         }
-        if not allowed:
-            headers["Retry-After"] = str(max(1, math.ceil(wait)))
         return allowed, headers
 
 
@@ -240,6 +240,27 @@ def _truncated(response: web.StreamResponse) -> web.Response:
     return web.Response(body=cut, status=200, content_type=JSON_TYPE)
 
 
+def _run_race(state: _ServerState, request: web.Request, mode: str) -> None:
+    """The ``race`` fault: the market fills or cancels the order before this cancel/replace."""
+    core = state.core
+    core.sync()
+    outcome = core.broker.race(request.match_info.get("order_id", ""), mode)
+    if outcome is not None:
+        state.faults.note_race()
+        log.info("sim_fault_injected", fault="race", method=request.method, path=request.path,
+                 outcome=outcome)
+
+
+def _fault_rate_limit_headers(state: _ServerState) -> dict[str, str]:
+    """Alpaca's ``X-RateLimit-*`` headers for an injected 429: nothing left, and the window
+    reopens one second later on the simulator's clock (the clock its clients live by; a
+    wall-clock epoch would be months away from a replayed day's "now"). Alpaca sends no
+    ``Retry-After``, so neither does the simulator."""
+    limit = state.limiter.limit if state.limiter is not None else DEFAULT_RATE_LIMIT
+    reset = math.ceil(state.core.clock.now().timestamp() + 1)
+    return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}
+
+
 async def _with_faults(
     state: _ServerState, handler: Handler, request: web.Request
 ) -> web.StreamResponse:
@@ -248,6 +269,9 @@ async def _with_faults(
     delay = faults.latency_seconds(path)
     if delay > 0:
         await asyncio.sleep(delay)
+    race = faults.choose_race(request.method, path)
+    if race is not None:
+        _run_race(state, request, race)
     kind = faults.choose(request.method, path)
     if kind is None:
         return await _call(handler, request)
@@ -257,7 +281,7 @@ async def _with_faults(
         return json_response(_UNAVAILABLE if status == 503 else _INTERNAL, status)
     if kind == "rate_limit":
         response = json_response(_RATE_LIMITED, 429)
-        response.headers["Retry-After"] = "1"
+        response.headers.update(_fault_rate_limit_headers(state))
         return response
     if kind == "timeout":
         return await _hold_then_drop(state, request)
@@ -300,8 +324,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         else:
             response = await _call(handler, request)
     response.headers["X-Request-ID"] = request_id
-    if headers:
-        response.headers.update(headers)
+    for name, value in headers.items():
+        response.headers.setdefault(name, value)  # an injected 429 keeps its own
     return response
 
 
@@ -575,7 +599,7 @@ def create_app(
     key: str | None = None,
     secret: str | None = None,
     faults: FaultConfig | None = None,
-    rate_limit_per_minute: int | None = 200,
+    rate_limit_per_minute: int | None = DEFAULT_RATE_LIMIT,
 ) -> web.Application:
     """The aiohttp application serving ``core``.
 
