@@ -11,7 +11,9 @@ Rules, each emulating Alpaca (details in the modules named):
 
 * Matching (``simulator/matching.py``): market orders fill at the quote (buy at the ask,
   sell at the bid) plus ``slippage_bps``; resting orders trigger along each minute bar's
-  OHLC path; gaps fill stops at the (worse) open and limits at the (better) open.
+  OHLC path; gaps fill stops at the (worse) open and limits at the (better) open, and a
+  shock in the session is a gap too (:meth:`SimBroker.meet_jump`): a stop it jumps
+  through fills at the quote after the jump, a stop-limit may not fill at all.
 * Sessions: outside 09:30-16:00 ET only ``extended_hours`` DAY limit orders execute (pre-
   market 04:00-09:30, after-hours to 20:00); other orders are ``accepted`` and become
   ``new`` at the next open, where waiting market orders fill at the opening price.
@@ -95,6 +97,7 @@ from simulator.matching import (
     Hit,
     bar_path,
     match_bar,
+    match_jump,
     match_quote,
     round_price,
     to_decimal,
@@ -887,14 +890,42 @@ class SimBroker:
 
     # == execution ==========================================================================
 
-    def _execute_now(self, order: SimOrder, at: datetime) -> None:
-        """Execute against the current quote what is marketable now; ioc/fok cancel the rest."""
+    def meet_jump(self, symbols: Iterable[str], at: datetime) -> None:
+        """The prices of ``symbols`` just jumped (a shock at ``at``): resting orders meet the
+        new price as a gap, now, before any bar is matched.
+
+        A stop the jump crossed fills at the quote after the jump (a real stop becomes a
+        market order: SPY shocked -10% through a 3% stop sells near -10%, not at the stop
+        price); a stop-limit whose limit the jump also crossed rests as a limit; a limit the
+        jump made marketable fills at the better quote (:func:`simulator.matching.match_jump`).
+        The minute bar holding the shock starts before it, so an order whose trigger state
+        the jump changed (a triggered stop-limit, a moved trailing mark) next meets the bar
+        of the following minute.
+        """
+        self.advance_to(at)
+        wanted = set(symbols)
+        for order in self._open_orders():
+            if order.symbol not in wanted or not order.is_working or order.eligible_from > at:
+                continue
+            if order.time_in_force in ("opg", "cls", "ioc", "fok"):
+                continue
+            before = (order.triggered, order.hwm)
+            self._execute_now(order, at, jump=True)
+            if order.is_open and (order.triggered, order.hwm) != before:
+                order.eligible_from = max(order.eligible_from, floor_minute(at) + ONE_MINUTE)
+
+    def _execute_now(self, order: SimOrder, at: datetime, *, jump: bool = False) -> None:
+        """Execute against the current quote what is marketable now; ioc/fok cancel the rest.
+
+        ``jump``: the price has just jumped (:meth:`meet_jump`); trailing stops may trigger.
+        """
         phase = self.sessions.phase(at)
         tradable = phase == "regular" or (order.extended_hours and phase in ("pre", "post"))
         touch = self._touch(order.symbol, at) if tradable else None
         if touch is not None:
             terms = order.terms()
-            hit = match_quote(terms, touch.bid, touch.ask, touch.last)
+            matcher = match_jump if jump else match_quote
+            hit = matcher(terms, touch.bid, touch.ask, touch.last)
             order.absorb(terms)
             if hit is not None:
                 price = with_slippage(hit.price, order.side, self.slippage_bps) if hit.at_market else round_price(hit.price)
