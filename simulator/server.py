@@ -111,14 +111,18 @@ def _params(request: web.Request) -> Params:
 class RateLimiter:
     """Sliding-window request limiter: ``limit`` requests per ``window_s`` per bucket.
 
-    ``monotonic`` measures the window; ``wall`` dates ``X-RateLimit-Reset`` (UNIX seconds).
-    Requests refused with 429 do not count against the window.
+    ``monotonic`` measures the window (real seconds); ``wall`` dates ``X-RateLimit-Reset``
+    (UNIX seconds) and ``rate`` converts the real seconds left into seconds of that clock.
+    The server dates it by the simulator's clock at its speed: a client that follows the
+    broker's clock (``broker_clock.BrokerClock``, as the daemon does on loopback) then waits
+    exactly until the window reopens. Requests refused with 429 do not count against it.
     """
 
     limit: int
     window_s: float = 60.0
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+    rate: Callable[[], float] = lambda: 1.0
     _hits: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -134,7 +138,7 @@ class RateLimiter:
         return {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(max(0, self.limit - len(live))),
-            "X-RateLimit-Reset": str(math.ceil(self.wall() + wait)),
+            "X-RateLimit-Reset": str(math.ceil(self.wall() + wait * self.rate())),
         }
 
     def hit(self, bucket: tuple[str, str]) -> tuple[bool, dict[str, str]]:
@@ -155,7 +159,7 @@ class RateLimiter:
         headers = {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(max(0, self.limit - len(hits))),
-            "X-RateLimit-Reset": str(math.ceil(self.wall() + wait)),
+            "X-RateLimit-Reset": str(math.ceil(self.wall() + wait * self.rate())),
         }
         return allowed, headers
 
@@ -253,9 +257,9 @@ def _run_race(state: _ServerState, request: web.Request, mode: str) -> None:
 
 def _fault_rate_limit_headers(state: _ServerState) -> dict[str, str]:
     """Alpaca's ``X-RateLimit-*`` headers for an injected 429: nothing left, and the window
-    reopens one second later on the simulator's clock (the clock its clients live by; a
-    wall-clock epoch would be months away from a replayed day's "now"). Alpaca sends no
-    ``Retry-After``, so neither does the simulator."""
+    reopens one second later on the simulator's clock (the clock its clients follow, as
+    :class:`RateLimiter` dates its own resets; a wall-clock epoch would be months away from
+    a replayed day's "now"). Alpaca sends no ``Retry-After``, so neither does the simulator."""
     limit = state.limiter.limit if state.limiter is not None else DEFAULT_RATE_LIMIT
     reset = math.ceil(state.core.clock.now().timestamp() + 1)
     return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}
@@ -612,7 +616,11 @@ def create_app(
         raise ValueError("key and secret must be non-empty strings")
     if faults is not None:
         core.faults.configure(faults)
-    limiter = RateLimiter(rate_limit_per_minute) if rate_limit_per_minute is not None else None
+    limiter = None
+    if rate_limit_per_minute is not None:
+        clock = core.clock
+        limiter = RateLimiter(rate_limit_per_minute, wall=lambda: clock.now().timestamp(),
+                              rate=lambda: clock.speed or 1.0)
     app = web.Application(middlewares=[_middleware], client_max_size=1024 * 1024)
     state = _ServerState(core=core, key=key, secret=secret, limiter=limiter)
     app[STATE] = state

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date, datetime, timedelta
@@ -256,7 +255,10 @@ async def test_rate_limit_answers_429_with_headers(sim_factory: Callable[..., An
     assert status == 429
     assert body == {"code": 42910000, "message": "rate limit exceeded"}
     assert response.headers["X-RateLimit-Remaining"] == "0"
-    assert int(response.headers["X-RateLimit-Reset"]) >= int(time.time())
+    # Dated by the simulator's clock (here 2025-03-04, at "max": rate 1), the clock its
+    # clients follow: the window reopens within a minute of simulated "now".
+    reset = int(response.headers["X-RateLimit-Reset"])
+    assert 0 <= reset - sim.core.clock.now().timestamp() <= 61
     assert "Retry-After" not in response.headers  # Alpaca sends only X-RateLimit-*
     # Another key has its own window; the control API is exempt.
     status, _, _ = await sim.call("GET", "/v2/clock", headers={"APCA-API-KEY-ID": "other", "APCA-API-SECRET-KEY": "s"})
@@ -682,3 +684,13 @@ def test_control_cli_reports_unreachable_simulator() -> None:
     result = _run_cli("state", "--url", "http://127.0.0.1:1", "--timeout", "2")
     assert result.returncode == 1
     assert "cannot reach the simulator" in result.stderr
+
+
+def test_rate_limit_reset_is_counted_in_the_simulators_seconds_at_its_speed() -> None:
+    now = [1000.0]
+    limiter = RateLimiter(1, monotonic=lambda: now[0], wall=lambda: 1_700_000_000.0, rate=lambda: 60.0)
+    assert limiter.hit(("k", "trading"))[0]
+    now[0] += 10
+    allowed, headers = limiter.hit(("k", "trading"))
+    # 50 real seconds left in the window = 3000 seconds of a clock running at 60x.
+    assert not allowed and headers["X-RateLimit-Reset"] == str(1_700_000_000 + 3000)
