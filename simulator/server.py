@@ -14,8 +14,10 @@ What happens to each request on an Alpaca path, in order:
    configured pair any key (or none) is accepted.
 3. Rate limit: a sliding 60-second window per key and per API (trading and market data count
    separately, as at Alpaca), 429 ``{"code":42910000,"message":"rate limit exceeded"}`` when
-   full. ``X-RateLimit-Limit/Remaining/Reset`` are sent on every response.
-4. Faults (see :mod:`simulator.faults`), then ``core.sync()`` and the route.
+   full. ``X-RateLimit-Limit/Remaining/Reset`` are sent on every response (``Reset`` in UNIX
+   seconds of the simulator's clock, see :class:`RateLimiter`); no ``Retry-After``, as Alpaca.
+4. Faults (see :mod:`simulator.faults`; ``race`` first fills or cancels the order a
+   ``DELETE``/``PATCH /v2/orders/{id}`` names), then ``core.sync()`` and the route.
 
 Errors: ``SimApiError`` becomes its status and body; malformed JSON bodies 400
 ``{"code":40010000,"message":"request body format is invalid"}``; anything unexpected 500
