@@ -86,11 +86,14 @@ def _cash(text: str) -> Decimal:
     return value
 
 
-def _faults(text: str) -> FaultConfig:
+def _faults(text: str) -> str:
+    """The ``--faults`` spec, checked now; parsed again at start-up with ``--seed`` as the
+    seed it falls back on (a spec's own ``seed=`` wins)."""
     try:
-        return FaultConfig.parse(text)
+        FaultConfig.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"--faults: {exc}") from None
+    return text
 
 
 def _start(text: str) -> str:
@@ -128,7 +131,7 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="market and fault RNG seed (default 42)")
     parser.add_argument("--start", type=_start, help="simulated start, ISO-8601 or YYYY-MM-DD (that day's pre-market)")
     parser.add_argument("--cash", type=_cash, default=Decimal("100000"), help="starting cash (default 100000)")
-    parser.add_argument("--faults", type=_faults, help='e.g. "error_rate=0.05,latency_ms=50-400,reset=0.01"')
+    parser.add_argument("--faults", type=_faults, help='e.g. "error_rate=0.05,latency_ms=50-400,reset=0.01,race=0.2"')
     parser.add_argument("--key", help="require this APCA-API-KEY-ID (with --secret)")
     parser.add_argument("--secret", help="require this APCA-API-SECRET-KEY (with --key)")
     parser.add_argument("--partial-fills", action="store_true", help="fill large orders in volume-limited parts")
@@ -194,7 +197,7 @@ async def serve(args: argparse.Namespace) -> int:
             allow_remote=args.allow_remote,
             key=args.key,
             secret=args.secret,
-            faults=args.faults,
+            faults=None if args.faults is None else FaultConfig.parse(args.faults, default_seed=args.seed),
             rate_limit_per_minute=None if args.no_rate_limit else 200,
         )
     except OSError as exc:

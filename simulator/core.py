@@ -182,12 +182,15 @@ class SimulatorCore:
     # -- market events ---------------------------------------------------------------------
 
     def shock(self, symbols: list[str] | str, pct: float) -> dict[str, Any]:
-        """Move prices of ``symbols`` (or ``"*"``) by ``pct`` percent now; the market
-        continues from the new level. Returns the new last prices."""
+        """Move prices of ``symbols`` (or ``"*"``) by ``pct`` percent now, as a jump; the
+        market continues from the new level. Returns the new last prices."""
         now = self.sync()
         self.market.shock(symbols, pct, now)
         self.sync()
         targets = list(self.market.symbols) if symbols == "*" else list(symbols)
+        # A shock is a jump, not a move through the prices between: resting orders meet it
+        # as a gap now (a stop jumped through fills at the new price, not at its stop).
+        self.broker.meet_jump(targets, now)
         return {
             "at": now.isoformat(),
             "pct": pct,

@@ -11,7 +11,9 @@ Rules, each emulating Alpaca (details in the modules named):
 
 * Matching (``simulator/matching.py``): market orders fill at the quote (buy at the ask,
   sell at the bid) plus ``slippage_bps``; resting orders trigger along each minute bar's
-  OHLC path; gaps fill stops at the (worse) open and limits at the (better) open.
+  OHLC path; gaps fill stops at the (worse) open and limits at the (better) open, and a
+  shock in the session is a gap too (:meth:`SimBroker.meet_jump`): a stop it jumps
+  through fills at the quote after the jump, a stop-limit may not fill at all.
 * Sessions: outside 09:30-16:00 ET only ``extended_hours`` DAY limit orders execute (pre-
   market 04:00-09:30, after-hours to 20:00); other orders are ``accepted`` and become
   ``new`` at the next open, where waiting market orders fill at the opening price.
@@ -25,12 +27,15 @@ Rules, each emulating Alpaca (details in the modules named):
   A partial take-profit fill shrinks the stop. If an entry ends (canceled/expired) after a
   partial fill, its legs protect the filled quantity; with no fill they are canceled.
 * Quantity held by open exit orders is not available (403 40310000 with ``available``,
-  ``existing_qty``, ``held_for_orders``); an OCO pair holds its quantity once. Selling
-  more than a long position (or buying more than a short) is refused the same way: no
-  long/short flips in one order.
+  ``existing_qty``, ``held_for_orders``, ``related_orders``, ``symbol``); an OCO pair holds
+  its quantity once. Selling more than a long position (or buying more than a short) is
+  refused the same way: no long/short flips in one order.
 * Wash trades: a simple order facing a resting opposite-side order of the same symbol is
-  refused (403) unless both are limit orders whose prices cannot cross. Complex orders
-  (bracket/oco/oto) are exempt.
+  refused (422 42210000, as Alpaca answers) unless both are limit orders whose prices
+  cannot cross. Complex orders (bracket/oco/oto) are exempt.
+* Cancel and replace of an order already final: 422 42210000 'order is already in
+  "filled" state' (naming the state); a malformed (non-UUID) order id: 422 40010001
+  'order_id is missing'; an unknown UUID: 404 40410000 'order not found'.
 * Shorting: allowed when ``shorting_enabled`` (margin accounts, i.e. multiplier > 1 and
   ``no_shorting`` off); never for fractional or notional orders.
 * Buying power (``simulator/accounts.py``): opening orders (buys that open or grow a long,
@@ -76,9 +81,11 @@ from simulator.daytrades import (
 )
 from simulator.errors import (
     SimApiError,
+    already_final,
     forbidden,
     insufficient_buying_power,
     insufficient_qty,
+    malformed_order_id,
     not_found,
     pdt_denied,
     unprocessable,
@@ -90,6 +97,7 @@ from simulator.matching import (
     Hit,
     bar_path,
     match_bar,
+    match_jump,
     match_quote,
     round_price,
     to_decimal,
@@ -154,6 +162,15 @@ class Touch:
 def asset_id(symbol: str) -> str:
     """The stable asset id of ``symbol`` (derived once per symbol)."""
     return _derive_asset_id(symbol)
+
+
+def _is_uuid(text: str) -> bool:
+    """Whether ``text`` is a UUID as Alpaca spells order ids (hex with or without dashes)."""
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _opposite(side: str) -> str:
@@ -568,15 +585,29 @@ class SimBroker:
 
     def _held(self, symbol: str, side: str, *, exclude: str | None = None) -> Decimal:
         """Quantity of ``symbol`` held by open ``side`` exit orders (an OCO pair counts once)."""
+        return self._holds(symbol, side, exclude=exclude)[0]
+
+    def _holds(self, symbol: str, side: str, *, exclude: str | None = None) -> tuple[Decimal, list[str]]:
+        """(quantity held, ids of the holding orders in submission order) of ``symbol`` by
+        open ``side`` exit orders; an OCO pair holds its quantity once, both ids are listed.
+        ``exclude`` (an order being replaced) leaves out that order and its OCO pair: the
+        pair holds the shares once, for the replacement too."""
         groups: dict[str, Decimal] = {}
+        ids: list[SimOrder] = []
+        excluded = self.orders.get(exclude) if exclude is not None else None
+        skip_group = excluded.oco_group if excluded is not None else None
         for order in self._open.values():
             if order.symbol != symbol or order.side != side or order.status == "held" or order.id == exclude:
+                continue
+            if skip_group is not None and order.oco_group == skip_group:
                 continue
             if order.position_intent not in ("sell_to_close", "buy_to_close"):
                 continue
             key = order.oco_group or order.id
             groups[key] = max(groups.get(key, ZERO), order.remaining)
-        return sum(groups.values(), ZERO)
+            ids.append(order)
+        ids.sort(key=lambda o: o.seq)
+        return sum(groups.values(), ZERO), [o.id for o in ids]
 
     def _opening(self, side: str, position_qty: Decimal) -> bool:
         return position_qty == 0 or (position_qty > 0) == (side == "buy")
@@ -689,11 +720,12 @@ class SimBroker:
         return (req.notional / reference).quantize(QTY_PLACES, rounding=ROUND_DOWN)
 
     def _check_available(self, symbol: str, side: str, requested: Decimal, position_qty: Decimal, *, exclude: str | None = None) -> None:
-        held = self._held(symbol, side, exclude=exclude)
+        held, holders = self._holds(symbol, side, exclude=exclude)
         available = max(abs(position_qty) - held, ZERO)
         if requested > available:
             raise insufficient_qty(
-                symbol=symbol, requested=requested, available=available, existing=position_qty, held=held
+                symbol=symbol, requested=requested, available=available, existing=position_qty, held=held,
+                related_orders=holders,
             )
 
     def _check_auction_window(self, req: OrderRequest, now: datetime) -> None:
@@ -858,14 +890,42 @@ class SimBroker:
 
     # == execution ==========================================================================
 
-    def _execute_now(self, order: SimOrder, at: datetime) -> None:
-        """Execute against the current quote what is marketable now; ioc/fok cancel the rest."""
+    def meet_jump(self, symbols: Iterable[str], at: datetime) -> None:
+        """The prices of ``symbols`` just jumped (a shock at ``at``): resting orders meet the
+        new price as a gap, now, before any bar is matched.
+
+        A stop the jump crossed fills at the quote after the jump (a real stop becomes a
+        market order: SPY shocked -10% through a 3% stop sells near -10%, not at the stop
+        price); a stop-limit whose limit the jump also crossed rests as a limit; a limit the
+        jump made marketable fills at the better quote (:func:`simulator.matching.match_jump`).
+        The minute bar holding the shock starts before it, so an order whose trigger state
+        the jump changed (a triggered stop-limit, a moved trailing mark) next meets the bar
+        of the following minute.
+        """
+        self.advance_to(at)
+        wanted = set(symbols)
+        for order in self._open_orders():
+            if order.symbol not in wanted or not order.is_working or order.eligible_from > at:
+                continue
+            if order.time_in_force in ("opg", "cls", "ioc", "fok"):
+                continue
+            before = (order.triggered, order.hwm)
+            self._execute_now(order, at, jump=True)
+            if order.is_open and (order.triggered, order.hwm) != before:
+                order.eligible_from = max(order.eligible_from, floor_minute(at) + ONE_MINUTE)
+
+    def _execute_now(self, order: SimOrder, at: datetime, *, jump: bool = False) -> None:
+        """Execute against the current quote what is marketable now; ioc/fok cancel the rest.
+
+        ``jump``: the price has just jumped (:meth:`meet_jump`); trailing stops may trigger.
+        """
         phase = self.sessions.phase(at)
         tradable = phase == "regular" or (order.extended_hours and phase in ("pre", "post"))
         touch = self._touch(order.symbol, at) if tradable else None
         if touch is not None:
             terms = order.terms()
-            hit = match_quote(terms, touch.bid, touch.ask, touch.last)
+            matcher = match_jump if jump else match_quote
+            hit = matcher(terms, touch.bid, touch.ask, touch.last)
             order.absorb(terms)
             if hit is not None:
                 price = with_slippage(hit.price, order.side, self.slippage_bps) if hit.at_market else round_price(hit.price)
@@ -1131,7 +1191,9 @@ class SimBroker:
         return self._order_json(order, nested=True)
 
     def cancel_order(self, order_id: str) -> None:
-        """``DELETE /v2/orders/{id}``: None (route answers 204); 404 unknown, 422 not cancelable.
+        """``DELETE /v2/orders/{id}``: None (route answers 204); 404 unknown, 422 40010001 for a
+        malformed id, 422 42210000 'order is already in "filled" state' (naming the state)
+        when the order is final.
 
         Canceling a bracket entry cancels its held legs; canceling one leg of an OCO pair
         cancels the pair.
@@ -1139,8 +1201,44 @@ class SimBroker:
         now = self._sync()
         order = self._find(order_id)
         if not order.is_open:
-            raise unprocessable("order is not cancelable")
+            raise already_final(order.status)
+        order.cancel_requested_at = now
         self._cancel(order, now, cascade=True)
+
+    def race(self, order_id: str, mode: str) -> str | None:
+        """Let the market beat a client's cancel or replace of ``order_id`` (the ``race`` fault).
+
+        ``mode`` ``"fill"``: the open order fills now, as if the market had just reached it: a
+        limit or stop-limit at its limit price, any other type at the current quote (plus
+        slippage); when it cannot trade now (session closed, no price) it is canceled
+        instead. ``"cancel"``: the broker cancels it (with its OCO sibling, as any cancel).
+        Returns the order's status afterwards (``"filled"``, ``"canceled"``, ...), or None when
+        nothing happened: unknown id, order already final, a ``held`` bracket leg.
+        """
+        now = self._sync()
+        order = self.orders.get(str(order_id))
+        if order is None or not order.is_open or order.status == "held":
+            return None
+        if mode == "fill":
+            self._fill_at_market(order, now)
+        if order.is_open:
+            self._cancel(order, now, cascade=True)
+        log.info("sim_order_race", order_id=order.id, symbol=order.symbol, mode=mode, status=order.status)
+        return order.status
+
+    def _fill_at_market(self, order: SimOrder, at: datetime) -> None:
+        """Fill the rest of ``order`` now if its session lets it trade and a price exists."""
+        phase = self.sessions.phase(at)
+        if not (phase == "regular" or (order.extended_hours and phase in ("pre", "post"))):
+            return
+        if order.type in ("limit", "stop_limit") and order.limit_price is not None:
+            price = round_price(order.limit_price)
+        else:
+            touch = self._touch(order.symbol, at)
+            if touch is None:
+                return
+            price = with_slippage(touch.ask if order.side == "buy" else touch.bid, order.side, self.slippage_bps)
+        self._fill(order, self._fill_qty(order, price), price, at)
 
     def cancel_all(self) -> list[dict[str, Any]]:
         """``DELETE /v2/orders``: cancel every open order; one 207 item per order."""
@@ -1167,8 +1265,10 @@ class SimBroker:
         unknown = sorted(set(body) - allowed)
         if unknown:
             raise validation_error(f"unknown field(s) for replace: {', '.join(unknown)}")
-        if not old.is_open or old.status in ("accepted", "pending_new", "pending_cancel", "pending_replace"):
-            raise unprocessable(f"order is not replaceable in status {old.status}")
+        if not old.is_open:
+            raise already_final(old.status)
+        if old.status in ("accepted", "pending_new", "pending_cancel", "pending_replace"):
+            raise unprocessable("unable to replace order, order isn't sent to exchange yet")
         if old.notional is not None:
             raise unprocessable("notional orders cannot be replaced")
         values = {k: v for k, v in body.items() if v is not None}
@@ -1266,8 +1366,11 @@ class SimBroker:
         return price
 
     def _find(self, order_id: str) -> SimOrder:
+        """The order with this id: 422 40010001 when the id is not a UUID, 404 when unknown."""
         order = self.orders.get(str(order_id))
         if order is None:
+            if not _is_uuid(str(order_id)):
+                raise malformed_order_id()
             raise not_found("order not found")
         return order
 

@@ -20,6 +20,7 @@ CODE_FORBIDDEN = 40310000
 CODE_PDT = 40310100
 CODE_NOT_FOUND = 40410000
 CODE_UNPROCESSABLE = 42210000
+CODE_RATE_LIMITED = 42910000
 
 
 class SimApiError(Exception):
@@ -51,7 +52,7 @@ def unprocessable(message: str) -> SimApiError:
 
 
 def forbidden(message: str, **extra: Any) -> SimApiError:
-    """403 40310000: refused by an account rule (wash trade, shorting, suspended)."""
+    """403 40310000: refused by an account rule (shorting, suspended, fractional)."""
     return SimApiError(403, {"code": CODE_FORBIDDEN, "message": message, **extra})
 
 
@@ -61,9 +62,20 @@ def not_found(message: str) -> SimApiError:
 
 
 def insufficient_qty(
-    *, symbol: str, requested: Decimal, available: Decimal, existing: Decimal, held: Decimal
+    *,
+    symbol: str,
+    requested: Decimal,
+    available: Decimal,
+    existing: Decimal,
+    held: Decimal,
+    related_orders: list[str] | None = None,
 ) -> SimApiError:
-    """403 40310000 'insufficient qty available for order' with Alpaca's context fields."""
+    """403 40310000 'insufficient qty available for order' with Alpaca's context fields.
+
+    ``related_orders`` are the ids of the open orders holding the shares: a client reads
+    them to cancel exactly those before it sells (Alpaca sends the list, empty when no
+    order holds anything).
+    """
     return SimApiError(
         403,
         {
@@ -75,6 +87,7 @@ def insufficient_qty(
             "available": _num(available),
             "existing_qty": _num(existing),
             "held_for_orders": _num(held),
+            "related_orders": list(related_orders or []),
             "symbol": symbol,
         },
     )
@@ -101,5 +114,32 @@ def pdt_denied() -> SimApiError:
 
 
 def wash_trade() -> SimApiError:
-    """403 40310000: an opposite-side order on the same symbol is resting."""
-    return forbidden("potential wash trade detected. use complex orders")
+    """422 42210000: an opposite-side order on the same symbol is resting.
+
+    Status and code as captured from Alpaca (Petersoj/alpaca-java #145, 2024).
+    """
+    return unprocessable("potential wash trade detected. use complex orders")
+
+
+def already_final(status: str) -> SimApiError:
+    """422 42210000 'order is already in "<status>" state': DELETE or PATCH of an order
+    that already reached a final state (filled, canceled, expired, replaced, rejected).
+
+    Alpaca's wording, naming the state (bennycode/trading-signals #1079). A client must act
+    on the status and code, never on this text.
+    """
+    return unprocessable(f'order is already in "{status}" state')
+
+
+def malformed_order_id() -> SimApiError:
+    """422 40010001 'order_id is missing': the ``{order_id}`` path segment is not a UUID.
+
+    Alpaca's answer to a malformed id (alpacahq/Alpaca-API #135); an unknown but
+    well-formed UUID gets 404 40410000 'order not found' instead.
+    """
+    return validation_error("order_id is missing")
+
+
+def rate_limited() -> SimApiError:
+    """429 42910000 'rate limit exceeded'."""
+    return SimApiError(429, {"code": CODE_RATE_LIMITED, "message": "rate limit exceeded"})

@@ -12,7 +12,9 @@ Spec syntax (``--faults`` and ``POST /_sim/v1/faults {"spec": ...}``), comma sep
 Kinds (probabilities are per request, drawn once; their sum must not exceed 1):
 
 * ``error_rate``: answer 500 or 503 with an Alpaca-style body, without processing.
-* ``rate_limit``: answer 429 with ``Retry-After``, without processing.
+* ``rate_limit``: answer 429 ``{"code":42910000,"message":"rate limit exceeded"}`` with
+  Alpaca's ``X-RateLimit-*`` headers (no ``Retry-After``: Alpaca sends none), without
+  processing.
 * ``timeout``: hold the request ``timeout_s`` seconds (longer than a client's timeout), without
   processing, then drop the connection.
 * ``reset``: close the connection abruptly, without processing and without a response.
@@ -21,14 +23,25 @@ Kinds (probabilities are per request, drawn once; their sum must not exceed 1):
   broker), then hold ``timeout_s`` and drop the connection, so the client never sees the answer.
 * ``latency_ms``: an extra uniform delay ``lo-hi`` milliseconds (or a fixed ``N``) on every
   matching request, independent of the kinds above.
+* ``race``: only on ``DELETE /v2/orders/{id}`` and ``PATCH /v2/orders/{id}``, drawn on its
+  own RNG (independent of the kinds above, so adding it does not move their draws): with
+  this probability the market beats the client. Just before the request is processed the
+  open order is filled (a limit or stop-limit at its limit price, any other type at the
+  current quote) or canceled by the broker, so the cancel or replace meets Alpaca's 422
+  42210000 ``order is already in "filled" state`` (or ``"canceled"``). What happens is
+  ``race_mode``: ``fill`` (default; canceled instead when it cannot trade now: market
+  closed, no price), ``cancel``, or ``mixed`` (a seeded coin). A ``held`` bracket leg, an
+  order already final and an unknown id are left alone.
 * ``endpoints``: ``|``-separated globs on the request path (``fnmatch``); default: every path.
-* ``seed``: the RNG seed (default 42), so a rehearsal replays the same faults.
+* ``seed``: the RNG seed (default: the simulator's ``--seed``, else 42), so a rehearsal
+  replays the same faults.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import random
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
@@ -41,8 +54,11 @@ FAULT_KINDS: tuple[str, ...] = (
     "malformed",
     "accept_then_timeout",
 )
-_ALLOWED_KEYS = (*FAULT_KINDS, "latency_ms", "timeout_s", "endpoints", "seed")
+RACE_MODES = ("fill", "cancel", "mixed")
+_ALLOWED_KEYS = (*FAULT_KINDS, "race", "race_mode", "latency_ms", "timeout_s", "endpoints", "seed")
 _ORDER_SUBMIT_PATH = "/v2/orders"
+_ORDER_PATH = re.compile(r"^/v2/orders/[^/]+$")
+_RACE_METHODS = ("DELETE", "PATCH")
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,8 @@ class FaultConfig:
     reset: float = 0.0
     malformed: float = 0.0
     accept_then_timeout: float = 0.0
+    race: float = 0.0
+    race_mode: str = "fill"
     latency_ms: tuple[float, float] | None = None
     timeout_s: float = 30.0
     endpoints: tuple[str, ...] = ()
@@ -71,6 +89,10 @@ class FaultConfig:
                 f"fault probabilities add up to {total:g}: "
                 f"{', '.join(FAULT_KINDS)} must sum to at most 1"
             )
+        if not 0.0 <= self.race <= 1.0:
+            raise ValueError(f"fault race={self.race!r}: must be a probability between 0 and 1")
+        if self.race_mode not in RACE_MODES:
+            raise ValueError(f"fault race_mode={self.race_mode!r}: must be one of {', '.join(RACE_MODES)}")
         if self.latency_ms is not None:
             low, high = self.latency_ms
             if low < 0 or high < low:
@@ -83,9 +105,10 @@ class FaultConfig:
     # -- construction ----------------------------------------------------------------------
 
     @classmethod
-    def parse(cls, spec: str) -> FaultConfig:
+    def parse(cls, spec: str, *, default_seed: int | None = None) -> FaultConfig:
         """Parse ``key=value,key=value``; an empty spec means no faults.
 
+        ``default_seed`` is the seed when the spec names none (the simulator's ``--seed``).
         Raises ``ValueError`` naming the offending key and what is allowed.
         """
         values: dict[str, str] = {}
@@ -103,6 +126,8 @@ class FaultConfig:
             if key in values:
                 raise ValueError(f"fault {key} given twice")
             values[key] = value.strip()
+        if default_seed is not None:
+            values.setdefault("seed", str(default_seed))
         return cls.from_mapping(values)
 
     @classmethod
@@ -117,6 +142,13 @@ class FaultConfig:
         for kind in FAULT_KINDS:
             if kind in values:
                 kwargs[kind] = _probability(kind, values[kind])
+        if "race" in values:
+            kwargs["race"] = _probability("race", values["race"])
+        if "race_mode" in values:
+            mode = str(values["race_mode"]).strip()
+            if mode not in RACE_MODES:
+                raise ValueError(f"fault race_mode={values['race_mode']!r}: must be one of {', '.join(RACE_MODES)}")
+            kwargs["race_mode"] = mode
         if "latency_ms" in values:
             kwargs["latency_ms"] = _latency(values["latency_ms"])
         if "timeout_s" in values:
@@ -132,7 +164,7 @@ class FaultConfig:
     @property
     def active(self) -> bool:
         """Whether any fault can fire at all."""
-        return self.latency_ms is not None or any(getattr(self, k) > 0 for k in FAULT_KINDS)
+        return self.latency_ms is not None or self.race > 0 or any(getattr(self, k) > 0 for k in FAULT_KINDS)
 
     def applies_to(self, path: str) -> bool:
         """Whether requests to ``path`` are subject to faults (the ``endpoints`` filter)."""
@@ -143,9 +175,13 @@ class FaultConfig:
     def to_spec(self) -> str:
         """The spec string that parses back to this configuration."""
         parts = [f"{kind}={getattr(self, kind):g}" for kind in FAULT_KINDS if getattr(self, kind)]
+        if self.race:
+            parts.append(f"race={self.race:g}")
+        defaults = FaultConfig()
+        if self.race_mode != defaults.race_mode:
+            parts.append(f"race_mode={self.race_mode}")
         if self.latency_ms is not None:
             parts.append(f"latency_ms={self.latency_ms[0]:g}-{self.latency_ms[1]:g}")
-        defaults = FaultConfig()
         if self.timeout_s != defaults.timeout_s:
             parts.append(f"timeout_s={self.timeout_s:g}")
         if self.endpoints:
@@ -176,14 +212,16 @@ class FaultInjector:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.config.seed)
+        self._race_rng = _race_rng(self.config.seed)
         self.active = self.config.active
-        for kind in (*FAULT_KINDS, "latency_ms"):
+        for kind in (*FAULT_KINDS, "latency_ms", "race"):
             self.counts.setdefault(kind, 0)
 
     def configure(self, config: FaultConfig) -> None:
-        """Switch to ``config`` (reseeding the RNG); counts keep accumulating."""
+        """Switch to ``config`` (reseeding the RNGs); counts keep accumulating."""
         self.config = config
         self._rng = random.Random(config.seed)
+        self._race_rng = _race_rng(config.seed)
         self.active = config.active
 
     def clear(self) -> None:
@@ -209,6 +247,28 @@ class FaultInjector:
                 return kind
         return None
 
+    def choose_race(self, method: str, path: str) -> str | None:
+        """``"fill"`` or ``"cancel"`` when the market should beat this cancel/replace, else None.
+
+        Drawn only for ``DELETE``/``PATCH /v2/orders/{id}`` (one draw per such request, on the
+        race RNG). Counting is the caller's (:meth:`note_race`): an order already final is
+        not raced.
+        """
+        config = self.config
+        if config.race <= 0.0 or method not in _RACE_METHODS or not _ORDER_PATH.match(path):
+            return None
+        if not config.applies_to(path):
+            return None
+        if self._race_rng.random() >= config.race:
+            return None
+        if config.race_mode == "mixed":
+            return "fill" if self._race_rng.random() < 0.5 else "cancel"
+        return config.race_mode
+
+    def note_race(self) -> None:
+        """Count one race the broker actually ran."""
+        self.counts["race"] += 1
+
     def latency_seconds(self, path: str) -> float:
         """The extra delay for this request, in seconds (0 when latency is off); counts it."""
         config = self.config
@@ -221,6 +281,11 @@ class FaultInjector:
     def status_for_error(self) -> int:
         """500 or 503, chosen by the RNG, for an ``error_rate`` fault."""
         return 503 if self._rng.random() < 0.3 else 500
+
+
+def _race_rng(seed: int) -> random.Random:
+    """The race's own RNG: seeded from ``seed`` but apart from the per-request draws."""
+    return random.Random(f"race:{seed}")
 
 
 def _is_order_submit(method: str, path: str) -> bool:

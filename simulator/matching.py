@@ -8,10 +8,14 @@ lines between those points. Positions along that path are floats from 0 (the ope
 trigger comes first along the path executes first (that is how an OCO pair decides which
 leg wins when a bar spans both prices).
 
-**Gaps.** The open is a jump from the previous price, not a move through it:
+**Gaps.** The open is a jump from the previous price, not a move through it, and so is a
+shock in the middle of the session (:func:`match_jump`, met at the instant of the shock):
 
 * a buy limit at 100 when the bar opens at 98 fills at 98 (the better price);
-* a sell stop at 95 when the bar opens at 92 triggers at the open and fills at 92 (worse);
+* a sell stop at 95 when the bar opens at 92 triggers at the open and fills at 92 (worse):
+  a triggered stop is a market order and takes the first price there is after the gap;
+* a sell stop-limit (stop 95, limit 94) when the price gaps to 92 triggers but does not
+  fill: it rests as a limit at 94 and fills only if the price comes back to it;
 * otherwise a limit fills exactly at its limit price and a stop triggers exactly at its
   stop price when the path crosses it.
 
@@ -224,3 +228,24 @@ def match_quote(terms: OrderTerms, bid: Decimal, ask: Decimal, last: Decimal) ->
             terms.mark = last
         return None
     raise ValueError(f"unknown order type {kind!r}")
+
+
+def match_jump(terms: OrderTerms, bid: Decimal, ask: Decimal, last: Decimal) -> Hit | None:
+    """Whether a resting order executes when the price jumps to ``last`` (a shock): a gap.
+
+    As :func:`match_quote` (a stop the jump crossed executes at the quote after the jump,
+    never at its stop price; a stop-limit whose limit the jump also crossed rests as a
+    limit; a limit the jump made marketable fills at the better quote), and a trailing stop
+    triggers when the jump crosses the stop implied by its mark, else its mark moves.
+    """
+    if terms.type != "trailing_stop":
+        return match_quote(terms, bid, ask, last)
+    if terms.mark is None:
+        terms.mark = last
+        return None
+    stop = trailing_stop_price(terms)
+    assert stop is not None
+    if _stop_hit(terms.side, last, stop):
+        return Hit(0.0, ask if terms.side == "buy" else bid, True)
+    terms.mark = max(terms.mark, last) if terms.side == "sell" else min(terms.mark, last)
+    return None

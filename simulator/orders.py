@@ -277,6 +277,7 @@ class SimOrder:
     filled_at: datetime | None = None
     expired_at: datetime | None = None
     canceled_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
     failed_at: datetime | None = None
     replaced_at: datetime | None = None
     replaced_by: str | None = None
@@ -332,7 +333,8 @@ class SimOrder:
         self.updated_at = now
 
     def to_json(self, legs: list[dict[str, Any]] | None = None, *, stop_price: Decimal | None = None) -> dict[str, Any]:
-        """The Alpaca Order object (numbers as strings, RFC 3339 ``Z`` timestamps).
+        """The Alpaca Order object: every field Alpaca sends (numbers as strings, RFC 3339
+        ``Z`` timestamps with up to nine fraction digits, see :func:`simulator.wire.ts`).
 
         Built once per state of the order (every field is compared, so any change, however
         made, rebuilds it); each call returns a fresh dict.
@@ -358,6 +360,7 @@ class SimOrder:
             "filled_at": ts(self.filled_at),
             "expired_at": ts(self.expired_at),
             "canceled_at": ts(self.canceled_at),
+            "cancel_requested_at": ts(self.cancel_requested_at),
             "failed_at": ts(self.failed_at),
             "replaced_at": ts(self.replaced_at),
             "replaced_by": self.replaced_by,
@@ -386,6 +389,9 @@ class SimOrder:
             "expires_at": ts(self.expires_at),
             "subtag": None,
             "source": None,
+            # Alpaca charges no commission on US equities (a backtest's CommissionModel
+            # charges the ledger, not this field).
+            "commission": "0",
         }
 
 

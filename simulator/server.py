@@ -14,8 +14,10 @@ What happens to each request on an Alpaca path, in order:
    configured pair any key (or none) is accepted.
 3. Rate limit: a sliding 60-second window per key and per API (trading and market data count
    separately, as at Alpaca), 429 ``{"code":42910000,"message":"rate limit exceeded"}`` when
-   full. ``X-RateLimit-Limit/Remaining/Reset`` are sent on every response.
-4. Faults (see :mod:`simulator.faults`), then ``core.sync()`` and the route.
+   full. ``X-RateLimit-Limit/Remaining/Reset`` are sent on every response (``Reset`` in UNIX
+   seconds of the simulator's clock, see :class:`RateLimiter`); no ``Retry-After``, as Alpaca.
+4. Faults (see :mod:`simulator.faults`; ``race`` first fills or cancels the order a
+   ``DELETE``/``PATCH /v2/orders/{id}`` names), then ``core.sync()`` and the route.
 
 Errors: ``SimApiError`` becomes its status and body; malformed JSON bodies 400
 ``{"code":40010000,"message":"request body format is invalid"}``; anything unexpected 500
@@ -49,6 +51,7 @@ log = structlog.get_logger(__name__)
 __all__ = ["RateLimiter", "RunningServer", "create_app", "is_loopback", "json_response", "start_server"]
 
 CONTROL_PREFIX = "/_sim/"
+DEFAULT_RATE_LIMIT = 200  # Alpaca's trading API: 200 requests per minute per key
 DATA_PREFIXES = ("/v2/stocks", "/v1beta1/")
 JSON_TYPE = "application/json"
 
@@ -110,14 +113,18 @@ def _params(request: web.Request) -> Params:
 class RateLimiter:
     """Sliding-window request limiter: ``limit`` requests per ``window_s`` per bucket.
 
-    ``monotonic`` measures the window; ``wall`` dates ``X-RateLimit-Reset`` (UNIX seconds).
-    Requests refused with 429 do not count against the window.
+    ``monotonic`` measures the window (real seconds); ``wall`` dates ``X-RateLimit-Reset``
+    (UNIX seconds) and ``rate`` converts the real seconds left into seconds of that clock.
+    The server dates it by the simulator's clock at its speed: a client that follows the
+    broker's clock (``broker_clock.BrokerClock``, as the daemon does on loopback) then waits
+    exactly until the window reopens. Requests refused with 429 do not count against it.
     """
 
     limit: int
     window_s: float = 60.0
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+    rate: Callable[[], float] = lambda: 1.0
     _hits: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -133,12 +140,13 @@ class RateLimiter:
         return {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(max(0, self.limit - len(live))),
-            "X-RateLimit-Reset": str(math.ceil(self.wall() + wait)),
+            "X-RateLimit-Reset": str(math.ceil(self.wall() + wait * self.rate())),
         }
 
     def hit(self, bucket: tuple[str, str]) -> tuple[bool, dict[str, str]]:
-        """Record one request; returns (allowed, X-RateLimit-* headers, plus Retry-After
-        in whole seconds when refused)."""
+        """Record one request; returns (allowed, X-RateLimit-* headers). A refusal carries
+        the same three headers (``Remaining: 0``, ``Reset``: when the oldest request leaves
+        the window) and no ``Retry-After``: Alpaca documents and sends only ``X-RateLimit-*``."""
         now = self.monotonic()
         hits = self._hits.get(bucket)
         if hits is None:
@@ -153,10 +161,8 @@ class RateLimiter:
         headers = {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(max(0, self.limit - len(hits))),
-            "X-RateLimit-Reset": str(math.ceil(self.wall() + wait)),
+            "X-RateLimit-Reset": str(math.ceil(self.wall() + wait * self.rate())),
         }
-        if not allowed:
-            headers["Retry-After"] = str(max(1, math.ceil(wait)))
         return allowed, headers
 
 
@@ -240,6 +246,27 @@ def _truncated(response: web.StreamResponse) -> web.Response:
     return web.Response(body=cut, status=200, content_type=JSON_TYPE)
 
 
+def _run_race(state: _ServerState, request: web.Request, mode: str) -> None:
+    """The ``race`` fault: the market fills or cancels the order before this cancel/replace."""
+    core = state.core
+    core.sync()
+    outcome = core.broker.race(request.match_info.get("order_id", ""), mode)
+    if outcome is not None:
+        state.faults.note_race()
+        log.info("sim_fault_injected", fault="race", method=request.method, path=request.path,
+                 outcome=outcome)
+
+
+def _fault_rate_limit_headers(state: _ServerState) -> dict[str, str]:
+    """Alpaca's ``X-RateLimit-*`` headers for an injected 429: nothing left, and the window
+    reopens one second later on the simulator's clock (the clock its clients follow, as
+    :class:`RateLimiter` dates its own resets; a wall-clock epoch would be months away from
+    a replayed day's "now"). Alpaca sends no ``Retry-After``, so neither does the simulator."""
+    limit = state.limiter.limit if state.limiter is not None else DEFAULT_RATE_LIMIT
+    reset = math.ceil(state.core.clock.now().timestamp() + 1)
+    return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}
+
+
 async def _with_faults(
     state: _ServerState, handler: Handler, request: web.Request
 ) -> web.StreamResponse:
@@ -248,6 +275,9 @@ async def _with_faults(
     delay = faults.latency_seconds(path)
     if delay > 0:
         await asyncio.sleep(delay)
+    race = faults.choose_race(request.method, path)
+    if race is not None:
+        _run_race(state, request, race)
     kind = faults.choose(request.method, path)
     if kind is None:
         return await _call(handler, request)
@@ -257,7 +287,7 @@ async def _with_faults(
         return json_response(_UNAVAILABLE if status == 503 else _INTERNAL, status)
     if kind == "rate_limit":
         response = json_response(_RATE_LIMITED, 429)
-        response.headers["Retry-After"] = "1"
+        response.headers.update(_fault_rate_limit_headers(state))
         return response
     if kind == "timeout":
         return await _hold_then_drop(state, request)
@@ -300,8 +330,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         else:
             response = await _call(handler, request)
     response.headers["X-Request-ID"] = request_id
-    if headers:
-        response.headers.update(headers)
+    for name, value in headers.items():
+        response.headers.setdefault(name, value)  # an injected 429 keeps its own
     return response
 
 
@@ -575,7 +605,7 @@ def create_app(
     key: str | None = None,
     secret: str | None = None,
     faults: FaultConfig | None = None,
-    rate_limit_per_minute: int | None = 200,
+    rate_limit_per_minute: int | None = DEFAULT_RATE_LIMIT,
 ) -> web.Application:
     """The aiohttp application serving ``core``.
 
@@ -588,7 +618,11 @@ def create_app(
         raise ValueError("key and secret must be non-empty strings")
     if faults is not None:
         core.faults.configure(faults)
-    limiter = RateLimiter(rate_limit_per_minute) if rate_limit_per_minute is not None else None
+    limiter = None
+    if rate_limit_per_minute is not None:
+        clock = core.clock
+        limiter = RateLimiter(rate_limit_per_minute, wall=lambda: clock.now().timestamp(),
+                              rate=lambda: clock.speed or 1.0)
     app = web.Application(middlewares=[_middleware], client_max_size=1024 * 1024)
     state = _ServerState(core=core, key=key, secret=secret, limiter=limiter)
     app[STATE] = state

@@ -3,8 +3,9 @@
 Requests: clients send numbers as JSON numbers or strings (alpaca-py sends floats), booleans
 in query strings as ``True``/``true``/``False``, timestamps as RFC 3339 or plain dates.
 Responses: money and quantities in trading objects are strings (``"100"``, ``"101.25"``),
-timestamps are RFC 3339 UTC with ``Z`` and microseconds. Every parse error raises a
-:class:`~simulator.errors.SimApiError` naming the field, never a bare ``ValueError``.
+timestamps are RFC 3339 UTC with ``Z`` and up to nine fraction digits (:func:`ts`). Every
+parse error raises a :class:`~simulator.errors.SimApiError` naming the field, never a bare
+``ValueError``.
 """
 
 from __future__ import annotations
@@ -35,15 +36,33 @@ def money(value: Decimal) -> str:
 
 
 def ts(moment: datetime | None) -> str | None:
-    """RFC 3339 UTC with microseconds and ``Z`` (the form Alpaca uses in trading objects)."""
+    """RFC 3339 UTC with ``Z`` as Alpaca writes trading timestamps: Go's ``RFC3339Nano``.
+
+    Alpaca's servers print up to nine fraction digits with trailing zeros dropped, and no
+    fraction at all on a whole second: ``"2023-03-06T21:29:41.010557404Z"``,
+    ``"2021-03-16T18:38:01.942282Z"``, ``"2025-03-03T21:00:00Z"`` are all real shapes.
+    The simulated clock has microseconds; an instant with a fraction gets three
+    sub-microsecond digits derived from the instant itself (the same instant always prints
+    the same text), so clients meet nine-digit fractions as they do from Alpaca. Parsed
+    back at microsecond precision the text is the instant it came from.
+    """
     if moment is None:
         return None
     text = _TS_MEMO.get(moment)
     if text is None:
         if len(_TS_MEMO) >= TS_MEMO_SIZE:
             _TS_MEMO.clear()
-        text = _TS_MEMO[moment] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        text = _TS_MEMO[moment] = _rfc3339_nano(moment.astimezone(UTC))
     return text
+
+
+def _rfc3339_nano(utc: datetime) -> str:
+    head = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if not utc.microsecond:
+        return head + "Z"
+    sub_micro = (utc.microsecond * 7919 + utc.second * 104729 + utc.minute * 31) % 1000
+    fraction = f"{utc.microsecond * 1000 + sub_micro:09d}".rstrip("0")
+    return f"{head}.{fraction}Z"
 
 
 # Formatted instants: the same few timestamps (order times, "now") are written again and

@@ -144,7 +144,8 @@ def test_oto_entry_releases_its_single_exit_leg() -> None:
 
 def test_bracket_stop_holding_all_shares_refuses_a_market_sell_with_alpacas_body() -> None:
     broker, _, _ = make_broker(at(10))
-    broker.submit_order(bracket(qty=100, limit=None, tp=110, sl=90))
+    entry = broker.submit_order(bracket(qty=100, limit=None, tp=110, sl=90))
+    legs = [leg["id"] for leg in broker.get_order(entry["id"], {"nested": "true"})["legs"]]
     with pytest.raises(SimApiError) as refused:
         broker.submit_order(order_body("AAPL", 100, "sell"))
     assert refused.value.status == 403
@@ -154,6 +155,7 @@ def test_bracket_stop_holding_all_shares_refuses_a_market_sell_with_alpacas_body
         "available": "0",
         "existing_qty": "100",
         "held_for_orders": "100",
+        "related_orders": legs,  # both legs of the OCO pair hold the 100 shares
         "symbol": "AAPL",
     }
     with pytest.raises(SimApiError) as closing:

@@ -89,10 +89,10 @@ def test_day_order_expires_at_the_close_and_gtc_survives_the_night() -> None:
     broker, _, clock = make_broker(at(10))
     day = broker.submit_order(order_body("AAPL", 1, "buy", "limit", limit_price=90))
     gtc = broker.submit_order(order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
-    assert day["expires_at"] == "2025-03-03T21:00:00.000000Z"
+    assert day["expires_at"] == "2025-03-03T21:00:00Z"
     go(clock, at(16, 0))
     expired = broker.get_order(day["id"])
-    assert expired["status"] == "expired" and expired["expired_at"] == "2025-03-03T21:00:00.000000Z"
+    assert expired["status"] == "expired" and expired["expired_at"] == "2025-03-03T21:00:00Z"
     go(clock, at(10, 0, (2025, 3, 4)))
     assert broker.get_order(gtc["id"])["status"] == "new"
     assert [e["event"] for e in broker.events if e["order"]["id"] == day["id"]] == ["new", "expired"]
@@ -124,7 +124,7 @@ def test_opg_fills_at_the_opening_auction_and_cls_at_the_closing_auction() -> No
     go(clock, at(16, 0))
     closed = broker.get_order(cls["id"])
     assert closed["status"] == "filled" and closed["filled_avg_price"] == "103.25"
-    assert closed["filled_at"] == "2025-03-03T21:00:00.000000Z"
+    assert closed["filled_at"] == "2025-03-03T21:00:00Z"
 
 
 def test_opg_refused_after_928_and_cls_after_1550() -> None:
@@ -217,7 +217,7 @@ def test_gtc_replaced_as_day_after_the_close_expires_at_the_next_close() -> None
     order = broker.submit_order(order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
     go(clock, at(17, 0))
     day = broker.replace_order(order["id"], {"time_in_force": "day"})
-    assert day["expires_at"] == "2025-03-04T21:00:00.000000Z"
+    assert day["expires_at"] == "2025-03-04T21:00:00Z"
     go(clock, at(21, 0))
     assert broker.get_order(day["id"])["status"] == "new"
     go(clock, at(16, 0, (2025, 3, 4)))
@@ -240,9 +240,30 @@ def test_cancel_returns_none_then_422_and_404() -> None:
     with pytest.raises(SimApiError) as again:
         broker.cancel_order(order["id"])
     assert again.value.status == 422
+    assert again.value.body == {"code": 42210000, "message": 'order is already in "canceled" state'}
     with pytest.raises(SimApiError) as unknown:
         broker.cancel_order("00000000-0000-4000-8000-000000000000")
     assert unknown.value.status == 404 and unknown.value.body == {"code": 40410000, "message": "order not found"}
+    for malformed in ("not-a-uuid", "12345"):
+        with pytest.raises(SimApiError) as bad:
+            broker.cancel_order(malformed)
+        assert bad.value.status == 422 and bad.value.body == {"code": 40010001, "message": "order_id is missing"}
+
+
+def test_cancel_and_replace_of_a_filled_order_name_the_state_as_alpaca_does() -> None:
+    broker, _, _ = make_broker(at(10))
+    filled = broker.submit_order(order_body("AAPL", 1, "buy"))
+    assert broker.get_order(filled["id"])["status"] == "filled"
+    for call in (lambda: broker.cancel_order(filled["id"]),
+                 lambda: broker.replace_order(filled["id"], {"limit_price": 90})):
+        with pytest.raises(SimApiError) as final:
+            call()
+        assert final.value.status == 422
+        assert final.value.body == {"code": 42210000, "message": 'order is already in "filled" state'}
+    for call in (lambda: broker.get_order("nope"), lambda: broker.replace_order("nope", {"limit_price": 90})):
+        with pytest.raises(SimApiError) as bad:
+            call()
+        assert (bad.value.status, bad.value.body["code"]) == (422, 40010001)
 
 
 def test_cancel_all_returns_one_207_item_per_order() -> None:

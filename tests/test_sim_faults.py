@@ -54,6 +54,8 @@ def test_empty_spec_means_no_faults() -> None:
         ("error_rate=0.1,error_rate=0.2", "error_rate"),
         ("endpoints=v2/orders", "endpoints"),
         ("error_rate=0.6,reset=0.6", "sum"),
+        ("race=2", "race"),
+        ("race=0.1,race_mode=sometimes", "race_mode"),
     ],
 )
 def test_bad_spec_names_the_key_and_what_is_allowed(spec: str, named: str) -> None:
@@ -146,3 +148,51 @@ def test_configure_and_clear_at_run_time_keep_counting() -> None:
     injector.clear()
     assert injector.choose("GET", "/v2/account") is None
     assert counts["reset"] == 1  # the shared dict is the one the core reports
+
+
+# -- race --------------------------------------------------------------------------------
+
+
+def test_race_parses_round_trips_and_is_independent_of_the_per_request_kinds() -> None:
+    config = FaultConfig.parse("race=0.2,race_mode=mixed,error_rate=1,seed=9")
+    assert (config.race, config.race_mode) == (0.2, "mixed") and config.active
+    assert FaultConfig.parse(config.to_spec()) == config
+    assert FaultConfig.parse("race=1").active and FaultConfig.parse("race=1").race_mode == "fill"
+    # Race draws do not move the per-request draws of the other kinds.
+    plain = FaultInjector(FaultConfig.parse("error_rate=0.5,seed=9"))
+    racing = FaultInjector(FaultConfig.parse("error_rate=0.5,race=0.5,seed=9"))
+    for _ in range(50):
+        racing.choose_race("DELETE", "/v2/orders/0b9e4b6e-0d5b-4b1c-9a0e-8c7c2f3b3c11")
+        assert plain.choose("GET", "/v2/account") == racing.choose("GET", "/v2/account")
+
+
+def test_race_is_drawn_only_for_a_cancel_or_replace_of_one_order() -> None:
+    injector = FaultInjector(FaultConfig.parse("race=1"))
+    order = "/v2/orders/0b9e4b6e-0d5b-4b1c-9a0e-8c7c2f3b3c11"
+    assert injector.choose_race("DELETE", order) == "fill"
+    assert injector.choose_race("PATCH", order) == "fill"
+    for method, path in (("GET", order), ("POST", "/v2/orders"), ("DELETE", "/v2/orders"),
+                         ("DELETE", "/v2/positions/SPY"), ("GET", "/v2/orders:by_client_order_id")):
+        assert injector.choose_race(method, path) is None
+    assert FaultInjector(FaultConfig.parse("race=1,endpoints=/v2/positions*")).choose_race("DELETE", order) is None
+    assert FaultInjector(FaultConfig.parse("race=1,race_mode=cancel")).choose_race("DELETE", order) == "cancel"
+
+
+def test_race_at_zero_never_fires_and_draws_are_seeded() -> None:
+    order = "/v2/orders/0b9e4b6e-0d5b-4b1c-9a0e-8c7c2f3b3c11"
+    never = FaultInjector(FaultConfig.parse("race=0,error_rate=0.5"))
+    assert all(never.choose_race("DELETE", order) is None for _ in range(200))
+
+    def draws(seed: int) -> list[str | None]:
+        injector = FaultInjector(FaultConfig.parse(f"race=0.3,race_mode=mixed,seed={seed}"))
+        return [injector.choose_race("PATCH", order) for _ in range(300)]
+
+    assert draws(4) == draws(4) and draws(4) != draws(5)
+    fired = [d for d in draws(4) if d is not None]
+    assert 60 <= len(fired) <= 120 and set(fired) == {"fill", "cancel"}
+
+
+def test_the_simulators_seed_is_the_faults_seed_unless_the_spec_names_one() -> None:
+    assert FaultConfig.parse("race=0.2", default_seed=77).seed == 77
+    assert FaultConfig.parse("race=0.2,seed=3", default_seed=77).seed == 3
+    assert FaultConfig.parse("race=0.2").seed == 42

@@ -8,7 +8,9 @@ deterministic. The rate limit is off: alpaca-py sleeps 3 s per 429 retry.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -264,3 +266,97 @@ def test_news(sim: ThreadedSimulator) -> None:
     news = NewsClient(KEY, SECRET, url_override=sim.url).get_news(NewsRequest(symbols="SPY,AAPL"))
     articles = news.data["news"]
     assert all(a.headline for a in articles)
+
+
+# -- rejections: the SDK raises what it raises against Alpaca -------------------------------
+
+
+def flatten(sim: ThreadedSimulator, trading: TradingClient) -> None:
+    trading.cancel_orders()
+    trading.close_all_positions(cancel_orders=True)
+    sim.advance(1)
+    assert trading.get_all_positions() == []
+
+
+def alpaca_error(info: pytest.ExceptionInfo[APIError]) -> tuple[int | None, int, str]:
+    return info.value.status_code, info.value.code, info.value.message
+
+
+def test_every_rejection_reaches_the_sdk_with_alpacas_status_code_and_body(
+        sim: ThreadedSimulator, trading: TradingClient, data: StockHistoricalDataClient) -> None:
+    try:
+        buy = trading.submit_order(MarketOrderRequest(
+            symbol="AAPL", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+        sim.advance(1)
+        assert trading.get_order_by_id(buy.id).status == OrderStatus.FILLED
+
+        # Cancel or replace of an order in a final state: 422 42210000 naming the state.
+        with pytest.raises(APIError) as final:
+            trading.cancel_order_by_id(buy.id)
+        assert alpaca_error(final) == (422, 42210000, 'order is already in "filled" state')
+        with pytest.raises(APIError) as replace:
+            trading.replace_order_by_id(buy.id, ReplaceOrderRequest(limit_price=1.0))
+        assert alpaca_error(replace) == (422, 42210000, 'order is already in "filled" state')
+
+        # An unknown well-formed id: 404; a malformed one: 422 40010001.
+        with pytest.raises(APIError) as unknown:
+            trading.get_order_by_id(uuid.uuid4())
+        assert alpaca_error(unknown) == (404, 40410000, "order not found")
+        # alpaca-py refuses a non-UUID id before sending; the wire answer, for other clients:
+        for method in ("GET", "DELETE"):
+            answer = requests.request(method, f"{sim.url}/v2/orders/not-an-order-id", timeout=30,
+                                      headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET})
+            assert answer.status_code == 422
+            assert answer.json() == {"code": 40010001, "message": "order_id is missing"}
+
+        # A stop holds every share: a sell is refused with the holding order named.
+        stop = trading.submit_order(StopOrderRequest(
+            symbol="AAPL", qty=10, side=OrderSide.SELL, time_in_force=TimeInForce.GTC,
+            stop_price=cents(last_price(data, "AAPL") * Decimal("0.8"))))
+        with pytest.raises(APIError) as held:
+            trading.submit_order(MarketOrderRequest(
+                symbol="AAPL", qty=10, side=OrderSide.SELL, time_in_force=TimeInForce.DAY))
+        status, code, message = alpaca_error(held)
+        assert (status, code) == (403, 40310000)
+        assert message == "insufficient qty available for order (requested: 10, available: 0)"
+        body = json.loads(str(held.value))
+        assert body["available"] == "0" and body["existing_qty"] == "10" and body["held_for_orders"] == "10"
+        assert body["related_orders"] == [str(stop.id)] and body["symbol"] == "AAPL"
+
+        # A buy while the sell stop rests: a potential wash trade, 422 42210000.
+        with pytest.raises(APIError) as wash:
+            trading.submit_order(MarketOrderRequest(
+                symbol="AAPL", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+        assert alpaca_error(wash) == (422, 42210000, "potential wash trade detected. use complex orders")
+    finally:
+        flatten(sim, trading)
+
+
+def test_rate_limit_and_race_faults_reach_the_sdk_as_alpacas_errors(
+        sim: ThreadedSimulator, trading: TradingClient, data: StockHistoricalDataClient) -> None:
+    impatient = TradingClient(KEY, SECRET, paper=True, url_override=sim.url)
+    impatient._retry = 0  # alpaca-py otherwise sleeps 3 s and retries a 429 three times
+    try:
+        sim.control("/_sim/v1/faults", {"rate_limit": 1.0, "endpoints": "/v2/account"})
+        with pytest.raises(APIError) as limited:
+            impatient.get_account()
+        assert alpaca_error(limited) == (429, 42910000, "rate limit exceeded")
+        headers = limited.value.response.headers
+        assert headers["X-RateLimit-Remaining"] == "0" and int(headers["X-RateLimit-Reset"]) > 0
+        assert "Retry-After" not in headers
+
+        trading.submit_order(MarketOrderRequest(
+            symbol="MSFT", qty=4, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+        sim.advance(1)
+        stop = trading.submit_order(StopOrderRequest(
+            symbol="MSFT", qty=4, side=OrderSide.SELL, time_in_force=TimeInForce.GTC,
+            stop_price=cents(last_price(data, "MSFT") * Decimal("0.9"))))
+        sim.control("/_sim/v1/faults", {"race": 1.0})
+        with pytest.raises(APIError) as raced:
+            trading.cancel_order_by_id(stop.id)
+        assert alpaca_error(raced) == (422, 42210000, 'order is already in "filled" state')
+        assert trading.get_order_by_id(stop.id).status == OrderStatus.FILLED
+        assert trading.get_all_positions() == []
+    finally:
+        sim.control("/_sim/v1/faults", {"clear": True})
+        flatten(sim, trading)

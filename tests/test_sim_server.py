@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date, datetime, timedelta
@@ -256,8 +255,11 @@ async def test_rate_limit_answers_429_with_headers(sim_factory: Callable[..., An
     assert status == 429
     assert body == {"code": 42910000, "message": "rate limit exceeded"}
     assert response.headers["X-RateLimit-Remaining"] == "0"
-    assert int(response.headers["X-RateLimit-Reset"]) >= int(time.time())
-    assert int(response.headers["Retry-After"]) >= 1
+    # Dated by the simulator's clock (here 2025-03-04, at "max": rate 1), the clock its
+    # clients follow: the window reopens within a minute of simulated "now".
+    reset = int(response.headers["X-RateLimit-Reset"])
+    assert 0 <= reset - sim.core.clock.now().timestamp() <= 61
+    assert "Retry-After" not in response.headers  # Alpaca sends only X-RateLimit-*
     # Another key has its own window; the control API is exempt.
     status, _, _ = await sim.call("GET", "/v2/clock", headers={"APCA-API-KEY-ID": "other", "APCA-API-SECRET-KEY": "s"})
     assert status == 200
@@ -313,12 +315,81 @@ async def test_error_rate_fault_answers_5xx_with_alpaca_body(sim: Sim) -> None:
     assert (await fault_counts(sim))["error_rate"] == 12
 
 
-async def test_rate_limit_fault_answers_429_with_retry_after(sim: Sim) -> None:
+async def test_rate_limit_fault_answers_429_with_alpacas_headers(sim: Sim) -> None:
     await set_faults(sim, rate_limit=1.0)
     status, body, response = await sim.call("GET", "/v2/positions")
-    assert status == 429 and body["code"] == 42910000
-    assert response.headers["Retry-After"] == "1"
+    assert status == 429 and body == {"code": 42910000, "message": "rate limit exceeded"}
+    assert response.headers["X-RateLimit-Limit"] == "200"
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    # The window reopens a second later on the simulator's clock (what its clients read).
+    assert int(response.headers["X-RateLimit-Reset"]) == int(sim.core.clock.now().timestamp()) + 1
+    assert "Retry-After" not in response.headers
     assert (await fault_counts(sim))["rate_limit"] == 1
+
+
+async def resting_bracket(sim: Sim) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A filled bracket entry with its two working legs: (entry, take-profit, stop)."""
+    price = float(sim.core.market.price_at("SPY", sim.core.clock.now()))
+    entry = await sim.order(qty="5", order_class="bracket", take_profit={"limit_price": f"{price * 1.05:.2f}"},
+                            stop_loss={"stop_price": f"{price * 0.95:.2f}"})
+    status, nested, _ = await sim.call("GET", f"/v2/orders/{entry['id']}", params={"nested": "true"})
+    assert status == 200 and nested["status"] == "filled"
+    take_profit, stop = sorted(nested["legs"], key=lambda leg: leg["type"] != "limit")
+    assert take_profit["status"] == "new" and stop["status"] == "new"
+    return nested, take_profit, stop
+
+
+async def test_race_fault_fills_the_leg_a_client_cancels_and_answers_alpacas_422(sim: Sim) -> None:
+    _, take_profit, stop = await resting_bracket(sim)
+    await set_faults(sim, race=1.0)
+    status, body, _ = await sim.call("DELETE", f"/v2/orders/{stop['id']}")
+    assert status == 422
+    assert body == {"code": 42210000, "message": 'order is already in "filled" state'}
+    _, raced, _ = await sim.call("GET", f"/v2/orders/{stop['id']}")
+    assert raced["status"] == "filled" and raced["filled_qty"] == "5"
+    _, sibling, _ = await sim.call("GET", f"/v2/orders/{take_profit['id']}")
+    assert sibling["status"] == "canceled"  # the OCO pair resolved as at the broker
+    _, positions, _ = await sim.call("GET", "/v2/positions")
+    assert positions == []  # the stop sold the position
+    assert (await fault_counts(sim))["race"] == 1
+
+
+async def test_race_fault_meets_a_replace_too_and_cancel_mode_names_canceled(sim: Sim) -> None:
+    _, take_profit, _ = await resting_bracket(sim)
+    await set_faults(sim, race=1.0, race_mode="cancel")
+    status, body, _ = await sim.call("PATCH", f"/v2/orders/{take_profit['id']}", json_body={"limit_price": "999.00"})
+    assert status == 422
+    assert body == {"code": 42210000, "message": 'order is already in "canceled" state'}
+    _, positions, _ = await sim.call("GET", "/v2/positions")
+    assert positions[0]["qty"] == "5"  # canceled, not filled: the shares are still held
+
+
+async def test_race_fault_at_zero_never_races(sim: Sim) -> None:
+    await set_faults(sim, race=0.0, latency_ms=0)  # faults active, race off
+    for _ in range(3):
+        _, take_profit, stop = await resting_bracket(sim)
+        status, _, _ = await sim.call("PATCH", f"/v2/orders/{take_profit['id']}",
+                                      json_body={"limit_price": take_profit["limit_price"]})
+        assert status == 200
+        status, body, _ = await sim.call("DELETE", f"/v2/orders/{stop['id']}")
+        assert status == 204, body
+        await sim.call("DELETE", "/v2/positions")
+    assert (await fault_counts(sim))["race"] == 0
+
+
+async def test_race_fault_is_seeded(sim_factory: Callable[..., Any]) -> None:
+    outcomes = []
+    for _ in range(2):
+        sim = await sim_factory()
+        await set_faults(sim, race=0.5, seed=3)
+        statuses = []
+        for _ in range(6):
+            order = await sim.order(type="limit", limit_price="1.00")
+            status, _, _ = await sim.call("DELETE", f"/v2/orders/{order['id']}")
+            statuses.append(status)
+        assert set(statuses) == {204, 422}
+        outcomes.append(statuses)
+    assert outcomes[0] == outcomes[1]
 
 
 async def test_reset_fault_drops_the_connection(sim: Sim) -> None:
@@ -613,3 +684,13 @@ def test_control_cli_reports_unreachable_simulator() -> None:
     result = _run_cli("state", "--url", "http://127.0.0.1:1", "--timeout", "2")
     assert result.returncode == 1
     assert "cannot reach the simulator" in result.stderr
+
+
+def test_rate_limit_reset_is_counted_in_the_simulators_seconds_at_its_speed() -> None:
+    now = [1000.0]
+    limiter = RateLimiter(1, monotonic=lambda: now[0], wall=lambda: 1_700_000_000.0, rate=lambda: 60.0)
+    assert limiter.hit(("k", "trading"))[0]
+    now[0] += 10
+    allowed, headers = limiter.hit(("k", "trading"))
+    # 50 real seconds left in the window = 3000 seconds of a clock running at 60x.
+    assert not allowed and headers["X-RateLimit-Reset"] == str(1_700_000_000 + 3000)
