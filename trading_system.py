@@ -217,6 +217,9 @@ class TradingSystem:
         self._last_equity: Decimal | None = None
         self._stored_states: dict[str, dict[str, Any]] = {}
         self.account_sanity = AccountSanity()
+        # Safety never waits on messaging: alerts are delivered beside the loop, not in it.
+        if hasattr(alerter, "deliver_in_background"):
+            alerter.deliver_in_background()
         self._data_rejected_cycles: dict[str, int] = {}
 
     # -- the loop ---------------------------------------------------------------------------
@@ -690,9 +693,14 @@ class TradingSystem:
             return snapshot
         transitions = self.safety.on_cycle(snapshot.portfolio)
         self._persist_safety()
-        await self._announce(transitions)
+        self._record_transitions(transitions)
         if self.safety.state is TradingState.LIQUIDATING:
-            reports = await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
+            # The liquidation orders go out first; the alert saying so follows them (also
+            # when the broker fails half-way).
+            try:
+                reports = await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
+            finally:
+                await self._alert_transitions(transitions)
             failed = [r for r in reports if not r.succeeded]
             for report in failed:
                 await self.alerter.send(AlertLevel.EMERGENCY, f"Emergency stop failed: {report.symbol}",
@@ -703,8 +711,10 @@ class TradingSystem:
             self._persist_safety()
             await self._announce(transitions)
             return snapshot
+        await self._alert_transitions(transitions)
         exits = self.risk.check_positions(snapshot.portfolio)
         for exit_order in exits:
+            pdt = None
             if status.session is not None and exit_order.qty > 0:
                 position = next((p for p in snapshot.positions if p.symbol == exit_order.symbol), None)
                 price = (position.current_price or position.avg_entry_price) if position else Decimal(1)
@@ -713,12 +723,12 @@ class TradingSystem:
                                price=price, is_closing=True,
                                opens_today=self._opened_in(exit_order.symbol, status.session), is_risk_exit=True),
                     AccountView.from_account(snapshot.account), status.session)
-                if pdt.warn_flag:
-                    await self.alerter.send(AlertLevel.CRITICAL, f"Risk exit of {exit_order.symbol}: {pdt.warn_flag}",
-                                            pdt.reason, key=f"pdt_flag:{exit_order.symbol}")
             log.warning("emergency_exit_threshold", symbol=exit_order.symbol, reason=exit_order.reason,
                         loss_fraction=str(exit_order.loss_fraction))
             report = await self.executor.emergency_exit(exit_order.symbol, exit_order.reason, phase=status.phase)
+            if pdt is not None and pdt.warn_flag:  # after the exit went out, never before it
+                await self.alerter.send(AlertLevel.CRITICAL, f"Risk exit of {exit_order.symbol}: {pdt.warn_flag}",
+                                        pdt.reason, key=f"pdt_flag:{exit_order.symbol}")
             if not report.succeeded:
                 await self.alerter.send(AlertLevel.EMERGENCY, f"Emergency stop failed: {report.symbol}",
                                         "; ".join(report.failures), key=f"emergency_failed:{report.symbol}",
@@ -730,9 +740,18 @@ class TradingSystem:
         return snapshot
 
     async def _announce(self, transitions: Sequence[Transition]) -> None:
+        self._record_transitions(transitions)
+        await self._alert_transitions(transitions)
+
+    def _record_transitions(self, transitions: Sequence[Transition]) -> None:
+        """Journal each state change (before anything is done about it)."""
+        for t in transitions:
+            self.journal.log_event("trading_state_changed", t.to_dict(), self.clock.now())
+        self.summary.state = self.safety.state.value
+
+    async def _alert_transitions(self, transitions: Sequence[Transition]) -> None:
         for t in transitions:
             data = t.to_dict()
-            self.journal.log_event("trading_state_changed", data, self.clock.now())
             level = AlertLevel.WARNING
             title = f"Trading state {data.get('from')} -> {data.get('to')}"
             if data.get("to") == TradingState.LIQUIDATING.value:
@@ -1188,6 +1207,8 @@ class TradingSystem:
         except (BrokerError, asyncio.CancelledError) as exc:
             log.warning("shutdown_broker_unavailable", error=str(exc))
         self._persist_safety()
+        if hasattr(self.alerter, "drain"):  # queued alerts get a bounded flush, never more
+            await self.alerter.drain(ALERT_FLUSH_SECONDS)
         self.summary.state = self.safety.state.value
         log.info("system_shutdown", run_id=self.run_id, **self.summary.to_dict())
 
@@ -1238,6 +1259,8 @@ def _jsonable(value: Any) -> Any:
 
 
 RECONCILE_EVERY_CYCLES = 30
+#: Wall seconds the shutdown gives queued alert deliveries before abandoning them.
+ALERT_FLUSH_SECONDS = 3.0
 #: A symbol whose market data is rejected this many cycles in a row raises an alert.
 DATA_REJECTION_ALERT_CYCLES = 3
 MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
