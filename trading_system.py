@@ -791,7 +791,18 @@ class TradingSystem:
         symbols = [p.symbol for p in snapshot.positions]
         quotes = await self.broker.get_latest_trades(symbols)
         self._gap_assessed.add(key)
-        prices = {s: Decimal(str(t.p)) for s, t in quotes.items() if getattr(t, "p", None)}
+        # A price far off the position's last close is a feed error, not a gap to act on.
+        references = {p.symbol: p.lastday_price or p.avg_entry_price for p in snapshot.positions}
+        prices: dict[str, Decimal] = {}
+        for symbol, trade in quotes.items():
+            if not getattr(trade, "p", None):
+                continue
+            reference = references.get(symbol)
+            problem = price_problem(trade.p, float(reference) if reference else None)
+            if problem is not None:
+                log.warning("market_data_rejected", symbol=symbol, reason=f"latest trade {problem}", source="gap_risk")
+                continue
+            prices[symbol] = Decimal(str(trade.p))
         closing = self.journal.get_state("closing_snapshot")
         if self.gap.close_date is None:
             if not closing:

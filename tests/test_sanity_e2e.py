@@ -24,8 +24,10 @@ from tests.test_e2e_safety_support import (
     build_gateway,
     buy_by_hand,
     cycle,
+    et,
     events,
     sim_stack,
+    sleep_until,
 )
 from trading_state import TradingState
 from trading_system import DATA_REJECTION_ALERT_CYCLES, TradingSystem
@@ -174,3 +176,23 @@ async def test_a_nan_in_the_daily_history_rejects_that_symbol_not_the_session(tm
         assert not events(logs, "broker_unavailable") and not events(logs, "cycle_failed")
         assert {e["symbol"] for e in events(logs, "market_data_rejected")} == {"MSFT"}
         assert [e["symbols"] for e in events(logs, "cycle_complete")] == [3, 3]
+
+
+async def test_an_absurd_price_at_the_open_is_no_gap_to_act_on(tmp_path: Path) -> None:
+    async with tampered(tmp_path) as (stack, proxy, system):
+        await sleep_until(system, et("2025-03-04T16:01"))
+        await cycle(system, minutes=0)  # records the closing snapshot
+        close = Decimal(str(stack.journal.get_state("closing_snapshot")["closes"]["AAPL"]))
+
+        def rewrite(body: dict[str, Any]) -> dict[str, Any]:
+            if "AAPL" in body.get("trades", {}):
+                body["trades"]["AAPL"]["p"] = float(close * 50)
+            return body
+        proxy.rewrite("GET", "/v2/stocks/trades/latest", rewrite)
+        with capture_logs() as logs:
+            await sleep_until(system, et("2025-03-05T09:00"))
+            assert (await cycle(system, minutes=0)).phase == "pre"
+        rejected = [e for e in events(logs, "market_data_rejected") if e["source"] == "gap_risk"]
+        assert [e["symbol"] for e in rejected] == ["AAPL"] and "the last close" in rejected[0]["reason"]
+        assert not [e for e in events(logs, "gap_risk") if e["symbol"] == "AAPL"]
+        assert not (stack.journal.get_state("defensive") or {}).get("active")
