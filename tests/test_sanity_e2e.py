@@ -196,3 +196,34 @@ async def test_an_absurd_price_at_the_open_is_no_gap_to_act_on(tmp_path: Path) -
         assert [e["symbol"] for e in rejected] == ["AAPL"] and "the last close" in rejected[0]["reason"]
         assert not [e for e in events(logs, "gap_risk") if e["symbol"] == "AAPL"]
         assert not (stack.journal.get_state("defensive") or {}).get("active")
+
+
+async def test_a_bogus_last_equity_at_the_session_start_never_becomes_the_breakers_baseline(
+        tmp_path: Path) -> None:
+    async with tampered(tmp_path) as (stack, proxy, system):
+        proxy.rewrite("GET", "/v2/account", lambda a: {**a, "last_equity": "1000000000"}, times=1)
+        with capture_logs() as logs:
+            await sleep_until(system, et("2025-03-05T09:31"))
+            await cycle(system, minutes=0)
+        baselines = events(logs, "session_baseline_set")
+        assert len(baselines) == 1 and Decimal(baselines[0]["session_start_equity"]) < 200000
+        assert not events(logs, "circuit_breaker_triggered")
+        assert system.safety.state is TradingState.ACTIVE and len(await stack.positions()) == 4
+
+
+async def test_start_up_waits_for_a_believable_account(tmp_path: Path) -> None:
+    async with sim_stack(tmp_path, start=SESSION_START, overrides=WIDE_STOPS) as stack:
+        async with TamperProxy(stack.url) as proxy:
+            gateway = build_gateway(stack.settings, proxy.url, stack.clock)
+            async with gateway:
+                await buy_by_hand(stack, HELD)
+                stack.gateway = gateway
+                system = stack.new_system()
+                readings = iter(["-50000", "0"])
+                proxy.rewrite("GET", "/v2/account", lambda a: _equity(next(readings))(a), times=2)
+                with capture_logs() as logs:
+                    assert await system.startup() is False
+                    assert await system.startup() is True
+                assert events(logs, "startup_deferred") and events(logs, "account_reading_rejected")
+                assert system.summary.start_equity is not None and system.summary.start_equity > 90000
+                assert len(await stack.positions()) == 4
