@@ -45,7 +45,7 @@ from errors import (
 )
 from gap_risk_manager import GapRiskManager
 from journal import Journal
-from market_data import BarSeries, MarketData, price_problem, series_problem
+from market_data import MAX_PRICE_MOVE, MAX_SANE_PRICE, BarSeries, MarketData, price_problem, series_problem
 from market_status_manager import MarketStatus, MarketStatusManager
 from models import Account, Order, Position, Snapshot
 from order_executor import OrderExecutor, flatten_orders, protected_quantity
@@ -882,22 +882,45 @@ class TradingSystem:
 
     def _snapshot_problem(self, symbol: str, snap: Snapshot) -> str | None:
         """Why a symbol's snapshot is not believed this cycle: a price (last trade, quote,
-        minute bar, today's bar) that is not positive, absurd, or more than
-        ``market_data.MAX_PRICE_MOVE`` times away from the last completed close."""
+        minute bar, today's bar, yesterday's close) that is not positive, absurd, or more than
+        ``market_data.MAX_PRICE_MOVE`` times away from the last completed close.
+
+        Runs for every symbol every cycle: the common case is decided on the lowest and
+        highest price alone; only a failing snapshot is searched for the price to name."""
         hist = self._history.bars.get(symbol)
         reference = float(hist.close[-1]) if hist is not None and len(hist) else None
-        checks: list[tuple[str, Any, float | None]] = []
-        if snap.latest_trade is not None:
-            checks.append(("last trade", snap.latest_trade.p, reference))
-        if snap.latest_quote is not None:
-            checks += [("bid", snap.latest_quote.bp, reference), ("ask", snap.latest_quote.ap, reference)]
-        if snap.minute_bar is not None:
-            checks.append(("minute bar close", snap.minute_bar.c, reference))
-        for name, bar in (("daily bar", snap.daily_bar), ("previous daily bar", snap.prev_daily_bar)):
-            if bar is not None:
-                checks += [(f"{name} {k}", getattr(bar, k), reference) for k in ("o", "h", "l", "c")]
-        for name, value, ref in checks:
-            problem = price_problem(value, ref)
+        trade, quote, minute = snap.latest_trade, snap.latest_quote, snap.minute_bar
+        values: list[Decimal] = []
+        if trade is not None:
+            values.append(trade.p)
+        if quote is not None:
+            values += (quote.bp, quote.ap)
+        if minute is not None:
+            values.append(minute.c)
+        bar, previous = snap.daily_bar, snap.prev_daily_bar
+        if bar is not None:
+            values += (bar.o, bar.h, bar.l, bar.c)
+        if previous is not None:
+            values.append(previous.c)
+        if not values:
+            return None
+        low, high = float(min(values)), float(max(values))
+        if 0 < low and high <= MAX_SANE_PRICE and (reference is None or (
+                high <= reference * MAX_PRICE_MOVE and low * MAX_PRICE_MOVE >= reference)):
+            return None
+        named: list[tuple[str, Any]] = []
+        if trade is not None:
+            named.append(("last trade", trade.p))
+        if quote is not None:
+            named += [("bid", quote.bp), ("ask", quote.ap)]
+        if minute is not None:
+            named.append(("minute bar close", minute.c))
+        if bar is not None:
+            named += [(f"daily bar {k}", getattr(bar, k)) for k in ("o", "h", "l", "c")]
+        if previous is not None:
+            named.append(("previous daily bar close", previous.c))
+        for name, value in named:
+            problem = price_problem(value, reference)
             if problem is not None:
                 return f"{name} {problem}"
         return None
