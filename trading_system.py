@@ -39,6 +39,7 @@ from clock import Clock, sleep_or_stop, to_exchange_time
 from errors import (
     BrokerError,
     DataQualityError,
+    MalformedResponse,
     OperationalError,
     PatternDayTraderRejected,
     TemporaryError,
@@ -476,7 +477,14 @@ class TradingSystem:
         the re-read when it is plausible or says the same (confirmed), and otherwise on
         nothing: the snapshot comes back ``rejected``.
         """
-        account, positions, open_orders = await self._read_account()
+        try:
+            account, positions, open_orders = await self._read_account()
+        except MalformedResponse as exc:  # e.g. equity "NaN": a reading that does not even parse
+            log.error("account_reading_rejected", problems=[str(exc)], outcome="unreadable, read again")
+            await self.alerter.send(AlertLevel.WARNING, "Implausible account reading ignored",
+                                    f"The broker's account reading did not parse: {exc}. Read again.",
+                                    key="account_reading_rejected")
+            account, positions, open_orders = await self._read_account()  # twice: the cycle fails
         problems = self.account_sanity.problems(account, positions)
         rejected = False
         if problems:

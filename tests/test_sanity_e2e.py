@@ -227,3 +227,16 @@ async def test_start_up_waits_for_a_believable_account(tmp_path: Path) -> None:
                 assert events(logs, "startup_deferred") and events(logs, "account_reading_rejected")
                 assert system.summary.start_equity is not None and system.summary.start_equity > 90000
                 assert len(await stack.positions()) == 4
+
+
+async def test_an_account_reading_that_does_not_parse_is_read_again(tmp_path: Path) -> None:
+    async with tampered(tmp_path) as (stack, proxy, system):
+        proxy.rewrite("GET", "/v2/account", _equity("NaN"), times=1)
+        with capture_logs() as logs:
+            await cycle(system)
+        rejected = events(logs, "account_reading_rejected")
+        assert len(rejected) == 1 and "not a finite number" in rejected[0]["problems"][0]
+        assert not events(logs, "broker_unavailable") and not events(logs, "circuit_breaker_triggered")
+        done = events(logs, "cycle_complete")
+        assert len(done) == 1 and Decimal(done[0]["equity"]) > 90000
+        assert len(await stack.positions()) == 4
