@@ -1238,7 +1238,8 @@ class TradingSystem:
             positions = await self.broker.list_positions()
             orders = await self.broker.list_orders(status="open", nested=True, limit=500)
             account = await self.broker.get_account()
-            self.summary.end_equity = account.equity
+            if not self.account_sanity.problems(account, positions):  # a bogus last word is no result
+                self.summary.end_equity = account.equity
             self.summary.open_positions = len(positions)
             for p in positions:
                 covered = protected_quantity(p, orders)

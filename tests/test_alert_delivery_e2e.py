@@ -19,7 +19,16 @@ import pytest
 from structlog.testing import capture_logs
 
 from alerter import Alerter
-from tests.test_e2e_safety_support import WIDE_STOPS, buy_by_hand, cycle, events, sim_stack
+from tests.e2e_helpers import Simulator, make_run_paths, run_dir  # noqa: F401  (run_dir is a fixture)
+from tests.test_e2e_safety_support import (
+    WIDE_STOPS,
+    ExternalDaemon,
+    buy_by_hand,
+    cycle,
+    events,
+    sim_post,
+    sim_stack,
+)
 from trading_state import TradingState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -155,3 +164,45 @@ async def test_background_delivery_reaches_a_working_channel(tmp_path: Path) -> 
         assert sent == ["[EMERGENCY] more urgent", "[CRITICAL] raised first"]
         assert [e["title"] for e in events(logs, "alert_delivered")] == ["more urgent", "raised first"]
         await alerter.aclose()
+
+
+def test_the_daemon_trades_on_while_a_stalled_smtp_server_holds_its_alerts(
+        run_dir: Path, stalled_smtp: StallingSmtpServer) -> None:
+    """``main.main()`` against an external simulator: the start-up alert (two unprotected
+    positions, CRITICAL, mailed) is stuck at the SMTP server while the daemon protects the
+    positions and completes cycles; SIGTERM then ends it with the stuck alert abandoned after
+    a bounded flush. The order of the log lines is the proof: every cycle below is logged
+    before the e-mail's 10 s channel timeout could have let a waiting loop go on."""
+    with Simulator(run_dir, ["--speed", "max", "--symbols", "SPY,AAPL,MSFT", "--seed", "7",
+                             "--start", "2025-03-04T10:30:00", "--no-rate-limit"]) as sim:
+        for symbol, qty in {"AAPL": 50, "MSFT": 20}.items():
+            order = sim_post(sim.url, "/v2/orders", {"symbol": symbol, "qty": str(qty), "side": "buy",
+                                                     "type": "market", "time_in_force": "day",
+                                                     "client_order_id": f"hand-{symbol}"})
+            assert order["status"] == "filled"
+        env = {
+            "TRADING_ALERTS__EMAIL_ENABLED": "true", "TRADING_ALERTS__SMTP_HOST": "127.0.0.1",
+            "TRADING_ALERTS__SMTP_PORT": str(stalled_smtp.port), "TRADING_ALERTS__SMTP_STARTTLS": "false",
+            "TRADING_ALERTS__EMAIL_FROM": "daemon@example.test", "TRADING_ALERTS__EMAIL_TO": "oncall@example.test",
+        }
+        paths = make_run_paths(run_dir, "daemon")
+        daemon = ExternalDaemon(sim.url, ["--symbols", "SPY,AAPL,MSFT"], paths, env=env)
+        try:
+            daemon.wait_for("alert", lambda e: "STARTUP ALERT" in e["title"], timeout=60)
+            assert stalled_smtp.accepted.wait(30), "the daemon's e-mail reached the SMTP server"
+            daemon.wait_until(lambda: [e["event"] for e in daemon.events()].count("cycle_complete") >= 3,
+                              timeout=60, what="three cycles")
+            code = daemon.stop()
+        finally:
+            daemon.kill()
+    assert code == 0
+    events = daemon.events()
+    names = [e["event"] for e in events]
+    startup = next(e for e in events if e["event"] == "alert" and "STARTUP ALERT" in e["title"])
+    assert startup["queued"] == ["email"]
+    assert names.count("position_protected") == 2
+    first_cycle = names.index("cycle_complete")
+    delivery_ended = [i for i, n in enumerate(names) if n in ("alert_delivered", "alert_delivery_failed")]
+    assert not delivery_ended or first_cycle < delivery_ended[0], "the first cycle did not wait on SMTP"
+    assert "alert_delivery_abandoned" in names or delivery_ended
+    assert "system_shutdown" in names
