@@ -23,7 +23,14 @@ EMERGENCY   yes      yes      yes            yes
 
 Guarantees: :meth:`Alerter.send` never raises and each channel runs under a timeout
 (``channel_timeout``, all channels at once), so an alert cannot stall the trading loop for
-long. A failed delivery is logged as ``alert_delivery_failed`` (channel and a reason free of
+long. The daemon goes further (:meth:`Alerter.deliver_in_background`, switched on by the
+trading loop): ``send`` then writes the console line, the log line and the journal row at
+once and hands the remote channels (webhook, e-mail, SMS) to a background sender task, most
+urgent first, so that safety actions (emergency exits, liquidation orders) never wait on a
+slow SMTP server or webhook. The sender logs ``alert_delivered`` or ``alert_delivery_failed``
+per alert; :meth:`Alerter.drain` gives pending deliveries a bounded time at shutdown and
+logs ``alert_delivery_abandoned`` for what is left. E-mail is sent from a daemon thread, so a
+stalled SMTP server cannot hold up the process's exit either. A failed delivery is logged as ``alert_delivery_failed`` (channel and a reason free of
 secrets) and nothing else happens. The same ``key`` (default: level and title) is delivered
 at most once per ``throttle_seconds`` of the injected clock; repeats are counted and the next
 delivery says ``(suppressed N repeats)``, so a flapping condition cannot spam
@@ -56,10 +63,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import json
 import smtplib
 import ssl
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -78,6 +87,11 @@ log = structlog.get_logger(__name__)
 
 MASK = "***"
 DEFAULT_CHANNEL_TIMEOUT = 10.0
+#: Wall seconds :meth:`Alerter.drain` (shutdown) waits for queued deliveries by default.
+DEFAULT_FLUSH_SECONDS = 3.0
+#: Queued deliveries beyond this are dropped (logged), EMERGENCY ones excepted.
+MAX_QUEUED_ALERTS = 200
+QUEUED = "queued"
 SMS_MAX_CHARS = 320
 DISCORD_MAX_CHARS = 2000
 _MIN_SUBSTRING_SECRET = 4
@@ -137,7 +151,12 @@ class AlertOutcome:
 
     @property
     def failed(self) -> list[str]:
-        return [name for name, result in self.channels.items() if result != "sent"]
+        return [name for name, result in self.channels.items() if result not in ("sent", QUEUED)]
+
+    @property
+    def queued(self) -> list[str]:
+        """Channels handed to the background sender (:meth:`Alerter.deliver_in_background`)."""
+        return [name for name, result in self.channels.items() if result == QUEUED]
 
     @property
     def delivered(self) -> bool:
@@ -181,6 +200,17 @@ SmtpFactory = Callable[[str, int, float], SmtpClient]
 
 def _default_smtp_factory(host: str, port: int, timeout: float) -> SmtpClient:
     return smtplib.SMTP(host, port, timeout=timeout)
+
+
+@dataclass
+class _Delivery:
+    """One alert's remote channels, waiting for the background sender."""
+
+    level: AlertLevel
+    title: str
+    key: str
+    channels: list[str]
+    start: dict[str, Callable[[], Any]]
 
 
 @dataclass
@@ -265,6 +295,11 @@ class Alerter:
         self._throttles: dict[str, _Throttle] = {}
         self._secrets: set[str] = set()
         self._password = _secret_value(settings.smtp_password)
+        self._background = False
+        self._queue: asyncio.PriorityQueue[tuple[int, int, _Delivery]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._order = itertools.count()
+        self._in_flight: _Delivery | None = None
         for value in [*secrets, self._password, *_url_secrets(settings.webhook_url),
                       *_url_secrets(settings.sms_endpoint)[1:]]:
             self.add_secret(value)
@@ -295,8 +330,56 @@ class Alerter:
             names.append("sms")
         return names
 
-    async def aclose(self) -> None:
-        """Close the HTTP session the alerter opened (a session passed in is left open)."""
+    def deliver_in_background(self, enabled: bool = True) -> None:
+        """From now on :meth:`send` does not wait for remote channels (see the module docstring)."""
+        self._background = enabled
+
+    @property
+    def background(self) -> bool:
+        return self._background
+
+    @property
+    def pending(self) -> int:
+        """Alerts queued or being delivered by the background sender."""
+        queued = self._queue.qsize() if self._queue is not None else 0
+        return queued + (1 if self._in_flight is not None else 0)
+
+    async def drain(self, timeout: float = DEFAULT_FLUSH_SECONDS) -> int:
+        """Give queued deliveries up to ``timeout`` wall seconds; return how many were left.
+
+        What is left is abandoned (``alert_delivery_abandoned`` names each title): a shutdown
+        never waits longer than ``timeout`` on messaging.
+        """
+        queue, worker = self._queue, self._worker
+        if queue is None or worker is None or worker.done():
+            return 0
+        try:
+            await asyncio.wait_for(queue.join(), timeout=max(float(timeout), 0.0))
+        except asyncio.TimeoutError:
+            pass
+        left = self._abandon() if self.pending else 0
+        if left:
+            log.warning("alert_delivery_abandoned", pending=left, timeout_seconds=float(timeout))
+        return left
+
+    def _abandon(self) -> int:
+        """Stop the sender and forget what it still had (logged), counting it."""
+        titles = [self._in_flight.title] if self._in_flight is not None else []
+        if self._queue is not None:
+            while not self._queue.empty():
+                titles.append(self._queue.get_nowait()[2].title)
+        if titles:
+            log.warning("alert_delivery_abandoned_titles", titles=titles)
+        if self._worker is not None:
+            self._worker.cancel()
+        self._worker, self._queue, self._in_flight = None, None, None
+        return len(titles)
+
+    async def aclose(self, flush_timeout: float = DEFAULT_FLUSH_SECONDS) -> None:
+        """Flush queued deliveries (bounded), stop the sender, close the HTTP session the
+        alerter opened (a session passed in is left open)."""
+        await self.drain(flush_timeout)
+        self._abandon()
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None if self._owns_session else self._session
@@ -382,21 +465,57 @@ class Alerter:
         if "console" in channels:
             outcome.channels["console"] = self._console(outcome.level, title, body, data, now)
         remote = [name for name in channels if name != "console"]
-        results = await asyncio.gather(*(self._deliver(name, tasks[name]) for name in remote))
-        outcome.channels.update(zip(remote, results))
+        if self._background and remote:
+            self._enqueue(_Delivery(outcome.level, title, outcome.key, remote,
+                                    {name: tasks[name] for name in remote}))
+            outcome.channels.update({name: QUEUED for name in remote})
+        else:
+            results = await asyncio.gather(*(self._deliver(name, tasks[name]) for name in remote))
+            outcome.channels.update(zip(remote, results))
         for name, result in outcome.channels.items():
-            if result != "sent":
+            if result not in ("sent", QUEUED):
                 log.warning("alert_delivery_failed", channel=name, reason=result.removeprefix("failed: "),
                             alert_level=outcome.level.value, title=title)
         getattr(log, outcome.level.log_method)(
             "alert", alert_level=outcome.level.value, title=title, message=body, key=outcome.key,
-            channels=channels, sent=outcome.sent, failed=outcome.failed, suppressed_repeats=repeats,
+            channels=channels, sent=outcome.sent, failed=outcome.failed, queued=outcome.queued,
+            suppressed_repeats=repeats,
         )
         if self._journal is not None:
             try:
                 self._journal.record_alert(outcome.level.value, title, body, now)
             except Exception as exc:
                 log.error("alert_journal_failed", error=type(exc).__name__, reason=self.scrub(str(exc)))
+
+    def _enqueue(self, job: _Delivery) -> None:
+        if self._queue is None or self._worker is None or self._worker.done():
+            self._queue = asyncio.PriorityQueue()
+            self._worker = asyncio.get_running_loop().create_task(self._send_queued(self._queue),
+                                                                  name="alert-sender")
+        if self._queue.qsize() >= MAX_QUEUED_ALERTS and job.level is not AlertLevel.EMERGENCY:
+            log.warning("alert_dropped", title=job.title, alert_level=job.level.value, queued=self._queue.qsize())
+            return
+        self._queue.put_nowait((-job.level.rank, next(self._order), job))
+
+    async def _send_queued(self, queue: asyncio.PriorityQueue[tuple[int, int, _Delivery]]) -> None:
+        """The background sender: one alert at a time, most urgent first, each channel bounded."""
+        while True:
+            job = (await queue.get())[2]
+            self._in_flight = job
+            try:
+                results = await asyncio.gather(*(self._deliver(name, job.start[name]) for name in job.channels))
+                for name, result in zip(job.channels, results):
+                    if result != "sent":
+                        log.warning("alert_delivery_failed", channel=name, reason=result.removeprefix("failed: "),
+                                    alert_level=job.level.value, title=job.title)
+                log.info("alert_delivered", title=job.title, key=job.key, alert_level=job.level.value,
+                         sent=[n for n, r in zip(job.channels, results) if r == "sent"],
+                         failed=[n for n, r in zip(job.channels, results) if r != "sent"])
+            except Exception as exc:  # the sender must outlive any one alert
+                log.error("alert_failed", title=job.title, error=type(exc).__name__, reason=self.scrub(str(exc)))
+            finally:
+                self._in_flight = None
+                queue.task_done()
 
     async def _deliver(self, name: str, start: Callable[[], Any]) -> str:
         try:
@@ -496,7 +615,7 @@ class Alerter:
         lines += [f"{name}: {_field_text(value)}" for name, value in data.items()]
         lines += ["", f"Level {level.value.upper()} at {now.astimezone(timezone.utc).isoformat()} (UTC)."]
         msg.set_content("\n".join(lines).strip() + "\n")
-        await asyncio.to_thread(self._smtp_send, msg)
+        await _in_daemon_thread(self._smtp_send, msg)
 
     def _smtp_send(self, msg: EmailMessage) -> None:
         s = self._settings
@@ -672,6 +791,35 @@ class Alerter:
             + "\n".join(lines),
             key="reconciliation", fields={"discrepancies": found},
         )
+
+
+async def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a daemon thread, awaited. Unlike ``asyncio.to_thread`` (the
+    default executor, which the interpreter joins at exit), a thread stuck on a stalled SMTP
+    server can neither delay shutdown nor outlive its timeout in anyone's wait."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            pass
+
+    threading.Thread(target=run, name="alert-smtp", daemon=True).start()
+    return await future
 
 
 class _DeliveryRefused(Exception):

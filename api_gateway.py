@@ -71,6 +71,7 @@ from models import (
     parse_trade,
     report_dropped,
 )
+from market_data import price_problem
 from rate_limit import RateLimiter
 
 log = structlog.get_logger(__name__)
@@ -283,6 +284,9 @@ class ResilientAlpacaGateway:
         self._sleep: Callable[[float], Awaitable[None]] = sleep if sleep is not None else asyncio.sleep
         self._feed_fallback: set[str] = set()
         self._last_warning: dict[tuple[str, str], datetime] = {}
+        # Symbols whose market data the last batched call dropped, with the reason (the loop
+        # counts them to alert on data that stays bad).
+        self.data_rejections: dict[str, str] = {}
         self.request_count = 0
         self.pdt_blocked_symbols: set[str] = set()
         # Unusable broker items dropped from lists (and order legs) since start: the loop
@@ -1156,6 +1160,7 @@ class ResilientAlpacaGateway:
             raise ValueError(f"limit must be positive, got {limit}")
         names = _unique_symbols(symbols)
         out: dict[str, list[Bar]] = {}
+        self.data_rejections = {}
         for chunk in _chunks(names, SYMBOLS_PER_REQUEST):
             params = {
                 "symbols": chunk, "timeframe": timeframe, "start": start, "end": end,
@@ -1164,7 +1169,12 @@ class ResilientAlpacaGateway:
             }
             async for page in self._pages("/v2/stocks/bars", params, "/v2/stocks/bars"):
                 for symbol, raw in self._mapping(page, "bars", "GET /v2/stocks/bars").items():
-                    out.setdefault(symbol, []).extend(self._bars(raw, f"GET /v2/stocks/bars {symbol}"))
+                    where = f"GET /v2/stocks/bars {symbol}"
+                    bars = self._symbol_data(symbol, lambda: self._whole_bars(raw, where), "/v2/stocks/bars")
+                    if bars is not None:
+                        out.setdefault(symbol, []).extend(bars)
+        for symbol in self.data_rejections:  # one bad bar spoils the symbol's series, not the batch
+            out.pop(symbol, None)
         if limit is not None:
             out = {symbol: bars[-limit:] for symbol, bars in out.items()}
         return out
@@ -1196,12 +1206,15 @@ class ResilientAlpacaGateway:
     async def get_latest_quotes(self, symbols: Sequence[str]) -> dict[str, Quote]:
         """Latest quote per symbol; stale, zero and crossed quotes are dropped (and logged)."""
         out: dict[str, Quote] = {}
+        self.data_rejections = {}
         for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
             data = await self._data_call("/v2/stocks/quotes/latest",
                                          {"symbols": chunk, "feed": self.data_feed},
                                          "/v2/stocks/quotes/latest")
             for symbol, raw in self._mapping(data, "quotes", "GET /v2/stocks/quotes/latest").items():
-                quote = self._parse_item(Quote, raw, f"GET /v2/stocks/quotes/latest {symbol}", None)
+                quote = self._symbol_data(
+                    symbol, lambda: self._parse_item(Quote, raw, f"GET /v2/stocks/quotes/latest {symbol}", None),
+                    "/v2/stocks/quotes/latest")
                 if quote is not None and self._quote_usable(symbol, quote):
                     out[symbol] = quote
         return out
@@ -1220,13 +1233,16 @@ class ResilientAlpacaGateway:
     async def get_latest_trades(self, symbols: Sequence[str]) -> dict[str, Trade]:
         """Latest trade per symbol (unknown symbols are absent)."""
         out: dict[str, Trade] = {}
+        self.data_rejections = {}
         for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
             data = await self._data_call("/v2/stocks/trades/latest",
                                          {"symbols": chunk, "feed": self.data_feed},
                                          "/v2/stocks/trades/latest")
             for symbol, raw in self._mapping(data, "trades", "GET /v2/stocks/trades/latest").items():
-                trade = self._parse_item(Trade, raw, f"GET /v2/stocks/trades/latest {symbol}", None)
-                if trade is not None:
+                trade = self._symbol_data(
+                    symbol, lambda: self._parse_item(Trade, raw, f"GET /v2/stocks/trades/latest {symbol}", None),
+                    "/v2/stocks/trades/latest")
+                if trade is not None and self._price_usable(symbol, "trade", trade.p, "/v2/stocks/trades/latest"):
                     out[symbol] = trade
         return out
 
@@ -1241,6 +1257,7 @@ class ResilientAlpacaGateway:
     async def get_snapshots(self, symbols: Sequence[str]) -> dict[str, Snapshot]:
         """Snapshot per symbol; a latest quote failing the quality checks is set to None."""
         out: dict[str, Snapshot] = {}
+        self.data_rejections = {}
         for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
             data = await self._data_call("/v2/stocks/snapshots",
                                          {"symbols": chunk, "feed": self.data_feed},
@@ -1248,7 +1265,9 @@ class ResilientAlpacaGateway:
             for symbol, raw in self._mapping(data, None, "GET /v2/stocks/snapshots").items():
                 if raw is None:
                     continue
-                snapshot = self._parse_item(Snapshot, raw, f"GET /v2/stocks/snapshots {symbol}", None)
+                snapshot = self._symbol_data(
+                    symbol, lambda: self._parse_item(Snapshot, raw, f"GET /v2/stocks/snapshots {symbol}", None),
+                    "/v2/stocks/snapshots")
                 if snapshot is not None:
                     out[symbol] = self._checked_snapshot(symbol, snapshot)
         return out
@@ -1283,6 +1302,39 @@ class ResilientAlpacaGateway:
 
     # -- data quality ----------------------------------------------------------------------
 
+    def _symbol_data(self, symbol: str, parse: Callable[[], M | None], path: str) -> M | None:
+        """One symbol's part of a batched answer, or None (logged, remembered in
+        :attr:`data_rejections`) when it does not parse: a NaN or infinite price for one
+        symbol spoils that symbol's data for the cycle, not the whole batch, and it is bad
+        data, not an unreachable broker. ``parse`` returns None for an item it dropped."""
+        try:
+            item = parse()
+        except errors.MalformedResponse as exc:
+            reason = str(exc)
+        else:
+            if item is not None:
+                return item
+            reason = "unusable data (dropped, see broker_item_dropped)"
+        self.data_rejections[symbol] = reason
+        log.warning("market_data_rejected", symbol=symbol, reason=reason, source=path)
+        return None
+
+    def _whole_bars(self, raw: Any, where: str) -> list[Bar] | None:
+        """A symbol's bars, or None when any bar of them was unusable (a series with a hole
+        or a NaN is no basis for indicators)."""
+        before = self.dropped_items
+        bars = self._bars(raw, where)
+        return None if self.dropped_items > before else bars
+
+    def _price_usable(self, symbol: str, what: str, price: Decimal, path: str) -> bool:
+        problem = price_problem(price)
+        if problem is None:
+            return True
+        reason = f"{what} price {problem}"
+        self.data_rejections[symbol] = reason
+        log.warning("market_data_rejected", symbol=symbol, reason=reason, source=path)
+        return False
+
     def _quote_usable(self, symbol: str, quote: Quote) -> bool:
         now = self._clock.now()
         age = (now - quote.t).total_seconds()
@@ -1295,6 +1347,8 @@ class ResilientAlpacaGateway:
             reason = "zero_price"
         elif quote.bp > quote.ap:
             reason = "crossed"
+        elif price_problem(quote.ap) is not None:
+            reason = "absurd_price"
         if reason is not None:
             self._warn_throttled("bad_quote_rejected", symbol, now, reason=reason,
                                  bid=str(quote.bp), ask=str(quote.ap))

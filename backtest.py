@@ -94,7 +94,7 @@ from errors import ConfigError
 from journal import Journal
 from market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus
-from performance import PerformanceReport, compute_performance
+from performance import PerformanceReport, compute_performance, usable_curve, usable_trades
 from sentiment import NewsSentiment, load_lexicon
 from order_executor import flatten_orders, protected_quantity
 from sim_broker import BookState, CommissionLedger, CommissionModel, InProcessBroker, attach_commission
@@ -1763,46 +1763,64 @@ def _daily_closes(curve: list[tuple[datetime, Decimal]]) -> list[tuple[datetime,
 
 def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
     """``python main.py report``: the backtest's report for a paper or live run, from the
-    journal's equity snapshots (the last of each session) and closed trades."""
+    journal's equity snapshots (the last of each session) and closed trades.
+
+    Whatever the journal holds, this ends in a report or one line: rows that make no sense
+    (equity zero, negative, NaN or absurd, a time without a zone, a trade with a zero
+    quantity or a missing price) are left out, counted and listed in the report."""
     path = Path(settings.storage.state_db)
     if not path.exists():
         print(f"error: no journal at {path}: run the daemon first (or give --state-db)", file=sys.stderr)
         return EXIT_CONFIG
     journal = Journal(path)
     try:
-        snapshots = journal.equity_curve()
-        trades = journal.trades()
-        orders = journal.orders()
+        equity_rows = journal.raw_equity_rows()
+        trade_rows = journal.raw_trade_rows()
+        orders_journaled = journal.order_count()
     finally:
         journal.close()
-    if not snapshots:
+    if not equity_rows:
         print(f"error: the journal at {path} has no equity snapshots yet: nothing to report", file=sys.stderr)
+        return EXIT_CONFIG
+    snapshots, skipped = usable_curve(equity_rows)
+    trades, skipped_trades = usable_trades(trade_rows)
+    skipped += skipped_trades
+    if skipped:
+        log.warning("report_rows_skipped", count=len(skipped), rows=[r.to_dict() for r in skipped[:50]])
+    if not snapshots:
+        print(f"error: none of the {len(equity_rows)} equity snapshots in {path} is usable "
+              f"(first problem: {skipped[0].reason}): nothing to report", file=sys.stderr)
         return EXIT_CONFIG
     closes = _daily_closes(snapshots)
     curve, ppy = (closes, 252.0) if len(closes) >= 2 else (snapshots, None)
     report = compute_performance(curve, trades, periods_per_year=ppy)
-    meta = {
+    meta: dict[str, Any] = {
         "source": f"journal {path}",
         "mode": settings.mode,
         "period": f"{curve[0][0].isoformat()} .. {curve[-1][0].isoformat()}",
         "equity_points": f"{len(curve)} ({'last snapshot of each session' if ppy else 'every snapshot'})",
-        "orders_journaled": len(orders),
-        "symbols": ", ".join(sorted({t['symbol'] for t in trades})) or "none traded",
+        "orders_journaled": orders_journaled,
+        "symbols": ", ".join(sorted({t.symbol for t in trades})) or "none traded",
     }
+    if skipped:
+        meta["journal_rows_skipped"] = len(skipped)
+        meta["skipped_rows"] = [r.reason for r in skipped[:20]]
     import reporting
 
     out = Path(getattr(args, "out", None) or "reports")
     html_path, json_path = reporting.write_report(out, report=report, equity_curve=curve, trades=trades,
                                                   title=f"Trading report ({settings.mode})", meta=meta)
     t = report.trades
-    print("\n".join([
+    lines = [
         f"Report {meta['period']} from {path}",
         f"  equity  {report.start_equity:,.2f} -> {report.end_equity:,.2f} ({_pct(report.total_return)}), "
         f"Sharpe {_num(report.sharpe)}, max drawdown {_share(report.max_drawdown_pct)}",
         f"  trades  {t.total} (win rate {_share(t.win_rate)}, profit factor {_num(t.profit_factor)})",
-        f"  report  {html_path}",
-        f"          {json_path}",
-    ]), flush=True)
+    ]
+    if skipped:
+        lines.append(f"  skipped {len(skipped)} journal row(s) that make no sense (listed in the report)")
+    lines += [f"  report  {html_path}", f"          {json_path}"]
+    print("\n".join(lines), flush=True)
     return EXIT_OK
 
 

@@ -1210,6 +1210,20 @@ class Journal:
             )
         return [(datetime.fromisoformat(r["at"]), Decimal(r["equity"])) for r in rows]
 
+    def raw_equity_rows(self) -> list[dict[str, Any]]:
+        """Every equity snapshot as stored (text, unparsed; ``id``, ``at``, ``equity``), for
+        readers that must survive a row that does not parse (``python main.py report``)."""
+        return [dict(r) for r in self._read("SELECT id, at, equity FROM equity_snapshots ORDER BY at, id")]
+
+    def order_count(self) -> int:
+        """How many orders are journaled (without parsing any)."""
+        return int(self._read("SELECT COUNT(*) AS n FROM orders")[0]["n"])
+
+    def raw_trade_rows(self) -> list[dict[str, Any]]:
+        """Every closed trade as stored (text, unparsed), oldest exit first; see
+        :meth:`raw_equity_rows`."""
+        return [dict(r) for r in self._read("SELECT * FROM trades ORDER BY exit_at, id")]
+
     def record_alert(self, level: str, title: str, message: str, at: datetime) -> None:
         """An alert as delivered (after secret scrubbing)."""
         values = (str(level), str(title), str(message), _ts(at, "at"))

@@ -468,6 +468,63 @@ def _parse_number(text: str, name: str, source: Path, line: int) -> float:
     return value
 
 
+# -- sanity of live market data -------------------------------------------------------------
+
+#: No US equity trades anywhere near this (the dearest share, BRK.A, is below $1M): a price
+#: above it is a broken feed, not a market.
+MAX_SANE_PRICE = 10_000_000.0
+#: A price more than this factor away from the last completed close is not believed (a 50x
+#: "quote" is a feed error; real splits stay well inside, the largest common ones are 1:20).
+MAX_PRICE_MOVE = 25.0
+
+
+def price_problem(value: Any, reference: float | None = None) -> str | None:
+    """Why ``value`` is no usable price (None when it is): not finite, not positive, absurdly
+    large, or more than :data:`MAX_PRICE_MOVE` times away from ``reference`` (a last close)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return f"not a number: {value!r}"
+    if not math.isfinite(number):
+        return f"not finite: {value}"
+    if number <= 0:
+        return f"not positive: {value}"
+    if number > MAX_SANE_PRICE:
+        return f"absurd: {value} (above {MAX_SANE_PRICE:,.0f})"
+    if reference is not None and math.isfinite(reference) and reference > 0:
+        ratio = number / reference
+        if ratio > MAX_PRICE_MOVE or ratio < 1 / MAX_PRICE_MOVE:
+            return f"absurd: {value} is {ratio:.4g}x the last close {reference:g}"
+    return None
+
+
+def series_problem(series: BarSeries) -> str | None:
+    """Why a bar series is unusable (None when it is fine): a price that is not finite, not
+    positive or absurd, a high below its low, a negative or non-finite volume, or one close
+    more than :data:`MAX_PRICE_MOVE` times away from the one before it."""
+    if not len(series):
+        return None
+    prices = np.stack([series.open, series.high, series.low, series.close])
+    bad = ~np.isfinite(prices) | (prices <= 0) | (prices > MAX_SANE_PRICE)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        return f"bar {col}: {_COLUMNS[row]} {prices[row, col]!r} is not a usable price"
+    if (series.high < series.low).any():
+        col = int(np.flatnonzero(series.high < series.low)[0])
+        return f"bar {col}: high {series.high[col]:g} below low {series.low[col]:g}"
+    volume_bad = ~np.isfinite(series.volume) | (series.volume < 0)
+    if volume_bad.any():
+        col = int(np.flatnonzero(volume_bad)[0])
+        return f"bar {col}: volume {series.volume[col]!r} is not usable"
+    if len(series) > 1:
+        ratio = series.close[1:] / series.close[:-1]
+        jumps = (ratio > MAX_PRICE_MOVE) | (ratio < 1 / MAX_PRICE_MOVE)
+        if jumps.any():
+            col = int(np.flatnonzero(jumps)[0]) + 1
+            return f"bar {col}: close {series.close[col]:g} is {ratio[col - 1]:.4g}x the close before it"
+    return None
+
+
 def day_timestamp(day: date) -> int:
     """Epoch seconds of midnight New York on ``day`` (how daily bars are stamped)."""
     return int(datetime.combine(day, time(0), EXCHANGE_TZ).timestamp())
@@ -481,5 +538,7 @@ __all__ = [
     "exchange_day_numbers",
     "expected_volume_share",
     "load_csv_bars",
+    "price_problem",
+    "series_problem",
     "session_start_mask",
 ]

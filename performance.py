@@ -202,6 +202,91 @@ def normalize_trades(trades: Iterable[Any]) -> list[TradeRecord]:
     return records
 
 
+# -- lenient inputs: a journal that holds anything --------------------------------------------
+
+#: Equity beyond this (more money than exists) is a broken reading, not a result.
+MAX_SANE_EQUITY = Decimal("1e15")
+#: A share price beyond this is a broken reading (see ``market_data.MAX_SANE_PRICE``).
+MAX_SANE_PRICE = Decimal("1e7")
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A journal row a report left out, and why (shown in the report, never a traceback)."""
+
+    kind: str  # "equity" or "trade"
+    row: str  # the row's id or position, as text
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "row": self.row, "reason": self.reason}
+
+
+def usable_curve(rows: Iterable[Any]) -> tuple[list[EquityPoint], list[SkippedRow]]:
+    """The points of ``rows`` a report can use, in time order, and the rows it skipped.
+
+    ``rows``: ``(time, equity)`` pairs or mappings with ``at``/``equity`` (and ``id``), as
+    text or parsed. A point is skipped when its time does not parse or has no zone, or its
+    equity is not a finite positive number below :data:`MAX_SANE_EQUITY`. Never raises.
+    """
+    points: list[EquityPoint] = []
+    skipped: list[SkippedRow] = []
+    for index, item in enumerate(rows):
+        label = str(item.get("id", index)) if isinstance(item, Mapping) else str(index)
+        try:
+            point = normalize_curve([item], name=f"equity row {label}")[0]
+            if point[1] > MAX_SANE_EQUITY:
+                raise ValueError(f"equity row {label} value {point[1]} is not a believable equity")
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            skipped.append(SkippedRow("equity", label, str(exc).replace(" point 0", "", 1)))
+            continue
+        points.append(point)
+    points.sort(key=lambda p: p[0])
+    deduped: list[EquityPoint] = []
+    for point in points:  # two points at one instant: the later row wins (as normalize_curve)
+        if deduped and deduped[-1][0] == point[0]:
+            deduped[-1] = point
+        else:
+            deduped.append(point)
+    return deduped, skipped
+
+
+def usable_trades(rows: Iterable[Any]) -> tuple[list[TradeRecord], list[SkippedRow]]:
+    """The closed trades of ``rows`` a report can use, and the rows it skipped.
+
+    Each row goes through :func:`normalize_trades` alone; on top of its checks, a trade with
+    a zero quantity, a price that is not positive or absurd (above :data:`MAX_SANE_PRICE`),
+    or an absurd P&L is skipped. Never raises.
+    """
+    records: list[TradeRecord] = []
+    skipped: list[SkippedRow] = []
+    for index, item in enumerate(rows):
+        label = str(item.get("id", index)) if isinstance(item, Mapping) else str(index)
+        try:
+            record = normalize_trades([item])[0]
+            problem = _trade_problem(record)
+            if problem is not None:
+                raise ValueError(f"trade {label} ({record.symbol}): {problem}")
+        except (ValueError, TypeError, ArithmeticError, AttributeError) as exc:
+            skipped.append(SkippedRow("trade", label, str(exc).replace("trade 0", f"trade {label}", 1)))
+            continue
+        records.append(record)
+    records.sort(key=lambda t: (t.exit_at, t.entry_at))
+    return records, skipped
+
+
+def _trade_problem(trade: TradeRecord) -> str | None:
+    if trade.qty == _ZERO:
+        return "zero quantity"
+    for name in ("entry_price", "exit_price"):
+        price = getattr(trade, name)
+        if price <= _ZERO or price > MAX_SANE_PRICE:
+            return f"{name} {price} is not a usable price"
+    if abs(trade.pnl) > MAX_SANE_EQUITY or abs(trade.return_pct) > MAX_SANE_EQUITY:
+        return f"pnl {trade.pnl} is not believable"
+    return None
+
+
 # -- the report --------------------------------------------------------------------------------
 
 

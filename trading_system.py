@@ -32,18 +32,21 @@ import numpy as np
 import structlog
 
 import strategies as strategy_registry
+from account_sanity import AccountSanity, reading_of
 from ai_analyzer import AIAnalyzer, TradeIntent
 from alerter import Alerter, AlertLevel
 from clock import Clock, sleep_or_stop, to_exchange_time
 from errors import (
     BrokerError,
+    DataQualityError,
+    MalformedResponse,
     OperationalError,
     PatternDayTraderRejected,
     TemporaryError,
 )
 from gap_risk_manager import GapRiskManager
 from journal import Journal
-from market_data import BarSeries, MarketData
+from market_data import MAX_PRICE_MOVE, MAX_SANE_PRICE, BarSeries, MarketData, price_problem, series_problem
 from market_status_manager import MarketStatus, MarketStatusManager
 from models import Account, DroppedItem, Order, Position, Snapshot
 from order_executor import OrderExecutor, flatten_orders, protected_quantity
@@ -70,6 +73,9 @@ class AccountSnapshot:
     positions: list[Position]
     open_orders: list[Order]
     portfolio: PortfolioState
+    # True when the account reading was implausible and a re-read did not confirm it: the
+    # cycle acts on nothing that depends on it (breaker, exits, entries, equity journal).
+    rejected: bool = False
 
 
 @dataclass
@@ -137,6 +143,7 @@ class _History:
 
     session: date | None = None
     bars: dict[str, BarSeries] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # symbol -> why its history is unusable
 
 
 class TradingSystem:
@@ -212,6 +219,11 @@ class TradingSystem:
         self._gap_defensive: dict[str, Any] = journal.get_state("defensive") or {}
         self._last_equity: Decimal | None = None
         self._stored_states: dict[str, dict[str, Any]] = {}
+        self.account_sanity = AccountSanity()
+        # Safety never waits on messaging: alerts are delivered beside the loop, not in it.
+        if hasattr(alerter, "deliver_in_background"):
+            alerter.deliver_in_background()
+        self._data_rejected_cycles: dict[str, int] = {}
 
     def _alert_dropped_item(self, item: DroppedItem) -> None:
         """The gateway dropped an item the broker sent but no one can use: alert (next flush).
@@ -302,8 +314,13 @@ class TradingSystem:
             log.warning("startup_broker_unavailable", error=str(exc))
             await self._pause(self._failure_backoff())
             return False
+        if snapshot.rejected:  # no believable account yet: nothing to start from
+            log.warning("startup_deferred", reason="account reading not confirmed")
+            await self._pause(self._failure_backoff())
+            return False
         self.summary.start_equity = snapshot.account.equity
         await self.reconcile(snapshot)
+        self.account_sanity.accept(snapshot.account, snapshot.positions)  # its fills were in that reading
         self._peak_equity = snapshot.account.equity
         unprotected = await self.executor.protect_positions(
             snapshot.positions, snapshot.open_orders, startup=True)
@@ -369,7 +386,8 @@ class TradingSystem:
             snapshot = await self.enforce_safety(snapshot, status)
             await self.monitor_gap_risk(snapshot, status)
             symbols_evaluated = 0
-            if status.is_regular and self.safety.state in (TradingState.ACTIVE, TradingState.REDUCING):
+            if status.is_regular and self.safety.state in (TradingState.ACTIVE, TradingState.REDUCING) \
+                    and not snapshot.rejected:
                 data = await self.refresh_market_data(status)
                 symbols_evaluated = len(data)
                 await self.exit_positions(data, snapshot, status)
@@ -417,7 +435,9 @@ class TradingSystem:
         except TemporaryError as exc:
             log.warning("session_start_deferred", error=str(exc))
             return
-        baseline = account.last_equity if account.last_equity and account.last_equity > 0 else account.equity
+        baseline = await self._session_baseline(account)
+        if baseline is None:
+            return
         try:
             transitions = self.safety.new_session(session, baseline, at=self.clock.now())
         except ValueError as exc:
@@ -431,19 +451,99 @@ class TradingSystem:
         self._persist_safety()
         await self._announce(transitions)
 
+    async def _session_baseline(self, account: Account) -> Decimal | None:
+        """The session's starting equity (yesterday's close, else today's equity), believed.
+
+        A baseline that is not positive, or more than a factor 2 away from the last accepted
+        equity, is read again; one that the re-read does not repeat defers the session start
+        (retried next iteration) rather than arm the breaker on a bogus number.
+        """
+        def pick(a: Account) -> Decimal | None:
+            for value in (a.last_equity, a.equity):
+                if value is not None and value.is_finite() and value > 0:
+                    return value
+            return None
+
+        def plausible(value: Decimal | None) -> bool:
+            last = self.account_sanity.last
+            if value is None:
+                return False
+            return last is None or last.equity <= 0 or last.equity / 2 <= value <= last.equity * 2
+
+        first = pick(account)
+        if plausible(first):
+            return first
+        second = pick(await self.broker.get_account())
+        tol = self.account_sanity.tolerance(first or ZERO, second or ZERO)
+        if plausible(second) or (first is not None and second is not None and abs(first - second) <= tol):
+            log.warning("account_reading_confirmed", step="session_start", baseline=str(second))
+            return second
+        log.error("account_reading_rejected", step="session_start", outcome="session start deferred",
+                  last_equity=str(account.last_equity), equity=str(account.equity),
+                  reread_baseline=str(second) if second is not None else None)
+        return None
+
     # -- step 2 -----------------------------------------------------------------------------
 
     async def refresh_account(self) -> AccountSnapshot:
+        """Account, positions, open orders and new fills, checked for sense before use.
+
+        An implausible reading (:mod:`account_sanity`) is read again at once; the loop acts on
+        the re-read when it is plausible or says the same (confirmed), and otherwise on
+        nothing: the snapshot comes back ``rejected``.
+        """
+        try:
+            account, positions, open_orders = await self._read_account()
+        except MalformedResponse as exc:  # e.g. equity "NaN": a reading that does not even parse
+            log.error("account_reading_rejected", problems=[str(exc)], outcome="unreadable, read again")
+            await self.alerter.send(AlertLevel.WARNING, "Implausible account reading ignored",
+                                    f"The broker's account reading did not parse: {exc}. Read again.",
+                                    key="account_reading_rejected")
+            account, positions, open_orders = await self._read_account()  # twice: the cycle fails
+        problems = self.account_sanity.problems(account, positions)
+        rejected = False
+        if problems:
+            account, positions, open_orders, rejected = await self._reread_account(
+                account, positions, problems)
+        if not rejected:
+            self.account_sanity.accept(account, positions)
+        return AccountSnapshot(account, positions, open_orders,
+                               self._portfolio(account, positions, open_orders, track=not rejected),
+                               rejected=rejected)
+
+    async def _read_account(self) -> tuple[Account, list[Position], list[Order]]:
         account = await self.broker.get_account()
         positions = await self.broker.list_positions()
         open_orders = await self.broker.list_orders(status="open", nested=True, limit=500)
         await self.record_fills()
-        return AccountSnapshot(account, positions, open_orders, self._portfolio(account, positions, open_orders))
+        return account, positions, open_orders
 
-    def _portfolio(self, account: Account, positions: Sequence[Position], open_orders: Sequence[Order]) -> PortfolioState:
+    async def _reread_account(self, account: Account, positions: list[Position], problems: list[str],
+                              ) -> tuple[Account, list[Position], list[Order], bool]:
+        """Read again after an implausible reading; True in the result means: still not believed."""
+        first = reading_of(account, positions)
+        account2, positions2, orders2 = await self._read_account()
+        second = reading_of(account2, positions2)
+        again = self.account_sanity.problems(account2, positions2)
+        if again and self.account_sanity.confirms(first, second):
+            log.warning("account_reading_confirmed", problems=again, first=first.to_log(), reread=second.to_log())
+            return account2, positions2, orders2, False
+        outcome = "re-read plausible, used instead" if not again else "re-read disagrees, nothing acted on"
+        log.error("account_reading_rejected", problems=problems, outcome=outcome, rejected=first.to_log(),
+                  reread=second.to_log(), reread_problems=again)
+        await self.alerter.send(
+            AlertLevel.WARNING if not again else AlertLevel.CRITICAL, "Implausible account reading ignored",
+            f"The broker reported equity {first.equity} (cash {first.cash}, positions {first.positions_value}): "
+            + "; ".join(problems) + f". Re-read: equity {second.equity}; {outcome}.",
+            key="account_reading_rejected", fields={"rejected": first.to_log(), "reread": second.to_log()})
+        return account2, positions2, orders2, bool(again)
+
+    def _portfolio(self, account: Account, positions: Sequence[Position], open_orders: Sequence[Order], *,
+                   track: bool = True) -> PortfolioState:
         equity = account.equity
-        self._last_equity = equity
-        self._peak_equity = equity if self._peak_equity is None else max(self._peak_equity, equity)
+        if track:  # only believed readings move the equity the loop remembers
+            self._last_equity = equity
+            self._peak_equity = equity if self._peak_equity is None else max(self._peak_equity, equity)
         views: dict[str, PositionView] = {}
         for p in positions:
             price = p.current_price or p.avg_entry_price
@@ -510,6 +610,7 @@ class TradingSystem:
             cid = row["client_order_id"] if row else None
             if self.journal.record_fill(execution_id, cid, activity.order_id, symbol, side, qty, price, at,
                                         cum_qty=activity.cum_qty):
+                self.account_sanity.add_fill(side, qty, price)
                 record = self.journal.fill_record(execution_id)
                 if record is not None:
                     self._book_trades(self.ledger.apply(record), live=True)
@@ -591,7 +692,9 @@ class TradingSystem:
                 transitions = self.safety.halt(reason, now)
             elif kind == "rearm":
                 account = await self.broker.get_account()
-                transitions = self.safety.rearm(reason, now, equity=account.equity)
+                # A non-positive reading is no baseline: rebase on the next believed cycle.
+                equity = account.equity if account.equity > 0 else None
+                transitions = self.safety.rearm(reason, now, equity=equity)
             else:
                 log.warning("operator_command_unknown", command=command)
                 continue
@@ -602,12 +705,25 @@ class TradingSystem:
             await self._announce(transitions)
 
     async def enforce_safety(self, snapshot: AccountSnapshot, status: MarketStatus) -> AccountSnapshot:
-        """Breaker, drawdown, emergency exits and protection, every cycle, before anything else."""
+        """Breaker, drawdown, emergency exits and protection, every cycle, before anything else.
+
+        A rejected (unconfirmed) account reading trips nothing and exits nothing; a liquidation
+        decided earlier on a confirmed reading (or by the operator) carries on.
+        """
+        if snapshot.rejected:
+            if self.safety.state is TradingState.LIQUIDATING:
+                await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
+            return snapshot
         transitions = self.safety.on_cycle(snapshot.portfolio)
         self._persist_safety()
-        await self._announce(transitions)
+        self._record_transitions(transitions)
         if self.safety.state is TradingState.LIQUIDATING:
-            reports = await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
+            # The liquidation orders go out first; the alert saying so follows them (also
+            # when the broker fails half-way).
+            try:
+                reports = await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
+            finally:
+                await self._alert_transitions(transitions)
             failed = [r for r in reports if not r.succeeded]
             for report in failed:
                 await self.alerter.send(AlertLevel.EMERGENCY, f"Emergency stop failed: {report.symbol}",
@@ -618,8 +734,10 @@ class TradingSystem:
             self._persist_safety()
             await self._announce(transitions)
             return snapshot
+        await self._alert_transitions(transitions)
         exits = self.risk.check_positions(snapshot.portfolio)
         for exit_order in exits:
+            pdt = None
             if status.session is not None and exit_order.qty > 0:
                 position = next((p for p in snapshot.positions if p.symbol == exit_order.symbol), None)
                 price = (position.current_price or position.avg_entry_price) if position else Decimal(1)
@@ -628,12 +746,12 @@ class TradingSystem:
                                price=price, is_closing=True,
                                opens_today=self._opened_in(exit_order.symbol, status.session), is_risk_exit=True),
                     AccountView.from_account(snapshot.account), status.session)
-                if pdt.warn_flag:
-                    await self.alerter.send(AlertLevel.CRITICAL, f"Risk exit of {exit_order.symbol}: {pdt.warn_flag}",
-                                            pdt.reason, key=f"pdt_flag:{exit_order.symbol}")
             log.warning("emergency_exit_threshold", symbol=exit_order.symbol, reason=exit_order.reason,
                         loss_fraction=str(exit_order.loss_fraction))
             report = await self.executor.emergency_exit(exit_order.symbol, exit_order.reason, phase=status.phase)
+            if pdt is not None and pdt.warn_flag:  # after the exit went out, never before it
+                await self.alerter.send(AlertLevel.CRITICAL, f"Risk exit of {exit_order.symbol}: {pdt.warn_flag}",
+                                        pdt.reason, key=f"pdt_flag:{exit_order.symbol}")
             if not report.succeeded:
                 await self.alerter.send(AlertLevel.EMERGENCY, f"Emergency stop failed: {report.symbol}",
                                         "; ".join(report.failures), key=f"emergency_failed:{report.symbol}",
@@ -645,9 +763,18 @@ class TradingSystem:
         return snapshot
 
     async def _announce(self, transitions: Sequence[Transition]) -> None:
+        self._record_transitions(transitions)
+        await self._alert_transitions(transitions)
+
+    def _record_transitions(self, transitions: Sequence[Transition]) -> None:
+        """Journal each state change (before anything is done about it)."""
+        for t in transitions:
+            self.journal.log_event("trading_state_changed", t.to_dict(), self.clock.now())
+        self.summary.state = self.safety.state.value
+
+    async def _alert_transitions(self, transitions: Sequence[Transition]) -> None:
         for t in transitions:
             data = t.to_dict()
-            self.journal.log_event("trading_state_changed", data, self.clock.now())
             level = AlertLevel.WARNING
             title = f"Trading state {data.get('from')} -> {data.get('to')}"
             if data.get("to") == TradingState.LIQUIDATING.value:
@@ -679,7 +806,7 @@ class TradingSystem:
     # -- step 4 -----------------------------------------------------------------------------
 
     async def monitor_gap_risk(self, snapshot: AccountSnapshot, status: MarketStatus) -> None:
-        if status.session is None or status.phase not in ("pre", "regular"):
+        if status.session is None or status.phase not in ("pre", "regular") or snapshot.rejected:
             return
         key = (status.session, status.phase)
         if key in self._gap_assessed or not snapshot.positions:
@@ -687,7 +814,18 @@ class TradingSystem:
         symbols = [p.symbol for p in snapshot.positions]
         quotes = await self.broker.get_latest_trades(symbols)
         self._gap_assessed.add(key)
-        prices = {s: Decimal(str(t.p)) for s, t in quotes.items() if getattr(t, "p", None)}
+        # A price far off the position's last close is a feed error, not a gap to act on.
+        references = {p.symbol: p.lastday_price or p.avg_entry_price for p in snapshot.positions}
+        prices: dict[str, Decimal] = {}
+        for symbol, trade in quotes.items():
+            if not getattr(trade, "p", None):
+                continue
+            reference = references.get(symbol)
+            problem = price_problem(trade.p, float(reference) if reference else None)
+            if problem is not None:
+                log.warning("market_data_rejected", symbol=symbol, reason=f"latest trade {problem}", source="gap_risk")
+                continue
+            prices[symbol] = Decimal(str(trade.p))
         closing = self.journal.get_state("closing_snapshot")
         if self.gap.close_date is None:
             if not closing:
@@ -732,13 +870,23 @@ class TradingSystem:
         if self._history.session != status.session:
             await self._load_history(wanted, status)
         snapshots = await self.broker.get_snapshots(wanted)
+        rejected = {**self._history.rejected, **dict(getattr(self.broker, "data_rejections", None) or {})}
+        for symbol in wanted:
+            if symbol not in rejected and symbol in snapshots:
+                problem = self._snapshot_problem(symbol, snapshots[symbol])
+                if problem is not None:
+                    rejected[symbol] = problem
+                    log.warning("market_data_rejected", symbol=symbol, reason=problem, source="snapshot")
+        await self._track_data_rejections(wanted, rejected)
         now = self.clock.now()
-        benchmark = self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
+        benchmark = None if BENCHMARK in rejected else self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
         regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
         defensive = self._defensive_active(status, self._last_equity, benchmark)
         data: dict[str, MarketData] = {}
         for symbol in symbols:
             snap = snapshots.get(symbol)
+            if symbol in rejected:
+                continue
             daily = self._with_today(symbol, snap)
             if snap is None or daily is None or len(daily) < 30:
                 continue
@@ -754,6 +902,66 @@ class TradingSystem:
                 prev_close=prev_close, benchmark=benchmark, regime=regime, defensive=defensive, news=[],
             )
         return data
+
+    def _snapshot_problem(self, symbol: str, snap: Snapshot) -> str | None:
+        """Why a symbol's snapshot is not believed this cycle: a price (last trade, quote,
+        minute bar, today's bar, yesterday's close) that is not positive, absurd, or more than
+        ``market_data.MAX_PRICE_MOVE`` times away from the last completed close.
+
+        Runs for every symbol every cycle: the common case is decided on the lowest and
+        highest price alone; only a failing snapshot is searched for the price to name."""
+        hist = self._history.bars.get(symbol)
+        reference = float(hist.close[-1]) if hist is not None and len(hist) else None
+        trade, quote, minute = snap.latest_trade, snap.latest_quote, snap.minute_bar
+        values: list[Decimal] = []
+        if trade is not None:
+            values.append(trade.p)
+        if quote is not None:
+            values += (quote.bp, quote.ap)
+        if minute is not None:
+            values.append(minute.c)
+        bar, previous = snap.daily_bar, snap.prev_daily_bar
+        if bar is not None:
+            values += (bar.o, bar.h, bar.l, bar.c)
+        if previous is not None:
+            values.append(previous.c)
+        if not values:
+            return None
+        low, high = float(min(values)), float(max(values))
+        if 0 < low and high <= MAX_SANE_PRICE and (reference is None or (
+                high <= reference * MAX_PRICE_MOVE and low * MAX_PRICE_MOVE >= reference)):
+            return None
+        named: list[tuple[str, Any]] = []
+        if trade is not None:
+            named.append(("last trade", trade.p))
+        if quote is not None:
+            named += [("bid", quote.bp), ("ask", quote.ap)]
+        if minute is not None:
+            named.append(("minute bar close", minute.c))
+        if bar is not None:
+            named += [(f"daily bar {k}", getattr(bar, k)) for k in ("o", "h", "l", "c")]
+        if previous is not None:
+            named.append(("previous daily bar close", previous.c))
+        for name, value in named:
+            problem = price_problem(value, reference)
+            if problem is not None:
+                return f"{name} {problem}"
+        return None
+
+    async def _track_data_rejections(self, symbols: Sequence[str], rejected: dict[str, str]) -> None:
+        """Count the cycles in a row each symbol's data was rejected; alert once it persists
+        for :data:`DATA_REJECTION_ALERT_CYCLES` cycles (the alerter throttles repeats)."""
+        for symbol in symbols:
+            if symbol not in rejected:
+                self._data_rejected_cycles.pop(symbol, None)
+                continue
+            count = self._data_rejected_cycles.get(symbol, 0) + 1
+            self._data_rejected_cycles[symbol] = count
+            if count == DATA_REJECTION_ALERT_CYCLES:
+                await self.alerter.send(
+                    AlertLevel.WARNING, f"Market data for {symbol} rejected for {count} cycles",
+                    f"{symbol} is not traded while its data is unusable: {rejected[symbol]}",
+                    key=f"market_data_rejected:{symbol}", fields={"symbol": symbol, "reason": rejected[symbol]})
 
     def _defensive_active(self, status: MarketStatus, equity: Decimal | None = None,
                           benchmark: BarSeries | None = None, *, baseline: Decimal | None = None) -> bool:
@@ -793,12 +1001,22 @@ class TradingSystem:
         start = now - timedelta(days=lookback)
         today = status.session
         bars = await self.broker.get_bars(symbols, timeframe="1Day", start=start, end=now)
+        rejected = dict(getattr(self.broker, "data_rejections", None) or {})
         history: dict[str, BarSeries] = {}
         for symbol, series in bars.items():
             completed = [b for b in series if today is None or to_exchange_time(b.t).date() < today]
             if completed:
-                history[symbol] = BarSeries.from_bars(completed)
-        self._history = _History(session=today, bars=history)
+                try:
+                    loaded = BarSeries.from_bars(completed)
+                    problem = series_problem(loaded)
+                except (DataQualityError, ArithmeticError, ValueError) as exc:
+                    problem = str(exc)
+                if problem is not None:
+                    rejected[symbol] = f"daily history {problem}"
+                    log.warning("market_data_rejected", symbol=symbol, reason=rejected[symbol], source="history")
+                    continue
+                history[symbol] = loaded
+        self._history = _History(session=today, bars=history, rejected=rejected)
         log.info("history_loaded", symbols=len(history), session=today.isoformat() if today else None)
 
     def _with_today(self, symbol: str, snap: Snapshot | None) -> BarSeries | None:
@@ -835,7 +1053,11 @@ class TradingSystem:
                 foreign = bool(owners) and strategy.name not in owners and strategy.name != "defensive"
                 if foreign and not (in_profit and held_for >= MIN_HOLD_BEFORE_FOREIGN_EXIT):
                     continue
-                signal = await strategy.evaluate_opportunity(position.symbol, md)
+                try:
+                    signal = await strategy.evaluate_opportunity(position.symbol, md)
+                except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
+                    _reject_on_arithmetic(position.symbol, strategy.name, exc)
+                    break
                 if signal.action == "sell":
                     self._log_signal(signal)
                     reason = f"{signal.strategy}: {signal.reasoning}"
@@ -873,7 +1095,11 @@ class TradingSystem:
         if candidates and self.news is not None:
             await self.news.prefetch(sig.symbol for sig, _ in candidates)  # one request for all
         for best, md in candidates:
-            intent = await self.analyzer.analyze(best, md)
+            try:
+                intent = await self.analyzer.analyze(best, md)
+            except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
+                _reject_on_arithmetic(best.symbol, "ai_analyzer", exc)
+                continue
             if intent is not None:
                 intents.append(intent)
                 volatility[intent.symbol] = _daily_volatility(md.daily)
@@ -920,7 +1146,12 @@ class TradingSystem:
                 continue
             best = None
             for strategy in self.strategies:
-                signal = await strategy.evaluate_opportunity(symbol, md)
+                try:
+                    signal = await strategy.evaluate_opportunity(symbol, md)
+                except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
+                    _reject_on_arithmetic(symbol, strategy.name, exc)
+                    best = None
+                    break
                 if signal.action == "buy":  # long only: a sell on a symbol not held is no trade
                     if log_signals:
                         self._log_signal(signal)
@@ -956,6 +1187,14 @@ class TradingSystem:
                      cpu_started: float, requests_before: int, symbols: int) -> None:
         account = snapshot.account
         now = self.clock.now()
+        if snapshot.rejected:  # never journal (or summarise) an equity nobody confirmed
+            log.info("cycle_complete", market_time=now.isoformat(),
+                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                     cpu_ms=round((time.process_time() - cpu_started) * 1000, 2), symbols=symbols,
+                     requests=getattr(self.broker, "request_count", 0) - requests_before, phase=status.phase,
+                     equity=None, account_rejected=True, positions=len(snapshot.positions),
+                     open_orders=len(snapshot.open_orders), state=self.safety.state.value)
+            return
         positions_value = sum((p.market_value or ZERO for p in snapshot.positions), ZERO)
         self.journal.record_equity(now, account.equity, account.cash, positions_value)
         if self._peak_equity:
@@ -1014,7 +1253,8 @@ class TradingSystem:
             positions = await self.broker.list_positions()
             orders = await self.broker.list_orders(status="open", nested=True, limit=500)
             account = await self.broker.get_account()
-            self.summary.end_equity = account.equity
+            if not self.account_sanity.problems(account, positions):  # a bogus last word is no result
+                self.summary.end_equity = account.equity
             self.summary.open_positions = len(positions)
             for p in positions:
                 covered = protected_quantity(p, orders)
@@ -1025,8 +1265,17 @@ class TradingSystem:
         except (BrokerError, asyncio.CancelledError) as exc:
             log.warning("shutdown_broker_unavailable", error=str(exc))
         self._persist_safety()
+        if hasattr(self.alerter, "drain"):  # queued alerts get a bounded flush, never more
+            await self.alerter.drain(ALERT_FLUSH_SECONDS)
         self.summary.state = self.safety.state.value
         log.info("system_shutdown", run_id=self.run_id, **self.summary.to_dict())
+
+
+def _reject_on_arithmetic(symbol: str, where: str, exc: ArithmeticError) -> None:
+    """An overflow, division by zero or invalid decimal operation while evaluating one symbol
+    rejects that symbol's data for the cycle (``market_data_rejected``); the loop goes on."""
+    log.warning("market_data_rejected", symbol=symbol, reason=f"{where}: {type(exc).__name__}: {exc}",
+                source="evaluation")
 
 
 def _leg_stop(order: Order) -> Decimal | None:
@@ -1068,6 +1317,10 @@ def _jsonable(value: Any) -> Any:
 
 
 RECONCILE_EVERY_CYCLES = 30
+#: Wall seconds the shutdown gives queued alert deliveries before abandoning them.
+ALERT_FLUSH_SECONDS = 3.0
+#: A symbol whose market data is rejected this many cycles in a row raises an alert.
+DATA_REJECTION_ALERT_CYCLES = 3
 MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
 
 
