@@ -292,6 +292,7 @@ class ResilientAlpacaGateway:
         # Unusable broker items dropped from lists (and order legs) since start: the loop
         # compares it between cycles, and on_item_dropped (if set) hears of each one.
         self.dropped_items = 0
+        self._last_dropped: DroppedItem | None = None
         self.on_item_dropped: Callable[[DroppedItem], None] | None = None
 
     def __repr__(self) -> str:
@@ -628,6 +629,7 @@ class ResilientAlpacaGateway:
         """Count what parsing dropped and tell the alert hook (its failure never spreads)."""
         for item in dropped:
             self.dropped_items += 1
+            self._last_dropped = item
             if self.on_item_dropped is None:
                 continue
             try:
@@ -1314,7 +1316,9 @@ class ResilientAlpacaGateway:
         else:
             if item is not None:
                 return item
-            reason = "unusable data (dropped, see broker_item_dropped)"
+            last = self._last_dropped
+            reason = (f"unusable {last.model} ({', '.join(last.fields) or 'body'}: {last.cause})"
+                      if last is not None else "unusable data (see broker_item_dropped)")
         self.data_rejections[symbol] = reason
         log.warning("market_data_rejected", symbol=symbol, reason=reason, source=path)
         return None

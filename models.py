@@ -822,6 +822,11 @@ class Trade(BrokerModel):
 class Snapshot(BrokerModel):
     """Latest trade and quote plus the minute, daily and previous daily bars of one symbol."""
 
+    # Every part steers trading (entry prices, stops, gap risk): a malformed part (a NaN or
+    # garbled quote) rejects the symbol's snapshot for the cycle instead of being guessed away.
+    STRICT_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"latest_trade", "latest_quote", "minute_bar", "daily_bar", "prev_daily_bar"})
+
     symbol: str | None = None
     latest_trade: Trade | None = Field(default=None, alias="latestTrade")
     latest_quote: Quote | None = Field(default=None, alias="latestQuote")

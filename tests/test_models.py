@@ -513,10 +513,11 @@ def test_fast_path_refuses_bools_non_finite_and_naive_with_clear_errors() -> Non
         parse_quote({**GOOD_QUOTE, "ap": INF})
     with pytest.raises(ValidationError, match="no time zone"):
         parse_trade({**GOOD_TRADE, "t": "2024-01-03T20:59:59"})
-    # Inside a snapshot the unusable trade is only absent: the quote and bars still serve.
-    snapshot = parse_snapshot({"latestTrade": {**GOOD_TRADE, "t": "2024-01-03T20:59:59"},
-                               "latestQuote": GOOD_QUOTE})
-    assert snapshot.latest_trade is None and snapshot.latest_quote is not None
+    # A snapshot's parts steer trading (Snapshot.STRICT_FIELDS): an unusable trade refuses the
+    # whole snapshot, and the gateway rejects that symbol's data for the cycle.
+    with pytest.raises(ValidationError, match="no time zone"):
+        parse_snapshot({"latestTrade": {**GOOD_TRADE, "t": "2024-01-03T20:59:59"},
+                        "latestQuote": GOOD_QUOTE})
 
 
 def test_fast_path_decimal_memo_keeps_zero_signs_and_int_versus_float() -> None:

@@ -260,13 +260,18 @@ async def test_one_unusable_symbol_does_not_cost_the_others_their_market_data(
         snapshots = await gateway.get_snapshots(["AAPL", "MSFT", "TSLA"])
         bars = await gateway.get_bars(["AAPL"])
     assert list(quotes) == ["AAPL"]
-    assert sorted(snapshots) == ["AAPL", "TSLA"]
-    assert snapshots["TSLA"].latest_quote is None and snapshots["TSLA"].daily_bar is not None
-    assert len(bars["AAPL"]) == 2
+    # A snapshot's parts steer trading (Snapshot.STRICT_FIELDS): a garbled quote rejects the
+    # symbol's snapshot for the cycle rather than leaving a guess behind.
+    assert sorted(snapshots) == ["AAPL"]
+    assert [(e["symbol"], e["source"]) for e in events(logs, "market_data_rejected")] == [
+        ("MSFT", "/v2/stocks/quotes/latest"), ("MSFT", "/v2/stocks/snapshots"),
+        ("TSLA", "/v2/stocks/snapshots"), ("AAPL", "/v2/stocks/bars")]
+    # A series with an unusable bar is no basis for indicators: the symbol sits the cycle out.
+    assert "AAPL" not in bars and "AAPL" in gateway.data_rejections
     assert [e["where"] for e in events(logs, "broker_item_dropped")] == [
         "GET /v2/stocks/quotes/latest MSFT", "GET /v2/stocks/snapshots MSFT",
-        "GET /v2/stocks/bars AAPL"]
-    assert gateway.dropped_items == 3
+        "GET /v2/stocks/snapshots TSLA", "GET /v2/stocks/bars AAPL"]
+    assert gateway.dropped_items == 4
 
 
 async def test_a_failing_alert_hook_never_fails_the_read(
