@@ -883,8 +883,14 @@ class ResilientAlpacaGateway:
             return None
 
     async def cancel_order(self, order_id: str) -> None:
-        """Cancel an order (204 is success). Cancelling an already canceled order is success;
-        raises OrderNotCancelable (filled, expired ...) or NotFound."""
+        """Cancel an order (204 is success).
+
+        A 422 ``42210000`` ("order is already in \"filled\" state": the everyday race with
+        bracket legs) is an outcome, not a failure: the order is re-read; already canceled
+        (or canceling) is success, any other final state raises :class:`errors.OrderNotCancelable`
+        carrying the re-read order in ``order`` (None if that read failed). An unknown or
+        malformed id raises :class:`errors.NotFound`. Both are :class:`errors.OrderOutcome`.
+        """
         path = f"/v2/orders/{urlquote(order_id, safe='')}"
         response = await self.request("DELETE", path, emergency=True)
         if response.success:
@@ -894,11 +900,13 @@ class ResilientAlpacaGateway:
         if isinstance(problem, errors.OrderNotCancelable):
             try:
                 order = await self.get_order(order_id, nested=False, emergency=True)
-            except errors.BrokerError:
+            except errors.BrokerError as exc:
+                log.warning("order_lookup_failed", order_id=order_id, reason=str(exc))
                 raise problem from None
             if order.status in ("canceled", "pending_cancel"):
                 log.info("order_already_canceled", order_id=order_id, status=order.status)
                 return None
+            problem.order = order
         raise problem
 
     async def cancel_all_orders(self) -> list[MultiStatusItem]:
