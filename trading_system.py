@@ -230,40 +230,52 @@ class TradingSystem:
                  symbols=list(self.settings.scanning.symbols),
                  strategies=[s.name for s in self.strategies], state=self.safety.state.value)
         try:
-            started = False
             while not self.stop_event.is_set():
-                try:
-                    if not started:
-                        started = await self.startup()
-                    status = await self.refresh_market_status()
-                except OperationalError as exc:
-                    if not started and isinstance(exc, AuthenticationFailed):
-                        # the keys are refused before the first cycle: configuration, not trading
-                        await self._stop_on_operational_error(exc)
-                        break
-                    await self._on_operational_error(exc, step="startup" if not started else "market_status")
-                    await self._pause(self._failure_backoff())
-                    continue
-                except TemporaryError as exc:
-                    log.warning("broker_unavailable", error=str(exc), step="market_status")
-                    await self._pause(self._failure_backoff())
-                    continue
-                if self._sessions_done():
-                    break
-                if status.is_closed:
-                    target = status.next_event
-                    if status.source == "broker":  # the broker disagreed: look again soon
-                        target = min(target, self.clock.now() + timedelta(minutes=15))
-                    await self.market_status.wait_until(target, stop=self.stop_event,
-                                                        label=status.next_event_phase)
-                    continue
-                await self.run_cycle(status)
+                status = await self.step()
                 if self._sessions_done() or self.fatal_error is not None:
                     break
-                await self._sleep_until_next_cycle(status, backoff=self._faulty_cycles_in_a_row > 0)
+                if status is not None:
+                    await self._sleep_until_next_cycle(status, backoff=self._faulty_cycles_in_a_row > 0)
         finally:
             await self.shutdown()
         return self.summary
+
+    _started = False
+
+    async def step(self) -> MarketStatus | None:
+        """One turn of the loop without the sleep after it: start-up until it has worked,
+        the market status, then a cycle, or the wait for the next session when closed.
+
+        Returns the status a cycle ran in, else None (it paused after a broker error, waited
+        for the market, or the daemon is done). Nothing the broker answers escapes it; only
+        the keys refused before the first cycle stop the daemon (``fatal_error``).
+        """
+        try:
+            if not self._started:
+                self._started = await self.startup()
+            status = await self.refresh_market_status()
+        except TemporaryError as exc:
+            log.warning("broker_unavailable", error=str(exc), step="market_status")
+            await self._pause(self._failure_backoff())
+            return None
+        except BrokerError as exc:  # operational, unclassified, or any answer nobody expected here
+            if not self._started and isinstance(exc, AuthenticationFailed):
+                # the keys are refused before the first cycle: configuration, not trading
+                await self._stop_on_operational_error(exc)
+                return None
+            await self._on_operational_error(exc, step="startup" if not self._started else "market_status")
+            await self._pause(self._failure_backoff())
+            return None
+        if self._sessions_done():
+            return None
+        if status.is_closed:
+            target = status.next_event
+            if status.source == "broker":  # the broker disagreed: look again soon
+                target = min(target, self.clock.now() + timedelta(minutes=15))
+            await self.market_status.wait_until(target, stop=self.stop_event, label=status.next_event_phase)
+            return None
+        await self.run_cycle(status)
+        return status
 
     fatal_error: str | None = None
     #: Failed cycles in a row (operational, unclassified or unexpected errors) that move the
