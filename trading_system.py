@@ -756,8 +756,8 @@ class TradingSystem:
     async def record_closing_snapshot(self) -> None:
         try:
             positions = await self.broker.list_positions()
-        except TemporaryError as exc:
-            log.warning("closing_snapshot_failed", error=str(exc))
+        except BrokerError as exc:  # any answer: the session still counts once
+            log.warning("closing_snapshot_failed", error=str(exc), error_type=type(exc).__name__)
             return
         closes = {p.symbol: p.current_price for p in positions if p.current_price is not None}
         session = self.safety.session_date
