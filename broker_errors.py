@@ -29,7 +29,10 @@ or an order rule) and ``422 40010001`` (duplicate ``client_order_id`` or validat
 body's own context fields (``held_for_orders``/``available``, ``buying_power``/``cost_basis``)
 are preferred to the text. Whatever the text says, the answer stays a rejection: a subclass
 only steers logging and the executor's next step (free the shares, look the order up by
-``client_order_id``). Messages are otherwise kept for logs only.
+``client_order_id``). Messages are otherwise kept for logs only. (One more reader of text
+lives outside this table: the market data API answers a free plan's SIP request with a
+code-less 403 "subscription does not permit ...", which the gateway answers by retrying on
+IEX once; the 403 itself is classified here like any other.)
 """
 
 from __future__ import annotations
