@@ -40,6 +40,7 @@ import structlog
 import yarl
 from pydantic import BaseModel, SecretStr, ValidationError
 
+import broker_errors
 import clock as clock_module
 import errors
 from models import (
@@ -734,9 +735,12 @@ class ResilientAlpacaGateway:
             problem = response.error(for_order=True)
             assert problem is not None
             duplicate = isinstance(problem, errors.DuplicateClientOrderId)
-            if duplicate or (uncertain and isinstance(problem, errors.OrderRejected)):
-                # It may have landed: a duplicate id certainly did, and after an unknown
-                # outcome a rejection of the resend may be caused by the first copy.
+            validation = problem.status == 422 and problem.code == broker_errors.CODE_VALIDATION
+            if duplicate or validation or (uncertain and isinstance(problem, errors.OrderRejected)):
+                # It may have landed: a duplicate id certainly did (Alpaca's code for it,
+                # 422 40010001, is shared with every validation error, so any of them is
+                # checked by looking the id up rather than by reading the text), and after an
+                # unknown outcome a rejection of the resend may be caused by the first copy.
                 found = await self._lookup_quietly(cid, emergency)
                 if found is not None and found.symbol == request.symbol and found.side == request.side:
                     log.info("order_recovered", client_order_id=cid, order_id=found.id,

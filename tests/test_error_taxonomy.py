@@ -310,3 +310,38 @@ async def test_the_cancel_race_is_an_outcome_carrying_the_orders_true_state(
         await gw.cancel_order(str(uuid.uuid4()))
     with pytest.raises(errors.NotFound):  # Alpaca answers a malformed id 422 40010001
         await gw.cancel_order("not-a-uuid")
+
+
+async def test_a_duplicate_id_is_recognised_by_looking_it_up_not_by_the_text() -> None:
+    """422 40010001 is Alpaca's code for a duplicate client_order_id and for any validation
+    error: whatever its wording, the gateway looks the id up and returns the order it finds."""
+    existing = order_body(str(uuid.uuid4()), "new") | {"client_order_id": "intent-1-0", "side": "buy",
+                                                        "type": "market", "limit_price": None}
+
+    async def post(request: web.Request) -> web.Response:
+        return web.json_response({"code": 40010001, "message": "some future wording"}, status=422)
+
+    async def by_cid(request: web.Request) -> web.Response:
+        if request.query.get("client_order_id") == "intent-1-0":
+            return web.json_response(existing)
+        return web.json_response({"code": 40410000, "message": "order not found"}, status=404)
+
+    app = web.Application()
+    app.router.add_post("/v2/orders", post)
+    app.router.add_get("/v2/orders:by_client_order_id", by_cid)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    gw = ResilientAlpacaGateway(base_url=f"http://127.0.0.1:{port}", data_url=f"http://127.0.0.1:{port}",
+                                key_id=None, secret_key=None, mode="paper", max_retries=0)
+    try:
+        async with gw:
+            found = await gw.submit_simple_order("SPY", 10, "buy", client_order_id="intent-1-0")
+            assert found.id == existing["id"]
+            with pytest.raises(errors.OrderRejected) as refused:  # a real validation error stays one
+                await gw.submit_simple_order("SPY", 10, "buy", client_order_id="intent-2-0")
+            assert refused.value.code == 40010001 and type(refused.value) is errors.OrderRejected
+    finally:
+        await runner.cleanup()
