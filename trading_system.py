@@ -19,8 +19,8 @@ Emergency paths (circuit breaker, operator halt, SIGTERM) run inside the loop it
 in a detached task that could die silently.
 
 Nothing the broker answers during trading ends the loop: only bad configuration at start-up
-(keys refused before the first cycle, a state database of another timeline), an operator
-``halt`` (which flattens and keeps the loop watching) or a signal do. A temporary error is
+(keys refused before the first cycle, a state database of another timeline) or a signal do;
+an operator ``halt`` flattens and latches while the loop keeps watching. A temporary error is
 waited out; an operational or unknown one skips the cycle, is logged at ERROR
 (``operational_error`` with the raw status, code and message) and alerted, and a run of
 :attr:`TradingSystem.FAULTY_CYCLES_BEFORE_REDUCING` of them moves the trading state to
