@@ -48,7 +48,7 @@ CYCLE_MINUTES = 0.25
 
 _ID = re.compile(r"^/v2/orders/[^/:]+$")
 _POSITION = re.compile(r"^/v2/positions/[^/]+$")
-_STOCK = re.compile(r"^/v2/stocks/[^/]+/(.+)$")
+_STOCK = re.compile(r"^/v2/stocks/(?!bars$|snapshots$|trades/|quotes/)[^/]+/(.+)$")
 
 
 def endpoint_of(method: str, path: str) -> tuple[str, str]:
@@ -94,14 +94,24 @@ class FaultyBroker(InProcessBroker):
         self.fault: tuple[tuple[str, str], int, bytes] | None = None
         self.called: set[tuple[str, str]] = set()
         self.faults_served = 0
+        # rotation: every other request to one of these endpoints answers the next body
+        self.rotate: set[tuple[str, str]] = set()
+        self._turn = 0
 
     async def request(self, method: str, path: str, **kw: Any) -> ApiResponse:
         endpoint = endpoint_of(method, path)
         self.called.add(endpoint)
+        answer: tuple[int, bytes] | None = None
         if self.fault is not None and self.fault[0] == endpoint:
+            answer = self.fault[1], self.fault[2]
+        elif endpoint in self.rotate:
+            self._turn += 1
+            if self._turn % 2:
+                answer = BODIES[(self._turn // 2) % len(BODIES)]
+        if answer is not None:
             self.request_count += 1
             self.faults_served += 1
-            return self._build_response(method.upper(), path, self.fault[1], {}, self.fault[2])
+            return self._build_response(method.upper(), path, answer[0], {}, answer[1])
         return await super().request(method, path, **kw)
 
 
@@ -206,6 +216,39 @@ async def test_every_endpoint_answering_every_error_body_never_stops_the_loop(
     skipped = events(logs, "operational_error")
     assert skipped and all(e["log_level"] == "error" and "status" in e and "code" in e for e in skipped)
     assert system.safety.state in (TradingState.ACTIVE, TradingState.REDUCING)
+
+
+async def test_a_halt_meeting_every_error_body_on_its_cancels_and_exits_still_ends_flat(
+    daemon: tuple[TradingSystem, FaultyBroker],
+) -> None:
+    """The emergency endpoints (cancel all, cancel one, position reads, exit orders) answer,
+    every other request, the next body of the list while an operator halt flattens."""
+    system, broker = daemon
+    await buy_one(broker, "SPY", 0)
+    await turn(system)
+    await turn(system)
+    positions = await broker.list_positions()
+    assert len(positions) >= 2
+    now = system.clock.now()
+    system.journal.log_event("operator_command", {"id": "halt-1", "kind": "halt", "reason": "fuzz",
+                                                  "at": now.isoformat()}, now)
+    broker.rotate = {("DELETE", "/v2/orders"), ("DELETE", "/v2/orders/{id}"), ("GET", "/v2/positions/{symbol}"),
+                     ("POST", "/v2/orders")}
+    with capture_logs() as logs:
+        for _ in range(8):
+            await turn(system)
+            assert not system.stop_event.is_set() and system.fatal_error is None
+        served = broker.faults_served
+        broker.rotate = set()
+        for _ in range(6):
+            await turn(system)
+            if system.safety.state is TradingState.HALTED:
+                break
+    assert served >= 10  # the halt really met the faults
+    assert events(logs, "emergency_liquidation")
+    assert system.safety.state is TradingState.HALTED and system.safety.latched
+    assert await broker.list_positions() == []
+    assert not system.stop_event.is_set()
 
 
 # -- the invariant, one answer at a time ------------------------------------------------------
