@@ -303,3 +303,77 @@ async def test_a_canceled_entry_remainder_that_filled_in_the_race_is_protected_f
         await ex.protect_positions([position("4")], [entry])
     assert events(logs, "cancel_outcome")[0]["order_status"] == "filled"
     assert [(r.order_class, r.qty) for r in broker.submitted] == [("oco", D(10))]
+
+
+# -- through the real gateway: Alpaca's bytes on loopback ----------------------------------------
+
+
+async def test_through_the_gateway_a_take_profit_filled_in_the_race_leaves_nothing_to_protect() -> None:
+    """DELETE answers Alpaca's real 422 (the leg filled a moment before), the position is gone:
+    the gateway re-reads the order, the executor journals the fill and sends nothing."""
+    from aiohttp import web
+
+    from api_gateway import ResilientAlpacaGateway
+
+    tp_id = str(uuid.uuid4())
+    state = {"tp": "new", "qty": 10}
+    posted: list[Any] = []
+
+    def tp_json() -> dict[str, Any]:
+        filled = state["tp"] == "filled"
+        return {"id": tp_id, "client_order_id": "tp-leg", "status": state["tp"], "symbol": "SPY",
+                "side": "sell", "type": "limit", "time_in_force": "gtc",
+                "created_at": "2025-03-03T14:00:00.123456789Z", "qty": "10",
+                "filled_qty": "10" if filled else "0", "filled_avg_price": "530" if filled else None,
+                "limit_price": "530", "order_class": "simple"}
+
+    async def list_orders(request: web.Request) -> web.Response:
+        return web.json_response([tp_json()] if state["tp"] == "new" else [])
+
+    async def get_order(request: web.Request) -> web.Response:
+        return web.json_response(tp_json())
+
+    async def cancel(request: web.Request) -> web.Response:
+        state["tp"], state["qty"] = "filled", 0  # the race: it filled just before the cancel
+        return web.json_response({"code": 42210000, "message": 'order is already in "filled" state'}, status=422)
+
+    async def get_position(request: web.Request) -> web.Response:
+        if not state["qty"]:
+            return web.json_response({"code": 40410000, "message": "position does not exist"}, status=404)
+        return web.json_response(position("10").model_dump(mode="json"))
+
+    async def submit(request: web.Request) -> web.Response:
+        posted.append(await request.json())
+        return web.json_response({"code": 40310000, "message": "should not be sent"}, status=403)
+
+    app = web.Application()
+    app.router.add_get("/v2/orders", list_orders)
+    app.router.add_get("/v2/orders/{oid}", get_order)
+    app.router.add_delete("/v2/orders/{oid}", cancel)
+    app.router.add_get("/v2/positions/{symbol}", get_position)
+    app.router.add_post("/v2/orders", submit)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    clock = StepClock()
+
+    async def no_wait(_seconds: float) -> None:
+        return None
+
+    gw = ResilientAlpacaGateway(base_url=f"http://127.0.0.1:{port}", data_url=f"http://127.0.0.1:{port}",
+                                key_id=None, secret_key=None, mode="paper", clock=clock, sleep=no_wait,
+                                max_retries=0)
+    journal = FakeJournal(known={tp_id: "tp-leg"})
+    try:
+        async with gw:
+            ex = OrderExecutor(gw, clock, journal=journal)
+            snapshot_orders = await gw.list_orders(status="open")
+            with capture_logs() as logs:
+                await ex.protect_positions([position("10")], snapshot_orders)
+    finally:
+        await runner.cleanup()
+    assert posted == []  # no sell stop for the position that closed
+    assert events(logs, "position_gone") and events(logs, "cancel_outcome")[0]["order_status"] == "filled"
+    assert journal.updates[-1]["status"] == "filled" and journal.updates[-1]["filled_qty"] == D(10)
