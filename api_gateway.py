@@ -809,7 +809,9 @@ class ResilientAlpacaGateway:
         client_order_id: str | None = None,
     ) -> Order:
         """PATCH an order; returns the NEW order (new id). An unknown outcome is resolved by
-        reading the old order (``replaced_by``) before the PATCH is sent again."""
+        reading the old order (``replaced_by``) before the PATCH is sent again. An order that
+        is already final raises the outcome :class:`errors.OrderNotReplaceable` (with the
+        re-read order), an unknown one :class:`errors.NotFound`."""
         body: dict[str, Any] = {}
         for name, value in (("qty", qty), ("limit_price", limit_price),
                             ("stop_price", stop_price), ("trail", trail)):
@@ -841,6 +843,8 @@ class ResilientAlpacaGateway:
                 continue
             problem = response.error(for_order=True)
             assert problem is not None
+            if not uncertain and problem.status == 422 and isinstance(problem, errors.OrderRejected):
+                problem = await self._replace_outcome(order_id, problem)
             if uncertain:
                 state = await self._replacement_of(order_id)
                 if isinstance(state, Order):
@@ -858,6 +862,23 @@ class ResilientAlpacaGateway:
             f"{self._max_retries + 1} attempts; reconcile before acting",
             client_order_id=client_order_id or f"replace:{order_id}",
         )
+
+    async def _replace_outcome(self, order_id: str, problem: errors.BrokerError) -> errors.BrokerError:
+        """A 422 to a PATCH is a refusal unless the order is already final (it filled, was
+        canceled or expired in the race): read it; then the answer is the outcome
+        :class:`errors.OrderNotReplaceable` carrying the order. Decided by the order's
+        state, never by the message."""
+        try:
+            old = await self.get_order(order_id, nested=False)
+        except errors.BrokerError as exc:
+            log.warning("order_lookup_failed", order_id=order_id, reason=str(exc))
+            return problem
+        if not old.is_terminal:
+            return problem
+        outcome = errors.OrderNotReplaceable(problem.message, status=problem.status, code=problem.code,
+                                             request_id=problem.request_id, body=problem.body)
+        outcome.order = old
+        return outcome
 
     async def _replacement_of(self, order_id: str) -> Order | str:
         """The new order if ``order_id`` was replaced; "wait" while pending; else "resend"."""

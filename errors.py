@@ -201,6 +201,13 @@ class OrderNotCancelable(OrderOutcome):
     order: Order | None = None
 
 
+class OrderNotReplaceable(OrderOutcome):
+    """A replace (PATCH) refused because the order is already final (the same race as a
+    cancel): ``order`` is the order as re-read after the answer."""
+
+    order: Order | None = None
+
+
 class OrderInFlight(TemporaryError):
     """A submission's outcome is unknown and could not yet be resolved by client_order_id.
 

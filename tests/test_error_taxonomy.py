@@ -345,3 +345,43 @@ async def test_a_duplicate_id_is_recognised_by_looking_it_up_not_by_the_text() -
             assert refused.value.code == 40010001 and type(refused.value) is errors.OrderRejected
     finally:
         await runner.cleanup()
+
+
+async def test_a_replace_that_meets_a_final_order_is_an_outcome_a_rule_refusal_stays_a_rejection() -> None:
+    filled, working = str(uuid.uuid4()), str(uuid.uuid4())
+    states = {filled: "filled", working: "new"}
+
+    async def patch(request: web.Request) -> web.Response:
+        oid = request.match_info["oid"]
+        if states[oid] == "filled":
+            return web.json_response({"code": 42210000, "message": 'order is already in "filled" state'}, status=422)
+        return web.json_response({"code": 42210000, "message": "invalid limit_price 290.123. sub-penny increment "
+                                  "does not fulfill minimum pricing criteria"}, status=422)
+
+    async def get(request: web.Request) -> web.Response:
+        oid = request.match_info["oid"]
+        return web.json_response(order_body(oid, states[oid]))
+
+    app = web.Application()
+    app.router.add_patch("/v2/orders/{oid}", patch)
+    app.router.add_get("/v2/orders/{oid}", get)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    gw = ResilientAlpacaGateway(base_url=f"http://127.0.0.1:{port}", data_url=f"http://127.0.0.1:{port}",
+                                key_id=None, secret_key=None, mode="paper", max_retries=0)
+    from decimal import Decimal
+
+    try:
+        async with gw:
+            with pytest.raises(errors.OrderNotReplaceable) as final:
+                await gw.replace_order(filled, limit_price=Decimal("531"))
+            assert final.value.category is C.OUTCOME and final.value.order is not None
+            assert final.value.order.status == "filled" and final.value.code == 42210000
+            with pytest.raises(errors.OrderRejected) as refused:
+                await gw.replace_order(working, limit_price=Decimal("290.123"))
+            assert "sub-penny" in refused.value.message
+    finally:
+        await runner.cleanup()
