@@ -44,6 +44,7 @@ import structlog
 import yarl
 from pydantic import BaseModel, SecretStr, ValidationError
 
+import broker_errors
 import clock as clock_module
 import errors
 from models import (
@@ -779,9 +780,12 @@ class ResilientAlpacaGateway:
             problem = response.error(for_order=True)
             assert problem is not None
             duplicate = isinstance(problem, errors.DuplicateClientOrderId)
-            if duplicate or (uncertain and isinstance(problem, errors.OrderRejected)):
-                # It may have landed: a duplicate id certainly did, and after an unknown
-                # outcome a rejection of the resend may be caused by the first copy.
+            validation = problem.status == 422 and problem.code == broker_errors.CODE_VALIDATION
+            if duplicate or validation or (uncertain and isinstance(problem, errors.OrderRejected)):
+                # It may have landed: a duplicate id certainly did (Alpaca's code for it,
+                # 422 40010001, is shared with every validation error, so any of them is
+                # checked by looking the id up rather than by reading the text), and after an
+                # unknown outcome a rejection of the resend may be caused by the first copy.
                 found = await self._lookup_quietly(cid, emergency)
                 if found is not None and found.symbol == request.symbol and found.side == request.side:
                     log.info("order_recovered", client_order_id=cid, order_id=found.id,
@@ -850,7 +854,9 @@ class ResilientAlpacaGateway:
         client_order_id: str | None = None,
     ) -> Order:
         """PATCH an order; returns the NEW order (new id). An unknown outcome is resolved by
-        reading the old order (``replaced_by``) before the PATCH is sent again."""
+        reading the old order (``replaced_by``) before the PATCH is sent again. An order that
+        is already final raises the outcome :class:`errors.OrderNotReplaceable` (with the
+        re-read order), an unknown one :class:`errors.NotFound`."""
         body: dict[str, Any] = {}
         for name, value in (("qty", qty), ("limit_price", limit_price),
                             ("stop_price", stop_price), ("trail", trail)):
@@ -882,6 +888,8 @@ class ResilientAlpacaGateway:
                 continue
             problem = response.error(for_order=True)
             assert problem is not None
+            if not uncertain and problem.status == 422 and isinstance(problem, errors.OrderRejected):
+                problem = await self._replace_outcome(order_id, problem)
             if uncertain:
                 state = await self._replacement_of(order_id)
                 if isinstance(state, Order):
@@ -899,6 +907,23 @@ class ResilientAlpacaGateway:
             f"{self._max_retries + 1} attempts; reconcile before acting",
             client_order_id=client_order_id or f"replace:{order_id}",
         )
+
+    async def _replace_outcome(self, order_id: str, problem: errors.BrokerError) -> errors.BrokerError:
+        """A 422 to a PATCH is a refusal unless the order is already final (it filled, was
+        canceled or expired in the race): read it; then the answer is the outcome
+        :class:`errors.OrderNotReplaceable` carrying the order. Decided by the order's
+        state, never by the message."""
+        try:
+            old = await self.get_order(order_id, nested=False)
+        except errors.BrokerError as exc:
+            log.warning("order_lookup_failed", order_id=order_id, reason=str(exc))
+            return problem
+        if not old.is_terminal:
+            return problem
+        outcome = errors.OrderNotReplaceable(problem.message, status=problem.status, code=problem.code,
+                                             request_id=problem.request_id, body=problem.body)
+        outcome.order = old
+        return outcome
 
     async def _replacement_of(self, order_id: str) -> Order | str:
         """The new order if ``order_id`` was replaced; "wait" while pending; else "resend"."""
@@ -928,8 +953,14 @@ class ResilientAlpacaGateway:
             return None
 
     async def cancel_order(self, order_id: str) -> None:
-        """Cancel an order (204 is success). Cancelling an already canceled order is success;
-        raises OrderNotCancelable (filled, expired ...) or NotFound."""
+        """Cancel an order (204 is success).
+
+        A 422 ``42210000`` ("order is already in \"filled\" state": the everyday race with
+        bracket legs) is an outcome, not a failure: the order is re-read; already canceled
+        (or canceling) is success, any other final state raises :class:`errors.OrderNotCancelable`
+        carrying the re-read order in ``order`` (None if that read failed). An unknown or
+        malformed id raises :class:`errors.NotFound`. Both are :class:`errors.OrderOutcome`.
+        """
         path = f"/v2/orders/{urlquote(order_id, safe='')}"
         response = await self.request("DELETE", path, emergency=True)
         if response.success:
@@ -939,11 +970,13 @@ class ResilientAlpacaGateway:
         if isinstance(problem, errors.OrderNotCancelable):
             try:
                 order = await self.get_order(order_id, nested=False, emergency=True)
-            except errors.BrokerError:
+            except errors.BrokerError as exc:
+                log.warning("order_lookup_failed", order_id=order_id, reason=str(exc))
                 raise problem from None
             if order.status in ("canceled", "pending_cancel"):
                 log.info("order_already_canceled", order_id=order_id, status=order.status)
                 return None
+            problem.order = order
         raise problem
 
     async def cancel_all_orders(self) -> list[MultiStatusItem]:

@@ -4,10 +4,12 @@
 Alpaca paper, live, or the embedded simulator) and by the backtester's in-process adapter
 over the simulator core, so the loop has one code path in every mode.
 
-Implementations raise only errors.py exceptions: :class:`errors.TemporaryError` (back off),
-:class:`errors.OperationalError` (stop and alert), :class:`errors.OrderRejected` (definitive
-refusal, nothing created), :class:`errors.OrderInFlight` (fate unknown: reconcile by
-``client_order_id``), :class:`errors.NotFound`.
+Implementations raise only errors.py exceptions, classified by :mod:`broker_errors` from
+the HTTP status, Alpaca's ``code`` and the request: :class:`errors.TemporaryError` (back off),
+:class:`errors.OrderOutcome` (a fact: :class:`errors.NotFound`, :class:`errors.OrderNotCancelable`;
+re-read and go on), :class:`errors.OrderRejected` (definitive refusal, nothing created),
+:class:`errors.OperationalError` (skip, log raw, alert), :class:`errors.OrderInFlight` (fate
+unknown: reconcile by ``client_order_id``).
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ class Broker(Protocol):
     ) -> Order: ...
 
     async def cancel_order(self, order_id: str) -> None:
-        """204 is success; raises OrderNotCancelable or NotFound."""
+        """204 (or already canceled) is success; raises the outcomes OrderNotCancelable
+        (already filled/expired; ``.order`` is the re-read order) or NotFound."""
         ...
 
     async def cancel_all_orders(self) -> list[MultiStatusItem]: ...

@@ -1,15 +1,25 @@
 """The one exception tree of the trading daemon.
 
-Broker errors are translated once, at the gateway boundary, into two families the loop
-acts on without inspecting HTTP details:
+Broker errors are translated once, at the gateway boundary, by one table keyed by HTTP
+status, Alpaca's ``code`` and the request (:mod:`broker_errors`), into four categories the
+loop acts on without inspecting HTTP details (``exc.category``):
 
-* :class:`TemporaryError`: back off and carry on (timeouts, resets, 5xx, 429, malformed bodies).
-* :class:`OperationalError`: stop trading and alert a human (bad keys, blocked account,
-  refused live URL, a broker answer that makes no sense).
+* ``temporary`` (:class:`TemporaryError`): back off and carry on (timeouts, resets, 5xx, 429,
+  malformed bodies).
+* ``outcome`` (:class:`OrderOutcome`): the answer is a fact about the order or position, not a
+  failure: already filled / canceled / expired on a cancel (:class:`OrderNotCancelable`), not
+  found (:class:`NotFound`). The caller re-reads the order and the position and goes on from
+  their true state.
+* ``rejection`` (:class:`OrderRejected` and subclasses the executor acts on): the intent is
+  refused; nothing was created.
+* ``operational`` (:class:`OperationalError`): bad keys, a blocked account, a refused URL, or a
+  broker answer nobody classified. During trading it never ends the daemon: the action (or
+  cycle) is skipped, logged at ERROR with the raw status, code and message, and alerted; a run
+  of them moves the trading state to REDUCING. Only at start-up is a refusal of the keys a
+  configuration error that ends it.
 
-Definitive business rejections of an order are :class:`OrderRejected` (and subclasses the
-executor acts on). An order whose fate is unknown is *not* a rejection: it is
-:class:`OrderInFlight` until reconciled by ``client_order_id``.
+An order whose fate is unknown is *not* a rejection: it is :class:`OrderInFlight` until
+reconciled by ``client_order_id``.
 
 No message in this tree ever contains an API key or secret: the gateway builds messages
 from status, code and broker message only, and the log processor redacts anything else.
@@ -18,7 +28,20 @@ from status, code and broker message only, and the log processor redacts anythin
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from models import Order
+
+
+class ErrorCategory(str, Enum):
+    """What the caller does with a broker answer (see the module docstring)."""
+
+    TEMPORARY = "temporary"
+    OUTCOME = "outcome"
+    REJECTION = "rejection"
+    OPERATIONAL = "operational"
 
 
 class TradingError(Exception):
@@ -34,7 +57,13 @@ class ConfigError(TradingError):
 
 
 class BrokerError(TradingError):
-    """An error that came from (or on the way to) the broker."""
+    """An error that came from (or on the way to) the broker.
+
+    ``message`` keeps the broker's own text for logs; no decision may depend on it beyond
+    what :mod:`broker_errors` documents.
+    """
+
+    category: ClassVar[ErrorCategory] = ErrorCategory.OPERATIONAL
 
     def __init__(
         self,
@@ -69,6 +98,8 @@ class BrokerError(TradingError):
 class TemporaryError(BrokerError):
     """Retrying later may succeed: network failures, 5xx, 429, malformed responses."""
 
+    category = ErrorCategory.TEMPORARY
+
 
 class BrokerUnavailable(TemporaryError):
     """Timeout, connection reset or refused, DNS failure: the broker could not be reached."""
@@ -90,11 +121,17 @@ class MalformedResponse(TemporaryError):
     """The broker's body was not the JSON we expected (bad JSON, missing required fields)."""
 
 
-# -- operational: stop and alert -----------------------------------------------------------
+# -- operational: skip, alert, and after a run of them reduce ------------------------------
 
 
 class OperationalError(BrokerError):
-    """Carrying on would be unsafe or pointless: a human must look."""
+    """A human must look: the action is skipped and alerted (never ends trading by itself)."""
+
+    category = ErrorCategory.OPERATIONAL
+
+
+class UnclassifiedBrokerError(OperationalError):
+    """A (status, code) the taxonomy does not know for this request: skip it, log it raw."""
 
 
 class AuthenticationFailed(OperationalError):
@@ -112,12 +149,21 @@ class UnsafeEndpoint(OperationalError):
 # -- definitive answers about one request --------------------------------------------------
 
 
-class NotFound(BrokerError):
-    """404: the order, position or asset does not exist."""
+class OrderOutcome(BrokerError):
+    """The answer is a fact about the order or position, not a failure (already filled,
+    canceled, expired, or gone): re-read the order and the position and go on from there."""
+
+    category = ErrorCategory.OUTCOME
+
+
+class NotFound(OrderOutcome):
+    """404 (or a malformed id): the order, position or asset does not exist."""
 
 
 class OrderRejected(BrokerError):
     """The broker definitively refused an order (4xx business error). Nothing was created."""
+
+    category = ErrorCategory.REJECTION
 
 
 class InsufficientQuantity(OrderRejected):
@@ -148,8 +194,18 @@ class DuplicateClientOrderId(OrderRejected):
     """422 'client_order_id must be unique': an order with this id already exists."""
 
 
-class OrderNotCancelable(BrokerError):
-    """422 on cancel: the order is already filled, canceled or expired."""
+class OrderNotCancelable(OrderOutcome):
+    """422 42210000 on a cancel: the order is already in a final state (filled, canceled,
+    expired, ...). ``order`` is the order as re-read after the answer, when that read worked."""
+
+    order: Order | None = None
+
+
+class OrderNotReplaceable(OrderOutcome):
+    """A replace (PATCH) refused because the order is already final (the same race as a
+    cancel): ``order`` is the order as re-read after the answer."""
+
+    order: Order | None = None
 
 
 class OrderInFlight(TemporaryError):

@@ -21,7 +21,7 @@ from typing import Literal
 import structlog
 
 from clock import Clock, sleep_or_stop, to_exchange_time
-from errors import TemporaryError
+from errors import BrokerError, TemporaryError
 from models import Clock as BrokerClock
 from trading_calendar import TradingCalendar
 
@@ -188,6 +188,12 @@ class MarketStatusManager:
             broker_clock = await self._broker.get_clock()  # type: ignore[union-attr]
         except TemporaryError as exc:
             log.warning("market_clock_unavailable", error=str(exc))
+            return status
+        except BrokerError as exc:
+            # an answer nobody classified: the calendar still knows the session, and a broken
+            # clock endpoint must not keep the loop (and the protection it runs) from cycling
+            log.error("market_clock_unavailable", error=str(exc), error_type=type(exc).__name__,
+                      status=exc.status, code=exc.code, message=exc.message)
             return status
         self._last_broker_check = now
         self._broker_reading = broker_clock

@@ -48,6 +48,7 @@ from pydantic import (
     model_validator,
 )
 
+import broker_errors
 import errors
 from clock import EXCHANGE_TZ
 
@@ -1215,8 +1216,10 @@ class ApiResponse(BaseModel):
     def error(self, *, for_order: bool = False) -> errors.BrokerError | None:
         """The errors.py exception this response stands for, or None on success.
 
-        ``for_order``: the request would have created or changed an order, so an otherwise
-        unclassified 4xx is a definitive :class:`errors.OrderRejected`.
+        HTTP errors are classified by :mod:`broker_errors` from the status, Alpaca's ``code``
+        and the request (``method`` and ``path``); never by the message text.
+        ``for_order``: a response without a path came from a request that would have created
+        or changed an order (an otherwise unclassified 4xx is then a rejection).
         """
         if self.success:
             return None
@@ -1236,8 +1239,11 @@ class ApiResponse(BaseModel):
             return errors.MalformedResponse(message, **kw)
         if self.error_type in ("redirect", "closed"):
             return errors.OperationalError(message, **kw)
-        return _http_error(self.status, self.error_code, self.message.lower(), message, for_order, kw,
-                           self.retry_after)
+        kind = broker_errors.request_kind(self.method, self.path, for_order=for_order)
+        return broker_errors.exception_for(
+            self.status, self.error_code, kind, body=body, broker_message=self.message,
+            message=message, kw=kw, retry_after=self.retry_after,
+        )
 
     def raise_for_error(self, *, for_order: bool = False) -> ApiResponse:
         """Raise the matching errors.py exception unless successful; returns self for chaining."""
@@ -1247,48 +1253,7 @@ class ApiResponse(BaseModel):
         return self
 
 
-PDT_CODE = 40310100
-_FORBIDDEN_CODE = 40310000
-
-
-def _http_error(
-    status: int,
-    code: int | None,
-    text: str,
-    message: str,
-    for_order: bool,
-    kw: dict[str, Any],
-    retry_after: float | None,
-) -> errors.BrokerError:
-    """Map an HTTP error status (+ Alpaca code and message) onto the exception tree."""
-    if status == 429:
-        return errors.RateLimited(message, retry_after=retry_after, **kw)
-    if status >= 500 or status == 408:
-        return errors.ServerError(message, **kw)
-    if status == 401 or code == 40110000:
-        return errors.AuthenticationFailed(message, **kw)
-    if status == 404:
-        return errors.NotFound(message, **kw)
-    if code == PDT_CODE or "pattern day trad" in text:
-        return errors.PatternDayTraderRejected(message, **kw)
-    if "insufficient qty" in text:
-        return errors.InsufficientQuantity(message, **kw)
-    if "insufficient buying power" in text or "insufficient day trading buying power" in text:
-        return errors.InsufficientBuyingPower(message, **kw)
-    if "wash trade" in text:
-        return errors.WashTradeRejected(message, **kw)
-    if "client_order_id must be unique" in text:
-        return errors.DuplicateClientOrderId(message, **kw)
-    if status == 422 and "not cancelable" in text:
-        return errors.OrderNotCancelable(message, **kw)
-    if status == 403 and ("blocked" in text or "suspended" in text) and not for_order:
-        return errors.AccountBlocked(message, **kw)
-    if status == 403 and code is None and not for_order:
-        # Data API: "subscription does not permit ...", or a key without access.
-        return errors.AuthenticationFailed(message, **kw)
-    if for_order or code == _FORBIDDEN_CODE:
-        return errors.OrderRejected(message, **kw)
-    return errors.OperationalError(message, **kw)
+PDT_CODE = broker_errors.CODE_PDT
 
 
 # -- order requests ------------------------------------------------------------------------

@@ -18,6 +18,13 @@ Three jobs, each findable from the log events it emits:
   verifies the position is flat. It never reports a success that did not happen. Events:
   ``position_unprotected``, ``position_protected``, ``emergency_liquidation``,
   ``emergency_stop_failed``, ``position_flat`` (the trade itself is logged as ``position_closed`` by the loop when its fills arrive).
+
+A cancel that meets the broker's race (``already filled``/``canceled``/``expired``, or not
+found: an :class:`errors.OrderOutcome`) is no failure. Every cancel path goes through
+:meth:`OrderExecutor._cancel_quietly`, which reads the order's true state, journals it (a fill
+is recorded as a fill) and logs ``cancel_outcome``; the caller then re-reads the position
+before acting, so nothing is ever placed for a position that closed in the race
+(``position_gone``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from errors import (
     OperationalError,
     OrderInFlight,
     OrderNotCancelable,
+    OrderOutcome,
     OrderRejected,
     PatternDayTraderRejected,
     TemporaryError,
@@ -373,6 +381,11 @@ class OrderExecutor:
                 except TemporaryError as exc:
                     log.warning("order_lookup_failed", client_order_id=cid, error=str(exc))
                     continue
+                except (OperationalError, OrderOutcome, OrderRejected) as exc:
+                    # one order's lookup answered oddly: skip it this cycle, keep the others
+                    log.error("order_lookup_failed", client_order_id=cid, error_type=type(exc).__name__,
+                              status=exc.status, code=exc.code, message=exc.message)
+                    continue
                 if order is None:
                     if tracked.status == "in_flight":
                         age = (self._clock.now() - tracked.submitted_at).total_seconds()
@@ -451,43 +464,56 @@ class OrderExecutor:
         """
         found: list[dict[str, Any]] = []
         for position in positions:
-            held = abs(position.qty)
-            covered = protected_quantity(position, open_orders)
-            if covered >= held:
-                continue
-            info = {
-                "symbol": position.symbol, "qty": str(position.qty), "protected_qty": str(covered),
-                "unrealized_pl": str(position.unrealized_pl) if position.unrealized_pl is not None else None,
-                "market_value": str(position.market_value) if position.market_value is not None else None,
-                "avg_entry_price": str(position.avg_entry_price),
-            }
-            found.append(info)
-            log.warning("position_unprotected", startup=startup, **info)
-            entries = _filling_entries(position, open_orders)
-            if entries:
-                now = self._clock.now()
-                filling = sum((o.filled_qty for o in entries), Decimal(0))
-                fresh = all(
-                    (now - (o.submitted_at or o.created_at)).total_seconds() < self._partial_fill_timeout
-                    for o in entries
-                )
-                if fresh and held - covered <= filling:
-                    # The entry is still filling; its legs will cover what it filled.
-                    log.info("position_protection_deferred", symbol=position.symbol,
-                             reason="entry still filling", filled_qty=str(filling))
-                    continue
-                refreshed = await self._end_entries(position, entries)
-                if refreshed is None:
-                    continue
-                position, symbol_orders = refreshed
-                if protected_quantity(position, symbol_orders) >= abs(position.qty):
-                    log.info("position_protected", symbol=position.symbol, qty=str(abs(position.qty)),
-                             by="bracket_legs")
-                    continue
-                await self._protect(position, symbol_orders)
-                continue
-            await self._protect(position, open_orders)
+            try:
+                await self._protect_one(position, open_orders, found, startup=startup)
+            except (OperationalError, OrderOutcome, OrderRejected) as exc:
+                # an answer nobody classified for this symbol: skip it, protect the others
+                log.error("position_protection_failed", symbol=position.symbol,
+                          error_type=type(exc).__name__, status=exc.status, code=exc.code,
+                          message=exc.message)
         return found
+
+    async def _protect_one(
+        self, position: Position, open_orders: Sequence[Order], found: list[dict[str, Any]],
+        *, startup: bool,
+    ) -> None:
+        """protect_positions for one position (appends to ``found`` when it was unprotected)."""
+        held = abs(position.qty)
+        covered = protected_quantity(position, open_orders)
+        if covered >= held:
+            return
+        info = {
+            "symbol": position.symbol, "qty": str(position.qty), "protected_qty": str(covered),
+            "unrealized_pl": str(position.unrealized_pl) if position.unrealized_pl is not None else None,
+            "market_value": str(position.market_value) if position.market_value is not None else None,
+            "avg_entry_price": str(position.avg_entry_price),
+        }
+        found.append(info)
+        log.warning("position_unprotected", startup=startup, **info)
+        entries = _filling_entries(position, open_orders)
+        if entries:
+            now = self._clock.now()
+            filling = sum((o.filled_qty for o in entries), Decimal(0))
+            fresh = all(
+                (now - (o.submitted_at or o.created_at)).total_seconds() < self._partial_fill_timeout
+                for o in entries
+            )
+            if fresh and held - covered <= filling:
+                # The entry is still filling; its legs will cover what it filled.
+                log.info("position_protection_deferred", symbol=position.symbol,
+                         reason="entry still filling", filled_qty=str(filling))
+                return
+            refreshed = await self._end_entries(position, entries)
+            if refreshed is None:
+                return
+            position, symbol_orders = refreshed
+            if protected_quantity(position, symbol_orders) >= abs(position.qty):
+                log.info("position_protected", symbol=position.symbol, qty=str(abs(position.qty)),
+                         by="bracket_legs")
+                return
+            await self._protect(position, symbol_orders)
+            return
+        await self._protect(position, open_orders)
 
     async def _end_entries(
         self, position: Position, entries: Sequence[Order]
@@ -520,9 +546,23 @@ class OrderExecutor:
         ]
         for order in holding:
             await self._cancel_quietly(order.id)
-        if holding and not await self._await_gone(symbol, {o.id for o in holding}, attempts=5):
-            log.error("position_protection_failed", symbol=symbol, reason="existing exit orders did not cancel")
-            return
+        if holding:
+            if not await self._await_gone(symbol, {o.id for o in holding}, attempts=5):
+                log.error("position_protection_failed", symbol=symbol,
+                          reason="existing exit orders did not cancel")
+                return
+            # A canceled exit may have filled in the race (a lone take-profit filling as it
+            # is canceled): protect what the broker holds now, not the snapshot from before.
+            current = await self._broker.get_position(symbol)
+            if current is None or current.qty == 0:
+                log.info("position_gone", symbol=symbol, previous_qty=str(position.qty),
+                         reason="closed while its exit orders were canceled; nothing to protect")
+                return
+            if current.qty != position.qty:
+                log.info("position_changed", symbol=symbol, previous_qty=str(position.qty),
+                         qty=str(current.qty), reason="exit orders filled while being canceled")
+            position = current
+            exit_side = "sell" if position.qty > 0 else "buy"
         entry = position.avg_entry_price
         current = position.current_price or entry
         qty = abs(position.qty)
@@ -691,12 +731,58 @@ class OrderExecutor:
         return canceled
 
     async def _cancel_quietly(self, order_id: str) -> bool:
-        """Cancel one order; already gone counts as done (204 is success)."""
+        """Cancel one order: True when the broker took the cancel (204, or already canceled).
+
+        An outcome instead (already filled or expired, not found: the race with a leg that
+        fills as it is canceled) is no failure: the order's true state is read, journaled
+        (a fill is recorded) and logged as ``cancel_outcome``, and False is returned; every
+        caller re-reads the position before it acts on the symbol again.
+        """
         try:
             await self._broker.cancel_order(order_id)
-        except (NotFound, OrderNotCancelable):
+        except OrderOutcome as exc:
+            await self._settle_outcome(order_id, exc)
             return False
         return True
+
+    async def _settle_outcome(self, order_id: str, exc: OrderOutcome) -> None:
+        """Read the true state of an order whose cancel met an outcome, and record it."""
+        order = exc.order if isinstance(exc, OrderNotCancelable) else None
+        if order is None and not isinstance(exc, NotFound):
+            try:
+                order = await self._broker.get_order(order_id, nested=False)
+            except BrokerError as read_error:
+                log.warning("order_lookup_failed", order_id=order_id, error=str(read_error))
+        if order is None:
+            log.info("cancel_outcome", order_id=order_id, outcome=type(exc).__name__,
+                     status=exc.status, code=exc.code, message=exc.message, order_status=None)
+            return
+        log.info("cancel_outcome", order_id=order_id, outcome=type(exc).__name__, status=exc.status,
+                 code=exc.code, message=exc.message, order_status=order.status, symbol=order.symbol,
+                 side=order.side, type=order.type, filled_qty=str(order.filled_qty),
+                 filled_avg_price=str(order.filled_avg_price) if order.filled_avg_price is not None else None)
+        self._record_order_state(order)
+
+    def _record_order_state(self, order: Order) -> None:
+        """Journal what the broker says about an order (a tracked one is observed, so its fill
+        is logged as ``order_filled``; a leg the journal knows gets its status and fill)."""
+        tracked = self.tracked.get(order.client_order_id)
+        if tracked is not None:
+            self._observe(tracked, order)
+            if order.is_terminal:
+                self.tracked.pop(order.client_order_id, None)
+            return
+        known = getattr(self._journal, "order_by_broker_id", None)
+        row = known(order.id) if known is not None else None
+        if row is None:
+            return  # an order the journal never saw: reconciliation adopts it
+        self._journal_update(row["client_order_id"], status=order.status, broker_order_id=order.id,
+                             filled_qty=order.filled_qty, filled_avg_price=order.filled_avg_price)
+        if order.status == "filled":
+            log.info("order_filled", client_order_id=row["client_order_id"], broker_order_id=order.id,
+                     symbol=order.symbol, side=order.side, status=order.status,
+                     filled_qty=str(order.filled_qty), via="cancel_outcome",
+                     fill_price=str(order.filled_avg_price) if order.filled_avg_price is not None else None)
 
     async def _await_no_open_orders(self, symbol: str, attempts: int = 8) -> bool:
         delay = 0.5

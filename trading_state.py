@@ -18,6 +18,9 @@ per cycle with an explicit portfolio snapshot and journals every returned
 * the daily loss limit (``risk.max_daily_drawdown``, measured from the session's starting
   equity and from the day's equity high) moves ACTIVE -> REDUCING for the rest of the
   session; :meth:`~SafetyStateMachine.new_session` clears it the next session;
+* a run of broker answers nobody could classify (the loop counts them) moves ACTIVE ->
+  REDUCING the same way (:meth:`~SafetyStateMachine.reduce`): nothing the broker answers
+  ends the daemon, but it stops opening positions until a human has looked;
 * the circuit breaker (a loss of ``risk.circuit_breaker_loss`` from the session's starting
   equity) latches and moves to LIQUIDATING; once the account is flat
   (:meth:`~SafetyStateMachine.mark_flat`, or a flat snapshot) the machine rests in HALTED;
@@ -337,6 +340,19 @@ class SafetyStateMachine:
         self._tripped_at = at
         log.warning("halted", reason=text, at=at.isoformat())
         return [self._move(TradingState.LIQUIDATING, f"operator halt: {text}", at)]
+
+    def reduce(self, reason: str, at: datetime) -> list[Transition]:
+        """ACTIVE -> REDUCING (exits only) for the rest of the session, e.g. after a run of
+        broker answers nobody could classify: keep protecting and exiting, open nothing new.
+
+        Like the daily loss limit it does not latch: :meth:`new_session` clears it. In any
+        other state nothing changes (REDUCING already, or a latch that is stricter).
+        """
+        text = _reason(reason, "reduce")
+        at = _aware(at, "at")
+        if self._state is not TradingState.ACTIVE or self._latched:
+            return []
+        return [self._move(TradingState.REDUCING, text, at)]
 
     def mark_flat(self, at: datetime) -> list[Transition]:
         """The liquidation finished (no position, no open order): rest in HALTED."""

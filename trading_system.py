@@ -17,6 +17,14 @@ One iteration reads as a list of named steps, each findable from the log events 
 
 Emergency paths (circuit breaker, operator halt, SIGTERM) run inside the loop itself, never
 in a detached task that could die silently.
+
+Nothing the broker answers during trading ends the loop: only bad configuration at start-up
+(keys refused before the first cycle, a state database of another timeline) or a signal do;
+an operator ``halt`` flattens and latches while the loop keeps watching. A temporary error is
+waited out; an operational or unknown one skips the cycle, is logged at ERROR
+(``operational_error`` with the raw status, code and message) and alerted, and a run of
+:attr:`TradingSystem.FAULTY_CYCLES_BEFORE_REDUCING` of them moves the trading state to
+REDUCING (exits only), with backoff between the cycles.
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ from ai_analyzer import AIAnalyzer, TradeIntent
 from alerter import Alerter, AlertLevel
 from clock import Clock, sleep_or_stop, to_exchange_time
 from errors import (
+    AuthenticationFailed,
     BrokerError,
+    ConfigError,
     DataQualityError,
     MalformedResponse,
     OperationalError,
@@ -209,6 +219,7 @@ class TradingSystem:
         self._gap_assessed: set[tuple[date, str]] = set()
         self._entered_this_session: set[str] = set()
         self._failures_in_a_row = 0
+        self._faulty_cycles_in_a_row = 0
         self._cycles_since_reconcile = 0
         self._unprotected_last_cycle: set[str] = set()
         self._pending_alerts: list[tuple[AlertLevel, str, str, str]] = []
@@ -246,45 +257,89 @@ class TradingSystem:
                  symbols=list(self.settings.scanning.symbols),
                  strategies=[s.name for s in self.strategies], state=self.safety.state.value)
         try:
-            started = False
             while not self.stop_event.is_set():
-                try:
-                    if not started:
-                        started = await self.startup()
-                    status = await self.refresh_market_status()
-                except OperationalError as exc:
-                    await self._stop_on_operational_error(exc)
-                    break
-                except TemporaryError as exc:
-                    log.warning("broker_unavailable", error=str(exc), step="market_status")
-                    await self._pause(self._failure_backoff())
-                    continue
-                if self._sessions_done():
-                    break
-                if status.is_closed:
-                    target = status.next_event
-                    if status.source == "broker":  # the broker disagreed: look again soon
-                        target = min(target, self.clock.now() + timedelta(minutes=15))
-                    await self.market_status.wait_until(target, stop=self.stop_event,
-                                                        label=status.next_event_phase)
-                    continue
-                await self.run_cycle(status)
+                status = await self.step()
                 if self._sessions_done() or self.fatal_error is not None:
                     break
-                await self._sleep_until_next_cycle(status)
+                if status is not None:
+                    await self._sleep_until_next_cycle(status, backoff=self._faulty_cycles_in_a_row > 0)
         finally:
             await self.shutdown()
         return self.summary
 
+    _started = False
+
+    async def step(self) -> MarketStatus | None:
+        """One turn of the loop without the sleep after it: start-up until it has worked,
+        the market status, then a cycle, or the wait for the next session when closed.
+
+        Returns the status a cycle ran in, else None (it paused after a broker error, waited
+        for the market, or the daemon is done). Nothing the broker answers escapes it; only
+        the keys refused before the first cycle stop the daemon (``fatal_error``).
+        """
+        try:
+            if not self._started:
+                self._started = await self.startup()
+            status = await self.refresh_market_status()
+        except TemporaryError as exc:
+            log.warning("broker_unavailable", error=str(exc), step="market_status")
+            await self._pause(self._failure_backoff())
+            return None
+        except BrokerError as exc:  # operational, unclassified, or any answer nobody expected here
+            if not self._started and isinstance(exc, AuthenticationFailed):
+                # the keys are refused before the first cycle: configuration, not trading
+                await self._stop_on_operational_error(exc)
+                return None
+            await self._on_operational_error(exc, step="startup" if not self._started else "market_status")
+            await self._pause(self._failure_backoff())
+            return None
+        if self._sessions_done():
+            return None
+        if status.is_closed:
+            target = status.next_event
+            if status.source == "broker":  # the broker disagreed: look again soon
+                target = min(target, self.clock.now() + timedelta(minutes=15))
+            await self.market_status.wait_until(target, stop=self.stop_event, label=status.next_event_phase)
+            return None
+        await self.run_cycle(status)
+        return status
+
     fatal_error: str | None = None
-    MAX_FAILURES_IN_A_ROW = 10
+    #: Failed cycles in a row (operational, unclassified or unexpected errors) that move the
+    #: trading state to REDUCING. The daemon itself never stops for them.
+    FAULTY_CYCLES_BEFORE_REDUCING = 3
 
     async def _stop_on_operational_error(self, exc: OperationalError) -> None:
-        log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status)
-        await self.alerter.send(AlertLevel.EMERGENCY, "Trading stopped: operational error", str(exc),
-                                key="operational_error")
+        """Only for the keys refused at start-up: a configuration error, before any trading."""
+        log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status,
+                     message=exc.message, step="startup", fatal=True)
+        await self.alerter.send(AlertLevel.EMERGENCY, "Trading not started: the broker refuses the keys",
+                                str(exc), key="operational_error")
         self.fatal_error = str(exc)
         self.stop_event.set()
+
+    async def _on_operational_error(self, exc: BrokerError, *, step: str) -> None:
+        """Skip what failed, keep the raw answer in the log, alert, and count the run."""
+        self._faulty_cycles_in_a_row += 1
+        log.error("operational_error", step=step, error_type=type(exc).__name__,
+                  category=exc.category.value, status=exc.status, code=exc.code,
+                  message=exc.message, request_id=exc.request_id, body=exc.body,
+                  in_a_row=self._faulty_cycles_in_a_row)
+        await self.alerter.send(AlertLevel.CRITICAL, "Broker error: action skipped, trading continues",
+                                f"{exc} (step {step}, {self._faulty_cycles_in_a_row} in a row)",
+                                key="operational_error")
+        await self._reduce_after_faults(f"{type(exc).__name__}: {exc}")
+
+    async def _reduce_after_faults(self, last: str) -> None:
+        """A run of failed cycles: exits only (REDUCING) until a human has looked."""
+        if self._faulty_cycles_in_a_row < self.FAULTY_CYCLES_BEFORE_REDUCING:
+            return
+        transitions = self.safety.reduce(
+            f"{self._faulty_cycles_in_a_row} cycles in a row failed on broker errors nobody "
+            f"classified (last: {last}): exits only", self.clock.now())
+        if transitions:
+            self._persist_safety()
+            await self._announce(transitions)
 
     def _failure_backoff(self) -> float:
         return min(5.0 * 2 ** min(self._failures_in_a_row, 6), 300.0)
@@ -296,10 +351,14 @@ class TradingSystem:
     def _sessions_done(self) -> bool:
         return self.sim_days is not None and self.summary.sessions >= self.sim_days
 
-    async def _sleep_until_next_cycle(self, status: MarketStatus) -> None:
+    async def _sleep_until_next_cycle(self, status: MarketStatus, *, backoff: bool = False) -> None:
+        """The next cycle at the interval (or the next market event); after failed cycles
+        (``backoff``) no sooner than the failure backoff."""
         interval = float(self.settings.trading.cycle_interval_seconds)
         until_event = (status.next_event - self.clock.now()).total_seconds()
         delay = max(1.0, min(interval, until_event)) if until_event > 0 else interval
+        if backoff:
+            delay = max(delay, min(5.0 * 2 ** min(self._faulty_cycles_in_a_row - 1, 6), 300.0))
         await sleep_or_stop(self.clock, delay, self.stop_event)
 
     async def startup(self) -> bool:
@@ -402,18 +461,19 @@ class TradingSystem:
                 level, title, message, key = self._pending_alerts.pop(0)
                 await self.alerter.send(level, title, message, key=key)
             self._failures_in_a_row = 0
-        except OperationalError as exc:
-            await self._stop_on_operational_error(exc)
+            self._faulty_cycles_in_a_row = 0
         except TemporaryError as exc:
             self._failures_in_a_row += 1
             await self.on_broker_unavailable(exc, status)
+        except BrokerError as exc:  # operational, unclassified, or an outcome/rejection nobody caught
+            self._failures_in_a_row += 1
+            await self._on_operational_error(exc, step="cycle")
         except Exception as exc:  # a bug or bad data must not kill the safety loop silently
             self._failures_in_a_row += 1
+            self._faulty_cycles_in_a_row += 1
             log.exception("cycle_failed", error=repr(exc), failures_in_a_row=self._failures_in_a_row)
             await self.alerter.send(AlertLevel.CRITICAL, "Trading cycle failed", repr(exc), key="cycle_failed")
-            if self._failures_in_a_row >= self.MAX_FAILURES_IN_A_ROW:
-                await self._stop_on_operational_error(
-                    OperationalError(f"{self._failures_in_a_row} cycles in a row failed; last: {exc!r}"))
+            await self._reduce_after_faults(repr(exc))
 
     # -- step 1 -----------------------------------------------------------------------------
 
@@ -441,8 +501,9 @@ class TradingSystem:
         try:
             transitions = self.safety.new_session(session, baseline, at=self.clock.now())
         except ValueError as exc:
-            raise OperationalError(
-                f"the state database belongs to another timeline ({exc}); use a fresh --state-db") from exc
+            # bad start-up configuration (a state database of another run), not a broker answer
+            raise ConfigError([
+                f"the state database belongs to another timeline ({exc}); use a fresh --state-db"]) from exc
         self.pdt.new_session(session)
         # Restored from the journal, so a restart cannot re-enter (and reuse an intent id).
         self._entered_this_session = self.journal.symbols_with_intents(session)
@@ -848,8 +909,8 @@ class TradingSystem:
     async def record_closing_snapshot(self) -> None:
         try:
             positions = await self.broker.list_positions()
-        except TemporaryError as exc:
-            log.warning("closing_snapshot_failed", error=str(exc))
+        except BrokerError as exc:  # any answer: the session still counts once
+            log.warning("closing_snapshot_failed", error=str(exc), error_type=type(exc).__name__)
             return
         closes = {p.symbol: p.current_price for p in positions if p.current_price is not None}
         session = self.safety.session_date

@@ -265,10 +265,11 @@ def test_error_body_from_data_api_has_no_code() -> None:
     assert body.code is None and "subscription" in body.message
 
 
-def _error(status: int, body: dict, **kw: object) -> ApiResponse:
+def _error(status: int, body: dict, *, method: str = "POST", path: str = "/v2/orders",
+           **kw: object) -> ApiResponse:
     return ApiResponse(success=False, status=status, data=body, error_code=body.get("code"),
                        message=str(body.get("message", "")), error_type="http",
-                       method="POST", path="/v2/orders", **kw)
+                       method=method, path=path, **kw)
 
 
 def test_api_response_maps_every_error_family() -> None:
@@ -281,8 +282,11 @@ def test_api_response_maps_every_error_family() -> None:
         (_error(403, {"code": 40310000, "message": "potential wash trade detected. use complex orders"}),
          errors.WashTradeRejected),
         (_error(422, {"code": 40010001, "message": "client_order_id must be unique"}), errors.DuplicateClientOrderId),
-        (_error(422, {"code": 42210000, "message": "order is not cancelable"}), errors.OrderNotCancelable),
-        (_error(404, {"code": 40410000, "message": "order not found"}), errors.NotFound),
+        (_error(422, {"code": 42210000, "message": 'order is already in "filled" state'},
+                method="DELETE", path="/v2/orders/61e69015-8549-4bfd-b9c3-01e75843f47d"),
+         errors.OrderNotCancelable),
+        (_error(404, {"code": 40410000, "message": "order not found"}, method="GET",
+                path="/v2/orders/61e69015-8549-4bfd-b9c3-01e75843f47d"), errors.NotFound),
         (_error(401, {"code": 40110000, "message": "request is not authorized"}), errors.AuthenticationFailed),
         (_error(429, {"message": "rate limit exceeded"}, retry_after=3.0), errors.RateLimited),
         (_error(503, {"message": "service unavailable"}), errors.ServerError),
@@ -300,9 +304,15 @@ def test_api_response_maps_every_error_family() -> None:
 
 
 def test_unclassified_4xx_is_a_rejection_only_for_orders() -> None:
+    # The request decides (broker_errors): refused on a submit, unknown on a read.
     response = _error(422, {"code": 42210000, "message": "invalid symbol"})
-    assert type(response.error(for_order=True)) is errors.OrderRejected
-    assert type(response.error(for_order=False)) is errors.OperationalError
+    assert type(response.error()) is errors.OrderRejected
+    read = _error(422, {"code": 42210000, "message": "invalid symbol"}, method="GET", path="/v2/account")
+    assert type(read.error()) is errors.UnclassifiedBrokerError
+    assert isinstance(read.error(), errors.OperationalError)
+    pathless = _error(418, {"message": "teapot"}, method="", path="")
+    assert type(pathless.error(for_order=True)) is errors.OrderRejected
+    assert type(pathless.error(for_order=False)) is errors.UnclassifiedBrokerError
     ok = ApiResponse(success=True, status=204)
     assert ok.raise_for_error() is ok and ok.error() is None
 

@@ -281,3 +281,20 @@ def test_without_new_session_the_portfolio_baseline_is_adopted() -> None:
     transitions = machine.on_cycle(p)
     assert [t.to_state for t in transitions] == [TradingState.LIQUIDATING]
     assert machine.session_start_equity == D(100_000)
+
+
+def test_reduce_after_broker_errors_is_exits_only_for_the_session_and_never_stricter_than_a_latch() -> None:
+    machine = started()
+    transitions = machine.reduce("3 cycles in a row failed on broker errors nobody classified", T0)
+    assert [(t.from_state, t.to_state) for t in transitions] == [(TradingState.ACTIVE, TradingState.REDUCING)]
+    assert not machine.allows_entry() and machine.allows_exit() and not machine.latched
+    assert machine.reduce("again", T0) == []  # already reducing: nothing new
+    assert machine.on_cycle(snapshot(machine, 100_000, minutes=2)) == []
+    assert machine.state is TradingState.REDUCING
+    assert [t.to_state for t in machine.new_session(DAY2, D(100_000), T0 + timedelta(days=1))] == [
+        TradingState.ACTIVE]
+    machine.halt("operator", T0 + timedelta(days=1))
+    assert machine.reduce("broker errors", T0 + timedelta(days=1)) == []  # a latch stays a latch
+    assert machine.state is TradingState.LIQUIDATING
+    with pytest.raises(ValueError):
+        machine.reduce(" ", T0)
