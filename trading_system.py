@@ -34,7 +34,7 @@ import structlog
 import strategies as strategy_registry
 from ai_analyzer import AIAnalyzer, TradeIntent
 from alerter import Alerter, AlertLevel
-from clock import Clock, sleep_or_stop, to_exchange_time
+from clock import Clock, pause_clock, sleep_or_stop, to_exchange_time
 from errors import (
     BrokerError,
     OperationalError,
@@ -263,8 +263,10 @@ class TradingSystem:
         return min(5.0 * 2 ** min(self._failures_in_a_row, 6), 300.0)
 
     async def _pause(self, seconds: float) -> None:
+        """Back off after a broker failure: in wall time when the clock follows the broker
+        (waiting on it would ask the failing broker), and always waking on a stop."""
         self._failures_in_a_row += 1
-        await sleep_or_stop(self.clock, seconds, self.stop_event)
+        await sleep_or_stop(pause_clock(self.clock), seconds, self.stop_event)
 
     def _sessions_done(self) -> bool:
         return self.sim_days is not None and self.summary.sessions >= self.sim_days
@@ -993,12 +995,19 @@ class TradingSystem:
 
     # -- shutdown ---------------------------------------------------------------------------
 
+    SHUTDOWN_BROKER_SECONDS = 3.0
+
     async def shutdown(self) -> None:
-        """Log open positions and their protection, flush state, ``system_shutdown``."""
+        """Log open positions and their protection, flush state, ``system_shutdown``.
+
+        The broker calls here are only for the record, so together they get
+        ``SHUTDOWN_BROKER_SECONDS`` of wall time: a broker that hangs must not hold up a stop.
+        """
         try:
-            positions = await self.broker.list_positions()
-            orders = await self.broker.list_orders(status="open", nested=True, limit=500)
-            account = await self.broker.get_account()
+            async with asyncio.timeout(self.SHUTDOWN_BROKER_SECONDS):
+                positions = await self.broker.list_positions()
+                orders = await self.broker.list_orders(status="open", nested=True, limit=500)
+                account = await self.broker.get_account()
             self.summary.end_equity = account.equity
             self.summary.open_positions = len(positions)
             for p in positions:
@@ -1007,6 +1016,9 @@ class TradingSystem:
                     self.summary.protected_positions += 1
                 log.info("open_position", symbol=p.symbol, qty=str(p.qty), protected_qty=str(covered),
                          unrealized_pl=str(p.unrealized_pl) if p.unrealized_pl is not None else None)
+        except TimeoutError:
+            log.warning("shutdown_broker_unavailable",
+                        error=f"no answer within {self.SHUTDOWN_BROKER_SECONDS:g}s")
         except (BrokerError, asyncio.CancelledError) as exc:
             log.warning("shutdown_broker_unavailable", error=str(exc))
         self._persist_safety()

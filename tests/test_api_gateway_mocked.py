@@ -66,7 +66,7 @@ class FakeTime:
 
 
 class FakeClock:
-    """The injected market clock (``X-RateLimit-Reset`` is measured against it)."""
+    """The injected market clock (quote age)."""
 
     def __init__(self, now: datetime) -> None:
         self.current = now
@@ -132,7 +132,7 @@ def make_gateway(backoff: SleepRecorder) -> Callable[..., ResilientAlpacaGateway
         limiter_time = FakeTime()
         options: dict[str, Any] = {
             "base_url": TRADING, "data_url": DATA, "key_id": KEY, "secret_key": SECRET,
-            "clock": FakeClock(NOW), "sleep": backoff,
+            "clock": FakeClock(NOW), "sleep": backoff, "wall_time": NOW.timestamp,
             "rate_limiter": RateLimiter(monotonic=limiter_time.monotonic, sleep=limiter_time.sleep),
         }
         options.update(overrides)
