@@ -58,11 +58,13 @@ class BrokerClock:
 
     def __init__(self, broker: Any, *, resync_seconds: float = 1.0,
                  wall: Callable[[], float] = time.monotonic,
-                 read: Callable[[], Awaitable[Any]] | None = None) -> None:
+                 read: Callable[[], Awaitable[Any]] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._broker = broker
         self._read = read or getattr(broker, "read_clock_once", None) or broker.get_clock
         self._resync = max(0.01, float(resync_seconds))
         self._wall = wall
+        self._wall_sleep = sleep
         self._anchor: datetime | None = None
         self._anchor_wall = 0.0
         self._rate = 1.0
@@ -75,6 +77,11 @@ class BrokerClock:
     def rate(self) -> float:
         """Broker seconds per wall second, as last measured."""
         return self._rate
+
+    @property
+    def rate_measured(self) -> bool:
+        """Whether the rate comes from readings (False: still the 1x guess)."""
+        return bool(self._slopes)
 
     async def sync(self) -> datetime:
         """Read the broker's clock once; re-anchor, detect a jump, update the rate."""
@@ -159,7 +166,7 @@ class BrokerClock:
             remaining = (target - self.now()).total_seconds()
             if remaining <= 0:
                 return
-            await asyncio.sleep(min(remaining / self._rate, self._resync))
+            await self._wall_sleep(min(remaining / self._rate, self._resync))
             await self.try_sync()
             if self.discontinuities != seen:
                 return

@@ -277,8 +277,9 @@ class BrokerClockProxy:
         try:
             async with asyncio.timeout(self.ATTACH_SECONDS):
                 if await self._try_sync():
-                    await asyncio.sleep(self.CALIBRATION_SECONDS)
-                    await self._clock.try_sync()
+                    while not self._clock.rate_measured:
+                        await asyncio.sleep(self.CALIBRATION_SECONDS)
+                        await self._clock.try_sync()
         except TimeoutError:
             import structlog
 
