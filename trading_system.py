@@ -995,7 +995,7 @@ class TradingSystem:
 
     # -- shutdown ---------------------------------------------------------------------------
 
-    SHUTDOWN_BROKER_SECONDS = 3.0
+    SHUTDOWN_BROKER_SECONDS = 2.0
 
     async def shutdown(self) -> None:
         """Log open positions and their protection, flush state, ``system_shutdown``.
