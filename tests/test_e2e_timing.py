@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +212,21 @@ def test_diagnose_against_a_closed_port_exits_3_with_the_reason(run_dir: Path) -
     assert "[FAIL] api connectivity" in run.stdout and "cannot connect" in run.stdout, run.stdout
     assert "Traceback" not in run.stderr and "RecursionError" not in run.stderr
     assert took < 30, f"diagnose took {took:.1f}s (it once took 50 s and crashed)"
+
+
+def test_a_speed_up_before_the_open_never_sleeps_through_the_session(run_dir: Path) -> None:  # noqa: F811
+    """The simulator goes from 60x to 1200x in pre-market: the daemon's first regular cycle
+    comes early in the session, not hours late (it once slept a whole session through)."""
+    with Simulator(run_dir, ["--speed", "60", "--start", "2025-03-04T09:05:00-05:00",
+                             "--symbols", SYMBOLS, "--no-rate-limit"]) as sim:
+        paths = make_run_paths(run_dir, "speed-up")
+        with Daemon(["--mode", "paper"], paths, env=paper_env(sim.url)) as daemon:
+            daemon.wait_for("cycle_complete", lambda e: e.get("phase") == "pre", timeout=45)
+            control(sim, "speed", "1200")  # the open is now about a wall second away
+            first = daemon.wait_for("cycle_complete", lambda e: e.get("phase") == "regular",
+                                    timeout=30)
+            code, took = stop_and_time(daemon)
+    opened = datetime.fromisoformat("2025-03-04T09:30:00-05:00")
+    at = datetime.fromisoformat(first["market_time"])
+    assert opened <= at < opened + timedelta(hours=2.5), first
+    assert code == 0 and took <= SHUTDOWN_CONTRACT_SECONDS
