@@ -26,7 +26,7 @@ from models import OrderRequest
 from order_executor import client_order_id_for, round_price
 
 Verdict = Literal["PASS", "WARN", "FAIL"]
-REACHABILITY_SECONDS = 8.0
+REACHABILITY_SECONDS = 6.0
 
 
 @dataclass

@@ -262,7 +262,7 @@ class BrokerClockProxy:
     must not hold up start-up, ``diagnose`` or a shutdown)."""
 
     follows_broker = True  # backoffs use the wall clock (clock.pause_clock)
-    ATTACH_SECONDS = 5.0
+    ATTACH_SECONDS = 3.0
     CALIBRATION_SECONDS = 0.3
     UNSYNCED_CHUNK_SECONDS = 1.0
 
