@@ -14,7 +14,6 @@ remaining checks are skipped.
 from __future__ import annotations
 
 import asyncio
-
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal

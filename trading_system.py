@@ -995,16 +995,20 @@ class TradingSystem:
 
     # -- shutdown ---------------------------------------------------------------------------
 
-    SHUTDOWN_BROKER_SECONDS = 2.0
+    SHUTDOWN_BROKER_SECONDS = 2.0  # when stopping on request (signal, halt, fatal error)
+    SHUTDOWN_BROKER_SECONDS_UNHURRIED = 30.0  # at the natural end of a run (--sim-days)
 
     async def shutdown(self) -> None:
         """Log open positions and their protection, flush state, ``system_shutdown``.
 
-        The broker calls here are only for the record, so together they get
-        ``SHUTDOWN_BROKER_SECONDS`` of wall time: a broker that hangs must not hold up a stop.
+        The broker calls here are only for the record, so on a stop request they get
+        ``SHUTDOWN_BROKER_SECONDS`` of wall time together: a broker that hangs must not hold
+        up a stop (SIGTERM ends the daemon within 10 s).
         """
+        bound = (self.SHUTDOWN_BROKER_SECONDS if self.stop_event.is_set()
+                 else self.SHUTDOWN_BROKER_SECONDS_UNHURRIED)
         try:
-            async with asyncio.timeout(self.SHUTDOWN_BROKER_SECONDS):
+            async with asyncio.timeout(bound):
                 positions = await self.broker.list_positions()
                 orders = await self.broker.list_orders(status="open", nested=True, limit=500)
                 account = await self.broker.get_account()
@@ -1017,8 +1021,7 @@ class TradingSystem:
                 log.info("open_position", symbol=p.symbol, qty=str(p.qty), protected_qty=str(covered),
                          unrealized_pl=str(p.unrealized_pl) if p.unrealized_pl is not None else None)
         except TimeoutError:
-            log.warning("shutdown_broker_unavailable",
-                        error=f"no answer within {self.SHUTDOWN_BROKER_SECONDS:g}s")
+            log.warning("shutdown_broker_unavailable", error=f"no answer within {bound:g}s")
         except (BrokerError, asyncio.CancelledError) as exc:
             log.warning("shutdown_broker_unavailable", error=str(exc))
         self._persist_safety()
