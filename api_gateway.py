@@ -5,7 +5,9 @@ What it guarantees, so the rest of the daemon does not have to think about HTTP:
 * :meth:`ResilientAlpacaGateway.request` never raises for HTTP, network or JSON problems: it
   returns an :class:`models.ApiResponse`. Every 2xx is success (204 empty, 207 parsed item by
   item). Timeouts, resets, 5xx and 429 are retried with exponential backoff and jitter
-  (``Retry-After`` / ``X-RateLimit-Reset`` honoured); 4xx business errors never are.
+  (``Retry-After`` / ``X-RateLimit-Reset`` honoured); 4xx business errors never are. Every
+  backoff waits in wall time (the injected ``sleep``, ``asyncio.sleep`` by default), never on
+  a clock that asks the broker, so a retry can never nest inside another retry.
 * The typed methods (the :class:`broker.Broker` protocol and a few extras) raise errors.py
   exceptions only.
 * Orders are idempotent: every submission carries a ``client_order_id``; a POST whose outcome
@@ -30,6 +32,7 @@ import ipaddress
 import json as jsonlib
 import random
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -223,8 +226,13 @@ class ResilientAlpacaGateway:
         async with ResilientAlpacaGateway(base_url=..., data_url=..., key_id=..., secret_key=...) as gw:
             account = await gw.get_account()
 
-    ``clock`` is the injected time source (quote age, ``X-RateLimit-Reset``); ``sleep`` is
-    used for retry backoff (injectable so tests never wait).
+    ``clock`` is the injected time source (quote age); ``sleep`` is used for retry backoff
+    (injectable so tests never wait); ``wall_time`` (UNIX seconds) dates the broker's
+    ``X-RateLimit-Reset`` and ``Retry-After``. ``sleep`` must wait in wall time (or in an in-process
+    simulator's own time), never on a clock that reads the broker: the broker-following
+    clock's every read is itself a request, and a backoff on it nested retries inside
+    retries. ``X-RateLimit-Reset`` and ``Retry-After`` dates are read against the wall clock,
+    as the broker stamps them.
     """
 
     def __init__(
@@ -246,6 +254,7 @@ class ResilientAlpacaGateway:
         clock: clock_module.Clock | None = None,
         session: aiohttp.ClientSession | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        wall_time: Callable[[], float] = time.time,
     ) -> None:
         problems = []
         if mode not in MODES:
@@ -283,6 +292,7 @@ class ResilientAlpacaGateway:
         self._session = session
         self._owns_session = session is None
         self._sleep: Callable[[float], Awaitable[None]] = sleep if sleep is not None else asyncio.sleep
+        self._wall_time = wall_time
         self._feed_fallback: set[str] = set()
         self._last_warning: dict[tuple[str, str], datetime] = {}
         # Symbols whose market data the last batched call dropped, with the reason (the loop
@@ -342,6 +352,7 @@ class ResilientAlpacaGateway:
         data_api: bool = False,
         emergency: bool = False,
         idempotent: bool = True,
+        max_retries: int | None = None,
     ) -> ApiResponse:
         """Send one API call with retries; returns an ApiResponse and never raises for
         HTTP, network or JSON problems.
@@ -349,14 +360,17 @@ class ResilientAlpacaGateway:
         Retried: 429 always (the broker did not act), connection failures before sending,
         and, when ``idempotent``, timeouts, resets, 408 and 5xx. Never retried: other 4xx,
         malformed bodies, redirects. ``emergency`` calls may use the rate limiter's reserve.
+        ``max_retries`` overrides the gateway's setting for this call (0: a single attempt).
         """
         method = method.upper()
         url = (self.data_url if data_api else self.base_url) + path
         query = encode_params(params) if params else None
+        retries = self._max_retries if max_retries is None else max(0, int(max_retries))
+        api = "data" if data_api else "trading"
         attempt = 0
         while True:
             attempt += 1
-            await self._limiter.acquire(emergency=emergency)
+            await self._limiter.acquire(emergency=emergency, api=api)
             response, sent = await self._send_once(method, url, path, query, json)
             if response.success:
                 return response
@@ -365,7 +379,7 @@ class ResilientAlpacaGateway:
             delay = self._retry_delay(response, attempt, idempotent, sent)
             if delay is None:
                 return response
-            if attempt > self._max_retries:
+            if attempt > retries:
                 log.warning(
                     "broker_request_failed",
                     method=method,
@@ -473,6 +487,7 @@ class ResilientAlpacaGateway:
     def _build_response(
         self, method: str, path: str, status: int, headers: Mapping[str, str], payload: bytes
     ) -> ApiResponse:
+        self._note_rate_budget(path, headers)
         request_id = headers.get("X-Request-ID") or headers.get("x-request-id")
         base: dict[str, Any] = {"status": status, "request_id": request_id, "method": method,
                                 "path": path}
@@ -536,9 +551,31 @@ class ResilientAlpacaGateway:
             )
         return ApiResponse(success=True, data=items, **base)
 
+    def _note_rate_budget(self, path: str, headers: Mapping[str, str]) -> None:
+        """Hand the broker's ``X-RateLimit-Remaining``/``-Reset`` to the rate limiter (for
+        the API this response came from: trading and market data count separately)."""
+        remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
+        if remaining is None or reset is None:
+            return
+        try:
+            left, reset_at = int(remaining), float(reset)
+        except ValueError:
+            return
+        if reset_at != reset_at:  # NaN
+            return
+        api = "data" if self._is_data_path(path) else "trading"
+        self._limiter.note_budget(left, reset_at - self._wall_time(), api=api)
+
+    @staticmethod
+    def _is_data_path(path: str) -> bool:
+        return path.startswith(("/v2/stocks", "/v1beta1/", "/v1beta3/", "/v2/options"))
+
     def _retry_after(self, headers: Mapping[str, str]) -> float | None:
-        """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset``."""
-        now = self._clock.now()
+        """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset``.
+
+        Both are wall-clock statements by the broker, so they are read against the wall
+        clock (never the market clock, which may be a simulator's 2025 running at 600x)."""
+        now = datetime.fromtimestamp(self._wall_time(), clock_module.UTC)
         seconds: float | None = None
         raw = headers.get("Retry-After")
         if raw:
@@ -653,6 +690,13 @@ class ResilientAlpacaGateway:
 
     async def get_clock(self) -> Clock:
         return self._parse(Clock, await self._call("GET", "/v2/clock"), "GET /v2/clock")
+
+    async def read_clock_once(self) -> Clock:
+        """``GET /v2/clock`` with a single attempt and no backoff: for the broker-following
+        clock, whose own loop decides when to read again (a retry inside it nested)."""
+        response = await self.request("GET", "/v2/clock", max_retries=0)
+        response.raise_for_error()
+        return self._parse(Clock, response.data, "GET /v2/clock")
 
     async def get_calendar(self, start: date, end: date) -> list[CalendarDay]:
         data = await self._call("GET", "/v2/calendar", params={"start": start, "end": end})

@@ -39,6 +39,18 @@ class WallClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
+def pause_clock(clock: Clock) -> Clock:
+    """The clock for backoffs and failure pauses: ``clock`` itself, unless its sleeps read
+    the broker (``follows_broker``), in which case the wall clock.
+
+    A backoff exists because the broker is in trouble; waiting for it on a clock whose every
+    tick is a request to that broker nested retries inside retries and turned a 0.96 s
+    backoff into 16 market hours. An in-process simulator's clock (``SimClock``) is kept: it
+    asks nobody, is bounded in wall time at any speed, and costs nothing at ``--speed max``.
+    """
+    return WallClock() if getattr(clock, "follows_broker", False) else clock
+
+
 def to_exchange_time(moment: datetime) -> datetime:
     """``moment`` seen on the exchange's wall clock (America/New_York)."""
     if moment.tzinfo is None:

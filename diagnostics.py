@@ -5,10 +5,15 @@ permissions, market data freshness for the universe, the order system (listing o
 paper and sim also a far-from-market limit order placed and canceled, never in live), and the
 risk systems (limits coherent, breaker latch, AI model present). Each check is PASS, WARN or
 FAIL with one line of detail; the report is healthy when nothing FAILs.
+
+Reachability comes first and is bounded in wall time (``REACHABILITY_SECONDS``): a broker
+that refuses connections or never answers is a FAIL with its reason within seconds, and the
+remaining checks are skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -20,6 +25,7 @@ from models import OrderRequest
 from order_executor import client_order_id_for, round_price
 
 Verdict = Literal["PASS", "WARN", "FAIL"]
+REACHABILITY_SECONDS = 6.0
 
 
 @dataclass
@@ -61,9 +67,14 @@ async def diagnose(settings: Any, broker: Any, clock: Any, url: str) -> Diagnost
                f"breaker {settings.risk.circuit_breaker_loss:.0%}")
     # API connectivity
     try:
-        market_clock = await broker.get_clock()
+        async with asyncio.timeout(REACHABILITY_SECONDS):
+            market_clock = await broker.get_clock()
         report.add("api connectivity", "PASS",
                    f"broker clock {market_clock.timestamp.isoformat()}, market {'open' if market_clock.is_open else 'closed'}")
+    except TimeoutError:
+        report.add("api connectivity", "FAIL",
+                   f"cannot read the broker clock: no answer within {REACHABILITY_SECONDS:g}s")
+        return report
     except TradingError as exc:
         report.add("api connectivity", "FAIL", f"cannot read the broker clock: {exc}")
         return report

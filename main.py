@@ -189,7 +189,7 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     the gateway talks to it over real HTTP, exactly as it would to Alpaca.
     """
     from api_gateway import ResilientAlpacaGateway
-    from clock import WallClock
+    from clock import WallClock, pause_clock
     from config import is_loopback_host
     from rate_limit import RateLimiter
 
@@ -237,7 +237,9 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
         max_retries=settings.api.max_retries, backoff_base=settings.api.backoff_base_seconds,
         backoff_max=settings.api.backoff_max_seconds, rate_limiter=limiter,
         max_quote_age=settings.data_quality.max_quote_age_seconds, data_feed=settings.api.data_feed,
-        clock=clock, sleep=clock.sleep,
+        # backoffs wait in wall time (or the in-process simulator's own time), never on the
+        # broker-following clock: its every read is a request that could retry in turn
+        clock=clock, sleep=pause_clock(clock).sleep,
     )
     try:
         async with gateway:
@@ -252,7 +254,17 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
 class BrokerClockProxy:
     """A :class:`broker_clock.BrokerClock` that can be handed out before the gateway exists
     (the gateway needs a clock; the clock needs the gateway). Until the broker's clock has
-    been read once it tells wall time, and keeps trying to read it."""
+    been read once it tells wall time, and keeps trying to read it.
+
+    ``attach`` reads the broker's clock twice, a moment apart, so that the first sleep is
+    planned at the broker's measured speed (assuming 1x made the first 30 s sleep ten market
+    hours at 1200x); it gives up after ``ATTACH_SECONDS`` of wall time (a broker that hangs
+    must not hold up start-up, ``diagnose`` or a shutdown)."""
+
+    follows_broker = True  # backoffs use the wall clock (clock.pause_clock)
+    ATTACH_SECONDS = 3.0
+    CALIBRATION_SECONDS = 0.3
+    UNSYNCED_CHUNK_SECONDS = 1.0
 
     def __init__(self) -> None:
         self._clock: Any = None
@@ -261,19 +273,32 @@ class BrokerClockProxy:
     async def attach(self, gateway: Any) -> None:
         from broker_clock import BrokerClock
 
-        self._clock = BrokerClock(gateway)
-        await self._try_sync()
+        self._clock = BrokerClock(gateway, read=gateway.read_clock_once)
+        try:
+            async with asyncio.timeout(self.ATTACH_SECONDS):
+                if await self._try_sync():
+                    while not self._clock.rate_measured:
+                        await asyncio.sleep(self.CALIBRATION_SECONDS)
+                        await self._clock.try_sync()
+        except TimeoutError:
+            import structlog
 
-    async def _try_sync(self) -> None:
-        from errors import TradingError
+            structlog.get_logger("main").warning(
+                "broker_clock_unavailable", error=f"no answer within {self.ATTACH_SECONDS:g}s")
 
+    async def _try_sync(self) -> bool:
         try:
             await self._clock.sync()
             self._synced = True
-        except TradingError as exc:
+        except Exception as exc:  # any failure to read: keep wall time, try again later
             import structlog
 
             structlog.get_logger("main").warning("broker_clock_unavailable", error=str(exc))
+        return self._synced
+
+    @property
+    def rate(self) -> float:
+        return self._clock.rate if self._synced else 1.0
 
     def now(self) -> datetime:
         if not self._synced:
@@ -281,12 +306,20 @@ class BrokerClockProxy:
         return self._clock.now()
 
     async def sleep(self, seconds: float) -> None:
-        if self._clock is not None and not self._synced:
-            await self._try_sync()
-        if not self._synced:
-            await asyncio.sleep(max(0.0, seconds))
-        else:
+        if self._synced:
             await self._clock.sleep(seconds)
+            return
+        # Not synced yet: wall time, in short chunks, trying the broker's clock after each;
+        # once it answers, return so that the caller re-plans in the broker's time.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, seconds)
+        while True:
+            if self._clock is not None and await self._try_sync():
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, self.UNSYNCED_CHUNK_SECONDS))
 
 
 # -- run -----------------------------------------------------------------------------------
@@ -341,9 +374,10 @@ async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -
     log = structlog.get_logger("main")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    signals = SignalStop(stop, asyncio.current_task(), log)
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, _on_signal, stop, signum, log)
+            loop.add_signal_handler(signum, signals.on_signal, signum)
     Path(settings.storage.state_db).parent.mkdir(parents=True, exist_ok=True)
     if fresh_state:
         _start_fresh(Path(settings.storage.state_db))
@@ -376,6 +410,16 @@ async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -
             await alerter.aclose() if hasattr(alerter, "aclose") else None
         if settings.sim.days is not None or settings.mode == "sim":
             print(summary.render(), flush=True)
+    except asyncio.CancelledError:
+        if not signals.cancelled:
+            raise
+        # A signal's grace period ran out while the broker kept the daemon waiting: the
+        # in-flight work was cancelled (TradingSystem.run's shutdown still ran and logged).
+        current = asyncio.current_task()
+        while current is not None and current.cancelling():
+            current.uncancel()
+        if system is None:
+            log.info("system_shutdown", run_id=run_id, reason="signal before start-up completed")
     finally:
         journal.close()
     if system is not None and system.fatal_error is not None:
@@ -384,9 +428,45 @@ async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -
     return EXIT_OK
 
 
-def _on_signal(stop: asyncio.Event, signum: int, log: Any) -> None:
-    log.info("shutdown_requested", signal=signal.Signals(signum).name)
-    stop.set()
+class SignalStop:
+    """SIGTERM/SIGINT: stop within ``STOP_GRACE_SECONDS`` + ``SHUTDOWN_SECONDS`` whatever the
+    broker does.
+
+    The first signal sets the stop event (every wait in the daemon wakes on it, a cycle in
+    progress finishes). If the daemon is still busy after the grace period (a broker whose
+    sockets hang, a retry in progress), the daemon's task is cancelled: the in-flight broker
+    I/O ends at once and ``TradingSystem.run`` shuts down with its own broker calls bounded.
+    Should even that not finish, it is cancelled again. A second signal skips the grace.
+    """
+
+    STOP_GRACE_SECONDS = 3.0
+    SHUTDOWN_SECONDS = 3.0
+
+    def __init__(self, stop: asyncio.Event, task: asyncio.Task[Any] | None, log: Any) -> None:
+        self.stop, self.task, self.log = stop, task, log
+        self.signals = 0
+        self.cancelled = False
+        self._timers: list[asyncio.TimerHandle] = []
+
+    def on_signal(self, signum: int) -> None:
+        self.signals += 1
+        self.log.info("shutdown_requested", signal=signal.Signals(signum).name, count=self.signals)
+        self.stop.set()
+        loop = asyncio.get_running_loop()
+        if self.signals == 1:
+            self._timers.append(loop.call_later(self.STOP_GRACE_SECONDS, self.cancel_in_flight))
+            self._timers.append(loop.call_later(self.STOP_GRACE_SECONDS + self.SHUTDOWN_SECONDS,
+                                                self.cancel_in_flight))
+        else:
+            self.cancel_in_flight()
+
+    def cancel_in_flight(self) -> None:
+        if self.task is None or self.task.done():
+            return
+        self.log.warning("shutdown_cancelling_in_flight",
+                         reason="the broker kept the daemon busy past the stop grace period")
+        self.cancelled = True
+        self.task.cancel()
 
 
 # -- diagnose ------------------------------------------------------------------------------
@@ -461,4 +541,8 @@ def run_report(settings: Any, args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # The interpreter's last garbage collection walks every object the daemon ever loaded
+    # (1-2 s of a stop under load, inside the 10 s a signal may take); frozen, it skips them.
+    gc.freeze()
+    sys.exit(status)

@@ -7,8 +7,17 @@ window can exceed the broker's limit, and ``burst_allowance`` of those tokens ar
 normal calls (account, market data, new orders) never take the bucket below the reserve,
 so a flood of data requests can never starve a cancel, a close or an emergency exit.
 
-After a 429 the limiter cools down: normal calls wait ``cooldown_seconds`` (or the broker's
-``Retry-After`` if longer) while emergency calls still go, using the reserve.
+After a 429 the limiter cools down for exactly as long as the broker said (``Retry-After``,
+or ``X-RateLimit-Reset`` when that is all it sent); ``cooldown_seconds`` is only the fallback
+for a 429 that names no time. The ``X-RateLimit-Remaining``/``X-RateLimit-Reset`` headers of
+every response are honoured too, per API (trading and market data have separate budgets at
+Alpaca): when the broker says no request is left, normal calls to that API wait until its
+reset, and not a moment longer. Emergency calls (cancels, closes, emergency exits) go
+regardless, using the reserve: a refused emergency call costs a 429, a delayed one may cost
+the account.
+
+Every wait is in wall time (``sleep``) and bounded by ``MAX_WAIT_SECONDS``; a caller that is
+cancelled (shutdown) stops waiting at once.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 _EPSILON = 1e-9  # float slack so a refill that lands exactly on a whole token counts
+MAX_WAIT_SECONDS = 120.0  # no broker-announced pause is believed beyond this
 
 
 class RateLimiter:
@@ -62,6 +72,8 @@ class RateLimiter:
         self._tokens = self.capacity
         self._updated = monotonic()
         self._cooldown_until = float("-inf")
+        # per API: (requests the broker says are left, monotonic time its window resets)
+        self._budgets: dict[str, tuple[int, float]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -80,34 +92,65 @@ class RateLimiter:
         """Seconds until normal calls may go again after a 429 (0 when not cooling down)."""
         return max(0.0, self._cooldown_until - self._monotonic())
 
-    async def acquire(self, emergency: bool = False) -> float:
+    async def acquire(self, emergency: bool = False, api: str = "trading") -> float:
         """Wait for a token and take it; returns the seconds spent waiting.
 
-        Normal calls wait during a cooldown and never dip into the reserve; emergency
-        calls ignore the cooldown and may use the reserve.
+        Normal calls wait during a cooldown or while the broker says ``api`` has no request
+        left, and never dip into the reserve; emergency calls ignore both and may use the
+        reserve.
         """
         waited = 0.0
         while True:
             self._refill()
             now = self._monotonic()
-            if not emergency and now < self._cooldown_until:
-                delay = self._cooldown_until - now
+            blocked_until = float("-inf") if emergency else self._blocked_until(api, now)
+            if now < blocked_until:
+                delay = blocked_until - now
             else:
                 floor = 0.0 if emergency else self.reserve
                 if self._tokens >= floor + 1.0 - _EPSILON:
                     self._tokens = max(0.0, self._tokens - 1.0)
+                    self._spend(api, now)
                     return waited
                 delay = (floor + 1.0 - self._tokens) / self.rate_per_second
+            delay = min(max(delay, 0.0), MAX_WAIT_SECONDS)
             await self._sleep(delay)
             waited += delay
 
     def note_rate_limited(self, retry_after: float | None = None) -> None:
-        """The broker answered 429: cool down and forget the burst we thought we had."""
-        seconds = max(self.cooldown_seconds, retry_after or 0.0)
+        """The broker answered 429: pause normal calls for exactly the broker's ``retry_after``
+        (``cooldown_seconds`` only when it named no time) and forget the burst we thought
+        we had."""
+        seconds = self.cooldown_seconds if retry_after is None else retry_after
+        seconds = min(max(seconds, 0.0), MAX_WAIT_SECONDS)
         self._refill()
-        self._cooldown_until = max(self._cooldown_until, self._monotonic() + seconds)
+        self._cooldown_until = self._monotonic() + seconds
         self._tokens = min(self._tokens, self.reserve)
         log.warning("rate_limit_cooldown", seconds=round(seconds, 3))
+
+    def note_budget(self, remaining: int, reset_in: float, api: str = "trading") -> None:
+        """The broker's ``X-RateLimit-Remaining``/``X-RateLimit-Reset`` for ``api``:
+        ``remaining`` more normal requests until ``reset_in`` seconds from now, then the
+        window is the broker's again (not ours to guess)."""
+        reset_in = min(max(reset_in, 0.0), MAX_WAIT_SECONDS)
+        self._budgets[api] = (max(0, remaining), self._monotonic() + reset_in)
+
+    def _blocked_until(self, api: str, now: float) -> float:
+        """When normal calls to ``api`` may go again (a past time when they may go now)."""
+        until = self._cooldown_until
+        budget = self._budgets.get(api)
+        if budget is not None:
+            remaining, reset_at = budget
+            if now >= reset_at:
+                del self._budgets[api]
+            elif remaining <= 0:
+                until = max(until, reset_at)
+        return until
+
+    def _spend(self, api: str, now: float) -> None:
+        budget = self._budgets.get(api)
+        if budget is not None and now < budget[1]:
+            self._budgets[api] = (budget[0] - 1, budget[1])
 
     def _refill(self) -> None:
         now = self._monotonic()

@@ -43,7 +43,7 @@ import strategies as strategy_registry
 from account_sanity import AccountSanity, reading_of
 from ai_analyzer import AIAnalyzer, TradeIntent
 from alerter import Alerter, AlertLevel
-from clock import Clock, sleep_or_stop, to_exchange_time
+from clock import Clock, pause_clock, sleep_or_stop, to_exchange_time
 from errors import (
     AuthenticationFailed,
     BrokerError,
@@ -293,6 +293,16 @@ class TradingSystem:
             await self._on_operational_error(exc, step="startup" if not self._started else "market_status")
             await self._pause(self._failure_backoff())
             return None
+        except Exception as exc:  # a bug or bad data must not end the safety loop either
+            self._faulty_cycles_in_a_row += 1
+            step = "startup" if not self._started else "market_status"
+            log.exception("cycle_failed", step=step, error=repr(exc),
+                          in_a_row=self._faulty_cycles_in_a_row)
+            await self.alerter.send(AlertLevel.CRITICAL, "Trading step failed", f"{step}: {exc!r}",
+                                    key="cycle_failed")
+            await self._reduce_after_faults(repr(exc))
+            await self._pause(self._failure_backoff())
+            return None
         if self._sessions_done():
             return None
         if status.is_closed:
@@ -345,8 +355,10 @@ class TradingSystem:
         return min(5.0 * 2 ** min(self._failures_in_a_row, 6), 300.0)
 
     async def _pause(self, seconds: float) -> None:
+        """Back off after a broker failure: in wall time when the clock follows the broker
+        (waiting on it would ask the failing broker), and always waking on a stop."""
         self._failures_in_a_row += 1
-        await sleep_or_stop(self.clock, seconds, self.stop_event)
+        await sleep_or_stop(pause_clock(self.clock), seconds, self.stop_event)
 
     def _sessions_done(self) -> bool:
         return self.sim_days is not None and self.summary.sessions >= self.sim_days
@@ -1308,12 +1320,23 @@ class TradingSystem:
 
     # -- shutdown ---------------------------------------------------------------------------
 
+    SHUTDOWN_BROKER_SECONDS = 2.0  # when stopping on request (signal, halt, fatal error)
+    SHUTDOWN_BROKER_SECONDS_UNHURRIED = 30.0  # at the natural end of a run (--sim-days)
+
     async def shutdown(self) -> None:
-        """Log open positions and their protection, flush state, ``system_shutdown``."""
+        """Log open positions and their protection, flush state, ``system_shutdown``.
+
+        The broker calls here are only for the record, so on a stop request they get
+        ``SHUTDOWN_BROKER_SECONDS`` of wall time together: a broker that hangs must not hold
+        up a stop (SIGTERM ends the daemon within 10 s).
+        """
+        bound = (self.SHUTDOWN_BROKER_SECONDS if self.stop_event.is_set()
+                 else self.SHUTDOWN_BROKER_SECONDS_UNHURRIED)
         try:
-            positions = await self.broker.list_positions()
-            orders = await self.broker.list_orders(status="open", nested=True, limit=500)
-            account = await self.broker.get_account()
+            async with asyncio.timeout(bound):
+                positions = await self.broker.list_positions()
+                orders = await self.broker.list_orders(status="open", nested=True, limit=500)
+                account = await self.broker.get_account()
             if not self.account_sanity.problems(account, positions):  # a bogus last word is no result
                 self.summary.end_equity = account.equity
             self.summary.open_positions = len(positions)
@@ -1323,6 +1346,8 @@ class TradingSystem:
                     self.summary.protected_positions += 1
                 log.info("open_position", symbol=p.symbol, qty=str(p.qty), protected_qty=str(covered),
                          unrealized_pl=str(p.unrealized_pl) if p.unrealized_pl is not None else None)
+        except TimeoutError:
+            log.warning("shutdown_broker_unavailable", error=f"no answer within {bound:g}s")
         except (BrokerError, asyncio.CancelledError) as exc:
             log.warning("shutdown_broker_unavailable", error=str(exc))
         self._persist_safety()

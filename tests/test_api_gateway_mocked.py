@@ -66,7 +66,7 @@ class FakeTime:
 
 
 class FakeClock:
-    """The injected market clock (``X-RateLimit-Reset`` is measured against it)."""
+    """The injected market clock (quote age)."""
 
     def __init__(self, now: datetime) -> None:
         self.current = now
@@ -132,7 +132,7 @@ def make_gateway(backoff: SleepRecorder) -> Callable[..., ResilientAlpacaGateway
         limiter_time = FakeTime()
         options: dict[str, Any] = {
             "base_url": TRADING, "data_url": DATA, "key_id": KEY, "secret_key": SECRET,
-            "clock": FakeClock(NOW), "sleep": backoff,
+            "clock": FakeClock(NOW), "sleep": backoff, "wall_time": NOW.timestamp,
             "rate_limiter": RateLimiter(monotonic=limiter_time.monotonic, sleep=limiter_time.sleep),
         }
         options.update(overrides)
@@ -170,7 +170,7 @@ async def test_429_waits_until_x_ratelimit_reset_then_succeeds(
     mock: aioresponses, gateway: ResilientAlpacaGateway, backoff: SleepRecorder
 ) -> None:
     account = url(TRADING, "/v2/account")
-    reset = str(int(NOW.timestamp()) + 12)  # a Unix time 12 s after the injected clock's now
+    reset = str(int(NOW.timestamp()) + 12)  # a Unix time 12 s after the injected wall time
     mock.get(account, status=429, payload={"message": "too many requests"},
              headers={"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0",
                       "X-RateLimit-Reset": reset})
@@ -179,6 +179,84 @@ async def test_429_waits_until_x_ratelimit_reset_then_succeeds(
     assert result.account_number == "PA1"
     assert backoff.delays == [pytest.approx(12.0)]
     assert len(calls(mock, "GET", account)) == 2
+
+
+class SharedTime:
+    """One fake wall time for the gateway's backoff and the rate limiter's waits: what a
+    caller really waits is ``now`` afterwards."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_a_429_with_retry_after_1_pauses_one_second_not_the_sixty_second_cooldown(
+    mock: aioresponses, make_gateway: Callable[..., ResilientAlpacaGateway]
+) -> None:
+    """Issue 12: a single 429 with ``Retry-After: 1`` froze the daemon's limiter for 60 s."""
+    fake = SharedTime()
+    limiter = RateLimiter(cooldown_seconds=60, monotonic=fake.monotonic, sleep=fake.sleep)
+    account = url(TRADING, "/v2/account")
+    mock.get(account, status=429, payload={"code": 42910000, "message": "rate limit exceeded"},
+             headers={"Retry-After": "1"})
+    mock.get(account, payload=ACCOUNT, repeat=True)
+    async with make_gateway(rate_limiter=limiter, sleep=fake.sleep) as gw:
+        await gw.get_account()
+        await gw.get_account()  # the next normal call is not held either
+    assert fake.now == pytest.approx(1.0)
+
+
+async def test_x_ratelimit_remaining_zero_holds_normal_calls_until_the_reset_exactly(
+    mock: aioresponses, make_gateway: Callable[..., ResilientAlpacaGateway]
+) -> None:
+    fake = SharedTime()
+    limiter = RateLimiter(monotonic=fake.monotonic, sleep=fake.sleep)
+    account = url(TRADING, "/v2/account")
+    exhausted = {"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0",
+                 "X-RateLimit-Reset": str(int(NOW.timestamp()) + 5)}
+    mock.get(account, payload=ACCOUNT, headers=exhausted)
+    mock.get(account, payload=ACCOUNT, headers={"X-RateLimit-Remaining": "199",
+                                                "X-RateLimit-Reset": str(int(NOW.timestamp()) + 60)})
+    mock.delete(url(TRADING, "/v2/orders/o-1"), status=204)
+    async with make_gateway(rate_limiter=limiter, sleep=fake.sleep) as gw:
+        await gw.get_account()  # succeeded, but the broker says nothing is left for 5 s
+        await gw.cancel_order("o-1")  # an emergency call still goes at once
+        assert fake.now == 0.0
+        await gw.get_account()  # a normal call waits for the reset: no less...
+        assert fake.now == pytest.approx(5.0)
+    assert len(calls(mock, "GET", account)) == 2
+    assert fake.now == pytest.approx(5.0)  # ...and no more
+
+
+async def test_x_ratelimit_remaining_above_zero_costs_no_wait(
+    mock: aioresponses, make_gateway: Callable[..., ResilientAlpacaGateway]
+) -> None:
+    fake = SharedTime()
+    limiter = RateLimiter(monotonic=fake.monotonic, sleep=fake.sleep)
+    account = url(TRADING, "/v2/account")
+    mock.get(account, payload=ACCOUNT, repeat=True,
+             headers={"X-RateLimit-Remaining": "3", "X-RateLimit-Reset": str(int(NOW.timestamp()) + 30)})
+    async with make_gateway(rate_limiter=limiter, sleep=fake.sleep) as gw:
+        for _ in range(3):
+            await gw.get_account()
+    assert fake.now == 0.0
+
+
+async def test_the_single_attempt_clock_read_never_retries_or_sleeps(
+    mock: aioresponses, gateway: ResilientAlpacaGateway, backoff: SleepRecorder
+) -> None:
+    clock_url = url(TRADING, "/v2/clock")
+    mock.get(clock_url, status=500, payload={"code": 50010000, "message": "internal server error"},
+             repeat=True)
+    with pytest.raises(errors.TradingError):
+        await gateway.read_clock_once()
+    assert len(calls(mock, "GET", clock_url)) == 1 and backoff.delays == []
 
 
 async def test_5xx_is_retried_with_growing_backoff_then_succeeds(

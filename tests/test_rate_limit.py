@@ -60,25 +60,58 @@ async def test_normal_calls_leave_the_reserve_for_emergency_calls() -> None:
     await waiting
 
 
-async def test_a_429_cools_normal_calls_down_but_not_emergency_calls() -> None:
+async def test_a_429_pauses_normal_calls_for_exactly_its_retry_after_not_the_cooldown() -> None:
+    """Issue 12: a single 429 with ``Retry-After: 1`` froze the daemon for 60 s."""
     fake = FakeTime()
     bucket = limiter(fake, cooldown_seconds=60)
     with capture_logs() as logs:
-        bucket.note_rate_limited(retry_after=5)
-    assert logs[0]["event"] == "rate_limit_cooldown" and logs[0]["seconds"] == 60
-    assert bucket.cooldown_remaining == pytest.approx(60)
+        bucket.note_rate_limited(retry_after=1)
+    assert logs[0]["event"] == "rate_limit_cooldown" and logs[0]["seconds"] == 1
+    assert bucket.cooldown_remaining == pytest.approx(1)
 
-    assert await bucket.acquire(emergency=True) == 0.0
+    assert await bucket.acquire(emergency=True) == 0.0  # emergency calls never wait
     waited = await bucket.acquire()
-    assert waited >= 60  # the normal call waited out the cooldown
+    assert waited == pytest.approx(1.0)  # no more than the broker asked...
     assert bucket.cooldown_remaining == 0
+
+
+async def test_a_429_without_a_time_falls_back_to_the_cooldown() -> None:
+    fake = FakeTime()
+    bucket = limiter(fake, cooldown_seconds=60)
+    bucket.note_rate_limited(retry_after=None)
+    assert await bucket.acquire() == pytest.approx(60)
 
 
 async def test_retry_after_longer_than_the_cooldown_wins() -> None:
     fake = FakeTime()
     bucket = limiter(fake, cooldown_seconds=10)
     bucket.note_rate_limited(retry_after=45)
-    assert await bucket.acquire() >= 45
+    assert await bucket.acquire() == pytest.approx(45)  # ...and no less
+
+
+async def test_no_request_left_waits_until_the_brokers_reset_and_no_longer() -> None:
+    fake = FakeTime()
+    bucket = limiter(fake)
+    bucket.note_budget(remaining=0, reset_in=7.5, api="trading")
+    assert await bucket.acquire(api="data") == 0.0  # market data has its own budget
+    assert await bucket.acquire(emergency=True) == 0.0  # a cancel or an exit goes anyway
+    assert await bucket.acquire() == pytest.approx(7.5)
+    assert await bucket.acquire() == 0.0  # after the reset the window is fresh
+
+
+async def test_requests_left_are_spent_then_the_rest_waits_for_the_reset() -> None:
+    fake = FakeTime()
+    bucket = limiter(fake)
+    bucket.note_budget(remaining=2, reset_in=20.0)
+    assert [await bucket.acquire() for _ in range(2)] == [0.0, 0.0]
+    assert await bucket.acquire() == pytest.approx(20.0)
+
+
+async def test_a_broker_announced_pause_is_bounded() -> None:
+    fake = FakeTime()
+    bucket = limiter(fake)
+    bucket.note_rate_limited(retry_after=1e9)
+    assert await bucket.acquire() <= 120.0
 
 
 async def test_emergency_calls_are_paced_once_the_reserve_is_spent() -> None:
