@@ -357,6 +357,12 @@ class Alerter:
             await asyncio.wait_for(queue.join(), timeout=max(float(timeout), 0.0))
         except asyncio.TimeoutError:
             pass
+        except asyncio.CancelledError:  # a stop that could not wait: say what is lost, then go
+            left = self._abandon() if self.pending else 0
+            if left:
+                log.warning("alert_delivery_abandoned", pending=left, timeout_seconds=float(timeout),
+                            cancelled=True)
+            raise
         left = self._abandon() if self.pending else 0
         if left:
             log.warning("alert_delivery_abandoned", pending=left, timeout_seconds=float(timeout))

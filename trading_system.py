@@ -1404,7 +1404,8 @@ def _jsonable(value: Any) -> Any:
 
 RECONCILE_EVERY_CYCLES = 30
 #: Wall seconds the shutdown gives queued alert deliveries before abandoning them.
-ALERT_FLUSH_SECONDS = 3.0
+# Within main.SignalStop's grace period (3 s), so that a stop on SIGTERM flushes, then ends.
+ALERT_FLUSH_SECONDS = 2.0
 #: A symbol whose market data is rejected this many cycles in a row raises an alert.
 DATA_REJECTION_ALERT_CYCLES = 3
 MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
