@@ -23,6 +23,7 @@ The trading mode defaults to ``sim`` (the embedded simulator) without Alpaca key
 from __future__ import annotations
 
 import difflib
+import io
 import ipaddress
 import json
 import math
@@ -30,7 +31,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -72,6 +73,8 @@ SYMBOL_PATTERN = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
 _STRATEGY_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _WEIGHT_TOLERANCE = 1e-6
+#: Fastest simulator speed factor besides 'max' (a session in about a quarter second).
+MAX_SIM_SPEED = 100_000.0
 
 # -- value types -----------------------------------------------------------------------------
 
@@ -434,12 +437,21 @@ class SimSettings(Section):
     days: Annotated[int, Field(ge=1)] | None = None
     # 300x: five market minutes per second, a session in about 80 s, so a newcomer sees
     # signals, bracket orders, fills and exits within a minute (60 = a market minute per second).
-    speed: Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_speed)] = 300.0
+    speed: Annotated[float | None, BeforeValidator(_speed)] = 300.0
     data_dir: str | None = None
     seed: int = 42
     start: str | None = None
     cash: Annotated[float, Field(gt=0)] = 100000
     faults: str | None = None
+
+    @field_validator("speed")
+    @classmethod
+    def _speed_range(cls, value: float | None) -> float | None:
+        # Above this a millisecond of wall time is more than a market minute and a run races
+        # past the calendar's end: 'max' (as fast as the loop goes) is the way to go fast.
+        if value is not None and not (0 < value <= MAX_SIM_SPEED):
+            raise ValueError(f"must be a number > 0 and <= {MAX_SIM_SPEED:g}, or 'max'")
+        return value
 
     @field_validator("start")
     @classmethod
@@ -448,15 +460,27 @@ class SimSettings(Section):
             return None
         text = value.strip()
         try:
-            date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError:
             try:
-                datetime.fromisoformat(text.replace("Z", "+00:00"))
+                day = datetime.fromisoformat(text.replace("Z", "+00:00")).date()
             except ValueError:
                 raise ValueError(
                     "must be a date like 2024-03-01 or an ISO-8601 time like 2024-03-01T09:25:00-05:00"
                 ) from None
+        first, last = _sim_date_range()
+        if not first <= day <= last:
+            raise ValueError(f"must be between {first.isoformat()} and {last.isoformat()} "
+                             "(the NYSE calendar the simulator knows)")
         return text
+
+
+def _sim_date_range() -> tuple[date, date]:
+    """First and last simulated start: the trading calendar's range, less a month at the end
+    so a run has sessions ahead of it (imported late: the calendar library is heavy)."""
+    from trading_calendar import FIRST_DATE, LAST_DATE
+
+    return FIRST_DATE, LAST_DATE - timedelta(days=31)
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -1008,7 +1032,8 @@ def _environment(
     """``.env`` values under the real environment (the real environment wins)."""
     merged: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
-        for key, value in dotenv_values(env_file).items():
+        text = _read_text(Path(env_file), "env_file")
+        for key, value in dotenv_values(stream=io.StringIO(text)).items():
             if value is not None:
                 merged[key] = value
     merged.update(os.environ if environ is None else environ)
@@ -1036,16 +1061,33 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     return layer, sources
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_text(path: Path, what: str) -> str:
+    """A config file's text (UTF-8, a byte-order mark accepted), or one ConfigError line
+    naming the file, the line of the first undecodable byte, and what is allowed."""
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError([f"config_file={str(path)!r}: file not found"]) from None
+        raise ConfigError([f"{what}={str(path)!r}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{what}={str(path)!r}: is a directory, not a file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{what}={str(path)!r}: cannot read: {exc.strerror}"]) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            [f"{what}={str(path)!r}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; "
+             "save the file as UTF-8"]
+        ) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    text = _read_text(path, "config_file")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"config_file={str(path)!r}: invalid TOML: {exc}"]) from None
-    except OSError as exc:
-        raise ConfigError([f"config_file={str(path)!r}: cannot read: {exc.strerror}"]) from None
 
 
 def _expand_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import copy
 import gc
+import os
 import signal
 import sys
 import uuid
@@ -139,10 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config.format_problems(exc), file=sys.stderr)
         return EXIT_CONFIG
     fresh_sim_state = use_mode_state_db(settings)
+    problems = path_problems(settings, command, args)
+    if problems:
+        print(config.format_problems(ConfigError(problems)), file=sys.stderr)
+        return EXIT_CONFIG
     import logging_setup
 
-    logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
-                            secrets=settings.secret_values())
+    try:
+        logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
+                                secrets=settings.secret_values())
+    except OSError as exc:
+        print(f"config error: storage.log_file={settings.storage.log_file!r}: cannot open it "
+              f"({exc.strerror or exc}); give --log-file a file path in a writable folder", file=sys.stderr)
+        return EXIT_CONFIG
     run_id = logging_setup.new_run_id()
     logging_setup.bind_run(run_id)
     try:
@@ -176,6 +186,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         logging_setup.shutdown()
     return EXIT_OK
+
+
+# -- paths the user named ------------------------------------------------------------------
+
+
+def path_problems(settings: Any, command: str, args: argparse.Namespace) -> list[str]:
+    """One line per file or folder argument that cannot be used, before anything runs (a
+    training run must not spend minutes and then fail to write its model)."""
+    checks: list[tuple[str, Path, bool]] = [
+        ("storage.state_db", Path(settings.storage.state_db), False),
+        ("storage.log_file", Path(settings.storage.log_file), False),
+    ]
+    if command == "report":
+        checks.append(("report --out", Path(args.out), True))
+    if command == "backtest" and getattr(args, "report", None) is not None:
+        checks.append(("backtest --report", Path(args.report), True))
+    if command == "train":
+        checks.append(("train --out", Path(args.out or settings.ai.model_path), False))
+    problems = []
+    for what, path, is_dir in checks:
+        problem = _path_problem(path, is_dir)
+        if problem is not None:
+            problems.append(f"{what}={str(path)!r}: {problem}")
+    return problems
+
+
+def _path_problem(path: Path, is_dir: bool) -> str | None:
+    """Why ``path`` cannot be used as a directory (``is_dir``) or a file, or None."""
+    if is_dir and path.exists() and not path.is_dir():
+        return "is a file; give a directory (it is created if missing)"
+    if not is_dir and path.is_dir():
+        return "is a directory; give a file path"
+    for parent in (path if is_dir else path.parent, *(path if is_dir else path.parent).parents):
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, so no folder can be made there; give another path"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"folder {parent} is not writable; give another path"
+            return None
+    return None
 
 
 # -- broker wiring -------------------------------------------------------------------------

@@ -48,8 +48,9 @@ def _speed(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--speed must be a positive number or 'max', got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"--speed must be a positive number or 'max', got {text!r}")
+    if not 0 < value <= control_cli.MAX_SPEED:
+        raise argparse.ArgumentTypeError(
+            f"--speed must be a number > 0 and <= {control_cli.MAX_SPEED:g}, or 'max', got {text!r}")
     return value
 
 

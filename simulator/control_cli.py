@@ -24,6 +24,9 @@ import urllib.request
 from typing import Any, NoReturn, Sequence
 
 DEFAULT_URL = "http://127.0.0.1:8765"
+#: Fastest speed factor besides 'max': beyond it a millisecond of wall time is over a market
+#: minute and the clock races past the calendar's end ('max' is the way to go fast).
+MAX_SPEED = 100_000.0
 COMMANDS = ("state", "shock", "gap", "advance", "speed", "faults")
 
 
@@ -73,8 +76,8 @@ def _speed(text: str) -> float | str:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"speed must be a positive number or 'max', got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"speed must be a positive number or 'max', got {text!r}")
+    if not 0 < value <= MAX_SPEED:
+        raise argparse.ArgumentTypeError(f"speed must be a number > 0 and <= {MAX_SPEED:g}, or 'max', got {text!r}")
     return value
 
 
