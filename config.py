@@ -61,6 +61,9 @@ __all__ = [
     "load_settings",
     "format_problems",
     "is_loopback_host",
+    "normalise_host",
+    "redact_url",
+    "has_url_credentials",
 ]
 
 PAPER_BASE_URL = "https://paper-api.alpaca.markets"
@@ -129,11 +132,47 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 Positive = Annotated[float, Field(gt=0)]
 
 
+def normalise_host(host: str | None) -> str:
+    """``host`` as DNS resolves it: lower case, without IPv6 brackets or the root's trailing
+    dot (``API.Alpaca.Markets.`` is ``api.alpaca.markets``). Every host check compares
+    normalised names, so spelling cannot slip the live endpoint past a guard."""
+    return (host or "").strip().strip("[]").rstrip(".").lower()
+
+
+def _split_secrets(text: str) -> tuple[str, str, str, bool, bool]:
+    """(scheme, where, query+fragment, had user info, had query) of a URL, by hand: a key
+    pasted as user info may hold '/' or '#', which fools urlsplit into showing part of it."""
+    scheme, sep, rest = text.strip().partition("://")
+    if not sep:
+        scheme, rest = "", text.strip()
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    where, tail = rest[:cut], rest[cut:]
+    userinfo = "@" in where
+    if userinfo:
+        where = where.rsplit("@", 1)[1]
+    return scheme, where, tail, userinfo, bool(tail)
+
+
+def has_url_credentials(text: str) -> bool:
+    """Whether a URL carries user info (``user:pass@``), even one holding '/' or '#'."""
+    return _split_secrets(text)[3]
+
+
+def redact_url(text: str) -> str:
+    """``text`` safe to show in a message: user info and query string replaced by ``***``
+    (keys are sometimes pasted there), scheme, host, port and path kept."""
+    scheme, where, _tail, userinfo, query = _split_secrets(text)
+    shown = ("***@" if userinfo else "") + where
+    if scheme:
+        shown = f"{scheme}://{shown}"
+    return shown + ("?***" if query else "")
+
+
 def is_loopback_host(host: str | None) -> bool:
     """True for ``localhost``, 127.0.0.0/8 and ``::1``: addresses that never leave the machine."""
     if not host:
         return False
-    host = host.strip("[]").lower()
+    host = normalise_host(host)
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
@@ -153,8 +192,21 @@ def _http_url(value: str | None) -> str | None:
     return url
 
 
+def _no_credentials(url: str) -> None:
+    """An API endpoint carries no secrets: keys have their own settings (and stay secret)."""
+    _, _, _, userinfo, query = _split_secrets(url)
+    if userinfo:
+        raise ValueError("must not contain user:password@; set APCA_API_KEY_ID and "
+                         "APCA_API_SECRET_KEY instead")
+    if query:
+        raise ValueError("must not contain a query string or fragment (?...); keys go in "
+                         "APCA_API_KEY_ID and APCA_API_SECRET_KEY")
+
+
 def _broker_url(value: str | None) -> str | None:
     """An Alpaca endpoint: https, or plain http only to a loopback host (the simulator)."""
+    if value is not None:
+        _no_credentials(value)
     url = _http_url(value)
     if url is None:
         return None
@@ -170,7 +222,12 @@ def _broker_url(value: str | None) -> str | None:
 
 
 def _url_host(url: str | None) -> str | None:
-    return urlsplit(url).hostname if url else None
+    if not url:
+        return None
+    try:
+        return normalise_host(urlsplit(url).hostname) or None
+    except ValueError:
+        return None
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -728,12 +785,12 @@ def _rules_modes(s: Any) -> Iterator[str]:
     host = _url_host(s.api.base_url)
     if mode == "paper" and host == _LIVE_HOST:
         yield (
-            f"api.base_url={s.api.base_url!r}: the live endpoint is not allowed in paper mode; "
+            f"api.base_url={redact_url(s.api.base_url)!r}: the live endpoint is not allowed in paper mode; "
             f"use {PAPER_BASE_URL} (or TRADING_MODE=live with TRADING_LIVE_ENABLED=true)"
         )
     if mode == "live" and host == _PAPER_HOST:
         yield (
-            f"api.base_url={s.api.base_url!r}: the paper endpoint contradicts mode 'live'; "
+            f"api.base_url={redact_url(s.api.base_url)!r}: the paper endpoint contradicts mode 'live'; "
             f"use {LIVE_BASE_URL} or TRADING_MODE=paper"
         )
 
@@ -921,6 +978,8 @@ def _show_value(dotted: str, value: Any) -> str:
         return "'***'"
     if isinstance(value, SecretStr):
         return "'***'"
+    if isinstance(value, str) and "://" in value:
+        return repr(redact_url(value))
     return _fmt(value)
 
 
