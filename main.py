@@ -255,7 +255,11 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
         core = SimulatorCore.create(data_dir=sim.data_dir, symbols=list(settings.scanning.symbols),
                                     seed=sim.seed, start=start, speed=sim.speed, cash=sim.cash,
                                     faults=sim.faults)
-        server = await start_server(core, host="127.0.0.1", port=0, rate_limit_per_minute=None)
+        # A key pair made for this run: the embedded simulator's trading and control APIs
+        # answer only the daemon, not any other local process or web page that finds the port.
+        key, secret = embedded_sim_keys()
+        server = await start_server(core, host="127.0.0.1", port=0, rate_limit_per_minute=None,
+                                    key=key, secret=secret)
         base_url = data_url = server.base_url
         clock = core.clock
         if announce:
@@ -269,7 +273,6 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
                               burst_allowance=settings.rate_limit.burst_allowance,
                               cooldown_seconds=settings.rate_limit.cooldown_seconds,
                               monotonic=lambda: clock.now().timestamp(), sleep=clock.sleep)
-        key = secret = None
     else:
         base_url, data_url = settings.api.base_url, settings.api.data_url
         follow_broker = settings.api.clock == "broker" or (
@@ -297,6 +300,18 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     finally:
         if server is not None:
             await server.stop()
+
+
+def embedded_sim_keys() -> tuple[str, str]:
+    """A fresh random key pair for the embedded simulator, registered with the log redactor."""
+    import secrets
+
+    import logging_setup
+
+    key, secret = "SIM" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
+    logging_setup.add_secret(key)
+    logging_setup.add_secret(secret)
+    return key, secret
 
 
 class BrokerClockProxy:

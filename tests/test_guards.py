@@ -7,8 +7,16 @@ The oversized bodies come from a real aiohttp server on 127.0.0.1 that streams t
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import select
+import subprocess
+import sys
 import tracemalloc
-from collections.abc import AsyncIterator
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +28,7 @@ import errors
 from api_gateway import MAX_RESPONSE_BYTES, ResilientAlpacaGateway
 from config import load_settings, normalise_host, redact_url
 
+REPO = Path(__file__).resolve().parent.parent
 KEY = "AKGUARDKEY1234567"
 SECRET = "guardSecretValue/1234567890abcdefghijk"
 
@@ -186,3 +195,96 @@ async def test_a_body_under_the_cap_is_read_whole(big_server: str) -> None:
 
 def test_the_cap_is_sixteen_mib() -> None:
     assert MAX_RESPONSE_BYTES == 16 * MIB
+
+
+# -- the simulator's control API and its keys ------------------------------------------------------
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "TRADING_", "PYTEST_"))}
+    return env | {"PYTHONUNBUFFERED": "1"} | extra
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "simulator", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def env_keyed_simulator() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``python -m simulator`` given its keys by environment only (nothing in argv)."""
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "--port", "0", "--speed", "max"], cwd=REPO,
+                            env=_env(APCA_API_KEY_ID=KEY, APCA_API_SECRET_KEY=SECRET),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline() if ready else ""
+        assert "listening on " in line, line
+        yield line.split("listening on ", 1)[1].strip(), proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _get(url: str, headers: dict[str, str] | None = None, body: dict[str, Any] | None = None) -> int:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})},
+                                     method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # loopback only
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_simulator_takes_its_keys_from_the_environment_and_guards_the_control_api(
+        env_keyed_simulator: tuple[str, subprocess.Popen[str]]) -> None:
+    url, proc = env_keyed_simulator
+    assert KEY not in " ".join(map(str, proc.args)) and SECRET not in " ".join(map(str, proc.args))
+    auth = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}
+    assert _get(f"{url}/v2/account") == 401
+    assert _get(f"{url}/v2/account", auth) == 200
+    # what a web page in a local browser could send: no keys, so no shock
+    assert _get(f"{url}/_sim/v1/shock", body={"symbols": "*", "pct": -50}) == 401
+    assert _get(f"{url}/_sim/v1/state") == 401
+    assert _get(f"{url}/_sim/v1/state", auth) == 200
+
+
+def test_control_cli_sends_the_keys_from_the_environment(
+        env_keyed_simulator: tuple[str, subprocess.Popen[str]]) -> None:
+    url, _ = env_keyed_simulator
+    without = _cli("state", "--url", url, env=_env())
+    assert without.returncode == 1 and "401" in without.stderr and "APCA_API_KEY_ID" in without.stderr
+    wrong = _cli("state", "--url", url, env=_env(APCA_API_KEY_ID=KEY, APCA_API_SECRET_KEY="wrong-secret"))
+    assert wrong.returncode == 1 and "not the simulator's keys" in wrong.stderr
+    keyed = _env(APCA_API_KEY_ID=KEY, APCA_API_SECRET_KEY=SECRET)
+    state = _cli("state", "--url", url, env=keyed)
+    assert state.returncode == 0, state.stderr
+    shock = _cli("shock", "--url", url, "SPY", "-5", env=keyed)
+    assert shock.returncode == 0, shock.stderr
+    for result in (without, wrong, state, shock):
+        assert SECRET not in result.stdout + result.stderr
+
+
+def test_one_key_alone_in_the_environment_is_one_line_and_exit_2() -> None:
+    result = _cli("--port", "0", env=_env(APCA_API_KEY_ID=KEY))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "APCA_API_SECRET_KEY" in lines[0]
+
+
+async def test_the_daemons_embedded_simulator_answers_only_the_daemon(tmp_path: Path) -> None:
+    import main
+
+    settings = load_settings(environ={}, env_file=None,
+                             overrides={"sim.speed": "max", "storage.state_db": str(tmp_path / "s.db"),
+                                        "scanning.symbols": ["SPY"]})
+    async with main.open_broker(settings, announce=False) as (gateway, _clock, url):
+        account = await gateway.get_account()
+        assert account.equity > 0
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, _get, f"{url}/_sim/v1/state") == 401
+        assert await loop.run_in_executor(None, _get, f"{url}/v2/account") == 401
