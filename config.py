@@ -447,6 +447,8 @@ class AlertSettings(Section):
     smtp_host: str = "localhost"
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
     smtp_starttls: bool = True
+    # Log in (send smtp_password) over a connection without TLS: only for a relay you trust.
+    allow_plaintext_auth: bool = False
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     email_from: str | None = None
@@ -899,6 +901,12 @@ def _rules_alerts(s: Any) -> Iterator[str]:
         yield "alerts.email_from=None: required when alerts.email_enabled is true"
     if a.email_enabled and not a.email_to:
         yield "alerts.email_to=[]: name at least one recipient when alerts.email_enabled is true"
+    if (a.email_enabled and a.smtp_user and a.smtp_password is not None and not a.smtp_starttls
+            and not a.allow_plaintext_auth):
+        yield (
+            "alerts.smtp_starttls=false: the SMTP password would be sent without TLS; set "
+            "smtp_starttls = true, or allow_plaintext_auth = true for a relay you trust"
+        )
 
 
 _RULES: tuple[Callable[[Any], Iterator[str]], ...] = (

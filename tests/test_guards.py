@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 import errors
@@ -288,3 +289,55 @@ async def test_the_daemons_embedded_simulator_answers_only_the_daemon(tmp_path: 
         loop = asyncio.get_running_loop()
         assert await loop.run_in_executor(None, _get, f"{url}/_sim/v1/state") == 401
         assert await loop.run_in_executor(None, _get, f"{url}/v2/account") == 401
+
+
+# -- SMTP: no password without TLS unless allowed ----------------------------------------------
+
+SMTP_PASSWORD = "smtp-Pass-word-77x"
+
+
+def test_config_refuses_a_plaintext_smtp_login_with_one_line() -> None:
+    alerts = {"email_enabled": True, "smtp_starttls": False, "smtp_user": "bot", "email_from": "bot@example.com",
+              "email_to": ["ops@example.com"]}
+    with pytest.raises(errors.ConfigError) as caught:
+        load_settings(environ={"SMTP_PASSWORD": SMTP_PASSWORD}, env_file=None, overrides={"alerts": alerts})
+    (line,) = [p for p in caught.value.problems if "smtp" in p]
+    assert line.startswith("alerts.smtp_starttls=false") and "allow_plaintext_auth = true" in line
+    assert SMTP_PASSWORD not in "\n".join(caught.value.problems)
+    allowed = load_settings(environ={"SMTP_PASSWORD": SMTP_PASSWORD}, env_file=None,
+                            overrides={"alerts": alerts | {"allow_plaintext_auth": True}})
+    assert allowed.alerts.allow_plaintext_auth
+
+
+async def test_alerter_never_sends_the_password_in_clear_without_the_opt_in() -> None:
+    from aiosmtpd.controller import Controller
+
+    from alerter import AlertLevel, Alerter
+    from config import AlertSettings
+    from tests.test_alerter import FakeClock, Inbox, free_port
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=inbox.authenticate,
+                            auth_require_tls=False)
+    controller.start()
+    try:
+        # built past load_settings (which already refuses it): the alerter holds the line too
+        settings = AlertSettings.model_construct(
+            **(AlertSettings().model_dump() | {
+                "console": False, "email_enabled": True, "smtp_host": "127.0.0.1", "smtp_port": port,
+                "smtp_starttls": False, "smtp_user": "bot", "smtp_password": SecretStr(SMTP_PASSWORD),
+                "email_from": "bot@example.com", "email_to": ["ops@example.com"]}),
+        )
+        alerter = Alerter(settings, FakeClock(), channel_timeout=5)
+        try:
+            with capture_logs() as logs:
+                outcome = await alerter.send(AlertLevel.CRITICAL, "Daily drawdown", "down 6%")
+        finally:
+            await alerter.aclose()
+    finally:
+        controller.stop()
+    assert outcome.failed == ["email"] and inbox.logins == [] and inbox.messages == []
+    (failure,) = [e for e in logs if e["event"] == "alert_delivery_failed"]
+    assert "without TLS" in failure["reason"]
+    assert SMTP_PASSWORD not in json.dumps(logs, default=str)
