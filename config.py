@@ -503,6 +503,15 @@ class SimSettings(Section):
     cash: Annotated[float, Field(gt=0)] = 100000
     faults: str | None = None
 
+    @field_validator("faults")
+    @classmethod
+    def _fault_spec(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            from simulator.faults import FaultConfig  # light: no numpy, no server
+
+            FaultConfig.parse(value)  # ValueError names the key and what is allowed
+        return value
+
     @field_validator("speed")
     @classmethod
     def _speed_range(cls, value: float | None) -> float | None:

@@ -205,6 +205,10 @@ def path_problems(settings: Any, command: str, args: argparse.Namespace) -> list
     if command == "train":
         checks.append(("train --out", Path(args.out or settings.ai.model_path), False))
     problems = []
+    data_dir = settings.sim.data_dir
+    if data_dir and not Path(data_dir).is_dir():
+        problems.append(f"sim.data_dir={data_dir!r} (--data): no such directory; give a folder of "
+                        "CSV bars (daily/SYMBOL-1d-*.csv, intraday/SYMBOL-1m-*.csv)")
     for what, path, is_dir in checks:
         problem = _path_problem(path, is_dir)
         if problem is not None:
@@ -241,6 +245,7 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     from api_gateway import ResilientAlpacaGateway
     from clock import WallClock
     from config import is_loopback_host
+    from errors import ConfigError
     from rate_limit import RateLimiter
 
     server = None
@@ -252,9 +257,12 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
         start = sim.start
         if start is None and sim.data_dir is None and sim.seed == DEMO_SEED:
             start = DEMO_START
-        core = SimulatorCore.create(data_dir=sim.data_dir, symbols=list(settings.scanning.symbols),
-                                    seed=sim.seed, start=start, speed=sim.speed, cash=sim.cash,
-                                    faults=sim.faults)
+        try:
+            core = SimulatorCore.create(data_dir=sim.data_dir, symbols=list(settings.scanning.symbols),
+                                        seed=sim.seed, start=start, speed=sim.speed, cash=sim.cash,
+                                        faults=sim.faults)
+        except ValueError as exc:  # a bad data file (CsvDataError names file and line), no data
+            raise ConfigError([f"simulator: {exc}"]) from None
         # A key pair made for this run: the embedded simulator's trading and control APIs
         # answer only the daemon, not any other local process or web page that finds the port.
         key, secret = embedded_sim_keys()
