@@ -569,6 +569,8 @@ SECTIONS: dict[str, type[Section]] = {
     "sim": SimSettings,
 }
 _TOP_LEVEL = ("mode", "live_trading_enabled", "profile")
+# Dotted keys holding URLs: shown in problems without user info or query (keys get pasted there).
+_URL_KEYS = frozenset({"api.base_url", "api.data_url", "ai.model_endpoint", "alerts.sms_endpoint"})
 # Dotted keys whose values are secrets: never echoed in problems, dumps or logs.
 SECRET_KEYS = frozenset(
     {"api.key_id", "api.secret_key", "alerts.smtp_password", "alerts.webhook_url"}
@@ -995,7 +997,7 @@ def _show_value(dotted: str, value: Any) -> str:
         return "'***'"
     if isinstance(value, SecretStr):
         return "'***'"
-    if isinstance(value, str) and "://" in value:
+    if isinstance(value, str) and ("://" in value or base in _URL_KEYS):
         return repr(redact_url(value))
     return _fmt(value)
 

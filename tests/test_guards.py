@@ -83,6 +83,7 @@ def test_loopback_with_a_trailing_dot_is_still_loopback_and_plain_http_elsewhere
     f"https://paper-api.alpaca.markets/?key={KEY}&secret={SECRET}",
     f"http://{KEY}:{SECRET}@example.com",
     f"ftp://example.com/?secret={SECRET}",
+    f"{KEY}:{SECRET}@paper-api.alpaca.markets",  # no scheme at all
 ])
 def test_keys_pasted_into_the_base_url_are_refused_and_never_echoed(url: str) -> None:
     env = {"APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET, "APCA_API_BASE_URL": url}
