@@ -31,6 +31,8 @@ _COLUMNS = ("open", "high", "low", "close", "volume")
 #: Dearest price a CSV bar may hold: no US stock has come near it, and a larger number
 #: (1e300) overflows indicator arithmetic. simulator.csv_source.MAX_PRICE is the same rule.
 MAX_BAR_PRICE = 10_000_000.0
+#: Largest volume of one bar (the whole US market trades ~1e10 shares a day).
+MAX_BAR_VOLUME = 1_000_000_000_000.0
 _SECONDS_PER_DAY = 86_400
 
 
@@ -479,10 +481,9 @@ def _parse_number(text: str, name: str, source: Path, line: int) -> float:
     if not math.isfinite(value) or value < 0 or (value == 0 and name != "volume"):
         allowed = ">= 0" if name == "volume" else "> 0"
         raise DataQualityError(f"{source}:{line}: {name} {text.strip()!r} must be finite and {allowed}")
-    if name != "volume" and value > MAX_BAR_PRICE:
-        raise DataQualityError(
-            f"{source}:{line}: {name} {text.strip()!r} must be at most {MAX_BAR_PRICE:,.0f}"
-        )
+    limit = MAX_BAR_VOLUME if name == "volume" else MAX_BAR_PRICE
+    if value > limit:
+        raise DataQualityError(f"{source}:{line}: {name} {text.strip()!r} must be at most {limit:,.0f}")
     return value
 
 

@@ -71,6 +71,9 @@ PATH_MEMO = 256
 #: a larger number is a data error, and squared in indicators it overflows a float.
 #: (market_data.MAX_BAR_PRICE holds the same rule for the daemon's own CSV reader.)
 MAX_PRICE = 10_000_000.0
+#: Largest volume or trade count of one bar (the whole US market trades ~1e10 shares a day);
+#: beyond it a number is a data error and overflows the int64 arrays.
+MAX_VOLUME = 1_000_000_000_000
 
 _ETF_TAPE_B = {"SPY", "IWM", "GLD", "TLT", "DIA", "XLF", "XLE", "EEM", "EFA", "VTI"}
 _SPREADS = {"SPY": 0.1, "QQQ": 0.12, "IWM": 0.25, "AAPL": 0.25, "MSFT": 0.3, "NVDA": 0.4,
@@ -144,8 +147,9 @@ def _volume(path: Path, line: int, name: str, text: str) -> int:
         value = float(text)
     except ValueError:
         raise CsvDataError(path, line, f"column {name!r}: {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0 or value != int(value):
-        raise CsvDataError(path, line, f"column {name!r}: {text!r} must be a whole number >= 0")
+    if not math.isfinite(value) or value < 0 or value != int(value) or value > MAX_VOLUME:
+        raise CsvDataError(path, line, f"column {name!r}: {text!r} must be a whole number from 0 "
+                                       f"to {MAX_VOLUME:,.0f}")
     return int(value)
 
 

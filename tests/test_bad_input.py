@@ -69,6 +69,15 @@ def _price(index: int, value: str) -> Callable[[list[str]], list[str]]:
     return edit
 
 
+def _volume(index: int, value: str) -> Callable[[list[str]], list[str]]:
+    def edit(rows: list[str]) -> list[str]:
+        cells = rows[index].split(",")
+        cells[5] = value
+        rows[index] = ",".join(cells)
+        return rows
+    return edit
+
+
 def _rename_day(old: str, new: str) -> Callable[[list[str]], list[str]]:
     def edit(rows: list[str]) -> list[str]:
         return [new + row[len(old):] if row.startswith(old + ",") else row for row in rows]
@@ -174,6 +183,10 @@ CASES = [
          lambda t: [AAPL_FILE, ":4:", "2013-01-05", "Saturday"]),
     Case("backtest_price_1e300", _with_data("huge", _price(40, "1e300"), BACKTEST),
          lambda t: [AAPL_FILE, "line 41", "1e300", "10,000,000"]),
+    Case("backtest_volume_1e300", _with_data("vol", _volume(40, "1e300"), BACKTEST),
+         lambda t: [AAPL_FILE, "line 41", "volume", "1e300"]),
+    Case("train_volume_1e300", _with_data("vol", _volume(40, "1e300"), TRAIN),
+         lambda t: [AAPL_FILE, ":41:", "volume", "1e300"]),
     Case("backtest_saturday", _with_data("sat", _rename_day("2013-01-04", "2013-01-05"), BACKTEST),
          lambda t: [AAPL_FILE, "line 4", "2013-01-05", "Saturday"], subprocess=True),
     Case("backtest_holiday", _with_data("hol", _rename_day("2013-07-03", "2013-07-04"), BACKTEST),
