@@ -183,11 +183,11 @@ def _read_rows(path: Path) -> list[list[str]]:
 
 
 def _check_session(path: Path, line: int, day: date) -> None:
-    """A daily row must fall on an NYSE session (checked where the calendar reaches)."""
+    """A bar must fall on an NYSE session day (checked where the calendar reaches)."""
     if FIRST_DATE <= day <= LAST_DATE and not _calendar().is_session(day):
         what = f"a {day:%A}" if day.weekday() >= 5 else "an NYSE holiday"
         raise CsvDataError(path, line, f"date {day.isoformat()} is {what}, not a trading session "
-                                       "(daily rows must be NYSE session dates)")
+                                       "(bars must be dated on NYSE sessions)")
 
 
 @functools.lru_cache(maxsize=1)
@@ -231,6 +231,7 @@ def read_minute_file(path: Path) -> dict[str, np.ndarray]:
     volume = np.empty(count, dtype=np.int64)
     trades = np.empty(count, dtype=np.int64)
     vwap = np.empty(count)
+    lines = np.empty(count, dtype=np.int64)
     previous = None
     kept = 0
     for k, row in enumerate(rows[1:]):
@@ -264,9 +265,12 @@ def read_minute_file(path: Path) -> dict[str, np.ndarray]:
         volume[kept] = v
         trades[kept] = n
         vwap[kept] = min(max(vw, lo), h)
+        lines[kept] = line
         kept += 1
     if kept == 0:
         raise CsvDataError(path, None, "no bars after the header")
+    for day, (first, _end) in _group_days(ts[:kept]).items():
+        _check_session(path, int(lines[first]), day)
     return {
         "ts": ts[:kept],
         "o": prices[0, :kept].copy(),

@@ -284,3 +284,16 @@ def test_clean_shared_data_has_only_session_dates_and_sane_prices(tmp_path: Path
     for name in ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-1998-01-02-2021-03-31.csv"):
         shutil.copy(SHARED_DATA / "daily" / name, tmp_path / name)
         assert len(load_csv_bars(tmp_path / name)) > 5000
+
+
+def test_a_minute_bar_on_a_holiday_names_its_line(tmp_path: Path) -> None:
+    from simulator.csv_source import CsvDataError, read_minute_file
+
+    path = tmp_path / "SPY-1m-2013-07-03-2013-07-04.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n"
+                    "2013-07-03T14:30:00+00:00,160,161,159,160.5,1000\n"
+                    "2013-07-03T14:31:00+00:00,160,161,159,160.5,1000\n"
+                    "2013-07-04T14:30:00+00:00,160,161,159,160.5,1000\n")
+    with pytest.raises(CsvDataError) as caught:
+        read_minute_file(path)
+    assert caught.value.line == 4 and "2013-07-04 is an NYSE holiday" in str(caught.value)
