@@ -19,6 +19,7 @@ could not be reached (one line on stderr), 2 bad arguments (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import http.client
 import ipaddress
 import json
 import os
@@ -156,7 +157,11 @@ def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv))
     if not args.url.startswith(("http://", "https://")):
-        print(f"python -m simulator: error: --url must start with http://, got {args.url!r}", file=sys.stderr)
+        print(f"python -m simulator: error: --url must start with http://, got {_shown(args.url)!r}", file=sys.stderr)
+        return 2
+    if "@" in args.url.partition("?")[0]:
+        print(f"python -m simulator: error: --url {_shown(args.url)!r} must not contain user:password@; "
+              f"set {KEY_ENV} and {SECRET_ENV} instead", file=sys.stderr)
         return 2
     key, secret = keys_from_env(parser.error)
     method, path, body = request_for(args)
@@ -176,12 +181,21 @@ def main(argv: Sequence[str]) -> int:
                     else f" ({KEY_ENV}/{SECRET_ENV} are not the simulator's keys)")
         print(f"simulator refused {args.command}: {_message(exc)}{hint}", file=sys.stderr)
         return 1
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        print(f"cannot reach the simulator at {args.url}: {reason}", file=sys.stderr)
+        print(f"cannot reach the simulator at {_shown(args.url)}: {reason}", file=sys.stderr)
         return 1
     print(json.dumps(answer, indent=2, sort_keys=True))
     return 0
+
+
+def _shown(url: str) -> str:
+    """``url`` for a message: user info and query (where keys get pasted) hidden."""
+    head, _, _ = url.partition("?")
+    scheme, sep, rest = head.partition("://")
+    if sep and "@" in rest:  # a key may hold '/', so everything up to the last '@' goes
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return (scheme + sep + rest if sep else head) + ("?***" if "?" in url else "")
 
 
 def _message(exc: urllib.error.HTTPError) -> str:

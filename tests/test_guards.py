@@ -342,3 +342,13 @@ async def test_alerter_never_sends_the_password_in_clear_without_the_opt_in() ->
     (failure,) = [e for e in logs if e["event"] == "alert_delivery_failed"]
     assert "without TLS" in failure["reason"]
     assert SMTP_PASSWORD not in json.dumps(logs, default=str)
+
+
+def test_control_cli_never_echoes_keys_put_in_its_url() -> None:
+    result = _cli("state", "--url", f"http://{KEY}:{SECRET}@127.0.0.1:1/?secret={SECRET}", "--timeout", "2",
+                  env=_env())
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "user:password@" in result.stderr and "APCA_API_KEY_ID" in result.stderr
+    assert KEY not in result.stderr and SECRET not in result.stderr and "***@" in result.stderr
+    odd = _cli("state", "--url", "http://127.0.0.1:notaport/", "--timeout", "2", env=_env())
+    assert odd.returncode == 1 and "Traceback" not in odd.stderr
