@@ -172,6 +172,7 @@ class _AlertSettings(Protocol):
     smtp_starttls: bool
     smtp_user: str | None
     smtp_password: Any
+    # allow_plaintext_auth: read with getattr (default False) so older settings objects work
     email_from: str | None
     email_to: list[str]
     webhook_url: str | None
@@ -611,6 +612,8 @@ class Alerter:
         s = self._settings
         if not s.email_from or not s.email_to:
             raise _DeliveryRefused("email_from and email_to must be configured")
+        if self._plaintext_login():
+            raise _DeliveryRefused(PLAINTEXT_AUTH_REFUSED)
         msg = EmailMessage()
         msg["Subject"] = f"[{level.value.upper()}] {title}"
         msg["From"] = s.email_from
@@ -623,8 +626,16 @@ class Alerter:
         msg.set_content("\n".join(lines).strip() + "\n")
         await _in_daemon_thread(self._smtp_send, msg)
 
+    def _plaintext_login(self) -> bool:
+        """Whether sending would log in without TLS and the config does not allow it."""
+        s = self._settings
+        return bool(s.smtp_user and self._password and not s.smtp_starttls
+                    and not getattr(s, "allow_plaintext_auth", False))
+
     def _smtp_send(self, msg: EmailMessage) -> None:
         s = self._settings
+        if self._plaintext_login():  # checked again where the password would leave
+            raise _DeliveryRefused(PLAINTEXT_AUTH_REFUSED)
         smtp = self._smtp_factory(s.smtp_host, s.smtp_port, self._timeout)
         try:
             smtp.ehlo()
@@ -826,6 +837,11 @@ async def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> Any:
 
     threading.Thread(target=run, name="alert-smtp", daemon=True).start()
     return await future
+
+PLAINTEXT_AUTH_REFUSED = (
+    "refusing to send the SMTP password without TLS (alerts.smtp_starttls is false); enable "
+    "smtp_starttls, or set alerts.allow_plaintext_auth = true for a relay you trust"
+)
 
 
 class _DeliveryRefused(Exception):

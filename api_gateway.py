@@ -50,6 +50,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 import broker_errors
 import clock as clock_module
 import errors
+from config import has_url_credentials, normalise_host, redact_url
 from models import (
     Account,
     Activity,
@@ -95,6 +96,11 @@ _FAST_PARSERS: dict[type[BaseModel], Callable[[Any], Any]] = {
 BARS_PAGE_LIMIT = 10_000
 NEWS_PAGE_LIMIT = 50
 MAX_RATE_LIMIT_WAIT = 120.0
+#: Largest response body read (16 MiB; Alpaca's biggest pages are a few MiB). A bigger one is
+#: refused unread, past the cap, as a malformed answer: a broker (or a proxy) sending
+#: hundreds of MiB must not take the daemon's memory with it.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_READ_CHUNK = 64 * 1024
 QUALITY_WARNING_INTERVAL = timedelta(minutes=1)
 RECENT_ORDER_WINDOW = timedelta(seconds=30)
 SIP_REFUSAL = "subscription does not permit"
@@ -157,28 +163,34 @@ def _param_text(key: str, value: Any) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
+    """Loopback by name or address, whatever the spelling (case, brackets, trailing dot)."""
+    host = normalise_host(host)
+    if host in ("localhost", "localhost.localdomain"):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
 
 def _checked_url(url: str, what: str, mode: str, live_enabled: bool) -> str:
     """``url`` without a trailing slash (or ``/v2``), or UnsafeEndpoint naming the problem."""
+    if isinstance(url, str) and has_url_credentials(url):
+        raise errors.UnsafeEndpoint(f"{what} must not contain credentials; use the key settings")
     try:
         parsed = yarl.URL(url)
     except (TypeError, ValueError):
         raise errors.UnsafeEndpoint(f"{what} is not a valid URL") from None
     if parsed.user or parsed.password:
         raise errors.UnsafeEndpoint(f"{what} must not contain credentials; use the key settings")
-    host = (parsed.host or "").lower()
-    if parsed.scheme not in ("http", "https") or not host:
-        raise errors.UnsafeEndpoint(f"{what} {url!r} is not an http(s) URL with a host")
-    if parsed.scheme != "https" and not _is_loopback(host):
+    shown = redact_url(url)  # a query string may hold a pasted key: never echoed
+    host = normalise_host(parsed.host)
+    scheme = (parsed.scheme or "").lower()
+    if scheme not in ("http", "https") or not host:
+        raise errors.UnsafeEndpoint(f"{what} {shown!r} is not an http(s) URL with a host")
+    if scheme != "https" and not _is_loopback(host):
         raise errors.UnsafeEndpoint(
-            f"{what} {url!r} uses plain HTTP to a non-loopback host; HTTPS is required"
+            f"{what} {shown!r} uses plain HTTP to a non-loopback host; HTTPS is required"
         )
     if host == LIVE_TRADING_HOST and not (mode == "live" and live_enabled):
         raise errors.UnsafeEndpoint(
@@ -459,7 +471,9 @@ class ResilientAlpacaGateway:
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
                 allow_redirects=False,
             ) as resp:
-                payload = await resp.read()
+                payload = await self._read_capped(resp)
+                if payload is None:
+                    return self._too_large(method, path, resp), True
                 return self._build_response(method, path, resp.status, resp.headers, payload), True
         except aiohttp.ClientConnectorError as exc:
             message = f"cannot connect: {type(exc).__name__}: {exc}"
@@ -470,6 +484,39 @@ class ResilientAlpacaGateway:
         except (aiohttp.ClientError, OSError) as exc:
             message = f"{type(exc).__name__}: {exc}".rstrip(": ")
             return self._failure(method, path, "network", message, True), True
+
+    @staticmethod
+    async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
+        """The body, or None (connection dropped) once it is known to exceed
+        :data:`MAX_RESPONSE_BYTES`: by its Content-Length before reading, else by counting
+        the (decompressed) bytes as they arrive, so at most the cap is ever held."""
+        declared = resp.content_length
+        if declared is not None and declared > MAX_RESPONSE_BYTES:
+            resp.close()
+            return None
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            total += len(chunk)
+            if total > MAX_RESPONSE_BYTES:
+                chunks.clear()
+                resp.close()
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, method: str, path: str, resp: aiohttp.ClientResponse) -> ApiResponse:
+        status = resp.status
+        log.warning("broker_response_too_large", method=method, path=path, status=status,
+                    declared_bytes=resp.content_length, limit_bytes=MAX_RESPONSE_BYTES)
+        return ApiResponse(
+            success=False, status=status, error_type="malformed",
+            # a 2xx or 5xx body we could not read: the broker may have acted
+            outcome_unknown=not 400 <= status < 500, method=method, path=path,
+            request_id=resp.headers.get("X-Request-ID"),
+            message=f"HTTP {status} response body larger than the {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB "
+                    "limit; refused unread",
+        )
 
     def _failure(
         self, method: str, path: str, kind: str, message: str, outcome_unknown: bool

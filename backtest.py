@@ -1394,7 +1394,7 @@ def write_window_files(files: dict[str, Path], out_dir: Path, first: date, last:
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for symbol, path in files.items():
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
         if not rows:
             continue

@@ -23,6 +23,7 @@ The trading mode defaults to ``sim`` (the embedded simulator) without Alpaca key
 from __future__ import annotations
 
 import difflib
+import io
 import ipaddress
 import json
 import math
@@ -30,7 +31,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -60,6 +61,9 @@ __all__ = [
     "load_settings",
     "format_problems",
     "is_loopback_host",
+    "normalise_host",
+    "redact_url",
+    "has_url_credentials",
 ]
 
 PAPER_BASE_URL = "https://paper-api.alpaca.markets"
@@ -72,6 +76,8 @@ SYMBOL_PATTERN = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
 _STRATEGY_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _WEIGHT_TOLERANCE = 1e-6
+#: Fastest simulator speed factor besides 'max' (a session in about a quarter second).
+MAX_SIM_SPEED = 100_000.0
 
 # -- value types -----------------------------------------------------------------------------
 
@@ -126,11 +132,47 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 Positive = Annotated[float, Field(gt=0)]
 
 
+def normalise_host(host: str | None) -> str:
+    """``host`` as DNS resolves it: lower case, without IPv6 brackets or the root's trailing
+    dot (``API.Alpaca.Markets.`` is ``api.alpaca.markets``). Every host check compares
+    normalised names, so spelling cannot slip the live endpoint past a guard."""
+    return (host or "").strip().strip("[]").rstrip(".").lower()
+
+
+def _split_secrets(text: str) -> tuple[str, str, str, bool, bool]:
+    """(scheme, where, query+fragment, had user info, had query) of a URL, by hand: a key
+    pasted as user info may hold '/' or '#', which fools urlsplit into showing part of it."""
+    scheme, sep, rest = text.strip().partition("://")
+    if not sep:
+        scheme, rest = "", text.strip()
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    where, tail = rest[:cut], rest[cut:]
+    userinfo = "@" in where
+    if userinfo:
+        where = where.rsplit("@", 1)[1]
+    return scheme, where, tail, userinfo, bool(tail)
+
+
+def has_url_credentials(text: str) -> bool:
+    """Whether a URL carries user info (``user:pass@``), even one holding '/' or '#'."""
+    return _split_secrets(text)[3]
+
+
+def redact_url(text: str) -> str:
+    """``text`` safe to show in a message: user info and query string replaced by ``***``
+    (keys are sometimes pasted there), scheme, host, port and path kept."""
+    scheme, where, _tail, userinfo, query = _split_secrets(text)
+    shown = ("***@" if userinfo else "") + where
+    if scheme:
+        shown = f"{scheme}://{shown}"
+    return shown + ("?***" if query else "")
+
+
 def is_loopback_host(host: str | None) -> bool:
     """True for ``localhost``, 127.0.0.0/8 and ``::1``: addresses that never leave the machine."""
     if not host:
         return False
-    host = host.strip("[]").lower()
+    host = normalise_host(host)
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
@@ -150,8 +192,21 @@ def _http_url(value: str | None) -> str | None:
     return url
 
 
+def _no_credentials(url: str) -> None:
+    """An API endpoint carries no secrets: keys have their own settings (and stay secret)."""
+    _, _, _, userinfo, query = _split_secrets(url)
+    if userinfo:
+        raise ValueError("must not contain user:password@; set APCA_API_KEY_ID and "
+                         "APCA_API_SECRET_KEY instead")
+    if query:
+        raise ValueError("must not contain a query string or fragment (?...); keys go in "
+                         "APCA_API_KEY_ID and APCA_API_SECRET_KEY")
+
+
 def _broker_url(value: str | None) -> str | None:
     """An Alpaca endpoint: https, or plain http only to a loopback host (the simulator)."""
+    if value is not None:
+        _no_credentials(value)
     url = _http_url(value)
     if url is None:
         return None
@@ -167,7 +222,12 @@ def _broker_url(value: str | None) -> str | None:
 
 
 def _url_host(url: str | None) -> str | None:
-    return urlsplit(url).hostname if url else None
+    if not url:
+        return None
+    try:
+        return normalise_host(urlsplit(url).hostname) or None
+    except ValueError:
+        return None
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -387,6 +447,8 @@ class AlertSettings(Section):
     smtp_host: str = "localhost"
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
     smtp_starttls: bool = True
+    # Log in (send smtp_password) over a connection without TLS: only for a relay you trust.
+    allow_plaintext_auth: bool = False
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     email_from: str | None = None
@@ -434,12 +496,30 @@ class SimSettings(Section):
     days: Annotated[int, Field(ge=1)] | None = None
     # 300x: five market minutes per second, a session in about 80 s, so a newcomer sees
     # signals, bracket orders, fills and exits within a minute (60 = a market minute per second).
-    speed: Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_speed)] = 300.0
+    speed: Annotated[float | None, BeforeValidator(_speed)] = 300.0
     data_dir: str | None = None
     seed: int = 42
     start: str | None = None
     cash: Annotated[float, Field(gt=0)] = 100000
     faults: str | None = None
+
+    @field_validator("faults")
+    @classmethod
+    def _fault_spec(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            from simulator.faults import FaultConfig  # light: no numpy, no server
+
+            FaultConfig.parse(value)  # ValueError names the key and what is allowed
+        return value
+
+    @field_validator("speed")
+    @classmethod
+    def _speed_range(cls, value: float | None) -> float | None:
+        # Above this a millisecond of wall time is more than a market minute and a run races
+        # past the calendar's end: 'max' (as fast as the loop goes) is the way to go fast.
+        if value is not None and not (0 < value <= MAX_SIM_SPEED):
+            raise ValueError(f"must be a number > 0 and <= {MAX_SIM_SPEED:g}, or 'max'")
+        return value
 
     @field_validator("start")
     @classmethod
@@ -448,15 +528,27 @@ class SimSettings(Section):
             return None
         text = value.strip()
         try:
-            date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError:
             try:
-                datetime.fromisoformat(text.replace("Z", "+00:00"))
+                day = datetime.fromisoformat(text.replace("Z", "+00:00")).date()
             except ValueError:
                 raise ValueError(
                     "must be a date like 2024-03-01 or an ISO-8601 time like 2024-03-01T09:25:00-05:00"
                 ) from None
+        first, last = _sim_date_range()
+        if not first <= day <= last:
+            raise ValueError(f"must be between {first.isoformat()} and {last.isoformat()} "
+                             "(the NYSE calendar the simulator knows)")
         return text
+
+
+def _sim_date_range() -> tuple[date, date]:
+    """First and last simulated start: the trading calendar's range, less a month at the end
+    so a run has sessions ahead of it (imported late: the calendar library is heavy)."""
+    from trading_calendar import FIRST_DATE, LAST_DATE
+
+    return FIRST_DATE, LAST_DATE - timedelta(days=31)
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -477,6 +569,8 @@ SECTIONS: dict[str, type[Section]] = {
     "sim": SimSettings,
 }
 _TOP_LEVEL = ("mode", "live_trading_enabled", "profile")
+# Dotted keys holding URLs: shown in problems without user info or query (keys get pasted there).
+_URL_KEYS = frozenset({"api.base_url", "api.data_url", "ai.model_endpoint", "alerts.sms_endpoint"})
 # Dotted keys whose values are secrets: never echoed in problems, dumps or logs.
 SECRET_KEYS = frozenset(
     {"api.key_id", "api.secret_key", "alerts.smtp_password", "alerts.webhook_url"}
@@ -704,12 +798,12 @@ def _rules_modes(s: Any) -> Iterator[str]:
     host = _url_host(s.api.base_url)
     if mode == "paper" and host == _LIVE_HOST:
         yield (
-            f"api.base_url={s.api.base_url!r}: the live endpoint is not allowed in paper mode; "
+            f"api.base_url={redact_url(s.api.base_url)!r}: the live endpoint is not allowed in paper mode; "
             f"use {PAPER_BASE_URL} (or TRADING_MODE=live with TRADING_LIVE_ENABLED=true)"
         )
     if mode == "live" and host == _PAPER_HOST:
         yield (
-            f"api.base_url={s.api.base_url!r}: the paper endpoint contradicts mode 'live'; "
+            f"api.base_url={redact_url(s.api.base_url)!r}: the paper endpoint contradicts mode 'live'; "
             f"use {LIVE_BASE_URL} or TRADING_MODE=paper"
         )
 
@@ -818,6 +912,12 @@ def _rules_alerts(s: Any) -> Iterator[str]:
         yield "alerts.email_from=None: required when alerts.email_enabled is true"
     if a.email_enabled and not a.email_to:
         yield "alerts.email_to=[]: name at least one recipient when alerts.email_enabled is true"
+    if (a.email_enabled and a.smtp_user and a.smtp_password is not None and not a.smtp_starttls
+            and not a.allow_plaintext_auth):
+        yield (
+            "alerts.smtp_starttls=false: the SMTP password would be sent without TLS; set "
+            "smtp_starttls = true, or allow_plaintext_auth = true for a relay you trust"
+        )
 
 
 _RULES: tuple[Callable[[Any], Iterator[str]], ...] = (
@@ -897,6 +997,8 @@ def _show_value(dotted: str, value: Any) -> str:
         return "'***'"
     if isinstance(value, SecretStr):
         return "'***'"
+    if isinstance(value, str) and ("://" in value or base in _URL_KEYS):
+        return repr(redact_url(value))
     return _fmt(value)
 
 
@@ -1008,7 +1110,8 @@ def _environment(
     """``.env`` values under the real environment (the real environment wins)."""
     merged: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
-        for key, value in dotenv_values(env_file).items():
+        text = _read_text(Path(env_file), "env_file")
+        for key, value in dotenv_values(stream=io.StringIO(text)).items():
             if value is not None:
                 merged[key] = value
     merged.update(os.environ if environ is None else environ)
@@ -1036,16 +1139,33 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     return layer, sources
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_text(path: Path, what: str) -> str:
+    """A config file's text (UTF-8, a byte-order mark accepted), or one ConfigError line
+    naming the file, the line of the first undecodable byte, and what is allowed."""
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError([f"config_file={str(path)!r}: file not found"]) from None
+        raise ConfigError([f"{what}={str(path)!r}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{what}={str(path)!r}: is a directory, not a file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{what}={str(path)!r}: cannot read: {exc.strerror}"]) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            [f"{what}={str(path)!r}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; "
+             "save the file as UTF-8"]
+        ) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    text = _read_text(path, "config_file")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"config_file={str(path)!r}: invalid TOML: {exc}"]) from None
-    except OSError as exc:
-        raise ConfigError([f"config_file={str(path)!r}: cannot read: {exc.strerror}"]) from None
 
 
 def _expand_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from typing import Any
 
 import structlog
 
-from errors import TradingError
+from errors import ConfigError, TradingError
 from models import TERMINAL_ORDER_STATUSES, Activity, Order, Position
 from trade_ledger import ClosedTrade, FillRecord
 
@@ -65,7 +65,16 @@ class JournalError(TradingError):
     """The journal cannot do what was asked (closed, unknown order, unusable file)."""
 
 
-class SchemaTooNew(JournalError):
+class JournalUnusable(JournalError, ConfigError):
+    """The state database cannot be opened as a journal (a directory, not SQLite, corrupt, a
+    folder that cannot be created): bad input, so also a :class:`errors.ConfigError` and
+    ``main`` ends with exit 2 and this one line instead of a traceback."""
+
+    def __init__(self, problem: str) -> None:
+        ConfigError.__init__(self, [problem])
+
+
+class SchemaTooNew(JournalUnusable):
     """The file was written by a newer version of the daemon than this one."""
 
 
@@ -500,7 +509,15 @@ class Journal:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise JournalUnusable(f"state database {self.path}: is a directory; give --state-db a file path")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalUnusable(
+                f"state database {self.path}: cannot create its folder {self.path.parent} "
+                f"({exc.strerror}); give --state-db a path in a writable folder"
+            ) from None
         self._lock = threading.RLock()
         self._depth = 0
         try:
@@ -508,16 +525,24 @@ class Journal:
                 str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0
             )
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the journal at {self.path}: {exc}") from None
+            raise JournalUnusable(f"cannot open the journal at {self.path}: {exc}") from None
         self._conn.row_factory = sqlite3.Row
         try:
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self.schema_version = migrate(self._conn, MIGRATIONS, source=str(self.path))
+        except sqlite3.OperationalError as exc:
+            self._conn.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise JournalError(f"{self.path} is not a usable journal: {exc}") from None
+            raise JournalUnusable(f"state database {self.path} is not a usable journal: {exc}") from None
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise JournalError(f"{self.path} is not a usable journal: {exc}") from None
+            raise JournalUnusable(
+                f"state database {self.path} is not a usable journal: {exc} (an SQLite file written "
+                "by this daemon is expected; point --state-db at it or at a new path)"
+            ) from None
         except BaseException:
             self._conn.close()
             raise

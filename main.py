@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import copy
 import gc
+import os
 import signal
 import sys
 import uuid
@@ -139,10 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config.format_problems(exc), file=sys.stderr)
         return EXIT_CONFIG
     fresh_sim_state = use_mode_state_db(settings)
+    problems = path_problems(settings, command, args)
+    if problems:
+        print(config.format_problems(ConfigError(problems)), file=sys.stderr)
+        return EXIT_CONFIG
     import logging_setup
 
-    logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
-                            secrets=settings.secret_values())
+    try:
+        logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
+                                secrets=settings.secret_values())
+    except OSError as exc:
+        print(f"config error: storage.log_file={settings.storage.log_file!r}: cannot open it "
+              f"({exc.strerror or exc}); give --log-file a file path in a writable folder", file=sys.stderr)
+        return EXIT_CONFIG
     run_id = logging_setup.new_run_id()
     logging_setup.bind_run(run_id)
     try:
@@ -178,6 +188,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+# -- paths the user named ------------------------------------------------------------------
+
+
+def path_problems(settings: Any, command: str, args: argparse.Namespace) -> list[str]:
+    """One line per file or folder argument that cannot be used, before anything runs (a
+    training run must not spend minutes and then fail to write its model)."""
+    checks: list[tuple[str, Path, bool]] = [
+        ("storage.state_db", Path(settings.storage.state_db), False),
+        ("storage.log_file", Path(settings.storage.log_file), False),
+    ]
+    if command == "report":
+        checks.append(("report --out", Path(args.out), True))
+    if command == "backtest" and getattr(args, "report", None) is not None:
+        checks.append(("backtest --report", Path(args.report), True))
+    if command == "train":
+        checks.append(("train --out", Path(args.out or settings.ai.model_path), False))
+    problems = []
+    data_dir = settings.sim.data_dir
+    if data_dir and not Path(data_dir).is_dir():
+        problems.append(f"sim.data_dir={data_dir!r} (--data): no such directory; give a folder of "
+                        "CSV bars (daily/SYMBOL-1d-*.csv, intraday/SYMBOL-1m-*.csv)")
+    for what, path, is_dir in checks:
+        problem = _path_problem(path, is_dir)
+        if problem is not None:
+            problems.append(f"{what}={str(path)!r}: {problem}")
+    return problems
+
+
+def _path_problem(path: Path, is_dir: bool) -> str | None:
+    """Why ``path`` cannot be used as a directory (``is_dir``) or a file, or None."""
+    if is_dir and path.exists() and not path.is_dir():
+        return "is a file; give a directory (it is created if missing)"
+    if not is_dir and path.is_dir():
+        return "is a directory; give a file path"
+    for parent in (path if is_dir else path.parent, *(path if is_dir else path.parent).parents):
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, so no folder can be made there; give another path"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"folder {parent} is not writable; give another path"
+            return None
+    return None
+
+
 # -- broker wiring -------------------------------------------------------------------------
 
 
@@ -191,6 +245,7 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     from api_gateway import ResilientAlpacaGateway
     from clock import WallClock, pause_clock
     from config import is_loopback_host
+    from errors import ConfigError
     from rate_limit import RateLimiter
 
     server = None
@@ -202,10 +257,17 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
         start = sim.start
         if start is None and sim.data_dir is None and sim.seed == DEMO_SEED:
             start = DEMO_START
-        core = SimulatorCore.create(data_dir=sim.data_dir, symbols=list(settings.scanning.symbols),
-                                    seed=sim.seed, start=start, speed=sim.speed, cash=sim.cash,
-                                    faults=sim.faults)
-        server = await start_server(core, host="127.0.0.1", port=0, rate_limit_per_minute=None)
+        try:
+            core = SimulatorCore.create(data_dir=sim.data_dir, symbols=list(settings.scanning.symbols),
+                                        seed=sim.seed, start=start, speed=sim.speed, cash=sim.cash,
+                                        faults=sim.faults)
+        except ValueError as exc:  # a bad data file (CsvDataError names file and line), no data
+            raise ConfigError([f"simulator: {exc}"]) from None
+        # A key pair made for this run: the embedded simulator's trading and control APIs
+        # answer only the daemon, not any other local process or web page that finds the port.
+        key, secret = embedded_sim_keys()
+        server = await start_server(core, host="127.0.0.1", port=0, rate_limit_per_minute=None,
+                                    key=key, secret=secret)
         base_url = data_url = server.base_url
         clock = core.clock
         if announce:
@@ -219,7 +281,6 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
                               burst_allowance=settings.rate_limit.burst_allowance,
                               cooldown_seconds=settings.rate_limit.cooldown_seconds,
                               monotonic=lambda: clock.now().timestamp(), sleep=clock.sleep)
-        key = secret = None
     else:
         base_url, data_url = settings.api.base_url, settings.api.data_url
         follow_broker = settings.api.clock == "broker" or (
@@ -249,6 +310,18 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     finally:
         if server is not None:
             await server.stop()
+
+
+def embedded_sim_keys() -> tuple[str, str]:
+    """A fresh random key pair for the embedded simulator, registered with the log redactor."""
+    import secrets
+
+    import logging_setup
+
+    key, secret = "SIM" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
+    logging_setup.add_secret(key)
+    logging_setup.add_secret(secret)
+    return key, secret
 
 
 class BrokerClockProxy:

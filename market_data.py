@@ -10,6 +10,7 @@ data (and any CSV in that format) with one clear error per bad line.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 _COLUMNS = ("open", "high", "low", "close", "volume")
+#: Dearest price a CSV bar may hold: no US stock has come near it, and a larger number
+#: (1e300) overflows indicator arithmetic. simulator.csv_source.MAX_PRICE is the same rule.
+MAX_BAR_PRICE = 10_000_000.0
+#: Largest volume of one bar (the whole US market trades ~1e10 shares a day).
+MAX_BAR_VOLUME = 1_000_000_000_000.0
 _SECONDS_PER_DAY = 86_400
 
 
@@ -397,14 +403,23 @@ def load_csv_bars(path: str | Path) -> BarSeries:
 
     ``timestamp`` is a session date ``YYYY-MM-DD`` (stamped at midnight New York, as Alpaca
     stamps daily bars) or an ISO-8601 time with a UTC offset. Extra columns are ignored.
-    Raises :class:`errors.DataQualityError` naming the file, line and problem.
+    Raises :class:`errors.DataQualityError` naming the file, line and problem: text that is
+    not UTF-8 (a byte-order mark is fine), a price not finite, not > 0 or above
+    :data:`MAX_BAR_PRICE`, a date on which the NYSE held no session.
     """
     source = Path(path)
     try:
-        handle = source.open(newline="", encoding="utf-8")
+        raw = source.read_bytes()
     except OSError as exc:
         raise DataQualityError(f"{source}: cannot read bar file: {exc.strerror}") from exc
-    with handle:
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark (spreadsheet export) is accepted
+    except UnicodeDecodeError as exc:
+        line_no = raw.count(b"\n", 0, exc.start) + 1
+        raise DataQualityError(
+            f"{source}:{line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -444,6 +459,7 @@ def _parse_stamp(text: str, source: Path, line: int) -> int:
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
+            _check_session(day, text, source, line)
             return int(datetime.combine(day, time(0), EXCHANGE_TZ).timestamp())
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -465,6 +481,9 @@ def _parse_number(text: str, name: str, source: Path, line: int) -> float:
     if not math.isfinite(value) or value < 0 or (value == 0 and name != "volume"):
         allowed = ">= 0" if name == "volume" else "> 0"
         raise DataQualityError(f"{source}:{line}: {name} {text.strip()!r} must be finite and {allowed}")
+    limit = MAX_BAR_VOLUME if name == "volume" else MAX_BAR_PRICE
+    if value > limit:
+        raise DataQualityError(f"{source}:{line}: {name} {text.strip()!r} must be at most {limit:,.0f}")
     return value
 
 
@@ -523,6 +542,18 @@ def series_problem(series: BarSeries) -> str | None:
             col = int(np.flatnonzero(jumps)[0]) + 1
             return f"bar {col}: close {series.close[col]:g} is {ratio[col - 1]:.4g}x the close before it"
     return None
+
+def _check_session(day: date, text: str, source: Path, line: int) -> None:
+    """A daily bar dated on a weekend or NYSE holiday is a data error (checked where the
+    calendar reaches, 1990-2035)."""
+    from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+
+    if FIRST_DATE <= day <= LAST_DATE and not TradingCalendar().is_session(day):
+        what = f"a {day:%A}" if day.weekday() >= 5 else "an NYSE holiday"
+        raise DataQualityError(
+            f"{source}:{line}: date {text!r} is {what}, not a trading session "
+            "(daily rows must be NYSE session dates)"
+        )
 
 
 def day_timestamp(day: date) -> int:

@@ -232,7 +232,9 @@ def start_simulator(symbols: list[str], seed: int, start: str) -> tuple[subproce
     """``python -m simulator`` on a free loopback port; returns (process, base URL)."""
     cmd = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0", "--speed", "max",
            "--symbols", ",".join(symbols), "--seed", str(seed), "--start", start, "--no-rate-limit"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # no APCA_* keys from the caller: the simulator would require them (control API included)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APCA_")}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "listening on " not in line:

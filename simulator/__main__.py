@@ -7,6 +7,10 @@ Serve (the default command)::
         [--faults SPEC] [--key K --secret S] [--partial-fills] [--slippage-bps 1.0]
         [--no-rate-limit] [--allow-remote]
 
+The key pair (required on the trading, data and control APIs when set) comes from
+``--key``/``--secret`` or, better (not visible in ``ps``), from ``APCA_API_KEY_ID`` and
+``APCA_API_SECRET_KEY``; without either the simulator accepts any key.
+
 prints one line, ``simulator listening on http://HOST:PORT``, on stdout (logs go to stderr as
 JSON lines) and runs until SIGINT or SIGTERM, then exits 0. ``--port 0`` picks a free port.
 A non-loopback ``--host`` is refused unless ``--allow-remote``. ``--start`` with a date alone
@@ -31,7 +35,7 @@ from typing import Sequence
 import structlog
 
 from simulator import control_cli
-from simulator.control_cli import OneLineArgumentParser, is_loopback
+from simulator.control_cli import KEY_ENV, SECRET_ENV, OneLineArgumentParser, is_loopback
 from simulator.faults import FaultConfig
 
 # The core and the server (numpy, pandas, exchange_calendars, aiohttp) are imported only
@@ -48,8 +52,9 @@ def _speed(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--speed must be a positive number or 'max', got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"--speed must be a positive number or 'max', got {text!r}")
+    if not 0 < value <= control_cli.MAX_SPEED:
+        raise argparse.ArgumentTypeError(
+            f"--speed must be a number > 0 and <= {control_cli.MAX_SPEED:g}, or 'max', got {text!r}")
     return value
 
 
@@ -132,8 +137,9 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--start", type=_start, help="simulated start, ISO-8601 or YYYY-MM-DD (that day's pre-market)")
     parser.add_argument("--cash", type=_cash, default=Decimal("100000"), help="starting cash (default 100000)")
     parser.add_argument("--faults", type=_faults, help='e.g. "error_rate=0.05,latency_ms=50-400,reset=0.01,race=0.2"')
-    parser.add_argument("--key", help="require this APCA-API-KEY-ID (with --secret)")
-    parser.add_argument("--secret", help="require this APCA-API-SECRET-KEY (with --key)")
+    parser.add_argument("--key", help=f"require this APCA-API-KEY-ID (with --secret; default ${KEY_ENV})")
+    parser.add_argument("--secret", help=f"require this APCA-API-SECRET-KEY (with --key; default ${SECRET_ENV}, "
+                                         "which keeps it out of the process list)")
     parser.add_argument("--partial-fills", action="store_true", help="fill large orders in volume-limited parts")
     parser.add_argument("--slippage-bps", type=_slippage, default=1.0, help="market-order slippage in basis points (default 1)")
     parser.add_argument("--no-rate-limit", action="store_true", help="disable the 200 requests/minute limit")
@@ -144,6 +150,8 @@ def parse_serve_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse and cross-check the serve options; exits 2 with one line on bad input."""
     parser = build_parser()
     args = parser.parse_args(list(argv))
+    if args.key is None and args.secret is None:
+        args.key, args.secret = control_cli.keys_from_env(parser.error)
     if (args.key is None) != (args.secret is None):
         parser.error("--key and --secret must be given together")
     if args.key is not None and (not args.key or not args.secret):

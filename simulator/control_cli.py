@@ -9,6 +9,9 @@ Used through ``python -m simulator``::
     python -m simulator speed   --url http://127.0.0.1:8765 max          # or a factor
     python -m simulator faults  --url http://127.0.0.1:8765 "error_rate=0.1"   # or --clear
 
+When the simulator requires keys, set ``APCA_API_KEY_ID`` and ``APCA_API_SECRET_KEY`` (the
+same variables the simulator and the daemon read): they are sent as Alpaca's headers.
+
 Prints the simulator's JSON answer on stdout. Exit codes: 0 done, 1 the simulator refused or
 could not be reached (one line on stderr), 2 bad arguments (one line on stderr).
 """
@@ -16,15 +19,32 @@ could not be reached (one line on stderr), 2 bad arguments (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import http.client
 import ipaddress
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
 from typing import Any, NoReturn, Sequence
 
 DEFAULT_URL = "http://127.0.0.1:8765"
+KEY_ENV, SECRET_ENV = "APCA_API_KEY_ID", "APCA_API_SECRET_KEY"
+#: Fastest speed factor besides 'max': beyond it a millisecond of wall time is over a market
+#: minute and the clock races past the calendar's end ('max' is the way to go fast).
+MAX_SPEED = 100_000.0
 COMMANDS = ("state", "shock", "gap", "advance", "speed", "faults")
+
+
+def keys_from_env(error: Any) -> tuple[str | None, str | None]:
+    """The key pair from ``APCA_API_KEY_ID``/``APCA_API_SECRET_KEY`` (blank = unset), or
+    ``error(message)`` when only one of them is set."""
+    key = os.environ.get(KEY_ENV, "").strip() or None
+    secret = os.environ.get(SECRET_ENV, "").strip() or None
+    if (key is None) != (secret is None):
+        present, missing = (KEY_ENV, SECRET_ENV) if key else (SECRET_ENV, KEY_ENV)
+        error(f"{present} is set but {missing} is not: set both or neither")
+    return key, secret
 
 
 def is_loopback(host: str) -> bool:
@@ -73,8 +93,8 @@ def _speed(text: str) -> float | str:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"speed must be a positive number or 'max', got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"speed must be a positive number or 'max', got {text!r}")
+    if not 0 < value <= MAX_SPEED:
+        raise argparse.ArgumentTypeError(f"speed must be a number > 0 and <= {MAX_SPEED:g}, or 'max', got {text!r}")
     return value
 
 
@@ -134,28 +154,48 @@ def request_for(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | No
 
 def main(argv: Sequence[str]) -> int:
     """Run one control command; returns the process exit status."""
-    args = build_parser().parse_args(list(argv))
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
     if not args.url.startswith(("http://", "https://")):
-        print(f"python -m simulator: error: --url must start with http://, got {args.url!r}", file=sys.stderr)
+        print(f"python -m simulator: error: --url must start with http://, got {_shown(args.url)!r}", file=sys.stderr)
         return 2
+    if "@" in args.url.partition("?")[0]:
+        print(f"python -m simulator: error: --url {_shown(args.url)!r} must not contain user:password@; "
+              f"set {KEY_ENV} and {SECRET_ENV} instead", file=sys.stderr)
+        return 2
+    key, secret = keys_from_env(parser.error)
     method, path, body = request_for(args)
     url = args.url.rstrip("/") + path
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if key is not None and secret is not None:
+        headers |= {"APCA-API-KEY-ID": key, "APCA-API-SECRET-KEY": secret}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as response:
             answer = json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
-        print(f"simulator refused {args.command}: {_message(exc)}", file=sys.stderr)
+        hint = ""
+        if exc.code == 401:
+            hint = (f" (set {KEY_ENV} and {SECRET_ENV} to the simulator's keys)" if key is None
+                    else f" ({KEY_ENV}/{SECRET_ENV} are not the simulator's keys)")
+        print(f"simulator refused {args.command}: {_message(exc)}{hint}", file=sys.stderr)
         return 1
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        print(f"cannot reach the simulator at {args.url}: {reason}", file=sys.stderr)
+        print(f"cannot reach the simulator at {_shown(args.url)}: {reason}", file=sys.stderr)
         return 1
     print(json.dumps(answer, indent=2, sort_keys=True))
     return 0
+
+
+def _shown(url: str) -> str:
+    """``url`` for a message: user info and query (where keys get pasted) hidden."""
+    head, _, _ = url.partition("?")
+    scheme, sep, rest = head.partition("://")
+    if sep and "@" in rest:  # a key may hold '/', so everything up to the last '@' goes
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return (scheme + sep + rest if sep else head) + ("?***" if "?" in url else "")
 
 
 def _message(exc: urllib.error.HTTPError) -> str:

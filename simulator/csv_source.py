@@ -31,7 +31,10 @@ counts follow the daily ``trade_count`` when given, else a nominal 100 shares pe
 So the expanded day's open, high, low, close and volume equal the file's row exactly, and
 the same seed always gives the same path.
 
-A malformed file raises :class:`CsvDataError` naming the file, the line and the problem.
+A malformed file raises :class:`CsvDataError` naming the file, the line and the problem:
+text that is not UTF-8 (a UTF-8 byte-order mark is accepted), prices that are not finite,
+not positive or above :data:`MAX_PRICE`, and daily rows dated on a day the NYSE held no
+session (weekends, holidays) within the calendar's range.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import bisect
 import csv
 import functools
+import io
 import math
 import re
 import zlib
@@ -63,6 +67,13 @@ _QUOTE_COLUMNS = ("timestamp", "bid_close", "ask_close", "bid_size", "ask_size")
 NOMINAL_TRADE_SIZE = 100
 #: Sessions whose expansion price paths are remembered (valuing held positions mid-session).
 PATH_MEMO = 256
+#: Dearest price a bar may hold. No US stock has traded near it (BRK.A peaked below 1e6);
+#: a larger number is a data error, and squared in indicators it overflows a float.
+#: (market_data.MAX_BAR_PRICE holds the same rule for the daemon's own CSV reader.)
+MAX_PRICE = 10_000_000.0
+#: Largest volume or trade count of one bar (the whole US market trades ~1e10 shares a day);
+#: beyond it a number is a data error and overflows the int64 arrays.
+MAX_VOLUME = 1_000_000_000_000
 
 _ETF_TAPE_B = {"SPY", "IWM", "GLD", "TLT", "DIA", "XLF", "XLE", "EEM", "EFA", "VTI"}
 _SPREADS = {"SPY": 0.1, "QQQ": 0.12, "IWM": 0.25, "AAPL": 0.25, "MSFT": 0.3, "NVDA": 0.4,
@@ -126,6 +137,8 @@ def _float(path: Path, line: int, name: str, text: str, *, positive: bool) -> fl
         raise CsvDataError(path, line, f"column {name!r}: {text!r} is not a finite number")
     if positive and value <= 0:
         raise CsvDataError(path, line, f"column {name!r}: {text!r} must be greater than 0")
+    if abs(value) > MAX_PRICE:
+        raise CsvDataError(path, line, f"column {name!r}: {text!r} must be at most {MAX_PRICE:,.0f}")
     return value
 
 
@@ -134,8 +147,9 @@ def _volume(path: Path, line: int, name: str, text: str) -> int:
         value = float(text)
     except ValueError:
         raise CsvDataError(path, line, f"column {name!r}: {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0 or value != int(value):
-        raise CsvDataError(path, line, f"column {name!r}: {text!r} must be a whole number >= 0")
+    if not math.isfinite(value) or value < 0 or value != int(value) or value > MAX_VOLUME:
+        raise CsvDataError(path, line, f"column {name!r}: {text!r} must be a whole number from 0 "
+                                       f"to {MAX_VOLUME:,.0f}")
     return int(value)
 
 
@@ -152,13 +166,33 @@ def _header(path: Path, rows: list[list[str]], required: tuple[str, ...]) -> dic
 
 
 def _read_rows(path: Path) -> list[list[str]]:
+    """The file's rows; a leading UTF-8 byte-order mark (spreadsheet exports) is dropped."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            return [row for row in csv.reader(handle)]
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CsvDataError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise CsvDataError(path, None, f"not UTF-8 text ({exc.reason})") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise CsvDataError(path, line, f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+    try:
+        return [row for row in csv.reader(io.StringIO(text, newline=""))]
     except csv.Error as exc:
         raise CsvDataError(path, None, f"unreadable CSV ({exc})") from None
+
+
+def _check_session(path: Path, line: int, day: date) -> None:
+    """A bar must fall on an NYSE session day (checked where the calendar reaches)."""
+    if FIRST_DATE <= day <= LAST_DATE and not _calendar().is_session(day):
+        what = f"a {day:%A}" if day.weekday() >= 5 else "an NYSE holiday"
+        raise CsvDataError(path, line, f"date {day.isoformat()} is {what}, not a trading session "
+                                       "(bars must be dated on NYSE sessions)")
+
+
+@functools.lru_cache(maxsize=1)
+def _calendar() -> TradingCalendar:
+    return TradingCalendar()
 
 
 def _check_ohlc(path: Path, line: int, o: float, h: float, lo: float, c: float) -> None:
@@ -197,6 +231,7 @@ def read_minute_file(path: Path) -> dict[str, np.ndarray]:
     volume = np.empty(count, dtype=np.int64)
     trades = np.empty(count, dtype=np.int64)
     vwap = np.empty(count)
+    lines = np.empty(count, dtype=np.int64)
     previous = None
     kept = 0
     for k, row in enumerate(rows[1:]):
@@ -230,9 +265,12 @@ def read_minute_file(path: Path) -> dict[str, np.ndarray]:
         volume[kept] = v
         trades[kept] = n
         vwap[kept] = min(max(vw, lo), h)
+        lines[kept] = line
         kept += 1
     if kept == 0:
         raise CsvDataError(path, None, "no bars after the header")
+    for day, (first, _end) in _group_days(ts[:kept]).items():
+        _check_session(path, int(lines[first]), day)
     return {
         "ts": ts[:kept],
         "o": prices[0, :kept].copy(),
@@ -265,6 +303,7 @@ def read_daily_file(path: Path) -> dict[date, _DailyRow]:
             raise CsvDataError(path, line, f"date {text!r} is not YYYY-MM-DD") from None
         if previous is not None and day <= previous:
             raise CsvDataError(path, line, "dates are not strictly ascending")
+        _check_session(path, line, day)
         previous = day
         o = _float(path, line, "open", row[cols["open"]], positive=True)
         h = _float(path, line, "high", row[cols["high"]], positive=True)

@@ -23,8 +23,10 @@ Errors: ``SimApiError`` becomes its status and body; malformed JSON bodies 400
 ``{"code":40010000,"message":"request body format is invalid"}``; anything unexpected 500
 ``{"code":50010000,"message":"internal server error"}`` (logged as ``sim_request_failed``).
 
-The control API under ``/_sim/v1/`` (state, shock, gap, faults, clock) is exempt from auth,
-rate limiting and faults.
+The control API under ``/_sim/v1/`` (state, shock, gap, faults, clock) needs the same key
+pair as the trading API whenever one is configured (401 ``{"code":40110000,...}`` without it:
+a web page in a local browser must not be able to POST a shock); it is exempt from rate
+limiting and faults.
 """
 
 from __future__ import annotations
@@ -306,7 +308,10 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     request_id = uuid.uuid4().hex
     path = request.path
     if path.startswith(CONTROL_PREFIX):
-        response = await _call(handler, request)
+        if _authorized(state, request):
+            response = await _call(handler, request)
+        else:
+            response = json_response(_UNAUTHORIZED, 401)
         response.headers["X-Request-ID"] = request_id
         return response
 

@@ -138,7 +138,7 @@ async def test_critical_alert_email_arrives_at_a_real_smtp_server_with_login_and
 ) -> None:
     inbox, port = smtp_server
     settings = alert_settings(
-        console=False, email_enabled=True, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False,
+        console=False, email_enabled=True, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False, allow_plaintext_auth=True,
         smtp_user="bot", password=SMTP_PASSWORD, email_from="bot@example.com",
         email_to=["ops@example.com", "cto@example.com"],
     )
@@ -295,7 +295,7 @@ async def test_failed_deliveries_never_raise_and_are_logged_without_secrets(
     closed_port = free_port()  # nothing listens here: connection refused
     settings = alert_settings(
         console=False, email_enabled=True, smtp_host="127.0.0.1", smtp_port=closed_port,
-        smtp_starttls=False, smtp_user="bot", password=SMTP_PASSWORD, email_from="bot@example.com",
+        smtp_starttls=False, allow_plaintext_auth=True, smtp_user="bot", password=SMTP_PASSWORD, email_from="bot@example.com",
         email_to=["ops@example.com"], webhook_url=f"http://127.0.0.1:{closed_port}/hooks/{HOOK_TOKEN}",
         sms_endpoint=f"{base}/missing", sms_to="+15551234567",
     )

@@ -176,7 +176,9 @@ async def sim_stack(
     alerter.attach_journal(journal)
     stack: SimStack | None = None
     try:
-        async with gateway, aiohttp.ClientSession() as http:
+        # the simulator's control API takes its keys like the trading API
+        keys = {"APCA-API-KEY-ID": key_pair[0], "APCA-API-SECRET-KEY": key_pair[1]} if key_pair else None
+        async with gateway, aiohttp.ClientSession(headers=keys) as http:
             stack = SimStack(core, server, gateway, settings, tmp, journal, alerter, stream, http)
             yield stack
             await alerter.aclose()

@@ -70,10 +70,11 @@ class ThreadedSimulator:
         self.data_calls = 0
 
     def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        keys = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}  # the control API takes the keys too
         if body is None:
-            response = requests.get(self.url + path, timeout=30)
+            response = requests.get(self.url + path, headers=keys, timeout=30)
         else:
-            response = requests.post(self.url + path, json=body, timeout=30)
+            response = requests.post(self.url + path, json=body, headers=keys, timeout=30)
         response.raise_for_status()
         return response.json()
 

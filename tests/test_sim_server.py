@@ -229,8 +229,14 @@ async def test_auth_required_when_keys_configured(sim_factory: Callable[..., Any
     assert status == 401 and body == {"message": "access key verification failed"}
     status, account, _ = await sim.call("GET", "/v2/account", headers=AUTH)
     assert status == 200 and account["status"] == "ACTIVE"
-    status, _, _ = await sim.call("GET", "/_sim/v1/state")
-    assert status == 200  # the control API is not Alpaca's and needs no key
+    for path, body in (("/_sim/v1/state", None), ("/_sim/v1/shock", {"symbols": "*", "pct": -50})):
+        method = "GET" if body is None else "POST"
+        status, refused, _ = await sim.call(method, path, json_body=body)
+        assert status == 401 and refused == {"code": 40110000, "message": "request is not authorized"}
+        status, _, _ = await sim.call(method, path, json_body=body, headers=wrong)
+        assert status == 401
+    status, state, _ = await sim.call("GET", "/_sim/v1/state", headers=AUTH)
+    assert status == 200 and state["market"]  # the control API takes the same keys
 
 
 async def test_any_key_or_none_accepted_without_configured_keys(sim: Sim) -> None:
