@@ -526,7 +526,10 @@ class TradingSystem:
 
     async def record_fills(self) -> None:
         """Fills since the last cycle: journal (dedup by execution id), ledger, day trades."""
-        fills = await self.broker.get_activities(activity_types=("FILL",), after=self._last_fill_at)
+        # A little before the cursor: Alpaca's ``after`` is exclusive, and a second fill at the
+        # cursor's very instant would otherwise never be fetched (repeats dedup by execution id).
+        after = self._last_fill_at - FILLS_OVERLAP if self._last_fill_at else None
+        fills = await self.broker.get_activities(activity_types=("FILL",), after=after)
         for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
             self._apply_fill(activity)
 
@@ -1162,6 +1165,8 @@ RECONCILE_EVERY_CYCLES = 30
 #: asks the broker from: Alpaca's ``after`` is exclusive and a broker's clock is not ours;
 #: anything fetched twice is deduplicated by execution id / order id.
 RECONCILE_OVERLAP = timedelta(hours=1)
+#: How far before the fills cursor each cycle asks for fills (same-instant fills).
+FILLS_OVERLAP = timedelta(seconds=5)
 #: At most this many orders looked up one by one in a reconciliation (the rest wait).
 RECONCILE_LOOKUPS = 50
 MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
