@@ -383,8 +383,11 @@ class TradingSystem:
         found = [o for o in found if any(key in wanted for leg in flatten_orders([o])
                                          for key in (leg.id, leg.client_order_id))]
         listed |= {key for o in flatten_orders(found) for key in (o.id, o.client_order_id)}
-        for row in [r for r in behind if r["client_order_id"] not in listed
-                    and r.get("broker_order_id") not in listed][:RECONCILE_LOOKUPS]:
+        unlisted = [r for r in behind if r["client_order_id"] not in listed and r.get("broker_order_id") not in listed]
+        log.info("reconciliation_orders_fetched", behind=len(behind), found=len(found), unlisted=len(unlisted),
+                 full=full)
+        # One by one only at start-up: the periodic check costs at most the one listing.
+        for row in unlisted[:RECONCILE_LOOKUPS if full else 0]:
             try:
                 order = await self.broker.get_order_by_client_id(row["client_order_id"])
             except TemporaryError as exc:
