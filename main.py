@@ -357,6 +357,10 @@ async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -
         log.error("state_db_in_use", state_db=str(settings.storage.state_db), holder_pid=exc.holder_pid)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except OSError as exc:  # e.g. a read-only folder: the lock file cannot be created
+        print(f"error: cannot lock the state database {settings.storage.state_db}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_CONFIG
     try:
         return await _run_locked_daemon(settings, run_id, stop, log, fresh_state=fresh_state)
     finally:
