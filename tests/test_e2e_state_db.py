@@ -63,6 +63,21 @@ def test_a_second_daemon_on_the_same_state_db_exits_2_naming_the_first(run_dir: 
     status = run_main(["status"], first_paths)
     assert "not running on this state database" in status.stdout, status.stdout
 
+    # a halt given while no daemon runs: said so, and applied at the next start, before trading
+    run_main(["rearm", "--reason", "back to work"], first_paths)
+    halt = run_main(["halt", "--reason", "weekend maintenance"], first_paths)
+    assert halt.returncode == 0 and "applied when the daemon next starts" in halt.stdout, halt.describe()
+    later = RunPaths(workdir=make_run_paths(run_dir, "later").workdir, state_db=first_paths.state_db,
+                     log_file=run_dir / "later" / "log.jsonl")
+    with Daemon(HOLDING_ARGS, later, env=HOLDING_ENV) as daemon:
+        rearmed = daemon.wait_for("rearmed", timeout=60)
+        halted = daemon.wait_for("halted", timeout=60)
+        daemon.wait_for("cycle_complete", lambda e: e["state"] == "halted", timeout=60)
+        assert daemon.stop(signal.SIGTERM) == 0
+        names = [e["event"] for e in daemon.events()]
+    assert rearmed["reason"] == "back to work" and halted["reason"] == "weekend maintenance"
+    assert names.index("halted") < names.index("cycle_complete"), "the halt is applied before trading"
+
 
 # -- kill -9 during fills, then a restart ------------------------------------------------------
 
