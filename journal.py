@@ -803,12 +803,16 @@ class Journal:
         submissions, bracket legs, adopted orders: a leg canceled at the broker while the
         daemon was down or between cycles is not in the broker's open list any more), and
         every order whose recorded fills fall short of its journaled ``filled_qty`` (a
-        ``kill -9`` between the order update and the fill). Reconciliation looks each up.
+        ``kill -9`` between the order update and the fill), and every bracket/OCO/OTO order
+        whose legs were never journaled (a ``kill -9`` before they were first listed).
+        Reconciliation looks each up.
         ``short_fills=False`` skips the second kind (it reads every closed order's fills).
         """
         placeholders = ",".join("?" * len(CLOSED_STATUSES))
         closed_with_fills = (
             "OR (broker_order_id IS NOT NULL AND filled_qty IS NOT NULL AND filled_qty != '0') "
+            "OR (broker_order_id IS NOT NULL AND order_class IN ('bracket', 'oco', 'oto') AND NOT EXISTS "
+            "(SELECT 1 FROM orders AS leg WHERE leg.parent_client_order_id = orders.client_order_id)) "
             if short_fills else "")
         with self._lock:
             self._check_open()
@@ -819,9 +823,16 @@ class Journal:
             ).fetchall()
             out = []
             for row in rows:
-                if row["status"] in CLOSED_STATUSES:
+                if row["status"] in CLOSED_STATUSES and row["order_class"] not in ("bracket", "oco", "oto"):
                     counted = self._counted(self._conn, row["broker_order_id"])
-                    if counted >= Decimal(row["filled_qty"]):
+                    if counted >= Decimal(row["filled_qty"] or 0):
+                        continue
+                elif row["status"] in CLOSED_STATUSES:
+                    counted = self._counted(self._conn, row["broker_order_id"])
+                    has_legs = self._conn.execute(
+                        "SELECT 1 FROM orders WHERE parent_client_order_id = ?", (row["client_order_id"],)
+                    ).fetchone()
+                    if has_legs and counted >= Decimal(row["filled_qty"] or 0):
                         continue
                 out.append(self._order_out(row))
             return out
@@ -1487,6 +1498,10 @@ class Journal:
             )
             known[cid] = {"client_order_id": cid, "broker_order_id": order.id, "status": order.status}
             by_broker_id[order.id] = cid
+            # fills recorded before the order was known (a leg that filled while the daemon
+            # was down) now name it
+            conn.execute("UPDATE fills SET client_order_id = ? WHERE broker_order_id = ? AND client_order_id IS NULL",
+                         (cid, order.id))
             item = {
                 "client_order_id": cid, "broker_order_id": order.id, "symbol": order.symbol,
                 "side": order.side, "qty": order.qty, "type": order.type, "status": order.status,

@@ -345,16 +345,18 @@ class TradingSystem:
                 fills = await self.broker.get_activities(activity_types=("FILL",), after=after)
             except TemporaryError as exc:
                 log.warning("reconciliation_deferred", error=str(exc))
-        # Fills first, through the ledger (the journal dedups them by execution id), then
-        # the journal's own reconciliation of orders and positions against the broker.
-        for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
-            self._apply_fill(activity)
         recent = list(snapshot.open_orders)
         if full or self.periodic_order_lookup:
             recent += await self._orders_behind(snapshot.open_orders, full=full)
+        # The journal's reconciliation journals orders and legs first (a stop that filled
+        # while the daemon was down is then a fill of a known order, with its exit reason),
+        # then the fills (deduplicated by execution id, cumulative quantities last), then the
+        # positions; the fills it recorded go to the ledger, and the cursor moves past them.
         report = self.journal.reconcile(recent, snapshot.positions, fills, at=self.clock.now())
-        for record in report.new_fills:  # cumulative quantities the activities did not cover
+        for record in report.new_fills:
             self._book_trades(self.ledger.apply(record), live=True)
+        for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
+            self._apply_fill(activity)  # already journaled: only moves the fills cursor
         data = report.to_dict()
         if full or report.has_discrepancies:
             log.info("reconciliation", **data)

@@ -449,7 +449,7 @@ def test_orders_to_reconcile_are_working_orders_of_any_origin_and_short_filled_o
                          at=at(1))
     journal.record_fill("f1", "e1", "b1", "AAPL", "buy", D(9), D(100), at(1), cum_qty=D(9))
     journal.record_legs(entry, at=at(1))
-    submit(journal, "done", symbol="MSFT")
+    journal.record_order_submission("done", None, "MSFT", "buy", D(10), "market", "simple", {}, at(0))
     journal.update_order("done", status="filled", broker_order_id="b2", filled_qty=D(10), filled_avg_price=D(1),
                          at=at(1))
     journal.record_fill("f2", "done", "b2", "MSFT", "buy", D(10), D(1), at(1), cum_qty=D(10))
@@ -469,3 +469,11 @@ def test_orders_to_reconcile_are_working_orders_of_any_origin_and_short_filled_o
     assert [f["applied_qty"] for f in report.fills_recorded] == [D(1)]
     assert not report.position_mismatches
     assert journal.orders_to_reconcile() == []
+
+    # a bracket whose legs were never journaled (killed before they were first listed)
+    submit(journal, "e2")
+    journal.update_order("e2", status="filled", broker_order_id="b3", filled_qty=D(1), filled_avg_price=D(100),
+                         at=at(6))
+    journal.record_fill("f3", "e2", "b3", "AAPL", "buy", D(1), D(100), at(6), cum_qty=D(1))
+    assert [o["client_order_id"] for o in journal.orders_to_reconcile()] == ["e2"]
+    assert journal.orders_to_reconcile(short_fills=False) == []
