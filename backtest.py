@@ -335,6 +335,8 @@ class BacktestLoop(TradingSystem):
     without market data and new decisions) for the daily schedule.
     """
 
+    periodic_order_lookup = False  # see TradingSystem: the journal must not depend on skipped cycles
+
     def __init__(self, *args: Any, history: dict[str, DailyHistory], bar_mode: str,
                  on_cycle: Callable[[], None] | None = None, sessions: Sequence[date] = (),
                  fast_forward: bool = False, **kwargs: Any) -> None:

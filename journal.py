@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ CLOSED_STATUSES = frozenset(TERMINAL_ORDER_STATUSES | {"never_landed"})
 DAEMON_PREFIXES = ("protect-", "emergency-")
 #: Seconds after which a submission the broker does not know becomes ``never_landed``.
 DEFAULT_GRACE_SECONDS = 600.0
+#: What ``python main.py halt``/``rearm`` queue for the daemon.
+OPERATOR_COMMANDS = frozenset({"halt", "rearm"})
 
 
 class JournalError(TradingError):
@@ -818,6 +821,47 @@ class Journal:
         )
         return [self._order_out(row) for row in rows]
 
+    def orders_to_reconcile(self, *, short_fills: bool = True) -> list[dict[str, Any]]:
+        """Orders whose journaled state may be behind the broker's, oldest first.
+
+        Every order the journal still thinks is working, whatever its origin (the daemon's
+        submissions, bracket legs, adopted orders: a leg canceled at the broker while the
+        daemon was down or between cycles is not in the broker's open list any more), and
+        every order whose recorded fills fall short of its journaled ``filled_qty`` (a
+        ``kill -9`` between the order update and the fill), and every bracket/OCO/OTO order
+        whose legs were never journaled (a ``kill -9`` before they were first listed).
+        Reconciliation looks each up.
+        ``short_fills=False`` skips the second kind (it reads every closed order's fills).
+        """
+        placeholders = ",".join("?" * len(CLOSED_STATUSES))
+        closed_with_fills = (
+            "OR (broker_order_id IS NOT NULL AND filled_qty IS NOT NULL AND filled_qty != '0') "
+            "OR (broker_order_id IS NOT NULL AND order_class IN ('bracket', 'oco', 'oto') AND NOT EXISTS "
+            "(SELECT 1 FROM orders AS leg WHERE leg.parent_client_order_id = orders.client_order_id)) "
+            if short_fills else "")
+        with self._lock:
+            self._check_open()
+            rows = self._conn.execute(
+                f"SELECT * FROM orders WHERE status NOT IN ({placeholders}) {closed_with_fills}"
+                "ORDER BY submitted_at, rowid",
+                sorted(CLOSED_STATUSES),
+            ).fetchall()
+            out = []
+            for row in rows:
+                if row["status"] in CLOSED_STATUSES and row["order_class"] not in ("bracket", "oco", "oto"):
+                    counted = self._counted(self._conn, row["broker_order_id"])
+                    if counted >= Decimal(row["filled_qty"] or 0):
+                        continue
+                elif row["status"] in CLOSED_STATUSES:
+                    counted = self._counted(self._conn, row["broker_order_id"])
+                    has_legs = self._conn.execute(
+                        "SELECT 1 FROM orders WHERE parent_client_order_id = ?", (row["client_order_id"],)
+                    ).fetchone()
+                    if has_legs and counted >= Decimal(row["filled_qty"] or 0):
+                        continue
+                out.append(self._order_out(row))
+            return out
+
     def strategy_for_order(self, broker_order_id: str) -> str | None:
         """The strategy of the intent behind a broker order (or behind its parent)."""
         with self._lock:
@@ -1304,6 +1348,46 @@ class Journal:
             for r in rows
         ]
 
+    # -- operator commands -----------------------------------------------------------------
+
+    def queue_operator_command(self, kind: str, reason: str, at: datetime) -> dict[str, Any]:
+        """Append an operator command (``halt``/``rearm``) for the daemon; return it with its
+        ``seq``: the journal's own insertion sequence, which orders commands whatever the
+        clocks of the processes that queued them said (a ``halt`` queued after a ``rearm``
+        always comes after it)."""
+        if kind not in OPERATOR_COMMANDS:
+            raise ValueError(f"operator command must be one of {sorted(OPERATOR_COMMANDS)}, got {kind!r}")
+        payload = {"id": uuid.uuid4().hex, "kind": kind, "reason": _text(reason, "reason"),
+                   "at": _ts(at, "at")}
+        with self._tx() as conn:
+            seq = conn.execute(
+                "INSERT INTO events (kind, payload, at) VALUES (?, ?, ?)",
+                ("operator_command", _json(payload, "operator command"), payload["at"]),
+            ).lastrowid
+        return {**payload, "seq": int(seq or 0)}
+
+    def operator_commands(self, *, pending: bool = False) -> list[dict[str, Any]]:
+        """Operator commands in the order they were queued (by ``seq``), each with its
+        ``seq``; ``pending``: only those the daemon has not applied yet."""
+        rows = self._read("SELECT id, payload FROM events WHERE kind = 'operator_command' ORDER BY id")
+        commands = [{**json.loads(r["payload"]), "seq": int(r["id"])} for r in rows]
+        if not pending:
+            return commands
+        applied = set((self.get_state("operator_commands_applied") or {}).get("ids", []))
+        return [c for c in commands if c.get("id") not in applied]
+
+    def mark_operator_command_applied(self, command_id: str) -> None:
+        """Remember that the daemon applied (or deliberately ignored) this command."""
+        with self._tx():
+            applied = set((self.get_state("operator_commands_applied") or {}).get("ids", []))
+            applied.add(_text(command_id, "command id"))
+            self.set_state("operator_commands_applied", {"ids": sorted(applied)})
+
+    def last_operator_seq(self) -> int:
+        """The ``seq`` of the newest operator command queued so far (0: none)."""
+        row = self._read("SELECT MAX(id) FROM events WHERE kind = 'operator_command'")
+        return int(row[0][0] or 0)
+
     def last_cycle(self, at: datetime, data: dict[str, Any]) -> None:
         """Remember the latest completed cycle (for ``python main.py status``)."""
         self.set_state("last_cycle", {"at": _ts(at, "at"), "data": data})
@@ -1453,6 +1537,10 @@ class Journal:
             )
             known[cid] = {"client_order_id": cid, "broker_order_id": order.id, "status": order.status}
             by_broker_id[order.id] = cid
+            # fills recorded before the order was known (a leg that filled while the daemon
+            # was down) now name it
+            conn.execute("UPDATE fills SET client_order_id = ? WHERE broker_order_id = ? AND client_order_id IS NULL",
+                         (cid, order.id))
             item = {
                 "client_order_id": cid, "broker_order_id": order.id, "symbol": order.symbol,
                 "side": order.side, "qty": order.qty, "type": order.type, "status": order.status,

@@ -18,7 +18,6 @@ import gc
 import os
 import signal
 import sys
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
@@ -140,6 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config.format_problems(exc), file=sys.stderr)
         return EXIT_CONFIG
     fresh_sim_state = use_mode_state_db(settings)
+    if command in ("status", "halt", "rearm"):
+        # before logging is set up: a mistyped --state-db must leave nothing behind
+        problem = operator_command_problem(settings, command, getattr(args, "reason", None))
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return EXIT_CONFIG
     problems = path_problems(settings, command, args)
     if problems:
         print(config.format_problems(ConfigError(problems)), file=sys.stderr)
@@ -440,9 +445,7 @@ def check_journal_owner(journal: Any, settings: Any) -> str | None:
 async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -> int:
     import structlog
 
-    from alerter import Alerter
-    from journal import Journal
-    from trading_system import TradingSystem
+    from state_lock import StateDbInUse, StateDbLock
 
     log = structlog.get_logger("main")
     stop = asyncio.Event()
@@ -452,6 +455,32 @@ async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, signals.on_signal, signum)
     Path(settings.storage.state_db).parent.mkdir(parents=True, exist_ok=True)
+    # One daemon per state database, held until this function returns; taken before the
+    # file is touched (a SIM run would otherwise move a running daemon's journal aside).
+    db_lock = StateDbLock(settings.storage.state_db)
+    try:
+        db_lock.acquire()
+    except StateDbInUse as exc:
+        log.error("state_db_in_use", state_db=str(settings.storage.state_db), holder_pid=exc.holder_pid)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:  # e.g. a read-only folder: the lock file cannot be created
+        print(f"error: cannot lock the state database {settings.storage.state_db}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return await _run_locked_daemon(settings, run_id, stop, log, signals, fresh_state=fresh_state)
+    finally:
+        db_lock.release()
+
+
+async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, log: Any,
+                             signals: SignalStop, *, fresh_state: bool) -> int:
+    """The daemon's life once it holds the state database's lock."""
+    from alerter import Alerter
+    from journal import Journal
+    from trading_system import TradingSystem
+
     if fresh_state:
         _start_fresh(Path(settings.storage.state_db))
     journal = Journal(settings.storage.state_db)
@@ -558,30 +587,67 @@ async def run_diagnose(settings: Any) -> int:
 # -- status, halt, rearm -------------------------------------------------------------------
 
 
+def operator_command_problem(settings: Any, command: str, reason: str | None) -> str | None:
+    """The one-line refusal of ``status``/``halt``/``rearm`` (None when it may go ahead)."""
+    if command in ("halt", "rearm") and not (reason or "").strip():
+        return f"error: {command} needs a non-empty --reason"
+    return missing_state_db(settings)
+
+
+def missing_state_db(settings: Any) -> str | None:
+    """The one-line refusal when the state database does not exist (None when it does).
+
+    ``status``, ``halt`` and ``rearm`` talk to a daemon through its state database; on a
+    mistyped ``--state-db`` they must say so and create nothing, not queue a command for a
+    database no daemon will ever read."""
+    db = Path(settings.storage.state_db)
+    if db.is_file():
+        return None
+    return f"error: no state database at {db} (check --state-db; the daemon creates it when it first runs)"
+
+
 async def run_status(settings: Any) -> int:
     from status import render_status
 
+    problem = missing_state_db(settings)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_CONFIG
     text = await render_status(settings)
     print(text)
     return EXIT_OK
 
 
 def queue_operator_command(settings: Any, kind: str, reason: str) -> int:
-    """Queue ``halt``/``rearm`` for the running daemon (applied within one cycle)."""
+    """Queue ``halt``/``rearm`` for the daemon and say when it takes effect.
+
+    Commands are appended to the journal in order (the journal's sequence decides, not a
+    clock), and the daemon applies them in that order: a ``halt`` queued after a ``rearm``
+    wins. A daemon holding the state database's lock applies a command at its next cycle;
+    with no daemon running it is applied when one next starts on this database.
+    """
     from journal import Journal
+    from state_lock import lock_holder
 
     if not reason.strip():
         print(f"error: {kind} needs a non-empty --reason", file=sys.stderr)
         return EXIT_CONFIG
-    Path(settings.storage.state_db).parent.mkdir(parents=True, exist_ok=True)
+    problem = missing_state_db(settings)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_CONFIG
     journal = Journal(settings.storage.state_db)
     try:
-        now = datetime.now(timezone.utc)
-        command = {"id": uuid.uuid4().hex, "kind": kind, "reason": reason, "at": now.isoformat()}
-        journal.log_event("operator_command", command, now)
+        command = journal.queue_operator_command(kind, reason, datetime.now(timezone.utc))
     finally:
         journal.close()
-    print(f"{kind} queued: the daemon applies it within one cycle (reason: {reason})")
+    holder = lock_holder(settings.storage.state_db)
+    if holder is not None:
+        who = f"pid {holder.pid}" if holder.pid is not None else "pid unknown"
+        when = f"the running daemon ({who}) applies it at its next cycle"
+    else:
+        when = "no daemon is running on this state database: it is applied when the daemon next starts"
+    print(f"{kind} queued (#{command['seq']}): {when} (reason: {reason})")
     return EXIT_OK
 
 

@@ -1,9 +1,12 @@
 """``python main.py status``: what an operator needs at a glance.
 
 Equity and day P&L, positions with their protection, open orders, day trades left and the
-PDT regime, the breaker and trading state, and the last cycle. Read from the journal, which
-the running daemon updates every cycle, so it works while the daemon runs, in any mode,
-without opening a second broker session (figures are as of the last cycle it shows).
+PDT regime, the breaker and trading state, pending operator commands, and whether a daemon
+is running on this state database. Read from the journal, so it works in any mode without
+opening a second broker session. The figures are the broker's state as the daemon last saw
+it, and the output says when and which: reconciled with the broker at the daemon's
+start-up (so a restart at night shows what the broker holds now, not the previous run's
+last cycle), or at a trading cycle; with no daemon running it says they may be out of date.
 """
 
 from __future__ import annotations
@@ -12,25 +15,42 @@ from pathlib import Path
 from typing import Any
 
 
+def _snapshot_line(data: dict[str, Any]) -> str:
+    """When and where the figures below come from."""
+    at = data.get("at")
+    if at is None:
+        return "  last cycle        never (no start-up reconciliation or cycle journaled yet)"
+    if data.get("source") == "startup_reconciliation":
+        return (f"  last cycle        none since the daemon started; figures are the broker's state "
+                f"reconciled at start-up, {at}")
+    return f"  last cycle        {at} (phase {data.get('phase', '?')}); figures are the broker's state then"
+
+
+def _daemon_line(db: Path) -> str:
+    from state_lock import lock_holder
+
+    holder = lock_holder(db)
+    if holder is None:
+        return "  daemon            not running on this state database (figures may be out of date)"
+    return f"  daemon            running (pid {holder.pid if holder.pid is not None else 'unknown'})"
+
+
 async def render_status(settings: Any) -> str:
     from journal import Journal
 
     db = Path(settings.storage.state_db)
-    if not db.exists():
-        return f"No state yet at {db}: the daemon has not run with this --state-db."
     journal = Journal(db)
     try:
         last = journal.get_last_cycle() or {}
         safety = journal.get_state("safety") or {}
-        applied = set((journal.get_state("operator_commands_applied") or {}).get("ids", []))
-        commands = [e["payload"] for e in journal.events(kind="operator_command")
-                    if e["payload"].get("id") not in applied]
+        commands = journal.operator_commands(pending=True)
         pdt = journal.get_state("pdt_status") or {}
     finally:
         journal.close()
     data = last.get("data", last) if isinstance(last, dict) else {}
     lines = ["Trading daemon status", ""]
-    lines.append(f"  last cycle        {data.get('at', 'never')} (phase {data.get('phase', '?')})")
+    lines.append(_daemon_line(db))
+    lines.append(_snapshot_line(data))
     lines.append(f"  equity            {data.get('equity', '?')}   day P&L {data.get('day_pnl', '?')}")
     state = safety.get("state", "ACTIVE")
     latch = ""
@@ -52,7 +72,8 @@ async def render_status(settings: Any) -> str:
     for o in orders:
         lines.append(f"    {o['symbol']:<6} {o['side']:<4} {o['type']:<12} qty {o['qty']}  {o['status']}  {o.get('client_order_id', '')}")
     if commands:
-        lines.append(f"  pending commands  {', '.join(c['kind'] for c in commands)}")
+        lines.append("  pending commands  " + ", ".join(f"{c.get('kind')} #{c.get('seq')}" for c in commands)
+                     + " (applied in this order)")
     return "\n".join(lines)
 
 

@@ -213,6 +213,7 @@ class TradingSystem:
         fills_state = journal.get_state("fills_cursor")
         if fills_state and fills_state.get("after"):
             self._last_fill_at = datetime.fromisoformat(fills_state["after"])
+        self._start_fill_cursor = self._last_fill_at  # where start-up reconciliation looks from
         self._last_phase: str | None = None
         self._peak_equity: Decimal | None = None
         self._closes_recorded: date | None = None
@@ -318,6 +319,11 @@ class TradingSystem:
     #: Failed cycles in a row (operational, unclassified or unexpected errors) that move the
     #: trading state to REDUCING. The daemon itself never stops for them.
     FAULTY_CYCLES_BEFORE_REDUCING = 3
+    #: Whether the periodic reconciliation asks the broker about journaled working orders
+    #: that left its open list (legs canceled when a sibling filled). A backtest, whose
+    #: fast-forwarded sessions skip cycles, turns it off so that its journal does not depend
+    #: on which cycles ran.
+    periodic_order_lookup = True
 
     async def _stop_on_operational_error(self, exc: OperationalError) -> None:
         """Only for the keys refused at start-up: a configuration error, before any trading."""
@@ -407,35 +413,53 @@ class TradingSystem:
                 "and given one:\n" + "\n".join(lines),
                 key="startup_unprotected", fields={"positions": unprotected},
             )
+        await self._remember_reconciled_state(snapshot, protected_now=bool(unprotected))
         self._failures_in_a_row = 0
         return True
+
+    async def _remember_reconciled_state(self, snapshot: AccountSnapshot, *, protected_now: bool) -> None:
+        """What ``status`` shows from now on: the broker's state as reconciled at start-up,
+        not the last cycle of the previous run (a restart at night would otherwise show
+        positions and orders the broker no longer has until the market opens)."""
+        if protected_now:  # start-up placed protective orders: show them
+            try:
+                snapshot = await self.refresh_account()
+            except TemporaryError as exc:
+                log.warning("startup_snapshot_stale", error=str(exc))
+        data = self._snapshot_data(snapshot, "startup", self.clock.now())
+        data["source"] = "startup_reconciliation"
+        self.remember_last_cycle(self.clock.now(), data)
 
     async def reconcile(self, snapshot: AccountSnapshot, *, full: bool = True) -> None:
         """Journal vs broker: the broker wins; adopt and flag, never place an order.
 
-        ``full`` (start-up) also fetches missed fills and recently closed orders; the periodic
-        check reuses the cycle's own snapshot and costs no request.
+        ``full`` (start-up, before the first trading cycle) fetches the fills since a little
+        before the last one journaled (a ``kill -9`` can fall between two fills of the same
+        instant) and looks up every order the journal may have behind the broker's state
+        (see :meth:`Journal.orders_to_reconcile`): its ``filled_qty`` corrects the recorded
+        fills and every bracket leg gets its real status. The periodic check reuses the
+        cycle's own snapshot and only asks the broker about journaled working orders that
+        have left the broker's open list (a leg canceled when its sibling filled).
         """
         fills: list[Any] = []
         if full:
+            after = self._start_fill_cursor - RECONCILE_OVERLAP if self._start_fill_cursor else None
             try:
-                fills = await self.broker.get_activities(activity_types=("FILL",), after=self._last_fill_at)
+                fills = await self.broker.get_activities(activity_types=("FILL",), after=after)
             except TemporaryError as exc:
                 log.warning("reconciliation_deferred", error=str(exc))
-        # Fills first, through the ledger (the journal dedups them by execution id), then
-        # the journal's own reconciliation of orders and positions against the broker.
-        for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
-            self._apply_fill(activity)
         recent = list(snapshot.open_orders)
-        submissions = self.journal.open_submissions() if full else []
-        if submissions:
-            oldest = min(datetime.fromisoformat(str(o["submitted_at"])) for o in submissions
-                         if o.get("submitted_at")) if any(o.get("submitted_at") for o in submissions) else None
-            try:
-                recent += await self.broker.list_orders(status="all", nested=True, limit=500, after=oldest)
-            except TemporaryError as exc:
-                log.warning("reconciliation_orders_unavailable", error=str(exc))
+        if full or self.periodic_order_lookup:
+            recent += await self._orders_behind(snapshot.open_orders, full=full)
+        # The journal's reconciliation journals orders and legs first (a stop that filled
+        # while the daemon was down is then a fill of a known order, with its exit reason),
+        # then the fills (deduplicated by execution id, cumulative quantities last), then the
+        # positions; the fills it recorded go to the ledger, and the cursor moves past them.
         report = self.journal.reconcile(recent, snapshot.positions, fills, at=self.clock.now())
+        for record in report.new_fills:
+            self._book_trades(self.ledger.apply(record), live=True)
+        for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
+            self._apply_fill(activity)  # already journaled: only moves the fills cursor
         data = report.to_dict()
         if full or report.has_discrepancies:
             log.info("reconciliation", **data)
@@ -443,6 +467,48 @@ class TradingSystem:
             await self.alerter.send(AlertLevel.WARNING, "Reconciliation found discrepancies",
                                     "; ".join(str(d) for d in report.discrepancies), key="reconciliation",
                                     fields=data)
+
+    async def _orders_behind(self, open_orders: Sequence[Order], *, full: bool) -> list[Order]:
+        """The broker's view of the journaled orders that the open list does not show.
+
+        One ``status=all`` listing from a little before the oldest of them (Alpaca's
+        ``after`` is exclusive and compares the broker's timestamps, not ours), then a
+        lookup by client order id for the few still not found. A broker that cannot be
+        reached leaves them for the next reconciliation.
+        """
+        listed = {key for o in flatten_orders(open_orders) for key in (o.id, o.client_order_id)}
+        behind = [row for row in self.journal.orders_to_reconcile(short_fills=full)
+                  if row["client_order_id"] not in listed and row.get("broker_order_id") not in listed]
+        if not behind:
+            return []
+        oldest = min(row["submitted_at"] for row in behind)
+        found: list[Order] = []
+        try:
+            found = await self.broker.list_orders(status="all", nested=True, limit=500,
+                                                  after=oldest - RECONCILE_OVERLAP)
+        except TemporaryError as exc:
+            log.warning("reconciliation_orders_unavailable", error=str(exc))
+            return []
+        wanted = {key for row in behind for key in (row["client_order_id"], row.get("broker_order_id")) if key}
+        # Only what concerns the journaled orders: an unknown closed order in the listing
+        # (one placed by hand an hour ago) is not for this check to adopt.
+        found = [o for o in found if any(key in wanted for leg in flatten_orders([o])
+                                         for key in (leg.id, leg.client_order_id))]
+        listed |= {key for o in flatten_orders(found) for key in (o.id, o.client_order_id)}
+        unlisted = [r for r in behind if r["client_order_id"] not in listed and r.get("broker_order_id") not in listed]
+        log.info("reconciliation_orders_fetched", behind=len(behind), found=len(found), unlisted=len(unlisted),
+                 full=full)
+        # One by one only at start-up: the periodic check costs at most the one listing.
+        for row in unlisted[:RECONCILE_LOOKUPS if full else 0]:
+            try:
+                order = await self.broker.get_order_by_client_id(row["client_order_id"])
+            except TemporaryError as exc:
+                log.warning("reconciliation_lookup_failed", client_order_id=row["client_order_id"],
+                            error=str(exc))
+                break
+            if order is not None:
+                found.append(order)
+        return found
 
     async def run_cycle(self, status: MarketStatus) -> None:
         """One iteration of the loop (market open or extended hours)."""
@@ -660,7 +726,10 @@ class TradingSystem:
 
     async def record_fills(self) -> None:
         """Fills since the last cycle: journal (dedup by execution id), ledger, day trades."""
-        fills = await self.broker.get_activities(activity_types=("FILL",), after=self._last_fill_at)
+        # A little before the cursor: Alpaca's ``after`` is exclusive, and a second fill at the
+        # cursor's very instant would otherwise never be fetched (repeats dedup by execution id).
+        after = self._last_fill_at - FILLS_OVERLAP if self._last_fill_at else None
+        fills = await self.broker.get_activities(activity_types=("FILL",), after=after)
         for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
             self._apply_fill(activity)
 
@@ -750,32 +819,77 @@ class TradingSystem:
 
     async def apply_operator_commands(self) -> None:
         """``python main.py halt`` / ``rearm`` append ``operator_command`` events to the journal
-        (append-only, so the CLI and the daemon never overwrite each other); apply new ones."""
-        applied_state = self.journal.get_state("operator_commands_applied") or {}
-        applied = set(applied_state.get("ids", []))
-        pending = [e["payload"] for e in self.journal.events(kind="operator_command")
-                   if e["payload"].get("id") not in applied]
+        (append-only, so the CLI and the daemon never overwrite each other); apply new ones in
+        the order they were queued (the journal's sequence, not anybody's clock).
+
+        A ``rearm`` queued before the current latch was set (before the halt, or before the
+        breaker tripped) is stale: it was not a decision about this latch, so it is ignored
+        (``operator_rearm_stale``) and never cancels a later halt.
+        """
+        pending = self.journal.operator_commands(pending=True)
         if not pending:
             return
         now = self.clock.now()
         for command in pending:
-            kind, reason = command.get("kind"), command.get("reason", "")
-            applied.add(command.get("id"))
+            kind, reason, seq = command.get("kind"), command.get("reason", ""), int(command.get("seq", 0))
+            applied = {"reason": reason, "id": command.get("id"), "seq": seq, "requested_at": command.get("at")}
             if kind == "halt":
                 transitions = self.safety.halt(reason, now)
+                self._raise_latch_horizon(seq)
             elif kind == "rearm":
+                horizon = self._latch_horizon()
+                if self.safety.latched and horizon is not None and seq <= horizon:
+                    log.warning("operator_rearm_stale", reason=reason, seq=seq, latch_seq=horizon,
+                                latch_reason=self.safety.latch_reason,
+                                detail="queued before the current latch was set; ignored")
+                    self.journal.log_event("rearm_ignored", {**applied, "latch_seq": horizon,
+                                                             "why": "queued before the latch"}, now)
+                    self.journal.mark_operator_command_applied(str(command.get("id")))
+                    continue
                 account = await self.broker.get_account()
                 # A non-positive reading is no baseline: rebase on the next believed cycle.
                 equity = account.equity if account.equity > 0 else None
                 transitions = self.safety.rearm(reason, now, equity=equity)
             else:
                 log.warning("operator_command_unknown", command=command)
+                if command.get("id"):
+                    self.journal.mark_operator_command_applied(str(command["id"]))
                 continue
-            self.journal.log_event(f"{kind}_applied", {"reason": reason, "id": command.get("id"),
-                                                      "requested_at": command.get("at")}, now)
-            self.journal.set_state("operator_commands_applied", {"ids": sorted(i for i in applied if i)})
+            self.journal.log_event(f"{kind}_applied", applied, now)
+            self.journal.mark_operator_command_applied(str(command.get("id")))
             self._persist_safety()
             await self._announce(transitions)
+
+    def _latch_identity(self) -> str | None:
+        """Which latch is set now (kind and time), or None when unlatched."""
+        if not self.safety.latched:
+            return None
+        at = self.safety.tripped_at
+        return f"{self.safety.latch_kind}@{at.isoformat() if at else '?'}"
+
+    def _latch_horizon(self) -> int | None:
+        """The newest operator command queued before the current latch (None: unknown)."""
+        saved = self.journal.get_state("latch_horizon") or {}
+        identity = self._latch_identity()
+        if identity is None or saved.get("latch") != identity:
+            return None
+        return int(saved.get("seq", 0))
+
+    def _raise_latch_horizon(self, seq: int) -> None:
+        """Commands up to ``seq`` predate the current latch (a halt at ``seq``, or a halt at
+        ``seq`` that found the machine already latched)."""
+        identity = self._latch_identity()
+        if identity is None:
+            return
+        horizon = self._latch_horizon()
+        if horizon is None or seq > horizon:
+            self.journal.set_state("latch_horizon", {"latch": identity, "seq": seq})
+
+    def _note_latch_horizon(self) -> None:
+        """A latch set by the loop itself (circuit breaker): every operator command queued so
+        far predates it. Called whenever the safety state is persisted."""
+        if self.safety.latched and self._latch_horizon() is None:
+            self._raise_latch_horizon(self.journal.last_operator_seq())
 
     async def enforce_safety(self, snapshot: AccountSnapshot, status: MarketStatus) -> AccountSnapshot:
         """Breaker, drawdown, emergency exits and protection, every cycle, before anything else.
@@ -859,6 +973,7 @@ class TradingSystem:
 
     def _persist_safety(self) -> None:
         self._store_state("safety", self.safety.to_dict())
+        self._note_latch_horizon()
 
     def _store_state(self, key: str, value: dict[str, Any]) -> None:
         """``journal.set_state``, skipped when this loop last stored exactly this value there
@@ -1256,6 +1371,30 @@ class TradingSystem:
 
     # -- step 7 -----------------------------------------------------------------------------
 
+    def _snapshot_data(self, snapshot: AccountSnapshot, phase: str, now: datetime) -> dict[str, Any]:
+        """What ``python main.py status`` shows of a broker snapshot (JSON-friendly)."""
+        account = snapshot.account
+        baseline = self.safety.session_start_equity
+        return {
+            "at": now.isoformat(), "phase": phase, "equity": str(account.equity),
+            "day_pnl": str(account.equity - baseline) if baseline is not None else None,
+            "positions": len(snapshot.positions), "open_orders": len(snapshot.open_orders),
+            "state": self.safety.state.value,
+            "position_details": [
+                {"symbol": p.symbol, "qty": str(p.qty),
+                 "unrealized_pl": str(p.unrealized_pl) if p.unrealized_pl is not None else None,
+                 "stop": str(snapshot.portfolio.positions[p.symbol].stop_price)
+                 if p.symbol in snapshot.portfolio.positions else None,
+                 "protected": protected_quantity(p, snapshot.open_orders) >= abs(p.qty)}
+                for p in snapshot.positions
+            ],
+            "order_details": [
+                {"symbol": o.symbol, "side": o.side, "type": o.type, "qty": str(o.qty), "status": o.status,
+                 "client_order_id": o.client_order_id}
+                for o in flatten_orders(snapshot.open_orders) if o.is_open
+            ],
+        }
+
     def record_cycle(self, snapshot: AccountSnapshot, status: MarketStatus, started: float,
                      cpu_started: float, requests_before: int, symbols: int) -> None:
         account = snapshot.account
@@ -1275,26 +1414,7 @@ class TradingSystem:
             self.summary.max_drawdown = max(self.summary.max_drawdown, drawdown)
         self.summary.end_equity = account.equity
         requests = getattr(self.broker, "request_count", 0) - requests_before
-        baseline = self.safety.session_start_equity
-        data = {
-            "at": now.isoformat(), "phase": status.phase, "equity": str(account.equity),
-            "day_pnl": str(account.equity - baseline) if baseline is not None else None,
-            "positions": len(snapshot.positions), "open_orders": len(snapshot.open_orders),
-            "state": self.safety.state.value,
-            "position_details": [
-                {"symbol": p.symbol, "qty": str(p.qty),
-                 "unrealized_pl": str(p.unrealized_pl) if p.unrealized_pl is not None else None,
-                 "stop": str(snapshot.portfolio.positions[p.symbol].stop_price)
-                 if p.symbol in snapshot.portfolio.positions else None,
-                 "protected": protected_quantity(p, snapshot.open_orders) >= abs(p.qty)}
-                for p in snapshot.positions
-            ],
-            "order_details": [
-                {"symbol": o.symbol, "side": o.side, "type": o.type, "qty": str(o.qty), "status": o.status,
-                 "client_order_id": o.client_order_id}
-                for o in flatten_orders(snapshot.open_orders) if o.is_open
-            ],
-        }
+        data = self._snapshot_data(snapshot, status.phase, now)
         self.remember_last_cycle(now, data)
         # positions without a working stop for their full quantity, as seen this cycle
         unprotected = [d["symbol"] for d in data["position_details"] if not d["protected"]]
@@ -1408,6 +1528,14 @@ RECONCILE_EVERY_CYCLES = 30
 ALERT_FLUSH_SECONDS = 2.0
 #: A symbol whose market data is rejected this many cycles in a row raises an alert.
 DATA_REJECTION_ALERT_CYCLES = 3
+#: How far before the last journaled fill (or the oldest order to look up) reconciliation
+#: asks the broker from: Alpaca's ``after`` is exclusive and a broker's clock is not ours;
+#: anything fetched twice is deduplicated by execution id / order id.
+RECONCILE_OVERLAP = timedelta(hours=1)
+#: How far before the fills cursor each cycle asks for fills (same-instant fills).
+FILLS_OVERLAP = timedelta(seconds=5)
+#: At most this many orders looked up one by one in a reconciliation (the rest wait).
+RECONCILE_LOOKUPS = 50
 MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
 
 

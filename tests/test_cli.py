@@ -3,6 +3,7 @@ one line per problem before anything talks to a broker, and the operator subcomm
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -164,6 +165,51 @@ def test_halt_with_a_blank_reason_is_refused(run_paths: RunPaths) -> None:
     assert "--reason" in run.stderr
 
 
+# -- status, halt, rearm on a state database that is not there (issue 13) ---------------------
+
+
+@pytest.mark.parametrize("argv", [["status"], ["halt", "--reason", "r"], ["rearm", "--reason", "r"]])
+def test_operator_commands_on_a_missing_state_db_exit_2_and_create_nothing(
+        argv: list[str], run_paths: RunPaths) -> None:
+    typo = run_paths.workdir / "dta" / "trading_state.db"
+    run = run_main([*argv, "--state-db", str(typo), "--log-file", str(run_paths.log_file)], run_paths,
+                   with_paths=False)
+    assert run.returncode == 2, run.describe()
+    assert run.stderr.strip() == f"error: no state database at {typo} (check --state-db; the daemon " \
+                                 "creates it when it first runs)"
+    assert "queued" not in run.stdout
+    assert sorted(p.name for p in run_paths.workdir.iterdir()) == [], "nothing may be created"
+
+
+def _existing_state_db(paths: RunPaths) -> None:
+    from journal import Journal
+
+    Journal(paths.state_db).close()
+
+
+def test_halt_with_no_daemon_running_says_it_applies_at_the_next_start(run_paths: RunPaths) -> None:
+    _existing_state_db(run_paths)
+    run = run_main(["halt", "--reason", "weekend"], run_paths)
+    assert run.returncode == 0, run.describe()
+    assert "halt queued" in run.stdout and "no daemon is running" in run.stdout
+    assert "applied when the daemon next starts" in run.stdout
+    status = run_main(["status"], run_paths)
+    assert "not running on this state database" in status.stdout
+    assert "pending commands  halt" in status.stdout, status.stdout
+
+
+def test_halt_while_a_daemon_holds_the_lock_names_it(run_paths: RunPaths) -> None:
+    from state_lock import StateDbLock
+
+    _existing_state_db(run_paths)
+    with StateDbLock(run_paths.state_db):  # this test process stands in for the daemon
+        run = run_main(["halt", "--reason", "now"], run_paths)
+        status = run_main(["status"], run_paths)
+    assert run.returncode == 0, run.describe()
+    assert f"the running daemon (pid {os.getpid()}) applies it at its next cycle" in run.stdout
+    assert f"running (pid {os.getpid()})" in status.stdout
+
+
 # -- status, halt, rearm against a running daemon --------------------------------------------
 
 def _after(events: list[dict], name: str) -> list[dict]:
@@ -190,7 +236,7 @@ def test_status_halt_and_rearm_drive_a_running_daemon(run_paths: RunPaths) -> No
 
         halt = run_main(["halt", "--reason", "operator test halt"], run_paths)
         assert halt.returncode == 0, halt.describe()
-        assert "halt queued" in halt.stdout
+        assert "halt queued" in halt.stdout and f"running daemon (pid {daemon.pid})" in halt.stdout
         halted = daemon.wait_for("halted", timeout=30)
         assert halted["reason"] == "operator test halt"
         latched = daemon.wait_for("cycle_complete", lambda e: e["state"] == "halted", timeout=30)

@@ -411,3 +411,69 @@ def test_an_acknowledged_order_missing_from_the_list_is_resolved_by_its_fills(jo
     assert [o["client_order_id"] for o in report.unresolved] == ["c2"]
     assert report.never_landed == []  # acknowledged by the broker: it landed
     assert [o["client_order_id"] for o in journal.open_submissions()] == ["c2"]
+
+
+# -- operator commands (issue 13, item 2) -------------------------------------------------------
+
+
+def test_operator_commands_are_ordered_by_the_journal_sequence_not_by_clocks(journal: Journal) -> None:
+    rearm = journal.queue_operator_command("rearm", "stale re-arm", at(10))
+    # queued later by a process whose clock says earlier (NTP step, another host)
+    halt = journal.queue_operator_command("halt", "stop now", at(-60))
+    assert halt["seq"] > rearm["seq"]
+    assert [c["kind"] for c in journal.operator_commands()] == ["rearm", "halt"]
+    assert journal.last_operator_seq() == halt["seq"]
+    journal.mark_operator_command_applied(rearm["id"])
+    assert [c["id"] for c in journal.operator_commands(pending=True)] == [halt["id"]]
+    journal.mark_operator_command_applied(halt["id"])
+    assert journal.operator_commands(pending=True) == []
+    with pytest.raises(ValueError, match="halt"):
+        journal.queue_operator_command("liquidate", "x", at(0))
+
+
+def test_commands_queued_by_an_older_cli_are_still_read(journal: Journal) -> None:
+    # before issue 13 the CLI logged the payload itself: same event kind and fields
+    journal.log_event("operator_command", {"id": "old-1", "kind": "halt", "reason": "r", "at": T0.isoformat()}, T0)
+    assert [(c["id"], c["kind"]) for c in journal.operator_commands(pending=True)] == [("old-1", "halt")]
+
+
+# -- what start-up reconciliation looks up (issue 13, item 6) -----------------------------------
+
+
+def test_orders_to_reconcile_are_working_orders_of_any_origin_and_short_filled_ones(journal: Journal) -> None:
+    stop_leg = broker_order("leg-stop", "b1-stop", side="sell", type_="stop", status="new")
+    entry = broker_order("e1", "b1", status="filled", filled_qty="10", avg="100", order_class="bracket",
+                         legs=[stop_leg])
+    submit(journal, "e1")
+    journal.update_order("e1", status="filled", broker_order_id="b1", filled_qty=D(10), filled_avg_price=D(100),
+                         at=at(1))
+    journal.record_fill("f1", "e1", "b1", "AAPL", "buy", D(9), D(100), at(1), cum_qty=D(9))
+    journal.record_legs(entry, at=at(1))
+    journal.record_order_submission("done", None, "MSFT", "buy", D(10), "market", "simple", {}, at(0))
+    journal.update_order("done", status="filled", broker_order_id="b2", filled_qty=D(10), filled_avg_price=D(1),
+                         at=at(1))
+    journal.record_fill("f2", "done", "b2", "MSFT", "buy", D(10), D(1), at(1), cum_qty=D(10))
+
+    behind = {o["client_order_id"] for o in journal.orders_to_reconcile()}
+    # the leg (origin 'leg', still 'new') and the entry whose fills say 9 of 10; not 'done'
+    assert behind == {"leg-stop", "e1"}
+    assert {o["client_order_id"] for o in journal.orders_to_reconcile(short_fills=False)} == {"leg-stop"}
+
+    # the broker's word fixes both: the leg was canceled, the 10th share filled
+    canceled = broker_order("leg-stop", "b1-stop", side="sell", type_="stop", status="canceled")
+    entry = broker_order("e1", "b1", status="filled", filled_qty="10", avg="100", order_class="bracket",
+                         legs=[canceled])
+    report = journal.reconcile([entry], [position("AAPL", "10"), position("MSFT", "10")], [], at=at(5))
+    assert journal.order_by_client_id("leg-stop")["status"] == "canceled"
+    assert sum(f["applied_qty"] for f in journal.fills_for("e1")) == D(10)
+    assert [f["applied_qty"] for f in report.fills_recorded] == [D(1)]
+    assert not report.position_mismatches
+    assert journal.orders_to_reconcile() == []
+
+    # a bracket whose legs were never journaled (killed before they were first listed)
+    submit(journal, "e2")
+    journal.update_order("e2", status="filled", broker_order_id="b3", filled_qty=D(1), filled_avg_price=D(100),
+                         at=at(6))
+    journal.record_fill("f3", "e2", "b3", "AAPL", "buy", D(1), D(100), at(6), cum_qty=D(1))
+    assert [o["client_order_id"] for o in journal.orders_to_reconcile()] == ["e2"]
+    assert journal.orders_to_reconcile(short_fills=False) == []
