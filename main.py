@@ -603,6 +603,9 @@ def missing_state_db(settings: Any) -> str | None:
     db = Path(settings.storage.state_db)
     if db.is_file():
         return None
+    if db.is_dir():
+        return (f"error: state database {db} is a directory, not a state database file "
+                "(give --state-db the database file's path)")
     return f"error: no state database at {db} (check --state-db; the daemon creates it when it first runs)"
 
 
