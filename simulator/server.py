@@ -43,7 +43,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import structlog
 from aiohttp import web
 
-from simulator.control_cli import is_loopback
+from simulator.control_cli import MAX_SPEED, is_loopback
 from simulator.core import SimulatorCore
 from simulator.errors import SimApiError
 from simulator.faults import FaultConfig, FaultInjector
@@ -578,9 +578,10 @@ def _control_routes() -> list[tuple[str, str, Handler]]:
             if speed == "max" or speed is None:
                 core.set_speed(None)
             elif isinstance(speed, bool) or not isinstance(speed, (int, float)) or not (
-                math.isfinite(speed) and speed > 0
+                math.isfinite(speed) and 0 < speed <= MAX_SPEED
             ):
-                raise _bad(f'field "speed" must be a positive number or "max", got {speed!r}')
+                raise _bad(f'field "speed" must be a number > 0 and <= {MAX_SPEED:g}, or "max", '
+                           f'got {speed!r}')
             else:
                 core.set_speed(float(speed))
         if "advance_minutes" in body:
