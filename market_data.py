@@ -489,9 +489,8 @@ def _parse_number(text: str, name: str, source: Path, line: int) -> float:
 
 # -- sanity of live market data -------------------------------------------------------------
 
-#: No US equity trades anywhere near this (the dearest share, BRK.A, is below $1M): a price
-#: above it is a broken feed, not a market.
-MAX_SANE_PRICE = 10_000_000.0
+#: The live data checks hold prices to the same ceiling as CSV bars (one rule, one number).
+MAX_SANE_PRICE = MAX_BAR_PRICE
 #: A price more than this factor away from the last completed close is not believed (a 50x
 #: "quote" is a feed error; real splits stay well inside, the largest common ones are 1:20).
 MAX_PRICE_MOVE = 25.0

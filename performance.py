@@ -49,6 +49,7 @@ import pandas as pd
 
 from clock import EXCHANGE_TZ
 from models import to_decimal
+from market_data import MAX_SANE_PRICE as _MAX_BAR_PRICE
 
 TRADING_DAYS_PER_YEAR = 252
 DAYS_PER_YEAR = 365.25
@@ -207,7 +208,7 @@ def normalize_trades(trades: Iterable[Any]) -> list[TradeRecord]:
 #: Equity beyond this (more money than exists) is a broken reading, not a result.
 MAX_SANE_EQUITY = Decimal("1e15")
 #: A share price beyond this is a broken reading (see ``market_data.MAX_SANE_PRICE``).
-MAX_SANE_PRICE = Decimal("1e7")
+MAX_SANE_PRICE = Decimal(str(_MAX_BAR_PRICE))
 
 
 @dataclass(frozen=True)
