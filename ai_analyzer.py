@@ -57,7 +57,7 @@ import structlog
 
 import ai_model
 from ai_model import FEATURE_NAMES, MIN_HISTORY_BARS, ConfidenceModel, ModelFileError, Regime
-from clock import Clock, to_exchange_time, utc
+from core.clock import Clock, to_exchange_time, utc
 from market_data import BarSeries, MarketData
 from sentiment import score_headlines
 

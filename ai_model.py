@@ -58,7 +58,7 @@ import numpy as np
 import structlog
 
 import indicators
-from errors import ConfigError, DataQualityError
+from core.errors import ConfigError, DataQualityError
 from market_data import BarSeries, exchange_day_numbers, load_csv_bars
 
 log = structlog.get_logger(__name__)

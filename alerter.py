@@ -81,7 +81,7 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 import structlog
 
-from clock import Clock
+from core.clock import Clock
 
 log = structlog.get_logger(__name__)
 

@@ -48,8 +48,8 @@ import yarl
 from pydantic import BaseModel, SecretStr, ValidationError
 
 import broker_errors
-import clock as clock_module
-import errors
+from core import clock as clock_module
+from core import errors
 from config import has_url_credentials, normalise_host, redact_url
 from models import (
     Account,

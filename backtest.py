@@ -89,8 +89,8 @@ import indicators
 import prefilter
 from ai_analyzer import AIAnalyzer
 from alerter import Alerter
-from clock import EXCHANGE_TZ, to_exchange_time
-from errors import ConfigError
+from core.clock import EXCHANGE_TZ, to_exchange_time
+from core.errors import ConfigError
 from journal import Journal
 from market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus
@@ -829,7 +829,7 @@ class BacktestLoop(TradingSystem):
 
     async def safety_cycle(self, status: MarketStatus) -> None:
         """Account, fills, open orders, and every safety check; no market data, no decisions."""
-        from errors import OperationalError, TemporaryError
+        from core.errors import OperationalError, TemporaryError
 
         started = time.perf_counter()
         cpu_started = time.process_time()

@@ -41,7 +41,7 @@ from typing import Any
 
 import structlog
 
-from clock import UTC
+from core.clock import UTC
 
 log = structlog.get_logger(__name__)
 

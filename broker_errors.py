@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
-import errors
+from core import errors
 
 ANY: Final = -1  # a status or code wildcard in RULES
 

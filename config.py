@@ -50,7 +50,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = [
     "PROFILES",

@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from errors import BrokerError, TradingError
+from core.errors import BrokerError, TradingError
 from models import OrderRequest
 from order_executor import client_order_id_for, round_price
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import structlog
 
-from errors import ConfigError, TradingError
+from core.errors import ConfigError, TradingError
 from models import TERMINAL_ORDER_STATUSES, Activity, Order, Position
 from trade_ledger import ClosedTrade, FillRecord
 
@@ -636,7 +636,7 @@ class Journal:
 
     def symbols_with_intents(self, session: date) -> set[str]:
         """Symbols with a trade intent created during ``session`` (a New York date)."""
-        from clock import EXCHANGE_TZ
+        from core.clock import EXCHANGE_TZ
 
         start = datetime.combine(session, datetime.min.time(), EXCHANGE_TZ).astimezone(timezone.utc)
         end = start + timedelta(days=1)

@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     command = args.command or "run"
     import config
-    from errors import ConfigError, OperationalError
+    from core.errors import ConfigError, OperationalError
 
     try:
         settings = load(args)
@@ -248,9 +248,9 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     the gateway talks to it over real HTTP, exactly as it would to Alpaca.
     """
     from api_gateway import ResilientAlpacaGateway
-    from clock import WallClock, pause_clock
+    from core.clock import WallClock, pause_clock
     from config import is_loopback_host
-    from errors import ConfigError
+    from core.errors import ConfigError
     from rate_limit import RateLimiter
 
     server = None

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from clock import EXCHANGE_TZ
-from errors import DataQualityError
+from core.clock import EXCHANGE_TZ
+from core.errors import DataQualityError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

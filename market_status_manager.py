@@ -20,8 +20,8 @@ from typing import Literal
 
 import structlog
 
-from clock import Clock, sleep_or_stop, to_exchange_time
-from errors import BrokerError, TemporaryError
+from core.clock import Clock, sleep_or_stop, to_exchange_time
+from core.errors import BrokerError, TemporaryError
 from models import Clock as BrokerClock
 from trading_calendar import TradingCalendar
 

@@ -49,8 +49,8 @@ from pydantic import (
 )
 
 import broker_errors
-import errors
-from clock import EXCHANGE_TZ
+from core import errors
+from core.clock import EXCHANGE_TZ
 
 log = structlog.get_logger(__name__)
 

@@ -39,8 +39,8 @@ from typing import Any, Literal, Protocol, Sequence
 
 import structlog
 
-from clock import Clock
-from errors import (
+from core.clock import Clock
+from core.errors import (
     BrokerError,
     InsufficientQuantity,
     NotFound,

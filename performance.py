@@ -47,7 +47,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from models import to_decimal
 
 TRADING_DAYS_PER_YEAR = 252

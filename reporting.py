@@ -34,7 +34,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from performance import (
     MONTH_NAMES,
     BucketStats,

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from clock import Clock, WallClock
+from core.clock import Clock, WallClock
 
 log = structlog.get_logger(__name__)
 

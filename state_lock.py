@@ -23,7 +23,7 @@ from typing import Any
 
 import portalocker
 
-from errors import TradingError
+from core.errors import TradingError
 
 #: How long a starting daemon waits for the lock: covers the instant in which a ``halt``
 #: or ``status`` probes it (see :func:`lock_holder`), never a running daemon.

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Literal, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from models import to_decimal
 
 ZERO = Decimal(0)

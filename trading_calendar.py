@@ -22,7 +22,7 @@ from typing import Literal
 
 import exchange_calendars
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 
 UTC = timezone.utc
 Phase = Literal["pre", "regular", "post", "closed"]

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol
 
 import structlog
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from models import to_decimal
 
 if TYPE_CHECKING:

@@ -43,8 +43,8 @@ import strategies as strategy_registry
 from account_sanity import AccountSanity, reading_of
 from ai_analyzer import AIAnalyzer, TradeIntent
 from alerter import Alerter, AlertLevel
-from clock import Clock, pause_clock, sleep_or_stop, to_exchange_time
-from errors import (
+from core.clock import Clock, pause_clock, sleep_or_stop, to_exchange_time
+from core.errors import (
     AuthenticationFailed,
     BrokerError,
     ConfigError,

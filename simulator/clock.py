@@ -27,7 +27,7 @@ import time as _time
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from trading_calendar import TradingCalendar
 
 UTC = timezone.utc

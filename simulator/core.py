@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.clock import SimClock, parse_start
 from simulator.engine import SimBroker
 from simulator.faults import FaultConfig, FaultInjector

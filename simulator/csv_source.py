@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.market import DailySummary, DayArrays, SymbolProfile
 from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 

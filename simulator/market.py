@@ -38,7 +38,7 @@ from typing import NamedTuple, Protocol, TypeVar
 import numpy as np
 import structlog
 
-from clock import EXCHANGE_TZ, Clock
+from core.clock import EXCHANGE_TZ, Clock
 from trading_calendar import TradingCalendar
 
 log = structlog.get_logger(__name__)

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from clock import EXCHANGE_TZ, Clock
+from core.clock import EXCHANGE_TZ, Clock
 from simulator.errors import SimApiError
 from simulator.market import DayArrays, Market, MinuteBar, aggregate, midnight_et_utc
 

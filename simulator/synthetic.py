@@ -37,7 +37,7 @@ from datetime import date, datetime, time
 
 import numpy as np
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.market import DayArrays, SymbolProfile
 from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from errors import ConfigError
+from core.errors import ConfigError
 from strategies.base import AVAILABLE_STRATEGIES, BaseStrategy, Scorecard, Signal
 from strategies.breakout import Breakout
 from strategies.defensive import Defensive

@@ -31,7 +31,7 @@ from aioresponses import aioresponses
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-import errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway
 from models import (
     Account,

@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-import errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway, encode_params, make_client_order_id
 from broker import Broker
 from models import OrderRequest

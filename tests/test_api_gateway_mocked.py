@@ -25,7 +25,7 @@ from aioresponses.core import RequestCall
 from structlog.testing import capture_logs
 from yarl import URL
 
-import errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway
 from models import ApiResponse, MultiStatusItem, OrderRequest
 from rate_limit import RateLimiter

@@ -33,7 +33,7 @@ from backtest import (
     walk_forward,
     write_backtest_report,
 )
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from journal import Journal
 from simulator.market import Market
 from market_data import BarSeries, MarketData

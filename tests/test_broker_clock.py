@@ -197,7 +197,7 @@ async def test_sleep_keeps_its_wall_bound_while_the_broker_is_down() -> None:
 
 
 def test_backoffs_and_pauses_never_use_a_clock_that_reads_the_broker() -> None:
-    from clock import WallClock, pause_clock
+    from core.clock import WallClock, pause_clock
     from main import BrokerClockProxy
     from simulator.clock import SimClock
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-import errors
+from core import errors
 from alerter import Alerter
 from journal import Journal
 from models import ApiResponse, OrderRequest

@@ -17,7 +17,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-import errors
+from core import errors
 from models import MultiStatusItem, Order, OrderRequest, Position
 from order_executor import OrderExecutor, protected_quantity
 

@@ -31,7 +31,7 @@ import ta
 
 import config
 import indicators as ind
-from errors import DataQualityError
+from core.errors import DataQualityError
 from market_data import (
     BarSeries,
     MarketData,

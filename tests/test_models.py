@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from pydantic import BaseModel, ValidationError
 
-import errors
-from clock import EXCHANGE_TZ
+from core import errors
+from core.clock import EXCHANGE_TZ
 from models import (
     Account,
     Activity,

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import performance
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from performance import SMALL_SAMPLE_WARNING, compute_performance
 from tests.conftest import SHARED_DATA
 from trade_ledger import ClosedTrade

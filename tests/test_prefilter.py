@@ -23,7 +23,7 @@ import indicators
 import prefilter
 from ai_analyzer import AIAnalyzer
 from backtest import PRIME_SESSIONS, DailyHistory
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from market_data import BarSeries, MarketData, day_timestamp, load_csv_bars
 from strategies import BUILT_IN
 from strategies.base import BaseStrategy, Signal

@@ -15,7 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import reporting
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from performance import compute_performance
 from tests.conftest import SHARED_DATA
 

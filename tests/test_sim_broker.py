@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-import errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway
 from broker import Broker
 from models import OrderRequest

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.clock import SimClock
 from simulator.csv_source import CsvDataError
 from simulator.errors import SimApiError

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 import config
 import strategies
-from errors import ConfigError
+from core.errors import ConfigError
 from indicators import compute_snapshot
 from market_data import BarSeries, MarketData, day_timestamp
 from strategies import AVAILABLE_STRATEGIES, BaseStrategy, Signal, load_enabled

@@ -19,7 +19,7 @@ import pytest
 from aioresponses import aioresponses
 from structlog.testing import capture_logs
 
-import errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway
 from models import (
     Asset,

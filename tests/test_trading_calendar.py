@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from trading_calendar import TradingCalendar
 
 UTC = timezone.utc
