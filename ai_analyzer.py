@@ -58,7 +58,7 @@ import structlog
 import ai_model
 from ai_model import FEATURE_NAMES, MIN_HISTORY_BARS, ConfidenceModel, ModelFileError, Regime
 from core.clock import Clock, to_exchange_time, utc
-from market_data import BarSeries, MarketData
+from market.market_data import BarSeries, MarketData
 from sentiment import score_headlines
 
 log = structlog.get_logger(__name__)

@@ -57,9 +57,9 @@ from typing import Any, Literal
 import numpy as np
 import structlog
 
-import indicators
+from market import indicators
 from core.errors import ConfigError, DataQualityError
-from market_data import BarSeries, exchange_day_numbers, load_csv_bars
+from market.market_data import BarSeries, exchange_day_numbers, load_csv_bars
 
 log = structlog.get_logger(__name__)
 

@@ -76,7 +76,7 @@ from models import (
     parse_trade,
     report_dropped,
 )
-from market_data import price_problem
+from market.market_data import price_problem
 from rate_limit import RateLimiter
 
 log = structlog.get_logger(__name__)

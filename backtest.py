@@ -85,14 +85,14 @@ import numpy as np
 import structlog
 
 import ai_model
-import indicators
+from market import indicators
 import prefilter
 from ai_analyzer import AIAnalyzer
 from alerter import Alerter
 from core.clock import EXCHANGE_TZ, to_exchange_time
 from core.errors import ConfigError
 from journal import Journal
-from market_data import BarSeries, MarketData
+from market.market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus
 from performance import PerformanceReport, compute_performance, usable_curve, usable_trades
 from sentiment import NewsSentiment, load_lexicon
@@ -100,7 +100,7 @@ from order_executor import flatten_orders, protected_quantity
 from sim_broker import BookState, CommissionLedger, CommissionModel, InProcessBroker, attach_commission
 from simulator.core import SimulatorCore
 from simulator.csv_source import CsvDataError
-from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 from trading_state import TradingState, loss_fraction
 from trading_system import BENCHMARK, TradingSystem, _History
 

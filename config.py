@@ -546,7 +546,7 @@ class SimSettings(Section):
 def _sim_date_range() -> tuple[date, date]:
     """First and last simulated start: the trading calendar's range, less a month at the end
     so a run has sessions ahead of it (imported late: the calendar library is heavy)."""
-    from trading_calendar import FIRST_DATE, LAST_DATE
+    from market.trading_calendar import FIRST_DATE, LAST_DATE
 
     return FIRST_DATE, LAST_DATE - timedelta(days=31)
 

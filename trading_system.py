@@ -56,7 +56,7 @@ from core.errors import (
 )
 from gap_risk_manager import GapRiskManager
 from journal import Journal
-from market_data import MAX_PRICE_MOVE, MAX_SANE_PRICE, BarSeries, MarketData, price_problem, series_problem
+from market.market_data import MAX_PRICE_MOVE, MAX_SANE_PRICE, BarSeries, MarketData, price_problem, series_problem
 from market_status_manager import MarketStatus, MarketStatusManager
 from models import Account, DroppedItem, Order, Position, Snapshot
 from order_executor import OrderExecutor, flatten_orders, protected_quantity
@@ -66,7 +66,7 @@ from protections import ProtectionManager
 from sentiment import NewsSentiment
 from risk_manager import PendingEntry, PortfolioState, PositionView, RiskManager
 from trade_ledger import FillRecord, TradeLedger
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 from trading_state import SafetyStateMachine, TradingState, Transition
 
 log = structlog.get_logger(__name__)

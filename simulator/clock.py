@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 
 from core.clock import EXCHANGE_TZ
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 CLOSED_PERIOD_WALL_SECONDS = 1.0

@@ -33,7 +33,7 @@ from simulator.engine import SimBroker
 from simulator.faults import FaultConfig, FaultInjector
 from simulator.market import Market
 from simulator.market_data_api import MarketDataApi
-from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 log = structlog.get_logger(__name__)
 

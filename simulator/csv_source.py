@@ -55,7 +55,7 @@ import structlog
 
 from core.clock import EXCHANGE_TZ
 from simulator.market import DailySummary, DayArrays, SymbolProfile
-from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 log = structlog.get_logger(__name__)
 

@@ -39,7 +39,7 @@ import numpy as np
 import structlog
 
 from core.clock import EXCHANGE_TZ, Clock
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 log = structlog.get_logger(__name__)
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from core.clock import EXCHANGE_TZ
 from simulator.market import DayArrays, SymbolProfile
-from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 DEFAULT_SYMBOLS = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA"]
 TRADING_DAYS_PER_YEAR = 252

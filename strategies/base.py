@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from indicators import IndicatorSnapshot, compute_snapshot
-from market_data import MarketData
+from market.indicators import IndicatorSnapshot, compute_snapshot
+from market.market_data import MarketData
 
 Action = Literal["buy", "sell", "hold"]
 ACTIONS: tuple[str, ...] = ("buy", "sell", "hold")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from account_sanity import AccountSanity
-from market_data import BarSeries, price_problem, series_problem
+from market.market_data import BarSeries, price_problem, series_problem
 
 D = Decimal
 

@@ -20,7 +20,7 @@ import ai_analyzer
 import config
 from ai_analyzer import AIAnalyzer, TradeIntent, extract_features
 from ai_model import FEATURE_NAMES, load_model
-from market_data import BarSeries, MarketData, load_csv_bars
+from market.market_data import BarSeries, MarketData, load_csv_bars
 from sentiment import NewsSentiment, load_lexicon, score_headlines
 from strategies.base import Signal
 from tests.conftest import ROOT, SHARED_DATA

@@ -21,7 +21,7 @@ from ai_model import (
     load_model,
     regime_series,
 )
-from market_data import BarSeries, exchange_day_numbers, load_csv_bars
+from market.market_data import BarSeries, exchange_day_numbers, load_csv_bars
 from tests.conftest import ROOT, SHARED_DATA
 
 DAILY = SHARED_DATA / "daily"

@@ -36,7 +36,7 @@ from backtest import (
 from core.clock import EXCHANGE_TZ
 from journal import Journal
 from simulator.market import Market
-from market_data import BarSeries, MarketData
+from market.market_data import BarSeries, MarketData
 from sim_broker import CommissionModel
 from strategies.base import BaseStrategy, Signal
 from strategies.sma_crossover import SmaCrossover
@@ -210,7 +210,7 @@ def test_indicator_states_computed_ahead_change_no_decision(settings: Any, basel
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Daily backtests compute the coming sessions' indicator states in one pass (a cache):
     the same run without it must place the same orders and end with the same equity."""
-    import indicators
+    from market import indicators
 
     primed: list[int] = []
     real = indicators.prime_snapshots

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from market_data import MarketData
+from market.market_data import MarketData
 from strategies.base import Signal
 
 from tests.test_e2e_safety_support import (

@@ -46,7 +46,7 @@ from alerter import Alerter  # noqa: E402
 from api_gateway import ResilientAlpacaGateway  # noqa: E402
 from core.clock import EXCHANGE_TZ  # noqa: E402
 from journal import Journal  # noqa: E402
-from market_data import MarketData  # noqa: E402
+from market.market_data import MarketData  # noqa: E402
 from market_status_manager import MarketStatus  # noqa: E402
 from models import Order, OrderRequest, Position  # noqa: E402
 from order_executor import protected_quantity  # noqa: E402

@@ -16,7 +16,7 @@ from core.errors import BrokerUnavailable
 from market_status_manager import MarketStatusManager, countdown_interval
 from models import Clock as BrokerClock
 from simulator.clock import SimClock
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 CALENDAR = TradingCalendar()

@@ -19,7 +19,7 @@ from pdt_manager import (
     OrderCheck,
     PDTManager,
 )
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 D = Decimal
 CALENDAR = TradingCalendar()

@@ -16,7 +16,7 @@ from core.clock import EXCHANGE_TZ
 from simulator.clock import SimClock
 from simulator.engine import SimBroker
 from simulator.market import MinuteBar, SimQuote
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 CALENDAR = TradingCalendar()

@@ -16,7 +16,7 @@ from simulator.errors import SimApiError
 from simulator.market import Market, MinuteBar
 from simulator.market_data_api import MarketDataApi
 from tests.conftest import SHARED_DATA
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared/data is not present")

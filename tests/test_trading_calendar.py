@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from core.clock import EXCHANGE_TZ
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 

@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from market_data import BarSeries
+from market.market_data import BarSeries
 
 FloatArray = npt.NDArray[np.float64]
 

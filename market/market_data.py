@@ -546,7 +546,7 @@ def series_problem(series: BarSeries) -> str | None:
 def _check_session(day: date, text: str, source: Path, line: int) -> None:
     """A daily bar dated on a weekend or NYSE holiday is a data error (checked where the
     calendar reaches, 1990-2035)."""
-    from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+    from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
     if FIRST_DATE <= day <= LAST_DATE and not TradingCalendar().is_session(day):
         what = f"a {day:%A}" if day.weekday() >= 5 else "an NYSE holiday"
