@@ -47,11 +47,11 @@ import structlog
 import yarl
 from pydantic import BaseModel, SecretStr, ValidationError
 
-import broker_errors
+from broker import broker_errors
 from core import clock as clock_module
 from core import errors
 from config import has_url_credentials, normalise_host, redact_url
-from models import (
+from broker.models import (
     Account,
     Activity,
     ApiResponse,
@@ -77,7 +77,7 @@ from models import (
     report_dropped,
 )
 from market.market_data import price_problem
-from rate_limit import RateLimiter
+from broker.rate_limit import RateLimiter
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.errors import BrokerError, TradingError
-from models import OrderRequest
+from broker.models import OrderRequest
 from order_executor import client_order_id_for, round_price
 
 Verdict = Literal["PASS", "WARN", "FAIL"]

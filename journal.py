@@ -47,7 +47,7 @@ from typing import Any
 import structlog
 
 from core.errors import ConfigError, TradingError
-from models import TERMINAL_ORDER_STATUSES, Activity, Order, Position
+from broker.models import TERMINAL_ORDER_STATUSES, Activity, Order, Position
 from trade_ledger import ClosedTrade, FillRecord
 
 log = structlog.get_logger(__name__)

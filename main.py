@@ -251,7 +251,7 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     from core.clock import WallClock, pause_clock
     from config import is_loopback_host
     from core.errors import ConfigError
-    from rate_limit import RateLimiter
+    from broker.rate_limit import RateLimiter
 
     server = None
     if settings.mode == "sim":
@@ -349,7 +349,7 @@ class BrokerClockProxy:
         self._synced = False
 
     async def attach(self, gateway: Any) -> None:
-        from broker_clock import BrokerClock
+        from broker.broker_clock import BrokerClock
 
         self._clock = BrokerClock(gateway, read=gateway.read_clock_once)
         try:

@@ -22,7 +22,7 @@ import structlog
 
 from core.clock import Clock, sleep_or_stop, to_exchange_time
 from core.errors import BrokerError, TemporaryError
-from models import Clock as BrokerClock
+from broker.models import Clock as BrokerClock
 from market.trading_calendar import TradingCalendar
 
 log = structlog.get_logger(__name__)

@@ -52,7 +52,7 @@ from core.errors import (
     PatternDayTraderRejected,
     TemporaryError,
 )
-from models import Order, OrderRequest, Position
+from broker.models import Order, OrderRequest, Position
 
 log = structlog.get_logger(__name__)
 

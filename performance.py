@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from core.clock import EXCHANGE_TZ
-from models import to_decimal
+from broker.models import to_decimal
 
 TRADING_DAYS_PER_YEAR = 252
 DAYS_PER_YEAR = 365.25

@@ -49,7 +49,7 @@ from typing import Any
 import structlog
 
 from api_gateway import ResilientAlpacaGateway, encode_params
-from models import ApiResponse
+from broker.models import ApiResponse
 from simulator.accounts import FillEffect, Ledger, LedgerEntry
 from simulator.core import SimulatorCore
 from simulator.errors import SimApiError

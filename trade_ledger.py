@@ -26,7 +26,7 @@ from typing import Any, Iterable, Literal, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
 from core.clock import EXCHANGE_TZ
-from models import to_decimal
+from broker.models import to_decimal
 
 ZERO = Decimal(0)
 SEEN_LIMIT = 10_000

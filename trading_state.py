@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol
 import structlog
 
 from core.clock import EXCHANGE_TZ
-from models import to_decimal
+from broker.models import to_decimal
 
 if TYPE_CHECKING:
     from risk_manager import PortfolioState

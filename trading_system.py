@@ -58,7 +58,7 @@ from gap_risk_manager import GapRiskManager
 from journal import Journal
 from market.market_data import MAX_PRICE_MOVE, MAX_SANE_PRICE, BarSeries, MarketData, price_problem, series_problem
 from market_status_manager import MarketStatus, MarketStatusManager
-from models import Account, DroppedItem, Order, Position, Snapshot
+from broker.models import Account, DroppedItem, Order, Position, Snapshot
 from order_executor import OrderExecutor, flatten_orders, protected_quantity
 from pdt_manager import AccountView, OrderCheck, PDTManager
 from protections import ClosedTrade as ProtectionTrade

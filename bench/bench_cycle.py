@@ -264,7 +264,7 @@ async def measure_size(size: int, cycles: int, seed: int, start: str, profile: b
     from alerter import Alerter
     from api_gateway import ResilientAlpacaGateway
     from journal import Journal
-    from rate_limit import RateLimiter
+    from broker.rate_limit import RateLimiter
     from trading_system import TradingSystem
 
     symbols = universe(size)

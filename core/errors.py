@@ -32,7 +32,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from models import Order
+    from broker.models import Order
 
 
 class ErrorCategory(str, Enum):

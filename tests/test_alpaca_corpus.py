@@ -33,7 +33,7 @@ from structlog.testing import capture_logs
 
 from core import errors
 from api_gateway import ResilientAlpacaGateway
-from models import (
+from broker.models import (
     Account,
     Activity,
     Asset,
@@ -50,7 +50,7 @@ from models import (
     Trade,
     reset_tolerance_memory,
 )
-from rate_limit import RateLimiter
+from broker.rate_limit import RateLimiter
 
 CORPUS = Path(__file__).parent / "fixtures" / "alpaca"
 TRADING = "https://paper-api.alpaca.markets"

@@ -27,8 +27,8 @@ from yarl import URL
 
 from core import errors
 from api_gateway import ResilientAlpacaGateway
-from models import ApiResponse, MultiStatusItem, OrderRequest
-from rate_limit import RateLimiter
+from broker.models import ApiResponse, MultiStatusItem, OrderRequest
+from broker.rate_limit import RateLimiter
 
 TRADING = "https://paper-api.alpaca.markets"
 DATA = "https://data.alpaca.markets"

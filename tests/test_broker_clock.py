@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from structlog.testing import capture_logs
 
-from broker_clock import BrokerClock
+from broker.broker_clock import BrokerClock
 from tests.e2e_helpers import Daemon, Simulator, make_run_paths, run_dir  # noqa: F401  (fixture)
 
 T0 = datetime(2025, 3, 3, 15, 0, tzinfo=timezone.utc)

@@ -28,7 +28,7 @@ from structlog.testing import capture_logs
 from core import errors
 from alerter import Alerter
 from journal import Journal
-from models import ApiResponse, OrderRequest
+from broker.models import ApiResponse, OrderRequest
 from sim_broker import InProcessBroker
 from simulator.core import SimulatorCore
 from tests.test_e2e_safety_support import (

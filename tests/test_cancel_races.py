@@ -18,7 +18,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from core import errors
-from models import MultiStatusItem, Order, OrderRequest, Position
+from broker.models import MultiStatusItem, Order, OrderRequest, Position
 from order_executor import OrderExecutor, protected_quantity
 
 D = Decimal

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-import broker_errors
+from broker import broker_errors
 from core import errors
 from api_gateway import ResilientAlpacaGateway
-from broker_errors import RequestKind, request_kind
+from broker.broker_errors import RequestKind, request_kind
 from core.errors import ErrorCategory as C
 
 ORDER_ID = "61e69015-8549-4bfd-b9c3-01e75843f47d"

@@ -24,7 +24,7 @@ from journal import (
     SchemaTooNew,
     migrate,
 )
-from models import Activity, Position
+from broker.models import Activity, Position
 from tests.conftest import ROOT
 
 D = Decimal

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from core.clock import EXCHANGE_TZ
 from core.errors import BrokerUnavailable
 from market_status_manager import MarketStatusManager, countdown_interval
-from models import Clock as BrokerClock
+from broker.models import Clock as BrokerClock
 from simulator.clock import SimClock
 from market.trading_calendar import TradingCalendar
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from core import errors
 from core.clock import EXCHANGE_TZ
-from models import (
+from broker.models import (
     Account,
     Activity,
     ApiResponse,

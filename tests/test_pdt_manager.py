@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 import config
-from models import Account
+from broker.models import Account
 from pdt_manager import (
     FLAG_MAY_BE_FLAGGED,
     FLAG_OVER_BUDGET,

@@ -15,8 +15,8 @@ import pytest
 
 from core import errors
 from api_gateway import ResilientAlpacaGateway
-from broker import Broker
-from models import OrderRequest
+from broker.interface import Broker
+from broker.models import OrderRequest
 from sim_broker import CommissionModel, InProcessBroker, attach_commission
 from simulator.core import SimulatorCore
 from simulator.server import start_server

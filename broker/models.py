@@ -48,7 +48,7 @@ from pydantic import (
     model_validator,
 )
 
-import broker_errors
+from broker import broker_errors
 from core import errors
 from core.clock import EXCHANGE_TZ
 

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
-from models import (
+from broker.models import (
     Account,
     Activity,
     Asset,
