@@ -101,8 +101,8 @@ from sim_broker import BookState, CommissionLedger, CommissionModel, InProcessBr
 from simulator.core import SimulatorCore
 from simulator.csv_source import CsvDataError
 from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
-from trading_state import TradingState, loss_fraction
-from trading_system import BENCHMARK, TradingSystem, _History
+from engine.trading_state import TradingState, loss_fraction
+from engine.trading_system import BENCHMARK, TradingSystem, _History
 
 log = structlog.get_logger(__name__)
 

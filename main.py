@@ -479,7 +479,7 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
     """The daemon's life once it holds the state database's lock."""
     from alerter import Alerter
     from journal import Journal
-    from trading_system import TradingSystem
+    from engine.trading_system import TradingSystem
 
     if fresh_state:
         _start_fresh(Path(settings.storage.state_db))

@@ -41,7 +41,7 @@ from typing import Any, Literal, Mapping, Protocol
 
 import structlog
 
-from trading_state import TradingState, loss_fraction
+from engine.trading_state import TradingState, loss_fraction
 
 log = structlog.get_logger(__name__)
 

@@ -265,7 +265,7 @@ async def measure_size(size: int, cycles: int, seed: int, start: str, profile: b
     from api_gateway import ResilientAlpacaGateway
     from journal import Journal
     from broker.rate_limit import RateLimiter
-    from trading_system import TradingSystem
+    from engine.trading_system import TradingSystem
 
     symbols = universe(size)
     result = SizeResult(size=size, gc_frozen=gc_freeze)

@@ -12,7 +12,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from account_sanity import AccountSanity
+from engine.account_sanity import AccountSanity
 from market.market_data import BarSeries, price_problem, series_problem
 
 D = Decimal

@@ -39,8 +39,8 @@ from tests.test_e2e_safety_support import (
     unprotected,
 )
 from tests.test_error_taxonomy import CASES
-from trading_state import TradingState
-from trading_system import TradingSystem
+from engine.trading_state import TradingState
+from engine.trading_system import TradingSystem
 
 START = "2025-03-03T09:45:00-05:00"  # a Monday, regular hours
 SYMBOLS = ["SPY", "AAPL", "MSFT"]

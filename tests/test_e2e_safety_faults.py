@@ -27,7 +27,7 @@ from tests.test_e2e_safety_support import (
     sim_stack,
     unprotected,
 )
-from trading_system import TradingSystem
+from engine.trading_system import TradingSystem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

@@ -55,7 +55,7 @@ from simulator.core import SimulatorCore  # noqa: E402
 from simulator.server import RunningServer, start_server  # noqa: E402
 from strategies.base import BaseStrategy, Signal  # noqa: E402
 from tests.e2e_helpers import Daemon, RunPaths, daemon_env  # noqa: E402
-from trading_system import TradingSystem  # noqa: E402
+from engine.trading_system import TradingSystem  # noqa: E402
 
 PYTHON = sys.executable
 SYMBOLS = ["SPY", "QQQ", "AAPL", "MSFT"]

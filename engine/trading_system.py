@@ -40,7 +40,7 @@ import numpy as np
 import structlog
 
 import strategies as strategy_registry
-from account_sanity import AccountSanity, reading_of
+from engine.account_sanity import AccountSanity, reading_of
 from ai_analyzer import AIAnalyzer, TradeIntent
 from alerter import Alerter, AlertLevel
 from core.clock import Clock, pause_clock, sleep_or_stop, to_exchange_time
@@ -61,13 +61,13 @@ from market_status_manager import MarketStatus, MarketStatusManager
 from broker.models import Account, DroppedItem, Order, Position, Snapshot
 from order_executor import OrderExecutor, flatten_orders, protected_quantity
 from pdt_manager import AccountView, OrderCheck, PDTManager
-from protections import ClosedTrade as ProtectionTrade
-from protections import ProtectionManager
+from engine.protections import ClosedTrade as ProtectionTrade
+from engine.protections import ProtectionManager
 from sentiment import NewsSentiment
 from risk_manager import PendingEntry, PortfolioState, PositionView, RiskManager
 from trade_ledger import FillRecord, TradeLedger
 from market.trading_calendar import TradingCalendar
-from trading_state import SafetyStateMachine, TradingState, Transition
+from engine.trading_state import SafetyStateMachine, TradingState, Transition
 
 log = structlog.get_logger(__name__)
 
