@@ -55,11 +55,11 @@ import aiohttp
 import numpy as np
 import structlog
 
-import ai_model
-from ai_model import FEATURE_NAMES, MIN_HISTORY_BARS, ConfidenceModel, ModelFileError, Regime
+from ai import ai_model
+from ai.ai_model import FEATURE_NAMES, MIN_HISTORY_BARS, ConfidenceModel, ModelFileError, Regime
 from core.clock import Clock, to_exchange_time, utc
 from market.market_data import BarSeries, MarketData
-from sentiment import score_headlines
+from ai.sentiment import score_headlines
 
 log = structlog.get_logger(__name__)
 

@@ -84,7 +84,7 @@ from typing import AbstractSet, Any, Literal, TextIO
 import numpy as np
 import structlog
 
-import ai_model
+from ai import ai_model
 from market import indicators
 import prefilter
 from ai_analyzer import AIAnalyzer
@@ -95,7 +95,7 @@ from journal import Journal
 from market.market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus
 from performance import PerformanceReport, compute_performance, usable_curve, usable_trades
-from sentiment import NewsSentiment, load_lexicon
+from ai.sentiment import NewsSentiment, load_lexicon
 from order_executor import flatten_orders, protected_quantity
 from sim_broker import BookState, CommissionLedger, CommissionModel, InProcessBroker, attach_commission
 from simulator.core import SimulatorCore

@@ -658,7 +658,7 @@ def queue_operator_command(settings: Any, kind: str, reason: str) -> int:
 
 
 def run_train(settings: Any, args: argparse.Namespace) -> int:
-    from ai_model import train_model
+    from ai.ai_model import train_model
 
     if not args.data:
         print("error: train needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import structlog  # noqa: E402
 
-import ai_model  # noqa: E402
+from ai import ai_model  # noqa: E402
 import config  # noqa: E402
 from ai_analyzer import AIAnalyzer, extract_features  # noqa: E402
 from market.market_data import BarSeries, MarketData, load_csv_bars  # noqa: E402

@@ -63,7 +63,7 @@ from order_executor import OrderExecutor, flatten_orders, protected_quantity
 from pdt_manager import AccountView, OrderCheck, PDTManager
 from engine.protections import ClosedTrade as ProtectionTrade
 from engine.protections import ProtectionManager
-from sentiment import NewsSentiment
+from ai.sentiment import NewsSentiment
 from risk_manager import PendingEntry, PortfolioState, PositionView, RiskManager
 from trade_ledger import FillRecord, TradeLedger
 from market.trading_calendar import TradingCalendar
