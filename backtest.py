@@ -94,7 +94,7 @@ from core.errors import ConfigError
 from journal import Journal
 from market.market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus
-from performance import PerformanceReport, compute_performance, usable_curve, usable_trades
+from analytics.performance import PerformanceReport, compute_performance, usable_curve, usable_trades
 from ai.sentiment import NewsSentiment, load_lexicon
 from order_executor import flatten_orders, protected_quantity
 from sim_broker import BookState, CommissionLedger, CommissionModel, InProcessBroker, attach_commission
@@ -1583,7 +1583,7 @@ def _chain(windows: list[WalkForwardWindow]) -> tuple[list[tuple[datetime, Decim
 
 def write_backtest_report(out_dir: Path, result: BacktestResult | WalkForwardResult) -> tuple[Path, Path]:
     """``report.html`` and ``summary.json`` for a backtest or a walk-forward run."""
-    import reporting
+    from analytics import reporting
 
     if isinstance(result, WalkForwardResult):
         return reporting.write_report(
@@ -1807,7 +1807,7 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
     if skipped:
         meta["journal_rows_skipped"] = len(skipped)
         meta["skipped_rows"] = [r.reason for r in skipped[:20]]
-    import reporting
+    from analytics import reporting
 
     out = Path(getattr(args, "out", None) or "reports")
     html_path, json_path = reporting.write_report(out, report=report, equity_curve=curve, trades=trades,

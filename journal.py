@@ -48,7 +48,7 @@ import structlog
 
 from core.errors import ConfigError, TradingError
 from broker.models import TERMINAL_ORDER_STATUSES, Activity, Order, Position
-from trade_ledger import ClosedTrade, FillRecord
+from analytics.trade_ledger import ClosedTrade, FillRecord
 
 log = structlog.get_logger(__name__)
 

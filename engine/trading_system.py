@@ -65,7 +65,7 @@ from engine.protections import ClosedTrade as ProtectionTrade
 from engine.protections import ProtectionManager
 from ai.sentiment import NewsSentiment
 from risk_manager import PendingEntry, PortfolioState, PositionView, RiskManager
-from trade_ledger import FillRecord, TradeLedger
+from analytics.trade_ledger import FillRecord, TradeLedger
 from market.trading_calendar import TradingCalendar
 from engine.trading_state import SafetyStateMachine, TradingState, Transition
 

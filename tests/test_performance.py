@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import performance
+from analytics import performance
 from core.clock import EXCHANGE_TZ
-from performance import SMALL_SAMPLE_WARNING, compute_performance
+from analytics.performance import SMALL_SAMPLE_WARNING, compute_performance
 from tests.conftest import SHARED_DATA
-from trade_ledger import ClosedTrade
+from analytics.trade_ledger import ClosedTrade
 
 UTC = timezone.utc
 SQRT_252 = math.sqrt(252)  # 15.874507866...

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from structlog.testing import capture_logs
 
-import reporting
+from analytics import reporting
 from core.clock import EXCHANGE_TZ
-from performance import compute_performance
+from analytics.performance import compute_performance
 from tests.conftest import SHARED_DATA
 
 UTC = timezone.utc

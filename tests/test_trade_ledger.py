@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from trade_ledger import ClosedTrade, FillRecord, TradeLedger, is_day_trade
+from analytics.trade_ledger import ClosedTrade, FillRecord, TradeLedger, is_day_trade
 from market.trading_calendar import TradingCalendar
 
 D = Decimal

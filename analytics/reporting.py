@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
 from core.clock import EXCHANGE_TZ
-from performance import (
+from analytics.performance import (
     MONTH_NAMES,
     BucketStats,
     GroupStats,
