@@ -91,7 +91,7 @@ from ai_analyzer import AIAnalyzer
 from alerter import Alerter
 from core.clock import EXCHANGE_TZ, to_exchange_time
 from core.errors import ConfigError
-from journal import Journal
+from journal.journal import Journal
 from market.market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus
 from analytics.performance import PerformanceReport, compute_performance, usable_curve, usable_trades

@@ -138,7 +138,7 @@ async def _order_round_trip(broker: Any, clock: Any, symbol: str) -> str:
 
 
 def _risk_check(settings: Any) -> tuple[str, Verdict, str]:
-    from journal import Journal
+    from journal.journal import Journal
 
     notes: list[str] = []
     verdict: Verdict = "PASS"

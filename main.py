@@ -445,7 +445,7 @@ def check_journal_owner(journal: Any, settings: Any) -> str | None:
 async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -> int:
     import structlog
 
-    from state_lock import StateDbInUse, StateDbLock
+    from journal.state_lock import StateDbInUse, StateDbLock
 
     log = structlog.get_logger("main")
     stop = asyncio.Event()
@@ -478,7 +478,7 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
                              signals: SignalStop, *, fresh_state: bool) -> int:
     """The daemon's life once it holds the state database's lock."""
     from alerter import Alerter
-    from journal import Journal
+    from journal.journal import Journal
     from engine.trading_system import TradingSystem
 
     if fresh_state:
@@ -629,8 +629,8 @@ def queue_operator_command(settings: Any, kind: str, reason: str) -> int:
     wins. A daemon holding the state database's lock applies a command at its next cycle;
     with no daemon running it is applied when one next starts on this database.
     """
-    from journal import Journal
-    from state_lock import lock_holder
+    from journal.journal import Journal
+    from journal.state_lock import lock_holder
 
     if not reason.strip():
         print(f"error: {kind} needs a non-empty --reason", file=sys.stderr)

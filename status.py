@@ -27,7 +27,7 @@ def _snapshot_line(data: dict[str, Any]) -> str:
 
 
 def _daemon_line(db: Path) -> str:
-    from state_lock import lock_holder
+    from journal.state_lock import lock_holder
 
     holder = lock_holder(db)
     if holder is None:
@@ -36,7 +36,7 @@ def _daemon_line(db: Path) -> str:
 
 
 async def render_status(settings: Any) -> str:
-    from journal import Journal
+    from journal.journal import Journal
 
     db = Path(settings.storage.state_db)
     journal = Journal(db)

@@ -263,7 +263,7 @@ async def measure_size(size: int, cycles: int, seed: int, start: str, profile: b
     import logging_setup
     from alerter import Alerter
     from api_gateway import ResilientAlpacaGateway
-    from journal import Journal
+    from journal.journal import Journal
     from broker.rate_limit import RateLimiter
     from engine.trading_system import TradingSystem
 

@@ -55,7 +55,7 @@ from core.errors import (
     TemporaryError,
 )
 from gap_risk_manager import GapRiskManager
-from journal import Journal
+from journal.journal import Journal
 from market.market_data import MAX_PRICE_MOVE, MAX_SANE_PRICE, BarSeries, MarketData, price_problem, series_problem
 from market_status_manager import MarketStatus, MarketStatusManager
 from broker.models import Account, DroppedItem, Order, Position, Snapshot

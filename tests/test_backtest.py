@@ -34,7 +34,7 @@ from backtest import (
     write_backtest_report,
 )
 from core.clock import EXCHANGE_TZ
-from journal import Journal
+from journal.journal import Journal
 from simulator.market import Market
 from market.market_data import BarSeries, MarketData
 from sim_broker import CommissionModel

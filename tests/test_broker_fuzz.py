@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 
 from core import errors
 from alerter import Alerter
-from journal import Journal
+from journal.journal import Journal
 from broker.models import ApiResponse, OrderRequest
 from sim_broker import InProcessBroker
 from simulator.core import SimulatorCore

@@ -45,7 +45,7 @@ from ai_analyzer import TradeIntent  # noqa: E402
 from alerter import Alerter  # noqa: E402
 from api_gateway import ResilientAlpacaGateway  # noqa: E402
 from core.clock import EXCHANGE_TZ  # noqa: E402
-from journal import Journal  # noqa: E402
+from journal.journal import Journal  # noqa: E402
 from market.market_data import MarketData  # noqa: E402
 from market_status_manager import MarketStatus  # noqa: E402
 from broker.models import Order, OrderRequest, Position  # noqa: E402

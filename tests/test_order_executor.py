@@ -18,7 +18,7 @@ from ai_analyzer import TradeIntent
 from api_gateway import ResilientAlpacaGateway
 from broker.rate_limit import RateLimiter
 from core.errors import OrderInFlight
-from journal import Journal
+from journal.journal import Journal
 from broker.models import Order, OrderRequest, Position
 from order_executor import (
     MAX_CLIENT_ORDER_ID,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from journal import Journal
+from journal.journal import Journal
 from analytics.performance import usable_curve, usable_trades
 from tests.e2e_helpers import MAIN, PYTHON, daemon_env
 
