@@ -892,7 +892,7 @@ class AIAnalyzer:
         if not key:
             return
         try:
-            import logging_setup
+            from ops import logging_setup
 
             logging_setup.add_secret(key)
         except (ImportError, AttributeError):

@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         print(config.format_problems(ConfigError(problems)), file=sys.stderr)
         return EXIT_CONFIG
-    import logging_setup
+    from ops import logging_setup
 
     try:
         logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
@@ -321,7 +321,7 @@ def embedded_sim_keys() -> tuple[str, str]:
     """A fresh random key pair for the embedded simulator, registered with the log redactor."""
     import secrets
 
-    import logging_setup
+    from ops import logging_setup
 
     key, secret = "SIM" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
     logging_setup.add_secret(key)
@@ -576,7 +576,7 @@ class SignalStop:
 
 async def run_diagnose(settings: Any) -> int:
     """The seed's full diagnostic as a readable report."""
-    from diagnostics import diagnose
+    from ops.diagnostics import diagnose
 
     async with open_broker(settings, announce=False) as (gateway, clock, url):
         report = await diagnose(settings, gateway, clock, url)
@@ -610,7 +610,7 @@ def missing_state_db(settings: Any) -> str | None:
 
 
 async def run_status(settings: Any) -> int:
-    from status import render_status
+    from ops.status import render_status
 
     problem = missing_state_db(settings)
     if problem is not None:
@@ -671,13 +671,13 @@ def run_train(settings: Any, args: argparse.Namespace) -> int:
 
 
 def run_backtest(settings: Any, args: argparse.Namespace) -> int:
-    from backtest import main as backtest_main
+    from backtest.backtest import main as backtest_main
 
     return backtest_main(settings, args)
 
 
 def run_report(settings: Any, args: argparse.Namespace) -> int:
-    from backtest import report_from_journal
+    from backtest.backtest import report_from_journal
 
     return report_from_journal(settings, args)
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 import config
-import logging_setup
-from backtest import (
+from ops import logging_setup
+from backtest.backtest import (
     BacktestError,
     BacktestOptions,
     BacktestResult,
@@ -37,7 +37,7 @@ from core.clock import EXCHANGE_TZ
 from journal.journal import Journal
 from simulator.market import Market
 from market.market_data import BarSeries, MarketData
-from sim_broker import CommissionModel
+from backtest.sim_broker import CommissionModel
 from strategies.base import BaseStrategy, Signal
 from strategies.sma_crossover import SmaCrossover
 from tests.conftest import SHARED_DATA, copy_daily_files
@@ -414,7 +414,7 @@ def test_the_progress_line_is_drawn_only_on_a_terminal() -> None:
 def test_the_loop_and_the_analyzer_share_one_news_source(settings: Any, baseline: BacktestResult) -> None:
     """As in the live daemon, the loop's one news request per cycle (for every candidate)
     fills the cache the AI analyzer reads, instead of one more request per idea."""
-    import backtest
+    from backtest import backtest
 
     run = backtest._assemble(settings, baseline.options, None, lambda: None)
     assert run.loop.news is not None

@@ -29,7 +29,7 @@ from core import errors
 from alerter import Alerter
 from journal.journal import Journal
 from broker.models import ApiResponse, OrderRequest
-from sim_broker import InProcessBroker
+from backtest.sim_broker import InProcessBroker
 from simulator.core import SimulatorCore
 from tests.test_e2e_safety_support import (
     AlwaysBuy,

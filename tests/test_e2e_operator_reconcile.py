@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-import status
+from ops import status
 from tests.test_e2e_safety_support import (
     WIDE_STOPS,
     AlwaysBuy,

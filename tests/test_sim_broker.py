@@ -17,7 +17,7 @@ from core import errors
 from api_gateway import ResilientAlpacaGateway
 from broker.interface import Broker
 from broker.models import OrderRequest
-from sim_broker import CommissionModel, InProcessBroker, attach_commission
+from backtest.sim_broker import CommissionModel, InProcessBroker, attach_commission
 from simulator.core import SimulatorCore
 from simulator.server import start_server
 

@@ -86,7 +86,7 @@ import structlog
 
 from ai import ai_model
 from market import indicators
-import prefilter
+from backtest import prefilter
 from ai_analyzer import AIAnalyzer
 from alerter import Alerter
 from core.clock import EXCHANGE_TZ, to_exchange_time
@@ -97,7 +97,7 @@ from market_status_manager import MarketStatus
 from analytics.performance import PerformanceReport, compute_performance, usable_curve, usable_trades
 from ai.sentiment import NewsSentiment, load_lexicon
 from order_executor import flatten_orders, protected_quantity
-from sim_broker import BookState, CommissionLedger, CommissionModel, InProcessBroker, attach_commission
+from backtest.sim_broker import BookState, CommissionLedger, CommissionModel, InProcessBroker, attach_commission
 from simulator.core import SimulatorCore
 from simulator.csv_source import CsvDataError
 from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
@@ -1716,7 +1716,7 @@ def _configure_logging(settings: Any, args: argparse.Namespace, report_dir: Path
     """Backtest logs: JSON lines to ``report_dir/backtest.jsonl`` and stderr (stdout keeps the
     summary), at WARNING unless ``--log-level`` asks for more (INFO logs every decision and
     slows a long backtest several-fold)."""
-    import logging_setup
+    from ops import logging_setup
 
     level = getattr(args, "log_level", None) or "WARNING"
     log_file = getattr(args, "log_file", None) or report_dir / "backtest.jsonl"
