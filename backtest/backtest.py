@@ -101,7 +101,7 @@ from backtest.sim_broker import BookState, CommissionLedger, CommissionModel, In
 from simulator.core import SimulatorCore
 from simulator.csv_source import CsvDataError
 from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
-from engine.trading_state import TradingState, loss_fraction
+from engine.portfolio import TradingState, loss_fraction
 from engine.trading_system import BENCHMARK, TradingSystem, _History
 
 log = structlog.get_logger(__name__)

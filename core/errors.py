@@ -29,10 +29,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from broker.models import Order
+from typing import Any, ClassVar
 
 
 class ErrorCategory(str, Enum):
@@ -198,14 +195,14 @@ class OrderNotCancelable(OrderOutcome):
     """422 42210000 on a cancel: the order is already in a final state (filled, canceled,
     expired, ...). ``order`` is the order as re-read after the answer, when that read worked."""
 
-    order: Order | None = None
+    order: Any = None  # a broker.models.Order, or None (core imports nothing of the project)
 
 
 class OrderNotReplaceable(OrderOutcome):
     """A replace (PATCH) refused because the order is already final (the same race as a
     cancel): ``order`` is the order as re-read after the answer."""
 
-    order: Order | None = None
+    order: Any = None  # a broker.models.Order, or None (core imports nothing of the project)
 
 
 class OrderInFlight(TemporaryError):

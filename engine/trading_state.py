@@ -35,44 +35,23 @@ No method reads the clock, the broker or the disk: every input is explicit.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol
+from typing import Any, Literal, Mapping, Protocol
 
 import structlog
 
 from core.clock import EXCHANGE_TZ
 from broker.models import to_decimal
+from engine.portfolio import PortfolioState, TradingState, loss_fraction
 
-if TYPE_CHECKING:
-    from risk_manager import PortfolioState
 
 log = structlog.get_logger(__name__)
 
 ZERO = Decimal(0)
 
 LatchKind = Literal["circuit_breaker", "halt"]
-
-
-class TradingState(str, enum.Enum):
-    """What the daemon may do right now (see the module docstring for the full table)."""
-
-    ACTIVE = "active"
-    REDUCING = "reducing"
-    HALTED = "halted"
-    LIQUIDATING = "liquidating"
-
-    @property
-    def allows_entry(self) -> bool:
-        """New positions may be opened only when ACTIVE."""
-        return self is TradingState.ACTIVE
-
-    @property
-    def allows_exit(self) -> bool:
-        """Positions may be reduced or closed in every state but HALTED."""
-        return self is not TradingState.HALTED
 
 
 @dataclass(frozen=True)
@@ -102,17 +81,6 @@ class _RiskSettings(Protocol):
 class _Settings(Protocol):
     @property
     def risk(self) -> _RiskSettings: ...
-
-
-def loss_fraction(baseline: Decimal, equity: Decimal) -> Decimal:
-    """How much of ``baseline`` has been lost, as a fraction (0.05 = 5 %); 0 when up.
-
-    A non-positive baseline has no meaningful loss fraction and yields 0.
-    """
-    if baseline <= ZERO:
-        return ZERO
-    loss = (baseline - equity) / baseline
-    return loss if loss > ZERO else ZERO
 
 
 _decimal = to_decimal  # one shared coercion (models.to_decimal)

@@ -64,10 +64,11 @@ from pdt_manager import AccountView, OrderCheck, PDTManager
 from engine.protections import ClosedTrade as ProtectionTrade
 from engine.protections import ProtectionManager
 from ai.sentiment import NewsSentiment
-from risk_manager import PendingEntry, PortfolioState, PositionView, RiskManager
+from engine.portfolio import PendingEntry, PortfolioState, PositionView, TradingState
+from risk_manager import RiskManager
 from analytics.trade_ledger import FillRecord, TradeLedger
 from market.trading_calendar import TradingCalendar
-from engine.trading_state import SafetyStateMachine, TradingState, Transition
+from engine.trading_state import SafetyStateMachine, Transition
 
 log = structlog.get_logger(__name__)
 

@@ -54,7 +54,7 @@ import numpy as np
 import structlog
 
 from core.clock import EXCHANGE_TZ
-from simulator.market import DailySummary, DayArrays, SymbolProfile
+from simulator.bars import DailySummary, DayArrays, SymbolProfile
 from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 log = structlog.get_logger(__name__)

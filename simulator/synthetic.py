@@ -38,7 +38,7 @@ from datetime import date, datetime, time
 import numpy as np
 
 from core.clock import EXCHANGE_TZ
-from simulator.market import DayArrays, SymbolProfile
+from simulator.bars import DayArrays, SymbolProfile
 from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 DEFAULT_SYMBOLS = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA"]
