@@ -330,7 +330,7 @@ def embedded_sim_keys() -> tuple[str, str]:
 
 
 class BrokerClockProxy:
-    """A :class:`broker_clock.BrokerClock` that can be handed out before the gateway exists
+    """A :class:`broker.broker_clock.BrokerClock` that can be handed out before the gateway exists
     (the gateway needs a clock; the clock needs the gateway). Until the broker's clock has
     been read once it tells wall time, and keeps trying to read it.
 

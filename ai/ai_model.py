@@ -229,7 +229,7 @@ def feature_row(
     """Every feature at the last row only: ``feature_matrix(...)[name][-1]`` for each name.
 
     The same operations on the same values (the recursive indicators over the whole input
-    with the same seeds and the same chunks of :func:`indicators._smooth`, the moving
+    with the same seeds and the same chunks of :func:`market.indicators._smooth`, the moving
     averages from the same running sums, window statistics on the last window with the same
     reductions), so the values are identical (tested on every prefix of real history); the
     analyzer scores an idea with this instead of building every row. Arguments as
@@ -328,7 +328,7 @@ _POWERS_SIZE = 4096
 
 
 def _powers(beta: float, count: int) -> np.ndarray:
-    """``beta ** np.arange(1, count + 1)`` as :func:`indicators._smooth` computes it (memoised)."""
+    """``beta ** np.arange(1, count + 1)`` as :func:`market.indicators._smooth` computes it (memoised)."""
     key = (beta, count)
     powers = _POWERS.get(key)
     if powers is None:
@@ -340,7 +340,7 @@ def _powers(beta: float, count: int) -> np.ndarray:
 
 
 def _smooth(x: np.ndarray, alpha: float, start: int, seed: float, full: bool) -> Any:
-    """:func:`indicators._smooth` (the same loop or the same chunked closed form, so the
+    """:func:`market.indicators._smooth` (the same loop or the same chunked closed form, so the
     same values): the whole output when ``full``, else only its last value (a float)."""
     n = len(x)
     if start >= n:
@@ -390,7 +390,7 @@ def _smooth(x: np.ndarray, alpha: float, start: int, seed: float, full: bool) ->
 
 
 def _ema_full(values: np.ndarray, n: int) -> np.ndarray:
-    """:func:`indicators.ema` of finite ``values`` (the recursion starts at the first)."""
+    """:func:`market.indicators.ema` of finite ``values`` (the recursion starts at the first)."""
     if len(values) < n:
         return np.full(len(values), np.nan)
     return _smooth(values, 2.0 / (n + 1.0), n - 1, indicators._seed(values[:n]), True)  # type: ignore[no-any-return]
@@ -437,7 +437,7 @@ def _atr_last(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> f
 
 
 class _RunningSums:
-    """:func:`indicators.sma` at single rows of finite ``values``: the same running sums of
+    """:func:`market.indicators.sma` at single rows of finite ``values``: the same running sums of
     deviations from the first value, so the same numbers."""
 
     def __init__(self, values: np.ndarray) -> None:
@@ -534,7 +534,7 @@ def latest_regime(close: np.ndarray) -> Regime:
     """``regime_series(close)[-1]`` without labelling every earlier row.
 
     The same arithmetic on the same values (the moving averages from the same running sums
-    as :func:`indicators.sma`, the volatility of the last 20 returns), so the label is
+    as :func:`market.indicators.sma`, the volatility of the last 20 returns), so the label is
     identical (tested on every window of real history); the detector calls this once per
     cycle on a year of benchmark bars. Raises ``ValueError`` for an empty series.
     """
@@ -1332,7 +1332,7 @@ def train_model(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python ai_model.py --data DIR [--out PATH] [--symbols A,B]``: train and report."""
+    """``python ai/ai_model.py --data DIR [--out PATH] [--symbols A,B]``: train and report."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Train the calibrated confidence model.")

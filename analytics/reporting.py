@@ -1,6 +1,6 @@
 """Self-contained HTML performance report and a JSON summary beside it.
 
-:func:`write_report` turns a :class:`performance.PerformanceReport` (plus the equity curve
+:func:`write_report` turns a :class:`analytics.performance.PerformanceReport` (plus the equity curve
 and trades it was computed from) into ``report.html`` and ``summary.json`` in one directory.
 The HTML opens offline, from a mail attachment or a server without internet: charts are PNG
 images embedded as base64 (matplotlib's Agg renderer, no pyplot state), styles are inline,
@@ -549,7 +549,7 @@ def render_html(
         parts.append(_walk_forward_section(walk_forward))
     if calibration is not None and bins is not None:
         parts.append(_calibration_section(calibration, bins))
-    parts.append('<footer class="note"><p>Figures computed by performance.py; all rates are per cent of '
+    parts.append('<footer class="note"><p>Figures computed by analytics/performance.py; all rates are per cent of '
                  "equity unless marked; money in US dollars.</p></footer></body></html>")
     return "\n".join(parts)
 
@@ -601,7 +601,7 @@ def write_report(
 ) -> tuple[Path, Path]:
     """Write ``report.html`` and ``summary.json`` into ``out_dir`` (created if needed).
 
-    ``report`` should come from :func:`performance.compute_performance` over the same
+    ``report`` should come from :func:`analytics.performance.compute_performance` over the same
     ``equity_curve`` and ``trades``. ``meta`` is shown in the header (period, symbols,
     profile, strategies, commission and slippage models...). ``walk_forward`` adds a table of
     windows (train/test dates and out-of-sample metrics, nested dicts become ``a.b`` columns);

@@ -86,7 +86,7 @@ class ClosedTrade:
 
     ``side`` is ``long`` (bought then sold) or ``short``; ``entry_price`` is the VWAP of the
     matched lots; ``pnl`` is exact; ``return_pct`` is a fraction of the entry value
-    (0.05 = +5 %), as :mod:`protections` expects. ``trade_id`` is deterministic (the closing
+    (0.05 = +5 %), as :mod:`engine.protections` expects. ``trade_id`` is deterministic (the closing
     execution id and a sequence number), so recording the same trade twice can be detected.
     """
 

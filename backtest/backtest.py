@@ -3,9 +3,9 @@
 ``python main.py backtest --data DIR [--symbols A,B] [--start D] [--end D] [--profile P]
 [--strategies S1,S2] [--report OUTDIR]`` replays CSV bars through the simulator core (the
 same matching engine the ``sim`` mode serves over HTTP) and trades them with the daemon's
-own loop: :class:`trading_system.TradingSystem` with its strategies, AI analyzer, risk
+own loop: :class:`engine.trading_system.TradingSystem` with its strategies, AI analyzer, risk
 manager, PDT manager (regime by date), safety state machine (circuit breaker, daily drawdown),
-protections, gap-risk monitor and order executor, talking to :class:`sim_broker.InProcessBroker`
+protections, gap-risk monitor and order executor, talking to :class:`backtest.sim_broker.InProcessBroker`
 (the HTTP gateway's parsing and error mapping, no sockets). The clock is the simulator's at
 maximum speed: nothing waits on wall time.
 
@@ -47,7 +47,7 @@ order placed up to that day):
   cycle every ``trading.cycle_interval_seconds`` of simulated time from the pre-market to the
   end of the after-hours, with snapshots from the simulator's data API as in ``sim`` mode.
 
-Costs: commission per :class:`sim_broker.CommissionModel` (default zero, as at Alpaca);
+Costs: commission per :class:`backtest.sim_broker.CommissionModel` (default zero, as at Alpaca);
 slippage ``slippage_bps`` (default 1 bp) on market and stop fills plus the simulated spread.
 Closed trades in the report are net of commission (each execution's fee is attributed to
 the trade it opened or closed, pro rata by quantity). Positions still open at the end are
@@ -58,7 +58,7 @@ train dates only (window-restricted copies of the daily files), then the test da
 backtested with that model; the report shows each window's out-of-sample metrics and the
 model's calibration on the test dates, and the combined out-of-sample equity curve.
 
-Output: ``report.html`` and ``summary.json`` (:func:`reporting.write_report`) and a short text
+Output: ``report.html`` and ``summary.json`` (:func:`analytics.reporting.write_report`) and a short text
 summary on stdout. A bad data file stops the run with one line naming the file, the line and
 the problem (exit code 2).
 """
@@ -259,7 +259,7 @@ class BacktestOptions:
 
 @dataclass
 class BacktestResult:
-    """Everything a run produced; :attr:`performance` is :func:`performance.compute_performance`
+    """Everything a run produced; :attr:`analytics.performance` is :func:`analytics.performance.compute_performance`
     over :attr:`equity_curve` and :attr:`trades`."""
 
     options: BacktestOptions
@@ -372,7 +372,7 @@ class BacktestLoop(TradingSystem):
     # -- prefilter and fast-forward (daily data) ------------------------------------------
 
     def _install_prefilter(self) -> np.ndarray | None:
-        """Wrap each strategy that :mod:`prefilter` knows so that it is not evaluated where
+        """Wrap each strategy that :mod:`backtest.prefilter` knows so that it is not evaluated where
         it can only answer hold, and keep, per symbol, where any strategy may buy or sell;
         return, per session, whether any strategy may buy any symbol of the universe (None
         when some strategy has no prefilter: then no session is fast-forwarded).
@@ -712,8 +712,8 @@ class BacktestLoop(TradingSystem):
     def _prime_snapshots(self, today: date) -> None:
         """Indicator states of the coming sessions' histories, computed ahead in one pass.
 
-        Only a cache: :func:`indicators.prime_snapshots` computes exactly what the strategies'
-        :func:`indicators.compute_snapshot` would (and a history it did not foresee is simply
+        Only a cache: :func:`market.indicators.prime_snapshots` computes exactly what the strategies'
+        :func:`market.indicators.compute_snapshot` would (and a history it did not foresee is simply
         computed when asked). Each session's history is a different window of the same bars,
         so without this every session pays a pass over a year of bars per symbol. Only the
         bars some strategy may be evaluated on (its prefilter's masks) are primed. Starts once
@@ -1238,7 +1238,7 @@ def run_backtest(settings: Any, options: BacktestOptions, *, model: Any = None,
                  progress_stream: TextIO | None = None) -> BacktestResult:
     """Run one backtest to completion (see the module docstring). Raises
     :class:`simulator.csv_source.CsvDataError` for a malformed data file and
-    :class:`BacktestError` / :class:`errors.ConfigError` for an impossible request."""
+    :class:`BacktestError` / :class:`core.errors.ConfigError` for an impossible request."""
     return asyncio.run(run_backtest_async(settings, options, model=model, progress_stream=progress_stream))
 
 
@@ -1827,8 +1827,8 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every backtest flag, for ``python backtest.py`` (main.py's subcommand has a subset)."""
-    parser = argparse.ArgumentParser(prog="backtest.py", description=__doc__.split("\n\n")[0])
+    """Every backtest flag, for ``python backtest/backtest.py`` (main.py's subcommand has a subset)."""
+    parser = argparse.ArgumentParser(prog="python -m backtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="CSV data directory (layout of shared/data)")
     parser.add_argument("--symbols", help="comma-separated symbols (default: scanning.symbols)")
     parser.add_argument("--start", help="first session (YYYY-MM-DD)")
@@ -1855,7 +1855,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    """``python backtest.py --data DIR ...`` with every flag (see :func:`build_parser`)."""
+    """``python backtest/backtest.py --data DIR ...`` with every flag (see :func:`build_parser`)."""
     import config
 
     args = build_parser().parse_args(argv)

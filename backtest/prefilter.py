@@ -1,7 +1,7 @@
 """Which daily-backtest evaluations can only return hold: per-strategy signal masks.
 
 In a backtest on daily bars, every session ``i`` hands each strategy a
-:class:`market_data.MarketData` whose ``daily`` is a trailing window of the COMPLETED bars
+:class:`market.market_data.MarketData` whose ``daily`` is a trailing window of the COMPLETED bars
 before ``i`` (so the snapshot's ``price`` is ``close[i - 1]``, its volume ratio is that of bar
 ``i - 1`` and ``volume_progress`` is 1.0) and whose ``last_price`` is ``open[i]``. Nearly
 always the answer is hold. For the built-in strategies this module computes, for a symbol's
@@ -446,7 +446,7 @@ def _unknown_where_not_finite(masks: SignalMasks, bars: _Bars, settings: Any) ->
     The strategies' Python (``max``/``min`` over a list with a NaN, ``math.fsum``) and numpy
     disagree on NaN and infinity, so no claim is made there. Bars read by any condition
     above: the last ``max(MA periods, 31) + 1`` before the session. (Bars loaded by
-    :func:`market_data.load_csv_bars` are always finite.)
+    :func:`market.market_data.load_csv_bars` are always finite.)
     """
     cfg = settings.strategy
     reach = max(cfg.ma_short, cfg.ma_medium, cfg.ma_long, SMA_SLOW + 1, BREAKOUT_LOOKBACK + 2) + 1

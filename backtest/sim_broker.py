@@ -1,4 +1,4 @@
-"""``InProcessBroker``: the :class:`broker.Broker` over the simulator core, without sockets.
+"""``InProcessBroker``: the :class:`broker.interface.Broker` over the simulator core, without sockets.
 
 A backtest must trade through exactly the code that trades live. So this adapter is the
 HTTP gateway (:class:`api_gateway.ResilientAlpacaGateway`) with one thing replaced: its
@@ -11,7 +11,7 @@ line is the gateway's own code, unchanged:
 * answers are parsed by the gateway's typed methods into the same pydantic models
   (``models.Account``, ``Order``, ``Position`` ...), 207 answers by its multi-status parser;
 * a refusal (``simulator.errors.SimApiError``) goes through the gateway's response builder
-  and ``models.ApiResponse.error`` into the same ``errors.py`` exceptions
+  and ``models.ApiResponse.error`` into the same ``core/errors.py`` exceptions
   (``InsufficientQuantity``, ``PatternDayTraderRejected``, ``NotFound`` ...), and idempotent
   submission, ``get_position`` -> None on 404, cancel-of-a-canceled-order handling all run as
   they do against Alpaca.

@@ -54,7 +54,7 @@ RATE_CHANGE_RATIO = 0.1  # a rate that moved by more than this is logged as a sp
 class BrokerClock:
     """``now()`` in the broker's time; call :meth:`sync` once before use (``start``)."""
 
-    follows_broker = True  # its sleeps read the broker: backoffs must not use it (clock.py)
+    follows_broker = True  # its sleeps read the broker: backoffs must not use it (core/clock.py)
 
     def __init__(self, broker: Any, *, resync_seconds: float = 1.0,
                  wall: Callable[[], float] = time.monotonic,

@@ -1,7 +1,7 @@
 """The one error taxonomy: Alpaca's (HTTP status, ``code``, request) -> what the caller does.
 
 Every broker error answer passes :func:`classify` exactly once (``models.ApiResponse.error``
-calls it), and the result is one of the exception classes of :mod:`errors`, whose
+calls it), and the result is one of the exception classes of :mod:`core.errors`, whose
 ``category`` tells the caller what to do:
 
 * ``temporary``: back off and retry within the rate budget (429, 408, 5xx; network failures
@@ -22,7 +22,7 @@ the intent. So :func:`request_kind` names the request from its method and path, 
 for (status, code, request kind) decides.
 
 Message text never decides the category. It is read in exactly one place,
-:func:`refine_rejection`, and only to pick *which* :class:`errors.OrderRejected` subclass a
+:func:`refine_rejection`, and only to pick *which* :class:`core.errors.OrderRejected` subclass a
 rejection is, where Alpaca gives several rejections one (status, code): ``403 40310000``
 (insufficient quantity, buying power, wash trade, shorting ...), ``422 42210000`` (wash trade
 or an order rule) and ``422 40010001`` (duplicate ``client_order_id`` or validation). The
@@ -236,7 +236,7 @@ def exception_for(
     kw: dict[str, Any],
     retry_after: float | None = None,
 ) -> errors.BrokerError:
-    """The :mod:`errors` exception for an HTTP error answer (``kw``: status, code, request_id,
+    """The :mod:`core.errors` exception for an HTTP error answer (``kw``: status, code, request_id,
     body for the exception; ``message``: the text it carries, for logs)."""
     _, error = classify(status, code, kind, body, broker_message)
     if error is errors.RateLimited:

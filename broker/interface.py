@@ -4,11 +4,11 @@
 Alpaca paper, live, or the embedded simulator) and by the backtester's in-process adapter
 over the simulator core, so the loop has one code path in every mode.
 
-Implementations raise only errors.py exceptions, classified by :mod:`broker_errors` from
-the HTTP status, Alpaca's ``code`` and the request: :class:`errors.TemporaryError` (back off),
-:class:`errors.OrderOutcome` (a fact: :class:`errors.NotFound`, :class:`errors.OrderNotCancelable`;
-re-read and go on), :class:`errors.OrderRejected` (definitive refusal, nothing created),
-:class:`errors.OperationalError` (skip, log raw, alert), :class:`errors.OrderInFlight` (fate
+Implementations raise only core/errors.py exceptions, classified by :mod:`broker.broker_errors` from
+the HTTP status, Alpaca's ``code`` and the request: :class:`core.errors.TemporaryError` (back off),
+:class:`core.errors.OrderOutcome` (a fact: :class:`core.errors.NotFound`, :class:`core.errors.OrderNotCancelable`;
+re-read and go on), :class:`core.errors.OrderRejected` (definitive refusal, nothing created),
+:class:`core.errors.OperationalError` (skip, log raw, alert), :class:`core.errors.OrderInFlight` (fate
 unknown: reconcile by ``client_order_id``).
 """
 

@@ -1214,9 +1214,9 @@ class ApiResponse(BaseModel):
         return ErrorBody.model_validate(self.data if isinstance(self.data, dict) else {})
 
     def error(self, *, for_order: bool = False) -> errors.BrokerError | None:
-        """The errors.py exception this response stands for, or None on success.
+        """The core/errors.py exception this response stands for, or None on success.
 
-        HTTP errors are classified by :mod:`broker_errors` from the status, Alpaca's ``code``
+        HTTP errors are classified by :mod:`broker.broker_errors` from the status, Alpaca's ``code``
         and the request (``method`` and ``path``); never by the message text.
         ``for_order``: a response without a path came from a request that would have created
         or changed an order (an otherwise unclassified 4xx is then a rejection).
@@ -1246,7 +1246,7 @@ class ApiResponse(BaseModel):
         )
 
     def raise_for_error(self, *, for_order: bool = False) -> ApiResponse:
-        """Raise the matching errors.py exception unless successful; returns self for chaining."""
+        """Raise the matching core/errors.py exception unless successful; returns self for chaining."""
         problem = self.error(for_order=for_order)
         if problem is not None:
             raise problem

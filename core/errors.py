@@ -1,7 +1,7 @@
 """The one exception tree of the trading daemon.
 
 Broker errors are translated once, at the gateway boundary, by one table keyed by HTTP
-status, Alpaca's ``code`` and the request (:mod:`broker_errors`), into four categories the
+status, Alpaca's ``code`` and the request (:mod:`broker.broker_errors`), into four categories the
 loop acts on without inspecting HTTP details (``exc.category``):
 
 * ``temporary`` (:class:`TemporaryError`): back off and carry on (timeouts, resets, 5xx, 429,
@@ -57,7 +57,7 @@ class BrokerError(TradingError):
     """An error that came from (or on the way to) the broker.
 
     ``message`` keeps the broker's own text for logs; no decision may depend on it beyond
-    what :mod:`broker_errors` documents.
+    what :mod:`broker.broker_errors` documents.
     """
 
     category: ClassVar[ErrorCategory] = ErrorCategory.OPERATIONAL

@@ -628,7 +628,7 @@ class TradingSystem:
     async def refresh_account(self) -> AccountSnapshot:
         """Account, positions, open orders and new fills, checked for sense before use.
 
-        An implausible reading (:mod:`account_sanity`) is read again at once; the loop acts on
+        An implausible reading (:mod:`engine.account_sanity`) is read again at once; the loop acts on
         the re-read when it is plausible or says the same (confirmed), and otherwise on
         nothing: the snapshot comes back ``rejected``.
         """

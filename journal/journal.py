@@ -70,7 +70,7 @@ class JournalError(TradingError):
 
 class JournalUnusable(JournalError, ConfigError):
     """The state database cannot be opened as a journal (a directory, not SQLite, corrupt, a
-    folder that cannot be created): bad input, so also a :class:`errors.ConfigError` and
+    folder that cannot be created): bad input, so also a :class:`core.errors.ConfigError` and
     ``main`` ends with exit 2 and this one line instead of a traceback."""
 
     def __init__(self, problem: str) -> None:
@@ -1209,7 +1209,7 @@ class Journal:
             )
 
     def record_closed_trade(self, trade: ClosedTrade) -> bool:
-        """Record a :class:`~trade_ledger.ClosedTrade` (idempotent on its ``trade_id``)."""
+        """Record a :class:`~analytics.trade_ledger.ClosedTrade` (idempotent on its ``trade_id``)."""
         return self.record_trade(
             trade.symbol, trade.strategy, trade.entry_at, trade.exit_at, trade.qty,
             trade.entry_price, trade.exit_price, trade.pnl, trade.exit_reason,

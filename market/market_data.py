@@ -60,7 +60,7 @@ class BarSeries:
     """OHLCV bars, oldest first; arrays are read-only so a series can be shared safely.
 
     Construction checks that all arrays have the same length and that timestamps strictly
-    increase; anything else raises :class:`errors.DataQualityError` naming the problem.
+    increase; anything else raises :class:`core.errors.DataQualityError` naming the problem.
     """
 
     ts: IntArray
@@ -182,7 +182,7 @@ class BarSeries:
         """A new series with one more bar; a bar with the last bar's ``ts`` replaces it.
 
         Replacing is how a still-forming bar (today's partial daily bar) is updated.
-        A bar older than the last one raises :class:`errors.DataQualityError`.
+        A bar older than the last one raises :class:`core.errors.DataQualityError`.
         """
         ts = int(ts)
         keep = len(self)
@@ -403,7 +403,7 @@ def load_csv_bars(path: str | Path) -> BarSeries:
 
     ``timestamp`` is a session date ``YYYY-MM-DD`` (stamped at midnight New York, as Alpaca
     stamps daily bars) or an ISO-8601 time with a UTC offset. Extra columns are ignored.
-    Raises :class:`errors.DataQualityError` naming the file, line and problem: text that is
+    Raises :class:`core.errors.DataQualityError` naming the file, line and problem: text that is
     not UTF-8 (a byte-order mark is fine), a price not finite, not > 0 or above
     :data:`MAX_BAR_PRICE`, a date on which the NYSE held no session.
     """

@@ -1,6 +1,6 @@
 """The simulator's clock: market time at a chosen speed, with closed periods skipped quickly.
 
-``SimClock`` implements :class:`clock.Clock` (``now()``, ``async sleep(seconds)``).
+``SimClock`` implements :class:`core.clock.Clock` (``now()``, ``async sleep(seconds)``).
 
 * ``speed=None`` ("max"): time moves only when someone sleeps or calls ``advance``.
   ``sleep(s)`` moves simulated time forward by exactly ``s`` at once, then yields to the

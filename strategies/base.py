@@ -1,6 +1,6 @@
 """What every strategy is and returns: :class:`BaseStrategy` and its :class:`Signal`.
 
-A strategy looks at one symbol's :class:`market_data.MarketData` and answers buy, sell or
+A strategy looks at one symbol's :class:`market.market_data.MarketData` and answers buy, sell or
 hold with a confidence in [0, 1], a reasoning a person can check (the numbers that decided
 it), and for buys a suggested stop and target. We trade long only by default, so "sell"
 means "exit a held position"; the loop ignores it for symbols it does not hold.

@@ -482,7 +482,7 @@ def test_calibrated_model_is_held_to_the_calibrated_threshold() -> None:
 # release does not fail them). They were recorded from the tuned code after the bit-level
 # digests of the straightforward implementation (before any tuning) had matched it. Beside
 # them each idea's features are compared with the straightforward path
-# (:func:`ai_model.feature_matrix` rows), its headline score with VADER called directly and
+# (:func:`ai.ai_model.feature_matrix` rows), its headline score with VADER called directly and
 # its model probability with the vectorised model.
 
 IDENTITY_FILES = (

@@ -8,7 +8,7 @@ through the gateway's typed method, as the daemon reads it:
 
 * every success payload parses: money is Decimal (never float), timestamps are aware, the
   key values come out as sent, and nothing is dropped that is usable;
-* every error body reaches the caller as a :class:`errors.BrokerError` carrying the HTTP
+* every error body reaches the caller as a :class:`core.errors.BrokerError` carrying the HTTP
   status, Alpaca's ``code`` and the whole body (the subclass is the error taxonomy's
   business and is not asserted here).
 

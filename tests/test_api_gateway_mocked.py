@@ -410,7 +410,7 @@ async def test_malformed_json_becomes_an_error_response_not_an_exception(
     assert response.error_type == "malformed" and response.outcome_unknown
     assert "not JSON" in response.message
     assert len(calls(mock, "GET", account)) == 1 and backoff.delays == []  # not retried
-    with pytest.raises(errors.MalformedResponse):  # the typed call raises the errors.py kind
+    with pytest.raises(errors.MalformedResponse):  # the typed call raises the core/errors.py kind
         await gateway.get_account()
 
 

@@ -2,9 +2,9 @@
 
 Two shortcuts make daily backtests fast, and each must leave every decision as it was:
 
-* the strategy prefilter (:mod:`prefilter`): a strategy is not evaluated on a bar where its
+* the strategy prefilter (:mod:`backtest.prefilter`): a strategy is not evaluated on a bar where its
   signal's necessary conditions fail (it could only have answered hold);
-* session fast-forward (:meth:`backtest.BacktestLoop.quiet_kind`): with ACTIVE trading, a
+* session fast-forward (:meth:`backtest.backtest.BacktestLoop.quiet_kind`): with ACTIVE trading, a
   settled book (flat, or long positions fully protected by resting stops that the session's
   range cannot reach, far from every safety threshold even at the session's lows, no gap alert
   at the open) and no strategy able to buy a symbol not held or sell one held (or, flat, no buy

@@ -1,4 +1,4 @@
-"""The broker error taxonomy (broker_errors.py), row by row, with the bodies Alpaca really sends.
+"""The broker error taxonomy (broker/broker_errors.py), row by row, with the bodies Alpaca really sends.
 
 Each answer goes through the gateway's own response builder (the bytes as they come off the
 wire) and ``ApiResponse.error``, exactly as a live answer does. Sources of the bodies are

@@ -1,7 +1,7 @@
-"""performance.py: every metric against hand-computed values, the edge cases, and real SPY bars.
+"""analytics/performance.py: every metric against hand-computed values, the edge cases, and real SPY bars.
 
 The arithmetic behind each expected number is written beside it, so a reader can check the
-convention (see performance.py's docstring) rather than trust the code under test.
+convention (see analytics/performance.py's docstring) rather than trust the code under test.
 """
 
 from __future__ import annotations

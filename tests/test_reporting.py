@@ -1,4 +1,4 @@
-"""reporting.py: a self-contained HTML report and a JSON summary a user can open offline."""
+"""analytics/reporting.py: a self-contained HTML report and a JSON summary a user can open offline."""
 
 from __future__ import annotations
 
