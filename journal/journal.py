@@ -17,7 +17,8 @@ What a user relies on:
   fills missed while the daemon was down are recorded once (deduplicated by execution id;
   Alpaca's cumulative ``filled_qty`` turned into deltas); a position changed by hand is
   flagged and adopted. Reconciliation never places an order: protecting what it finds is
-  the protection step's job.
+  the protection step's job. The algorithm lives in :mod:`journal.reconciliation`, the
+  value conversions in :mod:`journal.codec`; this module keeps the store and its records.
 
 Fills and cumulative quantities. A broker fill (an Alpaca ``FILL`` activity, a stream
 ``fill`` event) has an execution id and, usually, the order's cumulative quantity after it
@@ -37,10 +38,9 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from enum import Enum
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +49,34 @@ import structlog
 from core.errors import ConfigError, TradingError
 from broker.models import TERMINAL_ORDER_STATUSES, Activity, Order, Position
 from analytics.trade_ledger import ClosedTrade, FillRecord
+from journal.codec import (
+    _dec,
+    _dec_text,
+    _json,
+    _jsonable,
+    _opt_dec_text,
+    _parse_dec,
+    _parse_ts,
+    _side,
+    _text,
+    _ts,
+)
+from journal.reconciliation import (
+    CLOSED_STATUSES,
+    ReconciliationReport,
+    _as_activity,
+    _as_order,
+    _as_position,
+    reconcile_fills,
+    reconcile_missing,
+    reconcile_orders,
+    reconcile_positions,
+)
 
 log = structlog.get_logger(__name__)
 
 ZERO = Decimal(0)
 PRICE_QUANTUM = Decimal("0.000001")
-#: Statuses after which the journal expects nothing more of an order.
-CLOSED_STATUSES = frozenset(TERMINAL_ORDER_STATUSES | {"never_landed"})
-#: Client order id prefixes the daemon itself uses for orders that have no intent.
-DAEMON_PREFIXES = ("protect-", "emergency-")
 #: Seconds after which a submission the broker does not know becomes ``never_landed``.
 DEFAULT_GRACE_SECONDS = 600.0
 #: What ``python main.py halt``/``rearm`` queue for the daemon.
@@ -266,84 +285,6 @@ def migrate(
     return max(current, latest)
 
 
-# -- conversions ---------------------------------------------------------------------------
-
-
-def _ts(moment: Any, name: str) -> str:
-    """ISO-8601 UTC text with microseconds (sortable as text); naive datetimes refused."""
-    if not isinstance(moment, datetime):
-        raise ValueError(f"{name} must be a datetime, got {type(moment).__name__}")
-    if moment.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware, got naive {moment.isoformat()}")
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _parse_ts(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def _dec(value: Any, name: str) -> Decimal:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got a boolean")
-    try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        raise ValueError(f"{name} must be a decimal number, got {value!r}") from None
-    if not number.is_finite():
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return number
-
-
-def _dec_text(value: Any, name: str) -> str:
-    return str(_dec(value, name))
-
-
-def _opt_dec_text(value: Any, name: str) -> str | None:
-    return None if value is None else _dec_text(value, name)
-
-
-def _parse_dec(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return _ts(value, "datetime in JSON")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _json(value: Any, name: str) -> str:
-    try:
-        return json.dumps(value, default=_json_default, allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} cannot be stored as JSON: {exc}") from None
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with Decimals, datetimes and dates as strings (for reports and status)."""
-    return json.loads(json.dumps(value, default=_json_default))
-
-
-def _side(value: Any, name: str = "side") -> str:
-    if value not in ("buy", "sell"):
-        raise ValueError(f"{name} must be 'buy' or 'sell', got {value!r}")
-    return str(value)
-
-
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-    return value
-
-
 # -- slices of an order's cumulative quantity ------------------------------------------------
 
 Segment = tuple[Decimal, Decimal]
@@ -402,109 +343,7 @@ def _parse_segments(text: str | None) -> list[Segment] | None:
     return [(Decimal(lo), Decimal(hi)) for lo, hi in json.loads(text)]
 
 
-# -- reconciliation report -------------------------------------------------------------------
-
-
-@dataclass
-class ReconciliationReport:
-    """What one reconciliation found and did. Nothing in it was sent to the broker.
-
-    Flagged (a human may want to look): ``adopted_orders`` (broker orders the journal did
-    not know: ``reason`` is ``sent_not_journaled`` when the id is the daemon's own, else
-    ``not_journaled``), ``never_landed`` (journaled submissions the broker never saw) and
-    ``position_mismatches`` (broker quantity differs from what the journaled fills imply;
-    the broker's quantity is adopted). Informational: ``legs_adopted`` (bracket/OCO legs of
-    known orders), ``status_changes``, ``fills_recorded`` (missed fills now recorded),
-    ``duplicate_fills`` (already known), ``unresolved`` (acknowledged orders the journal
-    thinks are open but the broker did not list: look them up by client order id).
-    ``new_fills`` feeds the trade ledger; it is left out of :meth:`to_dict`.
-    """
-
-    at: datetime
-    adopted_orders: list[dict[str, Any]] = field(default_factory=list)
-    legs_adopted: list[dict[str, Any]] = field(default_factory=list)
-    status_changes: list[dict[str, Any]] = field(default_factory=list)
-    never_landed: list[dict[str, Any]] = field(default_factory=list)
-    unresolved: list[dict[str, Any]] = field(default_factory=list)
-    fills_recorded: list[dict[str, Any]] = field(default_factory=list)
-    duplicate_fills: int = 0
-    position_mismatches: list[dict[str, Any]] = field(default_factory=list)
-    new_fills: list[FillRecord] = field(default_factory=list)
-
-    @property
-    def discrepancies(self) -> list[dict[str, Any]]:
-        """Every flagged finding, each with a ``kind``; empty when journal and broker agree."""
-        found: list[dict[str, Any]] = []
-        found += [{"kind": "adopted_order", **item} for item in self.adopted_orders]
-        found += [{"kind": "never_landed", **item} for item in self.never_landed]
-        found += [{"kind": "position_mismatch", **item} for item in self.position_mismatches]
-        return found
-
-    @property
-    def has_discrepancies(self) -> bool:
-        return bool(self.adopted_orders or self.never_landed or self.position_mismatches)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable (Decimals and times as strings); safe to log as keyword fields."""
-        return _jsonable(
-            {
-                "at": self.at,
-                "adopted_orders": self.adopted_orders,
-                "legs_adopted": self.legs_adopted,
-                "status_changes": self.status_changes,
-                "never_landed": self.never_landed,
-                "unresolved": self.unresolved,
-                "fills_recorded": self.fills_recorded,
-                "duplicate_fills": self.duplicate_fills,
-                "position_mismatches": self.position_mismatches,
-                "discrepancy_count": len(self.discrepancies),
-            }
-        )
-
-
 # -- the journal -----------------------------------------------------------------------------
-
-
-def _flatten(orders: Sequence[Order]) -> list[tuple[Order, Order | None]]:
-    """Every order and nested leg once, each with its parent (None for top level)."""
-    out: list[tuple[Order, Order | None]] = []
-    seen: set[str] = set()
-
-    def walk(order: Order, parent: Order | None) -> None:
-        if order.id not in seen:
-            seen.add(order.id)
-            out.append((order, parent))
-        for leg in order.legs or ():
-            walk(leg, order)
-
-    for order in orders:
-        walk(order, None)
-    return out
-
-
-_RAW_ORDER_FIELDS = (
-    "id", "client_order_id", "status", "symbol", "side", "type", "time_in_force", "order_class",
-    "qty", "notional", "filled_qty", "filled_avg_price", "limit_price", "stop_price",
-    "trail_price", "trail_percent", "extended_hours", "created_at", "updated_at",
-    "submitted_at", "filled_at", "canceled_at", "expired_at", "replaced_by", "replaces",
-)
-
-
-def _order_raw(order: Order) -> dict[str, Any]:
-    """The broker's view of an order, as journaled (legs are journaled as orders of their own)."""
-    return {name: getattr(order, name) for name in _RAW_ORDER_FIELDS}
-
-
-def _as_order(value: Any) -> Order:
-    return value if isinstance(value, Order) else Order.model_validate(value)
-
-
-def _as_position(value: Any) -> Position:
-    return value if isinstance(value, Position) else Position.model_validate(value)
-
-
-def _as_activity(value: Any) -> Activity:
-    return value if isinstance(value, Activity) else Activity.model_validate(value)
 
 
 class Journal:
@@ -1452,7 +1291,7 @@ class Journal:
         stamp = _ts(at, "at")
         report = ReconciliationReport(at=datetime.fromisoformat(stamp))
         with self._tx() as conn:
-            self._reconcile_orders(conn, [_as_order(order)], report, stamp)
+            reconcile_orders(self, conn, [_as_order(order)], report, stamp)
         return [str(leg["client_order_id"]) for leg in report.legs_adopted]
 
     def reconcile(
@@ -1479,210 +1318,12 @@ class Journal:
         fills = [_as_activity(f) for f in broker_fills]
         report = ReconciliationReport(at=now)
         with self._tx() as conn:
-            self._reconcile_orders(conn, orders, report, stamp)
-            self._reconcile_fills(conn, orders, fills, report, now)
-            self._reconcile_missing(conn, orders, report, now, grace_seconds, stamp)
-            self._reconcile_positions(conn, positions, report, stamp)
+            reconcile_orders(self, conn, orders, report, stamp)
+            reconcile_fills(self, conn, orders, fills, report, now)
+            reconcile_missing(self, conn, orders, report, now, grace_seconds, stamp)
+            reconcile_positions(self, conn, positions, report, stamp)
             conn.execute(
                 "INSERT INTO events (kind, payload, at) VALUES (?, ?, ?)",
                 ("reconciliation", _json(report.to_dict(), "reconciliation report"), stamp),
             )
         return report
-
-    def _reconcile_orders(
-        self, conn: sqlite3.Connection, orders: list[Order], report: ReconciliationReport, stamp: str
-    ) -> None:
-        known = {
-            row["client_order_id"]: row
-            for row in conn.execute("SELECT client_order_id, broker_order_id, status FROM orders")
-        }
-        by_broker_id = {row["broker_order_id"]: cid for cid, row in known.items() if row["broker_order_id"]}
-        for order, parent in _flatten(orders):
-            raw = _json(_order_raw(order), "broker order")
-            cid = order.client_order_id
-            if cid not in known and order.id in by_broker_id:
-                cid = by_broker_id[order.id]  # same order, the journal knows it by another id
-            if cid in known:
-                change = self._update(
-                    conn, cid, status=order.status, stamp=stamp, broker_order_id=order.id,
-                    filled_qty=str(order.filled_qty),
-                    filled_avg_price=None if order.filled_avg_price is None else str(order.filled_avg_price),
-                    raw=raw,
-                )
-                if change:
-                    report.status_changes.append(
-                        {"client_order_id": cid, "broker_order_id": order.id, "symbol": order.symbol,
-                         "from": change[0], "to": change[1]}
-                    )
-                continue
-            parent_cid = None
-            if parent is not None:
-                parent_cid = by_broker_id.get(parent.id, parent.client_order_id)
-            origin = "leg" if parent_cid in known else "adopted"
-            conn.execute(
-                "INSERT INTO orders (client_order_id, broker_order_id, parent_client_order_id, symbol, "
-                "side, qty, order_type, order_class, status, filled_qty, filled_avg_price, origin, "
-                "payload, raw, submitted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    cid, order.id, parent_cid, order.symbol, order.side,
-                    None if order.qty is None else str(order.qty), order.type, order.order_class,
-                    order.status, str(order.filled_qty),
-                    None if order.filled_avg_price is None else str(order.filled_avg_price),
-                    origin, "{}", raw, _ts(order.submitted_at or order.created_at, "order time"), stamp,
-                ),
-            )
-            self._history(
-                conn, cid, order.status, str(order.filled_qty),
-                None if order.filled_avg_price is None else str(order.filled_avg_price), raw, stamp,
-            )
-            known[cid] = {"client_order_id": cid, "broker_order_id": order.id, "status": order.status}
-            by_broker_id[order.id] = cid
-            # fills recorded before the order was known (a leg that filled while the daemon
-            # was down) now name it
-            conn.execute("UPDATE fills SET client_order_id = ? WHERE broker_order_id = ? AND client_order_id IS NULL",
-                         (cid, order.id))
-            item = {
-                "client_order_id": cid, "broker_order_id": order.id, "symbol": order.symbol,
-                "side": order.side, "qty": order.qty, "type": order.type, "status": order.status,
-            }
-            if origin == "leg":
-                report.legs_adopted.append({**item, "parent_client_order_id": parent_cid})
-            else:
-                intent_id = self._matching_intent(conn, cid)
-                if intent_id is not None:
-                    conn.execute(
-                        "UPDATE orders SET intent_id = ? WHERE client_order_id = ?", (intent_id, cid)
-                    )
-                daemon = intent_id is not None or cid.startswith(DAEMON_PREFIXES)
-                item["reason"] = "sent_not_journaled" if daemon else "not_journaled"
-                if parent_cid is not None:
-                    item["parent_client_order_id"] = parent_cid
-                report.adopted_orders.append(item)
-
-    @staticmethod
-    def _matching_intent(conn: sqlite3.Connection, cid: str) -> str | None:
-        """The journaled intent whose deterministic client order id this is, if any."""
-        # order_executor.client_order_id_for(): "<intent_id>-<attempt>", or, for long ids,
-        # "<intent_id prefix>~<hash>-<attempt>".
-        head = cid.split("~", 1)[0] if "~" in cid else None
-        row = conn.execute(
-            "SELECT intent_id FROM intents WHERE substr(?, 1, length(intent_id) + 1) = intent_id || '-' "
-            "OR (? IS NOT NULL AND substr(intent_id, 1, length(?)) = ?) "
-            "ORDER BY length(intent_id) DESC LIMIT 1",
-            (cid, head, head, head),
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def _reconcile_missing(
-        self,
-        conn: sqlite3.Connection,
-        orders: list[Order],
-        report: ReconciliationReport,
-        now: datetime,
-        grace_seconds: float,
-        stamp: str,
-    ) -> None:
-        at_broker = {o.client_order_id for o, _ in _flatten(orders)} | {o.id for o, _ in _flatten(orders)}
-        placeholders = ",".join("?" * len(CLOSED_STATUSES))
-        rows = conn.execute(
-            "SELECT client_order_id, broker_order_id, symbol, side, qty, status, submitted_at "
-            f"FROM orders WHERE status NOT IN ({placeholders}) AND origin = 'submitted'",
-            sorted(CLOSED_STATUSES),
-        ).fetchall()
-        for row in rows:
-            if row["client_order_id"] in at_broker or (row["broker_order_id"] in at_broker):
-                continue
-            submitted = datetime.fromisoformat(row["submitted_at"])
-            item = {
-                "client_order_id": row["client_order_id"], "broker_order_id": row["broker_order_id"],
-                "symbol": row["symbol"], "side": row["side"], "qty": row["qty"],
-                "status": row["status"], "submitted_at": submitted,
-            }
-            if row["broker_order_id"]:
-                counted = self._counted(conn, row["broker_order_id"])
-                if row["qty"] is not None and counted >= Decimal(row["qty"]) > ZERO:
-                    # Not listed, but its fills add up to the whole order: it filled.
-                    self._update(
-                        conn, row["client_order_id"], status="filled", stamp=stamp,
-                        broker_order_id=None, filled_qty=str(counted), filled_avg_price=None, raw=None,
-                    )
-                    report.status_changes.append(
-                        {"client_order_id": row["client_order_id"],
-                         "broker_order_id": row["broker_order_id"], "symbol": row["symbol"],
-                         "from": row["status"], "to": "filled", "inferred_from_fills": True}
-                    )
-                else:
-                    report.unresolved.append(item)
-            elif (now - submitted).total_seconds() >= grace_seconds:
-                self._update(
-                    conn, row["client_order_id"], status="never_landed", stamp=stamp,
-                    broker_order_id=None, filled_qty=None, filled_avg_price=None, raw=None,
-                )
-                report.never_landed.append(item)
-
-    def _reconcile_fills(
-        self,
-        conn: sqlite3.Connection,
-        orders: list[Order],
-        fills: list[Activity],
-        report: ReconciliationReport,
-        now: datetime,
-    ) -> None:
-        for activity in sorted(fills, key=lambda a: (a.transaction_time or now, a.id)):
-            if activity.activity_type != "FILL":
-                continue
-            if not (activity.symbol and activity.side and activity.qty and activity.price):
-                log.warning("journal_fill_incomplete", execution_id=activity.id)
-                continue
-            row = self._insert_fill(
-                conn, execution_id=activity.id, cid=None, broker_order_id=activity.order_id,
-                symbol=activity.symbol, side=activity.side, qty=activity.qty, price=activity.price,
-                at=activity.transaction_time or now, cum_qty=activity.cum_qty,
-            )
-            self._note_fill(conn, row, report)
-        for order, _parent in _flatten(orders):
-            if order.filled_qty <= ZERO:
-                continue
-            row = self._cumulative(
-                conn, None, order.id, order.symbol, order.side, order.filled_qty,
-                order.filled_avg_price, order.filled_at or order.updated_at or now,
-            )
-            if row is not None:
-                row["client_order_id"] = row["client_order_id"] or order.client_order_id
-                self._note_fill(conn, row, report)
-
-    def _note_fill(
-        self, conn: sqlite3.Connection, row: dict[str, Any] | None, report: ReconciliationReport
-    ) -> None:
-        if row is None or row["applied_qty"] <= ZERO:
-            report.duplicate_fills += 1
-            return
-        report.fills_recorded.append(
-            {k: row[k] for k in ("execution_id", "client_order_id", "broker_order_id", "symbol",
-                                 "side", "applied_qty", "price", "at", "source")}
-        )
-        report.new_fills.append(self._fill_record(conn, row))
-
-    def _reconcile_positions(
-        self,
-        conn: sqlite3.Connection,
-        positions: list[Position],
-        report: ReconciliationReport,
-        stamp: str,
-    ) -> None:
-        implied = self._implied(conn)
-        broker = {p.symbol: p.qty for p in positions}
-        for symbol in sorted(set(implied) | set(broker)):
-            journal_qty = implied.get(symbol, ZERO)
-            broker_qty = broker.get(symbol, ZERO)
-            if journal_qty == broker_qty:
-                continue
-            difference = broker_qty - journal_qty
-            conn.execute(
-                "INSERT INTO position_adjustments (symbol, qty, reason, at) VALUES (?, ?, ?, ?)",
-                (symbol, str(difference), "reconciliation: broker quantity adopted", stamp),
-            )
-            report.position_mismatches.append(
-                {"symbol": symbol, "journal_qty": journal_qty, "broker_qty": broker_qty,
-                 "difference": difference}
-            )
