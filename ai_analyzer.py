@@ -892,7 +892,7 @@ class AIAnalyzer:
         if not key:
             return
         try:
-            from ops import logging_setup
+            from core import logging_setup
 
             logging_setup.add_secret(key)
         except (ImportError, AttributeError):

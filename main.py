@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         print(config.format_problems(ConfigError(problems)), file=sys.stderr)
         return EXIT_CONFIG
-    from ops import logging_setup
+    from core import logging_setup
 
     try:
         logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
@@ -321,7 +321,7 @@ def embedded_sim_keys() -> tuple[str, str]:
     """A fresh random key pair for the embedded simulator, registered with the log redactor."""
     import secrets
 
-    from ops import logging_setup
+    from core import logging_setup
 
     key, secret = "SIM" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
     logging_setup.add_secret(key)

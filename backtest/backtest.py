@@ -1716,7 +1716,7 @@ def _configure_logging(settings: Any, args: argparse.Namespace, report_dir: Path
     """Backtest logs: JSON lines to ``report_dir/backtest.jsonl`` and stderr (stdout keeps the
     summary), at WARNING unless ``--log-level`` asks for more (INFO logs every decision and
     slows a long backtest several-fold)."""
-    from ops import logging_setup
+    from core import logging_setup
 
     level = getattr(args, "log_level", None) or "WARNING"
     log_file = getattr(args, "log_file", None) or report_dir / "backtest.jsonl"

@@ -260,7 +260,7 @@ def load_settings(symbols: list[str], url: str, workdir: Path) -> Any:
 async def measure_size(size: int, cycles: int, seed: int, start: str, profile: bool,
                        breakdown: bool = False, gc_freeze: bool = True) -> SizeResult:
     """Run ``cycles`` + 1 cycles of a ``size``-symbol universe against a fresh simulator."""
-    from ops import logging_setup
+    from core import logging_setup
     from alerter import Alerter
     from api_gateway import ResilientAlpacaGateway
     from journal.journal import Journal

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import config
-from ops import logging_setup
+from core import logging_setup
 from backtest.backtest import (
     BacktestError,
     BacktestOptions,
