@@ -31,6 +31,25 @@ OUTSIDE = {"tests", "bench", ".venv", ".git", "data", "models", "docs"}
 PLAIN_DATA = ("core", "market", "engine.portfolio", "strategies")
 
 
+#: The rows of docs/architecture.md's picture, top first: a module imports only modules of its
+#: own row or of rows below it. A module belongs to the row of its longest listed prefix.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("main",),
+    ("backtest",),
+    ("engine", "ops"),  # the loop (engine.portfolio is listed lower) and the operator's tools
+    ("config", "api_gateway", "ai_analyzer", "risk_manager", "order_executor", "pdt_manager",
+     "alerter", "gap_risk_manager", "market_status_manager", "strategies"),  # the seed's components
+    ("journal",),
+    ("ai",),
+    ("analytics",),
+    ("broker",),
+    ("simulator",),
+    ("engine.portfolio",),
+    ("market",),
+    ("core",),
+)
+
+
 def module_name(path: Path) -> str:
     """``engine/trading_system.py`` -> ``engine.trading_system``; a package's ``__init__`` -> the package."""
     parts = path.relative_to(ROOT).with_suffix("").parts
@@ -194,6 +213,24 @@ def test_strategies_and_the_risk_manager_depend_on_plain_data_only() -> None:
         beyond = sorted(name for name in reachable(graph, reader) if not _plain(name))
         assert beyond == [], f"{reader} reaches beyond plain data types: {beyond}"
         assert "engine.trading_system" not in reachable(graph, reader)
+
+
+def layer_of(module: str) -> int:
+    """The row of ``module`` in :data:`LAYERS` (its longest matching prefix decides)."""
+    best: tuple[int, int] | None = None  # (prefix length, row)
+    for row, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), row)
+    assert best is not None, f"{module} is in no row of LAYERS: add it where it belongs"
+    return best[1]
+
+
+def test_each_row_of_the_picture_imports_only_its_own_row_and_rows_below() -> None:
+    graph = import_graph()
+    upward = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if layer_of(b) < layer_of(a))
+    assert upward == [], f"imports that climb the layers of docs/architecture.md: {upward}"
+    assert layer_of("engine.portfolio") > layer_of("risk_manager") > layer_of("engine.trading_system")
 
 
 def test_core_imports_nothing_of_the_project_and_market_only_core() -> None:
