@@ -9,7 +9,7 @@ that same probability with the configured weights (seed: 0.4 / 0.3 / 0.3)::
                + sentiment_weight * sentiment
 
 * ``technical``: the trained model's calibrated probability for this symbol's features
-  (see :mod:`ai_model`), adjusted to the intent's bracket when it differs from the bracket
+  (see :mod:`ai.ai_model`), adjusted to the intent's bracket when it differs from the bracket
   the model was trained on (a gambler's-ruin shift of the log-odds by
   ``logit(s'/(s'+t')) - logit(s/(s+t))``, ``s``/``t`` the stop and target distances).
 * ``context``: the hit rate, on recent held-out history, of ideas taken in the same market
@@ -55,11 +55,11 @@ import aiohttp
 import numpy as np
 import structlog
 
-import ai_model
-from ai_model import FEATURE_NAMES, MIN_HISTORY_BARS, ConfidenceModel, ModelFileError, Regime
-from clock import Clock, to_exchange_time, utc
-from market_data import BarSeries, MarketData
-from sentiment import score_headlines
+from ai import ai_model
+from ai.ai_model import FEATURE_NAMES, MIN_HISTORY_BARS, ConfidenceModel, ModelFileError, Regime
+from core.clock import Clock, to_exchange_time, utc
+from market.market_data import BarSeries, MarketData
+from ai.sentiment import score_headlines
 
 log = structlog.get_logger(__name__)
 
@@ -155,14 +155,14 @@ class NewsSource(Protocol):
 
 
 def extract_features(market_data: MarketData) -> dict[str, float]:
-    """The model's features (:data:`ai_model.FEATURE_NAMES`) at the last daily bar.
+    """The model's features (:data:`ai.ai_model.FEATURE_NAMES`) at the last daily bar.
 
     Uses only bars up to and including the last one (today's partial bar while a session is
     under way, whose volume is projected to a full day with ``market_data.volume_progress``;
     before about 10% of a day's volume has traded, today's volume is read as a normal day's).
     Beta and relative strength use ``market_data.benchmark`` (SPY); without one they are
     neutral (1.0 and 0.0). Features that need more history than given are NaN (a symbol
-    needs :data:`ai_model.MIN_HISTORY_BARS` daily bars).
+    needs :data:`ai.ai_model.MIN_HISTORY_BARS` daily bars).
     """
     daily = market_data.daily.tail(FEATURE_WINDOW_BARS)
     if len(daily) == 0:
@@ -185,7 +185,7 @@ def extract_features(market_data: MarketData) -> dict[str, float]:
 def detect_regime(benchmark: BarSeries) -> Regime:
     """The market regime at the benchmark's last bar: bull, bear, volatile or range.
 
-    Thresholds (see :func:`ai_model.regime_series`): volatile when the annualised volatility
+    Thresholds (see :func:`ai.ai_model.regime_series`): volatile when the annualised volatility
     of the last 20 daily returns exceeds 30%; bull when the close is above its 50-day average,
     that average above the 200-day one (or the mean of all bars when fewer) and the 20-day
     return above +2%; bear when the close is below its 50-day average and the 20-day return
@@ -892,7 +892,7 @@ class AIAnalyzer:
         if not key:
             return
         try:
-            import logging_setup
+            from core import logging_setup
 
             logging_setup.add_secret(key)
         except (ImportError, AttributeError):

@@ -81,7 +81,7 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 import structlog
 
-from clock import Clock
+from core.clock import Clock
 
 log = structlog.get_logger(__name__)
 
@@ -724,7 +724,7 @@ class Alerter:
     async def startup_unprotected(self, positions: Sequence[Any]) -> AlertOutcome | None:
         """CRITICAL, the STARTUP ALERT: positions found without a full protective stop.
 
-        ``positions``: :class:`models.Position` objects or mappings with ``symbol``, ``qty``,
+        ``positions``: :class:`broker.models.Position` objects or mappings with ``symbol``, ``qty``,
         ``unrealized_pl`` and ``market_value``. None when the list is empty.
         """
         if not positions:

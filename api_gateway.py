@@ -3,20 +3,20 @@
 What it guarantees, so the rest of the daemon does not have to think about HTTP:
 
 * :meth:`ResilientAlpacaGateway.request` never raises for HTTP, network or JSON problems: it
-  returns an :class:`models.ApiResponse`. Every 2xx is success (204 empty, 207 parsed item by
+  returns an :class:`broker.models.ApiResponse`. Every 2xx is success (204 empty, 207 parsed item by
   item). Timeouts, resets, 5xx and 429 are retried with exponential backoff and jitter
   (``Retry-After`` / ``X-RateLimit-Reset`` honoured); 4xx business errors never are. Every
   backoff waits in wall time (the injected ``sleep``, ``asyncio.sleep`` by default), never on
   a clock that asks the broker, so a retry can never nest inside another retry.
-* The typed methods (the :class:`broker.Broker` protocol and a few extras) raise errors.py
+* The typed methods (the :class:`broker.interface.Broker` protocol and a few extras) raise core/errors.py
   exceptions only.
 * Orders are idempotent: every submission carries a ``client_order_id``; a POST whose outcome
   is unknown is looked up by that id before it is sent again (with the same id), and an
-  unresolved one is :class:`errors.OrderInFlight`, never a rejection.
+  unresolved one is :class:`core.errors.OrderInFlight`, never a rejection.
 * Requests pass a token bucket that keeps a reserve for cancels, closes and emergency exits.
 * Market data is checked: stale, zero and crossed quotes are dropped (one warning per symbol
   per minute); a free plan's SIP refusal falls back to IEX once and remembers it.
-* Parsing is tolerant (see models.py): one unusable item of a list (an order, a position,
+* Parsing is tolerant (see broker/models.py): one unusable item of a list (an order, a position,
   a bar, a symbol's quote ...) is dropped with an ERROR ``broker_item_dropped``, counted in
   :attr:`ResilientAlpacaGateway.dropped_items` and passed to ``on_item_dropped`` (the loop's
   alert hook); the rest of the list stands.
@@ -47,11 +47,11 @@ import structlog
 import yarl
 from pydantic import BaseModel, SecretStr, ValidationError
 
-import broker_errors
-import clock as clock_module
-import errors
+from broker import broker_errors
+from core import clock as clock_module
+from core import errors
 from config import has_url_credentials, normalise_host, redact_url
-from models import (
+from broker.models import (
     Account,
     Activity,
     ApiResponse,
@@ -76,8 +76,8 @@ from models import (
     parse_trade,
     report_dropped,
 )
-from market_data import price_problem
-from rate_limit import RateLimiter
+from market.market_data import price_problem
+from broker.rate_limit import RateLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -231,7 +231,7 @@ def _summarise(exc: ValidationError) -> str:
 
 
 class ResilientAlpacaGateway:
-    """The :class:`broker.Broker` over HTTP, with retries, rate limiting and data checks.
+    """The :class:`broker.interface.Broker` over HTTP, with retries, rate limiting and data checks.
 
     Use as an async context manager (it owns one aiohttp session unless one is injected)::
 
@@ -830,8 +830,8 @@ class ResilientAlpacaGateway:
         POST is unknown (timeout, reset, 5xx, unreadable body), the order is looked up by
         its ``client_order_id`` before the same body is sent again; a "client_order_id must
         be unique" answer means it landed and the existing order is returned. Raises an
-        :class:`errors.OrderRejected` subclass only for a definitive 4xx, and
-        :class:`errors.OrderInFlight` when the outcome is still unknown after all attempts.
+        :class:`core.errors.OrderRejected` subclass only for a definitive 4xx, and
+        :class:`core.errors.OrderInFlight` when the outcome is still unknown after all attempts.
         """
         if request.client_order_id is None:
             generated = make_client_order_id(f"auto-{uuid.uuid4().hex}")
@@ -946,8 +946,8 @@ class ResilientAlpacaGateway:
     ) -> Order:
         """PATCH an order; returns the NEW order (new id). An unknown outcome is resolved by
         reading the old order (``replaced_by``) before the PATCH is sent again. An order that
-        is already final raises the outcome :class:`errors.OrderNotReplaceable` (with the
-        re-read order), an unknown one :class:`errors.NotFound`."""
+        is already final raises the outcome :class:`core.errors.OrderNotReplaceable` (with the
+        re-read order), an unknown one :class:`core.errors.NotFound`."""
         body: dict[str, Any] = {}
         for name, value in (("qty", qty), ("limit_price", limit_price),
                             ("stop_price", stop_price), ("trail", trail)):
@@ -1002,7 +1002,7 @@ class ResilientAlpacaGateway:
     async def _replace_outcome(self, order_id: str, problem: errors.BrokerError) -> errors.BrokerError:
         """A 422 to a PATCH is a refusal unless the order is already final (it filled, was
         canceled or expired in the race): read it; then the answer is the outcome
-        :class:`errors.OrderNotReplaceable` carrying the order. Decided by the order's
+        :class:`core.errors.OrderNotReplaceable` carrying the order. Decided by the order's
         state, never by the message."""
         try:
             old = await self.get_order(order_id, nested=False)
@@ -1048,9 +1048,9 @@ class ResilientAlpacaGateway:
 
         A 422 ``42210000`` ("order is already in \"filled\" state": the everyday race with
         bracket legs) is an outcome, not a failure: the order is re-read; already canceled
-        (or canceling) is success, any other final state raises :class:`errors.OrderNotCancelable`
+        (or canceling) is success, any other final state raises :class:`core.errors.OrderNotCancelable`
         carrying the re-read order in ``order`` (None if that read failed). An unknown or
-        malformed id raises :class:`errors.NotFound`. Both are :class:`errors.OrderOutcome`.
+        malformed id raises :class:`core.errors.NotFound`. Both are :class:`core.errors.OrderOutcome`.
         """
         path = f"/v2/orders/{urlquote(order_id, safe='')}"
         response = await self.request("DELETE", path, emergency=True)

@@ -11,7 +11,7 @@ Build the configuration with :func:`load_settings`. Sources, lowest to highest p
    ``SMTP_PASSWORD`` and ``TRADING_<SECTION>__<FIELD>`` for any field (lists comma-separated);
 5. explicit ``overrides`` (a nested dict, typically from command-line flags).
 
-Whatever is wrong is reported at once: :class:`errors.ConfigError` carries one line per
+Whatever is wrong is reported at once: :class:`core.errors.ConfigError` carries one line per
 problem, each naming the dotted key, the offending value and what is allowed. Secret values
 (API key id, API secret, SMTP password, webhook URL) never appear in those lines, in
 ``repr(settings)`` or in :meth:`Settings.redacted_dict`.
@@ -50,7 +50,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = [
     "PROFILES",
@@ -546,7 +546,7 @@ class SimSettings(Section):
 def _sim_date_range() -> tuple[date, date]:
     """First and last simulated start: the trading calendar's range, less a month at the end
     so a run has sessions ahead of it (imported late: the calendar library is heavy)."""
-    from trading_calendar import FIRST_DATE, LAST_DATE
+    from market.trading_calendar import FIRST_DATE, LAST_DATE
 
     return FIRST_DATE, LAST_DATE - timedelta(days=31)
 
@@ -1202,7 +1202,7 @@ def load_settings(
     """Build the validated settings from defaults, a profile, TOML, environment and overrides.
 
     ``environ`` replaces ``os.environ`` (tests); ``env_file=None`` skips ``.env``. Raises
-    :class:`errors.ConfigError` listing every problem found, one line each.
+    :class:`core.errors.ConfigError` listing every problem found, one line each.
     """
     env = _environment(environ, env_file)
     env_values, env_sources = _env_layer(env)

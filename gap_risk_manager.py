@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any, Literal, Mapping, Protocol, Sequence, Union
 
 import structlog
-from models import to_decimal
+from broker.models import to_decimal
 
 log = structlog.get_logger(__name__)
 

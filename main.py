@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     command = args.command or "run"
     import config
-    from errors import ConfigError, OperationalError
+    from core.errors import ConfigError, OperationalError
 
     try:
         settings = load(args)
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         print(config.format_problems(ConfigError(problems)), file=sys.stderr)
         return EXIT_CONFIG
-    import logging_setup
+    from core import logging_setup
 
     try:
         logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
@@ -248,10 +248,10 @@ async def open_broker(settings: Any, *, announce: bool = True) -> AsyncIterator[
     the gateway talks to it over real HTTP, exactly as it would to Alpaca.
     """
     from api_gateway import ResilientAlpacaGateway
-    from clock import WallClock, pause_clock
+    from core.clock import WallClock, pause_clock
     from config import is_loopback_host
-    from errors import ConfigError
-    from rate_limit import RateLimiter
+    from core.errors import ConfigError
+    from broker.rate_limit import RateLimiter
 
     server = None
     if settings.mode == "sim":
@@ -321,7 +321,7 @@ def embedded_sim_keys() -> tuple[str, str]:
     """A fresh random key pair for the embedded simulator, registered with the log redactor."""
     import secrets
 
-    import logging_setup
+    from core import logging_setup
 
     key, secret = "SIM" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
     logging_setup.add_secret(key)
@@ -330,7 +330,7 @@ def embedded_sim_keys() -> tuple[str, str]:
 
 
 class BrokerClockProxy:
-    """A :class:`broker_clock.BrokerClock` that can be handed out before the gateway exists
+    """A :class:`broker.broker_clock.BrokerClock` that can be handed out before the gateway exists
     (the gateway needs a clock; the clock needs the gateway). Until the broker's clock has
     been read once it tells wall time, and keeps trying to read it.
 
@@ -349,7 +349,7 @@ class BrokerClockProxy:
         self._synced = False
 
     async def attach(self, gateway: Any) -> None:
-        from broker_clock import BrokerClock
+        from broker.broker_clock import BrokerClock
 
         self._clock = BrokerClock(gateway, read=gateway.read_clock_once)
         try:
@@ -445,7 +445,7 @@ def check_journal_owner(journal: Any, settings: Any) -> str | None:
 async def run_daemon(settings: Any, run_id: str, *, fresh_state: bool = False) -> int:
     import structlog
 
-    from state_lock import StateDbInUse, StateDbLock
+    from journal.state_lock import StateDbInUse, StateDbLock
 
     log = structlog.get_logger("main")
     stop = asyncio.Event()
@@ -478,8 +478,8 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
                              signals: SignalStop, *, fresh_state: bool) -> int:
     """The daemon's life once it holds the state database's lock."""
     from alerter import Alerter
-    from journal import Journal
-    from trading_system import TradingSystem
+    from journal.journal import Journal
+    from engine.trading_system import TradingSystem
 
     if fresh_state:
         _start_fresh(Path(settings.storage.state_db))
@@ -576,7 +576,7 @@ class SignalStop:
 
 async def run_diagnose(settings: Any) -> int:
     """The seed's full diagnostic as a readable report."""
-    from diagnostics import diagnose
+    from ops.diagnostics import diagnose
 
     async with open_broker(settings, announce=False) as (gateway, clock, url):
         report = await diagnose(settings, gateway, clock, url)
@@ -610,7 +610,7 @@ def missing_state_db(settings: Any) -> str | None:
 
 
 async def run_status(settings: Any) -> int:
-    from status import render_status
+    from ops.status import render_status
 
     problem = missing_state_db(settings)
     if problem is not None:
@@ -629,8 +629,8 @@ def queue_operator_command(settings: Any, kind: str, reason: str) -> int:
     wins. A daemon holding the state database's lock applies a command at its next cycle;
     with no daemon running it is applied when one next starts on this database.
     """
-    from journal import Journal
-    from state_lock import lock_holder
+    from journal.journal import Journal
+    from journal.state_lock import lock_holder
 
     if not reason.strip():
         print(f"error: {kind} needs a non-empty --reason", file=sys.stderr)
@@ -658,7 +658,7 @@ def queue_operator_command(settings: Any, kind: str, reason: str) -> int:
 
 
 def run_train(settings: Any, args: argparse.Namespace) -> int:
-    from ai_model import train_model
+    from ai.ai_model import train_model
 
     if not args.data:
         print("error: train needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)
@@ -671,13 +671,13 @@ def run_train(settings: Any, args: argparse.Namespace) -> int:
 
 
 def run_backtest(settings: Any, args: argparse.Namespace) -> int:
-    from backtest import main as backtest_main
+    from backtest.backtest import main as backtest_main
 
     return backtest_main(settings, args)
 
 
 def run_report(settings: Any, args: argparse.Namespace) -> int:
-    from backtest import report_from_journal
+    from backtest.backtest import report_from_journal
 
     return report_from_journal(settings, args)
 

@@ -20,10 +20,10 @@ from typing import Literal
 
 import structlog
 
-from clock import Clock, sleep_or_stop, to_exchange_time
-from errors import BrokerError, TemporaryError
-from models import Clock as BrokerClock
-from trading_calendar import TradingCalendar
+from core.clock import Clock, sleep_or_stop, to_exchange_time
+from core.errors import BrokerError, TemporaryError
+from broker.models import Clock as BrokerClock
+from market.trading_calendar import TradingCalendar
 
 log = structlog.get_logger(__name__)
 

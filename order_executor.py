@@ -20,7 +20,7 @@ Three jobs, each findable from the log events it emits:
   ``emergency_stop_failed``, ``position_flat`` (the trade itself is logged as ``position_closed`` by the loop when its fills arrive).
 
 A cancel that meets the broker's race (``already filled``/``canceled``/``expired``, or not
-found: an :class:`errors.OrderOutcome`) is no failure. Every cancel path goes through
+found: an :class:`core.errors.OrderOutcome`) is no failure. Every cancel path goes through
 :meth:`OrderExecutor._cancel_quietly`, which reads the order's true state, journals it (a fill
 is recorded as a fill) and logs ``cancel_outcome``; the caller then re-reads the position
 before acting, so nothing is ever placed for a position that closed in the race
@@ -39,8 +39,8 @@ from typing import Any, Literal, Protocol, Sequence
 
 import structlog
 
-from clock import Clock
-from errors import (
+from core.clock import Clock
+from core.errors import (
     BrokerError,
     InsufficientQuantity,
     NotFound,
@@ -52,7 +52,7 @@ from errors import (
     PatternDayTraderRejected,
     TemporaryError,
 )
-from models import Order, OrderRequest, Position
+from broker.models import Order, OrderRequest, Position
 
 log = structlog.get_logger(__name__)
 

@@ -42,7 +42,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Iterable, Literal, Mapping, Protocol
 
 import structlog
-from models import to_decimal
+from broker.models import to_decimal
 
 log = structlog.get_logger(__name__)
 

@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any, Literal, Mapping, Protocol
 
 import structlog
 
-from trading_state import TradingState, loss_fraction
+# The snapshot types are plain data in engine.portfolio, below both this module and the safety
+# state machine (tests/test_layout.py holds that the risk manager imports nothing else of the
+# project); PendingEntry, PositionView and TradingState stay importable from here too.
+from engine.portfolio import PendingEntry, PortfolioState, PositionView, TradingState, loss_fraction
 
 log = structlog.get_logger(__name__)
 
@@ -76,68 +78,6 @@ class TradeIntentLike(Protocol):
     def target_price(self) -> Any: ...
     @property
     def metadata(self) -> Mapping[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class PositionView:
-    """One held position as the risk checks see it. ``qty`` is signed (negative = short)."""
-
-    symbol: str
-    qty: Decimal
-    avg_entry_price: Decimal
-    market_price: Decimal
-    market_value: Decimal
-    unrealized_pl: Decimal
-    stop_price: Decimal | None = None
-
-    @property
-    def cost_basis(self) -> Decimal:
-        return abs(self.qty) * self.avg_entry_price
-
-
-@dataclass(frozen=True)
-class PendingEntry:
-    """An entry order that is working at the broker but not yet filled."""
-
-    symbol: str
-    qty: Decimal
-    price: Decimal
-    stop_price: Decimal | None = None
-
-    @property
-    def notional(self) -> Decimal:
-        return abs(self.qty) * self.price
-
-
-@dataclass(frozen=True)
-class PortfolioState:
-    """An explicit snapshot of the account for one loop cycle (Decimal money, aware time).
-
-    ``session_start_equity`` should be the safety state machine's persisted baseline.
-    ``open_order_symbols`` lists every symbol with any open order (protective stops too);
-    ``pending_entries`` the entry orders not yet filled.
-    """
-
-    equity: Decimal
-    cash: Decimal
-    buying_power: Decimal
-    last_equity: Decimal
-    session_start_equity: Decimal
-    day_high_equity: Decimal
-    positions: Mapping[str, PositionView]
-    trading_state: TradingState
-    now: datetime
-    open_order_symbols: frozenset[str] = frozenset()
-    pending_entries: tuple[PendingEntry, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.now.tzinfo is None:
-            raise ValueError("PortfolioState.now must be timezone-aware")
-
-    @property
-    def pending_entry_exposure(self) -> Decimal:
-        """The notional of entry orders still working."""
-        return sum((p.notional for p in self.pending_entries), ZERO)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ sys.path.insert(0, str(ROOT))
 
 import structlog  # noqa: E402
 
-import ai_model  # noqa: E402
+from ai import ai_model  # noqa: E402
 import config  # noqa: E402
 from ai_analyzer import AIAnalyzer, extract_features  # noqa: E402
-from market_data import BarSeries, MarketData, load_csv_bars  # noqa: E402
+from market.market_data import BarSeries, MarketData, load_csv_bars  # noqa: E402
 from strategies.base import Signal  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

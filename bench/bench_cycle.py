@@ -260,12 +260,12 @@ def load_settings(symbols: list[str], url: str, workdir: Path) -> Any:
 async def measure_size(size: int, cycles: int, seed: int, start: str, profile: bool,
                        breakdown: bool = False, gc_freeze: bool = True) -> SizeResult:
     """Run ``cycles`` + 1 cycles of a ``size``-symbol universe against a fresh simulator."""
-    import logging_setup
+    from core import logging_setup
     from alerter import Alerter
     from api_gateway import ResilientAlpacaGateway
-    from journal import Journal
-    from rate_limit import RateLimiter
-    from trading_system import TradingSystem
+    from journal.journal import Journal
+    from broker.rate_limit import RateLimiter
+    from engine.trading_system import TradingSystem
 
     symbols = universe(size)
     result = SizeResult(size=size, gc_frozen=gc_freeze)

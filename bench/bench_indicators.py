@@ -19,9 +19,9 @@ import asyncio  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
 import config  # noqa: E402
-import indicators as ind  # noqa: E402
+from market import indicators as ind  # noqa: E402
 import strategies  # noqa: E402
-from market_data import BarSeries, MarketData, load_csv_bars, session_start_mask  # noqa: E402
+from market.market_data import BarSeries, MarketData, load_csv_bars, session_start_mask  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "daily" / "SPY-1d-1993-01-29-2026-08-07.csv"
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from simulator.market import Market  # noqa: E402
-from trading_calendar import TradingCalendar  # noqa: E402
+from market.trading_calendar import TradingCalendar  # noqa: E402
 
 CSV_FILE = ROOT.parent / "shared" / "data" / "intraday" / "SPY-1m-2021-07-01-2021-08-13.csv"
 

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from clock import EXCHANGE_TZ  # noqa: E402
+from core.clock import EXCHANGE_TZ  # noqa: E402
 from simulator.core import SimulatorCore  # noqa: E402
 from simulator.errors import SimApiError  # noqa: E402
 

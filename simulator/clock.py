@@ -1,6 +1,6 @@
 """The simulator's clock: market time at a chosen speed, with closed periods skipped quickly.
 
-``SimClock`` implements :class:`clock.Clock` (``now()``, ``async sleep(seconds)``).
+``SimClock`` implements :class:`core.clock.Clock` (``now()``, ``async sleep(seconds)``).
 
 * ``speed=None`` ("max"): time moves only when someone sleeps or calls ``advance``.
   ``sleep(s)`` moves simulated time forward by exactly ``s`` at once, then yields to the
@@ -27,8 +27,8 @@ import time as _time
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 
-from clock import EXCHANGE_TZ
-from trading_calendar import TradingCalendar
+from core.clock import EXCHANGE_TZ
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 CLOSED_PERIOD_WALL_SECONDS = 1.0

@@ -27,13 +27,13 @@ from typing import Any
 
 import structlog
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.clock import SimClock, parse_start
 from simulator.engine import SimBroker
 from simulator.faults import FaultConfig, FaultInjector
 from simulator.market import Market
 from simulator.market_data_api import MarketDataApi
-from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 log = structlog.get_logger(__name__)
 

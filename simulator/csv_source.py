@@ -53,9 +53,9 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from clock import EXCHANGE_TZ
-from simulator.market import DailySummary, DayArrays, SymbolProfile
-from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+from core.clock import EXCHANGE_TZ
+from simulator.bars import DailySummary, DayArrays, SymbolProfile
+from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 log = structlog.get_logger(__name__)
 

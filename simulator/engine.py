@@ -68,7 +68,7 @@ from typing import Any
 
 import structlog
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.accounts import Ledger, MarginSummary, PdtFields, account_json, margin_summary, position_json
 from simulator.daytrades import (
     PDT_EQUITY_THRESHOLD,

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.accounts import Ledger
 from simulator.errors import validation_error
 from simulator.sessions import SessionDay, Sessions

@@ -40,9 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from clock import EXCHANGE_TZ, Clock
+from core.clock import EXCHANGE_TZ, Clock
 from simulator.errors import SimApiError
-from simulator.market import DayArrays, Market, MinuteBar, aggregate, midnight_et_utc
+from simulator.bars import DayArrays, MinuteBar
+from simulator.market import Market, aggregate, midnight_et_utc
 
 UTC = timezone.utc
 DEFAULT_LIMIT = 1000

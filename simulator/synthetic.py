@@ -37,9 +37,9 @@ from datetime import date, datetime, time
 
 import numpy as np
 
-from clock import EXCHANGE_TZ
-from simulator.market import DayArrays, SymbolProfile
-from trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
+from core.clock import EXCHANGE_TZ
+from simulator.bars import DayArrays, SymbolProfile
+from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 DEFAULT_SYMBOLS = ["SPY", "QQQ", "AAPL", "MSFT", "NVDA", "TSLA"]
 TRADING_DAYS_PER_YEAR = 252

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from errors import ConfigError
+from core.errors import ConfigError
 from strategies.base import AVAILABLE_STRATEGIES, BaseStrategy, Scorecard, Signal
 from strategies.breakout import Breakout
 from strategies.defensive import Defensive
@@ -43,7 +43,7 @@ def available_names() -> list[str]:
 def strategy_class(name: str) -> type[BaseStrategy]:
     """The class for a config name: the registry, else ``strategies/<name>.py``.
 
-    Raises :class:`errors.ConfigError` naming the strategy and what is available.
+    Raises :class:`core.errors.ConfigError` naming the strategy and what is available.
     """
     if name in AVAILABLE_STRATEGIES:
         return AVAILABLE_STRATEGIES[name]
@@ -103,7 +103,7 @@ def _only_strategy_in(module: ModuleType, name: str) -> type[BaseStrategy]:
 def load_enabled(settings: Any) -> list[BaseStrategy]:
     """Instances of the strategies named in ``settings.strategy.enabled``, in that order.
 
-    Every unknown or broken name is reported at once in one :class:`errors.ConfigError`.
+    Every unknown or broken name is reported at once in one :class:`core.errors.ConfigError`.
     """
     problems: list[str] = []
     classes: list[type[BaseStrategy]] = []

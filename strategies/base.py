@@ -1,6 +1,6 @@
 """What every strategy is and returns: :class:`BaseStrategy` and its :class:`Signal`.
 
-A strategy looks at one symbol's :class:`market_data.MarketData` and answers buy, sell or
+A strategy looks at one symbol's :class:`market.market_data.MarketData` and answers buy, sell or
 hold with a confidence in [0, 1], a reasoning a person can check (the numbers that decided
 it), and for buys a suggested stop and target. We trade long only by default, so "sell"
 means "exit a held position"; the loop ignores it for symbols it does not hold.
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from indicators import IndicatorSnapshot, compute_snapshot
-from market_data import MarketData
+from market.indicators import IndicatorSnapshot, compute_snapshot
+from market.market_data import MarketData
 
 Action = Literal["buy", "sell", "hold"]
 ACTIONS: tuple[str, ...] = ("buy", "sell", "hold")

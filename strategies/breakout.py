@@ -19,8 +19,8 @@ reward/risk (2:1 by default).
 
 from __future__ import annotations
 
-from indicators import IndicatorSnapshot
-from market_data import MarketData
+from market.indicators import IndicatorSnapshot
+from market.market_data import MarketData
 from strategies.base import BaseStrategy, Scorecard, Signal
 
 LOOKBACK = 20  # bars of range; matches compute_snapshot's support/resistance

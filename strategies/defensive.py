@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 
-from indicators import IndicatorSnapshot
-from market_data import MarketData
+from market.indicators import IndicatorSnapshot
+from market.market_data import MarketData
 from strategies.base import BaseStrategy, Scorecard, Signal
 
 BASE = 0.40

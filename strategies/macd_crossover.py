@@ -6,7 +6,7 @@ the same name, and list it in the config: ``[strategy] enabled = [..., "<your_na
 
 from __future__ import annotations
 
-from market_data import MarketData
+from market.market_data import MarketData
 from strategies.base import BaseStrategy, Signal
 
 

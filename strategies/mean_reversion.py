@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from market_data import MarketData
+from market.market_data import MarketData
 from strategies.base import BaseStrategy, Scorecard, Signal
 
 BASE = 0.50

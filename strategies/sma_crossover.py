@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from market_data import MarketData
+from market.market_data import MarketData
 from strategies.base import BaseStrategy, Signal
 
 FAST = 10

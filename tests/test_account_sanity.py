@@ -12,8 +12,8 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from account_sanity import AccountSanity
-from market_data import BarSeries, price_problem, series_problem
+from engine.account_sanity import AccountSanity
+from market.market_data import BarSeries, price_problem, series_problem
 
 D = Decimal
 

@@ -19,9 +19,9 @@ from structlog.testing import capture_logs
 import ai_analyzer
 import config
 from ai_analyzer import AIAnalyzer, TradeIntent, extract_features
-from ai_model import FEATURE_NAMES, load_model
-from market_data import BarSeries, MarketData, load_csv_bars
-from sentiment import NewsSentiment, load_lexicon, score_headlines
+from ai.ai_model import FEATURE_NAMES, load_model
+from market.market_data import BarSeries, MarketData, load_csv_bars
+from ai.sentiment import NewsSentiment, load_lexicon, score_headlines
 from strategies.base import Signal
 from tests.conftest import ROOT, SHARED_DATA
 
@@ -482,7 +482,7 @@ def test_calibrated_model_is_held_to_the_calibrated_threshold() -> None:
 # release does not fail them). They were recorded from the tuned code after the bit-level
 # digests of the straightforward implementation (before any tuning) had matched it. Beside
 # them each idea's features are compared with the straightforward path
-# (:func:`ai_model.feature_matrix` rows), its headline score with VADER called directly and
+# (:func:`ai.ai_model.feature_matrix` rows), its headline score with VADER called directly and
 # its model probability with the vectorised model.
 
 IDENTITY_FILES = (
@@ -620,7 +620,7 @@ def _identity_analyzers(symbol: str, clock: FixedClock, model) -> dict[str, AIAn
 async def test_analyzer_decisions_are_identical_on_thousands_of_real_ideas(model):
     import hashlib
 
-    import ai_model
+    from ai import ai_model
     from ai_analyzer import FEATURE_WINDOW_BARS
 
     vader = __import__("vaderSentiment.vaderSentiment", fromlist=["x"]).SentimentIntensityAnalyzer()

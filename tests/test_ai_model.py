@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ai_model
-from ai_model import (
+from ai import ai_model
+from ai.ai_model import (
     FEATURE_NAMES,
     Bracket,
     ModelFileError,
@@ -21,7 +21,7 @@ from ai_model import (
     load_model,
     regime_series,
 )
-from market_data import BarSeries, exchange_day_numbers, load_csv_bars
+from market.market_data import BarSeries, exchange_day_numbers, load_csv_bars
 from tests.conftest import ROOT, SHARED_DATA
 
 DAILY = SHARED_DATA / "daily"
@@ -208,7 +208,7 @@ def test_feature_row_equals_the_last_row_of_the_feature_matrix(aapl, spy):
 
 def test_latest_regime_equals_the_series_label_on_every_window_of_real_history(spy):
     from ai_analyzer import REGIME_WINDOW_BARS
-    from ai_model import latest_regime
+    from ai.ai_model import latest_regime
 
     closes = spy.close[-2600:]
     # Short histories (every length up to a full window), then every sliding detector window.

@@ -29,7 +29,7 @@ from tests.test_e2e_safety_support import (
     sim_post,
     sim_stack,
 )
-from trading_state import TradingState
+from engine.trading_state import TradingState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -23,7 +23,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 import config
 from alerter import Alerter, AlertLevel
-from journal import Journal, ReconciliationReport
+from journal.journal import Journal, ReconciliationReport
 
 T0 = datetime(2025, 3, 3, 15, 0, tzinfo=timezone.utc)
 SMTP_PASSWORD = "smtp-pass-9f8e7d6c"

@@ -8,7 +8,7 @@ through the gateway's typed method, as the daemon reads it:
 
 * every success payload parses: money is Decimal (never float), timestamps are aware, the
   key values come out as sent, and nothing is dropped that is usable;
-* every error body reaches the caller as a :class:`errors.BrokerError` carrying the HTTP
+* every error body reaches the caller as a :class:`core.errors.BrokerError` carrying the HTTP
   status, Alpaca's ``code`` and the whole body (the subclass is the error taxonomy's
   business and is not asserted here).
 
@@ -31,9 +31,9 @@ from aioresponses import aioresponses
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-import errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway
-from models import (
+from broker.models import (
     Account,
     Activity,
     Asset,
@@ -50,7 +50,7 @@ from models import (
     Trade,
     reset_tolerance_memory,
 )
-from rate_limit import RateLimiter
+from broker.rate_limit import RateLimiter
 
 CORPUS = Path(__file__).parent / "fixtures" / "alpaca"
 TRADING = "https://paper-api.alpaca.markets"

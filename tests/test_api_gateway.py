@@ -21,11 +21,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-import errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway, encode_params, make_client_order_id
-from broker import Broker
-from models import OrderRequest
-from rate_limit import RateLimiter
+from broker.interface import Broker
+from broker.models import OrderRequest
+from broker.rate_limit import RateLimiter
 
 KEY = "AKTESTKEY7Q2W9E4R"
 SECRET = "sEcReT/Value+With=Chars9x8y7"

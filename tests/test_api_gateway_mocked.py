@@ -25,10 +25,10 @@ from aioresponses.core import RequestCall
 from structlog.testing import capture_logs
 from yarl import URL
 
-import errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway
-from models import ApiResponse, MultiStatusItem, OrderRequest
-from rate_limit import RateLimiter
+from broker.models import ApiResponse, MultiStatusItem, OrderRequest
+from broker.rate_limit import RateLimiter
 
 TRADING = "https://paper-api.alpaca.markets"
 DATA = "https://data.alpaca.markets"
@@ -410,7 +410,7 @@ async def test_malformed_json_becomes_an_error_response_not_an_exception(
     assert response.error_type == "malformed" and response.outcome_unknown
     assert "not JSON" in response.message
     assert len(calls(mock, "GET", account)) == 1 and backoff.delays == []  # not retried
-    with pytest.raises(errors.MalformedResponse):  # the typed call raises the errors.py kind
+    with pytest.raises(errors.MalformedResponse):  # the typed call raises the core/errors.py kind
         await gateway.get_account()
 
 

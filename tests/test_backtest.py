@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 import config
-import logging_setup
-from backtest import (
+from core import logging_setup
+from backtest.backtest import (
     BacktestError,
     BacktestOptions,
     BacktestResult,
@@ -33,11 +33,11 @@ from backtest import (
     walk_forward,
     write_backtest_report,
 )
-from clock import EXCHANGE_TZ
-from journal import Journal
+from core.clock import EXCHANGE_TZ
+from journal.journal import Journal
 from simulator.market import Market
-from market_data import BarSeries, MarketData
-from sim_broker import CommissionModel
+from market.market_data import BarSeries, MarketData
+from backtest.sim_broker import CommissionModel
 from strategies.base import BaseStrategy, Signal
 from strategies.sma_crossover import SmaCrossover
 from tests.conftest import SHARED_DATA, copy_daily_files
@@ -210,7 +210,7 @@ def test_indicator_states_computed_ahead_change_no_decision(settings: Any, basel
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Daily backtests compute the coming sessions' indicator states in one pass (a cache):
     the same run without it must place the same orders and end with the same equity."""
-    import indicators
+    from market import indicators
 
     primed: list[int] = []
     real = indicators.prime_snapshots
@@ -414,7 +414,7 @@ def test_the_progress_line_is_drawn_only_on_a_terminal() -> None:
 def test_the_loop_and_the_analyzer_share_one_news_source(settings: Any, baseline: BacktestResult) -> None:
     """As in the live daemon, the loop's one news request per cycle (for every candidate)
     fills the cache the AI analyzer reads, instead of one more request per idea."""
-    import backtest
+    from backtest import backtest
 
     run = backtest._assemble(settings, baseline.options, None, lambda: None)
     assert run.loop.news is not None

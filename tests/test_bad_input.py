@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import main
-from market_data import load_csv_bars
+from market.market_data import load_csv_bars
 from tests.conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parent.parent

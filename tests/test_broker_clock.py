@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from structlog.testing import capture_logs
 
-from broker_clock import BrokerClock
+from broker.broker_clock import BrokerClock
 from tests.e2e_helpers import Daemon, Simulator, make_run_paths, run_dir  # noqa: F401  (fixture)
 
 T0 = datetime(2025, 3, 3, 15, 0, tzinfo=timezone.utc)
@@ -197,7 +197,7 @@ async def test_sleep_keeps_its_wall_bound_while_the_broker_is_down() -> None:
 
 
 def test_backoffs_and_pauses_never_use_a_clock_that_reads_the_broker() -> None:
-    from clock import WallClock, pause_clock
+    from core.clock import WallClock, pause_clock
     from main import BrokerClockProxy
     from simulator.clock import SimClock
 

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-import errors
+from core import errors
 from alerter import Alerter
-from journal import Journal
-from models import ApiResponse, OrderRequest
-from sim_broker import InProcessBroker
+from journal.journal import Journal
+from broker.models import ApiResponse, OrderRequest
+from backtest.sim_broker import InProcessBroker
 from simulator.core import SimulatorCore
 from tests.test_e2e_safety_support import (
     AlwaysBuy,
@@ -39,8 +39,8 @@ from tests.test_e2e_safety_support import (
     unprotected,
 )
 from tests.test_error_taxonomy import CASES
-from trading_state import TradingState
-from trading_system import TradingSystem
+from engine.trading_state import TradingState
+from engine.trading_system import TradingSystem
 
 START = "2025-03-03T09:45:00-05:00"  # a Monday, regular hours
 SYMBOLS = ["SPY", "AAPL", "MSFT"]

@@ -17,8 +17,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-import errors
-from models import MultiStatusItem, Order, OrderRequest, Position
+from core import errors
+from broker.models import MultiStatusItem, Order, OrderRequest, Position
 from order_executor import OrderExecutor, protected_quantity
 
 D = Decimal

@@ -182,7 +182,7 @@ def test_operator_commands_on_a_missing_state_db_exit_2_and_create_nothing(
 
 
 def _existing_state_db(paths: RunPaths) -> None:
-    from journal import Journal
+    from journal.journal import Journal
 
     Journal(paths.state_db).close()
 
@@ -199,7 +199,7 @@ def test_halt_with_no_daemon_running_says_it_applies_at_the_next_start(run_paths
 
 
 def test_halt_while_a_daemon_holds_the_lock_names_it(run_paths: RunPaths) -> None:
-    from state_lock import StateDbLock
+    from journal.state_lock import StateDbLock
 
     _existing_state_db(run_paths)
     with StateDbLock(run_paths.state_db):  # this test process stands in for the daemon

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 import config
 from config import PROFILES, SECTIONS, Settings, format_problems, load_settings
-from errors import ConfigError
+from core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_ID = "PKTESTKEYID0123456789"

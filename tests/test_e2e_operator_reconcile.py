@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-import status
+from ops import status
 from tests.test_e2e_safety_support import (
     WIDE_STOPS,
     AlwaysBuy,
@@ -30,7 +30,7 @@ from tests.test_e2e_safety_support import (
     events,
     sim_stack,
 )
-from trading_state import TradingState
+from engine.trading_state import TradingState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

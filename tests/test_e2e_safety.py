@@ -41,8 +41,8 @@ from tests.test_e2e_safety_support import (
     sleep_until,
     unprotected,
 )
-from trading_state import TradingState
-from trading_system import TradingSystem
+from engine.trading_state import TradingState
+from engine.trading_system import TradingSystem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

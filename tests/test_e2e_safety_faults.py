@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 import pytest
 from structlog.testing import capture_logs
 
-from models import Order, Position
+from broker.models import Order, Position
 from tests.e2e_helpers import run_dir  # noqa: F401  (fixture: a scratch dir on tmpfs)
 from tests.test_e2e_safety_support import (
     AlwaysBuy,
@@ -27,7 +27,7 @@ from tests.test_e2e_safety_support import (
     sim_stack,
     unprotected,
 )
-from trading_system import TradingSystem
+from engine.trading_system import TradingSystem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

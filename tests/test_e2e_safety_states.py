@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from market_data import MarketData
+from market.market_data import MarketData
 from strategies.base import Signal
 
 from tests.test_e2e_safety_support import (
@@ -29,7 +29,7 @@ from tests.test_e2e_safety_support import (
     sleep_until,
     unprotected,
 )
-from trading_state import TradingState
+from engine.trading_state import TradingState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -44,18 +44,18 @@ import config  # noqa: E402
 from ai_analyzer import TradeIntent  # noqa: E402
 from alerter import Alerter  # noqa: E402
 from api_gateway import ResilientAlpacaGateway  # noqa: E402
-from clock import EXCHANGE_TZ  # noqa: E402
-from journal import Journal  # noqa: E402
-from market_data import MarketData  # noqa: E402
+from core.clock import EXCHANGE_TZ  # noqa: E402
+from journal.journal import Journal  # noqa: E402
+from market.market_data import MarketData  # noqa: E402
 from market_status_manager import MarketStatus  # noqa: E402
-from models import Order, OrderRequest, Position  # noqa: E402
+from broker.models import Order, OrderRequest, Position  # noqa: E402
 from order_executor import protected_quantity  # noqa: E402
-from rate_limit import RateLimiter  # noqa: E402
+from broker.rate_limit import RateLimiter  # noqa: E402
 from simulator.core import SimulatorCore  # noqa: E402
 from simulator.server import RunningServer, start_server  # noqa: E402
 from strategies.base import BaseStrategy, Signal  # noqa: E402
 from tests.e2e_helpers import Daemon, RunPaths, daemon_env  # noqa: E402
-from trading_system import TradingSystem  # noqa: E402
+from engine.trading_system import TradingSystem  # noqa: E402
 
 PYTHON = sys.executable
 SYMBOLS = ["SPY", "QQQ", "AAPL", "MSFT"]

@@ -20,9 +20,9 @@ from structlog.testing import capture_logs
 
 from ai_analyzer import TradeIntent
 from api_gateway import ResilientAlpacaGateway
-from rate_limit import RateLimiter
+from broker.rate_limit import RateLimiter
 from market_status_manager import MarketStatusManager
-from models import Order, OrderRequest
+from broker.models import Order, OrderRequest
 from order_executor import EmergencyStep, EmergencyStopReport, OrderExecutor, round_price
 from simulator.core import SimulatorCore
 from simulator.server import RunningServer, start_server

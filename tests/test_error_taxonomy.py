@@ -1,4 +1,4 @@
-"""The broker error taxonomy (broker_errors.py), row by row, with the bodies Alpaca really sends.
+"""The broker error taxonomy (broker/broker_errors.py), row by row, with the bodies Alpaca really sends.
 
 Each answer goes through the gateway's own response builder (the bytes as they come off the
 wire) and ``ApiResponse.error``, exactly as a live answer does. Sources of the bodies are
@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-import broker_errors
-import errors
+from broker import broker_errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway
-from broker_errors import RequestKind, request_kind
-from errors import ErrorCategory as C
+from broker.broker_errors import RequestKind, request_kind
+from core.errors import ErrorCategory as C
 
 ORDER_ID = "61e69015-8549-4bfd-b9c3-01e75843f47d"
 

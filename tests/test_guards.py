@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-import errors
+from core import errors
 from api_gateway import MAX_RESPONSE_BYTES, ResilientAlpacaGateway
 from config import load_settings, normalise_host, redact_url
 

@@ -30,9 +30,9 @@ import pytest
 import ta
 
 import config
-import indicators as ind
-from errors import DataQualityError
-from market_data import (
+from market import indicators as ind
+from core.errors import DataQualityError
+from market.market_data import (
     BarSeries,
     MarketData,
     day_timestamp,
@@ -510,7 +510,7 @@ def test_appended_series_share_their_historys_key_and_give_the_same_snapshots(ba
 
 
 def test_volume_progress_memo_matches_the_direct_computation() -> None:
-    from market_data import EXCHANGE_TZ as NY
+    from market.market_data import EXCHANGE_TZ as NY
 
     for day in (datetime(2024, 3, 8).date(), datetime(2024, 3, 11).date(), datetime(2024, 11, 4).date()):
         daily = BarSeries.from_arrays([day_timestamp(day)], [10.0], [11.0], [9.0], [10.5], [1000.0])

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from journal import (
+from journal.journal import (
     LATEST_VERSION,
     MIGRATIONS,
     Journal,
@@ -24,7 +24,7 @@ from journal import (
     SchemaTooNew,
     migrate,
 )
-from models import Activity, Position
+from broker.models import Activity, Position
 from tests.conftest import ROOT
 
 D = Decimal
@@ -149,7 +149,7 @@ def test_everything_written_survives_kill_9(tmp_path: Path) -> None:
         from datetime import datetime, timezone
         from decimal import Decimal
         sys.path.insert(0, {str(ROOT)!r})
-        from journal import Journal
+        from journal.journal import Journal
         j = Journal({str(path)!r})
         t = datetime(2025, 3, 3, 15, tzinfo=timezone.utc)
         for i in range(40):

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import structlog
 
-import logging_setup
+from core import logging_setup
 from config import load_settings
-from logging_setup import MASK, add_secret, bind_run, configure, new_run_id, redact_secrets
+from core.logging_setup import MASK, add_secret, bind_run, configure, new_run_id, redact_secrets
 
 SECRET = "sk-live-9f8e7d6c5b4a3210ZYXW"
 KEY_ID = "PKLOGTESTKEY00000001"

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from clock import EXCHANGE_TZ
-from errors import BrokerUnavailable
+from core.clock import EXCHANGE_TZ
+from core.errors import BrokerUnavailable
 from market_status_manager import MarketStatusManager, countdown_interval
-from models import Clock as BrokerClock
+from broker.models import Clock as BrokerClock
 from simulator.clock import SimClock
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 CALENDAR = TradingCalendar()

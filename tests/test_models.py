@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 from pydantic import BaseModel, ValidationError
 
-import errors
-from clock import EXCHANGE_TZ
-from models import (
+from core import errors
+from core.clock import EXCHANGE_TZ
+from broker.models import (
     Account,
     Activity,
     ApiResponse,

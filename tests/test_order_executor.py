@@ -16,10 +16,10 @@ from structlog.testing import capture_logs
 
 from ai_analyzer import TradeIntent
 from api_gateway import ResilientAlpacaGateway
-from rate_limit import RateLimiter
-from errors import OrderInFlight
-from journal import Journal
-from models import Order, OrderRequest, Position
+from broker.rate_limit import RateLimiter
+from core.errors import OrderInFlight
+from journal.journal import Journal
+from broker.models import Order, OrderRequest, Position
 from order_executor import (
     MAX_CLIENT_ORDER_ID,
     OrderExecutor,

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 import config
-from models import Account
+from broker.models import Account
 from pdt_manager import (
     FLAG_MAY_BE_FLAGGED,
     FLAG_OVER_BUDGET,
@@ -19,7 +19,7 @@ from pdt_manager import (
     OrderCheck,
     PDTManager,
 )
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 D = Decimal
 CALENDAR = TradingCalendar()

@@ -1,7 +1,7 @@
-"""performance.py: every metric against hand-computed values, the edge cases, and real SPY bars.
+"""analytics/performance.py: every metric against hand-computed values, the edge cases, and real SPY bars.
 
 The arithmetic behind each expected number is written beside it, so a reader can check the
-convention (see performance.py's docstring) rather than trust the code under test.
+convention (see analytics/performance.py's docstring) rather than trust the code under test.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import performance
-from clock import EXCHANGE_TZ
-from performance import SMALL_SAMPLE_WARNING, compute_performance
+from analytics import performance
+from core.clock import EXCHANGE_TZ
+from analytics.performance import SMALL_SAMPLE_WARNING, compute_performance
 from tests.conftest import SHARED_DATA
-from trade_ledger import ClosedTrade
+from analytics.trade_ledger import ClosedTrade
 
 UTC = timezone.utc
 SQRT_252 = math.sqrt(252)  # 15.874507866...

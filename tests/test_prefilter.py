@@ -19,19 +19,19 @@ import numpy as np
 import pytest
 
 import config
-import indicators
-import prefilter
+from market import indicators
+from backtest import prefilter
 from ai_analyzer import AIAnalyzer
-from backtest import PRIME_SESSIONS, DailyHistory
-from clock import EXCHANGE_TZ
-from market_data import BarSeries, MarketData, day_timestamp, load_csv_bars
+from backtest.backtest import PRIME_SESSIONS, DailyHistory
+from core.clock import EXCHANGE_TZ
+from market.market_data import BarSeries, MarketData, day_timestamp, load_csv_bars
 from strategies import BUILT_IN
 from strategies.base import BaseStrategy, Signal
 from strategies.macd_crossover import MACDCrossover
 from strategies.mean_reversion import MeanReversion
 from strategies.sma_crossover import SmaCrossover
 from tests.conftest import SHARED_DATA
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 STRATEGY_CLASSES: tuple[type[BaseStrategy], ...] = (SmaCrossover, *BUILT_IN)
 MIN_BARS = 30  # _daily_market_data skips a symbol with fewer completed bars

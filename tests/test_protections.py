@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import structlog
 
-from protections import ClosedTrade, Lock, ProtectionConfig, ProtectionManager, compounded_drawdown
+from engine.protections import ClosedTrade, Lock, ProtectionConfig, ProtectionManager, compounded_drawdown
 
 T0 = datetime(2025, 3, 3, 15, 0, tzinfo=timezone.utc)
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from rate_limit import RateLimiter
+from broker.rate_limit import RateLimiter
 
 
 class FakeTime:

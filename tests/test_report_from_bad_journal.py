@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from journal import Journal
-from performance import usable_curve, usable_trades
+from journal.journal import Journal
+from analytics.performance import usable_curve, usable_trades
 from tests.e2e_helpers import MAIN, PYTHON, daemon_env
 
 T0 = datetime(2025, 3, 3, 21, 0, tzinfo=timezone.utc)

@@ -1,4 +1,4 @@
-"""reporting.py: a self-contained HTML report and a JSON summary a user can open offline."""
+"""analytics/reporting.py: a self-contained HTML report and a JSON summary a user can open offline."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from structlog.testing import capture_logs
 
-import reporting
-from clock import EXCHANGE_TZ
-from performance import compute_performance
+from analytics import reporting
+from core.clock import EXCHANGE_TZ
+from analytics.performance import compute_performance
 from tests.conftest import SHARED_DATA
 
 UTC = timezone.utc

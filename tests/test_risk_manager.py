@@ -12,7 +12,7 @@ import structlog
 
 import config
 from risk_manager import PendingEntry, PortfolioState, PositionView, RiskManager
-from trading_state import TradingState
+from engine.trading_state import TradingState
 
 D = Decimal
 NOW = datetime(2025, 3, 3, 15, 0, tzinfo=timezone.utc)

@@ -29,8 +29,8 @@ from tests.test_e2e_safety_support import (
     sim_stack,
     sleep_until,
 )
-from trading_state import TradingState
-from trading_system import DATA_REJECTION_ALERT_CYCLES, TradingSystem
+from engine.trading_state import TradingState
+from engine.trading_system import DATA_REJECTION_ALERT_CYCLES, TradingSystem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-import errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway
-from broker import Broker
-from models import OrderRequest
-from sim_broker import CommissionModel, InProcessBroker, attach_commission
+from broker.interface import Broker
+from broker.models import OrderRequest
+from backtest.sim_broker import CommissionModel, InProcessBroker, attach_commission
 from simulator.core import SimulatorCore
 from simulator.server import start_server
 

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from clock import EXCHANGE_TZ, Clock
+from core.clock import EXCHANGE_TZ, Clock
 from simulator.clock import CLOSED_PERIOD_WALL_SECONDS, SimClock, parse_start
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.core import SimulatorCore
 from simulator.errors import SimApiError
 from tests.conftest import SHARED_DATA

@@ -12,11 +12,11 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.clock import SimClock
 from simulator.engine import SimBroker
 from simulator.market import MinuteBar, SimQuote
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 CALENDAR = TradingCalendar()

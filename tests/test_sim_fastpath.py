@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.core import SimulatorCore
 from simulator.errors import SimApiError
 from simulator.market import Market
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 CALENDAR = TradingCalendar()

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.clock import SimClock
 from simulator.csv_source import CsvDataError
 from simulator.errors import SimApiError
 from simulator.market import Market, MinuteBar
 from simulator.market_data_api import MarketDataApi
 from tests.conftest import SHARED_DATA
-from trading_calendar import TradingCalendar
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared/data is not present")

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import structlog
 
-from clock import EXCHANGE_TZ
+from core.clock import EXCHANGE_TZ
 from simulator.core import SimulatorCore, default_start
 from simulator.faults import FaultConfig
 from simulator.server import RateLimiter, RunningServer, start_server

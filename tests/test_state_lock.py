@@ -15,13 +15,13 @@ from typing import Iterator
 
 import pytest
 
-from state_lock import StateDbInUse, StateDbLock, lock_file, lock_holder, pid_file
+from journal.state_lock import StateDbInUse, StateDbLock, lock_file, lock_holder, pid_file
 from tests.conftest import ROOT
 
 HOLD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
-    from state_lock import StateDbLock
+    from journal.state_lock import StateDbLock
     lock = StateDbLock({db!r})
     lock.acquire()
     print("locked", flush=True)

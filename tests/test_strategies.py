@@ -19,9 +19,9 @@ from structlog.testing import capture_logs
 
 import config
 import strategies
-from errors import ConfigError
-from indicators import compute_snapshot
-from market_data import BarSeries, MarketData, day_timestamp
+from core.errors import ConfigError
+from market.indicators import compute_snapshot
+from market.market_data import BarSeries, MarketData, day_timestamp
 from strategies import AVAILABLE_STRATEGIES, BaseStrategy, Signal, load_enabled
 from strategies.breakout import Breakout
 from strategies.defensive import Defensive

@@ -19,9 +19,9 @@ import pytest
 from aioresponses import aioresponses
 from structlog.testing import capture_logs
 
-import errors
+from core import errors
 from api_gateway import ResilientAlpacaGateway
-from models import (
+from broker.models import (
     Asset,
     Bar,
     CalendarDay,
@@ -32,7 +32,7 @@ from models import (
     reset_tolerance_memory,
     tolerated_fields,
 )
-from rate_limit import RateLimiter
+from broker.rate_limit import RateLimiter
 
 TRADING = "https://paper-api.alpaca.markets"
 DATA = "https://data.alpaca.markets"

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from trade_ledger import ClosedTrade, FillRecord, TradeLedger, is_day_trade
-from trading_calendar import TradingCalendar
+from analytics.trade_ledger import ClosedTrade, FillRecord, TradeLedger, is_day_trade
+from market.trading_calendar import TradingCalendar
 
 D = Decimal
 T0 = datetime(2025, 3, 3, 15, 0, tzinfo=timezone.utc)  # 10:00 ET, Monday

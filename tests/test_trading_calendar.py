@@ -6,8 +6,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from clock import EXCHANGE_TZ
-from trading_calendar import TradingCalendar
+from core.clock import EXCHANGE_TZ
+from market.trading_calendar import TradingCalendar
 
 UTC = timezone.utc
 

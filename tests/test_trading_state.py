@@ -12,7 +12,7 @@ import structlog
 
 import config
 from risk_manager import PortfolioState, PositionView, RiskManager
-from trading_state import SafetyStateMachine, TradingState, Transition
+from engine.trading_state import SafetyStateMachine, TradingState, Transition
 
 D = Decimal
 DAY1 = date(2025, 3, 3)

@@ -1,0 +1,7 @@
+"""``python -m backtest``: the backtest command line (the same as ``python main.py backtest``)."""
+
+import sys
+
+from backtest.backtest import cli
+
+sys.exit(cli())

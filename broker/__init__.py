@@ -1,0 +1,5 @@
+"""The broker as the daemon sees it, below the gateway: the one interface the loop talks to
+(``broker.interface.Broker``), the wire models parsed at the edge (``broker.models``), the
+error taxonomy that maps Alpaca's answers onto ``core.errors`` (``broker.broker_errors``),
+client-side rate limiting (``broker.rate_limit``) and the clock that follows the broker's
+(``broker.broker_clock``). ``api_gateway.py`` at the top builds the HTTP client on these."""

@@ -1,0 +1,1557 @@
+"""The one asyncio orchestrator loop.
+
+One iteration reads as a list of named steps, each findable from the log events it emits:
+
+1. ``refresh_market_status``  — ``market_status``; closed -> wait for the next session event.
+2. ``refresh_account``        — account, positions, open orders (3 requests); fills since the
+   last cycle (1 request) into the journal and the trade ledger (``position_closed``).
+3. ``enforce_safety``         — operator commands, circuit breaker, daily drawdown, emergency
+   exits, unprotected positions (``trading_state_changed``, ``circuit_breaker_triggered``,
+   ``emergency_liquidation``, ``position_unprotected``/``position_protected``).
+4. ``monitor_gap_risk``       — pre-market and the open (``gap_risk``).
+5. ``refresh_market_data``    — one batched snapshot request for the whole universe; daily
+   history fetched once per session. Requests per cycle do not grow with the universe.
+6. ``exit_positions`` / ``enter_positions`` — strategies -> AI analyzer -> risk + PDT ->
+   executor (``signal``, ``trade_intent``, ``risk_veto``, ``order_submitted``).
+7. ``record_cycle``           — journal equity + one ``cycle_complete`` line.
+
+Emergency paths (circuit breaker, operator halt, SIGTERM) run inside the loop itself, never
+in a detached task that could die silently.
+
+Nothing the broker answers during trading ends the loop: only bad configuration at start-up
+(keys refused before the first cycle, a state database of another timeline) or a signal do;
+an operator ``halt`` flattens and latches while the loop keeps watching. A temporary error is
+waited out; an operational or unknown one skips the cycle, is logged at ERROR
+(``operational_error`` with the raw status, code and message) and alerted, and a run of
+:attr:`TradingSystem.FAULTY_CYCLES_BEFORE_REDUCING` of them moves the trading state to
+REDUCING (exits only), with backoff between the cycles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import AbstractSet, Any, Sequence
+
+import numpy as np
+import structlog
+
+import strategies as strategy_registry
+from engine.account_sanity import AccountSanity, reading_of
+from ai_analyzer import AIAnalyzer, TradeIntent
+from alerter import Alerter, AlertLevel
+from core.clock import Clock, pause_clock, sleep_or_stop, to_exchange_time
+from core.errors import (
+    AuthenticationFailed,
+    BrokerError,
+    ConfigError,
+    DataQualityError,
+    MalformedResponse,
+    OperationalError,
+    PatternDayTraderRejected,
+    TemporaryError,
+)
+from gap_risk_manager import GapRiskManager
+from journal.journal import Journal
+from market.market_data import MAX_PRICE_MOVE, MAX_SANE_PRICE, BarSeries, MarketData, price_problem, series_problem
+from market_status_manager import MarketStatus, MarketStatusManager
+from broker.models import Account, DroppedItem, Order, Position, Snapshot
+from order_executor import OrderExecutor, flatten_orders, protected_quantity
+from pdt_manager import AccountView, OrderCheck, PDTManager
+from engine.protections import ClosedTrade as ProtectionTrade
+from engine.protections import ProtectionManager
+from ai.sentiment import NewsSentiment
+from engine.portfolio import PendingEntry, PortfolioState, PositionView, TradingState
+from risk_manager import RiskManager
+from analytics.trade_ledger import FillRecord, TradeLedger
+from market.trading_calendar import TradingCalendar
+from engine.trading_state import SafetyStateMachine, Transition
+
+log = structlog.get_logger(__name__)
+
+ZERO = Decimal(0)
+BENCHMARK = "SPY"
+
+
+@dataclass
+class AccountSnapshot:
+    """What the broker says this cycle: the source of truth for positions and orders."""
+
+    account: Account
+    positions: list[Position]
+    open_orders: list[Order]
+    portfolio: PortfolioState
+    # True when the account reading was implausible and a re-read did not confirm it: the
+    # cycle acts on nothing that depends on it (breaker, exits, entries, equity journal).
+    rejected: bool = False
+
+
+@dataclass
+class RunSummary:
+    """What a run did, printed at the end of ``--sim-days`` and on shutdown."""
+
+    sessions: int = 0
+    cycles: int = 0
+    trades: int = 0
+    wins: int = 0
+    losses: int = 0
+    realized_pnl: Decimal = ZERO
+    start_equity: Decimal | None = None
+    end_equity: Decimal | None = None
+    max_drawdown: float = 0.0
+    orders_submitted: int = 0
+    open_positions: int = 0
+    protected_positions: int = 0
+    state: str = "ACTIVE"
+
+    @property
+    def pnl(self) -> Decimal:
+        if self.start_equity is None or self.end_equity is None:
+            return ZERO
+        return self.end_equity - self.start_equity
+
+    @property
+    def win_rate(self) -> float:
+        return self.wins / self.trades if self.trades else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sessions": self.sessions, "cycles": self.cycles, "trades": self.trades,
+            "wins": self.wins, "losses": self.losses, "win_rate": round(self.win_rate, 4),
+            "realized_pnl": str(self.realized_pnl), "pnl": str(self.pnl),
+            "start_equity": str(self.start_equity) if self.start_equity is not None else None,
+            "end_equity": str(self.end_equity) if self.end_equity is not None else None,
+            "max_drawdown_pct": round(self.max_drawdown * 100, 3),
+            "orders_submitted": self.orders_submitted, "open_positions": self.open_positions,
+            "protected_positions": self.protected_positions, "state": self.state,
+        }
+
+    def render(self) -> str:
+        lines = [
+            "=" * 60,
+            "Run summary",
+            f"  sessions traded   {self.sessions}",
+            f"  closed trades     {self.trades} (wins {self.wins}, losses {self.losses}, "
+            f"win rate {self.win_rate:.1%})",
+            f"  realized P&L      {self.realized_pnl:,.2f}",
+            f"  equity            {self.start_equity or 0:,.2f} -> {self.end_equity or 0:,.2f} "
+            f"(P&L {self.pnl:,.2f})",
+            f"  max drawdown      {self.max_drawdown:.2%}",
+            f"  orders submitted  {self.orders_submitted}",
+            f"  open positions    {self.open_positions} ({self.protected_positions} protected)",
+            f"  trading state     {self.state}",
+            "=" * 60,
+        ]
+        return "\n".join(lines)
+
+
+@dataclass
+class _History:
+    """Daily bars of completed sessions, fetched once per session."""
+
+    session: date | None = None
+    bars: dict[str, BarSeries] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # symbol -> why its history is unusable
+
+
+class TradingSystem:
+    """Drives every component from one loop; see the module docstring for the steps."""
+
+    def __init__(
+        self,
+        settings: Any,
+        broker: Any,
+        clock: Clock,
+        *,
+        journal: Journal,
+        alerter: Alerter,
+        calendar: TradingCalendar | None = None,
+        analyzer: AIAnalyzer | None = None,
+        run_id: str = "",
+        sim_days: int | None = None,
+        stop_event: asyncio.Event | None = None,
+        regime_by_date: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.clock = clock
+        self.journal = journal
+        self.alerter = alerter
+        self.calendar = calendar or TradingCalendar()
+        self.run_id = run_id
+        self.sim_days = sim_days
+        self.stop_event = stop_event or asyncio.Event()
+        self.regime_by_date = regime_by_date
+        self.market_status = MarketStatusManager(clock, self.calendar, broker)
+        self.risk = RiskManager(settings)
+        saved = journal.get_state("safety")
+        self.safety = SafetyStateMachine.from_dict(settings, saved) if saved else SafetyStateMachine(settings)
+        self.pdt = PDTManager(settings, self.calendar)
+        self.pdt.load_day_trades(journal.day_trades(since=clock.now().date() - timedelta(days=30)))
+        self.gap = GapRiskManager(settings)
+        self.protections = ProtectionManager()
+        locks = journal.get_state("protection_locks")
+        if locks:
+            self.protections.load_locks(locks.get("locks", []))
+        self.executor = OrderExecutor(
+            broker, clock, stop_loss=settings.trading.stop_loss,
+            take_profit=settings.trading.take_profit, journal=journal,
+        )
+        self.strategies = strategy_registry.load_enabled(settings)
+        news = NewsSentiment(broker, clock=clock) if settings.ai.use_news_sentiment else None
+        self.analyzer = analyzer or AIAnalyzer(
+            settings, clock, news_source=news,
+            synthetic_market=settings.mode == "sim" and not settings.sim.data_dir)
+        self.summary = RunSummary(state=self.safety.state.value)
+        self.ledger = TradeLedger()
+        self._rebuild_ledger()
+        self.news = news
+        self._history = _History()
+        self._last_fill_at: datetime | None = None
+        fills_state = journal.get_state("fills_cursor")
+        if fills_state and fills_state.get("after"):
+            self._last_fill_at = datetime.fromisoformat(fills_state["after"])
+        self._start_fill_cursor = self._last_fill_at  # where start-up reconciliation looks from
+        self._last_phase: str | None = None
+        self._peak_equity: Decimal | None = None
+        self._closes_recorded: date | None = None
+        self._gap_assessed: set[tuple[date, str]] = set()
+        self._entered_this_session: set[str] = set()
+        self._failures_in_a_row = 0
+        self._faulty_cycles_in_a_row = 0
+        self._cycles_since_reconcile = 0
+        self._unprotected_last_cycle: set[str] = set()
+        self._pending_alerts: list[tuple[AlertLevel, str, str, str]] = []
+        if getattr(broker, "on_item_dropped", False) is None:
+            broker.on_item_dropped = self._alert_dropped_item
+        self._intent_seq = 0
+        self._defensive = False
+        self._gap_defensive: dict[str, Any] = journal.get_state("defensive") or {}
+        self._last_equity: Decimal | None = None
+        self._stored_states: dict[str, dict[str, Any]] = {}
+        self.account_sanity = AccountSanity()
+        # Safety never waits on messaging: alerts are delivered beside the loop, not in it.
+        if hasattr(alerter, "deliver_in_background"):
+            alerter.deliver_in_background()
+        self._data_rejected_cycles: dict[str, int] = {}
+
+    def _alert_dropped_item(self, item: DroppedItem) -> None:
+        """The gateway dropped an item the broker sent but no one can use: alert (next flush).
+
+        Trading objects (orders, positions, fills) are critical: the daemon is now blind to
+        one of them. Alerts are keyed per model, so the alerter's throttle keeps repeats quiet.
+        """
+        trading = item.model in ("Order", "Position", "Activity", "Account")
+        level = AlertLevel.CRITICAL if trading else AlertLevel.WARNING
+        what = f"{item.model} {item.item_id}" if item.item_id else item.model
+        message = f"{item.where}: {what} dropped, unreadable {', '.join(item.fields)} ({item.cause})"
+        self._pending_alerts.append((level, f"Broker sent an unusable {item.model}", message,
+                                     f"broker_item_dropped:{item.model}"))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> RunSummary:
+        """Run until stopped (signal, operator, or ``sim_days`` sessions), then shut down."""
+        log.info("system_start", run_id=self.run_id, mode=self.settings.mode,
+                 symbols=list(self.settings.scanning.symbols),
+                 strategies=[s.name for s in self.strategies], state=self.safety.state.value)
+        try:
+            while not self.stop_event.is_set():
+                status = await self.step()
+                if self._sessions_done() or self.fatal_error is not None:
+                    break
+                if status is not None:
+                    await self._sleep_until_next_cycle(status, backoff=self._faulty_cycles_in_a_row > 0)
+        finally:
+            await self.shutdown()
+        return self.summary
+
+    _started = False
+
+    async def step(self) -> MarketStatus | None:
+        """One turn of the loop without the sleep after it: start-up until it has worked,
+        the market status, then a cycle, or the wait for the next session when closed.
+
+        Returns the status a cycle ran in, else None (it paused after a broker error, waited
+        for the market, or the daemon is done). Nothing the broker answers escapes it; only
+        the keys refused before the first cycle stop the daemon (``fatal_error``).
+        """
+        try:
+            if not self._started:
+                self._started = await self.startup()
+            status = await self.refresh_market_status()
+        except TemporaryError as exc:
+            log.warning("broker_unavailable", error=str(exc), step="market_status")
+            await self._pause(self._failure_backoff())
+            return None
+        except BrokerError as exc:  # operational, unclassified, or any answer nobody expected here
+            if not self._started and isinstance(exc, AuthenticationFailed):
+                # the keys are refused before the first cycle: configuration, not trading
+                await self._stop_on_operational_error(exc)
+                return None
+            await self._on_operational_error(exc, step="startup" if not self._started else "market_status")
+            await self._pause(self._failure_backoff())
+            return None
+        except Exception as exc:  # a bug or bad data must not end the safety loop either
+            self._faulty_cycles_in_a_row += 1
+            step = "startup" if not self._started else "market_status"
+            log.exception("cycle_failed", step=step, error=repr(exc),
+                          in_a_row=self._faulty_cycles_in_a_row)
+            await self.alerter.send(AlertLevel.CRITICAL, "Trading step failed", f"{step}: {exc!r}",
+                                    key="cycle_failed")
+            await self._reduce_after_faults(repr(exc))
+            await self._pause(self._failure_backoff())
+            return None
+        if self._sessions_done():
+            return None
+        if status.is_closed:
+            target = status.next_event
+            if status.source == "broker":  # the broker disagreed: look again soon
+                target = min(target, self.clock.now() + timedelta(minutes=15))
+            await self.market_status.wait_until(target, stop=self.stop_event, label=status.next_event_phase)
+            return None
+        await self.run_cycle(status)
+        return status
+
+    fatal_error: str | None = None
+    #: Failed cycles in a row (operational, unclassified or unexpected errors) that move the
+    #: trading state to REDUCING. The daemon itself never stops for them.
+    FAULTY_CYCLES_BEFORE_REDUCING = 3
+    #: Whether the periodic reconciliation asks the broker about journaled working orders
+    #: that left its open list (legs canceled when a sibling filled). A backtest, whose
+    #: fast-forwarded sessions skip cycles, turns it off so that its journal does not depend
+    #: on which cycles ran.
+    periodic_order_lookup = True
+
+    async def _stop_on_operational_error(self, exc: OperationalError) -> None:
+        """Only for the keys refused at start-up: a configuration error, before any trading."""
+        log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status,
+                     message=exc.message, step="startup", fatal=True)
+        await self.alerter.send(AlertLevel.EMERGENCY, "Trading not started: the broker refuses the keys",
+                                str(exc), key="operational_error")
+        self.fatal_error = str(exc)
+        self.stop_event.set()
+
+    async def _on_operational_error(self, exc: BrokerError, *, step: str) -> None:
+        """Skip what failed, keep the raw answer in the log, alert, and count the run."""
+        self._faulty_cycles_in_a_row += 1
+        log.error("operational_error", step=step, error_type=type(exc).__name__,
+                  category=exc.category.value, status=exc.status, code=exc.code,
+                  message=exc.message, request_id=exc.request_id, body=exc.body,
+                  in_a_row=self._faulty_cycles_in_a_row)
+        await self.alerter.send(AlertLevel.CRITICAL, "Broker error: action skipped, trading continues",
+                                f"{exc} (step {step}, {self._faulty_cycles_in_a_row} in a row)",
+                                key="operational_error")
+        await self._reduce_after_faults(f"{type(exc).__name__}: {exc}")
+
+    async def _reduce_after_faults(self, last: str) -> None:
+        """A run of failed cycles: exits only (REDUCING) until a human has looked."""
+        if self._faulty_cycles_in_a_row < self.FAULTY_CYCLES_BEFORE_REDUCING:
+            return
+        transitions = self.safety.reduce(
+            f"{self._faulty_cycles_in_a_row} cycles in a row failed on broker errors nobody "
+            f"classified (last: {last}): exits only", self.clock.now())
+        if transitions:
+            self._persist_safety()
+            await self._announce(transitions)
+
+    def _failure_backoff(self) -> float:
+        return min(5.0 * 2 ** min(self._failures_in_a_row, 6), 300.0)
+
+    async def _pause(self, seconds: float) -> None:
+        """Back off after a broker failure: in wall time when the clock follows the broker
+        (waiting on it would ask the failing broker), and always waking on a stop."""
+        self._failures_in_a_row += 1
+        await sleep_or_stop(pause_clock(self.clock), seconds, self.stop_event)
+
+    def _sessions_done(self) -> bool:
+        return self.sim_days is not None and self.summary.sessions >= self.sim_days
+
+    async def _sleep_until_next_cycle(self, status: MarketStatus, *, backoff: bool = False) -> None:
+        """The next cycle at the interval (or the next market event); after failed cycles
+        (``backoff``) no sooner than the failure backoff."""
+        interval = float(self.settings.trading.cycle_interval_seconds)
+        until_event = (status.next_event - self.clock.now()).total_seconds()
+        delay = max(1.0, min(interval, until_event)) if until_event > 0 else interval
+        if backoff:
+            delay = max(delay, min(5.0 * 2 ** min(self._faulty_cycles_in_a_row - 1, 6), 300.0))
+        await sleep_or_stop(self.clock, delay, self.stop_event)
+
+    async def startup(self) -> bool:
+        """Reconcile with the broker and protect what it holds before trading anything.
+
+        Returns False (and is retried by the loop) while the broker cannot be reached.
+        """
+        try:
+            await self.apply_operator_commands()
+            snapshot = await self.refresh_account()
+        except TemporaryError as exc:
+            log.warning("startup_broker_unavailable", error=str(exc))
+            await self._pause(self._failure_backoff())
+            return False
+        if snapshot.rejected:  # no believable account yet: nothing to start from
+            log.warning("startup_deferred", reason="account reading not confirmed")
+            await self._pause(self._failure_backoff())
+            return False
+        self.summary.start_equity = snapshot.account.equity
+        await self.reconcile(snapshot)
+        self.account_sanity.accept(snapshot.account, snapshot.positions)  # its fills were in that reading
+        self._peak_equity = snapshot.account.equity
+        unprotected = await self.executor.protect_positions(
+            snapshot.positions, snapshot.open_orders, startup=True)
+        if unprotected:
+            lines = [
+                f"{u['symbol']}: qty {u['qty']} (protected {u['protected_qty']}), "
+                f"P&L {u['unrealized_pl']}, value {u['market_value']}"
+                for u in unprotected
+            ]
+            await self.alerter.send(
+                AlertLevel.CRITICAL, "STARTUP ALERT: unprotected positions",
+                "Positions without a protective stop for their full quantity were found at start-up "
+                "and given one:\n" + "\n".join(lines),
+                key="startup_unprotected", fields={"positions": unprotected},
+            )
+        await self._remember_reconciled_state(snapshot, protected_now=bool(unprotected))
+        self._failures_in_a_row = 0
+        return True
+
+    async def _remember_reconciled_state(self, snapshot: AccountSnapshot, *, protected_now: bool) -> None:
+        """What ``status`` shows from now on: the broker's state as reconciled at start-up,
+        not the last cycle of the previous run (a restart at night would otherwise show
+        positions and orders the broker no longer has until the market opens)."""
+        if protected_now:  # start-up placed protective orders: show them
+            try:
+                snapshot = await self.refresh_account()
+            except TemporaryError as exc:
+                log.warning("startup_snapshot_stale", error=str(exc))
+        data = self._snapshot_data(snapshot, "startup", self.clock.now())
+        data["source"] = "startup_reconciliation"
+        self.remember_last_cycle(self.clock.now(), data)
+
+    async def reconcile(self, snapshot: AccountSnapshot, *, full: bool = True) -> None:
+        """Journal vs broker: the broker wins; adopt and flag, never place an order.
+
+        ``full`` (start-up, before the first trading cycle) fetches the fills since a little
+        before the last one journaled (a ``kill -9`` can fall between two fills of the same
+        instant) and looks up every order the journal may have behind the broker's state
+        (see :meth:`Journal.orders_to_reconcile`): its ``filled_qty`` corrects the recorded
+        fills and every bracket leg gets its real status. The periodic check reuses the
+        cycle's own snapshot and only asks the broker about journaled working orders that
+        have left the broker's open list (a leg canceled when its sibling filled).
+        """
+        fills: list[Any] = []
+        if full:
+            after = self._start_fill_cursor - RECONCILE_OVERLAP if self._start_fill_cursor else None
+            try:
+                fills = await self.broker.get_activities(activity_types=("FILL",), after=after)
+            except TemporaryError as exc:
+                log.warning("reconciliation_deferred", error=str(exc))
+        recent = list(snapshot.open_orders)
+        if full or self.periodic_order_lookup:
+            recent += await self._orders_behind(snapshot.open_orders, full=full)
+        # The journal's reconciliation journals orders and legs first (a stop that filled
+        # while the daemon was down is then a fill of a known order, with its exit reason),
+        # then the fills (deduplicated by execution id, cumulative quantities last), then the
+        # positions; the fills it recorded go to the ledger, and the cursor moves past them.
+        report = self.journal.reconcile(recent, snapshot.positions, fills, at=self.clock.now())
+        for record in report.new_fills:
+            self._book_trades(self.ledger.apply(record), live=True)
+        for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
+            self._apply_fill(activity)  # already journaled: only moves the fills cursor
+        data = report.to_dict()
+        if full or report.has_discrepancies:
+            log.info("reconciliation", **data)
+        if report.has_discrepancies:
+            await self.alerter.send(AlertLevel.WARNING, "Reconciliation found discrepancies",
+                                    "; ".join(str(d) for d in report.discrepancies), key="reconciliation",
+                                    fields=data)
+
+    async def _orders_behind(self, open_orders: Sequence[Order], *, full: bool) -> list[Order]:
+        """The broker's view of the journaled orders that the open list does not show.
+
+        One ``status=all`` listing from a little before the oldest of them (Alpaca's
+        ``after`` is exclusive and compares the broker's timestamps, not ours), then a
+        lookup by client order id for the few still not found. A broker that cannot be
+        reached leaves them for the next reconciliation.
+        """
+        listed = {key for o in flatten_orders(open_orders) for key in (o.id, o.client_order_id)}
+        behind = [row for row in self.journal.orders_to_reconcile(short_fills=full)
+                  if row["client_order_id"] not in listed and row.get("broker_order_id") not in listed]
+        if not behind:
+            return []
+        oldest = min(row["submitted_at"] for row in behind)
+        found: list[Order] = []
+        try:
+            found = await self.broker.list_orders(status="all", nested=True, limit=500,
+                                                  after=oldest - RECONCILE_OVERLAP)
+        except TemporaryError as exc:
+            log.warning("reconciliation_orders_unavailable", error=str(exc))
+            return []
+        wanted = {key for row in behind for key in (row["client_order_id"], row.get("broker_order_id")) if key}
+        # Only what concerns the journaled orders: an unknown closed order in the listing
+        # (one placed by hand an hour ago) is not for this check to adopt.
+        found = [o for o in found if any(key in wanted for leg in flatten_orders([o])
+                                         for key in (leg.id, leg.client_order_id))]
+        listed |= {key for o in flatten_orders(found) for key in (o.id, o.client_order_id)}
+        unlisted = [r for r in behind if r["client_order_id"] not in listed and r.get("broker_order_id") not in listed]
+        log.info("reconciliation_orders_fetched", behind=len(behind), found=len(found), unlisted=len(unlisted),
+                 full=full)
+        # One by one only at start-up: the periodic check costs at most the one listing.
+        for row in unlisted[:RECONCILE_LOOKUPS if full else 0]:
+            try:
+                order = await self.broker.get_order_by_client_id(row["client_order_id"])
+            except TemporaryError as exc:
+                log.warning("reconciliation_lookup_failed", client_order_id=row["client_order_id"],
+                            error=str(exc))
+                break
+            if order is not None:
+                found.append(order)
+        return found
+
+    async def run_cycle(self, status: MarketStatus) -> None:
+        """One iteration of the loop (market open or extended hours)."""
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        requests_before = getattr(self.broker, "request_count", 0)
+        self.summary.cycles += 1
+        try:
+            await self.apply_operator_commands()
+            snapshot = await self.refresh_account()
+            await self.executor.manage_open_orders(snapshot.open_orders)
+            snapshot = await self.enforce_safety(snapshot, status)
+            await self.monitor_gap_risk(snapshot, status)
+            symbols_evaluated = 0
+            if status.is_regular and self.safety.state in (TradingState.ACTIVE, TradingState.REDUCING) \
+                    and not snapshot.rejected:
+                data = await self.refresh_market_data(status)
+                symbols_evaluated = len(data)
+                await self.exit_positions(data, snapshot, status)
+                if self.safety.allows_entry():
+                    await self.enter_positions(data, snapshot, status)
+            self._cycles_since_reconcile += 1
+            if self._cycles_since_reconcile >= RECONCILE_EVERY_CYCLES:
+                self._cycles_since_reconcile = 0
+                await self.reconcile(snapshot, full=False)
+            self.record_cycle(snapshot, status, started, cpu_started, requests_before, symbols_evaluated)
+            while self._pending_alerts:
+                level, title, message, key = self._pending_alerts.pop(0)
+                await self.alerter.send(level, title, message, key=key)
+            self._failures_in_a_row = 0
+            self._faulty_cycles_in_a_row = 0
+        except TemporaryError as exc:
+            self._failures_in_a_row += 1
+            await self.on_broker_unavailable(exc, status)
+        except BrokerError as exc:  # operational, unclassified, or an outcome/rejection nobody caught
+            self._failures_in_a_row += 1
+            await self._on_operational_error(exc, step="cycle")
+        except Exception as exc:  # a bug or bad data must not kill the safety loop silently
+            self._failures_in_a_row += 1
+            self._faulty_cycles_in_a_row += 1
+            log.exception("cycle_failed", error=repr(exc), failures_in_a_row=self._failures_in_a_row)
+            await self.alerter.send(AlertLevel.CRITICAL, "Trading cycle failed", repr(exc), key="cycle_failed")
+            await self._reduce_after_faults(repr(exc))
+
+    # -- step 1 -----------------------------------------------------------------------------
+
+    async def refresh_market_status(self) -> MarketStatus:
+        status = await self.market_status.refresh()
+        session = status.session
+        if self._last_phase == "regular" and status.phase != "regular":
+            self.summary.sessions += 1
+            log.info("session_complete", sessions=self.summary.sessions, phase=status.phase)
+            await self.record_closing_snapshot()
+        if session is not None and session != self.safety.session_date:
+            await self.start_session(session)
+        self._last_phase = status.phase
+        return status
+
+    async def start_session(self, session: date) -> None:
+        try:
+            account = await self.broker.get_account()
+        except TemporaryError as exc:
+            log.warning("session_start_deferred", error=str(exc))
+            return
+        baseline = await self._session_baseline(account)
+        if baseline is None:
+            return
+        try:
+            transitions = self.safety.new_session(session, baseline, at=self.clock.now())
+        except ValueError as exc:
+            # bad start-up configuration (a state database of another run), not a broker answer
+            raise ConfigError([
+                f"the state database belongs to another timeline ({exc}); use a fresh --state-db"]) from exc
+        self.pdt.new_session(session)
+        # Restored from the journal, so a restart cannot re-enter (and reuse an intent id).
+        self._entered_this_session = self.journal.symbols_with_intents(session)
+        if hasattr(self.broker, "reset_session_blocks"):
+            self.broker.reset_session_blocks()
+        self._persist_safety()
+        await self._announce(transitions)
+
+    async def _session_baseline(self, account: Account) -> Decimal | None:
+        """The session's starting equity (yesterday's close, else today's equity), believed.
+
+        A baseline that is not positive, or more than a factor 2 away from the last accepted
+        equity, is read again; one that the re-read does not repeat defers the session start
+        (retried next iteration) rather than arm the breaker on a bogus number.
+        """
+        def pick(a: Account) -> Decimal | None:
+            for value in (a.last_equity, a.equity):
+                if value is not None and value.is_finite() and value > 0:
+                    return value
+            return None
+
+        def plausible(value: Decimal | None) -> bool:
+            last = self.account_sanity.last
+            if value is None:
+                return False
+            return last is None or last.equity <= 0 or last.equity / 2 <= value <= last.equity * 2
+
+        first = pick(account)
+        if plausible(first):
+            return first
+        second = pick(await self.broker.get_account())
+        tol = self.account_sanity.tolerance(first or ZERO, second or ZERO)
+        if plausible(second) or (first is not None and second is not None and abs(first - second) <= tol):
+            log.warning("account_reading_confirmed", step="session_start", baseline=str(second))
+            return second
+        log.error("account_reading_rejected", step="session_start", outcome="session start deferred",
+                  last_equity=str(account.last_equity), equity=str(account.equity),
+                  reread_baseline=str(second) if second is not None else None)
+        return None
+
+    # -- step 2 -----------------------------------------------------------------------------
+
+    async def refresh_account(self) -> AccountSnapshot:
+        """Account, positions, open orders and new fills, checked for sense before use.
+
+        An implausible reading (:mod:`engine.account_sanity`) is read again at once; the loop acts on
+        the re-read when it is plausible or says the same (confirmed), and otherwise on
+        nothing: the snapshot comes back ``rejected``.
+        """
+        try:
+            account, positions, open_orders = await self._read_account()
+        except MalformedResponse as exc:  # e.g. equity "NaN": a reading that does not even parse
+            log.error("account_reading_rejected", problems=[str(exc)], outcome="unreadable, read again")
+            await self.alerter.send(AlertLevel.WARNING, "Implausible account reading ignored",
+                                    f"The broker's account reading did not parse: {exc}. Read again.",
+                                    key="account_reading_rejected")
+            account, positions, open_orders = await self._read_account()  # twice: the cycle fails
+        problems = self.account_sanity.problems(account, positions)
+        rejected = False
+        if problems:
+            account, positions, open_orders, rejected = await self._reread_account(
+                account, positions, problems)
+        if not rejected:
+            self.account_sanity.accept(account, positions)
+        return AccountSnapshot(account, positions, open_orders,
+                               self._portfolio(account, positions, open_orders, track=not rejected),
+                               rejected=rejected)
+
+    async def _read_account(self) -> tuple[Account, list[Position], list[Order]]:
+        account = await self.broker.get_account()
+        positions = await self.broker.list_positions()
+        open_orders = await self.broker.list_orders(status="open", nested=True, limit=500)
+        await self.record_fills()
+        return account, positions, open_orders
+
+    async def _reread_account(self, account: Account, positions: list[Position], problems: list[str],
+                              ) -> tuple[Account, list[Position], list[Order], bool]:
+        """Read again after an implausible reading; True in the result means: still not believed."""
+        first = reading_of(account, positions)
+        account2, positions2, orders2 = await self._read_account()
+        second = reading_of(account2, positions2)
+        again = self.account_sanity.problems(account2, positions2)
+        if again and self.account_sanity.confirms(first, second):
+            log.warning("account_reading_confirmed", problems=again, first=first.to_log(), reread=second.to_log())
+            return account2, positions2, orders2, False
+        outcome = "re-read plausible, used instead" if not again else "re-read disagrees, nothing acted on"
+        log.error("account_reading_rejected", problems=problems, outcome=outcome, rejected=first.to_log(),
+                  reread=second.to_log(), reread_problems=again)
+        await self.alerter.send(
+            AlertLevel.WARNING if not again else AlertLevel.CRITICAL, "Implausible account reading ignored",
+            f"The broker reported equity {first.equity} (cash {first.cash}, positions {first.positions_value}): "
+            + "; ".join(problems) + f". Re-read: equity {second.equity}; {outcome}.",
+            key="account_reading_rejected", fields={"rejected": first.to_log(), "reread": second.to_log()})
+        return account2, positions2, orders2, bool(again)
+
+    def _portfolio(self, account: Account, positions: Sequence[Position], open_orders: Sequence[Order], *,
+                   track: bool = True) -> PortfolioState:
+        equity = account.equity
+        if track:  # only believed readings move the equity the loop remembers
+            self._last_equity = equity
+            self._peak_equity = equity if self._peak_equity is None else max(self._peak_equity, equity)
+        views: dict[str, PositionView] = {}
+        for p in positions:
+            price = p.current_price or p.avg_entry_price
+            stops = [o.stop_price for o in flatten_orders(open_orders)
+                     if o.symbol == p.symbol and o.stop_price is not None and o.is_open and o.status != "held"]
+            views[p.symbol] = PositionView(
+                symbol=p.symbol, qty=p.qty, avg_entry_price=p.avg_entry_price, market_price=price,
+                market_value=p.market_value if p.market_value is not None else p.qty * price,
+                unrealized_pl=p.unrealized_pl if p.unrealized_pl is not None else (price - p.avg_entry_price) * p.qty,
+                stop_price=max(stops) if stops and p.qty > 0 else (min(stops) if stops else None),
+            )
+        pending = tuple(
+            PendingEntry(symbol=o.symbol, qty=(o.qty or ZERO) - o.filled_qty,
+                         price=self._expected_price(o, views),
+                         stop_price=_leg_stop(o))
+            for o in open_orders
+            if o.order_class == "bracket" and o.side == "buy" and o.is_open and o.status != "held"
+            and (o.qty or ZERO) > o.filled_qty
+        )
+        start = self.safety.session_start_equity or account.last_equity or equity
+        return PortfolioState(
+            equity=equity, cash=account.cash, buying_power=account.buying_power,
+            last_equity=account.last_equity or equity, session_start_equity=start,
+            day_high_equity=self.safety.day_high_equity or equity, positions=views,
+            trading_state=self.safety.state, now=self.clock.now(),
+            open_order_symbols=frozenset(o.symbol for o in open_orders if o.is_open),
+            pending_entries=pending,
+        )
+
+    def _expected_price(self, order: Order, views: dict[str, PositionView]) -> Decimal:
+        """What a working entry is expected to cost per share (never a placeholder)."""
+        if order.limit_price is not None:
+            return order.limit_price
+        tracked = self.executor.tracked.get(order.client_order_id)
+        if tracked is not None and tracked.expected_price:
+            return tracked.expected_price
+        if order.symbol in views:
+            return views[order.symbol].market_price
+        stop = _leg_stop(order)
+        return stop if stop is not None else Decimal(1)
+
+    async def record_fills(self) -> None:
+        """Fills since the last cycle: journal (dedup by execution id), ledger, day trades."""
+        # A little before the cursor: Alpaca's ``after`` is exclusive, and a second fill at the
+        # cursor's very instant would otherwise never be fetched (repeats dedup by execution id).
+        after = self._last_fill_at - FILLS_OVERLAP if self._last_fill_at else None
+        fills = await self.broker.get_activities(activity_types=("FILL",), after=after)
+        for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
+            self._apply_fill(activity)
+
+    def _apply_fill(self, activity: Any) -> None:
+        """One broker FILL activity: journal (dedup by execution id), ledger, trades, cursor.
+
+        The journal row comes first and the cursor last, so a ``kill -9`` anywhere in between
+        is repaired at start-up, where the ledger is rebuilt from the journal's fills.
+        """
+        execution_id = activity.id
+        at = activity.transaction_time or self.clock.now()
+        side = _fill_side(activity.side)
+        symbol = activity.symbol or ""
+        qty, price = activity.qty or ZERO, activity.price or ZERO
+        if side is None or not symbol or qty <= 0:
+            log.warning("fill_skipped", execution_id=execution_id, side=activity.side, symbol=symbol,
+                        reason="not a buy or sell of shares")
+        else:
+            row = self.journal.order_by_broker_id(activity.order_id) if activity.order_id else None
+            cid = row["client_order_id"] if row else None
+            if self.journal.record_fill(execution_id, cid, activity.order_id, symbol, side, qty, price, at,
+                                        cum_qty=activity.cum_qty):
+                self.account_sanity.add_fill(side, qty, price)
+                record = self.journal.fill_record(execution_id)
+                if record is not None:
+                    self._book_trades(self.ledger.apply(record), live=True)
+        if self._last_fill_at is None or at > self._last_fill_at:
+            self._last_fill_at = at
+            self.journal.set_state("fills_cursor", {"after": at.isoformat()})
+
+    def _rebuild_ledger(self) -> None:
+        """The ledger from every fill in the journal; trades it closes are recorded once."""
+        self.ledger = TradeLedger()
+        self._book_trades(self.ledger.apply_all(self.journal.fill_records()), live=False)
+        since = self.clock.now() - timedelta(days=7)
+        self.protections.load_trades([
+            ProtectionTrade(symbol=t["symbol"], exit_time=_as_datetime(t["exit_at"]),
+                            profit_pct=float(t.get("return_pct") or 0), exit_reason=t.get("exit_reason") or "exit")
+            for t in self.journal.trades(since=since) if t.get("exit_at")
+        ], self.clock.now())
+
+    def _book_trades(self, closed: Sequence[Any], *, live: bool) -> None:
+        for trade in closed:
+            new = self.journal.record_trade(
+                trade.symbol, trade.strategy, trade.entry_at, trade.exit_at, trade.qty, trade.entry_price,
+                trade.exit_price, trade.pnl, trade.exit_reason or "exit", side=trade.side,
+                return_pct=trade.return_pct, trade_id=trade.trade_id)
+            entry_day = to_exchange_time(trade.entry_at).date()
+            if entry_day == to_exchange_time(trade.exit_at).date():
+                # One day trade per opening lot, however many partial fills closed it.
+                ref = f"{trade.symbol}:{entry_day.isoformat()}:{trade.entry_at.isoformat()}"
+                if self.journal.record_day_trade(trade.symbol, entry_day, ref=ref):
+                    self.pdt.record_day_trade(trade.symbol, entry_day)
+            if not new or not live:
+                continue
+            self.summary.trades += 1
+            self.summary.realized_pnl += trade.pnl
+            if trade.pnl > 0:
+                self.summary.wins += 1
+            else:
+                self.summary.losses += 1
+            self.protections.record_trade(
+                ProtectionTrade(symbol=trade.symbol, exit_time=trade.exit_at,
+                                profit_pct=float(trade.return_pct), exit_reason=trade.exit_reason or "exit"),
+                self.clock.now(),
+            )
+            log.info("position_closed", symbol=trade.symbol, strategy=trade.strategy, qty=str(trade.qty),
+                     entry_price=str(trade.entry_price), exit_price=str(trade.exit_price), pnl=str(trade.pnl),
+                     return_pct=round(float(trade.return_pct) * 100, 3), exit_reason=trade.exit_reason)
+        if closed and live:
+            self.journal.set_state("protection_locks", {"locks": self.protections.locks_snapshot()})
+
+    def _opened_in(self, symbol: str, session: date | None) -> bool:
+        """Whether an open lot of ``symbol`` was bought in ``session`` (closing it = a day trade)."""
+        return session is not None and any(
+            to_exchange_time(lot.at).date() == session for lot in self.ledger.open_lots(symbol))
+
+    def _strategy_of_order(self, broker_order_id: str | None) -> str | None:
+        for tracked in self.executor.tracked.values():
+            if tracked.broker_order_id == broker_order_id:
+                return tracked.strategy
+        if broker_order_id and hasattr(self.journal, "strategy_for_order"):
+            return self.journal.strategy_for_order(broker_order_id)
+        return None
+
+    # -- step 3 -----------------------------------------------------------------------------
+
+    async def apply_operator_commands(self) -> None:
+        """``python main.py halt`` / ``rearm`` append ``operator_command`` events to the journal
+        (append-only, so the CLI and the daemon never overwrite each other); apply new ones in
+        the order they were queued (the journal's sequence, not anybody's clock).
+
+        A ``rearm`` queued before the current latch was set (before the halt, or before the
+        breaker tripped) is stale: it was not a decision about this latch, so it is ignored
+        (``operator_rearm_stale``) and never cancels a later halt.
+        """
+        pending = self.journal.operator_commands(pending=True)
+        if not pending:
+            return
+        now = self.clock.now()
+        for command in pending:
+            kind, reason, seq = command.get("kind"), command.get("reason", ""), int(command.get("seq", 0))
+            applied = {"reason": reason, "id": command.get("id"), "seq": seq, "requested_at": command.get("at")}
+            if kind == "halt":
+                transitions = self.safety.halt(reason, now)
+                self._raise_latch_horizon(seq)
+            elif kind == "rearm":
+                horizon = self._latch_horizon()
+                if self.safety.latched and horizon is not None and seq <= horizon:
+                    log.warning("operator_rearm_stale", reason=reason, seq=seq, latch_seq=horizon,
+                                latch_reason=self.safety.latch_reason,
+                                detail="queued before the current latch was set; ignored")
+                    self.journal.log_event("rearm_ignored", {**applied, "latch_seq": horizon,
+                                                             "why": "queued before the latch"}, now)
+                    self.journal.mark_operator_command_applied(str(command.get("id")))
+                    continue
+                account = await self.broker.get_account()
+                # A non-positive reading is no baseline: rebase on the next believed cycle.
+                equity = account.equity if account.equity > 0 else None
+                transitions = self.safety.rearm(reason, now, equity=equity)
+            else:
+                log.warning("operator_command_unknown", command=command)
+                if command.get("id"):
+                    self.journal.mark_operator_command_applied(str(command["id"]))
+                continue
+            self.journal.log_event(f"{kind}_applied", applied, now)
+            self.journal.mark_operator_command_applied(str(command.get("id")))
+            self._persist_safety()
+            await self._announce(transitions)
+
+    def _latch_identity(self) -> str | None:
+        """Which latch is set now (kind and time), or None when unlatched."""
+        if not self.safety.latched:
+            return None
+        at = self.safety.tripped_at
+        return f"{self.safety.latch_kind}@{at.isoformat() if at else '?'}"
+
+    def _latch_horizon(self) -> int | None:
+        """The newest operator command queued before the current latch (None: unknown)."""
+        saved = self.journal.get_state("latch_horizon") or {}
+        identity = self._latch_identity()
+        if identity is None or saved.get("latch") != identity:
+            return None
+        return int(saved.get("seq", 0))
+
+    def _raise_latch_horizon(self, seq: int) -> None:
+        """Commands up to ``seq`` predate the current latch (a halt at ``seq``, or a halt at
+        ``seq`` that found the machine already latched)."""
+        identity = self._latch_identity()
+        if identity is None:
+            return
+        horizon = self._latch_horizon()
+        if horizon is None or seq > horizon:
+            self.journal.set_state("latch_horizon", {"latch": identity, "seq": seq})
+
+    def _note_latch_horizon(self) -> None:
+        """A latch set by the loop itself (circuit breaker): every operator command queued so
+        far predates it. Called whenever the safety state is persisted."""
+        if self.safety.latched and self._latch_horizon() is None:
+            self._raise_latch_horizon(self.journal.last_operator_seq())
+
+    async def enforce_safety(self, snapshot: AccountSnapshot, status: MarketStatus) -> AccountSnapshot:
+        """Breaker, drawdown, emergency exits and protection, every cycle, before anything else.
+
+        A rejected (unconfirmed) account reading trips nothing and exits nothing; a liquidation
+        decided earlier on a confirmed reading (or by the operator) carries on.
+        """
+        if snapshot.rejected:
+            if self.safety.state is TradingState.LIQUIDATING:
+                await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
+            return snapshot
+        transitions = self.safety.on_cycle(snapshot.portfolio)
+        self._persist_safety()
+        self._record_transitions(transitions)
+        if self.safety.state is TradingState.LIQUIDATING:
+            # The liquidation orders go out first; the alert saying so follows them (also
+            # when the broker fails half-way).
+            try:
+                reports = await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
+            finally:
+                await self._alert_transitions(transitions)
+            failed = [r for r in reports if not r.succeeded]
+            for report in failed:
+                await self.alerter.send(AlertLevel.EMERGENCY, f"Emergency stop failed: {report.symbol}",
+                                        "; ".join(report.failures) or "position not flat",
+                                        key=f"emergency_failed:{report.symbol}", fields=report.to_dict())
+            snapshot = await self.refresh_account()
+            transitions = self.safety.on_cycle(snapshot.portfolio)
+            self._persist_safety()
+            await self._announce(transitions)
+            return snapshot
+        await self._alert_transitions(transitions)
+        exits = self.risk.check_positions(snapshot.portfolio)
+        for exit_order in exits:
+            pdt = None
+            if status.session is not None and exit_order.qty > 0:
+                position = next((p for p in snapshot.positions if p.symbol == exit_order.symbol), None)
+                price = (position.current_price or position.avg_entry_price) if position else Decimal(1)
+                pdt = self.pdt.check_order(
+                    OrderCheck(symbol=exit_order.symbol, side=exit_order.side, qty=abs(exit_order.qty),
+                               price=price, is_closing=True,
+                               opens_today=self._opened_in(exit_order.symbol, status.session), is_risk_exit=True),
+                    AccountView.from_account(snapshot.account), status.session)
+            log.warning("emergency_exit_threshold", symbol=exit_order.symbol, reason=exit_order.reason,
+                        loss_fraction=str(exit_order.loss_fraction))
+            report = await self.executor.emergency_exit(exit_order.symbol, exit_order.reason, phase=status.phase)
+            if pdt is not None and pdt.warn_flag:  # after the exit went out, never before it
+                await self.alerter.send(AlertLevel.CRITICAL, f"Risk exit of {exit_order.symbol}: {pdt.warn_flag}",
+                                        pdt.reason, key=f"pdt_flag:{exit_order.symbol}")
+            if not report.succeeded:
+                await self.alerter.send(AlertLevel.EMERGENCY, f"Emergency stop failed: {report.symbol}",
+                                        "; ".join(report.failures), key=f"emergency_failed:{report.symbol}",
+                                        fields=report.to_dict())
+        if exits:
+            snapshot = await self.refresh_account()
+        if self.safety.state is not TradingState.HALTED:
+            await self.executor.protect_positions(snapshot.positions, snapshot.open_orders)
+        return snapshot
+
+    async def _announce(self, transitions: Sequence[Transition]) -> None:
+        self._record_transitions(transitions)
+        await self._alert_transitions(transitions)
+
+    def _record_transitions(self, transitions: Sequence[Transition]) -> None:
+        """Journal each state change (before anything is done about it)."""
+        for t in transitions:
+            self.journal.log_event("trading_state_changed", t.to_dict(), self.clock.now())
+        self.summary.state = self.safety.state.value
+
+    async def _alert_transitions(self, transitions: Sequence[Transition]) -> None:
+        for t in transitions:
+            data = t.to_dict()
+            level = AlertLevel.WARNING
+            title = f"Trading state {data.get('from')} -> {data.get('to')}"
+            if data.get("to") == TradingState.LIQUIDATING.value:
+                level = AlertLevel.EMERGENCY
+                if self.safety.latch_kind == "circuit_breaker":
+                    title = "CIRCUIT BREAKER TRIPPED: liquidating"
+            await self.alerter.send(level, title, data.get("reason", ""), key=f"state:{data.get('to')}", fields=data)
+        self.summary.state = self.safety.state.value
+
+    def _persist_safety(self) -> None:
+        self._store_state("safety", self.safety.to_dict())
+        self._note_latch_horizon()
+
+    def _store_state(self, key: str, value: dict[str, Any]) -> None:
+        """``journal.set_state``, skipped when this loop last stored exactly this value there
+        (only the loop writes these keys; most cycles change neither)."""
+        if self._stored_states.get(key) != value:
+            self.journal.set_state(key, value)
+            self._stored_states[key] = value
+
+    async def on_broker_unavailable(self, exc: TemporaryError, status: MarketStatus) -> None:
+        """Disconnect policy: protection orders live at the broker; alert during the session."""
+        log.warning("broker_unavailable", error=str(exc), phase=status.phase)
+        if status.is_regular or status.is_extended:
+            await self.alerter.send(AlertLevel.CRITICAL, "Broker unreachable during the session",
+                                    f"{exc}. Protective orders at the broker remain the safety net; "
+                                    "the daemon keeps retrying and catches up through REST.",
+                                    key="broker_unreachable")
+
+    # -- step 4 -----------------------------------------------------------------------------
+
+    async def monitor_gap_risk(self, snapshot: AccountSnapshot, status: MarketStatus) -> None:
+        if status.session is None or status.phase not in ("pre", "regular") or snapshot.rejected:
+            return
+        key = (status.session, status.phase)
+        if key in self._gap_assessed or not snapshot.positions:
+            return
+        symbols = [p.symbol for p in snapshot.positions]
+        quotes = await self.broker.get_latest_trades(symbols)
+        self._gap_assessed.add(key)
+        # A price far off the position's last close is a feed error, not a gap to act on.
+        references = {p.symbol: p.lastday_price or p.avg_entry_price for p in snapshot.positions}
+        prices: dict[str, Decimal] = {}
+        for symbol, trade in quotes.items():
+            if not getattr(trade, "p", None):
+                continue
+            reference = references.get(symbol)
+            problem = price_problem(trade.p, float(reference) if reference else None)
+            if problem is not None:
+                log.warning("market_data_rejected", symbol=symbol, reason=f"latest trade {problem}", source="gap_risk")
+                continue
+            prices[symbol] = Decimal(str(trade.p))
+        closing = self.journal.get_state("closing_snapshot")
+        if self.gap.close_date is None:
+            if not closing:
+                return
+            self.gap.load_close(closing)
+        held = {p.symbol: p.qty for p in snapshot.positions}
+        report = self.gap.assess(prices, held, status.phase, equity=snapshot.account.equity)
+        payload = report.to_dict()
+        log.info("gap_risk_assessed", **payload)
+        if report.alerts:
+            level = AlertLevel.CRITICAL if report.defensive_required else AlertLevel.WARNING
+            await self.alerter.send(level, f"Gap risk {report.level.value}",
+                                    "; ".join(str(a.to_dict()) for a in report.alerts),
+                                    key=f"gap:{status.session}:{status.phase}", fields=payload)
+        if report.defensive_required:
+            self._gap_defensive = {"active": True, "reason": f"gap risk {report.level.value}",
+                                   "session": status.session.isoformat()}
+            self.journal.set_state("defensive", self._gap_defensive)
+
+    async def record_closing_snapshot(self) -> None:
+        try:
+            positions = await self.broker.list_positions()
+        except BrokerError as exc:  # any answer: the session still counts once
+            log.warning("closing_snapshot_failed", error=str(exc), error_type=type(exc).__name__)
+            return
+        closes = {p.symbol: p.current_price for p in positions if p.current_price is not None}
+        session = self.safety.session_date
+        if session is None:
+            return
+        snapshot = self.gap.record_close(session, closes, {p.symbol: p.qty for p in positions})
+        self.journal.set_state("closing_snapshot", snapshot)
+
+    # -- step 5 -----------------------------------------------------------------------------
+
+    def universe(self) -> list[str]:
+        symbols = list(dict.fromkeys(self.settings.scanning.symbols))
+        return symbols
+
+    async def refresh_market_data(self, status: MarketStatus) -> dict[str, MarketData]:
+        symbols = self.universe()
+        wanted = list(dict.fromkeys(symbols + [BENCHMARK]))
+        if self._history.session != status.session:
+            await self._load_history(wanted, status)
+        snapshots = await self.broker.get_snapshots(wanted)
+        rejected = {**self._history.rejected, **dict(getattr(self.broker, "data_rejections", None) or {})}
+        for symbol in wanted:
+            if symbol not in rejected and symbol in snapshots:
+                problem = self._snapshot_problem(symbol, snapshots[symbol])
+                if problem is not None:
+                    rejected[symbol] = problem
+                    log.warning("market_data_rejected", symbol=symbol, reason=problem, source="snapshot")
+        await self._track_data_rejections(wanted, rejected)
+        now = self.clock.now()
+        benchmark = None if BENCHMARK in rejected else self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
+        regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
+        defensive = self._defensive_active(status, self._last_equity, benchmark)
+        data: dict[str, MarketData] = {}
+        for symbol in symbols:
+            snap = snapshots.get(symbol)
+            if symbol in rejected:
+                continue
+            daily = self._with_today(symbol, snap)
+            if snap is None or daily is None or len(daily) < 30:
+                continue
+            last = _last_price(snap)
+            if last is None:
+                continue
+            quote = snap.latest_quote
+            bid = float(quote.bp) if quote is not None and quote.bp else None
+            ask = float(quote.ap) if quote is not None and quote.ap else None
+            prev_close = float(snap.prev_daily_bar.c) if snap.prev_daily_bar is not None else float(daily.close[-2])
+            data[symbol] = MarketData(
+                symbol=symbol, now=now, daily=daily, intraday=None, last_price=last, bid=bid, ask=ask,
+                prev_close=prev_close, benchmark=benchmark, regime=regime, defensive=defensive, news=[],
+            )
+        return data
+
+    def _snapshot_problem(self, symbol: str, snap: Snapshot) -> str | None:
+        """Why a symbol's snapshot is not believed this cycle: a price (last trade, quote,
+        minute bar, today's bar, yesterday's close) that is not positive, absurd, or more than
+        ``market_data.MAX_PRICE_MOVE`` times away from the last completed close.
+
+        Runs for every symbol every cycle: the common case is decided on the lowest and
+        highest price alone; only a failing snapshot is searched for the price to name."""
+        hist = self._history.bars.get(symbol)
+        reference = float(hist.close[-1]) if hist is not None and len(hist) else None
+        trade, quote, minute = snap.latest_trade, snap.latest_quote, snap.minute_bar
+        values: list[Decimal] = []
+        if trade is not None:
+            values.append(trade.p)
+        if quote is not None:
+            values += (quote.bp, quote.ap)
+        if minute is not None:
+            values.append(minute.c)
+        bar, previous = snap.daily_bar, snap.prev_daily_bar
+        if bar is not None:
+            values += (bar.o, bar.h, bar.l, bar.c)
+        if previous is not None:
+            values.append(previous.c)
+        if not values:
+            return None
+        low, high = float(min(values)), float(max(values))
+        if 0 < low and high <= MAX_SANE_PRICE and (reference is None or (
+                high <= reference * MAX_PRICE_MOVE and low * MAX_PRICE_MOVE >= reference)):
+            return None
+        named: list[tuple[str, Any]] = []
+        if trade is not None:
+            named.append(("last trade", trade.p))
+        if quote is not None:
+            named += [("bid", quote.bp), ("ask", quote.ap)]
+        if minute is not None:
+            named.append(("minute bar close", minute.c))
+        if bar is not None:
+            named += [(f"daily bar {k}", getattr(bar, k)) for k in ("o", "h", "l", "c")]
+        if previous is not None:
+            named.append(("previous daily bar close", previous.c))
+        for name, value in named:
+            problem = price_problem(value, reference)
+            if problem is not None:
+                return f"{name} {problem}"
+        return None
+
+    async def _track_data_rejections(self, symbols: Sequence[str], rejected: dict[str, str]) -> None:
+        """Count the cycles in a row each symbol's data was rejected; alert once it persists
+        for :data:`DATA_REJECTION_ALERT_CYCLES` cycles (the alerter throttles repeats)."""
+        for symbol in symbols:
+            if symbol not in rejected:
+                self._data_rejected_cycles.pop(symbol, None)
+                continue
+            count = self._data_rejected_cycles.get(symbol, 0) + 1
+            self._data_rejected_cycles[symbol] = count
+            if count == DATA_REJECTION_ALERT_CYCLES:
+                await self.alerter.send(
+                    AlertLevel.WARNING, f"Market data for {symbol} rejected for {count} cycles",
+                    f"{symbol} is not traded while its data is unusable: {rejected[symbol]}",
+                    key=f"market_data_rejected:{symbol}", fields={"symbol": symbol, "reason": rejected[symbol]})
+
+    def _defensive_active(self, status: MarketStatus, equity: Decimal | None = None,
+                          benchmark: BarSeries | None = None, *, baseline: Decimal | None = None) -> bool:
+        """Defensive mode: near the breaker, in drawdown, in high volatility or after a gap.
+
+        The day's loss is measured from ``baseline`` (default: the session's starting equity)."""
+        d = self.settings.defensive
+        reasons: list[str] = []
+        state = self._gap_defensive  # kept in memory; journaled when set (no read per cycle)
+        if state.get("active") and status.session and state.get("session") == status.session.isoformat():
+            reasons.append(str(state.get("reason", "gap risk")))
+        if baseline is None:
+            baseline = self.safety.session_start_equity
+        if equity is not None and baseline:
+            day_loss = float((baseline - equity) / baseline)
+            near = float(self.settings.risk.circuit_breaker_loss) * float(d.activation_breaker_fraction)
+            if day_loss >= near:
+                reasons.append(f"day loss {day_loss:.2%} is within reach of the breaker")
+        if equity is not None and self._peak_equity:
+            drawdown = float((self._peak_equity - equity) / self._peak_equity)
+            if drawdown >= float(d.drawdown_threshold):
+                reasons.append(f"drawdown {drawdown:.2%} from the peak")
+        if benchmark is not None and len(benchmark) >= 21:
+            closes = benchmark.close[-21:]
+            vol = float(np.std(np.diff(np.log(closes)), ddof=1))
+            if vol >= float(d.volatility_threshold):
+                reasons.append(f"benchmark daily volatility {vol:.2%}")
+        active = bool(reasons)
+        if active != self._defensive:
+            self._defensive = active
+            log.info("defensive_mode", active=active, reasons=reasons)
+        return active
+
+    async def _load_history(self, symbols: list[str], status: MarketStatus) -> None:
+        now = self.clock.now()
+        lookback = max(int(self.settings.strategy.lookback_days) * 2, 300)
+        start = now - timedelta(days=lookback)
+        today = status.session
+        bars = await self.broker.get_bars(symbols, timeframe="1Day", start=start, end=now)
+        rejected = dict(getattr(self.broker, "data_rejections", None) or {})
+        history: dict[str, BarSeries] = {}
+        for symbol, series in bars.items():
+            completed = [b for b in series if today is None or to_exchange_time(b.t).date() < today]
+            if completed:
+                try:
+                    loaded = BarSeries.from_bars(completed)
+                    problem = series_problem(loaded)
+                except (DataQualityError, ArithmeticError, ValueError) as exc:
+                    problem = str(exc)
+                if problem is not None:
+                    rejected[symbol] = f"daily history {problem}"
+                    log.warning("market_data_rejected", symbol=symbol, reason=rejected[symbol], source="history")
+                    continue
+                history[symbol] = loaded
+        self._history = _History(session=today, bars=history, rejected=rejected)
+        log.info("history_loaded", symbols=len(history), session=today.isoformat() if today else None)
+
+    def _with_today(self, symbol: str, snap: Snapshot | None) -> BarSeries | None:
+        hist = self._history.bars.get(symbol)
+        if hist is None:
+            return None
+        if snap is None or snap.daily_bar is None:
+            return hist
+        bar = snap.daily_bar
+        ts = int(bar.t.timestamp())
+        if len(hist) and hist.ts[-1] >= ts:
+            return hist
+        return hist.append(ts, float(bar.o), float(bar.h), float(bar.l), float(bar.c), float(bar.v))
+
+    # -- step 6 -----------------------------------------------------------------------------
+
+    async def exit_positions(self, data: dict[str, MarketData], snapshot: AccountSnapshot,
+                             status: MarketStatus) -> None:
+        """Strategy exits for held positions (a ``sell`` signal, or the maximum holding time)."""
+        for position in snapshot.positions:
+            md = data.get(position.symbol)
+            if md is None or position.qty <= 0:
+                continue
+            reason = None
+            # A position answers to the strategy that opened it (and to the defensive one).
+            # Another strategy's sell only takes profit on a position held a while: mean
+            # reversion calling a fresh momentum entry "overbought" a minute after the buy would
+            # otherwise churn every trade. Positions of unknown origin listen to every strategy.
+            lots = self.ledger.open_lots(position.symbol)
+            owners = {lot.strategy for lot in lots} - {None}
+            held_for = self.clock.now() - min((lot.at for lot in lots), default=self.clock.now())
+            in_profit = (position.unrealized_pl or ZERO) > 0
+            for strategy in self.strategies:
+                foreign = bool(owners) and strategy.name not in owners and strategy.name != "defensive"
+                if foreign and not (in_profit and held_for >= MIN_HOLD_BEFORE_FOREIGN_EXIT):
+                    continue
+                try:
+                    signal = await strategy.evaluate_opportunity(position.symbol, md)
+                except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
+                    _reject_on_arithmetic(position.symbol, strategy.name, exc)
+                    break
+                if signal.action == "sell":
+                    self._log_signal(signal)
+                    reason = f"{signal.strategy}: {signal.reasoning}"
+                    break
+            held_days = self.ledger.holding_sessions(position.symbol, self.clock.now(), self.calendar)
+            max_hold = int(self.settings.mean_reversion.max_hold_days)
+            if reason is None and owners == {"mean_reversion"} and held_days is not None and held_days > max_hold:
+                reason = f"mean reversion held {held_days} sessions, more than the maximum of {max_hold}"
+            if reason is None:
+                continue
+            check = OrderCheck(symbol=position.symbol, side="sell", qty=abs(position.qty),
+                               price=Decimal(str(md.last_price)), is_closing=True,
+                               opens_today=self._opened_in(position.symbol, status.session),
+                               is_risk_exit=False)
+            decision = self.pdt.check_order(check, AccountView.from_account(snapshot.account), status.session)
+            if not decision.allowed:
+                log.info("exit_deferred", symbol=position.symbol, reason=decision.reason)
+                continue
+            log.info("strategy_exit", symbol=position.symbol, reason=reason)
+            # No re-entry in the session a position was exited: no churn between strategies.
+            self._entered_this_session.add(position.symbol)
+            await self.executor.emergency_exit(position.symbol, reason, phase=status.phase, kind="exit")
+
+    async def enter_positions(self, data: dict[str, MarketData], snapshot: AccountSnapshot,
+                              status: MarketStatus) -> None:
+        """Strategies -> AI analyzer -> ranked intents -> risk and PDT -> bracket orders."""
+        held = {p.symbol for p in snapshot.positions}
+        busy = held | {o.symbol for o in snapshot.open_orders if o.is_open} | self._entered_this_session
+        now = self.clock.now()
+        if self.protections.global_lock(now) is not None:
+            return
+        intents: list[TradeIntent] = []
+        volatility: dict[str, float | None] = {}
+        candidates = await self.entry_candidates(data, busy, now)
+        if candidates and self.news is not None:
+            await self.news.prefetch(sig.symbol for sig, _ in candidates)  # one request for all
+        for best, md in candidates:
+            try:
+                intent = await self.analyzer.analyze(best, md)
+            except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
+                _reject_on_arithmetic(best.symbol, "ai_analyzer", exc)
+                continue
+            if intent is not None:
+                intents.append(intent)
+                volatility[intent.symbol] = _daily_volatility(md.daily)
+        intents.sort(key=lambda i: i.confidence, reverse=True)
+        portfolio = snapshot.portfolio
+        account_view = AccountView.from_account(snapshot.account)
+        for intent in intents:
+            self.journal.record_intent(intent.intent_id, intent.symbol, intent.side, intent.strategy,
+                                       float(intent.confidence), _intent_payload(intent), intent.created_at)
+            log.info("trade_intent", intent_id=intent.intent_id, symbol=intent.symbol, side=intent.side,
+                     strategy=intent.strategy, confidence=round(float(intent.confidence), 4),
+                     entry_price=intent.entry_price, stop_price=intent.stop_price,
+                     target_price=intent.target_price, reasoning=intent.reasoning)
+            decision = self.risk.evaluate(intent, portfolio, volatility=volatility.get(intent.symbol))
+            if not decision.approved:
+                continue
+            qty = decision.qty
+            check = OrderCheck(symbol=intent.symbol, side="buy", qty=qty,
+                               price=Decimal(str(intent.entry_price)), is_closing=False)
+            pdt = self.pdt.check_order(check, account_view, status.session)
+            if not pdt.allowed or pdt.qty <= 0:  # the PDT manager logged pdt_blocked with its reason
+                continue
+            qty = min(qty, pdt.qty)
+            result = await self.executor.submit_bracket(intent, qty)
+            if result.status == "rejected" and result.error_code == 40310100:
+                self.pdt.block_symbol(intent.symbol, status.session)
+            if result.status in ("submitted", "in_flight"):
+                self.summary.orders_submitted += 1
+                self._entered_this_session.add(intent.symbol)
+                portfolio = replace(portfolio, pending_entries=portfolio.pending_entries + (
+                    PendingEntry(symbol=intent.symbol, qty=qty, price=Decimal(str(intent.entry_price)),
+                                 stop_price=Decimal(str(intent.stop_price)) if intent.stop_price else None),))
+
+    async def entry_candidates(self, data: dict[str, MarketData], busy: AbstractSet[str], now: datetime, *,
+                               log_signals: bool = True) -> list[tuple[Any, MarketData]]:
+        """Each symbol of ``data`` not ``busy`` that passes the scanner and no protection locks
+        at ``now``, with its strongest buy signal among the strategies (those with none are left
+        out): what :meth:`enter_positions` hands the AI analyzer."""
+        candidates: list[tuple[Any, MarketData]] = []
+        for symbol, md in data.items():
+            if symbol in busy or not self._passes_scanner(md):
+                continue
+            if self.protections.is_locked(symbol, now) is not None:
+                continue
+            best = None
+            for strategy in self.strategies:
+                try:
+                    signal = await strategy.evaluate_opportunity(symbol, md)
+                except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
+                    _reject_on_arithmetic(symbol, strategy.name, exc)
+                    best = None
+                    break
+                if signal.action == "buy":  # long only: a sell on a symbol not held is no trade
+                    if log_signals:
+                        self._log_signal(signal)
+                    if best is None or signal.confidence > best.confidence:
+                        best = signal
+            if best is not None:
+                candidates.append((best, md))
+        return candidates
+
+    def _passes_scanner(self, md: MarketData) -> bool:
+        s = self.settings.scanning
+        if not (s.min_price <= md.last_price <= s.max_price):
+            return False
+        spread = md.spread_pct
+        if spread is not None and spread > s.max_spread:
+            return False
+        volume = md.daily.volume
+        if len(volume) >= 21:
+            avg = float(np.add.reduce(volume[-21:-1]) / 20)  # np.mean's own arithmetic, less overhead
+            if avg < s.min_volume:
+                return False
+        return True
+
+    @staticmethod
+    def _log_signal(signal: Any) -> None:
+        log.info("signal", symbol=signal.symbol, action=signal.action, strategy=signal.strategy,
+                 confidence=round(float(signal.confidence), 4), reasoning=signal.reasoning,
+                 stop_price=signal.stop_price, target_price=signal.target_price)
+
+    # -- step 7 -----------------------------------------------------------------------------
+
+    def _snapshot_data(self, snapshot: AccountSnapshot, phase: str, now: datetime) -> dict[str, Any]:
+        """What ``python main.py status`` shows of a broker snapshot (JSON-friendly)."""
+        account = snapshot.account
+        baseline = self.safety.session_start_equity
+        return {
+            "at": now.isoformat(), "phase": phase, "equity": str(account.equity),
+            "day_pnl": str(account.equity - baseline) if baseline is not None else None,
+            "positions": len(snapshot.positions), "open_orders": len(snapshot.open_orders),
+            "state": self.safety.state.value,
+            "position_details": [
+                {"symbol": p.symbol, "qty": str(p.qty),
+                 "unrealized_pl": str(p.unrealized_pl) if p.unrealized_pl is not None else None,
+                 "stop": str(snapshot.portfolio.positions[p.symbol].stop_price)
+                 if p.symbol in snapshot.portfolio.positions else None,
+                 "protected": protected_quantity(p, snapshot.open_orders) >= abs(p.qty)}
+                for p in snapshot.positions
+            ],
+            "order_details": [
+                {"symbol": o.symbol, "side": o.side, "type": o.type, "qty": str(o.qty), "status": o.status,
+                 "client_order_id": o.client_order_id}
+                for o in flatten_orders(snapshot.open_orders) if o.is_open
+            ],
+        }
+
+    def record_cycle(self, snapshot: AccountSnapshot, status: MarketStatus, started: float,
+                     cpu_started: float, requests_before: int, symbols: int) -> None:
+        account = snapshot.account
+        now = self.clock.now()
+        if snapshot.rejected:  # never journal (or summarise) an equity nobody confirmed
+            log.info("cycle_complete", market_time=now.isoformat(),
+                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                     cpu_ms=round((time.process_time() - cpu_started) * 1000, 2), symbols=symbols,
+                     requests=getattr(self.broker, "request_count", 0) - requests_before, phase=status.phase,
+                     equity=None, account_rejected=True, positions=len(snapshot.positions),
+                     open_orders=len(snapshot.open_orders), state=self.safety.state.value)
+            return
+        positions_value = sum((p.market_value or ZERO for p in snapshot.positions), ZERO)
+        self.journal.record_equity(now, account.equity, account.cash, positions_value)
+        if self._peak_equity:
+            drawdown = float((self._peak_equity - account.equity) / self._peak_equity)
+            self.summary.max_drawdown = max(self.summary.max_drawdown, drawdown)
+        self.summary.end_equity = account.equity
+        requests = getattr(self.broker, "request_count", 0) - requests_before
+        data = self._snapshot_data(snapshot, status.phase, now)
+        self.remember_last_cycle(now, data)
+        # positions without a working stop for their full quantity, as seen this cycle
+        unprotected = [d["symbol"] for d in data["position_details"] if not d["protected"]]
+        still = sorted(set(unprotected) & self._unprotected_last_cycle)
+        self._unprotected_last_cycle = set(unprotected)
+        if still:
+            log.error("position_still_unprotected", symbols=still)
+            self._pending_alerts.append((AlertLevel.CRITICAL, "Position unprotected for more than one cycle",
+                                         ", ".join(still), "still_unprotected"))
+        if status.session is not None:
+            self._store_state("pdt_status", _jsonable(self.pdt.status(
+                status.session, AccountView.from_account(account))))
+        log.info("cycle_complete", market_time=now.isoformat(),
+                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                 cpu_ms=round((time.process_time() - cpu_started) * 1000, 2), symbols=symbols,
+                 requests=requests, phase=status.phase, equity=str(account.equity),
+                 positions=len(snapshot.positions), open_orders=len(snapshot.open_orders),
+                 unprotected=unprotected, state=self.safety.state.value)
+
+    def remember_last_cycle(self, at: datetime, data: dict[str, Any]) -> None:
+        """The latest cycle, for ``python main.py status`` (journaled every cycle)."""
+        self.journal.last_cycle(at, data)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    SHUTDOWN_BROKER_SECONDS = 2.0  # when stopping on request (signal, halt, fatal error)
+    SHUTDOWN_BROKER_SECONDS_UNHURRIED = 30.0  # at the natural end of a run (--sim-days)
+
+    async def shutdown(self) -> None:
+        """Log open positions and their protection, flush state, ``system_shutdown``.
+
+        The broker calls here are only for the record, so on a stop request they get
+        ``SHUTDOWN_BROKER_SECONDS`` of wall time together: a broker that hangs must not hold
+        up a stop (SIGTERM ends the daemon within 10 s).
+        """
+        bound = (self.SHUTDOWN_BROKER_SECONDS if self.stop_event.is_set()
+                 else self.SHUTDOWN_BROKER_SECONDS_UNHURRIED)
+        try:
+            async with asyncio.timeout(bound):
+                positions = await self.broker.list_positions()
+                orders = await self.broker.list_orders(status="open", nested=True, limit=500)
+                account = await self.broker.get_account()
+            if not self.account_sanity.problems(account, positions):  # a bogus last word is no result
+                self.summary.end_equity = account.equity
+            self.summary.open_positions = len(positions)
+            for p in positions:
+                covered = protected_quantity(p, orders)
+                if covered >= abs(p.qty):
+                    self.summary.protected_positions += 1
+                log.info("open_position", symbol=p.symbol, qty=str(p.qty), protected_qty=str(covered),
+                         unrealized_pl=str(p.unrealized_pl) if p.unrealized_pl is not None else None)
+        except TimeoutError:
+            log.warning("shutdown_broker_unavailable", error=f"no answer within {bound:g}s")
+        except (BrokerError, asyncio.CancelledError) as exc:
+            log.warning("shutdown_broker_unavailable", error=str(exc))
+        self._persist_safety()
+        if hasattr(self.alerter, "drain"):  # queued alerts get a bounded flush, never more
+            await self.alerter.drain(ALERT_FLUSH_SECONDS)
+        self.summary.state = self.safety.state.value
+        log.info("system_shutdown", run_id=self.run_id, **self.summary.to_dict())
+
+
+def _reject_on_arithmetic(symbol: str, where: str, exc: ArithmeticError) -> None:
+    """An overflow, division by zero or invalid decimal operation while evaluating one symbol
+    rejects that symbol's data for the cycle (``market_data_rejected``); the loop goes on."""
+    log.warning("market_data_rejected", symbol=symbol, reason=f"{where}: {type(exc).__name__}: {exc}",
+                source="evaluation")
+
+
+def _leg_stop(order: Order) -> Decimal | None:
+    for leg in order.legs or []:
+        if leg.stop_price is not None:
+            return leg.stop_price
+    return None
+
+
+def _last_price(snap: Snapshot) -> float | None:
+    if snap.latest_trade is not None and snap.latest_trade.p:
+        return float(snap.latest_trade.p)
+    if snap.minute_bar is not None:
+        return float(snap.minute_bar.c)
+    if snap.daily_bar is not None:
+        return float(snap.daily_bar.c)
+    return None
+
+
+def _intent_payload(intent: TradeIntent) -> dict[str, Any]:
+    return {
+        "confidence_breakdown": getattr(intent, "confidence_breakdown", {}),
+        "reasoning": intent.reasoning,
+        "entry_price": intent.entry_price,
+        "stop_price": intent.stop_price,
+        "target_price": intent.target_price,
+        "decays_at": intent.decays_at.isoformat() if getattr(intent, "decays_at", None) else None,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (Decimal, date, datetime)):
+        return str(value) if isinstance(value, Decimal) else value.isoformat()
+    return value
+
+
+RECONCILE_EVERY_CYCLES = 30
+#: Wall seconds the shutdown gives queued alert deliveries before abandoning them.
+# Within main.SignalStop's grace period (3 s), so that a stop on SIGTERM flushes, then ends.
+ALERT_FLUSH_SECONDS = 2.0
+#: A symbol whose market data is rejected this many cycles in a row raises an alert.
+DATA_REJECTION_ALERT_CYCLES = 3
+#: How far before the last journaled fill (or the oldest order to look up) reconciliation
+#: asks the broker from: Alpaca's ``after`` is exclusive and a broker's clock is not ours;
+#: anything fetched twice is deduplicated by execution id / order id.
+RECONCILE_OVERLAP = timedelta(hours=1)
+#: How far before the fills cursor each cycle asks for fills (same-instant fills).
+FILLS_OVERLAP = timedelta(seconds=5)
+#: At most this many orders looked up one by one in a reconciliation (the rest wait).
+RECONCILE_LOOKUPS = 50
+MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
+
+
+def _fill_side(side: str | None) -> str | None:
+    """Alpaca's fill sides as buy/sell (short sales and covers are still sells and buys)."""
+    return {"buy": "buy", "sell": "sell", "sell_short": "sell", "buy_to_cover": "buy"}.get(side or "")
+
+
+def _as_datetime(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def _daily_volatility(daily: BarSeries) -> float | None:
+    """Standard deviation of the last 20 daily log returns (for volatility-adjusted sizing)."""
+    closes = daily.close[-21:]
+    if len(closes) < 21 or np.any(closes <= 0):
+        return None
+    return float(np.std(np.diff(np.log(closes)), ddof=1))
