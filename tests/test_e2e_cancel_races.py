@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import pytest
 from structlog.testing import capture_logs
 
+import errors
 from models import OrderRequest
 from tests.test_e2e_safety_support import (
     WIDE_STOPS,
@@ -218,3 +219,25 @@ async def test_the_breakers_liquidation_meets_the_race_and_ends_flat_and_halted(
         assert await stack.open_orders() == []
         fills = await _assert_journal_holds_the_brokers_fills(stack)
         assert {f["symbol"] for f in fills} == set(SYMBOLS)
+
+
+# -- replacing a leg: the daemon never does; the gateway meets the race correctly ----------
+
+
+async def test_replacing_a_leg_meets_the_race_as_an_outcome_with_the_filled_order(tmp_path: Path) -> None:
+    """``OrderExecutor`` and ``TradingSystem`` never call ``replace_order`` (a changed stop is
+    canceled and placed again), so no daemon path replaces a leg; this is the gateway's
+    answer should one ever do it: the simulator's race fills the stop before the PATCH."""
+    async with sim_stack(tmp_path, start=SESSION_START, symbols=SYMBOLS) as stack:
+        await buy_by_hand(stack, {"SPY": 0.05})
+        qty = (await stack.positions())[0].qty
+        stop = await stack.gateway.submit_order(OrderRequest.simple(
+            "SPY", qty, "sell", type="stop", stop_price=Decimal("100"), time_in_force="gtc",
+            client_order_id="hand-stop-SPY"))
+        await _race(stack, "race=1.0,race_mode=fill")
+        with pytest.raises(errors.OrderNotReplaceable) as raced:
+            await stack.gateway.replace_order(stop.id, stop_price=Decimal("101"))
+        assert raced.value.status == 422 and raced.value.code == 42210000
+        assert raced.value.order is not None and raced.value.order.status == "filled"
+        assert raced.value.order.filled_qty == qty
+        assert await stack.positions() == []
