@@ -13,8 +13,9 @@ for the path under test, and asserts what a user cares about:
 - the position ends as the path intends: protected by a stop for its full quantity
   (protection), or flat (emergency exit, ``halt``, the circuit breaker's liquidation).
 
-Paths: protecting a position whose exit orders must be replaced (its OCO covers only part of
-it), the emergency exit of a position under a resting bracket, the operator's ``halt``, and
+Paths: protecting a position whose exit orders must be replaced (a lone take-profit covers
+only part of it), ending the rest of a partly filled bracket entry so that its legs protect
+what filled, the emergency exit of a position under a resting bracket, the operator's ``halt``, and
 the breaker's liquidation (which cancels everything with ``DELETE /v2/orders``: the race
 answers the raced orders with Alpaca's 422 item in the 207 body). The daemon never replaces
 an order (``PATCH``): ``replace_order``'s race is proven at the gateway in
@@ -241,3 +242,38 @@ async def test_replacing_a_leg_meets_the_race_as_an_outcome_with_the_filled_orde
         assert raced.value.order is not None and raced.value.order.status == "filled"
         assert raced.value.order.filled_qty == qty
         assert await stack.positions() == []
+
+
+async def test_ending_a_partly_filled_entry_meets_the_fill_of_its_rest_and_the_legs_protect_it_all(
+        tmp_path: Path) -> None:
+    """A bracket entry fills in parts (volume-limited): once it has filled for longer than the
+    partial-fill timeout, protection cancels the rest so that its legs protect what filled.
+    The market fills the rest first: the legs then protect the whole entry."""
+    async with sim_stack(tmp_path, start=SESSION_START, symbols=SYMBOLS) as stack:
+        stack.core.broker.partial_fills = True
+        stack.core.broker.volume_participation = Decimal("0.00005")  # a few shares a minute
+        price = Decimal(str((await stack.gateway.get_latest_trades(["SPY"]))["SPY"].p))
+        entry = await stack.gateway.submit_order(OrderRequest.bracket(
+            "SPY", 40, "buy", time_in_force="gtc",
+            take_profit_price=(price * Decimal("1.2")).quantize(Decimal("0.01")),
+            stop_loss_price=(price * Decimal("0.8")).quantize(Decimal("0.01")),
+            client_order_id="hand-partial-SPY"))
+        system = await _quiet_system(stack)
+        await stack.clock.sleep(120)  # past the partial-fill timeout (60 s)
+        filling = [o for o in await stack.open_orders() if o.id == entry.id]
+        assert filling and Decimal(0) < filling[0].filled_qty < Decimal(40), "the entry must be part filled"
+        await _race(stack, "race=1.0,race_mode=fill")
+        with capture_logs() as logs:
+            for _ in range(3):
+                await cycle(system, minutes=1)
+        _assert_no_failures(logs)
+        assert events(logs, "entry_remainder_canceled")
+        raced = _raced_fills(logs)
+        assert [e["order_id"] for e in raced] == [entry.id]
+        assert Decimal(raced[0]["filled_qty"]) == Decimal(40)
+        positions, orders = await stack.positions(), await stack.open_orders()
+        assert {p.symbol: p.qty for p in positions} == {"SPY": Decimal(40)}
+        assert unprotected(positions, orders) == {}
+        # its own legs protect it: nothing new was placed
+        assert not events(logs, "order_submitted")
+        await _assert_journal_holds_the_brokers_fills(stack)
