@@ -361,8 +361,13 @@ class BrokerClockProxy:
         except TimeoutError:
             import structlog
 
-            structlog.get_logger("main").warning(
-                "broker_clock_unavailable", error=f"no answer within {self.ATTACH_SECONDS:g}s")
+            if self._synced:  # it answered, but its time did not move (a replayed or frozen clock)
+                structlog.get_logger("main").warning(
+                    "broker_clock_rate_unmeasured",
+                    reason=f"the broker's clock did not advance within {self.ATTACH_SECONDS:g}s; rate 1 assumed")
+            else:
+                structlog.get_logger("main").warning(
+                    "broker_clock_unavailable", error=f"no answer within {self.ATTACH_SECONDS:g}s")
 
     async def _try_sync(self) -> bool:
         try:

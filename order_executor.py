@@ -539,30 +539,11 @@ class OrderExecutor:
 
     async def _protect(self, position: Position, open_orders: Sequence[Order]) -> None:
         symbol = position.symbol
+        cleared = await self._clear_exit_orders(position, open_orders)
+        if cleared is None:
+            return
+        position = cleared
         exit_side = "sell" if position.qty > 0 else "buy"
-        holding = [
-            o for o in flatten_orders(open_orders)
-            if o.symbol == symbol and o.side == exit_side and o.is_open and o.status != "held"
-        ]
-        for order in holding:
-            await self._cancel_quietly(order.id)
-        if holding:
-            if not await self._await_gone(symbol, {o.id for o in holding}, attempts=5):
-                log.error("position_protection_failed", symbol=symbol,
-                          reason="existing exit orders did not cancel")
-                return
-            # A canceled exit may have filled in the race (a lone take-profit filling as it
-            # is canceled): protect what the broker holds now, not the snapshot from before.
-            current = await self._broker.get_position(symbol)
-            if current is None or current.qty == 0:
-                log.info("position_gone", symbol=symbol, previous_qty=str(position.qty),
-                         reason="closed while its exit orders were canceled; nothing to protect")
-                return
-            if current.qty != position.qty:
-                log.info("position_changed", symbol=symbol, previous_qty=str(position.qty),
-                         qty=str(current.qty), reason="exit orders filled while being canceled")
-            position = current
-            exit_side = "sell" if position.qty > 0 else "buy"
         entry = position.avg_entry_price
         current = position.current_price or entry
         qty = abs(position.qty)
@@ -594,6 +575,48 @@ class OrderExecutor:
             return
         log.info("position_protected", symbol=symbol, qty=str(qty), stop_price=str(stop),
                  target_price=str(target), client_order_id=result.client_order_id, status=result.status)
+
+    async def _clear_exit_orders(self, position: Position, open_orders: Sequence[Order],
+                                 rounds: int = 3) -> Position | None:
+        """Cancel the exit orders holding ``position``'s shares, so that one protection can be
+        placed for all of it; the position as the broker then holds it (None: gone, or the
+        cancels were not confirmed).
+
+        The symbol's orders are listed again after each round of cancels: while they were
+        being canceled a ``held`` leg may have become active (its entry filled in the race,
+        growing the position), and a protection sized to the grown position would be refused
+        for the shares that leg holds (403 insufficient qty), leaving it unprotected.
+        """
+        symbol = position.symbol
+        for _ in range(rounds):
+            exit_side = "sell" if position.qty > 0 else "buy"
+            holding = [
+                o for o in flatten_orders(open_orders)
+                if o.symbol == symbol and o.side == exit_side and o.is_open and o.status != "held"
+            ]
+            if not holding:
+                return position
+            for order in holding:
+                await self._cancel_quietly(order.id)
+            if not await self._await_gone(symbol, {o.id for o in holding}, attempts=5):
+                log.error("position_protection_failed", symbol=symbol,
+                          reason="existing exit orders did not cancel")
+                return None
+            # A canceled exit may have filled in the race (a lone take-profit filling as it
+            # is canceled): protect what the broker holds now, not the snapshot from before.
+            current = await self._broker.get_position(symbol)
+            if current is None or current.qty == 0:
+                log.info("position_gone", symbol=symbol, previous_qty=str(position.qty),
+                         reason="closed while its exit orders were canceled; nothing to protect")
+                return None
+            if current.qty != position.qty:
+                log.info("position_changed", symbol=symbol, previous_qty=str(position.qty),
+                         qty=str(current.qty), reason="filled while its exit orders were canceled")
+            position = current
+            open_orders = await self._broker.list_orders(status="open", symbols=[symbol], nested=True)
+        log.error("position_protection_failed", symbol=symbol,
+                  reason=f"exit orders still open after {rounds} rounds of cancels")
+        return None
 
     # -- emergency stop -------------------------------------------------------------------
 

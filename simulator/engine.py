@@ -60,7 +60,7 @@ import math
 import random
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal
@@ -1084,6 +1084,10 @@ class SimBroker:
     def _open_orders(self) -> list[SimOrder]:
         return sorted(self._open.values(), key=lambda o: o.seq)
 
+    def open_orders_snapshot(self) -> list[SimOrder]:
+        """The open orders in submission order (a copy: the caller may cancel or fill them)."""
+        return self._open_orders()
+
     # == events =============================================================================
 
     def _emit(
@@ -1240,14 +1244,24 @@ class SimBroker:
             price = with_slippage(touch.ask if order.side == "buy" else touch.bid, order.side, self.slippage_bps)
         self._fill(order, self._fill_qty(order, price), price, at)
 
-    def cancel_all(self) -> list[dict[str, Any]]:
-        """``DELETE /v2/orders``: cancel every open order; one 207 item per order."""
+    def cancel_all(self, raced: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """``DELETE /v2/orders``: cancel every open order; one 207 item per order.
+
+        ``raced``: ids of orders the ``race`` fault just made final (filled or canceled by
+        the market as the cancel-all arrived): each gets the item Alpaca gives an order it
+        could not cancel, 422 with the ``order is already in "<state>" state`` body.
+        """
         now = self._sync()
         snapshot = self._open_orders()
         for order in snapshot:
             if order.is_open:
                 self._cancel(order, now, cascade=True)
-        return [{"id": o.id, "status": 200, "body": self._order_json(o, nested=False)} for o in snapshot]
+        items = [{"id": o.id, "status": 200, "body": self._order_json(o, nested=False)} for o in snapshot]
+        for order_id in raced:
+            order = self.orders.get(str(order_id))
+            if order is not None and not order.is_open:
+                items.append({"id": order.id, "status": 422, "body": already_final(order.status).body})
+        return items
 
     def replace_order(self, order_id: str, body: Any) -> dict[str, Any]:
         """``PATCH /v2/orders/{id}``: a new order replaces the old one (``replaces``/``replaced_by``).

@@ -31,7 +31,10 @@ Kinds (probabilities are per request, drawn once; their sum must not exceed 1):
   42210000 ``order is already in "filled" state`` (or ``"canceled"``). What happens is
   ``race_mode``: ``fill`` (default; canceled instead when it cannot trade now: market
   closed, no price), ``cancel``, or ``mixed`` (a seeded coin). A ``held`` bracket leg, an
-  order already final and an unknown id are left alone.
+  order already final and an unknown id are left alone. ``DELETE /v2/orders`` (cancel all:
+  the halt's and the breaker's liquidation) draws the race once per open order, as that
+  order's own cancel would; each order the market beat is answered in the 207 body with
+  Alpaca's 422 item for it.
 * ``endpoints``: ``|``-separated globs on the request path (``fnmatch``); default: every path.
 * ``seed``: the RNG seed (default: the simulator's ``--seed``, else 42), so a rehearsal
   replays the same faults.

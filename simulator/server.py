@@ -259,6 +259,29 @@ def _run_race(state: _ServerState, request: web.Request, mode: str) -> None:
                  outcome=outcome)
 
 
+RACED_KEY = "sim_raced_order_ids"
+
+
+def _run_cancel_all_races(state: _ServerState, request: web.Request) -> None:
+    """The ``race`` fault on ``DELETE /v2/orders``: each open order draws the race as its own
+    ``DELETE /v2/orders/{id}`` would; the ids the market beat are left on the request for the
+    cancel-all handler, which answers them with Alpaca's 422 item."""
+    core = state.core
+    core.sync()
+    raced: list[str] = []
+    for order in core.broker.open_orders_snapshot():
+        mode = state.faults.choose_race("DELETE", f"/v2/orders/{order.id}")
+        if mode is None:
+            continue
+        outcome = core.broker.race(order.id, mode)
+        if outcome is not None:
+            state.faults.note_race()
+            raced.append(order.id)
+            log.info("sim_fault_injected", fault="race", method=request.method, path=request.path,
+                     order_id=order.id, outcome=outcome)
+    request[RACED_KEY] = raced
+
+
 def _fault_rate_limit_headers(state: _ServerState) -> dict[str, str]:
     """Alpaca's ``X-RateLimit-*`` headers for an injected 429: nothing left, and the window
     reopens one second later on the simulator's clock (the clock its clients follow, as
@@ -277,6 +300,8 @@ async def _with_faults(
     delay = faults.latency_seconds(path)
     if delay > 0:
         await asyncio.sleep(delay)
+    if request.method == "DELETE" and path == "/v2/orders" and faults.config.race > 0:
+        _run_cancel_all_races(state, request)
     race = faults.choose_race(request.method, path)
     if race is not None:
         _run_race(state, request, race)
@@ -390,7 +415,7 @@ def _trading_routes() -> list[tuple[str, str, Handler]]:
         return core.broker.submit_order(await _json_body(r))
 
     async def cancel_all(core: SimulatorCore, r: web.Request) -> Payload:
-        return core.broker.cancel_all()
+        return core.broker.cancel_all(raced=r.get(RACED_KEY, ()))
 
     async def get_order(core: SimulatorCore, r: web.Request) -> Payload:
         return core.broker.get_order(r.match_info["order_id"], _params(r))
