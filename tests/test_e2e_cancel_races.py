@@ -31,8 +31,8 @@ from typing import Any, Mapping, Sequence
 import pytest
 from structlog.testing import capture_logs
 
-import errors
-from models import OrderRequest
+from core import errors
+from broker.models import OrderRequest
 from tests.test_e2e_safety_support import (
     WIDE_STOPS,
     SimStack,
@@ -42,8 +42,8 @@ from tests.test_e2e_safety_support import (
     sim_stack,
     unprotected,
 )
-from trading_state import TradingState
-from trading_system import TradingSystem
+from engine.trading_state import TradingState
+from engine.trading_system import TradingSystem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

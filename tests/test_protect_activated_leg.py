@@ -15,8 +15,8 @@ from decimal import Decimal
 
 from structlog.testing import capture_logs
 
-import errors
-from models import Order, OrderRequest
+from core import errors
+from broker.models import Order, OrderRequest
 from order_executor import protected_quantity
 from tests.test_cancel_races import RaceBroker, events, executor, order, position
 
