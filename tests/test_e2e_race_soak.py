@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -77,16 +78,17 @@ class UserAddingToPositions(threading.Thread):
         self.landed += 1
 
 
-def _simulator_fills(url: str) -> dict[str, tuple[str, str, Decimal, Decimal]]:
+def _simulator_fills(url: str) -> dict[str, tuple[str, str, Decimal, Decimal, datetime]]:
     """Every FILL activity of the simulator's account, paged as Alpaca pages them."""
-    fills: dict[str, tuple[str, str, Decimal, Decimal]] = {}
+    fills: dict[str, tuple[str, str, Decimal, Decimal, datetime]] = {}
     token = ""
     while True:
         query = "direction=asc&page_size=100" + (f"&page_token={token}" if token else "")
         with urllib.request.urlopen(f"{url}/v2/account/activities/FILL?{query}", timeout=30) as response:
             page: list[dict[str, Any]] = json.loads(response.read())
         for item in page:
-            fills[item["id"]] = (item["order_id"], item["symbol"], Decimal(item["qty"]), Decimal(item["price"]))
+            fills[item["id"]] = (item["order_id"], item["symbol"], Decimal(item["qty"]), Decimal(item["price"]),
+                                 datetime.fromisoformat(item["transaction_time"].replace("Z", "+00:00")))
         if len(page) < 100:
             return fills
         token = page[-1]["id"]
@@ -125,7 +127,7 @@ def test_several_sessions_of_cancel_races_and_errors_leave_the_daemon_running_pr
     assert names.count("session_complete") == SESSIONS
     assert names[-1] == "system_shutdown" or "system_shutdown" in names[-5:]
     for bad in ("cycle_failed", "system_stopped", "broker_unrecoverable", "emergency_stop_failed",
-                "position_protection_failed", "broker_item_dropped", "position_still_unprotected"):
+                "position_protection_failed", "broker_item_dropped"):
         assert bad not in names, json.dumps([e for e in events if e["event"] == bad][:3])
     outcomes = named(events, "cancel_outcome")
     assert outcomes, "the daemon's cancels met the race"
@@ -135,6 +137,9 @@ def test_several_sessions_of_cancel_races_and_errors_leave_the_daemon_running_pr
     assert len(cycles) > 100
     assert [c for c in cycles if c.get("positions")], "the daemon held positions while the races ran"
     assert user.landed >= 5, "the user's buys reached the broker"
+    # The user buys every 0.4 s wall; on a loaded machine a cycle takes longer, so a symbol can
+    # be unprotected at two cycle ends in a row (position_still_unprotected, rightly alarmed)
+    # because a new buy landed between them. Each exposure must be such a buy.
     exposed = [c for c in cycles if c.get("unprotected")]
     assert len(exposed) <= user.landed
     assert named(events, "position_changed") or named(events, "position_gone") or \
@@ -143,7 +148,13 @@ def test_several_sessions_of_cancel_races_and_errors_leave_the_daemon_running_pr
     # The journal holds exactly the broker's fills, the raced ones included.
     journal = {r["execution_id"]: (r["broker_order_id"], r["symbol"], Decimal(r["qty"]), Decimal(r["price"]))
                for r in journal_rows(paths.state_db, "SELECT * FROM fills")}
-    assert journal == broker_fills
+    # The user keeps buying until the daemon has exited: a fill after the daemon's last cycle
+    # is for its next start's reconciliation, not for this run's journal.
+    # Every journaled fill is the broker's, and every broker fill from before the daemon's
+    # next-to-last cycle (whose successor fetched it) is journaled.
+    assert all(broker_fills.get(k, (None,))[:4] == v for k, v in journal.items())
+    settled = sorted(datetime.fromisoformat(c["market_time"]) for c in cycles)[-2]
+    assert {k for k, v in broker_fills.items() if v[4] <= settled} <= set(journal)
     raced_fills = {e["order_id"] for e in outcomes if e.get("order_status") == "filled"}
     assert raced_fills, "some race filled the order being canceled"
     assert raced_fills <= {v[0] for v in journal.values()}
