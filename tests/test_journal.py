@@ -85,8 +85,8 @@ def test_a_new_journal_is_wal_fully_synchronous_with_the_latest_schema(journal: 
     conn.close()
     assert {"intents", "orders", "order_status_history", "fills", "trades", "day_trades",
             "equity_snapshots", "alerts", "state", "events", "schema_version"} <= tables
-    assert journal._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert journal._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert journal._store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert journal._store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
 def test_opening_a_v1_database_upgrades_it_without_losing_rows(tmp_path: Path) -> None:
