@@ -29,15 +29,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
-import json as jsonlib
-import random
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote as urlquote
@@ -45,7 +42,7 @@ from urllib.parse import quote as urlquote
 import aiohttp
 import structlog
 import yarl
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr
 
 from broker import broker_errors
 from core import clock as clock_module
@@ -68,16 +65,12 @@ from broker.models import (
     Quote,
     Snapshot,
     Trade,
-    collect_dropped,
     decimal_text,
-    parse_bar,
-    parse_quote,
-    parse_snapshot,
-    parse_trade,
-    report_dropped,
 )
-from market.market_data import price_problem
+from broker.parsing import TolerantParser, mapping
 from broker.rate_limit import RateLimiter
+from broker.transport import HttpTransport
+from market.market_data import price_problem
 
 log = structlog.get_logger(__name__)
 
@@ -88,26 +81,14 @@ SYMBOLS_PER_REQUEST = 100
 # Latest quotes/trades and snapshots: one request for a whole universe of up to 500 symbols
 # (about 3 KB of query string), so requests per cycle do not grow with the symbol count.
 LATEST_SYMBOLS_PER_REQUEST = 500
-# Market data models with a fast path for their common shape (same results as
-# model_validate, which they fall back to for anything else; see models.parse_snapshot).
-_FAST_PARSERS: dict[type[BaseModel], Callable[[Any], Any]] = {
-    Bar: parse_bar, Quote: parse_quote, Trade: parse_trade, Snapshot: parse_snapshot,
-}
 BARS_PAGE_LIMIT = 10_000
 NEWS_PAGE_LIMIT = 50
-MAX_RATE_LIMIT_WAIT = 120.0
-#: Largest response body read (16 MiB; Alpaca's biggest pages are a few MiB). A bigger one is
-#: refused unread, past the cap, as a malformed answer: a broker (or a proxy) sending
-#: hundreds of MiB must not take the daemon's memory with it.
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-_READ_CHUNK = 64 * 1024
 QUALITY_WARNING_INTERVAL = timedelta(minutes=1)
 RECENT_ORDER_WINDOW = timedelta(seconds=30)
 SIP_REFUSAL = "subscription does not permit"
 
 _SAFE_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]+$")
 _UNSAFE_CLIENT_ID_CHARS = re.compile(r"[^A-Za-z0-9._:\-]")
-_REDACTED = "[REDACTED]"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -221,15 +202,6 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[index : index + size]
 
 
-def _summarise(exc: ValidationError) -> str:
-    parts = []
-    for item in exc.errors()[:5]:
-        where = ".".join(str(part) for part in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
-    more = exc.error_count() - len(parts)
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-
-
 class ResilientAlpacaGateway:
     """The :class:`broker.interface.Broker` over HTTP, with retries, rate limiting and data checks.
 
@@ -285,38 +257,34 @@ class ResilientAlpacaGateway:
         self.live_enabled = live_enabled
         self.base_url = _checked_url(base_url, "trading API URL", mode, live_enabled)
         self.data_url = _checked_url(data_url, "market data URL", mode, live_enabled)
-        self._key_id = _secret(key_id)
-        self._secret_key = _secret(secret_key)
-        if (self._key_id is None) != (self._secret_key is None):
+        key, secret = _secret(key_id), _secret(secret_key)
+        if (key is None) != (secret is None):
             raise errors.ConfigError(["API key id and secret key must be given together"])
-        if self._key_id is None and not _is_loopback(yarl.URL(self.base_url).host or ""):
+        if key is None and not _is_loopback(yarl.URL(self.base_url).host or ""):
             raise errors.ConfigError(
                 [f"API key id and secret key are required for {yarl.URL(self.base_url).host}"]
             )
-        self._timeout = float(timeout)
         self._max_retries = int(max_retries)
-        self._backoff_base = float(backoff_base)
-        self._backoff_max = float(backoff_max)
-        self._limiter = rate_limiter if rate_limiter is not None else RateLimiter()
         self._max_quote_age = float(max_quote_age)
         self.data_feed = data_feed or None
         self._clock: clock_module.Clock = clock if clock is not None else clock_module.WallClock()
-        self._session = session
-        self._owns_session = session is None
         self._sleep: Callable[[float], Awaitable[None]] = sleep if sleep is not None else asyncio.sleep
-        self._wall_time = wall_time
+        #: Reads broker JSON into models; counts the unusable items it drops.
+        self.parser = TolerantParser()
+        #: Sends every call: session, retries, rate limit, size cap, redaction.
+        self.transport = HttpTransport(
+            base_url=self.base_url, data_url=self.data_url, key_id=key, secret_key=secret,
+            timeout=timeout, max_retries=max_retries, backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            limiter=rate_limiter if rate_limiter is not None else RateLimiter(),
+            parser=self.parser, session=session, sleep=self._sleep, wall_time=wall_time,
+        )
         self._feed_fallback: set[str] = set()
         self._last_warning: dict[tuple[str, str], datetime] = {}
         # Symbols whose market data the last batched call dropped, with the reason (the loop
         # counts them to alert on data that stays bad).
         self.data_rejections: dict[str, str] = {}
-        self.request_count = 0
         self.pdt_blocked_symbols: set[str] = set()
-        # Unusable broker items dropped from lists (and order legs) since start: the loop
-        # compares it between cycles, and on_item_dropped (if set) hears of each one.
-        self.dropped_items = 0
-        self._last_dropped: DroppedItem | None = None
-        self.on_item_dropped: Callable[[DroppedItem], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -328,7 +296,7 @@ class ResilientAlpacaGateway:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> ResilientAlpacaGateway:
-        self._ensure_session()
+        self.transport.ensure_session()
         return self
 
     async def __aexit__(
@@ -341,8 +309,7 @@ class ResilientAlpacaGateway:
 
     async def close(self) -> None:
         """Close the HTTP session if this gateway created it (an injected one is left open)."""
-        if self._owns_session and self._session is not None and not self._session.closed:
-            await self._session.close()
+        await self.transport.close()
 
     def reset_session_blocks(self) -> None:
         """Forget the symbols blocked by pattern-day-trading rejections (new session)."""
@@ -350,9 +317,33 @@ class ResilientAlpacaGateway:
 
     @property
     def rate_limiter(self) -> RateLimiter:
-        return self._limiter
+        return self.transport.limiter
 
-    # -- the raw request -------------------------------------------------------------------
+    @property
+    def request_count(self) -> int:
+        """HTTP requests sent since start (every attempt of every call)."""
+        return self.transport.request_count
+
+    @request_count.setter
+    def request_count(self, value: int) -> None:
+        self.transport.request_count = value
+
+    @property
+    def dropped_items(self) -> int:
+        """Unusable broker items dropped from lists (and order legs) since start: the loop
+        compares it between cycles (:class:`broker.parsing.TolerantParser`)."""
+        return self.parser.dropped_items
+
+    @property
+    def on_item_dropped(self) -> Callable[[DroppedItem], None] | None:
+        """The hook (the loop's alert) told of each dropped item; its failure never spreads."""
+        return self.parser.on_item_dropped
+
+    @on_item_dropped.setter
+    def on_item_dropped(self, hook: Callable[[DroppedItem], None] | None) -> None:
+        self.parser.on_item_dropped = hook
+
+    # -- the raw request (sent by the transport) -------------------------------------------
 
     async def request(
         self,
@@ -373,292 +364,23 @@ class ResilientAlpacaGateway:
         and, when ``idempotent``, timeouts, resets, 408 and 5xx. Never retried: other 4xx,
         malformed bodies, redirects. ``emergency`` calls may use the rate limiter's reserve.
         ``max_retries`` overrides the gateway's setting for this call (0: a single attempt).
+        Every typed method sends through here (an in-process broker replaces just this).
         """
-        method = method.upper()
-        url = (self.data_url if data_api else self.base_url) + path
-        query = encode_params(params) if params else None
-        retries = self._max_retries if max_retries is None else max(0, int(max_retries))
-        api = "data" if data_api else "trading"
-        attempt = 0
-        while True:
-            attempt += 1
-            await self._limiter.acquire(emergency=emergency, api=api)
-            response, sent = await self._send_once(method, url, path, query, json)
-            if response.success:
-                return response
-            if response.status == 429:
-                self._limiter.note_rate_limited(response.retry_after)
-            delay = self._retry_delay(response, attempt, idempotent, sent)
-            if delay is None:
-                return response
-            if attempt > retries:
-                log.warning(
-                    "broker_request_failed",
-                    method=method,
-                    path=path,
-                    status=response.status,
-                    attempts=attempt,
-                    reason=response.message,
-                )
-                return response
-            log.warning(
-                "broker_retry",
-                attempt=attempt,
-                status=response.status,
-                delay=round(delay, 3),
-                method=method,
-                path=path,
-                reason=response.message,
-            )
-            await self._sleep(delay)
-
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or (self._owns_session and self._session.closed):
-            session = aiohttp.ClientSession()
-            # aiohttp silently resends GET/PUT/DELETE once when the server drops the
-            # connection. The gateway decides about every resend itself (a partial close
-            # must never be sent twice, and request_count must count what was sent), so
-            # switch that off on the session it owns. aiohttp's own test client does the same.
-            if hasattr(session, "_retry_connection"):
-                session._retry_connection = False
-            self._session = session
-            self._owns_session = True
-        return self._session
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if self._key_id is not None and self._secret_key is not None:
-            headers["APCA-API-KEY-ID"] = self._key_id.get_secret_value()
-            headers["APCA-API-SECRET-KEY"] = self._secret_key.get_secret_value()
-        return headers
-
-    def _redact(self, text: str) -> str:
-        for secret in (self._key_id, self._secret_key):
-            if secret is not None and secret.get_secret_value():
-                text = text.replace(secret.get_secret_value(), _REDACTED)
-        return text
-
-    def _redact_json(self, value: Any) -> Any:
-        """``value`` (parsed JSON) with every string scrubbed of the keys."""
-        if isinstance(value, str):
-            return self._redact(value)
-        if isinstance(value, list):
-            return [self._redact_json(item) for item in value]
-        if isinstance(value, dict):
-            return {key: self._redact_json(item) for key, item in value.items()}
-        return value
-
-    async def _send_once(
-        self,
-        method: str,
-        url: str,
-        path: str,
-        query: dict[str, str] | None,
-        body: Any,
-    ) -> tuple[ApiResponse, bool]:
-        """One HTTP exchange; returns (response, whether the request may have been sent)."""
-        session = self._ensure_session()
-        if session.closed:
-            return self._failure(method, path, "closed", "HTTP session is closed", False), False
-        self.request_count += 1
-        try:
-            async with session.request(
-                method,
-                url,
-                params=query,
-                json=body,
-                headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                allow_redirects=False,
-            ) as resp:
-                payload = await self._read_capped(resp)
-                if payload is None:
-                    return self._too_large(method, path, resp), True
-                return self._build_response(method, path, resp.status, resp.headers, payload), True
-        except aiohttp.ClientConnectorError as exc:
-            message = f"cannot connect: {type(exc).__name__}: {exc}"
-            return self._failure(method, path, "network", message, False), False
-        except (asyncio.TimeoutError, TimeoutError):
-            message = f"no response within {self._timeout:g}s"
-            return self._failure(method, path, "network", message, True), True
-        except (aiohttp.ClientError, OSError) as exc:
-            message = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            return self._failure(method, path, "network", message, True), True
-
-    @staticmethod
-    async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
-        """The body, or None (connection dropped) once it is known to exceed
-        :data:`MAX_RESPONSE_BYTES`: by its Content-Length before reading, else by counting
-        the (decompressed) bytes as they arrive, so at most the cap is ever held."""
-        declared = resp.content_length
-        if declared is not None and declared > MAX_RESPONSE_BYTES:
-            resp.close()
-            return None
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
-            total += len(chunk)
-            if total > MAX_RESPONSE_BYTES:
-                chunks.clear()
-                resp.close()
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, method: str, path: str, resp: aiohttp.ClientResponse) -> ApiResponse:
-        status = resp.status
-        log.warning("broker_response_too_large", method=method, path=path, status=status,
-                    declared_bytes=resp.content_length, limit_bytes=MAX_RESPONSE_BYTES)
-        return ApiResponse(
-            success=False, status=status, error_type="malformed",
-            # a 2xx or 5xx body we could not read: the broker may have acted
-            outcome_unknown=not 400 <= status < 500, method=method, path=path,
-            request_id=resp.headers.get("X-Request-ID"),
-            message=f"HTTP {status} response body larger than the {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB "
-                    "limit; refused unread",
-        )
-
-    def _failure(
-        self, method: str, path: str, kind: str, message: str, outcome_unknown: bool
-    ) -> ApiResponse:
-        return ApiResponse(
-            success=False,
-            status=0,
-            error_type=kind,
-            message=self._redact(message),
-            outcome_unknown=outcome_unknown,
-            method=method,
-            path=path,
+        return await self.transport.request(
+            method, path, params=encode_params(params) if params else None, json=json,
+            data_api=data_api, emergency=emergency, idempotent=idempotent, max_retries=max_retries,
         )
 
     def _build_response(
         self, method: str, path: str, status: int, headers: Mapping[str, str], payload: bytes
     ) -> ApiResponse:
-        self._note_rate_budget(path, headers)
-        request_id = headers.get("X-Request-ID") or headers.get("x-request-id")
-        base: dict[str, Any] = {"status": status, "request_id": request_id, "method": method,
-                                "path": path}
-        if 200 <= status < 300:
-            if not payload.strip():
-                return ApiResponse(success=True, data=None, **base)
-            try:
-                data = jsonlib.loads(payload)
-            except ValueError:
-                return ApiResponse(
-                    success=False, error_type="malformed", outcome_unknown=True,
-                    message=f"HTTP {status} with a body that is not JSON", **base,
-                )
-            if status == 207:
-                return self._multi_status(self._redact_json(data), base)
-            return ApiResponse(success=True, data=data, **base)
-        if 300 <= status < 400:
-            return ApiResponse(
-                success=False, error_type="redirect",
-                message=f"unexpected redirect (HTTP {status}); check the API URL", **base,
-            )
-        data: Any = None
-        try:
-            data = jsonlib.loads(payload) if payload.strip() else None
-        except ValueError:
-            data = None
-        data = self._redact_json(data)
-        if isinstance(data, dict):
-            error = data
-            code = error.get("code")
-            code = code if isinstance(code, int) and not isinstance(code, bool) else None
-            message = str(error.get("message") or error.get("msg") or f"HTTP {status}")
-        else:
-            code = None
-            snippet = payload[:200].decode("utf-8", errors="replace").strip()
-            message = f"HTTP {status}" + (f": {snippet}" if snippet else "")
-        return ApiResponse(
-            success=False,
-            error_type="http",
-            data=data,
-            error_code=code,
-            message=self._redact(message),
-            retry_after=self._retry_after(headers) if status == 429 else None,
-            outcome_unknown=status >= 500 or status == 408,
-            **base,
-        )
+        """The transport's reading of one answer (for an in-process broker's refusals)."""
+        return self.transport.build_response(method, path, status, headers, payload)
 
     def _multi_status(self, data: Any, base: dict[str, Any]) -> ApiResponse:
-        if not isinstance(data, list):
-            return ApiResponse(
-                success=False, error_type="malformed", outcome_unknown=True,
-                message="HTTP 207 body is not a list", **base,
-            )
-        where = f"{base.get('method', '')} {base.get('path', '')} (207)".strip()
-        parsed = (self._parse_item(MultiStatusItem, raw, where, index) for index, raw in enumerate(data))
-        items = [item for item in parsed if item is not None]
-        if data and not items:
-            return ApiResponse(
-                success=False, error_type="malformed", outcome_unknown=True, data=data,
-                message="HTTP 207: no item could be read", **base,
-            )
-        return ApiResponse(success=True, data=items, **base)
+        """The transport's reading of a decoded 207 body (for an in-process broker)."""
+        return self.transport.multi_status(data, base)
 
-    def _note_rate_budget(self, path: str, headers: Mapping[str, str]) -> None:
-        """Hand the broker's ``X-RateLimit-Remaining``/``-Reset`` to the rate limiter (for
-        the API this response came from: trading and market data count separately)."""
-        remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
-        if remaining is None or reset is None:
-            return
-        try:
-            left, reset_at = int(remaining), float(reset)
-        except ValueError:
-            return
-        if reset_at != reset_at:  # NaN
-            return
-        api = "data" if self._is_data_path(path) else "trading"
-        self._limiter.note_budget(left, reset_at - self._wall_time(), api=api)
-
-    @staticmethod
-    def _is_data_path(path: str) -> bool:
-        return path.startswith(("/v2/stocks", "/v1beta1/", "/v1beta3/", "/v2/options"))
-
-    def _retry_after(self, headers: Mapping[str, str]) -> float | None:
-        """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset``.
-
-        Both are wall-clock statements by the broker, so they are read against the wall
-        clock (never the market clock, which may be a simulator's 2025 running at 600x)."""
-        now = datetime.fromtimestamp(self._wall_time(), clock_module.UTC)
-        seconds: float | None = None
-        raw = headers.get("Retry-After")
-        if raw:
-            try:
-                seconds = float(raw)
-            except ValueError:
-                try:
-                    seconds = (parsedate_to_datetime(raw) - now).total_seconds()
-                except (TypeError, ValueError):
-                    seconds = None
-        if seconds is None:
-            reset = headers.get("X-RateLimit-Reset")
-            if reset:
-                try:
-                    seconds = float(reset) - now.timestamp()
-                except ValueError:
-                    seconds = None
-        if seconds is None or seconds != seconds:  # missing or NaN
-            return None
-        return min(max(seconds, 0.0), MAX_RATE_LIMIT_WAIT)
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter: between half and all of base x 2^(attempt-1)."""
-        ceiling = min(self._backoff_max, self._backoff_base * (2 ** max(attempt - 1, 0)))
-        return ceiling * (0.5 + random.random() / 2)
-
-    def _retry_delay(
-        self, response: ApiResponse, attempt: int, idempotent: bool, sent: bool
-    ) -> float | None:
-        if response.status == 429:
-            return response.retry_after if response.retry_after is not None else self._backoff(attempt)
-        if response.error_type == "network":
-            return self._backoff(attempt) if (idempotent or not sent) else None
-        if response.error_type == "http" and (response.status >= 500 or response.status == 408):
-            return self._backoff(attempt) if idempotent else None
-        return None
 
     # -- typed-call plumbing ---------------------------------------------------------------
 
@@ -676,92 +398,38 @@ class ResilientAlpacaGateway:
         response.raise_for_error(for_order=for_order)
         return response.data
 
-    def _parse(self, model: type[M], data: Any, where: str) -> M:
-        """One object the call cannot do without: unusable means MalformedResponse."""
-        parse = _FAST_PARSERS.get(model, model.model_validate)
-        with collect_dropped() as dropped:
-            try:
-                return parse(data)  # type: ignore[no-any-return]
-            except ValidationError as exc:
-                raise errors.MalformedResponse(
-                    f"{where}: unexpected {model.__name__}: {_summarise(exc)}"
-                ) from None
-            finally:
-                self._count_dropped(dropped)
-
-    def _parse_item(self, model: type[M], data: Any, where: str, index: int | None) -> M | None:
-        """One item of a list or symbol map: unusable means dropped (reported), not an error."""
-        parse = _FAST_PARSERS.get(model, model.model_validate)
-        with collect_dropped() as dropped:
-            try:
-                return parse(data)  # type: ignore[no-any-return]
-            except ValidationError as exc:
-                report_dropped(model.__name__, where, index, data, exc)
-                return None
-            finally:
-                self._count_dropped(dropped)
-
-    def _parse_list(self, model: type[M], data: Any, where: str) -> list[M]:
-        """Every usable item of a list, in order; an unusable one is dropped and reported."""
-        if data is None:
-            return []
-        if not isinstance(data, list):
-            raise errors.MalformedResponse(f"{where}: expected a list of {model.__name__}")
-        parsed = (self._parse_item(model, item, where, index) for index, item in enumerate(data))
-        return [item for item in parsed if item is not None]
-
-    def _count_dropped(self, dropped: list[DroppedItem]) -> None:
-        """Count what parsing dropped and tell the alert hook (its failure never spreads)."""
-        for item in dropped:
-            self.dropped_items += 1
-            self._last_dropped = item
-            if self.on_item_dropped is None:
-                continue
-            try:
-                self.on_item_dropped(item)
-            except Exception as exc:  # noqa: BLE001 - an alert hook must not fail a parse
-                log.error("item_dropped_hook_failed", error=repr(exc), model=item.model)
-
-    def _mapping(self, data: Any, key: str | None, where: str) -> dict[str, Any]:
-        value = data.get(key) if (key is not None and isinstance(data, dict)) else data
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise errors.MalformedResponse(f"{where}: expected an object under {key or 'the body'}")
-        return value
-
     # -- account, clock, calendar, assets --------------------------------------------------
 
     async def get_account(self) -> Account:
-        return self._parse(Account, await self._call("GET", "/v2/account"), "GET /v2/account")
+        return self.parser.parse(Account, await self._call("GET", "/v2/account"), "GET /v2/account")
 
     async def get_clock(self) -> Clock:
-        return self._parse(Clock, await self._call("GET", "/v2/clock"), "GET /v2/clock")
+        return self.parser.parse(Clock, await self._call("GET", "/v2/clock"), "GET /v2/clock")
 
     async def read_clock_once(self) -> Clock:
         """``GET /v2/clock`` with a single attempt and no backoff: for the broker-following
         clock, whose own loop decides when to read again (a retry inside it nested)."""
         response = await self.request("GET", "/v2/clock", max_retries=0)
         response.raise_for_error()
-        return self._parse(Clock, response.data, "GET /v2/clock")
+        return self.parser.parse(Clock, response.data, "GET /v2/clock")
 
     async def get_calendar(self, start: date, end: date) -> list[CalendarDay]:
         data = await self._call("GET", "/v2/calendar", params={"start": start, "end": end})
-        return self._parse_list(CalendarDay, data, "GET /v2/calendar")
+        return self.parser.parse_list(CalendarDay, data, "GET /v2/calendar")
 
     async def get_asset(self, symbol: str) -> Asset:
         path = f"/v2/assets/{urlquote(symbol, safe='')}"
-        return self._parse(Asset, await self._call("GET", path), f"GET {path}")
+        return self.parser.parse(Asset, await self._call("GET", path), f"GET {path}")
 
     async def list_assets(self, status: str = "active") -> list[Asset]:
         params = {"status": status, "asset_class": "us_equity"}
-        return self._parse_list(Asset, await self._call("GET", "/v2/assets", params=params),
+        return self.parser.parse_list(Asset, await self._call("GET", "/v2/assets", params=params),
                                 "GET /v2/assets")
 
     # -- positions and orders --------------------------------------------------------------
 
     async def list_positions(self) -> list[Position]:
-        return self._parse_list(Position, await self._call("GET", "/v2/positions"),
+        return self.parser.parse_list(Position, await self._call("GET", "/v2/positions"),
                                 "GET /v2/positions")
 
     async def get_position(self, symbol: str) -> Position | None:
@@ -771,7 +439,7 @@ class ResilientAlpacaGateway:
             data = await self._call("GET", path)
         except errors.NotFound:
             return None
-        return self._parse(Position, data, f"GET {path}")
+        return self.parser.parse(Position, data, f"GET {path}")
 
     async def list_orders(
         self,
@@ -795,12 +463,12 @@ class ResilientAlpacaGateway:
             "after": after, "until": until, "direction": direction, "side": side,
         }
         data = await self._call("GET", "/v2/orders", params=params, emergency=emergency)
-        return self._parse_list(Order, data, "GET /v2/orders")
+        return self.parser.parse_list(Order, data, "GET /v2/orders")
 
     async def get_order(self, order_id: str, nested: bool = True, *, emergency: bool = False) -> Order:
         path = f"/v2/orders/{urlquote(order_id, safe='')}"
         data = await self._call("GET", path, params={"nested": nested}, emergency=emergency)
-        return self._parse(Order, data, f"GET {path}")
+        return self.parser.parse(Order, data, f"GET {path}")
 
     async def get_order_by_client_id(
         self, client_order_id: str, *, emergency: bool = False
@@ -813,7 +481,7 @@ class ResilientAlpacaGateway:
             )
         except errors.NotFound:
             return None
-        return self._parse(Order, data, "GET /v2/orders:by_client_order_id")
+        return self.parser.parse(Order, data, "GET /v2/orders:by_client_order_id")
 
     async def _lookup_quietly(self, client_order_id: str, emergency: bool) -> Order | None:
         """Like get_order_by_client_id, but a failed lookup is None (unknown, not an error)."""
@@ -844,7 +512,7 @@ class ResilientAlpacaGateway:
         last: ApiResponse | None = None
         for attempt in range(1, self._max_retries + 2):
             if uncertain:
-                await self._sleep(self._backoff(attempt - 1))
+                await self._sleep(self.transport.backoff(attempt - 1))
                 found = await self._lookup_quietly(cid, emergency)
                 if found is not None:
                     log.info("order_recovered", client_order_id=cid, order_id=found.id,
@@ -856,7 +524,7 @@ class ResilientAlpacaGateway:
             last = response
             if response.success:
                 try:
-                    return self._parse(Order, response.data, "POST /v2/orders")
+                    return self.parser.parse(Order, response.data, "POST /v2/orders")
                 except errors.MalformedResponse as exc:
                     # Accepted, but unreadable: resolve it like any other unknown outcome.
                     response = response.model_copy(update={
@@ -888,7 +556,7 @@ class ResilientAlpacaGateway:
                 self._note_rejection(problem, request.symbol)
                 raise problem
             # e.g. a 429 after an unknown outcome: still unresolved, try again
-        await self._sleep(self._backoff(self._max_retries + 1))
+        await self._sleep(self.transport.backoff(self._max_retries + 1))
         found = await self._lookup_quietly(cid, emergency)
         if found is not None:
             log.info("order_recovered", client_order_id=cid, order_id=found.id,
@@ -963,7 +631,7 @@ class ResilientAlpacaGateway:
         uncertain = False
         for attempt in range(1, self._max_retries + 2):
             if uncertain:
-                await self._sleep(self._backoff(attempt - 1))
+                await self._sleep(self.transport.backoff(attempt - 1))
                 state = await self._replacement_of(order_id)
                 if isinstance(state, Order):
                     return state
@@ -971,7 +639,7 @@ class ResilientAlpacaGateway:
                     continue
             response = await self.request("PATCH", path, json=body, idempotent=False)
             if response.success:
-                return self._parse(Order, response.data, f"PATCH {path}")
+                return self.parser.parse(Order, response.data, f"PATCH {path}")
             if response.outcome_unknown:
                 uncertain = True
                 log.warning("order_outcome_unknown", order_id=order_id, attempt=attempt,
@@ -1082,7 +750,7 @@ class ResilientAlpacaGateway:
             return []
         if isinstance(data, list) and all(isinstance(item, MultiStatusItem) for item in data):
             return list(data)
-        return self._parse_list(MultiStatusItem, data, where)
+        return self.parser.parse_list(MultiStatusItem, data, where)
 
     def _log_failed_items(self, action: str, items: list[MultiStatusItem]) -> None:
         failed = [item for item in items if not item.ok]
@@ -1126,7 +794,7 @@ class ResilientAlpacaGateway:
         since = self._clock.now() - RECENT_ORDER_WINDOW
         response = await self.request("DELETE", path, params=params, emergency=True, idempotent=False)
         if response.success:
-            return self._parse(Order, response.data, f"DELETE {path}")
+            return self.parser.parse(Order, response.data, f"DELETE {path}")
         if not response.outcome_unknown:
             problem = response.error(for_order=True)
             assert problem is not None
@@ -1135,7 +803,7 @@ class ResilientAlpacaGateway:
         log.warning("order_outcome_unknown", symbol=symbol, action="close_position",
                     status=response.status, reason=response.message)
         for attempt in range(1, self._max_retries + 1):
-            await self._sleep(self._backoff(attempt))
+            await self._sleep(self.transport.backoff(attempt))
             if not full_close:
                 recent = await self._recent_close_order(symbol, since)
                 if recent is not None:
@@ -1144,7 +812,7 @@ class ResilientAlpacaGateway:
             response = await self.request("DELETE", path, params=params, emergency=True,
                                           idempotent=False)
             if response.success:
-                return self._parse(Order, response.data, f"DELETE {path}")
+                return self.parser.parse(Order, response.data, f"DELETE {path}")
             if response.outcome_unknown:
                 continue
             problem = response.error(for_order=True)
@@ -1206,7 +874,7 @@ class ResilientAlpacaGateway:
         seen_tokens: set[str] = set()
         while True:
             data = await self._call("GET", "/v2/account/activities", params=params)
-            page = self._parse_list(Activity, data, "GET /v2/account/activities")
+            page = self.parser.parse_list(Activity, data, "GET /v2/account/activities")
             out.extend(page)
             # Paging follows what the broker sent, not what parsed: a dropped item must
             # neither end the paging early nor lose the cursor.
@@ -1266,7 +934,7 @@ class ResilientAlpacaGateway:
             params["page_token"] = token
 
     def _bars(self, raw: Any, where: str) -> list[Bar]:
-        return self._parse_list(Bar, raw, where)
+        return self.parser.parse_list(Bar, raw, where)
 
     async def get_bars(
         self,
@@ -1294,7 +962,7 @@ class ResilientAlpacaGateway:
                 "adjustment": adjustment, "sort": "asc",
             }
             async for page in self._pages("/v2/stocks/bars", params, "/v2/stocks/bars"):
-                for symbol, raw in self._mapping(page, "bars", "GET /v2/stocks/bars").items():
+                for symbol, raw in mapping(page, "bars", "GET /v2/stocks/bars").items():
                     where = f"GET /v2/stocks/bars {symbol}"
                     bars = self._symbol_data(symbol, lambda: self._whole_bars(raw, where), "/v2/stocks/bars")
                     if bars is not None:
@@ -1337,9 +1005,9 @@ class ResilientAlpacaGateway:
             data = await self._data_call("/v2/stocks/quotes/latest",
                                          {"symbols": chunk, "feed": self.data_feed},
                                          "/v2/stocks/quotes/latest")
-            for symbol, raw in self._mapping(data, "quotes", "GET /v2/stocks/quotes/latest").items():
+            for symbol, raw in mapping(data, "quotes", "GET /v2/stocks/quotes/latest").items():
                 quote = self._symbol_data(
-                    symbol, lambda: self._parse_item(Quote, raw, f"GET /v2/stocks/quotes/latest {symbol}", None),
+                    symbol, lambda: self.parser.parse_item(Quote, raw, f"GET /v2/stocks/quotes/latest {symbol}", None),
                     "/v2/stocks/quotes/latest")
                 if quote is not None and self._quote_usable(symbol, quote):
                     out[symbol] = quote
@@ -1353,7 +1021,7 @@ class ResilientAlpacaGateway:
         raw = data.get("quote") if isinstance(data, dict) else None
         if raw is None:
             return None
-        quote = self._parse(Quote, raw, f"GET {path}")
+        quote = self.parser.parse(Quote, raw, f"GET {path}")
         return quote if self._quote_usable(symbol, quote) else None
 
     async def get_latest_trades(self, symbols: Sequence[str]) -> dict[str, Trade]:
@@ -1364,9 +1032,9 @@ class ResilientAlpacaGateway:
             data = await self._data_call("/v2/stocks/trades/latest",
                                          {"symbols": chunk, "feed": self.data_feed},
                                          "/v2/stocks/trades/latest")
-            for symbol, raw in self._mapping(data, "trades", "GET /v2/stocks/trades/latest").items():
+            for symbol, raw in mapping(data, "trades", "GET /v2/stocks/trades/latest").items():
                 trade = self._symbol_data(
-                    symbol, lambda: self._parse_item(Trade, raw, f"GET /v2/stocks/trades/latest {symbol}", None),
+                    symbol, lambda: self.parser.parse_item(Trade, raw, f"GET /v2/stocks/trades/latest {symbol}", None),
                     "/v2/stocks/trades/latest")
                 if trade is not None and self._price_usable(symbol, "trade", trade.p, "/v2/stocks/trades/latest"):
                     out[symbol] = trade
@@ -1378,7 +1046,7 @@ class ResilientAlpacaGateway:
         data = await self._data_call(path, {"feed": self.data_feed},
                                      "/v2/stocks/{symbol}/trades/latest")
         raw = data.get("trade") if isinstance(data, dict) else None
-        return None if raw is None else self._parse(Trade, raw, f"GET {path}")
+        return None if raw is None else self.parser.parse(Trade, raw, f"GET {path}")
 
     async def get_snapshots(self, symbols: Sequence[str]) -> dict[str, Snapshot]:
         """Snapshot per symbol; a latest quote failing the quality checks is set to None."""
@@ -1388,11 +1056,11 @@ class ResilientAlpacaGateway:
             data = await self._data_call("/v2/stocks/snapshots",
                                          {"symbols": chunk, "feed": self.data_feed},
                                          "/v2/stocks/snapshots")
-            for symbol, raw in self._mapping(data, None, "GET /v2/stocks/snapshots").items():
+            for symbol, raw in mapping(data, None, "GET /v2/stocks/snapshots").items():
                 if raw is None:
                     continue
                 snapshot = self._symbol_data(
-                    symbol, lambda: self._parse_item(Snapshot, raw, f"GET /v2/stocks/snapshots {symbol}", None),
+                    symbol, lambda: self.parser.parse_item(Snapshot, raw, f"GET /v2/stocks/snapshots {symbol}", None),
                     "/v2/stocks/snapshots")
                 if snapshot is not None:
                     out[symbol] = self._checked_snapshot(symbol, snapshot)
@@ -1402,7 +1070,7 @@ class ResilientAlpacaGateway:
         """Snapshot of one symbol (the quote is checked as in :meth:`get_snapshots`)."""
         path = f"/v2/stocks/{urlquote(symbol, safe='')}/snapshot"
         data = await self._data_call(path, {"feed": self.data_feed}, "/v2/stocks/{symbol}/snapshot")
-        return self._checked_snapshot(symbol, self._parse(Snapshot, data, f"GET {path}"))
+        return self._checked_snapshot(symbol, self.parser.parse(Snapshot, data, f"GET {path}"))
 
     def _checked_snapshot(self, symbol: str, snapshot: Snapshot) -> Snapshot:
         if snapshot.latest_quote is not None and not self._quote_usable(symbol, snapshot.latest_quote):
@@ -1421,7 +1089,7 @@ class ResilientAlpacaGateway:
         }
         articles: list[NewsArticle] = []
         async for page in self._pages("/v1beta1/news", params, "/v1beta1/news"):
-            articles.extend(self._parse_list(NewsArticle, page.get("news"), "GET /v1beta1/news"))
+            articles.extend(self.parser.parse_list(NewsArticle, page.get("news"), "GET /v1beta1/news"))
             if len(articles) >= limit:
                 break
         return articles[:limit]
@@ -1440,7 +1108,7 @@ class ResilientAlpacaGateway:
         else:
             if item is not None:
                 return item
-            last = self._last_dropped
+            last = self.parser.last_dropped
             reason = (f"unusable {last.model} ({', '.join(last.fields) or 'body'}: {last.cause})"
                       if last is not None else "unusable data (see broker_item_dropped)")
         self.data_rejections[symbol] = reason
