@@ -22,29 +22,36 @@ What it guarantees, so the rest of the daemon does not have to think about HTTP:
   alert hook); the rest of the list stands.
 * Plain HTTP is refused for anything but loopback, the live URL needs the live opt-in, and
   the API keys never appear in a log line, an exception or ``repr(gateway)``.
+
+This module is the public face: the URL and key checks, the typed methods and their
+signatures. The gateway owns one of each of the parts that do the work, each its own module
+in ``broker/``: :class:`broker.transport.HttpTransport` (session, retries and backoff,
+``Retry-After`` and ``X-RateLimit-*``, the body size cap, response building, redaction),
+:class:`broker.parsing.TolerantParser` (models from JSON, dropped items counted),
+:class:`broker.order_desk.OrderDesk` (submit, replace and close with unknown outcomes resolved)
+and :class:`broker.market_data_client.MarketDataClient` (batched market data, SIP fallback,
+quality checks). Error mapping is :mod:`broker.broker_errors`. Every typed call, the desk's and
+the market data client's included, is sent through :meth:`ResilientAlpacaGateway.request`
+(which hands it to the transport): the one method an in-process broker replaces.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
-import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime, timedelta
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote as urlquote
 
 import aiohttp
 import structlog
 import yarl
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 
-from broker import broker_errors
 from core import clock as clock_module
 from core import errors
 from config import has_url_credentials, normalise_host, redact_url
@@ -67,51 +74,16 @@ from broker.models import (
     Trade,
     decimal_text,
 )
-from broker.parsing import TolerantParser, mapping
+from broker.market_data_client import MarketDataClient, unique_symbols
+from broker.order_desk import OrderDesk, make_client_order_id
+from broker.parsing import TolerantParser
 from broker.rate_limit import RateLimiter
 from broker.transport import HttpTransport
-from market.market_data import price_problem
 
 log = structlog.get_logger(__name__)
 
 LIVE_TRADING_HOST = "api.alpaca.markets"
 MODES = ("sim", "paper", "live", "backtest")
-MAX_CLIENT_ORDER_ID_LENGTH = 48
-SYMBOLS_PER_REQUEST = 100
-# Latest quotes/trades and snapshots: one request for a whole universe of up to 500 symbols
-# (about 3 KB of query string), so requests per cycle do not grow with the symbol count.
-LATEST_SYMBOLS_PER_REQUEST = 500
-BARS_PAGE_LIMIT = 10_000
-NEWS_PAGE_LIMIT = 50
-QUALITY_WARNING_INTERVAL = timedelta(minutes=1)
-RECENT_ORDER_WINDOW = timedelta(seconds=30)
-SIP_REFUSAL = "subscription does not permit"
-
-_SAFE_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]+$")
-_UNSAFE_CLIENT_ID_CHARS = re.compile(r"[^A-Za-z0-9._:\-]")
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def make_client_order_id(intent_id: str, attempt: int = 0) -> str:
-    """A deterministic ``client_order_id`` (at most 48 characters) for one trade intent.
-
-    The same ``(intent_id, attempt)`` always gives the same id, so a retry or a restart
-    re-sends the same order instead of a duplicate. ``attempt`` > 0 is for a deliberate new
-    order for the same intent (Alpaca refuses a reused id, even of a canceled order).
-    Long or unusual intent ids are shortened with a SHA-256 digest of the whole id.
-    """
-    if not intent_id:
-        raise ValueError("intent_id is empty")
-    if attempt < 0:
-        raise ValueError(f"attempt must be >= 0, got {attempt}")
-    suffix = f"~{attempt}" if attempt else ""
-    if _SAFE_CLIENT_ID.match(intent_id) and len(intent_id) + len(suffix) <= MAX_CLIENT_ORDER_ID_LENGTH:
-        return intent_id + suffix
-    digest = hashlib.sha256(intent_id.encode("utf-8")).hexdigest()[:20]
-    room = MAX_CLIENT_ORDER_ID_LENGTH - len(suffix) - len(digest) - 2
-    prefix = _UNSAFE_CLIENT_ID_CHARS.sub("", intent_id)[: max(room, 0)]
-    return f"{prefix}~h{digest}{suffix}"
 
 
 def encode_params(params: Mapping[str, Any]) -> dict[str, str]:
@@ -185,23 +157,6 @@ def _checked_url(url: str, what: str, mode: str, live_enabled: bool) -> str:
     return text
 
 
-def _unique_symbols(symbols: Sequence[str] | str) -> list[str]:
-    if isinstance(symbols, str):
-        symbols = [symbols]
-    seen: dict[str, None] = {}
-    for symbol in symbols:
-        name = symbol.strip()
-        if not name:
-            raise ValueError("empty symbol in symbol list")
-        seen.setdefault(name, None)
-    return list(seen)
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for index in range(0, len(items), size):
-        yield items[index : index + size]
-
-
 class ResilientAlpacaGateway:
     """The :class:`broker.interface.Broker` over HTTP, with retries, rate limiting and data checks.
 
@@ -265,8 +220,6 @@ class ResilientAlpacaGateway:
                 [f"API key id and secret key are required for {yarl.URL(self.base_url).host}"]
             )
         self._max_retries = int(max_retries)
-        self._max_quote_age = float(max_quote_age)
-        self.data_feed = data_feed or None
         self._clock: clock_module.Clock = clock if clock is not None else clock_module.WallClock()
         self._sleep: Callable[[float], Awaitable[None]] = sleep if sleep is not None else asyncio.sleep
         #: Reads broker JSON into models; counts the unusable items it drops.
@@ -279,12 +232,14 @@ class ResilientAlpacaGateway:
             limiter=rate_limiter if rate_limiter is not None else RateLimiter(),
             parser=self.parser, session=session, sleep=self._sleep, wall_time=wall_time,
         )
-        self._feed_fallback: set[str] = set()
-        self._last_warning: dict[tuple[str, str], datetime] = {}
-        # Symbols whose market data the last batched call dropped, with the reason (the loop
-        # counts them to alert on data that stays bad).
-        self.data_rejections: dict[str, str] = {}
+        #: Market data endpoints, sent through :meth:`request`, with the data checked.
+        self.market_data = MarketDataClient(self.request, self.parser, self._clock, max_quote_age,
+                                            data_feed or None)
         self.pdt_blocked_symbols: set[str] = set()
+        #: Submit, replace and close, with unknown outcomes resolved before any resend.
+        self.orders = OrderDesk(self, parser=self.parser, clock=self._clock, sleep=self._sleep,
+                                backoff=self.transport.backoff, max_retries=self._max_retries,
+                                pdt_blocked_symbols=self.pdt_blocked_symbols)
 
     def __repr__(self) -> str:
         return (
@@ -318,6 +273,17 @@ class ResilientAlpacaGateway:
     @property
     def rate_limiter(self) -> RateLimiter:
         return self.transport.limiter
+
+    @property
+    def data_feed(self) -> str | None:
+        """The market data feed asked for (None: the account's default)."""
+        return self.market_data.data_feed
+
+    @property
+    def data_rejections(self) -> dict[str, str]:
+        """Symbols whose market data the last batched call dropped, with the reason (the loop
+        counts them to alert on data that stays bad)."""
+        return self.market_data.data_rejections
 
     @property
     def request_count(self) -> int:
@@ -459,7 +425,7 @@ class ResilientAlpacaGateway:
             raise ValueError(f"limit must be 1-500, got {limit}")
         params = {
             "status": status, "limit": limit, "nested": nested,
-            "symbols": _unique_symbols(symbols) if symbols else None,
+            "symbols": unique_symbols(symbols) if symbols else None,
             "after": after, "until": until, "direction": direction, "side": side,
         }
         data = await self._call("GET", "/v2/orders", params=params, emergency=emergency)
@@ -483,99 +449,11 @@ class ResilientAlpacaGateway:
             return None
         return self.parser.parse(Order, data, "GET /v2/orders:by_client_order_id")
 
-    async def _lookup_quietly(self, client_order_id: str, emergency: bool) -> Order | None:
-        """Like get_order_by_client_id, but a failed lookup is None (unknown, not an error)."""
-        try:
-            return await self.get_order_by_client_id(client_order_id, emergency=emergency)
-        except errors.TemporaryError as exc:
-            log.warning("order_lookup_failed", client_order_id=client_order_id, reason=str(exc))
-            return None
-
     async def submit_order(self, request: OrderRequest, *, emergency: bool = False) -> Order:
-        """Submit an order exactly once, whatever the network does.
-
-        Without a ``client_order_id`` one is generated (and logged). If the outcome of a
-        POST is unknown (timeout, reset, 5xx, unreadable body), the order is looked up by
-        its ``client_order_id`` before the same body is sent again; a "client_order_id must
-        be unique" answer means it landed and the existing order is returned. Raises an
-        :class:`core.errors.OrderRejected` subclass only for a definitive 4xx, and
-        :class:`core.errors.OrderInFlight` when the outcome is still unknown after all attempts.
-        """
-        if request.client_order_id is None:
-            generated = make_client_order_id(f"auto-{uuid.uuid4().hex}")
-            log.warning("client_order_id_generated", symbol=request.symbol, client_order_id=generated)
-            request = request.model_copy(update={"client_order_id": generated})
-        cid = request.client_order_id
-        assert cid is not None
-        payload = request.to_payload()
-        uncertain = False
-        last: ApiResponse | None = None
-        for attempt in range(1, self._max_retries + 2):
-            if uncertain:
-                await self._sleep(self.transport.backoff(attempt - 1))
-                found = await self._lookup_quietly(cid, emergency)
-                if found is not None:
-                    log.info("order_recovered", client_order_id=cid, order_id=found.id,
-                             status=found.status, via="lookup")
-                    return found
-            response = await self.request(
-                "POST", "/v2/orders", json=payload, emergency=emergency, idempotent=False
-            )
-            last = response
-            if response.success:
-                try:
-                    return self.parser.parse(Order, response.data, "POST /v2/orders")
-                except errors.MalformedResponse as exc:
-                    # Accepted, but unreadable: resolve it like any other unknown outcome.
-                    response = response.model_copy(update={
-                        "success": False, "error_type": "malformed", "outcome_unknown": True,
-                        "message": str(exc)})
-                    last = response
-            if response.outcome_unknown:
-                uncertain = True
-                log.warning("order_outcome_unknown", client_order_id=cid, symbol=request.symbol,
-                            attempt=attempt, status=response.status, reason=response.message)
-                continue
-            problem = response.error(for_order=True)
-            assert problem is not None
-            duplicate = isinstance(problem, errors.DuplicateClientOrderId)
-            validation = problem.status == 422 and problem.code == broker_errors.CODE_VALIDATION
-            if duplicate or validation or (uncertain and isinstance(problem, errors.OrderRejected)):
-                # It may have landed: a duplicate id certainly did (Alpaca's code for it,
-                # 422 40010001, is shared with every validation error, so any of them is
-                # checked by looking the id up rather than by reading the text), and after an
-                # unknown outcome a rejection of the resend may be caused by the first copy.
-                found = await self._lookup_quietly(cid, emergency)
-                if found is not None and found.symbol == request.symbol and found.side == request.side:
-                    log.info("order_recovered", client_order_id=cid, order_id=found.id,
-                             status=found.status, via=type(problem).__name__)
-                    return found
-                if found is None and duplicate and uncertain:
-                    continue  # it landed but is not visible yet: look again
-            if not uncertain or isinstance(problem, errors.OrderRejected):
-                self._note_rejection(problem, request.symbol)
-                raise problem
-            # e.g. a 429 after an unknown outcome: still unresolved, try again
-        await self._sleep(self.transport.backoff(self._max_retries + 1))
-        found = await self._lookup_quietly(cid, emergency)
-        if found is not None:
-            log.info("order_recovered", client_order_id=cid, order_id=found.id,
-                     status=found.status, via="final_lookup")
-            return found
-        log.error("order_in_flight", client_order_id=cid, symbol=request.symbol,
-                  status=last.status if last else None)
-        raise errors.OrderInFlight(
-            f"order {cid} for {request.symbol}: outcome unknown after "
-            f"{self._max_retries + 1} attempts; reconcile by client_order_id",
-            client_order_id=cid,
-            status=(last.status or None) if last else None,
-            request_id=last.request_id if last else None,
-        )
-
-    def _note_rejection(self, problem: errors.BrokerError, symbol: str | None) -> None:
-        if isinstance(problem, errors.PatternDayTraderRejected) and symbol:
-            self.pdt_blocked_symbols.add(symbol)
-            log.warning("pdt_blocked", symbol=symbol, code=problem.code)
+        """Submit an order exactly once, whatever the network does (:meth:`OrderDesk.submit_order`:
+        an unknown outcome is looked up by ``client_order_id`` before the same body is resent;
+        :class:`core.errors.OrderInFlight` when still unknown after all attempts)."""
+        return await self.orders.submit_order(request, emergency=emergency)
 
     # submit helpers: bracket, OCO, OTO and trailing-stop orders are built with the
     # OrderRequest constructors (models.OrderRequest.bracket/oco/oto/trailing_stop) and sent
@@ -612,104 +490,9 @@ class ResilientAlpacaGateway:
         time_in_force: str | None = None,
         client_order_id: str | None = None,
     ) -> Order:
-        """PATCH an order; returns the NEW order (new id). An unknown outcome is resolved by
-        reading the old order (``replaced_by``) before the PATCH is sent again. An order that
-        is already final raises the outcome :class:`core.errors.OrderNotReplaceable` (with the
-        re-read order), an unknown one :class:`core.errors.NotFound`."""
-        body: dict[str, Any] = {}
-        for name, value in (("qty", qty), ("limit_price", limit_price),
-                            ("stop_price", stop_price), ("trail", trail)):
-            if value is not None:
-                body[name] = decimal_text(Decimal(str(value)))
-        if time_in_force is not None:
-            body["time_in_force"] = time_in_force
-        if client_order_id is not None:
-            body["client_order_id"] = client_order_id
-        if not body:
-            raise ValueError("replace_order needs at least one field to change")
-        path = f"/v2/orders/{urlquote(order_id, safe='')}"
-        uncertain = False
-        for attempt in range(1, self._max_retries + 2):
-            if uncertain:
-                await self._sleep(self.transport.backoff(attempt - 1))
-                state = await self._replacement_of(order_id)
-                if isinstance(state, Order):
-                    return state
-                if state == "wait":
-                    continue
-            response = await self.request("PATCH", path, json=body, idempotent=False)
-            if response.success:
-                return self.parser.parse(Order, response.data, f"PATCH {path}")
-            if response.outcome_unknown:
-                uncertain = True
-                log.warning("order_outcome_unknown", order_id=order_id, attempt=attempt,
-                            status=response.status, reason=response.message)
-                continue
-            problem = response.error(for_order=True)
-            assert problem is not None
-            if not uncertain and problem.status == 422 and isinstance(problem, errors.OrderRejected):
-                problem = await self._replace_outcome(order_id, problem)
-            if uncertain:
-                state = await self._replacement_of(order_id)
-                if isinstance(state, Order):
-                    return state
-            if isinstance(problem, errors.PatternDayTraderRejected):
-                symbol = await self._symbol_of(order_id)
-                self._note_rejection(problem, symbol)
-            if not uncertain or isinstance(problem, (errors.OrderRejected, errors.NotFound)):
-                raise problem
-        state = await self._replacement_of(order_id)
-        if isinstance(state, Order):
-            return state
-        raise errors.OrderInFlight(
-            f"replacement of order {order_id}: outcome unknown after "
-            f"{self._max_retries + 1} attempts; reconcile before acting",
-            client_order_id=client_order_id or f"replace:{order_id}",
-        )
-
-    async def _replace_outcome(self, order_id: str, problem: errors.BrokerError) -> errors.BrokerError:
-        """A 422 to a PATCH is a refusal unless the order is already final (it filled, was
-        canceled or expired in the race): read it; then the answer is the outcome
-        :class:`core.errors.OrderNotReplaceable` carrying the order. Decided by the order's
-        state, never by the message."""
-        try:
-            old = await self.get_order(order_id, nested=False)
-        except errors.BrokerError as exc:
-            log.warning("order_lookup_failed", order_id=order_id, reason=str(exc))
-            return problem
-        if not old.is_terminal:
-            return problem
-        outcome = errors.OrderNotReplaceable(problem.message, status=problem.status, code=problem.code,
-                                             request_id=problem.request_id, body=problem.body)
-        outcome.order = old
-        return outcome
-
-    async def _replacement_of(self, order_id: str) -> Order | str:
-        """The new order if ``order_id`` was replaced; "wait" while pending; else "resend"."""
-        try:
-            old = await self.get_order(order_id, nested=False)
-        except errors.TemporaryError:
-            return "wait"
-        if old.status == "replaced" and old.replaced_by:
-            try:
-                new = await self.get_order(old.replaced_by)
-            except errors.TemporaryError:
-                return "wait"
-            log.info("order_recovered", order_id=new.id, replaces=order_id, via="replaced_by")
-            return new
-        if old.status == "pending_replace":
-            return "wait"
-        if old.is_terminal:
-            raise errors.OrderRejected(
-                f"order {order_id} is {old.status}; it can no longer be replaced"
-            )
-        return "resend"
-
-    async def _symbol_of(self, order_id: str) -> str | None:
-        try:
-            return (await self.get_order(order_id, nested=False)).symbol
-        except errors.BrokerError:
-            return None
+        """PATCH an order; returns the NEW order (new id); see :meth:`OrderDesk.replace_order`."""
+        return await self.orders.replace_order(order_id, qty, limit_price, stop_price, trail,
+                                               time_in_force, client_order_id)
 
     async def cancel_order(self, order_id: str) -> None:
         """Cancel an order (204 is success).
@@ -773,77 +556,8 @@ class ResilientAlpacaGateway:
         percentage: Decimal | None = None,
     ) -> Order:
         """Close all of a position (or ``qty`` shares, or ``percentage`` 0-100 of it) with a
-        market order; returns that order. An emergency call (uses the rate-limit reserve).
-
-        A full close is safe to resend after an unknown outcome: the broker holds the shares
-        for the first close order, so a second one is refused (403) or finds no position (404),
-        both of which mean the first landed. A partial close is never resent blindly.
-        """
-        if qty is not None and percentage is not None:
-            raise ValueError("give qty or percentage, not both")
-        if qty is not None and Decimal(str(qty)) <= 0:
-            raise ValueError(f"qty must be positive, got {qty}")
-        if percentage is not None and not 0 < Decimal(str(percentage)) <= 100:
-            raise ValueError(f"percentage must be in (0, 100], got {percentage}")
-        path = f"/v2/positions/{urlquote(symbol, safe='')}"
-        params = {
-            "qty": None if qty is None else Decimal(str(qty)),
-            "percentage": None if percentage is None else Decimal(str(percentage)),
-        }
-        full_close = qty is None and percentage is None
-        since = self._clock.now() - RECENT_ORDER_WINDOW
-        response = await self.request("DELETE", path, params=params, emergency=True, idempotent=False)
-        if response.success:
-            return self.parser.parse(Order, response.data, f"DELETE {path}")
-        if not response.outcome_unknown:
-            problem = response.error(for_order=True)
-            assert problem is not None
-            self._note_rejection(problem, symbol)
-            raise problem
-        log.warning("order_outcome_unknown", symbol=symbol, action="close_position",
-                    status=response.status, reason=response.message)
-        for attempt in range(1, self._max_retries + 1):
-            await self._sleep(self.transport.backoff(attempt))
-            if not full_close:
-                recent = await self._recent_close_order(symbol, since)
-                if recent is not None:
-                    return recent
-                continue
-            response = await self.request("DELETE", path, params=params, emergency=True,
-                                          idempotent=False)
-            if response.success:
-                return self.parser.parse(Order, response.data, f"DELETE {path}")
-            if response.outcome_unknown:
-                continue
-            problem = response.error(for_order=True)
-            assert problem is not None
-            if isinstance(problem, (errors.NotFound, errors.InsufficientQuantity)):
-                recent = await self._recent_close_order(symbol, since)
-                if recent is not None:
-                    return recent
-                continue
-            self._note_rejection(problem, symbol)
-            raise problem
-        raise errors.OrderInFlight(
-            f"closing {symbol}: outcome unknown after {self._max_retries + 1} attempts; "
-            "check positions and open orders",
-            client_order_id=f"close_position:{symbol}",
-        )
-
-    async def _recent_close_order(self, symbol: str, since: datetime) -> Order | None:
-        """The newest simple market order for ``symbol`` submitted since ``since``."""
-        try:
-            orders = await self.list_orders(status="all", limit=50, nested=False, symbols=[symbol],
-                                            after=since, direction="desc", emergency=True)
-        except errors.TemporaryError as exc:
-            log.warning("order_lookup_failed", symbol=symbol, reason=str(exc))
-            return None
-        for order in orders:
-            if order.created_at >= since and order.type == "market" and order.order_class == "simple":
-                log.info("order_recovered", symbol=symbol, order_id=order.id, status=order.status,
-                         via="recent_orders")
-                return order
-        return None
+        market order, an emergency call; see :meth:`OrderDesk.close_position`."""
+        return await self.orders.close_position(symbol, qty, percentage)
 
     async def close_all_positions(self, cancel_orders: bool = True) -> list[MultiStatusItem]:
         """Close every position (first cancelling open orders by default); 207 items."""
@@ -889,52 +603,7 @@ class ResilientAlpacaGateway:
             seen_tokens.add(token)
             params["page_token"] = token
 
-    # -- market data -----------------------------------------------------------------------
-
-    async def _data_call(self, path: str, params: dict[str, Any], endpoint: str) -> Any:
-        """GET a market-data endpoint, falling back from SIP to IEX once per endpoint."""
-        params = dict(params)
-        uses_feed = "feed" in params
-        if uses_feed and params["feed"] in (None, "sip") and endpoint in self._feed_fallback:
-            params["feed"] = "iex"
-        response = await self.request("GET", path, params=params, data_api=True)
-        if (
-            not response.success
-            and response.status == 403
-            and SIP_REFUSAL in response.message.lower()
-            and uses_feed
-            and params["feed"] in (None, "sip")
-        ):
-            self._feed_fallback.add(endpoint)
-            log.warning("data_feed_fallback", endpoint=endpoint,
-                        from_feed=params["feed"] or "default", to_feed="iex",
-                        reason=response.message)
-            params["feed"] = "iex"
-            response = await self.request("GET", path, params=params, data_api=True)
-        response.raise_for_error()
-        return response.data
-
-    async def _pages(
-        self, path: str, params: dict[str, Any], endpoint: str
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Every page of a paginated data endpoint (``next_page_token``)."""
-        params = dict(params)
-        seen: set[str] = set()
-        while True:
-            data = await self._data_call(path, params, endpoint)
-            if not isinstance(data, dict):
-                raise errors.MalformedResponse(f"GET {path}: expected a JSON object")
-            yield data
-            token = data.get("next_page_token")
-            if not token:
-                return
-            if token in seen:
-                raise errors.MalformedResponse(f"GET {path}: next_page_token repeats")
-            seen.add(token)
-            params["page_token"] = token
-
-    def _bars(self, raw: Any, where: str) -> list[Bar]:
-        return self.parser.parse_list(Bar, raw, where)
+    # -- market data (broker/market_data_client.py: batching, SIP fallback, data checks) ---
 
     async def get_bars(
         self,
@@ -947,31 +616,9 @@ class ResilientAlpacaGateway:
         *,
         adjustment: str = "raw",
     ) -> dict[str, list[Bar]]:
-        """Bars per symbol, oldest first, following every page; symbols are sent 100 per
-        request. ``limit`` keeps at most that many of the most recent bars per symbol.
-        Symbols without data are absent from the result."""
-        if limit is not None and limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
-        names = _unique_symbols(symbols)
-        out: dict[str, list[Bar]] = {}
-        self.data_rejections = {}
-        for chunk in _chunks(names, SYMBOLS_PER_REQUEST):
-            params = {
-                "symbols": chunk, "timeframe": timeframe, "start": start, "end": end,
-                "limit": BARS_PAGE_LIMIT, "feed": feed or self.data_feed,
-                "adjustment": adjustment, "sort": "asc",
-            }
-            async for page in self._pages("/v2/stocks/bars", params, "/v2/stocks/bars"):
-                for symbol, raw in mapping(page, "bars", "GET /v2/stocks/bars").items():
-                    where = f"GET /v2/stocks/bars {symbol}"
-                    bars = self._symbol_data(symbol, lambda: self._whole_bars(raw, where), "/v2/stocks/bars")
-                    if bars is not None:
-                        out.setdefault(symbol, []).extend(bars)
-        for symbol in self.data_rejections:  # one bad bar spoils the symbol's series, not the batch
-            out.pop(symbol, None)
-        if limit is not None:
-            out = {symbol: bars[-limit:] for symbol, bars in out.items()}
-        return out
+        """Bars per symbol, oldest first, every page (:meth:`MarketDataClient.get_bars`)."""
+        return await self.market_data.get_bars(symbols, timeframe, start, end, limit, feed,
+                                               adjustment=adjustment)
 
     async def get_symbol_bars(
         self,
@@ -984,181 +631,40 @@ class ResilientAlpacaGateway:
         *,
         adjustment: str = "raw",
     ) -> list[Bar]:
-        """Bars of one symbol (single-symbol endpoint), oldest first, every page."""
-        if limit is not None and limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
-        path = f"/v2/stocks/{urlquote(symbol, safe='')}/bars"
-        params = {
-            "timeframe": timeframe, "start": start, "end": end, "limit": BARS_PAGE_LIMIT,
-            "feed": feed or self.data_feed, "adjustment": adjustment, "sort": "asc",
-        }
-        bars: list[Bar] = []
-        async for page in self._pages(path, params, "/v2/stocks/{symbol}/bars"):
-            bars.extend(self._bars(page.get("bars"), f"GET {path}"))
-        return bars[-limit:] if limit is not None else bars
+        """Bars of one symbol, oldest first, every page (:meth:`MarketDataClient.get_symbol_bars`)."""
+        return await self.market_data.get_symbol_bars(symbol, timeframe, start, end, limit, feed,
+                                                      adjustment=adjustment)
 
     async def get_latest_quotes(self, symbols: Sequence[str]) -> dict[str, Quote]:
         """Latest quote per symbol; stale, zero and crossed quotes are dropped (and logged)."""
-        out: dict[str, Quote] = {}
-        self.data_rejections = {}
-        for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
-            data = await self._data_call("/v2/stocks/quotes/latest",
-                                         {"symbols": chunk, "feed": self.data_feed},
-                                         "/v2/stocks/quotes/latest")
-            for symbol, raw in mapping(data, "quotes", "GET /v2/stocks/quotes/latest").items():
-                quote = self._symbol_data(
-                    symbol, lambda: self.parser.parse_item(Quote, raw, f"GET /v2/stocks/quotes/latest {symbol}", None),
-                    "/v2/stocks/quotes/latest")
-                if quote is not None and self._quote_usable(symbol, quote):
-                    out[symbol] = quote
-        return out
+        return await self.market_data.get_latest_quotes(symbols)
 
     async def get_latest_quote(self, symbol: str) -> Quote | None:
         """Latest quote of one symbol, or None when it fails the quality checks."""
-        path = f"/v2/stocks/{urlquote(symbol, safe='')}/quotes/latest"
-        data = await self._data_call(path, {"feed": self.data_feed},
-                                     "/v2/stocks/{symbol}/quotes/latest")
-        raw = data.get("quote") if isinstance(data, dict) else None
-        if raw is None:
-            return None
-        quote = self.parser.parse(Quote, raw, f"GET {path}")
-        return quote if self._quote_usable(symbol, quote) else None
+        return await self.market_data.get_latest_quote(symbol)
 
     async def get_latest_trades(self, symbols: Sequence[str]) -> dict[str, Trade]:
         """Latest trade per symbol (unknown symbols are absent)."""
-        out: dict[str, Trade] = {}
-        self.data_rejections = {}
-        for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
-            data = await self._data_call("/v2/stocks/trades/latest",
-                                         {"symbols": chunk, "feed": self.data_feed},
-                                         "/v2/stocks/trades/latest")
-            for symbol, raw in mapping(data, "trades", "GET /v2/stocks/trades/latest").items():
-                trade = self._symbol_data(
-                    symbol, lambda: self.parser.parse_item(Trade, raw, f"GET /v2/stocks/trades/latest {symbol}", None),
-                    "/v2/stocks/trades/latest")
-                if trade is not None and self._price_usable(symbol, "trade", trade.p, "/v2/stocks/trades/latest"):
-                    out[symbol] = trade
-        return out
+        return await self.market_data.get_latest_trades(symbols)
 
     async def get_latest_trade(self, symbol: str) -> Trade | None:
         """Latest trade of one symbol, or None when there is none."""
-        path = f"/v2/stocks/{urlquote(symbol, safe='')}/trades/latest"
-        data = await self._data_call(path, {"feed": self.data_feed},
-                                     "/v2/stocks/{symbol}/trades/latest")
-        raw = data.get("trade") if isinstance(data, dict) else None
-        return None if raw is None else self.parser.parse(Trade, raw, f"GET {path}")
+        return await self.market_data.get_latest_trade(symbol)
 
     async def get_snapshots(self, symbols: Sequence[str]) -> dict[str, Snapshot]:
         """Snapshot per symbol; a latest quote failing the quality checks is set to None."""
-        out: dict[str, Snapshot] = {}
-        self.data_rejections = {}
-        for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
-            data = await self._data_call("/v2/stocks/snapshots",
-                                         {"symbols": chunk, "feed": self.data_feed},
-                                         "/v2/stocks/snapshots")
-            for symbol, raw in mapping(data, None, "GET /v2/stocks/snapshots").items():
-                if raw is None:
-                    continue
-                snapshot = self._symbol_data(
-                    symbol, lambda: self.parser.parse_item(Snapshot, raw, f"GET /v2/stocks/snapshots {symbol}", None),
-                    "/v2/stocks/snapshots")
-                if snapshot is not None:
-                    out[symbol] = self._checked_snapshot(symbol, snapshot)
-        return out
+        return await self.market_data.get_snapshots(symbols)
 
     async def get_snapshot(self, symbol: str) -> Snapshot:
         """Snapshot of one symbol (the quote is checked as in :meth:`get_snapshots`)."""
-        path = f"/v2/stocks/{urlquote(symbol, safe='')}/snapshot"
-        data = await self._data_call(path, {"feed": self.data_feed}, "/v2/stocks/{symbol}/snapshot")
-        return self._checked_snapshot(symbol, self.parser.parse(Snapshot, data, f"GET {path}"))
-
-    def _checked_snapshot(self, symbol: str, snapshot: Snapshot) -> Snapshot:
-        if snapshot.latest_quote is not None and not self._quote_usable(symbol, snapshot.latest_quote):
-            return snapshot.model_copy(update={"latest_quote": None})
-        return snapshot
+        return await self.market_data.get_snapshot(symbol)
 
     async def get_news(
         self, symbols: Sequence[str], start: datetime | None = None, limit: int = 50
     ) -> list[NewsArticle]:
         """Up to ``limit`` news articles about ``symbols``, newest first."""
-        if limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
-        params: dict[str, Any] = {
-            "symbols": _unique_symbols(symbols), "start": start,
-            "limit": min(limit, NEWS_PAGE_LIMIT), "sort": "desc",
-        }
-        articles: list[NewsArticle] = []
-        async for page in self._pages("/v1beta1/news", params, "/v1beta1/news"):
-            articles.extend(self.parser.parse_list(NewsArticle, page.get("news"), "GET /v1beta1/news"))
-            if len(articles) >= limit:
-                break
-        return articles[:limit]
+        return await self.market_data.get_news(symbols, start, limit)
 
-    # -- data quality ----------------------------------------------------------------------
-
-    def _symbol_data(self, symbol: str, parse: Callable[[], M | None], path: str) -> M | None:
-        """One symbol's part of a batched answer, or None (logged, remembered in
-        :attr:`data_rejections`) when it does not parse: a NaN or infinite price for one
-        symbol spoils that symbol's data for the cycle, not the whole batch, and it is bad
-        data, not an unreachable broker. ``parse`` returns None for an item it dropped."""
-        try:
-            item = parse()
-        except errors.MalformedResponse as exc:
-            reason = str(exc)
-        else:
-            if item is not None:
-                return item
-            last = self.parser.last_dropped
-            reason = (f"unusable {last.model} ({', '.join(last.fields) or 'body'}: {last.cause})"
-                      if last is not None else "unusable data (see broker_item_dropped)")
-        self.data_rejections[symbol] = reason
-        log.warning("market_data_rejected", symbol=symbol, reason=reason, source=path)
-        return None
-
-    def _whole_bars(self, raw: Any, where: str) -> list[Bar] | None:
-        """A symbol's bars, or None when any bar of them was unusable (a series with a hole
-        or a NaN is no basis for indicators)."""
-        before = self.dropped_items
-        bars = self._bars(raw, where)
-        return None if self.dropped_items > before else bars
-
-    def _price_usable(self, symbol: str, what: str, price: Decimal, path: str) -> bool:
-        problem = price_problem(price)
-        if problem is None:
-            return True
-        reason = f"{what} price {problem}"
-        self.data_rejections[symbol] = reason
-        log.warning("market_data_rejected", symbol=symbol, reason=reason, source=path)
-        return False
-
-    def _quote_usable(self, symbol: str, quote: Quote) -> bool:
-        now = self._clock.now()
-        age = (now - quote.t).total_seconds()
-        if age > self._max_quote_age:
-            self._warn_throttled("stale_data_rejected", symbol, now, age_seconds=round(age, 1),
-                                 max_age_seconds=self._max_quote_age, quote_time=quote.t.isoformat())
-            return False
-        reason = None
-        if quote.bp <= 0 or quote.ap <= 0:
-            reason = "zero_price"
-        elif quote.bp > quote.ap:
-            reason = "crossed"
-        elif price_problem(quote.ap) is not None:
-            reason = "absurd_price"
-        if reason is not None:
-            self._warn_throttled("bad_quote_rejected", symbol, now, reason=reason,
-                                 bid=str(quote.bp), ask=str(quote.ap))
-            return False
-        return True
-
-    def _warn_throttled(self, event: str, symbol: str, now: datetime, **fields: Any) -> None:
-        """Log ``event`` for ``symbol`` at most once per minute (of the injected clock)."""
-        key = (event, symbol)
-        last = self._last_warning.get(key)
-        if last is not None and now - last < QUALITY_WARNING_INTERVAL:
-            return
-        self._last_warning[key] = now
-        log.warning(event, symbol=symbol, **fields)
 
 
 def _activity_cursor(raw: Any) -> str | None:
