@@ -22,32 +22,36 @@ What it guarantees, so the rest of the daemon does not have to think about HTTP:
   alert hook); the rest of the list stands.
 * Plain HTTP is refused for anything but loopback, the live URL needs the live opt-in, and
   the API keys never appear in a log line, an exception or ``repr(gateway)``.
+
+This module is the public face: the URL and key checks, the typed methods and their
+signatures. The gateway owns one of each of the parts that do the work, each its own module
+in ``broker/``: :class:`broker.transport.HttpTransport` (session, retries and backoff,
+``Retry-After`` and ``X-RateLimit-*``, the body size cap, response building, redaction),
+:class:`broker.parsing.TolerantParser` (models from JSON, dropped items counted),
+:class:`broker.order_desk.OrderDesk` (submit, replace and close with unknown outcomes resolved)
+and :class:`broker.market_data_client.MarketDataClient` (batched market data, SIP fallback,
+quality checks). Error mapping is :mod:`broker.broker_errors`. Every typed call, the desk's and
+the market data client's included, is sent through :meth:`ResilientAlpacaGateway.request`
+(which hands it to the transport): the one method an in-process broker replaces.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
-import json as jsonlib
-import random
-import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime, timedelta
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote as urlquote
 
 import aiohttp
 import structlog
 import yarl
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import SecretStr
 
-from broker import broker_errors
 from core import clock as clock_module
 from core import errors
 from config import has_url_credentials, normalise_host, redact_url
@@ -68,69 +72,18 @@ from broker.models import (
     Quote,
     Snapshot,
     Trade,
-    collect_dropped,
     decimal_text,
-    parse_bar,
-    parse_quote,
-    parse_snapshot,
-    parse_trade,
-    report_dropped,
 )
-from market.market_data import price_problem
+from broker.market_data_client import MarketDataClient, unique_symbols
+from broker.order_desk import OrderDesk, make_client_order_id
+from broker.parsing import TolerantParser
 from broker.rate_limit import RateLimiter
+from broker.transport import HttpTransport
 
 log = structlog.get_logger(__name__)
 
 LIVE_TRADING_HOST = "api.alpaca.markets"
 MODES = ("sim", "paper", "live", "backtest")
-MAX_CLIENT_ORDER_ID_LENGTH = 48
-SYMBOLS_PER_REQUEST = 100
-# Latest quotes/trades and snapshots: one request for a whole universe of up to 500 symbols
-# (about 3 KB of query string), so requests per cycle do not grow with the symbol count.
-LATEST_SYMBOLS_PER_REQUEST = 500
-# Market data models with a fast path for their common shape (same results as
-# model_validate, which they fall back to for anything else; see models.parse_snapshot).
-_FAST_PARSERS: dict[type[BaseModel], Callable[[Any], Any]] = {
-    Bar: parse_bar, Quote: parse_quote, Trade: parse_trade, Snapshot: parse_snapshot,
-}
-BARS_PAGE_LIMIT = 10_000
-NEWS_PAGE_LIMIT = 50
-MAX_RATE_LIMIT_WAIT = 120.0
-#: Largest response body read (16 MiB; Alpaca's biggest pages are a few MiB). A bigger one is
-#: refused unread, past the cap, as a malformed answer: a broker (or a proxy) sending
-#: hundreds of MiB must not take the daemon's memory with it.
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-_READ_CHUNK = 64 * 1024
-QUALITY_WARNING_INTERVAL = timedelta(minutes=1)
-RECENT_ORDER_WINDOW = timedelta(seconds=30)
-SIP_REFUSAL = "subscription does not permit"
-
-_SAFE_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]+$")
-_UNSAFE_CLIENT_ID_CHARS = re.compile(r"[^A-Za-z0-9._:\-]")
-_REDACTED = "[REDACTED]"
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def make_client_order_id(intent_id: str, attempt: int = 0) -> str:
-    """A deterministic ``client_order_id`` (at most 48 characters) for one trade intent.
-
-    The same ``(intent_id, attempt)`` always gives the same id, so a retry or a restart
-    re-sends the same order instead of a duplicate. ``attempt`` > 0 is for a deliberate new
-    order for the same intent (Alpaca refuses a reused id, even of a canceled order).
-    Long or unusual intent ids are shortened with a SHA-256 digest of the whole id.
-    """
-    if not intent_id:
-        raise ValueError("intent_id is empty")
-    if attempt < 0:
-        raise ValueError(f"attempt must be >= 0, got {attempt}")
-    suffix = f"~{attempt}" if attempt else ""
-    if _SAFE_CLIENT_ID.match(intent_id) and len(intent_id) + len(suffix) <= MAX_CLIENT_ORDER_ID_LENGTH:
-        return intent_id + suffix
-    digest = hashlib.sha256(intent_id.encode("utf-8")).hexdigest()[:20]
-    room = MAX_CLIENT_ORDER_ID_LENGTH - len(suffix) - len(digest) - 2
-    prefix = _UNSAFE_CLIENT_ID_CHARS.sub("", intent_id)[: max(room, 0)]
-    return f"{prefix}~h{digest}{suffix}"
 
 
 def encode_params(params: Mapping[str, Any]) -> dict[str, str]:
@@ -204,32 +157,6 @@ def _checked_url(url: str, what: str, mode: str, live_enabled: bool) -> str:
     return text
 
 
-def _unique_symbols(symbols: Sequence[str] | str) -> list[str]:
-    if isinstance(symbols, str):
-        symbols = [symbols]
-    seen: dict[str, None] = {}
-    for symbol in symbols:
-        name = symbol.strip()
-        if not name:
-            raise ValueError("empty symbol in symbol list")
-        seen.setdefault(name, None)
-    return list(seen)
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for index in range(0, len(items), size):
-        yield items[index : index + size]
-
-
-def _summarise(exc: ValidationError) -> str:
-    parts = []
-    for item in exc.errors()[:5]:
-        where = ".".join(str(part) for part in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
-    more = exc.error_count() - len(parts)
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-
-
 class ResilientAlpacaGateway:
     """The :class:`broker.interface.Broker` over HTTP, with retries, rate limiting and data checks.
 
@@ -285,38 +212,34 @@ class ResilientAlpacaGateway:
         self.live_enabled = live_enabled
         self.base_url = _checked_url(base_url, "trading API URL", mode, live_enabled)
         self.data_url = _checked_url(data_url, "market data URL", mode, live_enabled)
-        self._key_id = _secret(key_id)
-        self._secret_key = _secret(secret_key)
-        if (self._key_id is None) != (self._secret_key is None):
+        key, secret = _secret(key_id), _secret(secret_key)
+        if (key is None) != (secret is None):
             raise errors.ConfigError(["API key id and secret key must be given together"])
-        if self._key_id is None and not _is_loopback(yarl.URL(self.base_url).host or ""):
+        if key is None and not _is_loopback(yarl.URL(self.base_url).host or ""):
             raise errors.ConfigError(
                 [f"API key id and secret key are required for {yarl.URL(self.base_url).host}"]
             )
-        self._timeout = float(timeout)
         self._max_retries = int(max_retries)
-        self._backoff_base = float(backoff_base)
-        self._backoff_max = float(backoff_max)
-        self._limiter = rate_limiter if rate_limiter is not None else RateLimiter()
-        self._max_quote_age = float(max_quote_age)
-        self.data_feed = data_feed or None
         self._clock: clock_module.Clock = clock if clock is not None else clock_module.WallClock()
-        self._session = session
-        self._owns_session = session is None
         self._sleep: Callable[[float], Awaitable[None]] = sleep if sleep is not None else asyncio.sleep
-        self._wall_time = wall_time
-        self._feed_fallback: set[str] = set()
-        self._last_warning: dict[tuple[str, str], datetime] = {}
-        # Symbols whose market data the last batched call dropped, with the reason (the loop
-        # counts them to alert on data that stays bad).
-        self.data_rejections: dict[str, str] = {}
-        self.request_count = 0
+        #: Reads broker JSON into models; counts the unusable items it drops.
+        self.parser = TolerantParser()
+        #: Sends every call: session, retries, rate limit, size cap, redaction.
+        self.transport = HttpTransport(
+            base_url=self.base_url, data_url=self.data_url, key_id=key, secret_key=secret,
+            timeout=timeout, max_retries=max_retries, backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            limiter=rate_limiter if rate_limiter is not None else RateLimiter(),
+            parser=self.parser, session=session, sleep=self._sleep, wall_time=wall_time,
+        )
+        #: Market data endpoints, sent through :meth:`request`, with the data checked.
+        self.market_data = MarketDataClient(self.request, self.parser, self._clock, max_quote_age,
+                                            data_feed or None)
         self.pdt_blocked_symbols: set[str] = set()
-        # Unusable broker items dropped from lists (and order legs) since start: the loop
-        # compares it between cycles, and on_item_dropped (if set) hears of each one.
-        self.dropped_items = 0
-        self._last_dropped: DroppedItem | None = None
-        self.on_item_dropped: Callable[[DroppedItem], None] | None = None
+        #: Submit, replace and close, with unknown outcomes resolved before any resend.
+        self.orders = OrderDesk(self, parser=self.parser, clock=self._clock, sleep=self._sleep,
+                                backoff=self.transport.backoff, max_retries=self._max_retries,
+                                pdt_blocked_symbols=self.pdt_blocked_symbols)
 
     def __repr__(self) -> str:
         return (
@@ -328,7 +251,7 @@ class ResilientAlpacaGateway:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> ResilientAlpacaGateway:
-        self._ensure_session()
+        self.transport.ensure_session()
         return self
 
     async def __aexit__(
@@ -341,8 +264,7 @@ class ResilientAlpacaGateway:
 
     async def close(self) -> None:
         """Close the HTTP session if this gateway created it (an injected one is left open)."""
-        if self._owns_session and self._session is not None and not self._session.closed:
-            await self._session.close()
+        await self.transport.close()
 
     def reset_session_blocks(self) -> None:
         """Forget the symbols blocked by pattern-day-trading rejections (new session)."""
@@ -350,9 +272,44 @@ class ResilientAlpacaGateway:
 
     @property
     def rate_limiter(self) -> RateLimiter:
-        return self._limiter
+        return self.transport.limiter
 
-    # -- the raw request -------------------------------------------------------------------
+    @property
+    def data_feed(self) -> str | None:
+        """The market data feed asked for (None: the account's default)."""
+        return self.market_data.data_feed
+
+    @property
+    def data_rejections(self) -> dict[str, str]:
+        """Symbols whose market data the last batched call dropped, with the reason (the loop
+        counts them to alert on data that stays bad)."""
+        return self.market_data.data_rejections
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests sent since start (every attempt of every call)."""
+        return self.transport.request_count
+
+    @request_count.setter
+    def request_count(self, value: int) -> None:
+        self.transport.request_count = value
+
+    @property
+    def dropped_items(self) -> int:
+        """Unusable broker items dropped from lists (and order legs) since start: the loop
+        compares it between cycles (:class:`broker.parsing.TolerantParser`)."""
+        return self.parser.dropped_items
+
+    @property
+    def on_item_dropped(self) -> Callable[[DroppedItem], None] | None:
+        """The hook (the loop's alert) told of each dropped item; its failure never spreads."""
+        return self.parser.on_item_dropped
+
+    @on_item_dropped.setter
+    def on_item_dropped(self, hook: Callable[[DroppedItem], None] | None) -> None:
+        self.parser.on_item_dropped = hook
+
+    # -- the raw request (sent by the transport) -------------------------------------------
 
     async def request(
         self,
@@ -373,292 +330,23 @@ class ResilientAlpacaGateway:
         and, when ``idempotent``, timeouts, resets, 408 and 5xx. Never retried: other 4xx,
         malformed bodies, redirects. ``emergency`` calls may use the rate limiter's reserve.
         ``max_retries`` overrides the gateway's setting for this call (0: a single attempt).
+        Every typed method sends through here (an in-process broker replaces just this).
         """
-        method = method.upper()
-        url = (self.data_url if data_api else self.base_url) + path
-        query = encode_params(params) if params else None
-        retries = self._max_retries if max_retries is None else max(0, int(max_retries))
-        api = "data" if data_api else "trading"
-        attempt = 0
-        while True:
-            attempt += 1
-            await self._limiter.acquire(emergency=emergency, api=api)
-            response, sent = await self._send_once(method, url, path, query, json)
-            if response.success:
-                return response
-            if response.status == 429:
-                self._limiter.note_rate_limited(response.retry_after)
-            delay = self._retry_delay(response, attempt, idempotent, sent)
-            if delay is None:
-                return response
-            if attempt > retries:
-                log.warning(
-                    "broker_request_failed",
-                    method=method,
-                    path=path,
-                    status=response.status,
-                    attempts=attempt,
-                    reason=response.message,
-                )
-                return response
-            log.warning(
-                "broker_retry",
-                attempt=attempt,
-                status=response.status,
-                delay=round(delay, 3),
-                method=method,
-                path=path,
-                reason=response.message,
-            )
-            await self._sleep(delay)
-
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or (self._owns_session and self._session.closed):
-            session = aiohttp.ClientSession()
-            # aiohttp silently resends GET/PUT/DELETE once when the server drops the
-            # connection. The gateway decides about every resend itself (a partial close
-            # must never be sent twice, and request_count must count what was sent), so
-            # switch that off on the session it owns. aiohttp's own test client does the same.
-            if hasattr(session, "_retry_connection"):
-                session._retry_connection = False
-            self._session = session
-            self._owns_session = True
-        return self._session
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if self._key_id is not None and self._secret_key is not None:
-            headers["APCA-API-KEY-ID"] = self._key_id.get_secret_value()
-            headers["APCA-API-SECRET-KEY"] = self._secret_key.get_secret_value()
-        return headers
-
-    def _redact(self, text: str) -> str:
-        for secret in (self._key_id, self._secret_key):
-            if secret is not None and secret.get_secret_value():
-                text = text.replace(secret.get_secret_value(), _REDACTED)
-        return text
-
-    def _redact_json(self, value: Any) -> Any:
-        """``value`` (parsed JSON) with every string scrubbed of the keys."""
-        if isinstance(value, str):
-            return self._redact(value)
-        if isinstance(value, list):
-            return [self._redact_json(item) for item in value]
-        if isinstance(value, dict):
-            return {key: self._redact_json(item) for key, item in value.items()}
-        return value
-
-    async def _send_once(
-        self,
-        method: str,
-        url: str,
-        path: str,
-        query: dict[str, str] | None,
-        body: Any,
-    ) -> tuple[ApiResponse, bool]:
-        """One HTTP exchange; returns (response, whether the request may have been sent)."""
-        session = self._ensure_session()
-        if session.closed:
-            return self._failure(method, path, "closed", "HTTP session is closed", False), False
-        self.request_count += 1
-        try:
-            async with session.request(
-                method,
-                url,
-                params=query,
-                json=body,
-                headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                allow_redirects=False,
-            ) as resp:
-                payload = await self._read_capped(resp)
-                if payload is None:
-                    return self._too_large(method, path, resp), True
-                return self._build_response(method, path, resp.status, resp.headers, payload), True
-        except aiohttp.ClientConnectorError as exc:
-            message = f"cannot connect: {type(exc).__name__}: {exc}"
-            return self._failure(method, path, "network", message, False), False
-        except (asyncio.TimeoutError, TimeoutError):
-            message = f"no response within {self._timeout:g}s"
-            return self._failure(method, path, "network", message, True), True
-        except (aiohttp.ClientError, OSError) as exc:
-            message = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            return self._failure(method, path, "network", message, True), True
-
-    @staticmethod
-    async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
-        """The body, or None (connection dropped) once it is known to exceed
-        :data:`MAX_RESPONSE_BYTES`: by its Content-Length before reading, else by counting
-        the (decompressed) bytes as they arrive, so at most the cap is ever held."""
-        declared = resp.content_length
-        if declared is not None and declared > MAX_RESPONSE_BYTES:
-            resp.close()
-            return None
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
-            total += len(chunk)
-            if total > MAX_RESPONSE_BYTES:
-                chunks.clear()
-                resp.close()
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, method: str, path: str, resp: aiohttp.ClientResponse) -> ApiResponse:
-        status = resp.status
-        log.warning("broker_response_too_large", method=method, path=path, status=status,
-                    declared_bytes=resp.content_length, limit_bytes=MAX_RESPONSE_BYTES)
-        return ApiResponse(
-            success=False, status=status, error_type="malformed",
-            # a 2xx or 5xx body we could not read: the broker may have acted
-            outcome_unknown=not 400 <= status < 500, method=method, path=path,
-            request_id=resp.headers.get("X-Request-ID"),
-            message=f"HTTP {status} response body larger than the {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB "
-                    "limit; refused unread",
-        )
-
-    def _failure(
-        self, method: str, path: str, kind: str, message: str, outcome_unknown: bool
-    ) -> ApiResponse:
-        return ApiResponse(
-            success=False,
-            status=0,
-            error_type=kind,
-            message=self._redact(message),
-            outcome_unknown=outcome_unknown,
-            method=method,
-            path=path,
+        return await self.transport.request(
+            method, path, params=encode_params(params) if params else None, json=json,
+            data_api=data_api, emergency=emergency, idempotent=idempotent, max_retries=max_retries,
         )
 
     def _build_response(
         self, method: str, path: str, status: int, headers: Mapping[str, str], payload: bytes
     ) -> ApiResponse:
-        self._note_rate_budget(path, headers)
-        request_id = headers.get("X-Request-ID") or headers.get("x-request-id")
-        base: dict[str, Any] = {"status": status, "request_id": request_id, "method": method,
-                                "path": path}
-        if 200 <= status < 300:
-            if not payload.strip():
-                return ApiResponse(success=True, data=None, **base)
-            try:
-                data = jsonlib.loads(payload)
-            except ValueError:
-                return ApiResponse(
-                    success=False, error_type="malformed", outcome_unknown=True,
-                    message=f"HTTP {status} with a body that is not JSON", **base,
-                )
-            if status == 207:
-                return self._multi_status(self._redact_json(data), base)
-            return ApiResponse(success=True, data=data, **base)
-        if 300 <= status < 400:
-            return ApiResponse(
-                success=False, error_type="redirect",
-                message=f"unexpected redirect (HTTP {status}); check the API URL", **base,
-            )
-        data: Any = None
-        try:
-            data = jsonlib.loads(payload) if payload.strip() else None
-        except ValueError:
-            data = None
-        data = self._redact_json(data)
-        if isinstance(data, dict):
-            error = data
-            code = error.get("code")
-            code = code if isinstance(code, int) and not isinstance(code, bool) else None
-            message = str(error.get("message") or error.get("msg") or f"HTTP {status}")
-        else:
-            code = None
-            snippet = payload[:200].decode("utf-8", errors="replace").strip()
-            message = f"HTTP {status}" + (f": {snippet}" if snippet else "")
-        return ApiResponse(
-            success=False,
-            error_type="http",
-            data=data,
-            error_code=code,
-            message=self._redact(message),
-            retry_after=self._retry_after(headers) if status == 429 else None,
-            outcome_unknown=status >= 500 or status == 408,
-            **base,
-        )
+        """The transport's reading of one answer (for an in-process broker's refusals)."""
+        return self.transport.build_response(method, path, status, headers, payload)
 
     def _multi_status(self, data: Any, base: dict[str, Any]) -> ApiResponse:
-        if not isinstance(data, list):
-            return ApiResponse(
-                success=False, error_type="malformed", outcome_unknown=True,
-                message="HTTP 207 body is not a list", **base,
-            )
-        where = f"{base.get('method', '')} {base.get('path', '')} (207)".strip()
-        parsed = (self._parse_item(MultiStatusItem, raw, where, index) for index, raw in enumerate(data))
-        items = [item for item in parsed if item is not None]
-        if data and not items:
-            return ApiResponse(
-                success=False, error_type="malformed", outcome_unknown=True, data=data,
-                message="HTTP 207: no item could be read", **base,
-            )
-        return ApiResponse(success=True, data=items, **base)
+        """The transport's reading of a decoded 207 body (for an in-process broker)."""
+        return self.transport.multi_status(data, base)
 
-    def _note_rate_budget(self, path: str, headers: Mapping[str, str]) -> None:
-        """Hand the broker's ``X-RateLimit-Remaining``/``-Reset`` to the rate limiter (for
-        the API this response came from: trading and market data count separately)."""
-        remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
-        if remaining is None or reset is None:
-            return
-        try:
-            left, reset_at = int(remaining), float(reset)
-        except ValueError:
-            return
-        if reset_at != reset_at:  # NaN
-            return
-        api = "data" if self._is_data_path(path) else "trading"
-        self._limiter.note_budget(left, reset_at - self._wall_time(), api=api)
-
-    @staticmethod
-    def _is_data_path(path: str) -> bool:
-        return path.startswith(("/v2/stocks", "/v1beta1/", "/v1beta3/", "/v2/options"))
-
-    def _retry_after(self, headers: Mapping[str, str]) -> float | None:
-        """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset``.
-
-        Both are wall-clock statements by the broker, so they are read against the wall
-        clock (never the market clock, which may be a simulator's 2025 running at 600x)."""
-        now = datetime.fromtimestamp(self._wall_time(), clock_module.UTC)
-        seconds: float | None = None
-        raw = headers.get("Retry-After")
-        if raw:
-            try:
-                seconds = float(raw)
-            except ValueError:
-                try:
-                    seconds = (parsedate_to_datetime(raw) - now).total_seconds()
-                except (TypeError, ValueError):
-                    seconds = None
-        if seconds is None:
-            reset = headers.get("X-RateLimit-Reset")
-            if reset:
-                try:
-                    seconds = float(reset) - now.timestamp()
-                except ValueError:
-                    seconds = None
-        if seconds is None or seconds != seconds:  # missing or NaN
-            return None
-        return min(max(seconds, 0.0), MAX_RATE_LIMIT_WAIT)
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter: between half and all of base x 2^(attempt-1)."""
-        ceiling = min(self._backoff_max, self._backoff_base * (2 ** max(attempt - 1, 0)))
-        return ceiling * (0.5 + random.random() / 2)
-
-    def _retry_delay(
-        self, response: ApiResponse, attempt: int, idempotent: bool, sent: bool
-    ) -> float | None:
-        if response.status == 429:
-            return response.retry_after if response.retry_after is not None else self._backoff(attempt)
-        if response.error_type == "network":
-            return self._backoff(attempt) if (idempotent or not sent) else None
-        if response.error_type == "http" and (response.status >= 500 or response.status == 408):
-            return self._backoff(attempt) if idempotent else None
-        return None
 
     # -- typed-call plumbing ---------------------------------------------------------------
 
@@ -676,92 +364,38 @@ class ResilientAlpacaGateway:
         response.raise_for_error(for_order=for_order)
         return response.data
 
-    def _parse(self, model: type[M], data: Any, where: str) -> M:
-        """One object the call cannot do without: unusable means MalformedResponse."""
-        parse = _FAST_PARSERS.get(model, model.model_validate)
-        with collect_dropped() as dropped:
-            try:
-                return parse(data)  # type: ignore[no-any-return]
-            except ValidationError as exc:
-                raise errors.MalformedResponse(
-                    f"{where}: unexpected {model.__name__}: {_summarise(exc)}"
-                ) from None
-            finally:
-                self._count_dropped(dropped)
-
-    def _parse_item(self, model: type[M], data: Any, where: str, index: int | None) -> M | None:
-        """One item of a list or symbol map: unusable means dropped (reported), not an error."""
-        parse = _FAST_PARSERS.get(model, model.model_validate)
-        with collect_dropped() as dropped:
-            try:
-                return parse(data)  # type: ignore[no-any-return]
-            except ValidationError as exc:
-                report_dropped(model.__name__, where, index, data, exc)
-                return None
-            finally:
-                self._count_dropped(dropped)
-
-    def _parse_list(self, model: type[M], data: Any, where: str) -> list[M]:
-        """Every usable item of a list, in order; an unusable one is dropped and reported."""
-        if data is None:
-            return []
-        if not isinstance(data, list):
-            raise errors.MalformedResponse(f"{where}: expected a list of {model.__name__}")
-        parsed = (self._parse_item(model, item, where, index) for index, item in enumerate(data))
-        return [item for item in parsed if item is not None]
-
-    def _count_dropped(self, dropped: list[DroppedItem]) -> None:
-        """Count what parsing dropped and tell the alert hook (its failure never spreads)."""
-        for item in dropped:
-            self.dropped_items += 1
-            self._last_dropped = item
-            if self.on_item_dropped is None:
-                continue
-            try:
-                self.on_item_dropped(item)
-            except Exception as exc:  # noqa: BLE001 - an alert hook must not fail a parse
-                log.error("item_dropped_hook_failed", error=repr(exc), model=item.model)
-
-    def _mapping(self, data: Any, key: str | None, where: str) -> dict[str, Any]:
-        value = data.get(key) if (key is not None and isinstance(data, dict)) else data
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise errors.MalformedResponse(f"{where}: expected an object under {key or 'the body'}")
-        return value
-
     # -- account, clock, calendar, assets --------------------------------------------------
 
     async def get_account(self) -> Account:
-        return self._parse(Account, await self._call("GET", "/v2/account"), "GET /v2/account")
+        return self.parser.parse(Account, await self._call("GET", "/v2/account"), "GET /v2/account")
 
     async def get_clock(self) -> Clock:
-        return self._parse(Clock, await self._call("GET", "/v2/clock"), "GET /v2/clock")
+        return self.parser.parse(Clock, await self._call("GET", "/v2/clock"), "GET /v2/clock")
 
     async def read_clock_once(self) -> Clock:
         """``GET /v2/clock`` with a single attempt and no backoff: for the broker-following
         clock, whose own loop decides when to read again (a retry inside it nested)."""
         response = await self.request("GET", "/v2/clock", max_retries=0)
         response.raise_for_error()
-        return self._parse(Clock, response.data, "GET /v2/clock")
+        return self.parser.parse(Clock, response.data, "GET /v2/clock")
 
     async def get_calendar(self, start: date, end: date) -> list[CalendarDay]:
         data = await self._call("GET", "/v2/calendar", params={"start": start, "end": end})
-        return self._parse_list(CalendarDay, data, "GET /v2/calendar")
+        return self.parser.parse_list(CalendarDay, data, "GET /v2/calendar")
 
     async def get_asset(self, symbol: str) -> Asset:
         path = f"/v2/assets/{urlquote(symbol, safe='')}"
-        return self._parse(Asset, await self._call("GET", path), f"GET {path}")
+        return self.parser.parse(Asset, await self._call("GET", path), f"GET {path}")
 
     async def list_assets(self, status: str = "active") -> list[Asset]:
         params = {"status": status, "asset_class": "us_equity"}
-        return self._parse_list(Asset, await self._call("GET", "/v2/assets", params=params),
+        return self.parser.parse_list(Asset, await self._call("GET", "/v2/assets", params=params),
                                 "GET /v2/assets")
 
     # -- positions and orders --------------------------------------------------------------
 
     async def list_positions(self) -> list[Position]:
-        return self._parse_list(Position, await self._call("GET", "/v2/positions"),
+        return self.parser.parse_list(Position, await self._call("GET", "/v2/positions"),
                                 "GET /v2/positions")
 
     async def get_position(self, symbol: str) -> Position | None:
@@ -771,7 +405,7 @@ class ResilientAlpacaGateway:
             data = await self._call("GET", path)
         except errors.NotFound:
             return None
-        return self._parse(Position, data, f"GET {path}")
+        return self.parser.parse(Position, data, f"GET {path}")
 
     async def list_orders(
         self,
@@ -791,16 +425,16 @@ class ResilientAlpacaGateway:
             raise ValueError(f"limit must be 1-500, got {limit}")
         params = {
             "status": status, "limit": limit, "nested": nested,
-            "symbols": _unique_symbols(symbols) if symbols else None,
+            "symbols": unique_symbols(symbols) if symbols else None,
             "after": after, "until": until, "direction": direction, "side": side,
         }
         data = await self._call("GET", "/v2/orders", params=params, emergency=emergency)
-        return self._parse_list(Order, data, "GET /v2/orders")
+        return self.parser.parse_list(Order, data, "GET /v2/orders")
 
     async def get_order(self, order_id: str, nested: bool = True, *, emergency: bool = False) -> Order:
         path = f"/v2/orders/{urlquote(order_id, safe='')}"
         data = await self._call("GET", path, params={"nested": nested}, emergency=emergency)
-        return self._parse(Order, data, f"GET {path}")
+        return self.parser.parse(Order, data, f"GET {path}")
 
     async def get_order_by_client_id(
         self, client_order_id: str, *, emergency: bool = False
@@ -813,101 +447,13 @@ class ResilientAlpacaGateway:
             )
         except errors.NotFound:
             return None
-        return self._parse(Order, data, "GET /v2/orders:by_client_order_id")
-
-    async def _lookup_quietly(self, client_order_id: str, emergency: bool) -> Order | None:
-        """Like get_order_by_client_id, but a failed lookup is None (unknown, not an error)."""
-        try:
-            return await self.get_order_by_client_id(client_order_id, emergency=emergency)
-        except errors.TemporaryError as exc:
-            log.warning("order_lookup_failed", client_order_id=client_order_id, reason=str(exc))
-            return None
+        return self.parser.parse(Order, data, "GET /v2/orders:by_client_order_id")
 
     async def submit_order(self, request: OrderRequest, *, emergency: bool = False) -> Order:
-        """Submit an order exactly once, whatever the network does.
-
-        Without a ``client_order_id`` one is generated (and logged). If the outcome of a
-        POST is unknown (timeout, reset, 5xx, unreadable body), the order is looked up by
-        its ``client_order_id`` before the same body is sent again; a "client_order_id must
-        be unique" answer means it landed and the existing order is returned. Raises an
-        :class:`core.errors.OrderRejected` subclass only for a definitive 4xx, and
-        :class:`core.errors.OrderInFlight` when the outcome is still unknown after all attempts.
-        """
-        if request.client_order_id is None:
-            generated = make_client_order_id(f"auto-{uuid.uuid4().hex}")
-            log.warning("client_order_id_generated", symbol=request.symbol, client_order_id=generated)
-            request = request.model_copy(update={"client_order_id": generated})
-        cid = request.client_order_id
-        assert cid is not None
-        payload = request.to_payload()
-        uncertain = False
-        last: ApiResponse | None = None
-        for attempt in range(1, self._max_retries + 2):
-            if uncertain:
-                await self._sleep(self._backoff(attempt - 1))
-                found = await self._lookup_quietly(cid, emergency)
-                if found is not None:
-                    log.info("order_recovered", client_order_id=cid, order_id=found.id,
-                             status=found.status, via="lookup")
-                    return found
-            response = await self.request(
-                "POST", "/v2/orders", json=payload, emergency=emergency, idempotent=False
-            )
-            last = response
-            if response.success:
-                try:
-                    return self._parse(Order, response.data, "POST /v2/orders")
-                except errors.MalformedResponse as exc:
-                    # Accepted, but unreadable: resolve it like any other unknown outcome.
-                    response = response.model_copy(update={
-                        "success": False, "error_type": "malformed", "outcome_unknown": True,
-                        "message": str(exc)})
-                    last = response
-            if response.outcome_unknown:
-                uncertain = True
-                log.warning("order_outcome_unknown", client_order_id=cid, symbol=request.symbol,
-                            attempt=attempt, status=response.status, reason=response.message)
-                continue
-            problem = response.error(for_order=True)
-            assert problem is not None
-            duplicate = isinstance(problem, errors.DuplicateClientOrderId)
-            validation = problem.status == 422 and problem.code == broker_errors.CODE_VALIDATION
-            if duplicate or validation or (uncertain and isinstance(problem, errors.OrderRejected)):
-                # It may have landed: a duplicate id certainly did (Alpaca's code for it,
-                # 422 40010001, is shared with every validation error, so any of them is
-                # checked by looking the id up rather than by reading the text), and after an
-                # unknown outcome a rejection of the resend may be caused by the first copy.
-                found = await self._lookup_quietly(cid, emergency)
-                if found is not None and found.symbol == request.symbol and found.side == request.side:
-                    log.info("order_recovered", client_order_id=cid, order_id=found.id,
-                             status=found.status, via=type(problem).__name__)
-                    return found
-                if found is None and duplicate and uncertain:
-                    continue  # it landed but is not visible yet: look again
-            if not uncertain or isinstance(problem, errors.OrderRejected):
-                self._note_rejection(problem, request.symbol)
-                raise problem
-            # e.g. a 429 after an unknown outcome: still unresolved, try again
-        await self._sleep(self._backoff(self._max_retries + 1))
-        found = await self._lookup_quietly(cid, emergency)
-        if found is not None:
-            log.info("order_recovered", client_order_id=cid, order_id=found.id,
-                     status=found.status, via="final_lookup")
-            return found
-        log.error("order_in_flight", client_order_id=cid, symbol=request.symbol,
-                  status=last.status if last else None)
-        raise errors.OrderInFlight(
-            f"order {cid} for {request.symbol}: outcome unknown after "
-            f"{self._max_retries + 1} attempts; reconcile by client_order_id",
-            client_order_id=cid,
-            status=(last.status or None) if last else None,
-            request_id=last.request_id if last else None,
-        )
-
-    def _note_rejection(self, problem: errors.BrokerError, symbol: str | None) -> None:
-        if isinstance(problem, errors.PatternDayTraderRejected) and symbol:
-            self.pdt_blocked_symbols.add(symbol)
-            log.warning("pdt_blocked", symbol=symbol, code=problem.code)
+        """Submit an order exactly once, whatever the network does (:meth:`OrderDesk.submit_order`:
+        an unknown outcome is looked up by ``client_order_id`` before the same body is resent;
+        :class:`core.errors.OrderInFlight` when still unknown after all attempts)."""
+        return await self.orders.submit_order(request, emergency=emergency)
 
     # submit helpers: bracket, OCO, OTO and trailing-stop orders are built with the
     # OrderRequest constructors (models.OrderRequest.bracket/oco/oto/trailing_stop) and sent
@@ -944,104 +490,9 @@ class ResilientAlpacaGateway:
         time_in_force: str | None = None,
         client_order_id: str | None = None,
     ) -> Order:
-        """PATCH an order; returns the NEW order (new id). An unknown outcome is resolved by
-        reading the old order (``replaced_by``) before the PATCH is sent again. An order that
-        is already final raises the outcome :class:`core.errors.OrderNotReplaceable` (with the
-        re-read order), an unknown one :class:`core.errors.NotFound`."""
-        body: dict[str, Any] = {}
-        for name, value in (("qty", qty), ("limit_price", limit_price),
-                            ("stop_price", stop_price), ("trail", trail)):
-            if value is not None:
-                body[name] = decimal_text(Decimal(str(value)))
-        if time_in_force is not None:
-            body["time_in_force"] = time_in_force
-        if client_order_id is not None:
-            body["client_order_id"] = client_order_id
-        if not body:
-            raise ValueError("replace_order needs at least one field to change")
-        path = f"/v2/orders/{urlquote(order_id, safe='')}"
-        uncertain = False
-        for attempt in range(1, self._max_retries + 2):
-            if uncertain:
-                await self._sleep(self._backoff(attempt - 1))
-                state = await self._replacement_of(order_id)
-                if isinstance(state, Order):
-                    return state
-                if state == "wait":
-                    continue
-            response = await self.request("PATCH", path, json=body, idempotent=False)
-            if response.success:
-                return self._parse(Order, response.data, f"PATCH {path}")
-            if response.outcome_unknown:
-                uncertain = True
-                log.warning("order_outcome_unknown", order_id=order_id, attempt=attempt,
-                            status=response.status, reason=response.message)
-                continue
-            problem = response.error(for_order=True)
-            assert problem is not None
-            if not uncertain and problem.status == 422 and isinstance(problem, errors.OrderRejected):
-                problem = await self._replace_outcome(order_id, problem)
-            if uncertain:
-                state = await self._replacement_of(order_id)
-                if isinstance(state, Order):
-                    return state
-            if isinstance(problem, errors.PatternDayTraderRejected):
-                symbol = await self._symbol_of(order_id)
-                self._note_rejection(problem, symbol)
-            if not uncertain or isinstance(problem, (errors.OrderRejected, errors.NotFound)):
-                raise problem
-        state = await self._replacement_of(order_id)
-        if isinstance(state, Order):
-            return state
-        raise errors.OrderInFlight(
-            f"replacement of order {order_id}: outcome unknown after "
-            f"{self._max_retries + 1} attempts; reconcile before acting",
-            client_order_id=client_order_id or f"replace:{order_id}",
-        )
-
-    async def _replace_outcome(self, order_id: str, problem: errors.BrokerError) -> errors.BrokerError:
-        """A 422 to a PATCH is a refusal unless the order is already final (it filled, was
-        canceled or expired in the race): read it; then the answer is the outcome
-        :class:`core.errors.OrderNotReplaceable` carrying the order. Decided by the order's
-        state, never by the message."""
-        try:
-            old = await self.get_order(order_id, nested=False)
-        except errors.BrokerError as exc:
-            log.warning("order_lookup_failed", order_id=order_id, reason=str(exc))
-            return problem
-        if not old.is_terminal:
-            return problem
-        outcome = errors.OrderNotReplaceable(problem.message, status=problem.status, code=problem.code,
-                                             request_id=problem.request_id, body=problem.body)
-        outcome.order = old
-        return outcome
-
-    async def _replacement_of(self, order_id: str) -> Order | str:
-        """The new order if ``order_id`` was replaced; "wait" while pending; else "resend"."""
-        try:
-            old = await self.get_order(order_id, nested=False)
-        except errors.TemporaryError:
-            return "wait"
-        if old.status == "replaced" and old.replaced_by:
-            try:
-                new = await self.get_order(old.replaced_by)
-            except errors.TemporaryError:
-                return "wait"
-            log.info("order_recovered", order_id=new.id, replaces=order_id, via="replaced_by")
-            return new
-        if old.status == "pending_replace":
-            return "wait"
-        if old.is_terminal:
-            raise errors.OrderRejected(
-                f"order {order_id} is {old.status}; it can no longer be replaced"
-            )
-        return "resend"
-
-    async def _symbol_of(self, order_id: str) -> str | None:
-        try:
-            return (await self.get_order(order_id, nested=False)).symbol
-        except errors.BrokerError:
-            return None
+        """PATCH an order; returns the NEW order (new id); see :meth:`OrderDesk.replace_order`."""
+        return await self.orders.replace_order(order_id, qty, limit_price, stop_price, trail,
+                                               time_in_force, client_order_id)
 
     async def cancel_order(self, order_id: str) -> None:
         """Cancel an order (204 is success).
@@ -1082,7 +533,7 @@ class ResilientAlpacaGateway:
             return []
         if isinstance(data, list) and all(isinstance(item, MultiStatusItem) for item in data):
             return list(data)
-        return self._parse_list(MultiStatusItem, data, where)
+        return self.parser.parse_list(MultiStatusItem, data, where)
 
     def _log_failed_items(self, action: str, items: list[MultiStatusItem]) -> None:
         failed = [item for item in items if not item.ok]
@@ -1105,77 +556,8 @@ class ResilientAlpacaGateway:
         percentage: Decimal | None = None,
     ) -> Order:
         """Close all of a position (or ``qty`` shares, or ``percentage`` 0-100 of it) with a
-        market order; returns that order. An emergency call (uses the rate-limit reserve).
-
-        A full close is safe to resend after an unknown outcome: the broker holds the shares
-        for the first close order, so a second one is refused (403) or finds no position (404),
-        both of which mean the first landed. A partial close is never resent blindly.
-        """
-        if qty is not None and percentage is not None:
-            raise ValueError("give qty or percentage, not both")
-        if qty is not None and Decimal(str(qty)) <= 0:
-            raise ValueError(f"qty must be positive, got {qty}")
-        if percentage is not None and not 0 < Decimal(str(percentage)) <= 100:
-            raise ValueError(f"percentage must be in (0, 100], got {percentage}")
-        path = f"/v2/positions/{urlquote(symbol, safe='')}"
-        params = {
-            "qty": None if qty is None else Decimal(str(qty)),
-            "percentage": None if percentage is None else Decimal(str(percentage)),
-        }
-        full_close = qty is None and percentage is None
-        since = self._clock.now() - RECENT_ORDER_WINDOW
-        response = await self.request("DELETE", path, params=params, emergency=True, idempotent=False)
-        if response.success:
-            return self._parse(Order, response.data, f"DELETE {path}")
-        if not response.outcome_unknown:
-            problem = response.error(for_order=True)
-            assert problem is not None
-            self._note_rejection(problem, symbol)
-            raise problem
-        log.warning("order_outcome_unknown", symbol=symbol, action="close_position",
-                    status=response.status, reason=response.message)
-        for attempt in range(1, self._max_retries + 1):
-            await self._sleep(self._backoff(attempt))
-            if not full_close:
-                recent = await self._recent_close_order(symbol, since)
-                if recent is not None:
-                    return recent
-                continue
-            response = await self.request("DELETE", path, params=params, emergency=True,
-                                          idempotent=False)
-            if response.success:
-                return self._parse(Order, response.data, f"DELETE {path}")
-            if response.outcome_unknown:
-                continue
-            problem = response.error(for_order=True)
-            assert problem is not None
-            if isinstance(problem, (errors.NotFound, errors.InsufficientQuantity)):
-                recent = await self._recent_close_order(symbol, since)
-                if recent is not None:
-                    return recent
-                continue
-            self._note_rejection(problem, symbol)
-            raise problem
-        raise errors.OrderInFlight(
-            f"closing {symbol}: outcome unknown after {self._max_retries + 1} attempts; "
-            "check positions and open orders",
-            client_order_id=f"close_position:{symbol}",
-        )
-
-    async def _recent_close_order(self, symbol: str, since: datetime) -> Order | None:
-        """The newest simple market order for ``symbol`` submitted since ``since``."""
-        try:
-            orders = await self.list_orders(status="all", limit=50, nested=False, symbols=[symbol],
-                                            after=since, direction="desc", emergency=True)
-        except errors.TemporaryError as exc:
-            log.warning("order_lookup_failed", symbol=symbol, reason=str(exc))
-            return None
-        for order in orders:
-            if order.created_at >= since and order.type == "market" and order.order_class == "simple":
-                log.info("order_recovered", symbol=symbol, order_id=order.id, status=order.status,
-                         via="recent_orders")
-                return order
-        return None
+        market order, an emergency call; see :meth:`OrderDesk.close_position`."""
+        return await self.orders.close_position(symbol, qty, percentage)
 
     async def close_all_positions(self, cancel_orders: bool = True) -> list[MultiStatusItem]:
         """Close every position (first cancelling open orders by default); 207 items."""
@@ -1206,7 +588,7 @@ class ResilientAlpacaGateway:
         seen_tokens: set[str] = set()
         while True:
             data = await self._call("GET", "/v2/account/activities", params=params)
-            page = self._parse_list(Activity, data, "GET /v2/account/activities")
+            page = self.parser.parse_list(Activity, data, "GET /v2/account/activities")
             out.extend(page)
             # Paging follows what the broker sent, not what parsed: a dropped item must
             # neither end the paging early nor lose the cursor.
@@ -1221,52 +603,7 @@ class ResilientAlpacaGateway:
             seen_tokens.add(token)
             params["page_token"] = token
 
-    # -- market data -----------------------------------------------------------------------
-
-    async def _data_call(self, path: str, params: dict[str, Any], endpoint: str) -> Any:
-        """GET a market-data endpoint, falling back from SIP to IEX once per endpoint."""
-        params = dict(params)
-        uses_feed = "feed" in params
-        if uses_feed and params["feed"] in (None, "sip") and endpoint in self._feed_fallback:
-            params["feed"] = "iex"
-        response = await self.request("GET", path, params=params, data_api=True)
-        if (
-            not response.success
-            and response.status == 403
-            and SIP_REFUSAL in response.message.lower()
-            and uses_feed
-            and params["feed"] in (None, "sip")
-        ):
-            self._feed_fallback.add(endpoint)
-            log.warning("data_feed_fallback", endpoint=endpoint,
-                        from_feed=params["feed"] or "default", to_feed="iex",
-                        reason=response.message)
-            params["feed"] = "iex"
-            response = await self.request("GET", path, params=params, data_api=True)
-        response.raise_for_error()
-        return response.data
-
-    async def _pages(
-        self, path: str, params: dict[str, Any], endpoint: str
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Every page of a paginated data endpoint (``next_page_token``)."""
-        params = dict(params)
-        seen: set[str] = set()
-        while True:
-            data = await self._data_call(path, params, endpoint)
-            if not isinstance(data, dict):
-                raise errors.MalformedResponse(f"GET {path}: expected a JSON object")
-            yield data
-            token = data.get("next_page_token")
-            if not token:
-                return
-            if token in seen:
-                raise errors.MalformedResponse(f"GET {path}: next_page_token repeats")
-            seen.add(token)
-            params["page_token"] = token
-
-    def _bars(self, raw: Any, where: str) -> list[Bar]:
-        return self._parse_list(Bar, raw, where)
+    # -- market data (broker/market_data_client.py: batching, SIP fallback, data checks) ---
 
     async def get_bars(
         self,
@@ -1279,31 +616,9 @@ class ResilientAlpacaGateway:
         *,
         adjustment: str = "raw",
     ) -> dict[str, list[Bar]]:
-        """Bars per symbol, oldest first, following every page; symbols are sent 100 per
-        request. ``limit`` keeps at most that many of the most recent bars per symbol.
-        Symbols without data are absent from the result."""
-        if limit is not None and limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
-        names = _unique_symbols(symbols)
-        out: dict[str, list[Bar]] = {}
-        self.data_rejections = {}
-        for chunk in _chunks(names, SYMBOLS_PER_REQUEST):
-            params = {
-                "symbols": chunk, "timeframe": timeframe, "start": start, "end": end,
-                "limit": BARS_PAGE_LIMIT, "feed": feed or self.data_feed,
-                "adjustment": adjustment, "sort": "asc",
-            }
-            async for page in self._pages("/v2/stocks/bars", params, "/v2/stocks/bars"):
-                for symbol, raw in self._mapping(page, "bars", "GET /v2/stocks/bars").items():
-                    where = f"GET /v2/stocks/bars {symbol}"
-                    bars = self._symbol_data(symbol, lambda: self._whole_bars(raw, where), "/v2/stocks/bars")
-                    if bars is not None:
-                        out.setdefault(symbol, []).extend(bars)
-        for symbol in self.data_rejections:  # one bad bar spoils the symbol's series, not the batch
-            out.pop(symbol, None)
-        if limit is not None:
-            out = {symbol: bars[-limit:] for symbol, bars in out.items()}
-        return out
+        """Bars per symbol, oldest first, every page (:meth:`MarketDataClient.get_bars`)."""
+        return await self.market_data.get_bars(symbols, timeframe, start, end, limit, feed,
+                                               adjustment=adjustment)
 
     async def get_symbol_bars(
         self,
@@ -1316,181 +631,40 @@ class ResilientAlpacaGateway:
         *,
         adjustment: str = "raw",
     ) -> list[Bar]:
-        """Bars of one symbol (single-symbol endpoint), oldest first, every page."""
-        if limit is not None and limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
-        path = f"/v2/stocks/{urlquote(symbol, safe='')}/bars"
-        params = {
-            "timeframe": timeframe, "start": start, "end": end, "limit": BARS_PAGE_LIMIT,
-            "feed": feed or self.data_feed, "adjustment": adjustment, "sort": "asc",
-        }
-        bars: list[Bar] = []
-        async for page in self._pages(path, params, "/v2/stocks/{symbol}/bars"):
-            bars.extend(self._bars(page.get("bars"), f"GET {path}"))
-        return bars[-limit:] if limit is not None else bars
+        """Bars of one symbol, oldest first, every page (:meth:`MarketDataClient.get_symbol_bars`)."""
+        return await self.market_data.get_symbol_bars(symbol, timeframe, start, end, limit, feed,
+                                                      adjustment=adjustment)
 
     async def get_latest_quotes(self, symbols: Sequence[str]) -> dict[str, Quote]:
         """Latest quote per symbol; stale, zero and crossed quotes are dropped (and logged)."""
-        out: dict[str, Quote] = {}
-        self.data_rejections = {}
-        for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
-            data = await self._data_call("/v2/stocks/quotes/latest",
-                                         {"symbols": chunk, "feed": self.data_feed},
-                                         "/v2/stocks/quotes/latest")
-            for symbol, raw in self._mapping(data, "quotes", "GET /v2/stocks/quotes/latest").items():
-                quote = self._symbol_data(
-                    symbol, lambda: self._parse_item(Quote, raw, f"GET /v2/stocks/quotes/latest {symbol}", None),
-                    "/v2/stocks/quotes/latest")
-                if quote is not None and self._quote_usable(symbol, quote):
-                    out[symbol] = quote
-        return out
+        return await self.market_data.get_latest_quotes(symbols)
 
     async def get_latest_quote(self, symbol: str) -> Quote | None:
         """Latest quote of one symbol, or None when it fails the quality checks."""
-        path = f"/v2/stocks/{urlquote(symbol, safe='')}/quotes/latest"
-        data = await self._data_call(path, {"feed": self.data_feed},
-                                     "/v2/stocks/{symbol}/quotes/latest")
-        raw = data.get("quote") if isinstance(data, dict) else None
-        if raw is None:
-            return None
-        quote = self._parse(Quote, raw, f"GET {path}")
-        return quote if self._quote_usable(symbol, quote) else None
+        return await self.market_data.get_latest_quote(symbol)
 
     async def get_latest_trades(self, symbols: Sequence[str]) -> dict[str, Trade]:
         """Latest trade per symbol (unknown symbols are absent)."""
-        out: dict[str, Trade] = {}
-        self.data_rejections = {}
-        for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
-            data = await self._data_call("/v2/stocks/trades/latest",
-                                         {"symbols": chunk, "feed": self.data_feed},
-                                         "/v2/stocks/trades/latest")
-            for symbol, raw in self._mapping(data, "trades", "GET /v2/stocks/trades/latest").items():
-                trade = self._symbol_data(
-                    symbol, lambda: self._parse_item(Trade, raw, f"GET /v2/stocks/trades/latest {symbol}", None),
-                    "/v2/stocks/trades/latest")
-                if trade is not None and self._price_usable(symbol, "trade", trade.p, "/v2/stocks/trades/latest"):
-                    out[symbol] = trade
-        return out
+        return await self.market_data.get_latest_trades(symbols)
 
     async def get_latest_trade(self, symbol: str) -> Trade | None:
         """Latest trade of one symbol, or None when there is none."""
-        path = f"/v2/stocks/{urlquote(symbol, safe='')}/trades/latest"
-        data = await self._data_call(path, {"feed": self.data_feed},
-                                     "/v2/stocks/{symbol}/trades/latest")
-        raw = data.get("trade") if isinstance(data, dict) else None
-        return None if raw is None else self._parse(Trade, raw, f"GET {path}")
+        return await self.market_data.get_latest_trade(symbol)
 
     async def get_snapshots(self, symbols: Sequence[str]) -> dict[str, Snapshot]:
         """Snapshot per symbol; a latest quote failing the quality checks is set to None."""
-        out: dict[str, Snapshot] = {}
-        self.data_rejections = {}
-        for chunk in _chunks(_unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
-            data = await self._data_call("/v2/stocks/snapshots",
-                                         {"symbols": chunk, "feed": self.data_feed},
-                                         "/v2/stocks/snapshots")
-            for symbol, raw in self._mapping(data, None, "GET /v2/stocks/snapshots").items():
-                if raw is None:
-                    continue
-                snapshot = self._symbol_data(
-                    symbol, lambda: self._parse_item(Snapshot, raw, f"GET /v2/stocks/snapshots {symbol}", None),
-                    "/v2/stocks/snapshots")
-                if snapshot is not None:
-                    out[symbol] = self._checked_snapshot(symbol, snapshot)
-        return out
+        return await self.market_data.get_snapshots(symbols)
 
     async def get_snapshot(self, symbol: str) -> Snapshot:
         """Snapshot of one symbol (the quote is checked as in :meth:`get_snapshots`)."""
-        path = f"/v2/stocks/{urlquote(symbol, safe='')}/snapshot"
-        data = await self._data_call(path, {"feed": self.data_feed}, "/v2/stocks/{symbol}/snapshot")
-        return self._checked_snapshot(symbol, self._parse(Snapshot, data, f"GET {path}"))
-
-    def _checked_snapshot(self, symbol: str, snapshot: Snapshot) -> Snapshot:
-        if snapshot.latest_quote is not None and not self._quote_usable(symbol, snapshot.latest_quote):
-            return snapshot.model_copy(update={"latest_quote": None})
-        return snapshot
+        return await self.market_data.get_snapshot(symbol)
 
     async def get_news(
         self, symbols: Sequence[str], start: datetime | None = None, limit: int = 50
     ) -> list[NewsArticle]:
         """Up to ``limit`` news articles about ``symbols``, newest first."""
-        if limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
-        params: dict[str, Any] = {
-            "symbols": _unique_symbols(symbols), "start": start,
-            "limit": min(limit, NEWS_PAGE_LIMIT), "sort": "desc",
-        }
-        articles: list[NewsArticle] = []
-        async for page in self._pages("/v1beta1/news", params, "/v1beta1/news"):
-            articles.extend(self._parse_list(NewsArticle, page.get("news"), "GET /v1beta1/news"))
-            if len(articles) >= limit:
-                break
-        return articles[:limit]
+        return await self.market_data.get_news(symbols, start, limit)
 
-    # -- data quality ----------------------------------------------------------------------
-
-    def _symbol_data(self, symbol: str, parse: Callable[[], M | None], path: str) -> M | None:
-        """One symbol's part of a batched answer, or None (logged, remembered in
-        :attr:`data_rejections`) when it does not parse: a NaN or infinite price for one
-        symbol spoils that symbol's data for the cycle, not the whole batch, and it is bad
-        data, not an unreachable broker. ``parse`` returns None for an item it dropped."""
-        try:
-            item = parse()
-        except errors.MalformedResponse as exc:
-            reason = str(exc)
-        else:
-            if item is not None:
-                return item
-            last = self._last_dropped
-            reason = (f"unusable {last.model} ({', '.join(last.fields) or 'body'}: {last.cause})"
-                      if last is not None else "unusable data (see broker_item_dropped)")
-        self.data_rejections[symbol] = reason
-        log.warning("market_data_rejected", symbol=symbol, reason=reason, source=path)
-        return None
-
-    def _whole_bars(self, raw: Any, where: str) -> list[Bar] | None:
-        """A symbol's bars, or None when any bar of them was unusable (a series with a hole
-        or a NaN is no basis for indicators)."""
-        before = self.dropped_items
-        bars = self._bars(raw, where)
-        return None if self.dropped_items > before else bars
-
-    def _price_usable(self, symbol: str, what: str, price: Decimal, path: str) -> bool:
-        problem = price_problem(price)
-        if problem is None:
-            return True
-        reason = f"{what} price {problem}"
-        self.data_rejections[symbol] = reason
-        log.warning("market_data_rejected", symbol=symbol, reason=reason, source=path)
-        return False
-
-    def _quote_usable(self, symbol: str, quote: Quote) -> bool:
-        now = self._clock.now()
-        age = (now - quote.t).total_seconds()
-        if age > self._max_quote_age:
-            self._warn_throttled("stale_data_rejected", symbol, now, age_seconds=round(age, 1),
-                                 max_age_seconds=self._max_quote_age, quote_time=quote.t.isoformat())
-            return False
-        reason = None
-        if quote.bp <= 0 or quote.ap <= 0:
-            reason = "zero_price"
-        elif quote.bp > quote.ap:
-            reason = "crossed"
-        elif price_problem(quote.ap) is not None:
-            reason = "absurd_price"
-        if reason is not None:
-            self._warn_throttled("bad_quote_rejected", symbol, now, reason=reason,
-                                 bid=str(quote.bp), ask=str(quote.ap))
-            return False
-        return True
-
-    def _warn_throttled(self, event: str, symbol: str, now: datetime, **fields: Any) -> None:
-        """Log ``event`` for ``symbol`` at most once per minute (of the injected clock)."""
-        key = (event, symbol)
-        last = self._last_warning.get(key)
-        if last is not None and now - last < QUALITY_WARNING_INTERVAL:
-            return
-        self._last_warning[key] = now
-        log.warning(event, symbol=symbol, **fields)
 
 
 def _activity_cursor(raw: Any) -> str | None:

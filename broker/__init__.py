@@ -2,4 +2,7 @@
 (``broker.interface.Broker``), the wire models parsed at the edge (``broker.models``), the
 error taxonomy that maps Alpaca's answers onto ``core.errors`` (``broker.broker_errors``),
 client-side rate limiting (``broker.rate_limit``) and the clock that follows the broker's
-(``broker.broker_clock``). ``api_gateway.py`` at the top builds the HTTP client on these."""
+(``broker.broker_clock``). ``api_gateway.py`` at the top builds the HTTP client on these and
+on the parts it owns: the HTTP transport (``broker.transport``), tolerant parsing
+(``broker.parsing``), order submission with unknown outcomes resolved (``broker.order_desk``)
+and the market data endpoints (``broker.market_data_client``)."""

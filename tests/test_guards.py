@@ -26,7 +26,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from core import errors
-from api_gateway import MAX_RESPONSE_BYTES, ResilientAlpacaGateway
+from api_gateway import ResilientAlpacaGateway
+from broker.transport import MAX_RESPONSE_BYTES
 from config import load_settings, normalise_host, redact_url
 
 REPO = Path(__file__).resolve().parent.parent

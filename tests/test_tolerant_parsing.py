@@ -373,7 +373,7 @@ async def test_the_loop_alerts_when_the_gateway_drops_an_unusable_broker_item(tm
         # drops it); the loop raises a CRITICAL alert at the end of that cycle.
         good, bad = order(1), order(2, qty="12 shares")
         with capture_logs():
-            kept = stack.gateway._parse_list(Order, [good, bad], "GET /v2/orders")
+            kept = stack.gateway.parser.parse_list(Order, [good, bad], "GET /v2/orders")
         assert [o.client_order_id for o in kept] == ["cid-1"] and stack.gateway.dropped_items == 1
         with capture_logs() as logs:
             await cycle(system, minutes=1)
