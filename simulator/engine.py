@@ -55,13 +55,11 @@ counts every event ever emitted so a consumer can tell how many it missed.
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
@@ -69,50 +67,40 @@ from typing import Any
 import structlog
 
 from core.clock import EXCHANGE_TZ
-from simulator.accounts import Ledger, MarginSummary, PdtFields, account_json, margin_summary, position_json
-from simulator.daytrades import (
-    PDT_EQUITY_THRESHOLD,
-    PDT_MAX_DAY_TRADES,
-    WINDOW_BUSINESS_DAYS,
-    DayTradeBook,
-    PdtRule,
-    Regime,
-    regime_for,
-)
+from simulator.accounts import Ledger
+from simulator.daytrades import PdtRule
 from simulator.errors import (
     SimApiError,
     already_final,
     forbidden,
-    insufficient_buying_power,
-    insufficient_qty,
     malformed_order_id,
     not_found,
-    pdt_denied,
     unprocessable,
     validation_error,
     wash_trade,
 )
-from simulator.history import ActivityLog, equity_series, portfolio_history
 from simulator.matching import (
     Hit,
+    Touch,
     bar_path,
+    last_price,
     match_bar,
     match_jump,
     match_quote,
+    quote_touch,
     round_price,
     to_decimal,
     trailing_stop_price,
     with_slippage,
 )
 from simulator.orders import TIFS, OrderRequest, SimOrder, check_sub_penny, parse_order_request
-from simulator.reference import ReferenceData
-from simulator.reference import asset_id as _derive_asset_id
+from simulator.reference import ReferenceData, asset_id
 from simulator.sessions import SessionDay, Sessions
+from simulator.sim_account import SimAccount, cost_estimate, is_opening
 from simulator.wire import (
     et_date,
     et_datetime,
     floor_minute,
-    money,
     num,
     parse_bool,
     parse_decimal,
@@ -127,7 +115,6 @@ log = structlog.get_logger(__name__)
 UTC = timezone.utc
 ZERO = Decimal(0)
 ONE_MINUTE = timedelta(minutes=1)
-MARKET_COLLAR = Decimal("1.03")
 QTY_PLACES = Decimal("1e-9")
 PRICE_GAP = Decimal("0.01")
 DEFAULT_EVENT_BUFFER = 10_000
@@ -138,30 +125,6 @@ SECONDS_PER_PATH_STEP = 15
 OPG_CUTOFF = (9, 28)  # opg orders are refused from 09:28 ...
 CLS_CUTOFF = (15, 50)  # ... cls orders from 15:50 ...
 AUCTION_QUEUE_FROM = (19, 0)  # ... until 19:00 ET, when they queue for the next session.
-CONFIG_ENUMS = {
-    "dtbp_check": ("both", "entry", "exit"),
-    "pdt_check": ("both", "entry", "exit"),
-    "trade_confirm_email": ("all", "none"),
-    "max_margin_multiplier": ("1", "2", "4"),
-}
-CONFIG_BOOLS = ("suspend_trade", "no_shorting", "fractional_trading", "ptp_no_exception_entry", "disable_overnight_trading")
-
-
-@dataclass(frozen=True)
-class Touch:
-    """The market at one instant for one symbol: best bid/ask and last trade (Decimal)."""
-
-    bid: Decimal
-    ask: Decimal
-    last: Decimal
-    bid_size: int
-    ask_size: int
-
-
-@functools.lru_cache(maxsize=4096)
-def asset_id(symbol: str) -> str:
-    """The stable asset id of ``symbol`` (derived once per symbol)."""
-    return _derive_asset_id(symbol)
 
 
 def _is_uuid(text: str) -> bool:
@@ -260,35 +223,32 @@ class SimBroker:
         self.slippage_bps = Decimal(str(slippage_bps))
         self.partial_fills = partial_fills
         self.volume_participation = Decimal(str(volume_participation))
-        self.pdt_rule: PdtRule = pdt_rule
         self._rng = random.Random(seed)
-        self.account_id = account_id or self._uuid()
-        self.account_number = "PA" + "".join(str(self._rng.randrange(10)) for _ in range(9))
-        self.created_at: datetime = clock.now()
-        self.ledger = Ledger(cash=starting_cash, initial_cash=starting_cash)
-        self.daytrades = DayTradeBook()
-        self.activity_log = ActivityLog()
+        account_id = account_id or self._uuid()
+        account_number = "PA" + "".join(str(self._rng.randrange(10)) for _ in range(9))
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.event_count = 0
         self.orders: dict[str, SimOrder] = {}
         self._open: dict[str, SimOrder] = {}
         self._by_client_id: dict[str, SimOrder] = {}
         self._seq = 0
-        self._cursor = floor_minute(self.created_at)
-        self._close_snapshots: dict[date, tuple[Decimal, Decimal]] = {}
-        self._lastday_prices: dict[tuple[str, date], Decimal | None] = {}
-        self._config: dict[str, Any] = {
-            "dtbp_check": "entry",
-            "trade_confirm_email": "all",
-            "suspend_trade": False,
-            "no_shorting": False,
-            "fractional_trading": True,
-            "max_margin_multiplier": str(margin_multiplier),
-            "pdt_check": "entry",
-            "ptp_no_exception_entry": False,
-            "max_options_trading_level": 0,
-            "disable_overnight_trading": False,
-        }
+        created_at: datetime = clock.now()
+        self._cursor = floor_minute(created_at)
+        self.account = SimAccount(
+            market=market, clock=clock, sessions=self.sessions, reference=self.reference, cash=starting_cash,
+            margin_multiplier=margin_multiplier, pdt_rule=pdt_rule, account_id=account_id,
+            account_number=account_number, created_at=created_at, open_orders=self._open, orders=self.orders,
+        )
+
+    @property
+    def ledger(self) -> Ledger:
+        """The account's cash, positions and journal (:attr:`SimAccount.ledger`); settable, so
+        a backtest can put a commission-charging ledger in its place before the first order."""
+        return self.account.ledger
+
+    @ledger.setter
+    def ledger(self, ledger: Ledger) -> None:
+        self.account.ledger = ledger
 
     # == time ===============================================================================
 
@@ -337,7 +297,7 @@ class SimBroker:
         an auction, so of the phase steps only the closes passed record their snapshots."""
         for day in self.sessions.between(et_date(self._cursor), et_date(target)):
             if self._cursor < day.close <= target:
-                self._record_close(day)
+                self.account.record_close(day)
         self._cursor = target
 
     def book_can_change(self, until: datetime) -> bool:
@@ -414,7 +374,7 @@ class SimBroker:
             for order in self._open_orders():
                 if order.time_in_force == "day" and not order.extended_hours and order.session <= day.date:
                     self._expire(order, at)
-            self._record_close(day)
+            self.account.record_close(day)
         elif phase == "post":
             for order in self._open_orders():
                 if order.time_in_force == "day" and order.session <= day.date:
@@ -522,141 +482,6 @@ class SimBroker:
             at = minute + timedelta(seconds=round(position * SECONDS_PER_PATH_STEP, 3))
             self._fill(order, qty, price, at)
 
-    # == market access ======================================================================
-
-    def _touch(self, symbol: str, at: datetime) -> Touch | None:
-        quote = self.market.quote_at(symbol, at)
-        last_float = self.market.price_at(symbol, at)
-        last = to_decimal(last_float) if last_float is not None else None
-        if quote is None and last is None:
-            return None
-        bid = to_decimal(quote.bid) if quote is not None and quote.bid > 0 else last
-        ask = to_decimal(quote.ask) if quote is not None and quote.ask > 0 else last
-        assert bid is not None and ask is not None
-        if last is None:
-            last = (bid + ask) / 2
-        sizes = (int(quote.bid_size), int(quote.ask_size)) if quote is not None else (0, 0)
-        return Touch(round_price(bid), round_price(ask), last, sizes[0], sizes[1])
-
-    def _mark(self, symbol: str, at: datetime) -> Decimal:
-        """Price used to value a position: last trade, else last execution, else entry price."""
-        price = self.market.price_at(symbol, at)
-        if price is not None:
-            return to_decimal(price)
-        for entry in reversed(self.ledger.journal):
-            if entry.symbol == symbol and entry.qty_delta:
-                return abs(entry.cash_delta / entry.qty_delta)
-        position = self.ledger.positions.get(symbol)
-        return position.avg_entry_price if position else ZERO
-
-    def _price_or_none(self, symbol: str, at: datetime) -> Decimal | None:
-        price = self.market.price_at(symbol, at)
-        return to_decimal(price) if price is not None else None
-
-    # == account arithmetic =================================================================
-
-    def _multiplier_setting(self) -> int:
-        return int(self._config["max_margin_multiplier"])
-
-    def _summary(self, at: datetime) -> MarginSummary:
-        values = {s: p.qty * self._mark(s, at) for s, p in self.ledger.positions.items()}
-        return margin_summary(self.ledger.cash, values, self._multiplier_setting())
-
-    def _shorting_enabled(self, summary: MarginSummary) -> bool:
-        return not self._config["no_shorting"] and summary.multiplier > 1
-
-    def _regime(self, at: datetime) -> Regime:
-        return regime_for(self.pdt_rule, et_date(at))
-
-    def _window_start(self, at: datetime) -> date:
-        today = et_date(at)
-        anchor = today if self.sessions.day(today) else self.sessions.previous_before(today).date
-        first = anchor
-        for _ in range(WINDOW_BUSINESS_DAYS - 1):
-            first = self.sessions.previous_before(first).date
-        return first
-
-    def _daytrade_count(self, at: datetime) -> int:
-        return self.daytrades.count_since(self._window_start(at))
-
-    def _position_qty(self, symbol: str) -> Decimal:
-        position = self.ledger.positions.get(symbol)
-        return position.qty if position else ZERO
-
-    def _held(self, symbol: str, side: str, *, exclude: str | None = None) -> Decimal:
-        """Quantity of ``symbol`` held by open ``side`` exit orders (an OCO pair counts once)."""
-        return self._holds(symbol, side, exclude=exclude)[0]
-
-    def _holds(self, symbol: str, side: str, *, exclude: str | None = None) -> tuple[Decimal, list[str]]:
-        """(quantity held, ids of the holding orders in submission order) of ``symbol`` by
-        open ``side`` exit orders; an OCO pair holds its quantity once, both ids are listed.
-        ``exclude`` (an order being replaced) leaves out that order and its OCO pair: the
-        pair holds the shares once, for the replacement too."""
-        groups: dict[str, Decimal] = {}
-        ids: list[SimOrder] = []
-        excluded = self.orders.get(exclude) if exclude is not None else None
-        skip_group = excluded.oco_group if excluded is not None else None
-        for order in self._open.values():
-            if order.symbol != symbol or order.side != side or order.status == "held" or order.id == exclude:
-                continue
-            if skip_group is not None and order.oco_group == skip_group:
-                continue
-            if order.position_intent not in ("sell_to_close", "buy_to_close"):
-                continue
-            key = order.oco_group or order.id
-            groups[key] = max(groups.get(key, ZERO), order.remaining)
-            ids.append(order)
-        ids.sort(key=lambda o: o.seq)
-        return sum(groups.values(), ZERO), [o.id for o in ids]
-
-    def _opening(self, side: str, position_qty: Decimal) -> bool:
-        return position_qty == 0 or (position_qty > 0) == (side == "buy")
-
-    def _cost_estimate(
-        self, side: str, kind: str, qty: Decimal | None, notional: Decimal | None,
-        limit_price: Decimal | None, stop_price: Decimal | None, touch: Touch | None,
-    ) -> Decimal:
-        """What an opening order may cost, for the buying-power check (Alpaca's rule)."""
-        if notional is not None:
-            return notional
-        assert qty is not None
-        reference = touch.ask if touch is not None else None
-        if side == "buy":
-            if kind in ("limit", "stop_limit") and limit_price is not None:
-                return qty * limit_price
-            candidates = [p for p in (reference, stop_price) if p is not None]
-            if not candidates:
-                raise unprocessable("no market price is available to check buying power")
-            return qty * max(candidates) * MARKET_COLLAR
-        collared = reference * MARKET_COLLAR if reference is not None else None
-        candidates = [p for p in (limit_price, collared, stop_price) if p is not None]
-        if not candidates:
-            raise unprocessable("no market price is available to check buying power")
-        return qty * max(candidates)
-
-    def _reserved(self, at: datetime, *, exclude: str | None = None) -> Decimal:
-        """Buying power reserved by open opening orders (their remaining quantity)."""
-        total = ZERO
-        touches: dict[str, Touch | None] = {}
-        for order in self._open.values():
-            if order.id == exclude or order.status == "held":
-                continue
-            if order.position_intent not in ("buy_to_open", "sell_to_open"):
-                continue
-            if order.symbol not in touches:
-                touches[order.symbol] = self._touch(order.symbol, at)
-            notional = order.notional if order.notional is not None and order.filled_qty == 0 else None
-            qty = order.remaining if order.qty is not None else None
-            if notional is None and (qty is None or qty <= 0):
-                continue
-            try:
-                total += self._cost_estimate(
-                    order.side, order.type, qty, notional, order.limit_price, order.stop_price, touches[order.symbol]
-                )
-            except SimApiError:
-                continue
-        return total
-
     # == submission =========================================================================
 
     def submit_order(self, body: Any) -> dict[str, Any]:
@@ -667,20 +492,21 @@ class SimBroker:
         return self._order_json(order, nested=True)
 
     def _submit(self, req: OrderRequest, now: datetime) -> SimOrder:
-        if self._config["suspend_trade"]:
+        account = self.account
+        if account.config["suspend_trade"]:
             raise forbidden("new orders are rejected by user request")
         if req.client_order_id is not None and req.client_order_id in self._by_client_id:
             raise validation_error("client_order_id must be unique")
         symbol = self.reference.resolve(req.symbol)
         if symbol is None:
             raise unprocessable(f'asset "{req.symbol}" not found')
-        if req.fractional and not self._config["fractional_trading"]:
+        if req.fractional and not account.config["fractional_trading"]:
             raise forbidden("fractional trading is disabled for this account")
         self._check_auction_window(req, now)
-        touch = self._touch(symbol, now)
-        position_qty = self._position_qty(symbol)
-        opening = self._opening(req.side, position_qty)
-        summary = self._summary(now)
+        touch = quote_touch(self.market, symbol, now)
+        position_qty = account.position_qty(symbol)
+        opening = is_opening(req.side, position_qty)
+        summary = account.summary(now)
 
         if req.order_class in ("bracket", "oto") and not opening:
             raise unprocessable(f"{req.order_class} orders must be entry orders")
@@ -689,22 +515,20 @@ class SimBroker:
 
         if opening:
             if req.side == "sell":
-                if not self._shorting_enabled(summary):
+                if not account.shorting_enabled(summary):
                     raise forbidden("account is not allowed to short")
                 if req.fractional or req.notional is not None:
                     raise forbidden("fractional orders cannot be sold short")
         else:
-            self._check_available(symbol, req.side, self._requested_qty(req, touch), position_qty)
+            account.check_available(symbol, req.side, self._requested_qty(req, touch), position_qty)
 
         if req.order_class == "simple" and self._wash_conflict(symbol, req.side, req.type, req.limit_price):
             raise wash_trade()
         if not opening:
-            self._check_pdt(symbol, now, summary)
+            account.check_pdt(symbol, now, summary)
         if opening:
-            cost = self._cost_estimate(req.side, req.type, req.qty, req.notional, req.limit_price, req.stop_price, touch)
-            available = summary.buying_power - self._reserved(now)
-            if cost > available:
-                raise insufficient_buying_power(buying_power=max(available, ZERO), cost_basis=cost)
+            cost = cost_estimate(req.side, req.type, req.qty, req.notional, req.limit_price, req.stop_price, touch)
+            account.check_buying_power(cost, now, summary=summary)
         if req.order_class != "simple":
             self._check_leg_prices(req, touch)
 
@@ -718,15 +542,6 @@ class SimBroker:
         if not reference:
             raise unprocessable("no market price is available to size a notional order")
         return (req.notional / reference).quantize(QTY_PLACES, rounding=ROUND_DOWN)
-
-    def _check_available(self, symbol: str, side: str, requested: Decimal, position_qty: Decimal, *, exclude: str | None = None) -> None:
-        held, holders = self._holds(symbol, side, exclude=exclude)
-        available = max(abs(position_qty) - held, ZERO)
-        if requested > available:
-            raise insufficient_qty(
-                symbol=symbol, requested=requested, available=available, existing=position_qty, held=held,
-                related_orders=holders,
-            )
 
     def _check_auction_window(self, req: OrderRequest, now: datetime) -> None:
         if req.time_in_force not in ("opg", "cls"):
@@ -751,14 +566,6 @@ class SimBroker:
             if buy_price >= sell_price:
                 return True
         return False
-
-    def _check_pdt(self, symbol: str, now: datetime, summary: MarginSummary) -> None:
-        if self._regime(now) != "legacy" or not self.daytrades.would_day_trade(symbol, et_date(now)):
-            return
-        if summary.equity >= PDT_EQUITY_THRESHOLD:
-            return
-        if self._daytrade_count(now) >= PDT_MAX_DAY_TRADES:
-            raise pdt_denied()
 
     def _check_leg_prices(self, req: OrderRequest, touch: Touch | None) -> None:
         """Alpaca's base-price rules for bracket/oco/oto exits (0.01 away from the base)."""
@@ -921,7 +728,7 @@ class SimBroker:
         """
         phase = self.sessions.phase(at)
         tradable = phase == "regular" or (order.extended_hours and phase in ("pre", "post"))
-        touch = self._touch(order.symbol, at) if tradable else None
+        touch = quote_touch(self.market, order.symbol, at) if tradable else None
         if touch is not None:
             terms = order.terms()
             matcher = match_jump if jump else match_quote
@@ -959,7 +766,7 @@ class SimBroker:
         if bar is not None:
             price = round_price(to_decimal(bar.o if opening else bar.c))
         else:
-            found = self._price_or_none(order.symbol, at)
+            found = last_price(self.market, order.symbol, at)
             price = round_price(found) if found is not None else None
         marketable = price is not None and (
             order.type == "market"
@@ -974,17 +781,14 @@ class SimBroker:
         """Book one execution and everything that follows from it (status, OCO, legs, PDT)."""
         if qty <= 0:
             return
-        before = self._position_qty(order.symbol)
-        opening_part = qty if self._opening(order.side, before) else max(qty - abs(before), ZERO)
-        if opening_part > 0 and self._regime(at) == "intraday_margin":
-            summary = self._summary(at)
-            available = summary.buying_power - self._reserved(at, exclude=order.id)
-            if opening_part * price > available:
-                log.info("sim_order_rejected_at_fill", order_id=order.id, symbol=order.symbol,
-                         cost=str(opening_part * price), buying_power=str(available))
-                self._terminate(order, "rejected" if order.filled_qty == 0 else "canceled", at)
-                return
-        effect = self.ledger.apply_fill(order.symbol, order.side, qty, price, at)
+        refusal = self.account.fill_refusal(order, qty, price, at)
+        if refusal is not None:
+            cost, available = refusal
+            log.info("sim_order_rejected_at_fill", order_id=order.id, symbol=order.symbol,
+                     cost=str(cost), buying_power=str(available))
+            self._terminate(order, "rejected" if order.filled_qty == 0 else "canceled", at)
+            return
+        effect = self.account.book_fill(order, qty, price, at)
         order.filled_qty += qty
         order.filled_value += qty * price
         order.updated_at = at
@@ -995,7 +799,7 @@ class SimBroker:
             self._open.pop(order.id, None)
         else:
             order.status = "partially_filled"
-        self.activity_log.add_fill(
+        self.account.activity_log.add_fill(
             activity_uuid=self._uuid(), at=at, kind="fill" if done else "partial_fill", price=price, qty=qty,
             side=("sell_short" if order.side == "sell" and effect.opened > 0 else order.side),
             symbol=order.symbol, leaves_qty=ZERO if done else order.remaining, order_id=order.id,
@@ -1005,14 +809,7 @@ class SimBroker:
                    position_qty=effect.position_qty, execution_id=self._uuid())
         log.debug("sim_order_filled", order_id=order.id, symbol=order.symbol, side=order.side,
                   qty=str(qty), price=str(price), status=order.status)
-        self.daytrades.record(session=et_date(at), symbol=order.symbol, order_id=order.id,
-                              opened=effect.opened > 0, closed=effect.closed > 0)
-        if (
-            not self.daytrades.pattern_day_trader
-            and self._regime(at) == "legacy"
-            and self._daytrade_count(at) > PDT_MAX_DAY_TRADES
-        ):
-            self.daytrades.pattern_day_trader = True
+        self.account.record_day_trade(order, effect, at)
         self._after_fill(order, at, done)
 
     def _after_fill(self, order: SimOrder, at: datetime, done: bool) -> None:
@@ -1234,7 +1031,7 @@ class SimBroker:
         if order.type in ("limit", "stop_limit") and order.limit_price is not None:
             price = round_price(order.limit_price)
         else:
-            touch = self._touch(order.symbol, at)
+            touch = quote_touch(self.market, order.symbol, at)
             if touch is None:
                 return
             price = with_slippage(touch.ask if order.side == "buy" else touch.bid, order.side, self.slippage_bps)
@@ -1308,16 +1105,14 @@ class SimBroker:
             else:
                 trail_percent = trail
 
-        position_qty = self._position_qty(old.symbol)
+        position_qty = self.account.position_qty(old.symbol)
         closing = old.position_intent in ("sell_to_close", "buy_to_close")
         if closing and old.status != "held":
-            self._check_available(old.symbol, old.side, qty, position_qty, exclude=old.id)
+            self.account.check_available(old.symbol, old.side, qty, position_qty, exclude=old.id)
         if not closing and old.status != "held":
-            touch = self._touch(old.symbol, now)
-            cost = self._cost_estimate(old.side, old.type, qty, None, limit_price, stop_price, touch)
-            available = self._summary(now).buying_power - self._reserved(now, exclude=old.id)
-            if cost > available:
-                raise insufficient_buying_power(buying_power=max(available, ZERO), cost_basis=cost)
+            touch = quote_touch(self.market, old.symbol, now)
+            cost = cost_estimate(old.side, old.type, qty, None, limit_price, stop_price, touch)
+            self.account.check_buying_power(cost, now, exclude=old.id)
 
         session, expires_at = old.session, old.expires_at
         if tif != old.time_in_force:
@@ -1387,16 +1182,12 @@ class SimBroker:
 
     def list_positions(self) -> list[dict[str, Any]]:
         """``GET /v2/positions``: every open position, by symbol."""
-        now = self._sync()
-        return [self._position_json(symbol, now) for symbol in sorted(self.ledger.positions)]
+        return self.account.positions_json(self._sync())
 
     def get_position(self, symbol: str) -> dict[str, Any]:
         """``GET /v2/positions/{symbol}``; 404 40410000 'position does not exist'."""
         now = self._sync()
-        resolved = self.reference.resolve(symbol)
-        if resolved is None or resolved not in self.ledger.positions:
-            raise not_found("position does not exist")
-        return self._position_json(resolved, now)
+        return self.account.position_json(self.account.resolve_position(symbol), now)
 
     def close_position(self, symbol: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``DELETE /v2/positions/{symbol}[?qty=N|?percentage=P]``: a market order closing it.
@@ -1406,10 +1197,8 @@ class SimBroker:
         """
         now = self._sync()
         params = params or {}
-        resolved = self.reference.resolve(symbol)
-        if resolved is None or resolved not in self.ledger.positions:
-            raise not_found("position does not exist")
-        held = abs(self.ledger.positions[resolved].qty)
+        resolved = self.account.resolve_position(symbol)
+        held = abs(self.account.ledger.positions[resolved].qty)
         if params.get("qty") is not None and params.get("percentage") is not None:
             raise validation_error("only one of qty or percentage may be specified")
         if params.get("qty") is not None:
@@ -1423,7 +1212,7 @@ class SimBroker:
                 raise validation_error("percentage is too small to close any quantity")
         else:
             qty = held
-        side = "sell" if self.ledger.positions[resolved].qty > 0 else "buy"
+        side = "sell" if self.account.ledger.positions[resolved].qty > 0 else "buy"
         request = OrderRequest(
             symbol=resolved, side=side, type="market", time_in_force="day", qty=qty, notional=None,
             limit_price=None, stop_price=None, trail_price=None, trail_percent=None, extended_hours=False,
@@ -1439,7 +1228,7 @@ class SimBroker:
         if parse_bool(params.get("cancel_orders", False), "cancel_orders"):
             self.cancel_all()
         items: list[dict[str, Any]] = []
-        for symbol in sorted(self.ledger.positions):
+        for symbol in sorted(self.account.ledger.positions):
             try:
                 order = self.close_position(symbol, {})
             except SimApiError as exc:
@@ -1448,135 +1237,20 @@ class SimBroker:
                 items.append({"symbol": symbol, "status": 200, "order_id": order["id"], "body": order})
         return items
 
-    def _lastday_price(self, symbol: str, now: datetime) -> Decimal | None:
-        previous = self._previous_close_day(now)
-        key = (symbol, previous.date)
-        if key not in self._lastday_prices:
-            self._lastday_prices[key] = self._close_price(symbol, previous)
-        return self._lastday_prices[key]
-
-    def _close_price(self, symbol: str, day: SessionDay) -> Decimal | None:
-        """The regular-session closing price: close of the last regular minute's bar."""
-        known = getattr(self.market, "known_bar_close", None)
-        if known is not None:
-            close = known(symbol, day.close - ONE_MINUTE)
-            if close is not None:
-                return to_decimal(close)
-        bar = self.market.bar_at(symbol, day.close - ONE_MINUTE)
-        if bar is not None:
-            return to_decimal(bar.c)
-        return self._price_or_none(symbol, day.close - timedelta(microseconds=1))
-
-    def _valuation_price(self, symbol: str, moment: datetime) -> Decimal | None:
-        """Price for valuing a holding at ``moment``: the closing price at a session close."""
-        day = self.sessions.day(et_date(moment))
-        if day is not None and moment == day.close:
-            return self._close_price(symbol, day)
-        return self._price_or_none(symbol, moment)
-
-    def _previous_close_day(self, now: datetime) -> SessionDay:
-        """The last session strictly before today's New York date (source of ``last_*``)."""
-        return self.sessions.previous_before(et_date(now))
-
-    def _position_json(self, symbol: str, now: datetime) -> dict[str, Any]:
-        position = self.ledger.positions[symbol]
-        lastday = self._lastday_price(symbol, now)
-        return position_json(
-            position,
-            asset_id=asset_id(symbol),
-            exchange=self.reference.exchange(symbol),
-            price=self._mark(symbol, now),
-            lastday_price=lastday,
-            held=self._held(symbol, "sell" if position.qty > 0 else "buy"),
-            overnight=lastday is not None and position.opened_at < self._previous_close_day(now).close,
-        )
-
     # == account ============================================================================
 
     def get_account(self) -> dict[str, Any]:
         """``GET /v2/account`` (PDT fields only under the legacy PDT regime)."""
-        now = self._sync()
-        summary = self._summary(now)
-        previous = self._previous_close_day(now)
-        last_equity, last_maintenance = self._close_snapshot(previous)
-        pdt = None
-        if self._regime(now) == "legacy":
-            flagged = self.daytrades.pattern_day_trader
-            eligible = flagged and summary.equity >= PDT_EQUITY_THRESHOLD
-            pdt = PdtFields(
-                pattern_day_trader=flagged,
-                daytrade_count=self._daytrade_count(now),
-                last_daytrade_count=self.daytrades.count_since(self._window_start(previous.close), previous.date),
-                daytrading_buying_power=max(last_equity - last_maintenance, ZERO) * 4 if eligible else ZERO,
-            )
-        return account_json(
-            account_id=self.account_id,
-            account_number=self.account_number,
-            created_at=self.created_at,
-            summary=summary,
-            last_equity=last_equity,
-            last_maintenance_margin=last_maintenance,
-            reserved=self._reserved(now),
-            shorting_enabled=self._shorting_enabled(summary),
-            suspended=bool(self._config["suspend_trade"]),
-            balance_asof=previous.date.isoformat(),
-            pdt=pdt,
-        )
-
-    def _record_close(self, day: SessionDay) -> None:
-        """Remember equity and maintenance margin at ``day``'s close (the book is at the close now)."""
-        values: dict[str, Decimal] = {}
-        for symbol, position in self.ledger.positions.items():
-            price = self._close_price(symbol, day)
-            values[symbol] = position.qty * (price if price is not None else self._mark(symbol, day.close))
-        summary = margin_summary(self.ledger.cash, values, self._multiplier_setting())
-        self._close_snapshots[day.date] = (summary.equity, summary.maintenance_margin)
-
-    def _close_snapshot(self, day: SessionDay) -> tuple[Decimal, Decimal]:
-        """(equity, maintenance margin) at ``day``'s close, recomputed from the journal once."""
-        if day.date in self._close_snapshots:
-            return self._close_snapshots[day.date]
-        cash, holdings = self.ledger.state_at(day.close)
-        values: dict[str, Decimal] = {}
-        for symbol, qty in holdings.items():
-            price = self._close_price(symbol, day)
-            values[symbol] = qty * (price if price is not None else self._mark(symbol, day.close))
-        summary = margin_summary(cash, values, self._multiplier_setting())
-        snapshot = (summary.equity, summary.maintenance_margin)
-        if day.close <= self.clock.now():
-            self._close_snapshots[day.date] = snapshot
-        return snapshot
+        return self.account.account_json(self._sync())
 
     def get_account_configurations(self) -> dict[str, Any]:
         """``GET /v2/account/configurations`` (no pdt_check/dtbp_check after PDT retirement)."""
-        now = self._sync()
-        config = dict(self._config)
-        if self._regime(now) != "legacy":
-            config.pop("pdt_check")
-            config.pop("dtbp_check")
-        return config
+        return self.account.configurations(self._sync())
 
     def patch_account_configurations(self, body: Any) -> dict[str, Any]:
         """``PATCH /v2/account/configurations``: nulls are ignored (alpaca-py sends them)."""
         self._sync()
-        if not isinstance(body, dict):
-            raise validation_error("request body must be a JSON object")
-        changes: dict[str, Any] = {}
-        for key, value in body.items():
-            if value is None:
-                continue
-            if key in CONFIG_ENUMS:
-                text = str(value)
-                if text not in CONFIG_ENUMS[key]:
-                    raise validation_error(f"invalid {key}: {value!r} (allowed: {', '.join(CONFIG_ENUMS[key])})")
-                changes[key] = text
-            elif key in CONFIG_BOOLS:
-                changes[key] = parse_bool(value, key)
-            elif key == "max_options_trading_level":
-                changes[key] = parse_int(value, key, low=0, high=3)
-            else:
-                raise validation_error(f"unknown configuration field: {key}")
-        self._config.update(changes)
+        self.account.patch_configurations(body)
         return self.get_account_configurations()
 
     # == clock, calendar, assets ============================================================
@@ -1604,50 +1278,28 @@ class SimBroker:
     def activities(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """``GET /v2/account/activities``: FILL items, cursor-paginated by ``page_token``."""
         self._sync()
-        return self.activity_log.query(params or {})
+        return self.account.activities(params or {})
 
     def portfolio_history(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``GET /v2/account/portfolio/history`` (numbers, not strings)."""
         now = self._sync()
-        return portfolio_history(params or {}, now=now, sessions=self.sessions, ledger=self.ledger,
-                                 price_at=self._valuation_price)
+        return self.account.portfolio_history(params or {}, now)
 
     def equity_at(self, moments: Iterable[datetime]) -> list[Decimal]:
         """Equity at each of ``moments`` (ascending), recomputed from the journal."""
-        return equity_series(self.ledger, list(moments), self._valuation_price)
+        return self.account.equity_at(moments)
 
     # == control API ========================================================================
 
     def state(self) -> dict[str, Any]:
         """A JSON-ready summary for ``GET /_sim/v1/state``: money, positions, open orders, PDT."""
         now = self._sync()
-        summary = self._summary(now)
-        window = self._window_start(now)
         return {
             "now": ts(now),
             "processed_until": ts(self._cursor),
-            "cash": money(summary.cash),
-            "equity": money(summary.equity),
-            "buying_power": money(summary.buying_power),
-            "last_equity": money(self._close_snapshot(self._previous_close_day(now))[0]),
-            "positions": [
-                {
-                    "symbol": symbol,
-                    "qty": num(position.qty),
-                    "avg_entry_price": num(position.avg_entry_price.quantize(QTY_PLACES)),
-                    "market_value": money(position.qty * self._mark(symbol, now)),
-                }
-                for symbol, position in sorted(self.ledger.positions.items())
-            ],
+            **self.account.money_state(now),
             "open_orders": [self._order_json(order, nested=False) for order in self._open_orders()],
-            "day_trades": [
-                {"session": trade.session.isoformat(), "symbol": trade.symbol, "order_id": trade.order_id}
-                for trade in self.daytrades.trades
-                if trade.session >= window
-            ],
-            "daytrade_count": self.daytrades.count_since(window),
-            "pattern_day_trader": self.daytrades.pattern_day_trader,
-            "pdt_regime": self._regime(now),
+            **self.account.pdt_state(now),
             "event_count": self.event_count,
         }
 
