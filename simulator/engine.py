@@ -66,7 +66,6 @@ from typing import Any
 
 import structlog
 
-from core.clock import EXCHANGE_TZ
 from simulator.accounts import Ledger
 from simulator.daytrades import PdtRule
 from simulator.errors import (
@@ -93,7 +92,15 @@ from simulator.matching import (
     trailing_stop_price,
     with_slippage,
 )
-from simulator.orders import TIFS, OrderRequest, SimOrder, check_sub_penny, parse_order_request
+from simulator.orders import OrderRequest, SimOrder, parse_order_request
+from simulator.pretrade import (
+    check_auction_window,
+    check_leg_prices,
+    opposite,
+    parse_replacement,
+    requested_qty,
+    wash_conflict,
+)
 from simulator.reference import ReferenceData, asset_id
 from simulator.sessions import SessionDay, Sessions
 from simulator.sim_account import SimAccount, cost_estimate, is_opening
@@ -116,15 +123,11 @@ UTC = timezone.utc
 ZERO = Decimal(0)
 ONE_MINUTE = timedelta(minutes=1)
 QTY_PLACES = Decimal("1e-9")
-PRICE_GAP = Decimal("0.01")
 DEFAULT_EVENT_BUFFER = 10_000
 ORDER_LIST_DEFAULT = 50
 ORDER_LIST_MAX = 500
 # Seconds into the minute at which a fill at path position p (0..3) happens: 0, 15, 30, 45.
 SECONDS_PER_PATH_STEP = 15
-OPG_CUTOFF = (9, 28)  # opg orders are refused from 09:28 ...
-CLS_CUTOFF = (15, 50)  # ... cls orders from 15:50 ...
-AUCTION_QUEUE_FROM = (19, 0)  # ... until 19:00 ET, when they queue for the next session.
 
 
 def _is_uuid(text: str) -> bool:
@@ -134,10 +137,6 @@ def _is_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _opposite(side: str) -> str:
-    return "sell" if side == "buy" else "buy"
 
 
 def _reach_test(order: SimOrder, minute: datetime) -> tuple[float, float, float]:
@@ -502,7 +501,7 @@ class SimBroker:
             raise unprocessable(f'asset "{req.symbol}" not found')
         if req.fractional and not account.config["fractional_trading"]:
             raise forbidden("fractional trading is disabled for this account")
-        self._check_auction_window(req, now)
+        check_auction_window(req, now, self.sessions)
         touch = quote_touch(self.market, symbol, now)
         position_qty = account.position_qty(symbol)
         opening = is_opening(req.side, position_qty)
@@ -520,9 +519,9 @@ class SimBroker:
                 if req.fractional or req.notional is not None:
                     raise forbidden("fractional orders cannot be sold short")
         else:
-            account.check_available(symbol, req.side, self._requested_qty(req, touch), position_qty)
+            account.check_available(symbol, req.side, requested_qty(req, touch), position_qty)
 
-        if req.order_class == "simple" and self._wash_conflict(symbol, req.side, req.type, req.limit_price):
+        if req.order_class == "simple" and wash_conflict(self._open.values(), symbol, req.side, req.type, req.limit_price):
             raise wash_trade()
         if not opening:
             account.check_pdt(symbol, now, summary)
@@ -530,66 +529,9 @@ class SimBroker:
             cost = cost_estimate(req.side, req.type, req.qty, req.notional, req.limit_price, req.stop_price, touch)
             account.check_buying_power(cost, now, summary=summary)
         if req.order_class != "simple":
-            self._check_leg_prices(req, touch)
+            check_leg_prices(req, touch)
 
         return self._create(req, symbol, now, opening)
-
-    def _requested_qty(self, req: OrderRequest, touch: Touch | None) -> Decimal:
-        if req.qty is not None:
-            return req.qty
-        assert req.notional is not None
-        reference = (touch.bid if req.side == "sell" else touch.ask) if touch is not None else None
-        if not reference:
-            raise unprocessable("no market price is available to size a notional order")
-        return (req.notional / reference).quantize(QTY_PLACES, rounding=ROUND_DOWN)
-
-    def _check_auction_window(self, req: OrderRequest, now: datetime) -> None:
-        if req.time_in_force not in ("opg", "cls"):
-            return
-        local = now.astimezone(EXCHANGE_TZ).time()
-        cutoff = OPG_CUTOFF if req.time_in_force == "opg" else CLS_CUTOFF
-        start = local.replace(hour=cutoff[0], minute=cutoff[1], second=0, microsecond=0)
-        end = local.replace(hour=AUCTION_QUEUE_FROM[0], minute=AUCTION_QUEUE_FROM[1], second=0, microsecond=0)
-        if self.sessions.day(et_date(now)) is not None and start <= local < end:
-            when = "9:28am" if req.time_in_force == "opg" else "3:50pm"
-            raise unprocessable(f"{req.time_in_force} orders are not accepted between {when} and 7:00pm ET")
-
-    def _wash_conflict(self, symbol: str, side: str, kind: str, limit_price: Decimal | None, *, exclude: str | None = None) -> bool:
-        mine = limit_price if kind in ("limit", "stop_limit") else None
-        for order in self._open.values():
-            if order.symbol != symbol or order.side == side or order.status == "held" or order.id == exclude:
-                continue
-            theirs = order.limit_price if order.type in ("limit", "stop_limit") else None
-            if mine is None or theirs is None:
-                return True
-            buy_price, sell_price = (mine, theirs) if side == "buy" else (theirs, mine)
-            if buy_price >= sell_price:
-                return True
-        return False
-
-    def _check_leg_prices(self, req: OrderRequest, touch: Touch | None) -> None:
-        """Alpaca's base-price rules for bracket/oco/oto exits (0.01 away from the base)."""
-        exit_side = req.side if req.order_class == "oco" else _opposite(req.side)
-        market = touch.last if touch is not None else None
-        if req.order_class == "oco":
-            base = req.take_profit_limit
-        elif req.type == "limit":
-            base = req.limit_price
-        else:
-            base = market
-        if base is None:
-            raise unprocessable("no market price is available to check the order's legs")
-        stop_bases = [b for b in (base, market) if b is not None]
-        if req.stop_loss_stop is not None:
-            if exit_side == "sell" and not req.stop_loss_stop <= min(stop_bases) - PRICE_GAP:
-                raise unprocessable("stop price must be less than base_price - 0.01")
-            if exit_side == "buy" and not req.stop_loss_stop >= max(stop_bases) + PRICE_GAP:
-                raise unprocessable("stop price must be greater than base_price + 0.01")
-        if req.take_profit_limit is not None and req.order_class != "oco":
-            if exit_side == "sell" and not req.take_profit_limit >= base + PRICE_GAP:
-                raise unprocessable("take_profit.limit_price must be >= base_price + 0.01")
-            if exit_side == "buy" and not req.take_profit_limit <= base - PRICE_GAP:
-                raise unprocessable("take_profit.limit_price must be <= base_price - 0.01")
 
     def _initial_status(self, extended: bool, now: datetime) -> str:
         phase = self.sessions.phase(now)
@@ -613,7 +555,7 @@ class SimBroker:
             expires_at=expires_at, client_order_id=req.client_order_id,
         )
         legs: list[SimOrder] = []
-        exit_side = _opposite(req.side)
+        exit_side = opposite(req.side)
         exit_intent = exit_side + "_to_close"
         if req.order_class in ("bracket", "oto"):
             if req.take_profit_limit is not None:
@@ -1056,54 +998,10 @@ class SimBroker:
         """
         now = self._sync()
         old = self._find(order_id)
-        if not isinstance(body, dict):
-            raise validation_error("request body must be a JSON object")
-        allowed = {"qty", "time_in_force", "limit_price", "stop_price", "trail", "client_order_id"}
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            raise validation_error(f"unknown field(s) for replace: {', '.join(unknown)}")
-        if not old.is_open:
-            raise already_final(old.status)
-        if old.status in ("accepted", "pending_new", "pending_cancel", "pending_replace"):
-            raise unprocessable("unable to replace order, order isn't sent to exchange yet")
-        if old.notional is not None:
-            raise unprocessable("notional orders cannot be replaced")
-        values = {k: v for k, v in body.items() if v is not None}
-        if not values:
-            raise validation_error("nothing to replace: give qty, time_in_force, limit_price, stop_price or trail")
-        cid = values.get("client_order_id")
-        if cid is not None:
-            if not isinstance(cid, str) or not cid or len(cid) > 128:
-                raise validation_error("client_order_id must be a string of 1 to 128 characters")
-            if cid in self._by_client_id:
-                raise validation_error("client_order_id must be unique")
-        qty = old.remaining
-        if "qty" in values:
-            if old.order_class:
-                raise unprocessable(f"qty cannot be replaced for {old.order_class} orders")
-            qty = parse_positive(values["qty"], "qty")
-            if qty != qty.to_integral_value():
-                raise unprocessable("qty must be a whole number of shares")
-        tif = old.time_in_force
-        if "time_in_force" in values:
-            tif = str(values["time_in_force"])
-            if tif not in TIFS:
-                raise validation_error(f"invalid time_in_force: {tif!r}")
-            if (old.order_class or old.type == "trailing_stop") and tif not in ("day", "gtc"):
-                raise unprocessable("time_in_force must be day or gtc for this order")
-        limit_price = self._replaced_price(values, "limit_price", old.limit_price, old.type in ("limit", "stop_limit"))
-        stop_price = self._replaced_price(values, "stop_price", old.stop_price, old.type in ("stop", "stop_limit"))
-        trail_price, trail_percent = old.trail_price, old.trail_percent
-        if "trail" in values:
-            if old.type != "trailing_stop":
-                raise validation_error("trail is only allowed for trailing_stop orders")
-            trail = parse_decimal(values["trail"], "trail")
-            if trail <= 0 or (trail_percent is not None and trail >= 100):
-                raise validation_error("trail must be > 0 (and < 100 for trail_percent orders)")
-            if trail_price is not None:
-                trail_price = trail
-            else:
-                trail_percent = trail
+        replacement = parse_replacement(old, body, self._by_client_id)
+        qty, tif, cid = replacement.qty, replacement.time_in_force, replacement.client_order_id
+        limit_price, stop_price = replacement.limit_price, replacement.stop_price
+        trail_price, trail_percent = replacement.trail_price, replacement.trail_percent
 
         position_qty = self.account.position_qty(old.symbol)
         closing = old.position_intent in ("sell_to_close", "buy_to_close")
@@ -1147,18 +1045,6 @@ class SimBroker:
             self._emit("new", new, now)
             self._execute_now(new, now)
         return self._order_json(new, nested=True)
-
-    @staticmethod
-    def _replaced_price(values: dict[str, Any], key: str, current: Decimal | None, applies: bool) -> Decimal | None:
-        if key not in values:
-            return current
-        if not applies:
-            raise validation_error(f"{key} is not allowed for this order type")
-        price = parse_decimal(values[key], key)
-        if price <= 0:
-            raise validation_error(f"{key} must be > 0")
-        check_sub_penny(price, key)
-        return price
 
     def _find(self, order_id: str) -> SimOrder:
         """The order with this id: 422 40010001 when the id is not a UUID, 404 when unknown."""
