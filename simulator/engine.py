@@ -60,20 +60,19 @@ import random
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import structlog
 
 from simulator.accounts import Ledger
+from simulator.book import OrderBook
 from simulator.daytrades import PdtRule
 from simulator.errors import (
     SimApiError,
     already_final,
     forbidden,
-    malformed_order_id,
-    not_found,
     unprocessable,
     validation_error,
     wash_trade,
@@ -89,7 +88,6 @@ from simulator.matching import (
     quote_touch,
     round_price,
     to_decimal,
-    trailing_stop_price,
     with_slippage,
 )
 from simulator.orders import OrderRequest, SimOrder, parse_order_request
@@ -101,7 +99,7 @@ from simulator.pretrade import (
     requested_qty,
     wash_conflict,
 )
-from simulator.reference import ReferenceData, asset_id
+from simulator.reference import ReferenceData
 from simulator.sessions import SessionDay, Sessions
 from simulator.sim_account import SimAccount, cost_estimate, is_opening
 from simulator.wire import (
@@ -111,9 +109,7 @@ from simulator.wire import (
     num,
     parse_bool,
     parse_decimal,
-    parse_int,
     parse_positive,
-    parse_time,
     ts,
 )
 
@@ -124,19 +120,8 @@ ZERO = Decimal(0)
 ONE_MINUTE = timedelta(minutes=1)
 QTY_PLACES = Decimal("1e-9")
 DEFAULT_EVENT_BUFFER = 10_000
-ORDER_LIST_DEFAULT = 50
-ORDER_LIST_MAX = 500
 # Seconds into the minute at which a fill at path position p (0..3) happens: 0, 15, 30, 45.
 SECONDS_PER_PATH_STEP = 15
-
-
-def _is_uuid(text: str) -> bool:
-    """Whether ``text`` is a UUID as Alpaca spells order ids (hex with or without dashes)."""
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _reach_test(order: SimOrder, minute: datetime) -> tuple[float, float, float]:
@@ -227,10 +212,9 @@ class SimBroker:
         account_number = "PA" + "".join(str(self._rng.randrange(10)) for _ in range(9))
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.event_count = 0
-        self.orders: dict[str, SimOrder] = {}
-        self._open: dict[str, SimOrder] = {}
-        self._by_client_id: dict[str, SimOrder] = {}
-        self._seq = 0
+        self.book = OrderBook(self._uuid)
+        self.orders = self.book.orders  # every order by id (the book's; read by tests and the backtest)
+        self._open = self.book.open  # the open orders by id
         created_at: datetime = clock.now()
         self._cursor = floor_minute(created_at)
         self.account = SimAccount(
@@ -351,11 +335,11 @@ class SimBroker:
 
     def _on_phase_start(self, day: SessionDay, phase: str, at: datetime) -> None:
         if phase == "pre":
-            for order in self._open_orders():
+            for order in self.book.open_orders():
                 if order.status == "accepted" and order.extended_hours and order.session <= day.date:
                     self._activate(order, at)
         elif phase == "regular":
-            waiting = [o for o in self._open_orders() if o.status == "accepted" and o.session <= day.date]
+            waiting = [o for o in self.book.open_orders() if o.status == "accepted" and o.session <= day.date]
             for order in waiting:
                 self._activate(order, at)
             for order in waiting:
@@ -367,15 +351,15 @@ class SimBroker:
 
     def _on_phase_end(self, day: SessionDay, phase: str, at: datetime) -> None:
         if phase == "regular":
-            for order in self._open_orders():
+            for order in self.book.open_orders():
                 if order.is_working and order.time_in_force == "cls" and order.session <= day.date:
                     self._auction(order, day, opening=False)
-            for order in self._open_orders():
+            for order in self.book.open_orders():
                 if order.time_in_force == "day" and not order.extended_hours and order.session <= day.date:
                     self._expire(order, at)
             self.account.record_close(day)
         elif phase == "post":
-            for order in self._open_orders():
+            for order in self.book.open_orders():
                 if order.time_in_force == "day" and order.session <= day.date:
                     self._expire(order, at)
 
@@ -488,13 +472,13 @@ class SimBroker:
         now = self._sync()
         request = parse_order_request(body)
         order = self._submit(request, now)
-        return self._order_json(order, nested=True)
+        return self.book.order_json(order, nested=True)
 
     def _submit(self, req: OrderRequest, now: datetime) -> SimOrder:
         account = self.account
         if account.config["suspend_trade"]:
             raise forbidden("new orders are rejected by user request")
-        if req.client_order_id is not None and req.client_order_id in self._by_client_id:
+        if req.client_order_id is not None and self.book.client_id_taken(req.client_order_id):
             raise validation_error("client_order_id must be unique")
         symbol = self.reference.resolve(req.symbol)
         if symbol is None:
@@ -547,7 +531,7 @@ class SimBroker:
         if req.time_in_force == "day":
             expires_at = session.post_end if req.extended_hours else session.close
         intent = ("buy" if req.side == "buy" else "sell") + ("_to_open" if opening else "_to_close")
-        parent = self._new_order(
+        parent = self.book.new_order(
             symbol=symbol, side=req.side, kind=req.type, tif=req.time_in_force, qty=req.qty,
             notional=req.notional, limit_price=req.limit_price, stop_price=req.stop_price,
             trail_price=req.trail_price, trail_percent=req.trail_percent, extended=req.extended_hours,
@@ -586,51 +570,11 @@ class SimBroker:
                 self._execute_now(leg, now)
         return parent
 
-    def _new_order(
-        self, *, symbol: str, side: str, kind: str, tif: str, qty: Decimal | None, notional: Decimal | None,
-        limit_price: Decimal | None, stop_price: Decimal | None, trail_price: Decimal | None,
-        trail_percent: Decimal | None, extended: bool, order_class: str, intent: str, status: str,
-        now: datetime, session: date, expires_at: datetime | None, client_order_id: str | None,
-        parent_id: str | None = None,
-    ) -> SimOrder:
-        self._seq += 1
-        order = SimOrder(
-            id=self._uuid(),
-            client_order_id=client_order_id or self._uuid(),
-            seq=self._seq,
-            symbol=symbol,
-            asset_id=asset_id(symbol),
-            side=side,
-            type=kind,
-            time_in_force=tif,
-            qty=qty,
-            notional=notional,
-            limit_price=limit_price,
-            stop_price=stop_price,
-            trail_price=trail_price,
-            trail_percent=trail_percent,
-            extended_hours=extended,
-            order_class=order_class,
-            position_intent=intent,
-            status=status,
-            created_at=now,
-            submitted_at=now,
-            updated_at=now,
-            eligible_from=now,
-            session=session,
-            expires_at=expires_at,
-            parent_id=parent_id,
-        )
-        self.orders[order.id] = order
-        self._by_client_id[order.client_order_id] = order
-        self._open[order.id] = order
-        return order
-
     def _leg(
         self, parent: SimOrder, side: str, kind: str, limit_price: Decimal | None, stop_price: Decimal | None,
         intent: str, now: datetime, session: SessionDay,
     ) -> SimOrder:
-        return self._new_order(
+        return self.book.new_order(
             symbol=parent.symbol, side=side, kind=kind, tif=parent.time_in_force, qty=parent.qty, notional=None,
             limit_price=limit_price, stop_price=stop_price, trail_price=None, trail_percent=None, extended=False,
             order_class=parent.order_class, intent=intent, status="held", now=now, session=session.date,
@@ -653,7 +597,7 @@ class SimBroker:
         """
         self.advance_to(at)
         wanted = set(symbols)
-        for order in self._open_orders():
+        for order in self.book.open_orders():
             if order.symbol not in wanted or not order.is_working or order.eligible_from > at:
                 continue
             if order.time_in_force in ("opg", "cls", "ioc", "fok"):
@@ -756,7 +700,7 @@ class SimBroker:
 
     def _after_fill(self, order: SimOrder, at: datetime, done: bool) -> None:
         if order.oco_group is not None:
-            for sibling in self._siblings(order):
+            for sibling in self.book.siblings(order):
                 if done:
                     self._terminate(sibling, "canceled", at)
                 elif sibling.qty is not None and order.qty is not None:
@@ -764,12 +708,6 @@ class SimBroker:
                     sibling.updated_at = at
         if done and order.leg_ids and order.order_class in ("bracket", "oto"):
             self._release_legs(order, at)
-
-    def _siblings(self, order: SimOrder) -> list[SimOrder]:
-        return [
-            other for other in self._open.values()
-            if other.oco_group == order.oco_group and other.id != order.id
-        ]
 
     def _release_legs(self, parent: SimOrder, at: datetime) -> None:
         """The entry is done: its held legs start working for the quantity it filled."""
@@ -800,7 +738,7 @@ class SimBroker:
         """Cancel ``order``; with ``cascade`` also the rest of its OCO pair."""
         self._terminate(order, "canceled", at)
         if cascade and order.oco_group is not None:
-            for sibling in self._siblings(order):
+            for sibling in self.book.siblings(order):
                 self._terminate(sibling, "canceled", at)
 
     def _terminate(self, order: SimOrder, status: str, at: datetime) -> None:
@@ -820,9 +758,6 @@ class SimBroker:
         if order.leg_ids and order.order_class in ("bracket", "oto"):
             self._release_legs(order, at)
 
-    def _open_orders(self) -> list[SimOrder]:
-        return sorted(self._open.values(), key=lambda o: o.seq)
-
     # == events =============================================================================
 
     def _emit(
@@ -832,7 +767,7 @@ class SimBroker:
         self.event_count += 1
         self.events.append({
             "event": event,
-            "order": self._order_json(order, nested=False),
+            "order": self.book.order_json(order, nested=False),
             "timestamp": ts(at),
             "price": num(price),
             "qty": num(qty),
@@ -843,75 +778,15 @@ class SimBroker:
     # == orders: routes =====================================================================
 
     def list_orders(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """``GET /v2/orders`` with status, limit, after/until, direction, nested, symbols, side.
-
-        With ``nested=true`` legs are rolled into their parent's ``legs`` and a parent is
-        listed when it or any of its legs matches ``status`` (so a filled bracket entry still
-        shows its open protective legs under ``status=open``).
-        """
+        """``GET /v2/orders`` (:meth:`simulator.book.OrderBook.list_json`)."""
         self._sync()
-        params = params or {}
-        status = str(params.get("status") or "open").lower()
-        if status not in ("open", "closed", "all"):
-            raise validation_error(f"invalid status: {status!r} (allowed: open, closed, all)")
-        limit = parse_int(params.get("limit", ORDER_LIST_DEFAULT), "limit", low=1, high=ORDER_LIST_MAX)
-        after = parse_time(params["after"], "after") if params.get("after") else None
-        until = parse_time(params["until"], "until") if params.get("until") else None
-        direction = str(params.get("direction") or "desc").lower()
-        if direction not in ("asc", "desc"):
-            raise validation_error(f"invalid direction: {direction!r}")
-        nested = parse_bool(params.get("nested", False), "nested")
-        symbols = {s.strip() for s in str(params.get("symbols") or "").split(",") if s.strip()}
-        side = params.get("side")
-        if side is not None and side not in ("buy", "sell"):
-            raise validation_error(f"invalid side: {side!r}")
-
-        def matches(order: SimOrder) -> bool:
-            return status == "all" or (order.is_open if status == "open" else not order.is_open)
-
-        selected: list[SimOrder] = []
-        candidates = self._open_candidates(nested) if status == "open" else self.orders.values()
-        for order in candidates:
-            if nested and order.parent_id is not None:
-                continue
-            family = [order] + ([self.orders[i] for i in order.leg_ids] if nested else [])
-            if not any(matches(member) for member in family):
-                continue
-            if symbols and order.symbol not in symbols:
-                continue
-            if side is not None and order.side != side:
-                continue
-            submitted = order.submitted_at or order.created_at
-            if after is not None and not submitted > after:
-                continue
-            if until is not None and not submitted < until:
-                continue
-            selected.append(order)
-        selected.sort(key=lambda o: (o.submitted_at or o.created_at, o.seq), reverse=direction == "desc")
-        return [self._order_json(order, nested=nested) for order in selected[:limit]]
-
-    def _open_candidates(self, nested: bool) -> list[SimOrder]:
-        """Every order ``status=open`` can list, without walking the whole order history:
-        the open orders and, nested, the parents of open legs together with the orders
-        those parents replaced (a replaced parent keeps its legs' ids)."""
-        if not nested:
-            return list(self._open.values())
-        found: dict[str, SimOrder] = {}
-        for order in self._open.values():
-            if order.parent_id is None:
-                found.setdefault(order.id, order)
-                continue
-            parent = self.orders.get(order.parent_id)
-            while parent is not None:
-                found.setdefault(parent.id, parent)
-                parent = self.orders.get(parent.replaces) if parent.replaces else None
-        return list(found.values())
+        return self.book.list_json(params or {})
 
     def get_order(self, order_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``GET /v2/orders/{id}[?nested=true]``; 404 40410000 when unknown."""
         self._sync()
         nested = parse_bool((params or {}).get("nested", False), "nested")
-        return self._order_json(self._find(order_id), nested=nested)
+        return self.book.order_json(self.book.find(order_id), nested=nested)
 
     def get_order_by_client_id(self, client_order_id: str | Mapping[str, Any]) -> dict[str, Any]:
         """``GET /v2/orders:by_client_order_id``: the order (legs nested) or 404.
@@ -924,10 +799,7 @@ class SimBroker:
             if not value:
                 raise validation_error("client_order_id is required")
             client_order_id = str(value)
-        order = self._by_client_id.get(client_order_id)
-        if order is None:
-            raise not_found("order not found")
-        return self._order_json(order, nested=True)
+        return self.book.by_client_json(client_order_id)
 
     def cancel_order(self, order_id: str) -> None:
         """``DELETE /v2/orders/{id}``: None (route answers 204); 404 unknown, 422 40010001 for a
@@ -938,7 +810,7 @@ class SimBroker:
         cancels the pair.
         """
         now = self._sync()
-        order = self._find(order_id)
+        order = self.book.find(order_id)
         if not order.is_open:
             raise already_final(order.status)
         order.cancel_requested_at = now
@@ -982,11 +854,11 @@ class SimBroker:
     def cancel_all(self) -> list[dict[str, Any]]:
         """``DELETE /v2/orders``: cancel every open order; one 207 item per order."""
         now = self._sync()
-        snapshot = self._open_orders()
+        snapshot = self.book.open_orders()
         for order in snapshot:
             if order.is_open:
                 self._cancel(order, now, cascade=True)
-        return [{"id": o.id, "status": 200, "body": self._order_json(o, nested=False)} for o in snapshot]
+        return [{"id": o.id, "status": 200, "body": self.book.order_json(o, nested=False)} for o in snapshot]
 
     def replace_order(self, order_id: str, body: Any) -> dict[str, Any]:
         """``PATCH /v2/orders/{id}``: a new order replaces the old one (``replaces``/``replaced_by``).
@@ -997,8 +869,8 @@ class SimBroker:
         default asks for what was left.
         """
         now = self._sync()
-        old = self._find(order_id)
-        replacement = parse_replacement(old, body, self._by_client_id)
+        old = self.book.find(order_id)
+        replacement = parse_replacement(old, body, self.book.by_client_id)
         qty, tif, cid = replacement.qty, replacement.time_in_force, replacement.client_order_id
         limit_price, stop_price = replacement.limit_price, replacement.stop_price
         trail_price, trail_percent = replacement.trail_price, replacement.trail_percent
@@ -1018,7 +890,7 @@ class SimBroker:
             day = self.sessions.trading_session_for(now, extended=old.extended_hours)
             session = day.date
             expires_at = (day.post_end if old.extended_hours else day.close) if tif == "day" else None
-        new = self._new_order(
+        new = self.book.new_order(
             symbol=old.symbol, side=old.side, kind=old.type, tif=tif, qty=qty, notional=None,
             limit_price=limit_price, stop_price=stop_price, trail_price=trail_price, trail_percent=trail_percent,
             extended=old.extended_hours, order_class=old.order_class, intent=old.position_intent or "",
@@ -1044,25 +916,7 @@ class SimBroker:
         if new.status == "new":
             self._emit("new", new, now)
             self._execute_now(new, now)
-        return self._order_json(new, nested=True)
-
-    def _find(self, order_id: str) -> SimOrder:
-        """The order with this id: 422 40010001 when the id is not a UUID, 404 when unknown."""
-        order = self.orders.get(str(order_id))
-        if order is None:
-            if not _is_uuid(str(order_id)):
-                raise malformed_order_id()
-            raise not_found("order not found")
-        return order
-
-    def _order_json(self, order: SimOrder, *, nested: bool) -> dict[str, Any]:
-        legs = None
-        if nested and order.leg_ids:
-            legs = [self._order_json(self.orders[i], nested=False) for i in order.leg_ids]
-        stop = None
-        if order.type == "trailing_stop":
-            stop = trailing_stop_price(order.terms())
-        return order.to_json(legs, stop_price=stop)
+        return self.book.order_json(new, nested=True)
 
     # == positions ==========================================================================
 
@@ -1105,7 +959,7 @@ class SimBroker:
             client_order_id=None, order_class="simple", take_profit_limit=None, stop_loss_stop=None,
             stop_loss_limit=None,
         )
-        return self._order_json(self._submit(request, now), nested=False)
+        return self.book.order_json(self._submit(request, now), nested=False)
 
     def close_all(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """``DELETE /v2/positions[?cancel_orders=true]``: one 207 item per position, each with ``body``."""
@@ -1184,7 +1038,7 @@ class SimBroker:
             "now": ts(now),
             "processed_until": ts(self._cursor),
             **self.account.money_state(now),
-            "open_orders": [self._order_json(order, nested=False) for order in self._open_orders()],
+            "open_orders": [self.book.order_json(order, nested=False) for order in self.book.open_orders()],
             **self.account.pdt_state(now),
             "event_count": self.event_count,
         }
