@@ -55,7 +55,6 @@ counts every event ever emitted so a consumer can tell how many it missed.
 
 from __future__ import annotations
 
-import math
 import random
 import uuid
 from collections import deque
@@ -102,9 +101,8 @@ from simulator.pretrade import (
 from simulator.reference import ReferenceData
 from simulator.sessions import SessionDay, Sessions
 from simulator.sim_account import SimAccount, cost_estimate, is_opening
+from simulator.stepping import BookClock
 from simulator.wire import (
-    et_date,
-    et_datetime,
     floor_minute,
     num,
     parse_bool,
@@ -122,44 +120,6 @@ QTY_PLACES = Decimal("1e-9")
 DEFAULT_EVENT_BUFFER = 10_000
 # Seconds into the minute at which a fill at path position p (0..3) happens: 0, 15, 30, 45.
 SECONDS_PER_PATH_STEP = 15
-
-
-def _reach_test(order: SimOrder, minute: datetime) -> tuple[float, float, float]:
-    """``(from_epoch, low_at_most, high_at_least)``: the bars on which ``order`` may execute
-    or change state (see :meth:`simulator.market.Market.first_bar_reaching`)."""
-    start = max(order.eligible_from, minute).timestamp()
-    buy = order.side == "buy"
-    kind = order.type
-    if (kind == "limit" or (kind == "stop_limit" and order.triggered)) and order.limit_price is not None:
-        price = float(order.limit_price)
-        return (start, price, math.inf) if buy else (start, -math.inf, price)
-    if kind in ("stop", "stop_limit") and order.stop_price is not None:
-        price = float(order.stop_price)
-        return (start, -math.inf, price) if buy else (start, price, math.inf)
-    return start, math.inf, -math.inf  # market orders, trailing stops: every bar
-
-
-def _may_reach(
-    bounds: tuple[float, float], tests: Iterable[tuple[float, float, float]], margin: float = 0.0
-) -> bool:
-    """Whether a bar whose prices all lie in ``bounds = (low, high)`` may pass any of
-    ``tests`` (:func:`_reach_test`); ``margin`` widens the bounds by that fraction of each
-    level (0: exactly the float comparisons of ``Market.first_bar_reaching``)."""
-    low, high = bounds
-    for _, low_at_most, high_at_least in tests:
-        if low_at_most == math.inf:
-            return True
-        if low <= low_at_most + abs(low_at_most) * margin or high >= high_at_least - abs(high_at_least) * margin:
-            return True
-    return False
-
-
-# book_can_change compares a session's range with order prices with this relative margin.
-REACH_MARGIN = 1e-9
-# Orders book_can_change can reason about: resting limits and stops (market orders and
-# trailing stops may change at any bar; auctions and immediate orders always act).
-_RESTING_TYPES = frozenset({"limit", "stop", "stop_limit"})
-_RESTING_TIFS = frozenset({"day", "gtc"})
 
 
 class SimBroker:
@@ -216,11 +176,15 @@ class SimBroker:
         self.orders = self.book.orders  # every order by id (the book's; read by tests and the backtest)
         self._open = self.book.open  # the open orders by id
         created_at: datetime = clock.now()
-        self._cursor = floor_minute(created_at)
         self.account = SimAccount(
             market=market, clock=clock, sessions=self.sessions, reference=self.reference, cash=starting_cash,
             margin_multiplier=margin_multiplier, pdt_rule=pdt_rule, account_id=account_id,
             account_number=account_number, created_at=created_at, open_orders=self._open, orders=self.orders,
+        )
+        self.clock_book = BookClock(
+            market, self.sessions, self._open, floor_minute(created_at),
+            on_phase_start=self._on_phase_start, on_phase_end=self._on_phase_end,
+            match_minute=self._match_minute, record_close=self.account.record_close,
         )
 
     @property
@@ -236,97 +200,18 @@ class SimBroker:
     # == time ===============================================================================
 
     def advance_to(self, t: datetime) -> None:
-        """Process every complete minute up to ``t``: triggers, fills, OCO, expiries, closes.
-
-        Minutes are only iterated for symbols that have working orders, and only while any
-        order is working; otherwise the book jumps from one session boundary (pre-market
-        start, open, close, after-hours end) to the next. Idempotent for ``t`` already passed.
-        """
-        target = floor_minute(t)
-        if not self._open and self._cursor < target:
-            self._advance_idle(target)
-            return
-        while self._cursor < target:
-            day_date = et_date(self._cursor)
-            next_midnight = et_datetime(day_date + timedelta(days=1), datetime.min.time())
-            day = self.sessions.day(day_date)
-            if day is None:
-                self._cursor = min(target, next_midnight)
-                continue
-            midnight = et_datetime(day_date, datetime.min.time())
-            segments = (
-                ("closed", midnight, day.pre_start),
-                ("pre", day.pre_start, day.open),
-                ("regular", day.open, day.close),
-                ("post", day.close, day.post_end),
-                ("closed", day.post_end, next_midnight),
-            )
-            for phase, start, end in segments:
-                if end <= self._cursor:
-                    continue
-                if start >= target:
-                    break
-                lo, hi = max(self._cursor, start), min(target, end)
-                if lo == start:
-                    self._on_phase_start(day, phase, lo)
-                if phase != "closed":
-                    self._run_minutes(phase, lo, hi)
-                if hi == end:
-                    self._on_phase_end(day, phase, hi)
-                self._cursor = hi
-
-    def _advance_idle(self, target: datetime) -> None:
-        """:meth:`advance_to` with no open order: nothing activates, matches, expires or runs
-        an auction, so of the phase steps only the closes passed record their snapshots."""
-        for day in self.sessions.between(et_date(self._cursor), et_date(target)):
-            if self._cursor < day.close <= target:
-                self.account.record_close(day)
-        self._cursor = target
+        """Process every complete minute up to ``t`` (:meth:`simulator.stepping.BookClock.advance_to`)."""
+        self.clock_book.advance_to(t)
 
     def book_can_change(self, until: datetime) -> bool:
-        """Whether :meth:`advance_to` ``(until)`` might change any order or position.
-
-        False only when advancing the book from where it is (:attr:`processed_until`) to
-        ``until`` provably changes nothing: no order activates, triggers, fills (fully or
-        partly), expires or is canceled, no trailing-stop mark moves, no auction runs (so no
-        position changes). It reads no minute bar: resting limit and stop prices are compared
-        with each session's price range (``Market.session_range``, the daily bar's low and
-        high for CSV daily data) with a small margin. Conservative: True whenever unsure
-        (market orders, trailing stops, opg/cls/ioc/fok orders, orders not yet active, a DAY
-        order while a close or after-hours end falls in the span, a session whose range the
-        market cannot give, e.g. a synthetic market or a symbol with shocks).
-        """
-        target = floor_minute(until)
-        cursor = self._cursor
-        if target <= cursor or not self._open:
-            return False
-        days = [
-            d for d in self.sessions.between(et_date(cursor), et_date(target))
-            if d.pre_start < target and d.post_end > cursor
-        ]
-        ranger = getattr(self.market, "session_range", None)
-        for order in self._open.values():
-            if order.status == "held":
-                if order.parent_id in self._open:
-                    continue  # waits for its (open) parent, which is examined itself
-                return True
-            if not order.is_working or order.type not in _RESTING_TYPES or order.time_in_force not in _RESTING_TIFS:
-                return True
-            for day in days:
-                first, last = (day.pre_start, day.post_end) if order.extended_hours else (day.open, day.close)
-                if order.time_in_force == "day" and cursor < last <= target:
-                    return True  # expires in the span
-                if not (first < target and last > cursor):
-                    continue  # not matched in the span that day
-                bounds = ranger(order.symbol, day.date) if ranger is not None else None
-                if bounds is None or _may_reach(bounds, (_reach_test(order, max(cursor, first)),), REACH_MARGIN):
-                    return True
-        return False
+        """Whether :meth:`advance_to` ``(until)`` might change any order or position
+        (:meth:`simulator.stepping.BookClock.book_can_change`; conservative)."""
+        return self.clock_book.book_can_change(until)
 
     @property
     def processed_until(self) -> datetime:
         """The minute up to which the book has been processed (:meth:`advance_to`)."""
-        return self._cursor
+        return self.clock_book.cursor
 
     def _sync(self) -> datetime:
         now: datetime = self.clock.now()
@@ -362,80 +247,6 @@ class SimBroker:
             for order in self.book.open_orders():
                 if order.time_in_force == "day" and order.session <= day.date:
                     self._expire(order, at)
-
-    def _run_minutes(self, phase: str, lo: datetime, hi: datetime) -> None:
-        """Match the working orders against the bars of ``[lo, hi)`` (one phase of one day).
-
-        Only minutes in which some working order can execute or change its trigger state are
-        visited (:meth:`_next_event`); any other minute would leave the book as it is.
-        """
-        minute = lo
-        while minute < hi:
-            active = self._working_by_symbol(phase)
-            tests = {symbol: [_reach_test(order, minute) for order in orders] for symbol, orders in active.items()}
-            self._drop_unreachable(active, tests, minute)
-            if not active:
-                return
-            found = self._next_event(active, minute, hi, tests)
-            if found is None:
-                return
-            minute = found
-            for symbol, orders in active.items():
-                bar = self.market.bar_at(symbol, minute)
-                if bar is not None:
-                    self._match_minute(symbol, orders, bar, minute)
-            minute += ONE_MINUTE
-
-    def _next_event(
-        self, active: dict[str, list[SimOrder]], minute: datetime, hi: datetime,
-        tests: dict[str, list[tuple[float, float, float]]] | None = None,
-    ) -> datetime | None:
-        """The first minute in ``[minute, hi)`` whose bar may fill or trigger one of ``active``.
-
-        A limit needs the bar to reach its price, a stop its stop price (a triggered stop-limit
-        its limit); market and trailing-stop orders (whose mark moves) need any bar. Prices
-        are compared as floats, which can only add minutes (checked exactly by the matcher),
-        never skip one. A market without ``first_bar_reaching`` is scanned minute by minute.
-        """
-        finder = getattr(self.market, "first_bar_reaching", None)
-        if finder is None:
-            return minute
-        best: datetime | None = None
-        for symbol, orders in active.items():
-            checks = tests[symbol] if tests is not None else [_reach_test(order, minute) for order in orders]
-            found = finder(symbol, minute, hi if best is None else best, checks)
-            if found is not None:
-                best = found
-        return best
-
-    def _drop_unreachable(
-        self, active: dict[str, list[SimOrder]], tests: dict[str, list[tuple[float, float, float]]], minute: datetime
-    ) -> None:
-        """Remove from ``active`` the symbols whose ``tests`` no bar of ``minute``'s day passes.
-
-        Read from the session's price range (``Market.session_range``, no minute bars) with
-        the same float comparisons as ``first_bar_reaching``: a symbol dropped here would
-        have had no event found and no bar matched that day (matching a bar that reaches no
-        resting price changes nothing), so dropping it changes nothing either.
-        """
-        ranger = getattr(self.market, "session_range", None)
-        if ranger is None or not active:
-            return
-        session = et_date(minute)
-        for symbol in list(active):
-            bounds = ranger(symbol, session)
-            if bounds is not None and not _may_reach(bounds, tests[symbol]):
-                del active[symbol]
-
-    def _working_by_symbol(self, phase: str) -> dict[str, list[SimOrder]]:
-        active: dict[str, list[SimOrder]] = {}
-        for order in self._open.values():
-            if not order.is_working or order.time_in_force in ("opg", "cls", "ioc", "fok"):
-                continue
-            if phase != "regular" and not order.extended_hours:
-                continue
-            active.setdefault(order.symbol, []).append(order)
-        return active
 
     def _match_minute(self, symbol: str, orders: list[SimOrder], bar: Any, minute: datetime) -> None:
         path = bar_path(to_decimal(bar.o), to_decimal(bar.h), to_decimal(bar.l), to_decimal(bar.c))
@@ -1036,7 +847,7 @@ class SimBroker:
         now = self._sync()
         return {
             "now": ts(now),
-            "processed_until": ts(self._cursor),
+            "processed_until": ts(self.clock_book.cursor),
             **self.account.money_state(now),
             "open_orders": [self.book.order_json(order, nested=False) for order in self.book.open_orders()],
             **self.account.pdt_state(now),
