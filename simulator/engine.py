@@ -38,7 +38,7 @@ Rules, each emulating Alpaca (details in the modules named):
   'order_id is missing'; an unknown UUID: 404 40410000 'order not found'.
 * Shorting: allowed when ``shorting_enabled`` (margin accounts, i.e. multiplier > 1 and
   ``no_shorting`` off); never for fractional or notional orders.
-* Buying power (``simulator/accounts.py``): opening orders (buys that open or grow a long,
+* Buying power (``simulator/accounts.py``, ``simulator/sim_account.py``): opening orders (buys that open or grow a long,
   sells that open or grow a short) are checked at submission against buying power minus
   what other open opening orders reserve; the order's cost is its limit price x qty, or for
   market/stop orders the ask plus a 3% collar (Alpaca's market-order collar).
@@ -47,6 +47,13 @@ Rules, each emulating Alpaca (details in the modules named):
   volume executes per symbol per minute on bars; immediate executions at submission are
   capped at ``volume_participation`` x the previous minute's volume (or the quote's size
   when that minute has no bar).
+
+The class is the order lifecycle (submission, activation, execution, OCO and bracket legs,
+cancel, replace, expiry) and the orchestration of matching; it owns the parts with their own
+job: the account (``simulator/sim_account.py``: cash, positions, holds, buying power, fill
+booking, day trades, the account and position views), the order book
+(``simulator/book.py``), the walk through time (``simulator/stepping.py``), and uses the
+pre-trade checks of ``simulator/pretrade.py`` and the price rules of ``simulator/matching.py``.
 
 Every order state change is appended to :attr:`SimBroker.events` (a bounded deque of trade
 update events, the payload of Alpaca's ``trade_updates`` stream); :attr:`event_count`
