@@ -354,7 +354,7 @@ class InProcessBroker(ResilientAlpacaGateway):
         """The account's ``equity`` now, exactly as ``GET /v2/account`` reports it (to the
         cent), without building the rest of the account."""
         now = self.core.broker._sync()
-        return Decimal(money(self.core.broker._summary(now).equity))
+        return Decimal(money(self.core.broker.account.summary(now).equity))
 
     def positions_now(self) -> list[dict[str, Any]]:
         """``GET /v2/positions`` as the core answers it (plain dicts, not parsed)."""

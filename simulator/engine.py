@@ -38,7 +38,7 @@ Rules, each emulating Alpaca (details in the modules named):
   'order_id is missing'; an unknown UUID: 404 40410000 'order not found'.
 * Shorting: allowed when ``shorting_enabled`` (margin accounts, i.e. multiplier > 1 and
   ``no_shorting`` off); never for fractional or notional orders.
-* Buying power (``simulator/accounts.py``): opening orders (buys that open or grow a long,
+* Buying power (``simulator/accounts.py``, ``simulator/sim_account.py``): opening orders (buys that open or grow a long,
   sells that open or grow a short) are checked at submission against buying power minus
   what other open opening orders reserve; the order's cost is its limit price x qty, or for
   market/stop orders the ask plus a 3% collar (Alpaca's market-order collar).
@@ -48,6 +48,13 @@ Rules, each emulating Alpaca (details in the modules named):
   capped at ``volume_participation`` x the previous minute's volume (or the quote's size
   when that minute has no bar).
 
+The class is the order lifecycle (submission, activation, execution, OCO and bracket legs,
+cancel, replace, expiry) and the orchestration of matching; it owns the parts with their own
+job: the account (``simulator/sim_account.py``: cash, positions, holds, buying power, fill
+booking, day trades, the account and position views), the order book
+(``simulator/book.py``), the walk through time (``simulator/stepping.py``), and uses the
+pre-trade checks of ``simulator/pretrade.py`` and the price rules of ``simulator/matching.py``.
+
 Every order state change is appended to :attr:`SimBroker.events` (a bounded deque of trade
 update events, the payload of Alpaca's ``trade_updates`` stream); :attr:`event_count`
 counts every event ever emitted so a consumer can tell how many it missed.
@@ -55,70 +62,59 @@ counts every event ever emitted so a consumer can tell how many it missed.
 
 from __future__ import annotations
 
-import functools
-import math
 import random
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import structlog
 
-from core.clock import EXCHANGE_TZ
-from simulator.accounts import Ledger, MarginSummary, PdtFields, account_json, margin_summary, position_json
-from simulator.daytrades import (
-    PDT_EQUITY_THRESHOLD,
-    PDT_MAX_DAY_TRADES,
-    WINDOW_BUSINESS_DAYS,
-    DayTradeBook,
-    PdtRule,
-    Regime,
-    regime_for,
-)
+from simulator.accounts import Ledger
+from simulator.book import OrderBook
+from simulator.daytrades import PdtRule
 from simulator.errors import (
     SimApiError,
     already_final,
     forbidden,
-    insufficient_buying_power,
-    insufficient_qty,
-    malformed_order_id,
-    not_found,
-    pdt_denied,
     unprocessable,
     validation_error,
     wash_trade,
 )
-from simulator.history import ActivityLog, equity_series, portfolio_history
 from simulator.matching import (
     Hit,
+    Touch,
     bar_path,
+    last_price,
     match_bar,
     match_jump,
     match_quote,
+    quote_touch,
     round_price,
     to_decimal,
-    trailing_stop_price,
     with_slippage,
 )
-from simulator.orders import TIFS, OrderRequest, SimOrder, check_sub_penny, parse_order_request
+from simulator.orders import OrderRequest, SimOrder, parse_order_request
+from simulator.pretrade import (
+    check_auction_window,
+    check_leg_prices,
+    opposite,
+    parse_replacement,
+    requested_qty,
+    wash_conflict,
+)
 from simulator.reference import ReferenceData
-from simulator.reference import asset_id as _derive_asset_id
 from simulator.sessions import SessionDay, Sessions
+from simulator.sim_account import SimAccount, cost_estimate, is_opening
+from simulator.stepping import BookClock
 from simulator.wire import (
-    et_date,
-    et_datetime,
     floor_minute,
-    money,
     num,
     parse_bool,
     parse_decimal,
-    parse_int,
     parse_positive,
-    parse_time,
     ts,
 )
 
@@ -127,92 +123,10 @@ log = structlog.get_logger(__name__)
 UTC = timezone.utc
 ZERO = Decimal(0)
 ONE_MINUTE = timedelta(minutes=1)
-MARKET_COLLAR = Decimal("1.03")
 QTY_PLACES = Decimal("1e-9")
-PRICE_GAP = Decimal("0.01")
 DEFAULT_EVENT_BUFFER = 10_000
-ORDER_LIST_DEFAULT = 50
-ORDER_LIST_MAX = 500
 # Seconds into the minute at which a fill at path position p (0..3) happens: 0, 15, 30, 45.
 SECONDS_PER_PATH_STEP = 15
-OPG_CUTOFF = (9, 28)  # opg orders are refused from 09:28 ...
-CLS_CUTOFF = (15, 50)  # ... cls orders from 15:50 ...
-AUCTION_QUEUE_FROM = (19, 0)  # ... until 19:00 ET, when they queue for the next session.
-CONFIG_ENUMS = {
-    "dtbp_check": ("both", "entry", "exit"),
-    "pdt_check": ("both", "entry", "exit"),
-    "trade_confirm_email": ("all", "none"),
-    "max_margin_multiplier": ("1", "2", "4"),
-}
-CONFIG_BOOLS = ("suspend_trade", "no_shorting", "fractional_trading", "ptp_no_exception_entry", "disable_overnight_trading")
-
-
-@dataclass(frozen=True)
-class Touch:
-    """The market at one instant for one symbol: best bid/ask and last trade (Decimal)."""
-
-    bid: Decimal
-    ask: Decimal
-    last: Decimal
-    bid_size: int
-    ask_size: int
-
-
-@functools.lru_cache(maxsize=4096)
-def asset_id(symbol: str) -> str:
-    """The stable asset id of ``symbol`` (derived once per symbol)."""
-    return _derive_asset_id(symbol)
-
-
-def _is_uuid(text: str) -> bool:
-    """Whether ``text`` is a UUID as Alpaca spells order ids (hex with or without dashes)."""
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _opposite(side: str) -> str:
-    return "sell" if side == "buy" else "buy"
-
-
-def _reach_test(order: SimOrder, minute: datetime) -> tuple[float, float, float]:
-    """``(from_epoch, low_at_most, high_at_least)``: the bars on which ``order`` may execute
-    or change state (see :meth:`simulator.market.Market.first_bar_reaching`)."""
-    start = max(order.eligible_from, minute).timestamp()
-    buy = order.side == "buy"
-    kind = order.type
-    if (kind == "limit" or (kind == "stop_limit" and order.triggered)) and order.limit_price is not None:
-        price = float(order.limit_price)
-        return (start, price, math.inf) if buy else (start, -math.inf, price)
-    if kind in ("stop", "stop_limit") and order.stop_price is not None:
-        price = float(order.stop_price)
-        return (start, -math.inf, price) if buy else (start, price, math.inf)
-    return start, math.inf, -math.inf  # market orders, trailing stops: every bar
-
-
-def _may_reach(
-    bounds: tuple[float, float], tests: Iterable[tuple[float, float, float]], margin: float = 0.0
-) -> bool:
-    """Whether a bar whose prices all lie in ``bounds = (low, high)`` may pass any of
-    ``tests`` (:func:`_reach_test`); ``margin`` widens the bounds by that fraction of each
-    level (0: exactly the float comparisons of ``Market.first_bar_reaching``)."""
-    low, high = bounds
-    for _, low_at_most, high_at_least in tests:
-        if low_at_most == math.inf:
-            return True
-        if low <= low_at_most + abs(low_at_most) * margin or high >= high_at_least - abs(high_at_least) * margin:
-            return True
-    return False
-
-
-# book_can_change compares a session's range with order prices with this relative margin.
-REACH_MARGIN = 1e-9
-# Orders book_can_change can reason about: resting limits and stops (market orders and
-# trailing stops may change at any bar; auctions and immediate orders always act).
-_RESTING_TYPES = frozenset({"limit", "stop", "stop_limit"})
-_RESTING_TIFS = frozenset({"day", "gtc"})
 
 
 class SimBroker:
@@ -260,130 +174,51 @@ class SimBroker:
         self.slippage_bps = Decimal(str(slippage_bps))
         self.partial_fills = partial_fills
         self.volume_participation = Decimal(str(volume_participation))
-        self.pdt_rule: PdtRule = pdt_rule
         self._rng = random.Random(seed)
-        self.account_id = account_id or self._uuid()
-        self.account_number = "PA" + "".join(str(self._rng.randrange(10)) for _ in range(9))
-        self.created_at: datetime = clock.now()
-        self.ledger = Ledger(cash=starting_cash, initial_cash=starting_cash)
-        self.daytrades = DayTradeBook()
-        self.activity_log = ActivityLog()
+        account_id = account_id or self._uuid()
+        account_number = "PA" + "".join(str(self._rng.randrange(10)) for _ in range(9))
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.event_count = 0
-        self.orders: dict[str, SimOrder] = {}
-        self._open: dict[str, SimOrder] = {}
-        self._by_client_id: dict[str, SimOrder] = {}
-        self._seq = 0
-        self._cursor = floor_minute(self.created_at)
-        self._close_snapshots: dict[date, tuple[Decimal, Decimal]] = {}
-        self._lastday_prices: dict[tuple[str, date], Decimal | None] = {}
-        self._config: dict[str, Any] = {
-            "dtbp_check": "entry",
-            "trade_confirm_email": "all",
-            "suspend_trade": False,
-            "no_shorting": False,
-            "fractional_trading": True,
-            "max_margin_multiplier": str(margin_multiplier),
-            "pdt_check": "entry",
-            "ptp_no_exception_entry": False,
-            "max_options_trading_level": 0,
-            "disable_overnight_trading": False,
-        }
+        self.book = OrderBook(self._uuid)
+        self.orders = self.book.orders  # every order by id (the book's; read by tests and the backtest)
+        self._open = self.book.open  # the open orders by id
+        created_at: datetime = clock.now()
+        self.account = SimAccount(
+            market=market, clock=clock, sessions=self.sessions, reference=self.reference, cash=starting_cash,
+            margin_multiplier=margin_multiplier, pdt_rule=pdt_rule, account_id=account_id,
+            account_number=account_number, created_at=created_at, open_orders=self._open, orders=self.orders,
+        )
+        self.clock_book = BookClock(
+            market, self.sessions, self._open, floor_minute(created_at),
+            on_phase_start=self._on_phase_start, on_phase_end=self._on_phase_end,
+            match_minute=self._match_minute, record_close=self.account.record_close,
+        )
+
+    @property
+    def ledger(self) -> Ledger:
+        """The account's cash, positions and journal (:attr:`SimAccount.ledger`); settable, so
+        a backtest can put a commission-charging ledger in its place before the first order."""
+        return self.account.ledger
+
+    @ledger.setter
+    def ledger(self, ledger: Ledger) -> None:
+        self.account.ledger = ledger
 
     # == time ===============================================================================
 
     def advance_to(self, t: datetime) -> None:
-        """Process every complete minute up to ``t``: triggers, fills, OCO, expiries, closes.
-
-        Minutes are only iterated for symbols that have working orders, and only while any
-        order is working; otherwise the book jumps from one session boundary (pre-market
-        start, open, close, after-hours end) to the next. Idempotent for ``t`` already passed.
-        """
-        target = floor_minute(t)
-        if not self._open and self._cursor < target:
-            self._advance_idle(target)
-            return
-        while self._cursor < target:
-            day_date = et_date(self._cursor)
-            next_midnight = et_datetime(day_date + timedelta(days=1), datetime.min.time())
-            day = self.sessions.day(day_date)
-            if day is None:
-                self._cursor = min(target, next_midnight)
-                continue
-            midnight = et_datetime(day_date, datetime.min.time())
-            segments = (
-                ("closed", midnight, day.pre_start),
-                ("pre", day.pre_start, day.open),
-                ("regular", day.open, day.close),
-                ("post", day.close, day.post_end),
-                ("closed", day.post_end, next_midnight),
-            )
-            for phase, start, end in segments:
-                if end <= self._cursor:
-                    continue
-                if start >= target:
-                    break
-                lo, hi = max(self._cursor, start), min(target, end)
-                if lo == start:
-                    self._on_phase_start(day, phase, lo)
-                if phase != "closed":
-                    self._run_minutes(phase, lo, hi)
-                if hi == end:
-                    self._on_phase_end(day, phase, hi)
-                self._cursor = hi
-
-    def _advance_idle(self, target: datetime) -> None:
-        """:meth:`advance_to` with no open order: nothing activates, matches, expires or runs
-        an auction, so of the phase steps only the closes passed record their snapshots."""
-        for day in self.sessions.between(et_date(self._cursor), et_date(target)):
-            if self._cursor < day.close <= target:
-                self._record_close(day)
-        self._cursor = target
+        """Process every complete minute up to ``t`` (:meth:`simulator.stepping.BookClock.advance_to`)."""
+        self.clock_book.advance_to(t)
 
     def book_can_change(self, until: datetime) -> bool:
-        """Whether :meth:`advance_to` ``(until)`` might change any order or position.
-
-        False only when advancing the book from where it is (:attr:`processed_until`) to
-        ``until`` provably changes nothing: no order activates, triggers, fills (fully or
-        partly), expires or is canceled, no trailing-stop mark moves, no auction runs (so no
-        position changes). It reads no minute bar: resting limit and stop prices are compared
-        with each session's price range (``Market.session_range``, the daily bar's low and
-        high for CSV daily data) with a small margin. Conservative: True whenever unsure
-        (market orders, trailing stops, opg/cls/ioc/fok orders, orders not yet active, a DAY
-        order while a close or after-hours end falls in the span, a session whose range the
-        market cannot give, e.g. a synthetic market or a symbol with shocks).
-        """
-        target = floor_minute(until)
-        cursor = self._cursor
-        if target <= cursor or not self._open:
-            return False
-        days = [
-            d for d in self.sessions.between(et_date(cursor), et_date(target))
-            if d.pre_start < target and d.post_end > cursor
-        ]
-        ranger = getattr(self.market, "session_range", None)
-        for order in self._open.values():
-            if order.status == "held":
-                if order.parent_id in self._open:
-                    continue  # waits for its (open) parent, which is examined itself
-                return True
-            if not order.is_working or order.type not in _RESTING_TYPES or order.time_in_force not in _RESTING_TIFS:
-                return True
-            for day in days:
-                first, last = (day.pre_start, day.post_end) if order.extended_hours else (day.open, day.close)
-                if order.time_in_force == "day" and cursor < last <= target:
-                    return True  # expires in the span
-                if not (first < target and last > cursor):
-                    continue  # not matched in the span that day
-                bounds = ranger(order.symbol, day.date) if ranger is not None else None
-                if bounds is None or _may_reach(bounds, (_reach_test(order, max(cursor, first)),), REACH_MARGIN):
-                    return True
-        return False
+        """Whether :meth:`advance_to` ``(until)`` might change any order or position
+        (:meth:`simulator.stepping.BookClock.book_can_change`; conservative)."""
+        return self.clock_book.book_can_change(until)
 
     @property
     def processed_until(self) -> datetime:
         """The minute up to which the book has been processed (:meth:`advance_to`)."""
-        return self._cursor
+        return self.clock_book.cursor
 
     def _sync(self) -> datetime:
         now: datetime = self.clock.now()
@@ -392,11 +227,11 @@ class SimBroker:
 
     def _on_phase_start(self, day: SessionDay, phase: str, at: datetime) -> None:
         if phase == "pre":
-            for order in self._open_orders():
+            for order in self.book.open_orders():
                 if order.status == "accepted" and order.extended_hours and order.session <= day.date:
                     self._activate(order, at)
         elif phase == "regular":
-            waiting = [o for o in self._open_orders() if o.status == "accepted" and o.session <= day.date]
+            waiting = [o for o in self.book.open_orders() if o.status == "accepted" and o.session <= day.date]
             for order in waiting:
                 self._activate(order, at)
             for order in waiting:
@@ -408,91 +243,17 @@ class SimBroker:
 
     def _on_phase_end(self, day: SessionDay, phase: str, at: datetime) -> None:
         if phase == "regular":
-            for order in self._open_orders():
+            for order in self.book.open_orders():
                 if order.is_working and order.time_in_force == "cls" and order.session <= day.date:
                     self._auction(order, day, opening=False)
-            for order in self._open_orders():
+            for order in self.book.open_orders():
                 if order.time_in_force == "day" and not order.extended_hours and order.session <= day.date:
                     self._expire(order, at)
-            self._record_close(day)
+            self.account.record_close(day)
         elif phase == "post":
-            for order in self._open_orders():
+            for order in self.book.open_orders():
                 if order.time_in_force == "day" and order.session <= day.date:
                     self._expire(order, at)
-
-    def _run_minutes(self, phase: str, lo: datetime, hi: datetime) -> None:
-        """Match the working orders against the bars of ``[lo, hi)`` (one phase of one day).
-
-        Only minutes in which some working order can execute or change its trigger state are
-        visited (:meth:`_next_event`); any other minute would leave the book as it is.
-        """
-        minute = lo
-        while minute < hi:
-            active = self._working_by_symbol(phase)
-            tests = {symbol: [_reach_test(order, minute) for order in orders] for symbol, orders in active.items()}
-            self._drop_unreachable(active, tests, minute)
-            if not active:
-                return
-            found = self._next_event(active, minute, hi, tests)
-            if found is None:
-                return
-            minute = found
-            for symbol, orders in active.items():
-                bar = self.market.bar_at(symbol, minute)
-                if bar is not None:
-                    self._match_minute(symbol, orders, bar, minute)
-            minute += ONE_MINUTE
-
-    def _next_event(
-        self, active: dict[str, list[SimOrder]], minute: datetime, hi: datetime,
-        tests: dict[str, list[tuple[float, float, float]]] | None = None,
-    ) -> datetime | None:
-        """The first minute in ``[minute, hi)`` whose bar may fill or trigger one of ``active``.
-
-        A limit needs the bar to reach its price, a stop its stop price (a triggered stop-limit
-        its limit); market and trailing-stop orders (whose mark moves) need any bar. Prices
-        are compared as floats, which can only add minutes (checked exactly by the matcher),
-        never skip one. A market without ``first_bar_reaching`` is scanned minute by minute.
-        """
-        finder = getattr(self.market, "first_bar_reaching", None)
-        if finder is None:
-            return minute
-        best: datetime | None = None
-        for symbol, orders in active.items():
-            checks = tests[symbol] if tests is not None else [_reach_test(order, minute) for order in orders]
-            found = finder(symbol, minute, hi if best is None else best, checks)
-            if found is not None:
-                best = found
-        return best
-
-    def _drop_unreachable(
-        self, active: dict[str, list[SimOrder]], tests: dict[str, list[tuple[float, float, float]]], minute: datetime
-    ) -> None:
-        """Remove from ``active`` the symbols whose ``tests`` no bar of ``minute``'s day passes.
-
-        Read from the session's price range (``Market.session_range``, no minute bars) with
-        the same float comparisons as ``first_bar_reaching``: a symbol dropped here would
-        have had no event found and no bar matched that day (matching a bar that reaches no
-        resting price changes nothing), so dropping it changes nothing either.
-        """
-        ranger = getattr(self.market, "session_range", None)
-        if ranger is None or not active:
-            return
-        session = et_date(minute)
-        for symbol in list(active):
-            bounds = ranger(symbol, session)
-            if bounds is not None and not _may_reach(bounds, tests[symbol]):
-                del active[symbol]
-
-    def _working_by_symbol(self, phase: str) -> dict[str, list[SimOrder]]:
-        active: dict[str, list[SimOrder]] = {}
-        for order in self._open.values():
-            if not order.is_working or order.time_in_force in ("opg", "cls", "ioc", "fok"):
-                continue
-            if phase != "regular" and not order.extended_hours:
-                continue
-            active.setdefault(order.symbol, []).append(order)
-        return active
 
     def _match_minute(self, symbol: str, orders: list[SimOrder], bar: Any, minute: datetime) -> None:
         path = bar_path(to_decimal(bar.o), to_decimal(bar.h), to_decimal(bar.l), to_decimal(bar.c))
@@ -522,141 +283,6 @@ class SimBroker:
             at = minute + timedelta(seconds=round(position * SECONDS_PER_PATH_STEP, 3))
             self._fill(order, qty, price, at)
 
-    # == market access ======================================================================
-
-    def _touch(self, symbol: str, at: datetime) -> Touch | None:
-        quote = self.market.quote_at(symbol, at)
-        last_float = self.market.price_at(symbol, at)
-        last = to_decimal(last_float) if last_float is not None else None
-        if quote is None and last is None:
-            return None
-        bid = to_decimal(quote.bid) if quote is not None and quote.bid > 0 else last
-        ask = to_decimal(quote.ask) if quote is not None and quote.ask > 0 else last
-        assert bid is not None and ask is not None
-        if last is None:
-            last = (bid + ask) / 2
-        sizes = (int(quote.bid_size), int(quote.ask_size)) if quote is not None else (0, 0)
-        return Touch(round_price(bid), round_price(ask), last, sizes[0], sizes[1])
-
-    def _mark(self, symbol: str, at: datetime) -> Decimal:
-        """Price used to value a position: last trade, else last execution, else entry price."""
-        price = self.market.price_at(symbol, at)
-        if price is not None:
-            return to_decimal(price)
-        for entry in reversed(self.ledger.journal):
-            if entry.symbol == symbol and entry.qty_delta:
-                return abs(entry.cash_delta / entry.qty_delta)
-        position = self.ledger.positions.get(symbol)
-        return position.avg_entry_price if position else ZERO
-
-    def _price_or_none(self, symbol: str, at: datetime) -> Decimal | None:
-        price = self.market.price_at(symbol, at)
-        return to_decimal(price) if price is not None else None
-
-    # == account arithmetic =================================================================
-
-    def _multiplier_setting(self) -> int:
-        return int(self._config["max_margin_multiplier"])
-
-    def _summary(self, at: datetime) -> MarginSummary:
-        values = {s: p.qty * self._mark(s, at) for s, p in self.ledger.positions.items()}
-        return margin_summary(self.ledger.cash, values, self._multiplier_setting())
-
-    def _shorting_enabled(self, summary: MarginSummary) -> bool:
-        return not self._config["no_shorting"] and summary.multiplier > 1
-
-    def _regime(self, at: datetime) -> Regime:
-        return regime_for(self.pdt_rule, et_date(at))
-
-    def _window_start(self, at: datetime) -> date:
-        today = et_date(at)
-        anchor = today if self.sessions.day(today) else self.sessions.previous_before(today).date
-        first = anchor
-        for _ in range(WINDOW_BUSINESS_DAYS - 1):
-            first = self.sessions.previous_before(first).date
-        return first
-
-    def _daytrade_count(self, at: datetime) -> int:
-        return self.daytrades.count_since(self._window_start(at))
-
-    def _position_qty(self, symbol: str) -> Decimal:
-        position = self.ledger.positions.get(symbol)
-        return position.qty if position else ZERO
-
-    def _held(self, symbol: str, side: str, *, exclude: str | None = None) -> Decimal:
-        """Quantity of ``symbol`` held by open ``side`` exit orders (an OCO pair counts once)."""
-        return self._holds(symbol, side, exclude=exclude)[0]
-
-    def _holds(self, symbol: str, side: str, *, exclude: str | None = None) -> tuple[Decimal, list[str]]:
-        """(quantity held, ids of the holding orders in submission order) of ``symbol`` by
-        open ``side`` exit orders; an OCO pair holds its quantity once, both ids are listed.
-        ``exclude`` (an order being replaced) leaves out that order and its OCO pair: the
-        pair holds the shares once, for the replacement too."""
-        groups: dict[str, Decimal] = {}
-        ids: list[SimOrder] = []
-        excluded = self.orders.get(exclude) if exclude is not None else None
-        skip_group = excluded.oco_group if excluded is not None else None
-        for order in self._open.values():
-            if order.symbol != symbol or order.side != side or order.status == "held" or order.id == exclude:
-                continue
-            if skip_group is not None and order.oco_group == skip_group:
-                continue
-            if order.position_intent not in ("sell_to_close", "buy_to_close"):
-                continue
-            key = order.oco_group or order.id
-            groups[key] = max(groups.get(key, ZERO), order.remaining)
-            ids.append(order)
-        ids.sort(key=lambda o: o.seq)
-        return sum(groups.values(), ZERO), [o.id for o in ids]
-
-    def _opening(self, side: str, position_qty: Decimal) -> bool:
-        return position_qty == 0 or (position_qty > 0) == (side == "buy")
-
-    def _cost_estimate(
-        self, side: str, kind: str, qty: Decimal | None, notional: Decimal | None,
-        limit_price: Decimal | None, stop_price: Decimal | None, touch: Touch | None,
-    ) -> Decimal:
-        """What an opening order may cost, for the buying-power check (Alpaca's rule)."""
-        if notional is not None:
-            return notional
-        assert qty is not None
-        reference = touch.ask if touch is not None else None
-        if side == "buy":
-            if kind in ("limit", "stop_limit") and limit_price is not None:
-                return qty * limit_price
-            candidates = [p for p in (reference, stop_price) if p is not None]
-            if not candidates:
-                raise unprocessable("no market price is available to check buying power")
-            return qty * max(candidates) * MARKET_COLLAR
-        collared = reference * MARKET_COLLAR if reference is not None else None
-        candidates = [p for p in (limit_price, collared, stop_price) if p is not None]
-        if not candidates:
-            raise unprocessable("no market price is available to check buying power")
-        return qty * max(candidates)
-
-    def _reserved(self, at: datetime, *, exclude: str | None = None) -> Decimal:
-        """Buying power reserved by open opening orders (their remaining quantity)."""
-        total = ZERO
-        touches: dict[str, Touch | None] = {}
-        for order in self._open.values():
-            if order.id == exclude or order.status == "held":
-                continue
-            if order.position_intent not in ("buy_to_open", "sell_to_open"):
-                continue
-            if order.symbol not in touches:
-                touches[order.symbol] = self._touch(order.symbol, at)
-            notional = order.notional if order.notional is not None and order.filled_qty == 0 else None
-            qty = order.remaining if order.qty is not None else None
-            if notional is None and (qty is None or qty <= 0):
-                continue
-            try:
-                total += self._cost_estimate(
-                    order.side, order.type, qty, notional, order.limit_price, order.stop_price, touches[order.symbol]
-                )
-            except SimApiError:
-                continue
-        return total
-
     # == submission =========================================================================
 
     def submit_order(self, body: Any) -> dict[str, Any]:
@@ -664,23 +290,24 @@ class SimBroker:
         now = self._sync()
         request = parse_order_request(body)
         order = self._submit(request, now)
-        return self._order_json(order, nested=True)
+        return self.book.order_json(order, nested=True)
 
     def _submit(self, req: OrderRequest, now: datetime) -> SimOrder:
-        if self._config["suspend_trade"]:
+        account = self.account
+        if account.config["suspend_trade"]:
             raise forbidden("new orders are rejected by user request")
-        if req.client_order_id is not None and req.client_order_id in self._by_client_id:
+        if req.client_order_id is not None and self.book.client_id_taken(req.client_order_id):
             raise validation_error("client_order_id must be unique")
         symbol = self.reference.resolve(req.symbol)
         if symbol is None:
             raise unprocessable(f'asset "{req.symbol}" not found')
-        if req.fractional and not self._config["fractional_trading"]:
+        if req.fractional and not account.config["fractional_trading"]:
             raise forbidden("fractional trading is disabled for this account")
-        self._check_auction_window(req, now)
-        touch = self._touch(symbol, now)
-        position_qty = self._position_qty(symbol)
-        opening = self._opening(req.side, position_qty)
-        summary = self._summary(now)
+        check_auction_window(req, now, self.sessions)
+        touch = quote_touch(self.market, symbol, now)
+        position_qty = account.position_qty(symbol)
+        opening = is_opening(req.side, position_qty)
+        summary = account.summary(now)
 
         if req.order_class in ("bracket", "oto") and not opening:
             raise unprocessable(f"{req.order_class} orders must be entry orders")
@@ -689,100 +316,24 @@ class SimBroker:
 
         if opening:
             if req.side == "sell":
-                if not self._shorting_enabled(summary):
+                if not account.shorting_enabled(summary):
                     raise forbidden("account is not allowed to short")
                 if req.fractional or req.notional is not None:
                     raise forbidden("fractional orders cannot be sold short")
         else:
-            self._check_available(symbol, req.side, self._requested_qty(req, touch), position_qty)
+            account.check_available(symbol, req.side, requested_qty(req, touch), position_qty)
 
-        if req.order_class == "simple" and self._wash_conflict(symbol, req.side, req.type, req.limit_price):
+        if req.order_class == "simple" and wash_conflict(self._open.values(), symbol, req.side, req.type, req.limit_price):
             raise wash_trade()
         if not opening:
-            self._check_pdt(symbol, now, summary)
+            account.check_pdt(symbol, now, summary)
         if opening:
-            cost = self._cost_estimate(req.side, req.type, req.qty, req.notional, req.limit_price, req.stop_price, touch)
-            available = summary.buying_power - self._reserved(now)
-            if cost > available:
-                raise insufficient_buying_power(buying_power=max(available, ZERO), cost_basis=cost)
+            cost = cost_estimate(req.side, req.type, req.qty, req.notional, req.limit_price, req.stop_price, touch)
+            account.check_buying_power(cost, now, summary=summary)
         if req.order_class != "simple":
-            self._check_leg_prices(req, touch)
+            check_leg_prices(req, touch)
 
         return self._create(req, symbol, now, opening)
-
-    def _requested_qty(self, req: OrderRequest, touch: Touch | None) -> Decimal:
-        if req.qty is not None:
-            return req.qty
-        assert req.notional is not None
-        reference = (touch.bid if req.side == "sell" else touch.ask) if touch is not None else None
-        if not reference:
-            raise unprocessable("no market price is available to size a notional order")
-        return (req.notional / reference).quantize(QTY_PLACES, rounding=ROUND_DOWN)
-
-    def _check_available(self, symbol: str, side: str, requested: Decimal, position_qty: Decimal, *, exclude: str | None = None) -> None:
-        held, holders = self._holds(symbol, side, exclude=exclude)
-        available = max(abs(position_qty) - held, ZERO)
-        if requested > available:
-            raise insufficient_qty(
-                symbol=symbol, requested=requested, available=available, existing=position_qty, held=held,
-                related_orders=holders,
-            )
-
-    def _check_auction_window(self, req: OrderRequest, now: datetime) -> None:
-        if req.time_in_force not in ("opg", "cls"):
-            return
-        local = now.astimezone(EXCHANGE_TZ).time()
-        cutoff = OPG_CUTOFF if req.time_in_force == "opg" else CLS_CUTOFF
-        start = local.replace(hour=cutoff[0], minute=cutoff[1], second=0, microsecond=0)
-        end = local.replace(hour=AUCTION_QUEUE_FROM[0], minute=AUCTION_QUEUE_FROM[1], second=0, microsecond=0)
-        if self.sessions.day(et_date(now)) is not None and start <= local < end:
-            when = "9:28am" if req.time_in_force == "opg" else "3:50pm"
-            raise unprocessable(f"{req.time_in_force} orders are not accepted between {when} and 7:00pm ET")
-
-    def _wash_conflict(self, symbol: str, side: str, kind: str, limit_price: Decimal | None, *, exclude: str | None = None) -> bool:
-        mine = limit_price if kind in ("limit", "stop_limit") else None
-        for order in self._open.values():
-            if order.symbol != symbol or order.side == side or order.status == "held" or order.id == exclude:
-                continue
-            theirs = order.limit_price if order.type in ("limit", "stop_limit") else None
-            if mine is None or theirs is None:
-                return True
-            buy_price, sell_price = (mine, theirs) if side == "buy" else (theirs, mine)
-            if buy_price >= sell_price:
-                return True
-        return False
-
-    def _check_pdt(self, symbol: str, now: datetime, summary: MarginSummary) -> None:
-        if self._regime(now) != "legacy" or not self.daytrades.would_day_trade(symbol, et_date(now)):
-            return
-        if summary.equity >= PDT_EQUITY_THRESHOLD:
-            return
-        if self._daytrade_count(now) >= PDT_MAX_DAY_TRADES:
-            raise pdt_denied()
-
-    def _check_leg_prices(self, req: OrderRequest, touch: Touch | None) -> None:
-        """Alpaca's base-price rules for bracket/oco/oto exits (0.01 away from the base)."""
-        exit_side = req.side if req.order_class == "oco" else _opposite(req.side)
-        market = touch.last if touch is not None else None
-        if req.order_class == "oco":
-            base = req.take_profit_limit
-        elif req.type == "limit":
-            base = req.limit_price
-        else:
-            base = market
-        if base is None:
-            raise unprocessable("no market price is available to check the order's legs")
-        stop_bases = [b for b in (base, market) if b is not None]
-        if req.stop_loss_stop is not None:
-            if exit_side == "sell" and not req.stop_loss_stop <= min(stop_bases) - PRICE_GAP:
-                raise unprocessable("stop price must be less than base_price - 0.01")
-            if exit_side == "buy" and not req.stop_loss_stop >= max(stop_bases) + PRICE_GAP:
-                raise unprocessable("stop price must be greater than base_price + 0.01")
-        if req.take_profit_limit is not None and req.order_class != "oco":
-            if exit_side == "sell" and not req.take_profit_limit >= base + PRICE_GAP:
-                raise unprocessable("take_profit.limit_price must be >= base_price + 0.01")
-            if exit_side == "buy" and not req.take_profit_limit <= base - PRICE_GAP:
-                raise unprocessable("take_profit.limit_price must be <= base_price - 0.01")
 
     def _initial_status(self, extended: bool, now: datetime) -> str:
         phase = self.sessions.phase(now)
@@ -798,7 +349,7 @@ class SimBroker:
         if req.time_in_force == "day":
             expires_at = session.post_end if req.extended_hours else session.close
         intent = ("buy" if req.side == "buy" else "sell") + ("_to_open" if opening else "_to_close")
-        parent = self._new_order(
+        parent = self.book.new_order(
             symbol=symbol, side=req.side, kind=req.type, tif=req.time_in_force, qty=req.qty,
             notional=req.notional, limit_price=req.limit_price, stop_price=req.stop_price,
             trail_price=req.trail_price, trail_percent=req.trail_percent, extended=req.extended_hours,
@@ -806,7 +357,7 @@ class SimBroker:
             expires_at=expires_at, client_order_id=req.client_order_id,
         )
         legs: list[SimOrder] = []
-        exit_side = _opposite(req.side)
+        exit_side = opposite(req.side)
         exit_intent = exit_side + "_to_close"
         if req.order_class in ("bracket", "oto"):
             if req.take_profit_limit is not None:
@@ -837,51 +388,11 @@ class SimBroker:
                 self._execute_now(leg, now)
         return parent
 
-    def _new_order(
-        self, *, symbol: str, side: str, kind: str, tif: str, qty: Decimal | None, notional: Decimal | None,
-        limit_price: Decimal | None, stop_price: Decimal | None, trail_price: Decimal | None,
-        trail_percent: Decimal | None, extended: bool, order_class: str, intent: str, status: str,
-        now: datetime, session: date, expires_at: datetime | None, client_order_id: str | None,
-        parent_id: str | None = None,
-    ) -> SimOrder:
-        self._seq += 1
-        order = SimOrder(
-            id=self._uuid(),
-            client_order_id=client_order_id or self._uuid(),
-            seq=self._seq,
-            symbol=symbol,
-            asset_id=asset_id(symbol),
-            side=side,
-            type=kind,
-            time_in_force=tif,
-            qty=qty,
-            notional=notional,
-            limit_price=limit_price,
-            stop_price=stop_price,
-            trail_price=trail_price,
-            trail_percent=trail_percent,
-            extended_hours=extended,
-            order_class=order_class,
-            position_intent=intent,
-            status=status,
-            created_at=now,
-            submitted_at=now,
-            updated_at=now,
-            eligible_from=now,
-            session=session,
-            expires_at=expires_at,
-            parent_id=parent_id,
-        )
-        self.orders[order.id] = order
-        self._by_client_id[order.client_order_id] = order
-        self._open[order.id] = order
-        return order
-
     def _leg(
         self, parent: SimOrder, side: str, kind: str, limit_price: Decimal | None, stop_price: Decimal | None,
         intent: str, now: datetime, session: SessionDay,
     ) -> SimOrder:
-        return self._new_order(
+        return self.book.new_order(
             symbol=parent.symbol, side=side, kind=kind, tif=parent.time_in_force, qty=parent.qty, notional=None,
             limit_price=limit_price, stop_price=stop_price, trail_price=None, trail_percent=None, extended=False,
             order_class=parent.order_class, intent=intent, status="held", now=now, session=session.date,
@@ -904,7 +415,7 @@ class SimBroker:
         """
         self.advance_to(at)
         wanted = set(symbols)
-        for order in self._open_orders():
+        for order in self.book.open_orders():
             if order.symbol not in wanted or not order.is_working or order.eligible_from > at:
                 continue
             if order.time_in_force in ("opg", "cls", "ioc", "fok"):
@@ -921,7 +432,7 @@ class SimBroker:
         """
         phase = self.sessions.phase(at)
         tradable = phase == "regular" or (order.extended_hours and phase in ("pre", "post"))
-        touch = self._touch(order.symbol, at) if tradable else None
+        touch = quote_touch(self.market, order.symbol, at) if tradable else None
         if touch is not None:
             terms = order.terms()
             matcher = match_jump if jump else match_quote
@@ -959,7 +470,7 @@ class SimBroker:
         if bar is not None:
             price = round_price(to_decimal(bar.o if opening else bar.c))
         else:
-            found = self._price_or_none(order.symbol, at)
+            found = last_price(self.market, order.symbol, at)
             price = round_price(found) if found is not None else None
         marketable = price is not None and (
             order.type == "market"
@@ -974,17 +485,14 @@ class SimBroker:
         """Book one execution and everything that follows from it (status, OCO, legs, PDT)."""
         if qty <= 0:
             return
-        before = self._position_qty(order.symbol)
-        opening_part = qty if self._opening(order.side, before) else max(qty - abs(before), ZERO)
-        if opening_part > 0 and self._regime(at) == "intraday_margin":
-            summary = self._summary(at)
-            available = summary.buying_power - self._reserved(at, exclude=order.id)
-            if opening_part * price > available:
-                log.info("sim_order_rejected_at_fill", order_id=order.id, symbol=order.symbol,
-                         cost=str(opening_part * price), buying_power=str(available))
-                self._terminate(order, "rejected" if order.filled_qty == 0 else "canceled", at)
-                return
-        effect = self.ledger.apply_fill(order.symbol, order.side, qty, price, at)
+        refusal = self.account.fill_refusal(order, qty, price, at)
+        if refusal is not None:
+            cost, available = refusal
+            log.info("sim_order_rejected_at_fill", order_id=order.id, symbol=order.symbol,
+                     cost=str(cost), buying_power=str(available))
+            self._terminate(order, "rejected" if order.filled_qty == 0 else "canceled", at)
+            return
+        effect = self.account.book_fill(order, qty, price, at)
         order.filled_qty += qty
         order.filled_value += qty * price
         order.updated_at = at
@@ -995,7 +503,7 @@ class SimBroker:
             self._open.pop(order.id, None)
         else:
             order.status = "partially_filled"
-        self.activity_log.add_fill(
+        self.account.activity_log.add_fill(
             activity_uuid=self._uuid(), at=at, kind="fill" if done else "partial_fill", price=price, qty=qty,
             side=("sell_short" if order.side == "sell" and effect.opened > 0 else order.side),
             symbol=order.symbol, leaves_qty=ZERO if done else order.remaining, order_id=order.id,
@@ -1005,19 +513,12 @@ class SimBroker:
                    position_qty=effect.position_qty, execution_id=self._uuid())
         log.debug("sim_order_filled", order_id=order.id, symbol=order.symbol, side=order.side,
                   qty=str(qty), price=str(price), status=order.status)
-        self.daytrades.record(session=et_date(at), symbol=order.symbol, order_id=order.id,
-                              opened=effect.opened > 0, closed=effect.closed > 0)
-        if (
-            not self.daytrades.pattern_day_trader
-            and self._regime(at) == "legacy"
-            and self._daytrade_count(at) > PDT_MAX_DAY_TRADES
-        ):
-            self.daytrades.pattern_day_trader = True
+        self.account.record_day_trade(order, effect, at)
         self._after_fill(order, at, done)
 
     def _after_fill(self, order: SimOrder, at: datetime, done: bool) -> None:
         if order.oco_group is not None:
-            for sibling in self._siblings(order):
+            for sibling in self.book.siblings(order):
                 if done:
                     self._terminate(sibling, "canceled", at)
                 elif sibling.qty is not None and order.qty is not None:
@@ -1025,12 +526,6 @@ class SimBroker:
                     sibling.updated_at = at
         if done and order.leg_ids and order.order_class in ("bracket", "oto"):
             self._release_legs(order, at)
-
-    def _siblings(self, order: SimOrder) -> list[SimOrder]:
-        return [
-            other for other in self._open.values()
-            if other.oco_group == order.oco_group and other.id != order.id
-        ]
 
     def _release_legs(self, parent: SimOrder, at: datetime) -> None:
         """The entry is done: its held legs start working for the quantity it filled."""
@@ -1061,7 +556,7 @@ class SimBroker:
         """Cancel ``order``; with ``cascade`` also the rest of its OCO pair."""
         self._terminate(order, "canceled", at)
         if cascade and order.oco_group is not None:
-            for sibling in self._siblings(order):
+            for sibling in self.book.siblings(order):
                 self._terminate(sibling, "canceled", at)
 
     def _terminate(self, order: SimOrder, status: str, at: datetime) -> None:
@@ -1081,12 +576,9 @@ class SimBroker:
         if order.leg_ids and order.order_class in ("bracket", "oto"):
             self._release_legs(order, at)
 
-    def _open_orders(self) -> list[SimOrder]:
-        return sorted(self._open.values(), key=lambda o: o.seq)
-
     def open_orders_snapshot(self) -> list[SimOrder]:
         """The open orders in submission order (a copy: the caller may cancel or fill them)."""
-        return self._open_orders()
+        return self.book.open_orders()
 
     # == events =============================================================================
 
@@ -1097,7 +589,7 @@ class SimBroker:
         self.event_count += 1
         self.events.append({
             "event": event,
-            "order": self._order_json(order, nested=False),
+            "order": self.book.order_json(order, nested=False),
             "timestamp": ts(at),
             "price": num(price),
             "qty": num(qty),
@@ -1108,75 +600,15 @@ class SimBroker:
     # == orders: routes =====================================================================
 
     def list_orders(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """``GET /v2/orders`` with status, limit, after/until, direction, nested, symbols, side.
-
-        With ``nested=true`` legs are rolled into their parent's ``legs`` and a parent is
-        listed when it or any of its legs matches ``status`` (so a filled bracket entry still
-        shows its open protective legs under ``status=open``).
-        """
+        """``GET /v2/orders`` (:meth:`simulator.book.OrderBook.list_json`)."""
         self._sync()
-        params = params or {}
-        status = str(params.get("status") or "open").lower()
-        if status not in ("open", "closed", "all"):
-            raise validation_error(f"invalid status: {status!r} (allowed: open, closed, all)")
-        limit = parse_int(params.get("limit", ORDER_LIST_DEFAULT), "limit", low=1, high=ORDER_LIST_MAX)
-        after = parse_time(params["after"], "after") if params.get("after") else None
-        until = parse_time(params["until"], "until") if params.get("until") else None
-        direction = str(params.get("direction") or "desc").lower()
-        if direction not in ("asc", "desc"):
-            raise validation_error(f"invalid direction: {direction!r}")
-        nested = parse_bool(params.get("nested", False), "nested")
-        symbols = {s.strip() for s in str(params.get("symbols") or "").split(",") if s.strip()}
-        side = params.get("side")
-        if side is not None and side not in ("buy", "sell"):
-            raise validation_error(f"invalid side: {side!r}")
-
-        def matches(order: SimOrder) -> bool:
-            return status == "all" or (order.is_open if status == "open" else not order.is_open)
-
-        selected: list[SimOrder] = []
-        candidates = self._open_candidates(nested) if status == "open" else self.orders.values()
-        for order in candidates:
-            if nested and order.parent_id is not None:
-                continue
-            family = [order] + ([self.orders[i] for i in order.leg_ids] if nested else [])
-            if not any(matches(member) for member in family):
-                continue
-            if symbols and order.symbol not in symbols:
-                continue
-            if side is not None and order.side != side:
-                continue
-            submitted = order.submitted_at or order.created_at
-            if after is not None and not submitted > after:
-                continue
-            if until is not None and not submitted < until:
-                continue
-            selected.append(order)
-        selected.sort(key=lambda o: (o.submitted_at or o.created_at, o.seq), reverse=direction == "desc")
-        return [self._order_json(order, nested=nested) for order in selected[:limit]]
-
-    def _open_candidates(self, nested: bool) -> list[SimOrder]:
-        """Every order ``status=open`` can list, without walking the whole order history:
-        the open orders and, nested, the parents of open legs together with the orders
-        those parents replaced (a replaced parent keeps its legs' ids)."""
-        if not nested:
-            return list(self._open.values())
-        found: dict[str, SimOrder] = {}
-        for order in self._open.values():
-            if order.parent_id is None:
-                found.setdefault(order.id, order)
-                continue
-            parent = self.orders.get(order.parent_id)
-            while parent is not None:
-                found.setdefault(parent.id, parent)
-                parent = self.orders.get(parent.replaces) if parent.replaces else None
-        return list(found.values())
+        return self.book.list_json(params or {})
 
     def get_order(self, order_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``GET /v2/orders/{id}[?nested=true]``; 404 40410000 when unknown."""
         self._sync()
         nested = parse_bool((params or {}).get("nested", False), "nested")
-        return self._order_json(self._find(order_id), nested=nested)
+        return self.book.order_json(self.book.find(order_id), nested=nested)
 
     def get_order_by_client_id(self, client_order_id: str | Mapping[str, Any]) -> dict[str, Any]:
         """``GET /v2/orders:by_client_order_id``: the order (legs nested) or 404.
@@ -1189,10 +621,7 @@ class SimBroker:
             if not value:
                 raise validation_error("client_order_id is required")
             client_order_id = str(value)
-        order = self._by_client_id.get(client_order_id)
-        if order is None:
-            raise not_found("order not found")
-        return self._order_json(order, nested=True)
+        return self.book.by_client_json(client_order_id)
 
     def cancel_order(self, order_id: str) -> None:
         """``DELETE /v2/orders/{id}``: None (route answers 204); 404 unknown, 422 40010001 for a
@@ -1203,7 +632,7 @@ class SimBroker:
         cancels the pair.
         """
         now = self._sync()
-        order = self._find(order_id)
+        order = self.book.find(order_id)
         if not order.is_open:
             raise already_final(order.status)
         order.cancel_requested_at = now
@@ -1238,7 +667,7 @@ class SimBroker:
         if order.type in ("limit", "stop_limit") and order.limit_price is not None:
             price = round_price(order.limit_price)
         else:
-            touch = self._touch(order.symbol, at)
+            touch = quote_touch(self.market, order.symbol, at)
             if touch is None:
                 return
             price = with_slippage(touch.ask if order.side == "buy" else touch.bid, order.side, self.slippage_bps)
@@ -1252,11 +681,11 @@ class SimBroker:
         could not cancel, 422 with the ``order is already in "<state>" state`` body.
         """
         now = self._sync()
-        snapshot = self._open_orders()
+        snapshot = self.book.open_orders()
         for order in snapshot:
             if order.is_open:
                 self._cancel(order, now, cascade=True)
-        items = [{"id": o.id, "status": 200, "body": self._order_json(o, nested=False)} for o in snapshot]
+        items = [{"id": o.id, "status": 200, "body": self.book.order_json(o, nested=False)} for o in snapshot]
         for order_id in raced:
             order = self.orders.get(str(order_id))
             if order is not None and not order.is_open:
@@ -1272,66 +701,20 @@ class SimBroker:
         default asks for what was left.
         """
         now = self._sync()
-        old = self._find(order_id)
-        if not isinstance(body, dict):
-            raise validation_error("request body must be a JSON object")
-        allowed = {"qty", "time_in_force", "limit_price", "stop_price", "trail", "client_order_id"}
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            raise validation_error(f"unknown field(s) for replace: {', '.join(unknown)}")
-        if not old.is_open:
-            raise already_final(old.status)
-        if old.status in ("accepted", "pending_new", "pending_cancel", "pending_replace"):
-            raise unprocessable("unable to replace order, order isn't sent to exchange yet")
-        if old.notional is not None:
-            raise unprocessable("notional orders cannot be replaced")
-        values = {k: v for k, v in body.items() if v is not None}
-        if not values:
-            raise validation_error("nothing to replace: give qty, time_in_force, limit_price, stop_price or trail")
-        cid = values.get("client_order_id")
-        if cid is not None:
-            if not isinstance(cid, str) or not cid or len(cid) > 128:
-                raise validation_error("client_order_id must be a string of 1 to 128 characters")
-            if cid in self._by_client_id:
-                raise validation_error("client_order_id must be unique")
-        qty = old.remaining
-        if "qty" in values:
-            if old.order_class:
-                raise unprocessable(f"qty cannot be replaced for {old.order_class} orders")
-            qty = parse_positive(values["qty"], "qty")
-            if qty != qty.to_integral_value():
-                raise unprocessable("qty must be a whole number of shares")
-        tif = old.time_in_force
-        if "time_in_force" in values:
-            tif = str(values["time_in_force"])
-            if tif not in TIFS:
-                raise validation_error(f"invalid time_in_force: {tif!r}")
-            if (old.order_class or old.type == "trailing_stop") and tif not in ("day", "gtc"):
-                raise unprocessable("time_in_force must be day or gtc for this order")
-        limit_price = self._replaced_price(values, "limit_price", old.limit_price, old.type in ("limit", "stop_limit"))
-        stop_price = self._replaced_price(values, "stop_price", old.stop_price, old.type in ("stop", "stop_limit"))
-        trail_price, trail_percent = old.trail_price, old.trail_percent
-        if "trail" in values:
-            if old.type != "trailing_stop":
-                raise validation_error("trail is only allowed for trailing_stop orders")
-            trail = parse_decimal(values["trail"], "trail")
-            if trail <= 0 or (trail_percent is not None and trail >= 100):
-                raise validation_error("trail must be > 0 (and < 100 for trail_percent orders)")
-            if trail_price is not None:
-                trail_price = trail
-            else:
-                trail_percent = trail
+        old = self.book.find(order_id)
+        replacement = parse_replacement(old, body, self.book.by_client_id)
+        qty, tif, cid = replacement.qty, replacement.time_in_force, replacement.client_order_id
+        limit_price, stop_price = replacement.limit_price, replacement.stop_price
+        trail_price, trail_percent = replacement.trail_price, replacement.trail_percent
 
-        position_qty = self._position_qty(old.symbol)
+        position_qty = self.account.position_qty(old.symbol)
         closing = old.position_intent in ("sell_to_close", "buy_to_close")
         if closing and old.status != "held":
-            self._check_available(old.symbol, old.side, qty, position_qty, exclude=old.id)
+            self.account.check_available(old.symbol, old.side, qty, position_qty, exclude=old.id)
         if not closing and old.status != "held":
-            touch = self._touch(old.symbol, now)
-            cost = self._cost_estimate(old.side, old.type, qty, None, limit_price, stop_price, touch)
-            available = self._summary(now).buying_power - self._reserved(now, exclude=old.id)
-            if cost > available:
-                raise insufficient_buying_power(buying_power=max(available, ZERO), cost_basis=cost)
+            touch = quote_touch(self.market, old.symbol, now)
+            cost = cost_estimate(old.side, old.type, qty, None, limit_price, stop_price, touch)
+            self.account.check_buying_power(cost, now, exclude=old.id)
 
         session, expires_at = old.session, old.expires_at
         if tif != old.time_in_force:
@@ -1339,7 +722,7 @@ class SimBroker:
             day = self.sessions.trading_session_for(now, extended=old.extended_hours)
             session = day.date
             expires_at = (day.post_end if old.extended_hours else day.close) if tif == "day" else None
-        new = self._new_order(
+        new = self.book.new_order(
             symbol=old.symbol, side=old.side, kind=old.type, tif=tif, qty=qty, notional=None,
             limit_price=limit_price, stop_price=stop_price, trail_price=trail_price, trail_percent=trail_percent,
             extended=old.extended_hours, order_class=old.order_class, intent=old.position_intent or "",
@@ -1365,52 +748,18 @@ class SimBroker:
         if new.status == "new":
             self._emit("new", new, now)
             self._execute_now(new, now)
-        return self._order_json(new, nested=True)
-
-    @staticmethod
-    def _replaced_price(values: dict[str, Any], key: str, current: Decimal | None, applies: bool) -> Decimal | None:
-        if key not in values:
-            return current
-        if not applies:
-            raise validation_error(f"{key} is not allowed for this order type")
-        price = parse_decimal(values[key], key)
-        if price <= 0:
-            raise validation_error(f"{key} must be > 0")
-        check_sub_penny(price, key)
-        return price
-
-    def _find(self, order_id: str) -> SimOrder:
-        """The order with this id: 422 40010001 when the id is not a UUID, 404 when unknown."""
-        order = self.orders.get(str(order_id))
-        if order is None:
-            if not _is_uuid(str(order_id)):
-                raise malformed_order_id()
-            raise not_found("order not found")
-        return order
-
-    def _order_json(self, order: SimOrder, *, nested: bool) -> dict[str, Any]:
-        legs = None
-        if nested and order.leg_ids:
-            legs = [self._order_json(self.orders[i], nested=False) for i in order.leg_ids]
-        stop = None
-        if order.type == "trailing_stop":
-            stop = trailing_stop_price(order.terms())
-        return order.to_json(legs, stop_price=stop)
+        return self.book.order_json(new, nested=True)
 
     # == positions ==========================================================================
 
     def list_positions(self) -> list[dict[str, Any]]:
         """``GET /v2/positions``: every open position, by symbol."""
-        now = self._sync()
-        return [self._position_json(symbol, now) for symbol in sorted(self.ledger.positions)]
+        return self.account.positions_json(self._sync())
 
     def get_position(self, symbol: str) -> dict[str, Any]:
         """``GET /v2/positions/{symbol}``; 404 40410000 'position does not exist'."""
         now = self._sync()
-        resolved = self.reference.resolve(symbol)
-        if resolved is None or resolved not in self.ledger.positions:
-            raise not_found("position does not exist")
-        return self._position_json(resolved, now)
+        return self.account.position_json(self.account.resolve_position(symbol), now)
 
     def close_position(self, symbol: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``DELETE /v2/positions/{symbol}[?qty=N|?percentage=P]``: a market order closing it.
@@ -1420,10 +769,8 @@ class SimBroker:
         """
         now = self._sync()
         params = params or {}
-        resolved = self.reference.resolve(symbol)
-        if resolved is None or resolved not in self.ledger.positions:
-            raise not_found("position does not exist")
-        held = abs(self.ledger.positions[resolved].qty)
+        resolved = self.account.resolve_position(symbol)
+        held = abs(self.account.ledger.positions[resolved].qty)
         if params.get("qty") is not None and params.get("percentage") is not None:
             raise validation_error("only one of qty or percentage may be specified")
         if params.get("qty") is not None:
@@ -1437,14 +784,14 @@ class SimBroker:
                 raise validation_error("percentage is too small to close any quantity")
         else:
             qty = held
-        side = "sell" if self.ledger.positions[resolved].qty > 0 else "buy"
+        side = "sell" if self.account.ledger.positions[resolved].qty > 0 else "buy"
         request = OrderRequest(
             symbol=resolved, side=side, type="market", time_in_force="day", qty=qty, notional=None,
             limit_price=None, stop_price=None, trail_price=None, trail_percent=None, extended_hours=False,
             client_order_id=None, order_class="simple", take_profit_limit=None, stop_loss_stop=None,
             stop_loss_limit=None,
         )
-        return self._order_json(self._submit(request, now), nested=False)
+        return self.book.order_json(self._submit(request, now), nested=False)
 
     def close_all(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """``DELETE /v2/positions[?cancel_orders=true]``: one 207 item per position, each with ``body``."""
@@ -1453,7 +800,7 @@ class SimBroker:
         if parse_bool(params.get("cancel_orders", False), "cancel_orders"):
             self.cancel_all()
         items: list[dict[str, Any]] = []
-        for symbol in sorted(self.ledger.positions):
+        for symbol in sorted(self.account.ledger.positions):
             try:
                 order = self.close_position(symbol, {})
             except SimApiError as exc:
@@ -1462,135 +809,20 @@ class SimBroker:
                 items.append({"symbol": symbol, "status": 200, "order_id": order["id"], "body": order})
         return items
 
-    def _lastday_price(self, symbol: str, now: datetime) -> Decimal | None:
-        previous = self._previous_close_day(now)
-        key = (symbol, previous.date)
-        if key not in self._lastday_prices:
-            self._lastday_prices[key] = self._close_price(symbol, previous)
-        return self._lastday_prices[key]
-
-    def _close_price(self, symbol: str, day: SessionDay) -> Decimal | None:
-        """The regular-session closing price: close of the last regular minute's bar."""
-        known = getattr(self.market, "known_bar_close", None)
-        if known is not None:
-            close = known(symbol, day.close - ONE_MINUTE)
-            if close is not None:
-                return to_decimal(close)
-        bar = self.market.bar_at(symbol, day.close - ONE_MINUTE)
-        if bar is not None:
-            return to_decimal(bar.c)
-        return self._price_or_none(symbol, day.close - timedelta(microseconds=1))
-
-    def _valuation_price(self, symbol: str, moment: datetime) -> Decimal | None:
-        """Price for valuing a holding at ``moment``: the closing price at a session close."""
-        day = self.sessions.day(et_date(moment))
-        if day is not None and moment == day.close:
-            return self._close_price(symbol, day)
-        return self._price_or_none(symbol, moment)
-
-    def _previous_close_day(self, now: datetime) -> SessionDay:
-        """The last session strictly before today's New York date (source of ``last_*``)."""
-        return self.sessions.previous_before(et_date(now))
-
-    def _position_json(self, symbol: str, now: datetime) -> dict[str, Any]:
-        position = self.ledger.positions[symbol]
-        lastday = self._lastday_price(symbol, now)
-        return position_json(
-            position,
-            asset_id=asset_id(symbol),
-            exchange=self.reference.exchange(symbol),
-            price=self._mark(symbol, now),
-            lastday_price=lastday,
-            held=self._held(symbol, "sell" if position.qty > 0 else "buy"),
-            overnight=lastday is not None and position.opened_at < self._previous_close_day(now).close,
-        )
-
     # == account ============================================================================
 
     def get_account(self) -> dict[str, Any]:
         """``GET /v2/account`` (PDT fields only under the legacy PDT regime)."""
-        now = self._sync()
-        summary = self._summary(now)
-        previous = self._previous_close_day(now)
-        last_equity, last_maintenance = self._close_snapshot(previous)
-        pdt = None
-        if self._regime(now) == "legacy":
-            flagged = self.daytrades.pattern_day_trader
-            eligible = flagged and summary.equity >= PDT_EQUITY_THRESHOLD
-            pdt = PdtFields(
-                pattern_day_trader=flagged,
-                daytrade_count=self._daytrade_count(now),
-                last_daytrade_count=self.daytrades.count_since(self._window_start(previous.close), previous.date),
-                daytrading_buying_power=max(last_equity - last_maintenance, ZERO) * 4 if eligible else ZERO,
-            )
-        return account_json(
-            account_id=self.account_id,
-            account_number=self.account_number,
-            created_at=self.created_at,
-            summary=summary,
-            last_equity=last_equity,
-            last_maintenance_margin=last_maintenance,
-            reserved=self._reserved(now),
-            shorting_enabled=self._shorting_enabled(summary),
-            suspended=bool(self._config["suspend_trade"]),
-            balance_asof=previous.date.isoformat(),
-            pdt=pdt,
-        )
-
-    def _record_close(self, day: SessionDay) -> None:
-        """Remember equity and maintenance margin at ``day``'s close (the book is at the close now)."""
-        values: dict[str, Decimal] = {}
-        for symbol, position in self.ledger.positions.items():
-            price = self._close_price(symbol, day)
-            values[symbol] = position.qty * (price if price is not None else self._mark(symbol, day.close))
-        summary = margin_summary(self.ledger.cash, values, self._multiplier_setting())
-        self._close_snapshots[day.date] = (summary.equity, summary.maintenance_margin)
-
-    def _close_snapshot(self, day: SessionDay) -> tuple[Decimal, Decimal]:
-        """(equity, maintenance margin) at ``day``'s close, recomputed from the journal once."""
-        if day.date in self._close_snapshots:
-            return self._close_snapshots[day.date]
-        cash, holdings = self.ledger.state_at(day.close)
-        values: dict[str, Decimal] = {}
-        for symbol, qty in holdings.items():
-            price = self._close_price(symbol, day)
-            values[symbol] = qty * (price if price is not None else self._mark(symbol, day.close))
-        summary = margin_summary(cash, values, self._multiplier_setting())
-        snapshot = (summary.equity, summary.maintenance_margin)
-        if day.close <= self.clock.now():
-            self._close_snapshots[day.date] = snapshot
-        return snapshot
+        return self.account.account_json(self._sync())
 
     def get_account_configurations(self) -> dict[str, Any]:
         """``GET /v2/account/configurations`` (no pdt_check/dtbp_check after PDT retirement)."""
-        now = self._sync()
-        config = dict(self._config)
-        if self._regime(now) != "legacy":
-            config.pop("pdt_check")
-            config.pop("dtbp_check")
-        return config
+        return self.account.configurations(self._sync())
 
     def patch_account_configurations(self, body: Any) -> dict[str, Any]:
         """``PATCH /v2/account/configurations``: nulls are ignored (alpaca-py sends them)."""
         self._sync()
-        if not isinstance(body, dict):
-            raise validation_error("request body must be a JSON object")
-        changes: dict[str, Any] = {}
-        for key, value in body.items():
-            if value is None:
-                continue
-            if key in CONFIG_ENUMS:
-                text = str(value)
-                if text not in CONFIG_ENUMS[key]:
-                    raise validation_error(f"invalid {key}: {value!r} (allowed: {', '.join(CONFIG_ENUMS[key])})")
-                changes[key] = text
-            elif key in CONFIG_BOOLS:
-                changes[key] = parse_bool(value, key)
-            elif key == "max_options_trading_level":
-                changes[key] = parse_int(value, key, low=0, high=3)
-            else:
-                raise validation_error(f"unknown configuration field: {key}")
-        self._config.update(changes)
+        self.account.patch_configurations(body)
         return self.get_account_configurations()
 
     # == clock, calendar, assets ============================================================
@@ -1618,50 +850,28 @@ class SimBroker:
     def activities(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """``GET /v2/account/activities``: FILL items, cursor-paginated by ``page_token``."""
         self._sync()
-        return self.activity_log.query(params or {})
+        return self.account.activities(params or {})
 
     def portfolio_history(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``GET /v2/account/portfolio/history`` (numbers, not strings)."""
         now = self._sync()
-        return portfolio_history(params or {}, now=now, sessions=self.sessions, ledger=self.ledger,
-                                 price_at=self._valuation_price)
+        return self.account.portfolio_history(params or {}, now)
 
     def equity_at(self, moments: Iterable[datetime]) -> list[Decimal]:
         """Equity at each of ``moments`` (ascending), recomputed from the journal."""
-        return equity_series(self.ledger, list(moments), self._valuation_price)
+        return self.account.equity_at(moments)
 
     # == control API ========================================================================
 
     def state(self) -> dict[str, Any]:
         """A JSON-ready summary for ``GET /_sim/v1/state``: money, positions, open orders, PDT."""
         now = self._sync()
-        summary = self._summary(now)
-        window = self._window_start(now)
         return {
             "now": ts(now),
-            "processed_until": ts(self._cursor),
-            "cash": money(summary.cash),
-            "equity": money(summary.equity),
-            "buying_power": money(summary.buying_power),
-            "last_equity": money(self._close_snapshot(self._previous_close_day(now))[0]),
-            "positions": [
-                {
-                    "symbol": symbol,
-                    "qty": num(position.qty),
-                    "avg_entry_price": num(position.avg_entry_price.quantize(QTY_PLACES)),
-                    "market_value": money(position.qty * self._mark(symbol, now)),
-                }
-                for symbol, position in sorted(self.ledger.positions.items())
-            ],
-            "open_orders": [self._order_json(order, nested=False) for order in self._open_orders()],
-            "day_trades": [
-                {"session": trade.session.isoformat(), "symbol": trade.symbol, "order_id": trade.order_id}
-                for trade in self.daytrades.trades
-                if trade.session >= window
-            ],
-            "daytrade_count": self.daytrades.count_since(window),
-            "pattern_day_trader": self.daytrades.pattern_day_trader,
-            "pdt_regime": self._regime(now),
+            "processed_until": ts(self.clock_book.cursor),
+            **self.account.money_state(now),
+            "open_orders": [self.book.order_json(order, nested=False) for order in self.book.open_orders()],
+            **self.account.pdt_state(now),
             "event_count": self.event_count,
         }
 

@@ -33,7 +33,9 @@ for sells (mirror for buys).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 ONE = Decimal(1)
 BPS = Decimal(10_000)
@@ -56,6 +58,40 @@ def with_slippage(price: Decimal, side: str, slippage_bps: Decimal) -> Decimal:
     """A market execution price: ``slippage_bps`` worse than ``price`` for ``side``."""
     factor = ONE + slippage_bps / BPS if side == "buy" else ONE - slippage_bps / BPS
     return round_price(price * factor)
+
+
+@dataclass(frozen=True)
+class Touch:
+    """The market at one instant for one symbol: best bid/ask and last trade (Decimal)."""
+
+    bid: Decimal
+    ask: Decimal
+    last: Decimal
+    bid_size: int
+    ask_size: int
+
+
+def quote_touch(market: Any, symbol: str, at: datetime) -> Touch | None:
+    """The quote and last trade of ``symbol`` at ``at`` (a missing side falls back to the
+    last trade, a missing last trade to the mid), or None when the market has neither."""
+    quote = market.quote_at(symbol, at)
+    last_float = market.price_at(symbol, at)
+    last = to_decimal(last_float) if last_float is not None else None
+    if quote is None and last is None:
+        return None
+    bid = to_decimal(quote.bid) if quote is not None and quote.bid > 0 else last
+    ask = to_decimal(quote.ask) if quote is not None and quote.ask > 0 else last
+    assert bid is not None and ask is not None
+    if last is None:
+        last = (bid + ask) / 2
+    sizes = (int(quote.bid_size), int(quote.ask_size)) if quote is not None else (0, 0)
+    return Touch(round_price(bid), round_price(ask), last, sizes[0], sizes[1])
+
+
+def last_price(market: Any, symbol: str, at: datetime) -> Decimal | None:
+    """The last trade price of ``symbol`` at ``at`` as a Decimal, or None when there is none."""
+    price = market.price_at(symbol, at)
+    return to_decimal(price) if price is not None else None
 
 
 def bar_path(o: Decimal, h: Decimal, low: Decimal, c: Decimal) -> tuple[Decimal, Decimal, Decimal, Decimal]:

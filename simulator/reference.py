@@ -8,6 +8,7 @@ symbol profile when it has one (the simulator's ``Market`` does), else ``NASDAQ`
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -28,8 +29,10 @@ NAMES = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def asset_id(symbol: str) -> str:
-    """The stable asset id of ``symbol``."""
+    """The stable asset id of ``symbol`` (derived once per symbol: it is asked for on every
+    order and position)."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"simulator-asset:{symbol}"))
 
 
