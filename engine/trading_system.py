@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import AbstractSet, Any, Sequence
@@ -48,7 +48,6 @@ from core.errors import (
     AuthenticationFailed,
     BrokerError,
     ConfigError,
-    DataQualityError,
     MalformedResponse,
     OperationalError,
     PatternDayTraderRejected,
@@ -56,7 +55,7 @@ from core.errors import (
 )
 from gap_risk_manager import GapRiskManager
 from journal.journal import Journal
-from market.market_data import MAX_PRICE_MOVE, MAX_SANE_PRICE, BarSeries, MarketData, price_problem, series_problem
+from market.market_data import BarSeries, MarketData, price_problem
 from market_status_manager import MarketStatus, MarketStatusManager
 from broker.models import Account, DroppedItem, Order, Position, Snapshot
 from order_executor import OrderExecutor, flatten_orders, protected_quantity
@@ -67,6 +66,9 @@ from engine.portfolio import PendingEntry, PortfolioState, PositionView, Trading
 from risk_manager import RiskManager
 from analytics.trade_ledger import FillRecord, TradeLedger
 from engine.reconcile import Reconciler
+from engine.market_step import DATA_REJECTION_ALERT_CYCLES as DATA_REJECTION_ALERT_CYCLES  # re-exported
+from engine.market_step import DataRejections, completed_history, snapshot_problem, with_today
+from engine.market_step import SessionHistory as _History
 from market.trading_calendar import TradingCalendar
 from engine.trading_state import SafetyStateMachine, Transition
 
@@ -148,15 +150,6 @@ class RunSummary:
         return "\n".join(lines)
 
 
-@dataclass
-class _History:
-    """Daily bars of completed sessions, fetched once per session."""
-
-    session: date | None = None
-    bars: dict[str, BarSeries] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)  # symbol -> why its history is unusable
-
-
 class TradingSystem:
     """Drives every component from one loop; see the module docstring for the steps."""
 
@@ -232,7 +225,7 @@ class TradingSystem:
         # Safety never waits on messaging: alerts are delivered beside the loop, not in it.
         if hasattr(alerter, "deliver_in_background"):
             alerter.deliver_in_background()
-        self._data_rejected_cycles: dict[str, int] = {}
+        self._data_rejections = DataRejections(alerter)
 
     def _alert_dropped_item(self, item: DroppedItem) -> None:
         """The gateway dropped an item the broker sent but no one can use: alert (next flush).
@@ -922,11 +915,11 @@ class TradingSystem:
         rejected = {**self._history.rejected, **dict(getattr(self.broker, "data_rejections", None) or {})}
         for symbol in wanted:
             if symbol not in rejected and symbol in snapshots:
-                problem = self._snapshot_problem(symbol, snapshots[symbol])
+                problem = snapshot_problem(snapshots[symbol], self._history.bars.get(symbol))
                 if problem is not None:
                     rejected[symbol] = problem
                     log.warning("market_data_rejected", symbol=symbol, reason=problem, source="snapshot")
-        await self._track_data_rejections(wanted, rejected)
+        await self._data_rejections.track(wanted, rejected)
         now = self.clock.now()
         benchmark = None if BENCHMARK in rejected else self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
         regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
@@ -951,66 +944,6 @@ class TradingSystem:
                 prev_close=prev_close, benchmark=benchmark, regime=regime, defensive=defensive, news=[],
             )
         return data
-
-    def _snapshot_problem(self, symbol: str, snap: Snapshot) -> str | None:
-        """Why a symbol's snapshot is not believed this cycle: a price (last trade, quote,
-        minute bar, today's bar, yesterday's close) that is not positive, absurd, or more than
-        ``market_data.MAX_PRICE_MOVE`` times away from the last completed close.
-
-        Runs for every symbol every cycle: the common case is decided on the lowest and
-        highest price alone; only a failing snapshot is searched for the price to name."""
-        hist = self._history.bars.get(symbol)
-        reference = float(hist.close[-1]) if hist is not None and len(hist) else None
-        trade, quote, minute = snap.latest_trade, snap.latest_quote, snap.minute_bar
-        values: list[Decimal] = []
-        if trade is not None:
-            values.append(trade.p)
-        if quote is not None:
-            values += (quote.bp, quote.ap)
-        if minute is not None:
-            values.append(minute.c)
-        bar, previous = snap.daily_bar, snap.prev_daily_bar
-        if bar is not None:
-            values += (bar.o, bar.h, bar.l, bar.c)
-        if previous is not None:
-            values.append(previous.c)
-        if not values:
-            return None
-        low, high = float(min(values)), float(max(values))
-        if 0 < low and high <= MAX_SANE_PRICE and (reference is None or (
-                high <= reference * MAX_PRICE_MOVE and low * MAX_PRICE_MOVE >= reference)):
-            return None
-        named: list[tuple[str, Any]] = []
-        if trade is not None:
-            named.append(("last trade", trade.p))
-        if quote is not None:
-            named += [("bid", quote.bp), ("ask", quote.ap)]
-        if minute is not None:
-            named.append(("minute bar close", minute.c))
-        if bar is not None:
-            named += [(f"daily bar {k}", getattr(bar, k)) for k in ("o", "h", "l", "c")]
-        if previous is not None:
-            named.append(("previous daily bar close", previous.c))
-        for name, value in named:
-            problem = price_problem(value, reference)
-            if problem is not None:
-                return f"{name} {problem}"
-        return None
-
-    async def _track_data_rejections(self, symbols: Sequence[str], rejected: dict[str, str]) -> None:
-        """Count the cycles in a row each symbol's data was rejected; alert once it persists
-        for :data:`DATA_REJECTION_ALERT_CYCLES` cycles (the alerter throttles repeats)."""
-        for symbol in symbols:
-            if symbol not in rejected:
-                self._data_rejected_cycles.pop(symbol, None)
-                continue
-            count = self._data_rejected_cycles.get(symbol, 0) + 1
-            self._data_rejected_cycles[symbol] = count
-            if count == DATA_REJECTION_ALERT_CYCLES:
-                await self.alerter.send(
-                    AlertLevel.WARNING, f"Market data for {symbol} rejected for {count} cycles",
-                    f"{symbol} is not traded while its data is unusable: {rejected[symbol]}",
-                    key=f"market_data_rejected:{symbol}", fields={"symbol": symbol, "reason": rejected[symbol]})
 
     def _defensive_active(self, status: MarketStatus, equity: Decimal | None = None,
                           benchmark: BarSeries | None = None, *, baseline: Decimal | None = None) -> bool:
@@ -1048,37 +981,14 @@ class TradingSystem:
         now = self.clock.now()
         lookback = max(int(self.settings.strategy.lookback_days) * 2, 300)
         start = now - timedelta(days=lookback)
-        today = status.session
         bars = await self.broker.get_bars(symbols, timeframe="1Day", start=start, end=now)
         rejected = dict(getattr(self.broker, "data_rejections", None) or {})
-        history: dict[str, BarSeries] = {}
-        for symbol, series in bars.items():
-            completed = [b for b in series if today is None or to_exchange_time(b.t).date() < today]
-            if completed:
-                try:
-                    loaded = BarSeries.from_bars(completed)
-                    problem = series_problem(loaded)
-                except (DataQualityError, ArithmeticError, ValueError) as exc:
-                    problem = str(exc)
-                if problem is not None:
-                    rejected[symbol] = f"daily history {problem}"
-                    log.warning("market_data_rejected", symbol=symbol, reason=rejected[symbol], source="history")
-                    continue
-                history[symbol] = loaded
-        self._history = _History(session=today, bars=history, rejected=rejected)
-        log.info("history_loaded", symbols=len(history), session=today.isoformat() if today else None)
+        self._history = completed_history(bars, status.session, rejected)
+        today = status.session
+        log.info("history_loaded", symbols=len(self._history.bars), session=today.isoformat() if today else None)
 
     def _with_today(self, symbol: str, snap: Snapshot | None) -> BarSeries | None:
-        hist = self._history.bars.get(symbol)
-        if hist is None:
-            return None
-        if snap is None or snap.daily_bar is None:
-            return hist
-        bar = snap.daily_bar
-        ts = int(bar.t.timestamp())
-        if len(hist) and hist.ts[-1] >= ts:
-            return hist
-        return hist.append(ts, float(bar.o), float(bar.h), float(bar.l), float(bar.c), float(bar.v))
+        return with_today(self._history.bars.get(symbol), snap)
 
     # -- step 6 -----------------------------------------------------------------------------
 
@@ -1387,8 +1297,6 @@ RECONCILE_EVERY_CYCLES = 30
 #: Wall seconds the shutdown gives queued alert deliveries before abandoning them.
 # Within main.SignalStop's grace period (3 s), so that a stop on SIGTERM flushes, then ends.
 ALERT_FLUSH_SECONDS = 2.0
-#: A symbol whose market data is rejected this many cycles in a row raises an alert.
-DATA_REJECTION_ALERT_CYCLES = 3
 MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
 
 
