@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import AbstractSet, Any, Sequence
@@ -48,7 +48,6 @@ from core.errors import (
     AuthenticationFailed,
     BrokerError,
     ConfigError,
-    DataQualityError,
     MalformedResponse,
     OperationalError,
     PatternDayTraderRejected,
@@ -56,17 +55,20 @@ from core.errors import (
 )
 from gap_risk_manager import GapRiskManager
 from journal.journal import Journal
-from market.market_data import MAX_PRICE_MOVE, MAX_SANE_PRICE, BarSeries, MarketData, price_problem, series_problem
+from market.market_data import BarSeries, MarketData, price_problem
 from market_status_manager import MarketStatus, MarketStatusManager
 from broker.models import Account, DroppedItem, Order, Position, Snapshot
 from order_executor import OrderExecutor, flatten_orders, protected_quantity
 from pdt_manager import AccountView, OrderCheck, PDTManager
-from engine.protections import ClosedTrade as ProtectionTrade
 from engine.protections import ProtectionManager
 from ai.sentiment import NewsSentiment
 from engine.portfolio import PendingEntry, PortfolioState, PositionView, TradingState
 from risk_manager import RiskManager
 from analytics.trade_ledger import FillRecord, TradeLedger
+from engine.reconcile import Reconciler
+from engine.market_step import DATA_REJECTION_ALERT_CYCLES as DATA_REJECTION_ALERT_CYCLES  # re-exported
+from engine.market_step import DataRejections, completed_history, snapshot_problem, with_today
+from engine.market_step import SessionHistory as _History
 from market.trading_calendar import TradingCalendar
 from engine.trading_state import SafetyStateMachine, Transition
 
@@ -148,15 +150,6 @@ class RunSummary:
         return "\n".join(lines)
 
 
-@dataclass
-class _History:
-    """Daily bars of completed sessions, fetched once per session."""
-
-    session: date | None = None
-    bars: dict[str, BarSeries] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)  # symbol -> why its history is unusable
-
-
 class TradingSystem:
     """Drives every component from one loop; see the module docstring for the steps."""
 
@@ -206,15 +199,12 @@ class TradingSystem:
             settings, clock, news_source=news,
             synthetic_market=settings.mode == "sim" and not settings.sim.data_dir)
         self.summary = RunSummary(state=self.safety.state.value)
-        self.ledger = TradeLedger()
-        self._rebuild_ledger()
+        self.account_sanity = AccountSanity()
+        self.reconciler = Reconciler(broker, clock, journal=journal, alerter=alerter, pdt=self.pdt,
+                                     protections=self.protections, summary=self.summary,
+                                     account_sanity=self.account_sanity)
         self.news = news
         self._history = _History()
-        self._last_fill_at: datetime | None = None
-        fills_state = journal.get_state("fills_cursor")
-        if fills_state and fills_state.get("after"):
-            self._last_fill_at = datetime.fromisoformat(fills_state["after"])
-        self._start_fill_cursor = self._last_fill_at  # where start-up reconciliation looks from
         self._last_phase: str | None = None
         self._peak_equity: Decimal | None = None
         self._closes_recorded: date | None = None
@@ -232,11 +222,10 @@ class TradingSystem:
         self._gap_defensive: dict[str, Any] = journal.get_state("defensive") or {}
         self._last_equity: Decimal | None = None
         self._stored_states: dict[str, dict[str, Any]] = {}
-        self.account_sanity = AccountSanity()
         # Safety never waits on messaging: alerts are delivered beside the loop, not in it.
         if hasattr(alerter, "deliver_in_background"):
             alerter.deliver_in_background()
-        self._data_rejected_cycles: dict[str, int] = {}
+        self._data_rejections = DataRejections(alerter)
 
     def _alert_dropped_item(self, item: DroppedItem) -> None:
         """The gateway dropped an item the broker sent but no one can use: alert (next flush).
@@ -432,84 +421,11 @@ class TradingSystem:
         self.remember_last_cycle(self.clock.now(), data)
 
     async def reconcile(self, snapshot: AccountSnapshot, *, full: bool = True) -> None:
-        """Journal vs broker: the broker wins; adopt and flag, never place an order.
+        """Journal vs broker (see :meth:`Reconciler.reconcile`): the broker wins; adopt and
+        flag, never place an order. ``full`` at start-up, the periodic check otherwise."""
+        await self.reconciler.reconcile(snapshot.open_orders, snapshot.positions, full=full,
+                                        lookup_orders=self.periodic_order_lookup)
 
-        ``full`` (start-up, before the first trading cycle) fetches the fills since a little
-        before the last one journaled (a ``kill -9`` can fall between two fills of the same
-        instant) and looks up every order the journal may have behind the broker's state
-        (see :meth:`Journal.orders_to_reconcile`): its ``filled_qty`` corrects the recorded
-        fills and every bracket leg gets its real status. The periodic check reuses the
-        cycle's own snapshot and only asks the broker about journaled working orders that
-        have left the broker's open list (a leg canceled when its sibling filled).
-        """
-        fills: list[Any] = []
-        if full:
-            after = self._start_fill_cursor - RECONCILE_OVERLAP if self._start_fill_cursor else None
-            try:
-                fills = await self.broker.get_activities(activity_types=("FILL",), after=after)
-            except TemporaryError as exc:
-                log.warning("reconciliation_deferred", error=str(exc))
-        recent = list(snapshot.open_orders)
-        if full or self.periodic_order_lookup:
-            recent += await self._orders_behind(snapshot.open_orders, full=full)
-        # The journal's reconciliation journals orders and legs first (a stop that filled
-        # while the daemon was down is then a fill of a known order, with its exit reason),
-        # then the fills (deduplicated by execution id, cumulative quantities last), then the
-        # positions; the fills it recorded go to the ledger, and the cursor moves past them.
-        report = self.journal.reconcile(recent, snapshot.positions, fills, at=self.clock.now())
-        for record in report.new_fills:
-            self._book_trades(self.ledger.apply(record), live=True)
-        for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
-            self._apply_fill(activity)  # already journaled: only moves the fills cursor
-        data = report.to_dict()
-        if full or report.has_discrepancies:
-            log.info("reconciliation", **data)
-        if report.has_discrepancies:
-            await self.alerter.send(AlertLevel.WARNING, "Reconciliation found discrepancies",
-                                    "; ".join(str(d) for d in report.discrepancies), key="reconciliation",
-                                    fields=data)
-
-    async def _orders_behind(self, open_orders: Sequence[Order], *, full: bool) -> list[Order]:
-        """The broker's view of the journaled orders that the open list does not show.
-
-        One ``status=all`` listing from a little before the oldest of them (Alpaca's
-        ``after`` is exclusive and compares the broker's timestamps, not ours), then a
-        lookup by client order id for the few still not found. A broker that cannot be
-        reached leaves them for the next reconciliation.
-        """
-        listed = {key for o in flatten_orders(open_orders) for key in (o.id, o.client_order_id)}
-        behind = [row for row in self.journal.orders_to_reconcile(short_fills=full)
-                  if row["client_order_id"] not in listed and row.get("broker_order_id") not in listed]
-        if not behind:
-            return []
-        oldest = min(row["submitted_at"] for row in behind)
-        found: list[Order] = []
-        try:
-            found = await self.broker.list_orders(status="all", nested=True, limit=500,
-                                                  after=oldest - RECONCILE_OVERLAP)
-        except TemporaryError as exc:
-            log.warning("reconciliation_orders_unavailable", error=str(exc))
-            return []
-        wanted = {key for row in behind for key in (row["client_order_id"], row.get("broker_order_id")) if key}
-        # Only what concerns the journaled orders: an unknown closed order in the listing
-        # (one placed by hand an hour ago) is not for this check to adopt.
-        found = [o for o in found if any(key in wanted for leg in flatten_orders([o])
-                                         for key in (leg.id, leg.client_order_id))]
-        listed |= {key for o in flatten_orders(found) for key in (o.id, o.client_order_id)}
-        unlisted = [r for r in behind if r["client_order_id"] not in listed and r.get("broker_order_id") not in listed]
-        log.info("reconciliation_orders_fetched", behind=len(behind), found=len(found), unlisted=len(unlisted),
-                 full=full)
-        # One by one only at start-up: the periodic check costs at most the one listing.
-        for row in unlisted[:RECONCILE_LOOKUPS if full else 0]:
-            try:
-                order = await self.broker.get_order_by_client_id(row["client_order_id"])
-            except TemporaryError as exc:
-                log.warning("reconciliation_lookup_failed", client_order_id=row["client_order_id"],
-                            error=str(exc))
-                break
-            if order is not None:
-                found.append(order)
-        return found
 
     async def run_cycle(self, status: MarketStatus) -> None:
         """One iteration of the loop (market open or extended hours)."""
@@ -727,81 +643,18 @@ class TradingSystem:
 
     async def record_fills(self) -> None:
         """Fills since the last cycle: journal (dedup by execution id), ledger, day trades."""
-        # A little before the cursor: Alpaca's ``after`` is exclusive, and a second fill at the
-        # cursor's very instant would otherwise never be fetched (repeats dedup by execution id).
-        after = self._last_fill_at - FILLS_OVERLAP if self._last_fill_at else None
-        fills = await self.broker.get_activities(activity_types=("FILL",), after=after)
-        for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
-            self._apply_fill(activity)
+        await self.reconciler.record_fills()
 
-    def _apply_fill(self, activity: Any) -> None:
-        """One broker FILL activity: journal (dedup by execution id), ledger, trades, cursor.
+    @property
+    def ledger(self) -> TradeLedger:
+        """The trade ledger (open lots, closed trades), kept by the reconciler."""
+        return self.reconciler.ledger
 
-        The journal row comes first and the cursor last, so a ``kill -9`` anywhere in between
-        is repaired at start-up, where the ledger is rebuilt from the journal's fills.
-        """
-        execution_id = activity.id
-        at = activity.transaction_time or self.clock.now()
-        side = _fill_side(activity.side)
-        symbol = activity.symbol or ""
-        qty, price = activity.qty or ZERO, activity.price or ZERO
-        if side is None or not symbol or qty <= 0:
-            log.warning("fill_skipped", execution_id=execution_id, side=activity.side, symbol=symbol,
-                        reason="not a buy or sell of shares")
-        else:
-            row = self.journal.order_by_broker_id(activity.order_id) if activity.order_id else None
-            cid = row["client_order_id"] if row else None
-            if self.journal.record_fill(execution_id, cid, activity.order_id, symbol, side, qty, price, at,
-                                        cum_qty=activity.cum_qty):
-                self.account_sanity.add_fill(side, qty, price)
-                record = self.journal.fill_record(execution_id)
-                if record is not None:
-                    self._book_trades(self.ledger.apply(record), live=True)
-        if self._last_fill_at is None or at > self._last_fill_at:
-            self._last_fill_at = at
-            self.journal.set_state("fills_cursor", {"after": at.isoformat()})
+    @property
+    def _last_fill_at(self) -> datetime | None:
+        """The fills cursor: the newest fill recorded (a backtest reads it to skip cycles)."""
+        return self.reconciler.last_fill_at
 
-    def _rebuild_ledger(self) -> None:
-        """The ledger from every fill in the journal; trades it closes are recorded once."""
-        self.ledger = TradeLedger()
-        self._book_trades(self.ledger.apply_all(self.journal.fill_records()), live=False)
-        since = self.clock.now() - timedelta(days=7)
-        self.protections.load_trades([
-            ProtectionTrade(symbol=t["symbol"], exit_time=_as_datetime(t["exit_at"]),
-                            profit_pct=float(t.get("return_pct") or 0), exit_reason=t.get("exit_reason") or "exit")
-            for t in self.journal.trades(since=since) if t.get("exit_at")
-        ], self.clock.now())
-
-    def _book_trades(self, closed: Sequence[Any], *, live: bool) -> None:
-        for trade in closed:
-            new = self.journal.record_trade(
-                trade.symbol, trade.strategy, trade.entry_at, trade.exit_at, trade.qty, trade.entry_price,
-                trade.exit_price, trade.pnl, trade.exit_reason or "exit", side=trade.side,
-                return_pct=trade.return_pct, trade_id=trade.trade_id)
-            entry_day = to_exchange_time(trade.entry_at).date()
-            if entry_day == to_exchange_time(trade.exit_at).date():
-                # One day trade per opening lot, however many partial fills closed it.
-                ref = f"{trade.symbol}:{entry_day.isoformat()}:{trade.entry_at.isoformat()}"
-                if self.journal.record_day_trade(trade.symbol, entry_day, ref=ref):
-                    self.pdt.record_day_trade(trade.symbol, entry_day)
-            if not new or not live:
-                continue
-            self.summary.trades += 1
-            self.summary.realized_pnl += trade.pnl
-            if trade.pnl > 0:
-                self.summary.wins += 1
-            else:
-                self.summary.losses += 1
-            self.protections.record_trade(
-                ProtectionTrade(symbol=trade.symbol, exit_time=trade.exit_at,
-                                profit_pct=float(trade.return_pct), exit_reason=trade.exit_reason or "exit"),
-                self.clock.now(),
-            )
-            log.info("position_closed", symbol=trade.symbol, strategy=trade.strategy, qty=str(trade.qty),
-                     entry_price=str(trade.entry_price), exit_price=str(trade.exit_price), pnl=str(trade.pnl),
-                     return_pct=round(float(trade.return_pct) * 100, 3), exit_reason=trade.exit_reason)
-        if closed and live:
-            self.journal.set_state("protection_locks", {"locks": self.protections.locks_snapshot()})
 
     def _opened_in(self, symbol: str, session: date | None) -> bool:
         """Whether an open lot of ``symbol`` was bought in ``session`` (closing it = a day trade)."""
@@ -1062,11 +915,11 @@ class TradingSystem:
         rejected = {**self._history.rejected, **dict(getattr(self.broker, "data_rejections", None) or {})}
         for symbol in wanted:
             if symbol not in rejected and symbol in snapshots:
-                problem = self._snapshot_problem(symbol, snapshots[symbol])
+                problem = snapshot_problem(snapshots[symbol], self._history.bars.get(symbol))
                 if problem is not None:
                     rejected[symbol] = problem
                     log.warning("market_data_rejected", symbol=symbol, reason=problem, source="snapshot")
-        await self._track_data_rejections(wanted, rejected)
+        await self._data_rejections.track(wanted, rejected)
         now = self.clock.now()
         benchmark = None if BENCHMARK in rejected else self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
         regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
@@ -1091,66 +944,6 @@ class TradingSystem:
                 prev_close=prev_close, benchmark=benchmark, regime=regime, defensive=defensive, news=[],
             )
         return data
-
-    def _snapshot_problem(self, symbol: str, snap: Snapshot) -> str | None:
-        """Why a symbol's snapshot is not believed this cycle: a price (last trade, quote,
-        minute bar, today's bar, yesterday's close) that is not positive, absurd, or more than
-        ``market_data.MAX_PRICE_MOVE`` times away from the last completed close.
-
-        Runs for every symbol every cycle: the common case is decided on the lowest and
-        highest price alone; only a failing snapshot is searched for the price to name."""
-        hist = self._history.bars.get(symbol)
-        reference = float(hist.close[-1]) if hist is not None and len(hist) else None
-        trade, quote, minute = snap.latest_trade, snap.latest_quote, snap.minute_bar
-        values: list[Decimal] = []
-        if trade is not None:
-            values.append(trade.p)
-        if quote is not None:
-            values += (quote.bp, quote.ap)
-        if minute is not None:
-            values.append(minute.c)
-        bar, previous = snap.daily_bar, snap.prev_daily_bar
-        if bar is not None:
-            values += (bar.o, bar.h, bar.l, bar.c)
-        if previous is not None:
-            values.append(previous.c)
-        if not values:
-            return None
-        low, high = float(min(values)), float(max(values))
-        if 0 < low and high <= MAX_SANE_PRICE and (reference is None or (
-                high <= reference * MAX_PRICE_MOVE and low * MAX_PRICE_MOVE >= reference)):
-            return None
-        named: list[tuple[str, Any]] = []
-        if trade is not None:
-            named.append(("last trade", trade.p))
-        if quote is not None:
-            named += [("bid", quote.bp), ("ask", quote.ap)]
-        if minute is not None:
-            named.append(("minute bar close", minute.c))
-        if bar is not None:
-            named += [(f"daily bar {k}", getattr(bar, k)) for k in ("o", "h", "l", "c")]
-        if previous is not None:
-            named.append(("previous daily bar close", previous.c))
-        for name, value in named:
-            problem = price_problem(value, reference)
-            if problem is not None:
-                return f"{name} {problem}"
-        return None
-
-    async def _track_data_rejections(self, symbols: Sequence[str], rejected: dict[str, str]) -> None:
-        """Count the cycles in a row each symbol's data was rejected; alert once it persists
-        for :data:`DATA_REJECTION_ALERT_CYCLES` cycles (the alerter throttles repeats)."""
-        for symbol in symbols:
-            if symbol not in rejected:
-                self._data_rejected_cycles.pop(symbol, None)
-                continue
-            count = self._data_rejected_cycles.get(symbol, 0) + 1
-            self._data_rejected_cycles[symbol] = count
-            if count == DATA_REJECTION_ALERT_CYCLES:
-                await self.alerter.send(
-                    AlertLevel.WARNING, f"Market data for {symbol} rejected for {count} cycles",
-                    f"{symbol} is not traded while its data is unusable: {rejected[symbol]}",
-                    key=f"market_data_rejected:{symbol}", fields={"symbol": symbol, "reason": rejected[symbol]})
 
     def _defensive_active(self, status: MarketStatus, equity: Decimal | None = None,
                           benchmark: BarSeries | None = None, *, baseline: Decimal | None = None) -> bool:
@@ -1188,37 +981,14 @@ class TradingSystem:
         now = self.clock.now()
         lookback = max(int(self.settings.strategy.lookback_days) * 2, 300)
         start = now - timedelta(days=lookback)
-        today = status.session
         bars = await self.broker.get_bars(symbols, timeframe="1Day", start=start, end=now)
         rejected = dict(getattr(self.broker, "data_rejections", None) or {})
-        history: dict[str, BarSeries] = {}
-        for symbol, series in bars.items():
-            completed = [b for b in series if today is None or to_exchange_time(b.t).date() < today]
-            if completed:
-                try:
-                    loaded = BarSeries.from_bars(completed)
-                    problem = series_problem(loaded)
-                except (DataQualityError, ArithmeticError, ValueError) as exc:
-                    problem = str(exc)
-                if problem is not None:
-                    rejected[symbol] = f"daily history {problem}"
-                    log.warning("market_data_rejected", symbol=symbol, reason=rejected[symbol], source="history")
-                    continue
-                history[symbol] = loaded
-        self._history = _History(session=today, bars=history, rejected=rejected)
-        log.info("history_loaded", symbols=len(history), session=today.isoformat() if today else None)
+        self._history = completed_history(bars, status.session, rejected)
+        today = status.session
+        log.info("history_loaded", symbols=len(self._history.bars), session=today.isoformat() if today else None)
 
     def _with_today(self, symbol: str, snap: Snapshot | None) -> BarSeries | None:
-        hist = self._history.bars.get(symbol)
-        if hist is None:
-            return None
-        if snap is None or snap.daily_bar is None:
-            return hist
-        bar = snap.daily_bar
-        ts = int(bar.t.timestamp())
-        if len(hist) and hist.ts[-1] >= ts:
-            return hist
-        return hist.append(ts, float(bar.o), float(bar.h), float(bar.l), float(bar.c), float(bar.v))
+        return with_today(self._history.bars.get(symbol), snap)
 
     # -- step 6 -----------------------------------------------------------------------------
 
@@ -1527,26 +1297,7 @@ RECONCILE_EVERY_CYCLES = 30
 #: Wall seconds the shutdown gives queued alert deliveries before abandoning them.
 # Within main.SignalStop's grace period (3 s), so that a stop on SIGTERM flushes, then ends.
 ALERT_FLUSH_SECONDS = 2.0
-#: A symbol whose market data is rejected this many cycles in a row raises an alert.
-DATA_REJECTION_ALERT_CYCLES = 3
-#: How far before the last journaled fill (or the oldest order to look up) reconciliation
-#: asks the broker from: Alpaca's ``after`` is exclusive and a broker's clock is not ours;
-#: anything fetched twice is deduplicated by execution id / order id.
-RECONCILE_OVERLAP = timedelta(hours=1)
-#: How far before the fills cursor each cycle asks for fills (same-instant fills).
-FILLS_OVERLAP = timedelta(seconds=5)
-#: At most this many orders looked up one by one in a reconciliation (the rest wait).
-RECONCILE_LOOKUPS = 50
 MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
-
-
-def _fill_side(side: str | None) -> str | None:
-    """Alpaca's fill sides as buy/sell (short sales and covers are still sells and buys)."""
-    return {"buy": "buy", "sell": "sell", "sell_short": "sell", "buy_to_cover": "buy"}.get(side or "")
-
-
-def _as_datetime(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 def _daily_volatility(daily: BarSeries) -> float | None:
