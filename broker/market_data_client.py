@@ -202,21 +202,27 @@ class MarketDataClient:
             bars.extend(self._bars(page.get("bars"), f"GET {path}"))
         return bars[-limit:] if limit is not None else bars
 
-    async def get_latest_quotes(self, symbols: Sequence[str]) -> dict[str, Quote]:
-        """Latest quote per symbol; stale, zero and crossed quotes are dropped (and logged)."""
-        out: dict[str, Quote] = {}
+    async def _latest_by_symbol(self, path: str, key: str | None, model: type[M],
+                                symbols: Sequence[str]) -> dict[str, M]:
+        """One batched multi-symbol request per chunk; each symbol's item is parsed on its own,
+        so one unusable item rejects that symbol (:meth:`_symbol_data`), never the batch."""
+        out: dict[str, M] = {}
         self.data_rejections = {}
         for chunk in _chunks(unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
-            data = await self._data_call("/v2/stocks/quotes/latest",
-                                         {"symbols": chunk, "feed": self.data_feed},
-                                         "/v2/stocks/quotes/latest")
-            for symbol, raw in mapping(data, "quotes", "GET /v2/stocks/quotes/latest").items():
-                quote = self._symbol_data(
-                    symbol, lambda: self.parser.parse_item(Quote, raw, f"GET /v2/stocks/quotes/latest {symbol}", None),
-                    "/v2/stocks/quotes/latest")
-                if quote is not None and self._quote_usable(symbol, quote):
-                    out[symbol] = quote
+            data = await self._data_call(path, {"symbols": chunk, "feed": self.data_feed}, path)
+            for symbol, raw in mapping(data, key, f"GET {path}").items():
+                if raw is None:
+                    continue
+                item = self._symbol_data(
+                    symbol, lambda: self.parser.parse_item(model, raw, f"GET {path} {symbol}", None), path)
+                if item is not None:
+                    out[symbol] = item
         return out
+
+    async def get_latest_quotes(self, symbols: Sequence[str]) -> dict[str, Quote]:
+        """Latest quote per symbol; stale, zero and crossed quotes are dropped (and logged)."""
+        quotes = await self._latest_by_symbol("/v2/stocks/quotes/latest", "quotes", Quote, symbols)
+        return {symbol: q for symbol, q in quotes.items() if self._quote_usable(symbol, q)}
 
     async def get_latest_quote(self, symbol: str) -> Quote | None:
         """Latest quote of one symbol, or None when it fails the quality checks."""
@@ -231,19 +237,9 @@ class MarketDataClient:
 
     async def get_latest_trades(self, symbols: Sequence[str]) -> dict[str, Trade]:
         """Latest trade per symbol (unknown symbols are absent)."""
-        out: dict[str, Trade] = {}
-        self.data_rejections = {}
-        for chunk in _chunks(unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
-            data = await self._data_call("/v2/stocks/trades/latest",
-                                         {"symbols": chunk, "feed": self.data_feed},
-                                         "/v2/stocks/trades/latest")
-            for symbol, raw in mapping(data, "trades", "GET /v2/stocks/trades/latest").items():
-                trade = self._symbol_data(
-                    symbol, lambda: self.parser.parse_item(Trade, raw, f"GET /v2/stocks/trades/latest {symbol}", None),
-                    "/v2/stocks/trades/latest")
-                if trade is not None and self._price_usable(symbol, "trade", trade.p, "/v2/stocks/trades/latest"):
-                    out[symbol] = trade
-        return out
+        path = "/v2/stocks/trades/latest"
+        trades = await self._latest_by_symbol(path, "trades", Trade, symbols)
+        return {symbol: t for symbol, t in trades.items() if self._price_usable(symbol, "trade", t.p, path)}
 
     async def get_latest_trade(self, symbol: str) -> Trade | None:
         """Latest trade of one symbol, or None when there is none."""
@@ -255,21 +251,8 @@ class MarketDataClient:
 
     async def get_snapshots(self, symbols: Sequence[str]) -> dict[str, Snapshot]:
         """Snapshot per symbol; a latest quote failing the quality checks is set to None."""
-        out: dict[str, Snapshot] = {}
-        self.data_rejections = {}
-        for chunk in _chunks(unique_symbols(symbols), LATEST_SYMBOLS_PER_REQUEST):
-            data = await self._data_call("/v2/stocks/snapshots",
-                                         {"symbols": chunk, "feed": self.data_feed},
-                                         "/v2/stocks/snapshots")
-            for symbol, raw in mapping(data, None, "GET /v2/stocks/snapshots").items():
-                if raw is None:
-                    continue
-                snapshot = self._symbol_data(
-                    symbol, lambda: self.parser.parse_item(Snapshot, raw, f"GET /v2/stocks/snapshots {symbol}", None),
-                    "/v2/stocks/snapshots")
-                if snapshot is not None:
-                    out[symbol] = self._checked_snapshot(symbol, snapshot)
-        return out
+        snapshots = await self._latest_by_symbol("/v2/stocks/snapshots", None, Snapshot, symbols)
+        return {symbol: self._checked_snapshot(symbol, snap) for symbol, snap in snapshots.items()}
 
     async def get_snapshot(self, symbol: str) -> Snapshot:
         """Snapshot of one symbol (the quote is checked as in :meth:`get_snapshots`)."""
