@@ -285,6 +285,8 @@ class TradingSystem:
             await self._pause(self._failure_backoff())
             return None
         except Exception as exc:  # a bug or bad data must not end the safety loop either
+            if isinstance(exc, ConfigError) and self.summary.cycles == 0:
+                raise  # bad start-up configuration (a state DB of another timeline): exit 2
             self._faulty_cycles_in_a_row += 1
             step = "startup" if not self._started else "market_status"
             log.exception("cycle_failed", step=step, error=repr(exc),

@@ -18,6 +18,7 @@ import io
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,14 @@ async def test_keys_refused_during_trading_skip_cycles_but_the_loop_goes_on(
 def test_the_fuzz_bodies_cover_every_category() -> None:
     categories = {case.error.category for case in CASES}
     assert categories == set(errors.ErrorCategory)
+
+
+async def test_a_state_db_of_another_timeline_is_a_start_up_configuration_error(
+    daemon: tuple[TradingSystem, FaultyBroker],
+) -> None:
+    """Before the first cycle, a journal whose session lies after the broker's (a state DB of
+    another run) ends the run as bad configuration (main: exit 2); it is not retried forever."""
+    system, _ = daemon
+    system.safety._session_date = date(2099, 1, 2)
+    with pytest.raises(errors.ConfigError, match="another timeline"):
+        await system.run()
