@@ -339,17 +339,21 @@ class MarketDataApi:
             probe = calendar.previous_session(probe)
         return None
 
-    def _trade_json(self, symbol: str, now: datetime) -> Json | None:
+    def trade_item(self, symbol: str, now: datetime) -> Json | None:
+        """The last trade at ``now`` in Alpaca's letters, ``t`` still a datetime: REST
+        renders it RFC 3339, the stream as a msgpack Timestamp or RFC 3339 per codec."""
         trade = self.market.last_trade(symbol, now)
         if trade is None:
             return None
         price, when, size = trade
         profile = self.market.profile(symbol)
         trade_id = (int(when.timestamp()) * 7919 + zlib.crc32(symbol.encode())) % (2**52)
-        return {"t": rfc3339(when), "x": "V", "p": price, "s": size, "i": trade_id,
+        return {"t": when, "x": "V", "p": price, "s": size, "i": trade_id,
                 "c": ["@"], "z": profile.tape}
 
-    def _quote_json(self, symbol: str, now: datetime) -> Json | None:
+    def quote_item(self, symbol: str, now: datetime) -> Json | None:
+        """The quote at ``now`` in Alpaca's letters, ``t`` still a datetime (see
+        :meth:`trade_item`)."""
         quote = self.market.quote_at(symbol, now)
         if quote is None:
             return None
@@ -357,8 +361,20 @@ class MarketDataApi:
         lots = now.astimezone(EXCHANGE_TZ).date() < LOT_SIZES_UNTIL
         bid_size = max(1, quote.bid_size // 100) if lots else quote.bid_size
         ask_size = max(1, quote.ask_size // 100) if lots else quote.ask_size
-        return {"t": rfc3339(quote.t), "ax": "V", "ap": quote.ask, "as": ask_size, "bx": "V",
+        return {"t": quote.t, "ax": "V", "ap": quote.ask, "as": ask_size, "bx": "V",
                 "bp": quote.bid, "bs": bid_size, "c": ["R"], "z": profile.tape}
+
+    def _trade_json(self, symbol: str, now: datetime) -> Json | None:
+        item = self.trade_item(symbol, now)
+        if item is not None:
+            item["t"] = rfc3339(item["t"])
+        return item
+
+    def _quote_json(self, symbol: str, now: datetime) -> Json | None:
+        item = self.quote_item(symbol, now)
+        if item is not None:
+            item["t"] = rfc3339(item["t"])
+        return item
 
     def _latest(self, params: Mapping[str, str], key: str, build: Any) -> Json:
         symbols = _symbols(params)

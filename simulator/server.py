@@ -45,8 +45,10 @@ from aiohttp import web
 
 from simulator.control_cli import MAX_SPEED, is_loopback
 from simulator.core import SimulatorCore
+from simulator.data_stream import DATA_STREAMS, STREAM_PATHS, DataStreams
 from simulator.errors import SimApiError
 from simulator.faults import FaultConfig, FaultInjector
+from simulator.stream_hub import STREAM_HUB, StreamHub
 
 log = structlog.get_logger(__name__)
 
@@ -332,6 +334,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     state = request.app[STATE]
     request_id = uuid.uuid4().hex
     path = request.path
+    if path in STREAM_PATHS:  # websockets authenticate in-band, after the upgrade
+        return await handler(request)
     if path.startswith(CONTROL_PREFIX):
         if _authorized(state, request):
             response = await _call(handler, request)
@@ -657,12 +661,16 @@ def create_app(
     app = web.Application(middlewares=[_middleware], client_max_size=1024 * 1024)
     state = _ServerState(core=core, key=key, secret=secret, limiter=limiter)
     app[STATE] = state
+    app[STREAM_HUB] = StreamHub()
+    data_streams = app[DATA_STREAMS] = DataStreams(core, key=key, secret=secret)
 
     async def on_shutdown(_app: web.Application) -> None:
         state.shutdown.set()
+        await _app[STREAM_HUB].drop_all()
 
     app.on_shutdown.append(on_shutdown)
-    for method, path, handler in (*_trading_routes(), *_data_routes(), *_control_routes()):
+    for method, path, handler in (*_trading_routes(), *_data_routes(), *_control_routes(),
+                                  *data_streams.routes()):
         app.router.add_route(method, path, handler)
     return app
 
