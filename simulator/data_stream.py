@@ -160,6 +160,7 @@ class DataStreams:
         self.tick_s = tick_s
         self._users: dict[tuple[str, str], set[web.WebSocketResponse]] = {}
         self._test_data: MarketDataApi | None = None
+        self._sessions: set[_Session] = set()
 
     def routes(self) -> list[tuple[str, str, Any]]:
         """``(method, path, handler)`` for every endpoint."""
@@ -174,6 +175,11 @@ class DataStreams:
                                       calendar=self.core.calendar)
             self._test_data = MarketDataApi(market, self.core.clock)
         return self._test_data
+
+    def subscribed_connections(self) -> int:
+        """Open, authenticated connections with a subscription (for tests and state)."""
+        return sum(1 for s in self._sessions
+                   if not s.ws.closed and s.key is not None and not s.sub.empty())
 
     def credentials_ok(self, key: Any, secret: Any) -> bool:
         if not isinstance(key, str) or not isinstance(secret, str) or not key or not secret:
@@ -203,9 +209,11 @@ class DataStreams:
         session = _Session(self, request, ws)
         hub = request.app[STREAM_HUB]
         hub.add(ws)
+        self._sessions.add(session)
         try:
             await session.run()
         finally:
+            self._sessions.discard(session)
             hub.discard(ws)
             self.release(request.path, session.key, ws)
         return ws
