@@ -5,7 +5,7 @@ Serve (the default command)::
     python -m simulator [serve] --host 127.0.0.1 --port 8765 [--data DIR] [--symbols A,B]
         [--speed X|max] [--seed N] [--start ISO-8601|YYYY-MM-DD] [--cash 100000]
         [--faults SPEC] [--key K --secret S] [--partial-fills] [--slippage-bps 1.0]
-        [--no-rate-limit] [--allow-remote]
+        [--no-rate-limit] [--allow-remote] [--sip] [--stream-connections N]
 
 The key pair (required on the trading, data and control APIs when set) comes from
 ``--key``/``--secret`` or, better (not visible in ``ps``), from ``APCA_API_KEY_ID`` and
@@ -91,6 +91,16 @@ def _cash(text: str) -> Decimal:
     return value
 
 
+def _connections(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--stream-connections must be an integer >= 1, got {text!r}")
+    return value
+
+
 def _faults(text: str) -> str:
     """The ``--faults`` spec, checked now; parsed again at start-up with ``--seed`` as the
     seed it falls back on (a spec's own ``seed=`` wins)."""
@@ -143,6 +153,12 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--partial-fills", action="store_true", help="fill large orders in volume-limited parts")
     parser.add_argument("--slippage-bps", type=_slippage, default=1.0, help="market-order slippage in basis points (default 1)")
     parser.add_argument("--no-rate-limit", action="store_true", help="disable the 200 requests/minute limit")
+    parser.add_argument("--sip", action="store_true",
+                        help="a SIP data plan: recent feed=sip data and the /v2/sip stream "
+                             "(default: the free plan, which refuses both, 403 and 409)")
+    parser.add_argument("--stream-connections", type=_connections, default=1,
+                        help="market-data stream connections per key and endpoint (default 1, as Alpaca; "
+                             "more answer 406)")
     return parser
 
 
@@ -197,6 +213,7 @@ async def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"python -m simulator: error: {exc}", file=sys.stderr)
         return 2
+    core.data.sip_enabled = args.sip
     try:
         server = await start_server(
             core,
@@ -207,6 +224,7 @@ async def serve(args: argparse.Namespace) -> int:
             secret=args.secret,
             faults=None if args.faults is None else FaultConfig.parse(args.faults, default_seed=args.seed),
             rate_limit_per_minute=None if args.no_rate_limit else 200,
+            stream_connections=args.stream_connections,
         )
     except OSError as exc:
         print(f"python -m simulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)

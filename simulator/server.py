@@ -641,11 +641,14 @@ def create_app(
     secret: str | None = None,
     faults: FaultConfig | None = None,
     rate_limit_per_minute: int | None = DEFAULT_RATE_LIMIT,
+    stream_connections: int = 1,
 ) -> web.Application:
     """The aiohttp application serving ``core``.
 
     ``key``/``secret``: require this key pair (both or neither). ``faults``: replaces the
     core's fault configuration. ``rate_limit_per_minute=None`` disables the rate limit.
+    ``stream_connections``: authenticated market-data stream connections per key and
+    endpoint (Alpaca's plans: 1; more answer 406).
     """
     if (key is None) != (secret is None):
         raise ValueError("key and secret must be given together (or neither)")
@@ -662,7 +665,8 @@ def create_app(
     state = _ServerState(core=core, key=key, secret=secret, limiter=limiter)
     app[STATE] = state
     app[STREAM_HUB] = StreamHub()
-    data_streams = app[DATA_STREAMS] = DataStreams(core, key=key, secret=secret)
+    data_streams = app[DATA_STREAMS] = DataStreams(core, key=key, secret=secret,
+                                                   connection_limit=stream_connections)
 
     async def on_shutdown(_app: web.Application) -> None:
         state.shutdown.set()

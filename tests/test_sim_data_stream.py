@@ -322,3 +322,13 @@ def test_updated_bar_is_sent_when_the_market_revises_a_sent_bar(monkeypatch: pyt
     core.advance(timedelta(seconds=1).total_seconds() / 60)
     out = feed.step(sub, core.clock.now())
     assert [(m["T"], m["v"]) for m in out] == [("u", sent[0]["v"] + 100)]
+
+
+def test_cli_refuses_a_stream_connection_limit_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulator.__main__ import parse_serve_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_serve_args(["--stream-connections", "0"])
+    assert exit_info.value.code == 2
+    assert "--stream-connections must be an integer >= 1" in capsys.readouterr().err
+    assert parse_serve_args(["--sip"]).sip is True

@@ -9,10 +9,14 @@ REST answers for the same minute.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +37,7 @@ pytestmark = pytest.mark.e2e
 KEY, SECRET = "sdk-key", "sdk-secret"
 START = "2025-03-04T10:00:00-05:00"  # a Tuesday, regular hours
 WAIT_S = 20.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class ThreadedSimulator:
@@ -182,3 +187,47 @@ def test_sdk_stops_on_insufficient_subscription_for_sip(sim: ThreadedSimulator) 
     running.thread.join(timeout=WAIT_S)  # alpaca-py gives up on 409 by itself
     assert not running.thread.is_alive()
     assert running.got == []
+
+
+# -- python -m simulator, its clock running on its own -------------------------------------
+
+
+@pytest.fixture
+def cli_url(tmp_path: Path) -> Iterator[str]:
+    """``python -m simulator`` with a SIP plan, two stream connections per key, at 120x."""
+    log_file = (tmp_path / "simulator.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "--port", "0", "--speed", "120", "--symbols", "SPY",
+         "--start", START, "--key", KEY, "--secret", SECRET, "--sip", "--stream-connections", "2"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=log_file, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    try:
+        assert line.startswith("simulator listening on http://127.0.0.1:"), line
+        yield line.rsplit(" ", 1)[1].replace("http://", "ws://")
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log_file.close()
+
+
+def test_cli_streams_sip_to_two_sdk_clients_as_its_clock_runs(cli_url: str) -> None:
+    runs = []
+    for feed in (DataFeed.SIP, DataFeed.SIP):  # --stream-connections 2: both are admitted
+        stream = StockDataStream(KEY, SECRET, feed=feed, url_override=f"{cli_url}/v2/sip")
+        running = RunningStream(stream)
+        stream.subscribe_bars(running.handler, "SPY")
+        stream.subscribe_trades(running.handler, "SPY")
+        running.start()
+        runs.append(running)
+    try:
+        for running in runs:
+            running.wait_for(lambda got: any(isinstance(g, Bar) for g in got)
+                             and any(isinstance(g, Trade) for g in got))
+    finally:
+        for running in runs:
+            running.stop()
+    bar = next(g for g in runs[0].got if isinstance(g, Bar))
+    assert bar.symbol == "SPY" and bar.timestamp.tzinfo is not None and bar.volume > 0
