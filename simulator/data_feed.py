@@ -111,6 +111,7 @@ class MarketFeed:
         self._trades: dict[str, tuple[Any, ...]] = {}
         self._quotes: dict[str, tuple[Any, ...]] = {}
         self._bars: dict[str, MinuteBar] = {}
+        self._revision = data.market.revision
 
     def prime(self, sub: Subscription, now: datetime) -> None:
         """Remember the trades and quotes a (changed) subscription covers as they are at
@@ -120,9 +121,13 @@ class MarketFeed:
         self._changes("q", sub.symbols("quotes", universe), now)
 
     def step(self, sub: Subscription, now: datetime) -> list[Json]:
-        """Messages for the window since the last step up to ``now`` (none if time stood)."""
-        if now <= self._until:
+        """Messages for the window since the last step up to ``now``: none if time stood
+        still, unless a shock or gap moved prices meanwhile (the jump's trade and quote are
+        owed at once, even on a clock that only moves when told to)."""
+        revised = self.market.revision != self._revision
+        if now < self._until or (now == self._until and not revised):
             return []
+        self._revision = self.market.revision
         since = max(self._until, now - MAX_CATCHUP)
         self._until = now
         universe = self.market.symbols

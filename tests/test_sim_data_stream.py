@@ -186,6 +186,20 @@ async def test_a_clock_jump_is_caught_up_bar_by_bar(sim: Sim) -> None:
         f"2025-03-04T15:{minute:02d}:00Z" for minute in range(15)]
 
 
+async def test_a_shock_reaches_subscribers_at_once_on_a_frozen_clock(sim: Sim) -> None:
+    client = await sim.connect(auth=True)
+    await client.ask({"action": "subscribe", "trades": ["SPY"], "quotes": ["SPY"]})
+    before = sim.core.market.price_at("SPY", sim.core.clock.now())
+    async with sim.session.post(sim.server.base_url + "/_sim/v1/shock", json={"symbols": ["SPY"], "pct": -6},
+                                headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}) as r:
+        assert r.status == 200
+    got = await client.recv()
+    trade = next(m for m in got if m["T"] == "t")
+    quote = next(m for m in got if m["T"] == "q")
+    assert trade["p"] == pytest.approx(before * 0.94, abs=0.01)
+    assert quote["bp"] < trade["p"] < quote["ap"]
+
+
 async def test_header_auth_on_the_upgrade_authenticates_at_once(sim: Sim) -> None:
     client = await sim.connect(headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET})
     assert await client.recv() == [{"T": "success", "msg": "authenticated"}]
