@@ -21,7 +21,8 @@ Spoken as ``wss://stream.data.alpaca.markets/v2/{feed}`` speaks it and as alpaca
   SIP plan; the subscription stays as it was), 406 connection limit exceeded (one
   authenticated connection per key and endpoint; then closed), 409 insufficient
   subscription (``/v2/sip`` when the simulator's data plan has no SIP, as the REST
-  ``feed=sip`` answers 403; then closed).
+  ``feed=sip`` answers 403; then closed), 500 internal error (a simulator bug, logged as
+  ``sim_data_stream_failed``; then closed).
 * Data comes from the simulator's market on its clock (see :mod:`simulator.data_feed`);
   ``/v2/test`` serves the made-up symbol FAKEPACA from its own synthetic market, on the
   same clock (so it moves when the simulated trading day does, not 24/7 as Alpaca's).
@@ -36,7 +37,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Awaitable
 
 import msgpack
 import structlog
@@ -68,8 +69,9 @@ ERRORS = {
     405: "symbol limit exceeded",
     406: "connection limit exceeded",
     409: "insufficient subscription",
+    500: "internal error",
 }
-_CLOSING = {404, 406, 409}
+_CLOSING = {404, 406, 409, 500}
 
 
 @dataclass(frozen=True)
@@ -260,15 +262,31 @@ class _Session:
         header_key = self.headers.get("APCA-API-KEY-ID")
         if header_key is not None:
             await self.authenticate(header_key, self.headers.get("APCA-API-SECRET-KEY"))
-        pump = asyncio.create_task(self.pump())
+        log.info("sim_data_stream_connected", path=self.path, codec="msgpack" if self.packed else "json")
+        pump = asyncio.create_task(self.guarded(self.pump()))
         try:
-            async for frame in self.ws:
-                if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    break
-                await self.on_frame(frame.type, frame.data)
+            await self.guarded(self.receive())
         finally:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
+            log.info("sim_data_stream_closed", path=self.path)
+
+    async def guarded(self, work: Awaitable[None]) -> None:
+        """Run ``work``; a simulator bug ends the connection with Alpaca's 500, logged,
+        rather than leaving a socket that is open but mute."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sim_data_stream_failed", path=self.path)
+            await self.error(500)
+
+    async def receive(self) -> None:
+        async for frame in self.ws:
+            if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            await self.on_frame(frame.type, frame.data)
 
     async def on_frame(self, kind: WSMsgType, data: Any) -> None:
         try:

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import msgpack
 import pytest
+from structlog.testing import capture_logs
 
 from simulator.core import SimulatorCore
 from simulator.data_feed import MarketFeed, Subscription
@@ -346,3 +347,19 @@ def test_cli_refuses_a_stream_connection_limit_below_one(capsys: pytest.CaptureF
     assert exit_info.value.code == 2
     assert "--stream-connections must be an integer >= 1" in capsys.readouterr().err
     assert parse_serve_args(["--sip"]).sip is True
+
+
+async def test_a_simulator_bug_ends_the_connection_with_500_and_is_logged(
+        sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = await sim.connect(auth=True)
+    await client.ask({"action": "subscribe", "bars": ["SPY"]})
+
+    def explode(*_args: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sim.core.market, "minute_bars", explode)
+    with capture_logs() as logs:
+        sim.core.advance(1)
+        assert await client.recv() == error(500, "internal error")
+        assert (await client.ws.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert any(entry["event"] == "sim_data_stream_failed" for entry in logs)
