@@ -81,16 +81,16 @@ class Sim:
             assert await client.ask(AUTH) == [{"T": "success", "msg": "authenticated"}]
         return client
 
-    async def collect(self, client: Client, minutes: float, *, waits: int = 3) -> list[dict[str, Any]]:
-        """Advance the clock and gather every data message sent for it."""
+    async def collect(self, client: Client, minutes: float) -> list[dict[str, Any]]:
+        """Advance the clock and gather every data message sent for it (one step of the
+        feed sends them together; a short quiet spell after the first frame ends it)."""
         self.core.advance(minutes)
-        got: list[dict[str, Any]] = []
-        for _ in range(waits):
+        got = await client.recv(timeout=10.0)
+        while True:
             try:
-                got.extend(await client.recv(timeout=1.0))
+                got.extend(await client.recv(timeout=0.5))
             except asyncio.TimeoutError:
-                break
-        return got
+                return got
 
 
 @pytest.fixture
