@@ -145,8 +145,9 @@ class MarketFeed:
         wanted_bars = set(sub.symbols("bars", universe))
         wanted_daily = set(sub.symbols("dailyBars", universe))
         watched = set(sub.symbols("updatedBars", universe))
+        covered = wanted_bars | wanted_daily | watched
         out: list[Json] = []
-        for symbol in [s for s in universe if s in wanted_bars | wanted_daily | watched]:
+        for symbol in [s for s in universe if s in covered]:
             bars = self.market.minute_bars(symbol, since - _MINUTE + _EPSILON, now - _MINUTE + _EPSILON)
             if not bars:
                 continue
