@@ -23,6 +23,9 @@ Errors: ``SimApiError`` becomes its status and body; malformed JSON bodies 400
 ``{"code":40010000,"message":"request body format is invalid"}``; anything unexpected 500
 ``{"code":50010000,"message":"internal server error"}`` (logged as ``sim_request_failed``).
 
+The market-data streams ``/v2/iex``, ``/v2/sip`` and ``/v2/test`` (:mod:`simulator.data_stream`)
+skip steps 2-4: a websocket upgrade carries no ``APCA-*`` headers and authenticates in-band.
+
 The control API under ``/_sim/v1/`` (state, shock, gap, faults, clock) needs the same key
 pair as the trading API whenever one is configured (401 ``{"code":40110000,...}`` without it:
 a web page in a local browser must not be able to POST a shock); it is exempt from rate
