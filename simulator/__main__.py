@@ -11,7 +11,11 @@ The key pair (required on the trading, data and control APIs when set) comes fro
 ``--key``/``--secret`` or, better (not visible in ``ps``), from ``APCA_API_KEY_ID`` and
 ``APCA_API_SECRET_KEY``; without either the simulator accepts any key.
 
-prints one line, ``simulator listening on http://HOST:PORT``, on stdout (logs go to stderr as
+Besides the REST paths it serves Alpaca's market-data websockets ``ws://HOST:PORT/v2/iex``,
+``/v2/sip`` (with ``--sip``; otherwise 409 as on the free plan) and ``/v2/test`` (FAKEPACA),
+at most ``--stream-connections`` (default 1) per key and endpoint.
+
+It prints one line, ``simulator listening on http://HOST:PORT``, on stdout (logs go to stderr as
 JSON lines) and runs until SIGINT or SIGTERM, then exits 0. ``--port 0`` picks a free port.
 A non-loopback ``--host`` is refused unless ``--allow-remote``. ``--start`` with a date alone
 means that day's pre-market.
