@@ -290,6 +290,9 @@ class RiskSettings(Section):
     circuit_breaker_loss: Fraction = 0.05
     max_portfolio_risk: Fraction = 0.12
     max_daily_drawdown: Fraction = 0.06
+    # The cumulative loss stop: equity this far below its high-water mark (kept across
+    # sessions and restarts) latches like the breaker; 0 switches it off.
+    max_drawdown_from_peak: Annotated[float, Field(ge=0, lt=1)] = 0.15
     emergency_exit_loss: Fraction = 0.08
     max_risk_per_trade: Fraction = 0.02
     max_concentration: Fraction = 0.20
@@ -589,18 +592,25 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "circuit_breaker_loss": 0.03,
             "max_daily_drawdown": 0.04,
             "max_portfolio_risk": 0.08,
+            "max_drawdown_from_peak": 0.10,
         },
         "ai": {"min_confidence": 0.75, "calibrated_min_confidence": 0.45},
     },
     "aggressive": {
         "trading": {
             "max_position_size": 0.15,
-            "stop_loss": 0.04,
-            "take_profit": 0.08,
+            # The seed's aggressive bracket and breaker: 5% stop, 10% target, 8% breaker.
+            "stop_loss": 0.05,
+            "take_profit": 0.10,
             "max_positions": 8,
             "position_sizing": "volatility",
         },
-        "risk": {"max_portfolio_risk": 0.18, "max_daily_drawdown": 0.08},
+        "risk": {
+            "circuit_breaker_loss": 0.08,
+            "max_portfolio_risk": 0.18,
+            "max_daily_drawdown": 0.08,
+            "max_drawdown_from_peak": 0.20,
+        },
         "ai": {"min_confidence": 0.60, "calibrated_min_confidence": 0.37},
     },
 }

@@ -824,6 +824,8 @@ class TradingSystem:
                 level = AlertLevel.EMERGENCY
                 if self.safety.latch_kind == "circuit_breaker":
                     title = "CIRCUIT BREAKER TRIPPED: liquidating"
+                elif self.safety.latch_kind == "max_drawdown":
+                    title = "MAXIMUM DRAWDOWN STOP: liquidating"
             await self.alerter.send(level, title, data.get("reason", ""), key=f"state:{data.get('to')}", fields=data)
         self.summary.state = self.safety.state.value
 
