@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
 from core.clock import EXCHANGE_TZ
+from core.private_files import FILE_MODE, private_dir
 from analytics.performance import (
     MONTH_NAMES,
     BucketStats,
@@ -574,8 +575,8 @@ def build_summary(
 
 def _atomic_write(path: Path, text: str) -> None:
     temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    # os.open with 0o666 lets the umask decide the mode, like any ordinary file
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    # owner-only: a report shows the account's equity and every trade
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
@@ -620,7 +621,7 @@ def write_report(
         indent=2,
         allow_nan=False,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)
     html_path, json_path = out_dir / HTML_NAME, out_dir / JSON_NAME
     _atomic_write(json_path, summary + "\n")
     _atomic_write(html_path, page)
