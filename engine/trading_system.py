@@ -924,6 +924,7 @@ class TradingSystem:
                     rejected[symbol] = problem
                     log.warning("market_data_rejected", symbol=symbol, reason=problem, source="snapshot")
         await self._data_rejections.track(wanted, rejected)
+        self.reconciler.observe_prices({s: v for s, v in snapshots.items() if s not in rejected})  # MFE/MAE
         now = self.clock.now()
         benchmark = None if BENCHMARK in rejected else self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
         regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
