@@ -810,6 +810,7 @@ class BacktestLoop(TradingSystem):
                 bid=None, ask=None, prev_close=float(daily.close[-1]), benchmark=benchmark, regime=regime,
                 defensive=defensive, news=[],
             )
+        self.reconciler.observe_daily_bars({s: d.daily for s, d in data.items()})  # MFE/MAE
         self._last_data = data
         return data
 

@@ -241,6 +241,25 @@ class Reconciler:
         if self.excursions.observe_many(seen):
             self.save_excursions()
 
+    def observe_daily_bars(self, series: Mapping[str, Any]) -> None:
+        """Completed daily bars (a backtest on daily data, where the loop sees no minute bar):
+        for each held symbol, the bars since its position's entry day widen its range. The
+        exit day's bar is seen only after the exit, when the range is gone, so it never counts
+        prices from after the trade."""
+        seen: list[tuple[str, Any, Any]] = []
+        for symbol in self.excursions.symbols():
+            bars, lots = series.get(symbol), self.ledger.open_lots(symbol)
+            if bars is None or not lots or not len(bars):
+                continue
+            entry_day = to_exchange_time(lots[0].at).replace(hour=0, minute=0, second=0, microsecond=0)
+            since = entry_day.timestamp()
+            i = len(bars) - 1
+            while i >= 0 and bars.ts[i] >= since:
+                seen.append((symbol, bars.high[i], bars.low[i]))
+                i -= 1
+        if self.excursions.observe_many(seen):
+            self.save_excursions()
+
     def save_excursions(self) -> None:
         """Journal the price ranges when they changed since the last time."""
         data = self.excursions.to_dict()

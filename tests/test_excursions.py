@@ -134,3 +134,27 @@ async def test_the_daemon_measures_them_from_its_bars_through_a_restart(tmp_path
         assert row["mfe_pct"] >= D("0.04") and row["mae_pct"] <= D("-0.03")
         assert system.reconciler.excursions.symbols() == []
         await system.shutdown()
+
+
+def test_a_daily_backtest_gives_every_trade_its_excursions(tmp_path: Path) -> None:
+    import config
+    from backtest.backtest import BacktestOptions, run_backtest
+    from tests.conftest import copy_daily_files
+
+    from datetime import date
+
+    data = copy_daily_files(tmp_path / "data", ("SPY-1d-1993-01-29-2026-08-07.csv",
+                                                 "AAPL-1d-2013-01-02-2023-12-29.csv"))
+    settings = config.load_settings(env_file=None, overrides={"scanning.symbols": ["SPY", "AAPL"]})
+    result = run_backtest(settings, BacktestOptions(data_dir=data, symbols=("SPY", "AAPL"), start=date(2020, 2, 3),
+                                                    end=date(2020, 5, 29), slippage_bps=0.0, progress=False))
+    assert result.trades
+    widened = 0
+    for t in result.trades:
+        mfe, mae = t["mfe_pct"], t["mae_pct"]
+        assert mfe is not None and mae is not None, t
+        assert mfe >= 0 >= mae
+        move = (t["exit_price"] - t["entry_price"]) / t["entry_price"]
+        assert mae - D("0.00000001") <= move <= mfe + D("0.00000001"), "the exit is inside the range seen"
+        widened += mfe > max(move, 0) or mae < min(move, 0)
+    assert widened, "the daily bars while held widened some trade's range beyond its fills"
