@@ -248,3 +248,27 @@ def test_main_runs_under_umask_077_and_gives_the_old_one_back(tmp_path: Path, wi
     assert seen == [0o077]
     current = os.umask(0o022)
     assert current == 0o022
+
+
+def test_set_asks_on_a_terminal_without_echoing_the_secret(tmp_path: Path) -> None:
+    from ops.credentials import run
+
+    asked: list[str] = []
+    secret_answers = iter([SECRET, PASSPHRASE, PASSPHRASE])
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return KEY_ID
+
+    def ask_secret(prompt: str) -> str:  # getpass in real use: nothing echoed
+        asked.append(prompt)
+        return next(secret_answers)
+
+    out, err = io.StringIO(), io.StringIO()
+    path = tmp_path / "creds.enc"
+    assert run("set", file=path, env={}, out=out, err=err, ask=ask, ask_secret=ask_secret, interactive=True) == 0
+    assert asked == ["Alpaca API key id: ", "Alpaca API secret key: ", "Credentials passphrase: ",
+                     "Repeat the passphrase: "]
+    assert CredentialStore(path).load(PASSPHRASE) == Credentials(KEY_ID, SECRET)
+    text = out.getvalue() + err.getvalue()
+    assert SECRET not in text and KEY_ID not in text and PASSPHRASE not in text
