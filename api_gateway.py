@@ -54,7 +54,7 @@ from pydantic import SecretStr
 
 from core import clock as clock_module
 from core import errors
-from config import has_url_credentials, normalise_host, redact_url
+from config import has_url_credentials, load_settings, normalise_host, redact_url
 from broker.models import (
     Account,
     Activity,
@@ -75,6 +75,7 @@ from broker.models import (
     decimal_text,
 )
 from broker.market_data_client import MarketDataClient, unique_symbols
+from broker.embedded_sim import EmbeddedSimulator, gateway_arguments
 from broker.order_desk import OrderDesk, make_client_order_id
 from broker.parsing import TolerantParser
 from broker.rate_limit import RateLimiter
@@ -177,10 +178,10 @@ class ResilientAlpacaGateway:
     def __init__(
         self,
         *,
-        base_url: str,
-        data_url: str,
-        key_id: str | SecretStr | None,
-        secret_key: str | SecretStr | None,
+        base_url: str | None = None,
+        data_url: str | None = None,
+        key_id: str | SecretStr | None = None,
+        secret_key: str | SecretStr | None = None,
         mode: str = "paper",
         live_enabled: bool = False,
         timeout: float = 10,
@@ -195,6 +196,15 @@ class ResilientAlpacaGateway:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         wall_time: Callable[[], float] = time.time,
     ) -> None:
+        #: The simulator a no-argument gateway serves itself (sim mode), else None.
+        self._embedded: EmbeddedSimulator | None = None
+        if base_url is None and data_url is None:
+            # The seed's ``ResilientAlpacaGateway()``: everything from the configuration
+            # (environment, .env, credential store, TRADING_CONFIG), the simulator without keys.
+            configured, embedded = gateway_arguments(load_settings())
+            self.__init__(**{**configured, "session": session, "wall_time": wall_time})  # type: ignore[misc]
+            self._embedded = embedded
+            return
         problems = []
         if mode not in MODES:
             problems.append(f"mode {mode!r} is not one of {list(MODES)}")
@@ -265,6 +275,26 @@ class ResilientAlpacaGateway:
     async def close(self) -> None:
         """Close the HTTP session if this gateway created it (an injected one is left open)."""
         await self.transport.close()
+
+    async def initialize(self) -> bool:
+        """The seed's start-up call: serve the embedded simulator if this gateway has one,
+        open the session and read the account. False (logged) when the broker cannot be used."""
+        if self._embedded is not None:
+            await self._embedded.start()
+        self.transport.ensure_session()
+        try:
+            account = await self.get_account()
+        except errors.TradingError as exc:
+            log.error("gateway_initialize_failed", error=str(exc), base_url=self.base_url)
+            return False
+        log.info("gateway_initialized", mode=self.mode, base_url=self.base_url, equity=str(account.equity))
+        return True
+
+    async def shutdown(self) -> None:
+        """The seed's stop call: close the session and stop the embedded simulator, if any."""
+        await self.close()
+        if self._embedded is not None:
+            await self._embedded.stop()
 
     def reset_session_blocks(self) -> None:
         """Forget the symbols blocked by pattern-day-trading rejections (new session)."""

@@ -9,6 +9,8 @@ Build the configuration with :func:`load_settings`. Sources, lowest to highest p
    ``APCA_API_KEY_ID``, ``APCA_API_SECRET_KEY``, ``APCA_API_BASE_URL``, ``APCA_API_DATA_URL``,
    ``TRADING_MODE``, ``TRADING_LIVE_ENABLED``, ``TRADING_PROFILE``, ``TRADING_CONFIG``,
    ``SMTP_PASSWORD`` and ``TRADING_<SECTION>__<FIELD>`` for any field (lists comma-separated);
+   when neither has Alpaca keys, the encrypted store of ``python main.py credentials set``
+   (``TRADING_CREDENTIALS_FILE``, default ``data/credentials.enc``; see :mod:`core.credentials`);
 5. explicit ``overrides`` (a nested dict, typically from command-line flags).
 
 Whatever is wrong is reported at once: :class:`core.errors.ConfigError` carries one line per
@@ -290,6 +292,9 @@ class RiskSettings(Section):
     circuit_breaker_loss: Fraction = 0.05
     max_portfolio_risk: Fraction = 0.12
     max_daily_drawdown: Fraction = 0.06
+    # The cumulative loss stop: equity this far below its high-water mark (kept across
+    # sessions and restarts) latches like the breaker; 0 switches it off.
+    max_drawdown_from_peak: Annotated[float, Field(ge=0, lt=1)] = 0.15
     emergency_exit_loss: Fraction = 0.08
     max_risk_per_trade: Fraction = 0.02
     max_concentration: Fraction = 0.20
@@ -589,18 +594,25 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "circuit_breaker_loss": 0.03,
             "max_daily_drawdown": 0.04,
             "max_portfolio_risk": 0.08,
+            "max_drawdown_from_peak": 0.10,
         },
         "ai": {"min_confidence": 0.75, "calibrated_min_confidence": 0.45},
     },
     "aggressive": {
         "trading": {
             "max_position_size": 0.15,
-            "stop_loss": 0.04,
-            "take_profit": 0.08,
+            # The seed's aggressive bracket and breaker: 5% stop, 10% target, 8% breaker.
+            "stop_loss": 0.05,
+            "take_profit": 0.10,
             "max_positions": 8,
             "position_sizing": "volatility",
         },
-        "risk": {"max_portfolio_risk": 0.18, "max_daily_drawdown": 0.08},
+        "risk": {
+            "circuit_breaker_loss": 0.08,
+            "max_portfolio_risk": 0.18,
+            "max_daily_drawdown": 0.08,
+            "max_drawdown_from_peak": 0.20,
+        },
         "ai": {"min_confidence": 0.60, "calibrated_min_confidence": 0.37},
     },
 }
@@ -1118,6 +1130,34 @@ def _environment(
     return merged
 
 
+def _with_stored_credentials(env: dict[str, str], *, real_environment: bool, mode: Any) -> bool:
+    """Add the Alpaca keys from the encrypted credential store (``python main.py credentials``)
+    to ``env`` when neither the environment nor ``.env`` has any; True when it did.
+
+    The store is ``TRADING_CREDENTIALS_FILE``, else ``data/credentials.enc`` (the latter only
+    for the real process environment, so a test's own ``environ`` never picks up a developer's
+    store). Skipped in sim mode, which needs no keys.
+    """
+    if env.get("APCA_API_KEY_ID") or env.get("APCA_API_SECRET_KEY"):
+        return False
+    if isinstance(mode, str) and mode.strip().lower() == "sim":
+        return False
+    from core.credentials import FILE_VAR, CredentialError, CredentialStore, passphrase_from, store_path
+
+    if not real_environment and not env.get(FILE_VAR):
+        return False
+    store = CredentialStore(store_path(env))
+    if not store.exists():
+        return False
+    try:
+        credentials = store.load(passphrase_from(env))
+    except CredentialError as exc:
+        raise ConfigError([f"credentials {str(store.path)!r}: {exc}"]) from None
+    env["APCA_API_KEY_ID"] = credentials.key_id
+    env["APCA_API_SECRET_KEY"] = credentials.secret_key
+    return True
+
+
 def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Settings named by environment variables, and which variable set each dotted key."""
     layer: dict[str, Any] = {}
@@ -1210,6 +1250,9 @@ def load_settings(
 
     path = config_file if config_file is not None else env.get("TRADING_CONFIG") or None
     file_values = _read_toml(Path(path)) if path is not None else {}
+    mode = override_values.get("mode") or env_values.get("mode") or file_values.get("mode")
+    if _with_stored_credentials(env, real_environment=environ is None, mode=mode):
+        env_values, env_sources = _env_layer(env)
 
     chosen = (
         profile

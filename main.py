@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="directory for the HTML and JSON report")
     p.add_argument("--no-fast-forward", action="store_true",
                    help="run the loop on every session, also where it provably has nothing to do")
+    p = sub.add_parser("credentials", help="store, show (masked) or delete the Alpaca keys, encrypted")
+    p.add_argument("action", choices=["set", "show", "delete"])
+    p.add_argument("--file", type=Path, help="credentials file (default: $TRADING_CREDENTIALS_FILE or data/credentials.enc)")
+    p.add_argument("--from-env", action="store_true",
+                   help="set: take APCA_API_KEY_ID / APCA_API_SECRET_KEY from the environment or .env")
     p = sub.add_parser("report", parents=[common], help="performance report of a paper or live run from the journal")
     p.add_argument("--out", type=Path, default=Path("reports"), help="report directory")
     # flags also accepted before the subcommand (python main.py --sim-days 1)
@@ -124,12 +129,28 @@ def load(args: argparse.Namespace) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The entry point. Every file and folder the run creates is owner-only (umask 077: state
+    DB and its -wal/-shm, logs, reports, key files); the umask is restored on return."""
+    from core.private_files import owner_only_umask
+
+    previous = owner_only_umask()
+    try:
+        return _main(argv)
+    finally:
+        os.umask(previous)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except ArgumentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     command = args.command or "run"
+    if command == "credentials":  # before the settings: loading them may need the store
+        from ops.credentials import run as run_credentials
+
+        return run_credentials(args.action, file=args.file, from_env=args.from_env)
     import config
     from core.errors import ConfigError, OperationalError
 

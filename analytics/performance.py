@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from core.clock import EXCHANGE_TZ
+from analytics.excursions import mean_of
 from broker.models import to_decimal
 from market.market_data import MAX_SANE_PRICE as _MAX_BAR_PRICE
 
@@ -86,6 +87,9 @@ class TradeRecord:
     pnl: Decimal
     return_pct: Decimal
     exit_reason: str | None
+    #: Maximum favourable / adverse excursion (fractions of the entry price), when known.
+    mfe_pct: Decimal | None = None
+    mae_pct: Decimal | None = None
 
     @property
     def holding_hours(self) -> float:
@@ -184,6 +188,7 @@ def normalize_trades(trades: Iterable[Any]) -> list[TradeRecord]:
         strategy = _field(trade, "strategy")
         side = _field(trade, "side")
         reason = _field(trade, "exit_reason")
+        mfe, mae = (_field(trade, "mfe_pct"), _field(trade, "mae_pct"))
         records.append(
             TradeRecord(
                 symbol=symbol.strip(),
@@ -197,6 +202,8 @@ def normalize_trades(trades: Iterable[Any]) -> list[TradeRecord]:
                 pnl=pnl,
                 return_pct=return_pct,
                 exit_reason=str(reason) if reason else None,
+                mfe_pct=None if mfe is None else _to_decimal(mfe, f"{label} mfe_pct"),
+                mae_pct=None if mae is None else _to_decimal(mae, f"{label} mae_pct"),
             )
         )
     records.sort(key=lambda t: (t.exit_at, t.entry_at))
@@ -336,6 +343,9 @@ class GroupStats:
     pnl: Decimal
     profit_factor: float | None
     avg_return: float | None
+    #: Mean MFE / MAE over the trades that have them (None when none has).
+    avg_mfe: float | None = None
+    avg_mae: float | None = None
 
 
 @dataclass(frozen=True)
@@ -744,6 +754,8 @@ def _group(key: str, trades: Sequence[TradeRecord]) -> GroupStats:
         pnl=profit + loss,
         profit_factor=_profit_factor(profit, loss, len(wins), len(losses)),
         avg_return=float(np.mean([float(t.return_pct) for t in trades])) if trades else None,
+        avg_mfe=mean_of([t.mfe_pct for t in trades]),
+        avg_mae=mean_of([t.mae_pct for t in trades]),
     )
 
 

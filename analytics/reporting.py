@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
 from core.clock import EXCHANGE_TZ
+from core.private_files import FILE_MODE, private_dir
 from analytics.performance import (
     MONTH_NAMES,
     BucketStats,
@@ -428,10 +429,12 @@ def _group_table(groups: Sequence[GroupStats], label: str) -> str:
         return '<p class="note">No closed trades.</p>'
     rows = [
         (_esc(g.key), f"{g.trades:,}", f"{g.winning:,}", f"{g.losing:,}", _esc(fmt_pct(g.win_rate, 1)),
-         _colored(fmt_money(g.pnl), g.pnl), _esc(fmt_ratio(g.profit_factor)), _colored(fmt_pct(g.avg_return), g.avg_return))
+         _colored(fmt_money(g.pnl), g.pnl), _esc(fmt_ratio(g.profit_factor)), _colored(fmt_pct(g.avg_return), g.avg_return),
+         _esc(fmt_pct(g.avg_mfe)), _esc(fmt_pct(g.avg_mae)))
         for g in groups
     ]
-    return _table([label, "Trades", "Won", "Lost", "Win rate", "P&amp;L", "Profit factor", "Avg return"], rows)
+    return _table([label, "Trades", "Won", "Lost", "Win rate", "P&amp;L", "Profit factor", "Avg return",
+                   "Avg MFE", "Avg MAE"], rows)
 
 
 def _bucket_table(buckets: Sequence[BucketStats], label: str, key_format: str) -> str:
@@ -452,16 +455,22 @@ def _trades_section(trades: Sequence[TradeRecord]) -> str:
         (f"{i + 1:,}", _esc(t.symbol), _esc(t.strategy), _esc(t.side), _esc(f"{t.qty:,}"), _esc(fmt_time(t.entry_at)),
          _esc(fmt_time(t.exit_at)), _esc(fmt_money(t.entry_price)), _esc(fmt_money(t.exit_price)),
          _colored(fmt_money(t.pnl), t.pnl), _colored(fmt_pct(float(t.return_pct)), t.return_pct),
-         _esc(fmt_hours(t.holding_hours)), _esc(t.exit_reason or ""))
+         _esc(fmt_hours(t.holding_hours)), _esc(_opt_pct(t.mfe_pct)), _esc(_opt_pct(t.mae_pct)),
+         _esc(t.exit_reason or ""))
         for i, t in enumerate(shown)
     ]
     table = _table(["#", "Symbol", "Strategy", "Side", "Qty", "Entry", "Exit", "Entry price", "Exit price", "P&amp;L",
-                    "Return", "Held", "Exit reason"], rows, left=4)
+                    "Return", "Held", "MFE", "MAE", "Exit reason"], rows, left=4)
     note = ""
     if len(trades) > len(shown):
         note = (f'<p class="note">Showing the first {len(shown):,} of {len(trades):,} trades '
                 f"(ordered by exit time).</p>")
     return f'<section id="trades"><h2>Trades</h2>{note}{table}</section>'
+
+
+def _opt_pct(fraction: Decimal | None) -> str:
+    """An excursion as a percentage; a dash when it was not measured."""
+    return fmt_pct(None if fraction is None else float(fraction))
 
 
 def _flatten(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -574,8 +583,8 @@ def build_summary(
 
 def _atomic_write(path: Path, text: str) -> None:
     temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    # os.open with 0o666 lets the umask decide the mode, like any ordinary file
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    # owner-only: a report shows the account's equity and every trade
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
@@ -620,7 +629,7 @@ def write_report(
         indent=2,
         allow_nan=False,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)
     html_path, json_path = out_dir / HTML_NAME, out_dir / JSON_NAME
     _atomic_write(json_path, summary + "\n")
     _atomic_write(html_path, page)

@@ -10,6 +10,10 @@ One closing fill yields one trade per run of matched lots sharing an entry strat
 entry session date (America/New_York), so :func:`is_day_trade` is exact even when a sale
 closes yesterday's and today's shares at once.
 
+With an :class:`analytics.excursions.ExcursionTracker` attached (``ledger.excursions``), every
+trade also carries its maximum favourable and adverse excursion (``mfe_pct``/``mae_pct``) from
+the prices seen while its position was open; without one (a replay of old fills) they are None.
+
 The ledger persists through :meth:`TradeLedger.to_dict` / :meth:`TradeLedger.from_dict`
 (plain JSON: money as strings, times ISO-8601 UTC), which the trading loop keeps in the
 journal's state, so a restart does not forget open lots. It also remembers the last
@@ -26,6 +30,7 @@ from typing import Any, Iterable, Literal, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
 from core.clock import EXCHANGE_TZ
+from analytics.excursions import ExcursionTracker
 from broker.models import to_decimal
 
 ZERO = Decimal(0)
@@ -103,6 +108,10 @@ class ClosedTrade:
     exit_reason: str | None
     holding_seconds: float
     trade_id: str = ""
+    #: Maximum favourable / adverse excursion, fractions of the entry price (MFE >= 0 >= MAE);
+    #: None when no price was seen while the position was open.
+    mfe_pct: Decimal | None = None
+    mae_pct: Decimal | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly (money as strings, times ISO-8601 UTC)."""
@@ -120,6 +129,8 @@ class ClosedTrade:
             "return_pct": str(self.return_pct),
             "exit_reason": self.exit_reason,
             "holding_seconds": self.holding_seconds,
+            "mfe_pct": None if self.mfe_pct is None else str(self.mfe_pct),
+            "mae_pct": None if self.mae_pct is None else str(self.mae_pct),
         }
 
 
@@ -175,7 +186,9 @@ class _Match:
 class TradeLedger:
     """Open lots per symbol, FIFO. Feed it fills; it hands back closed trades."""
 
-    def __init__(self) -> None:
+    def __init__(self, excursions: ExcursionTracker | None = None) -> None:
+        #: Price ranges of open positions, for the trades' MFE/MAE (None: not tracked).
+        self.excursions = excursions
         self._lots: dict[str, deque[Lot]] = {}
         self._seen: deque[str] = deque(maxlen=SEEN_LIMIT)
         self._seen_set: set[str] = set()
@@ -188,6 +201,11 @@ class TradeLedger:
             return []
         self._remember(fill.execution_id)
         lots = self._lots.setdefault(fill.symbol, deque())
+        tracker = self.excursions
+        if tracker is not None:
+            if not lots:
+                tracker.open(fill.symbol, fill.price)
+            tracker.observe(fill.symbol, fill.price)
         if not lots or lots[0].side == fill.side:
             lots.append(self._lot(fill, fill.qty))
             return []
@@ -201,11 +219,16 @@ class TradeLedger:
             remaining -= take
             if lot.qty == ZERO:
                 lots.popleft()
+        trades = self._trades(fill, matches, tracker)
         if remaining > ZERO:  # reversal: the rest opens a position on the other side
             lots.append(self._lot(fill, remaining))
+            if tracker is not None:
+                tracker.open(fill.symbol, fill.price)
         if not lots:
             del self._lots[fill.symbol]
-        return self._trades(fill, matches)
+            if tracker is not None:
+                tracker.close(fill.symbol)
+        return trades
 
     def apply_all(self, fills: Iterable[FillRecord]) -> list[ClosedTrade]:
         """Apply fills in order (e.g. replaying the journal); return every closed trade."""
@@ -287,7 +310,7 @@ class TradeLedger:
         return Lot(fill.side, qty, fill.price, fill.at, fill.strategy, fill.execution_id)
 
     @staticmethod
-    def _trades(fill: FillRecord, matches: list[_Match]) -> list[ClosedTrade]:
+    def _trades(fill: FillRecord, matches: list[_Match], tracker: ExcursionTracker | None) -> list[ClosedTrade]:
         groups: list[list[_Match]] = []
         for match in matches:
             key = (match.lot.strategy, _session_date(match.lot.at))
@@ -304,6 +327,8 @@ class TradeLedger:
             proceeds = fill.price * qty
             pnl = proceeds - cost if long else cost - proceeds
             entry_at = min(m.lot.at for m in group)
+            mfe, mae = (tracker.for_trade(fill.symbol, "long" if long else "short", entry_price, fill.price)
+                        if tracker is not None else (None, None))
             trades.append(
                 ClosedTrade(
                     symbol=fill.symbol,
@@ -319,6 +344,8 @@ class TradeLedger:
                     exit_reason=fill.exit_reason,
                     holding_seconds=(fill.at - entry_at).total_seconds(),
                     trade_id=f"{fill.execution_id}#{number}",
+                    mfe_pct=mfe,
+                    mae_pct=mae,
                 )
             )
         return trades

@@ -94,6 +94,7 @@ from core.errors import ConfigError
 from journal.journal import Journal
 from market.market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus
+from analytics.excursions import comparison_lines
 from analytics.performance import PerformanceReport, compute_performance, usable_curve, usable_trades
 from ai.sentiment import NewsSentiment, load_lexicon
 from order_executor import flatten_orders, protected_quantity
@@ -809,6 +810,7 @@ class BacktestLoop(TradingSystem):
                 bid=None, ask=None, prev_close=float(daily.close[-1]), benchmark=benchmark, regime=regime,
                 defensive=defensive, news=[],
             )
+        self.reconciler.observe_daily_bars({s: d.daily for s, d in data.items()})  # MFE/MAE
         self._last_data = data
         return data
 
@@ -1821,6 +1823,7 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
     ]
     if skipped:
         lines.append(f"  skipped {len(skipped)} journal row(s) that make no sense (listed in the report)")
+    lines += comparison_lines(report.by_strategy)  # per strategy, with MFE/MAE
     lines += [f"  report  {html_path}", f"          {json_path}"]
     print("\n".join(lines), flush=True)
     return EXIT_OK

@@ -28,6 +28,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from core.private_files import private_dir, private_file
+
 __all__ = [
     "MASK",
     "configure",
@@ -244,7 +246,8 @@ def configure(
     handlers: list[logging.Handler] = []
     if log_file is not None:
         path = Path(log_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        private_file(path)  # owner-only: the log holds account figures
         # WatchedFileHandler reopens the file after logrotate moves it; it flushes per record.
         file_handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
         file_handler.setFormatter(_json_formatter(shared))

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import structlog
 
 from alerter import Alerter, AlertLevel
+from analytics.excursions import ExcursionTracker
 from analytics.trade_ledger import TradeLedger
 from broker.models import Order, Position
 from core.clock import Clock, to_exchange_time
@@ -69,6 +70,9 @@ class Reconciler:
         self.protections = protections
         self.summary = summary
         self.account_sanity = account_sanity
+        #: Price ranges of the open positions (MFE/MAE of each trade), kept in the journal.
+        self.excursions = ExcursionTracker.from_dict(journal.get_state("excursions"))
+        self._excursions_saved: dict[str, Any] | None = None
         self.ledger = TradeLedger()
         self.rebuild_ledger()
         self.last_fill_at: datetime | None = None
@@ -199,6 +203,9 @@ class Reconciler:
         """The ledger from every fill in the journal; trades it closes are recorded once."""
         self.ledger = TradeLedger()
         self._book_trades(self.ledger.apply_all(self.journal.fill_records()), live=False)
+        # Replayed fills say nothing of the prices in between: the journaled ranges of the
+        # positions still open carry on, from now on fed by fills and bars.
+        self._attach_excursions()
         since = self.clock.now() - timedelta(days=7)
         self.protections.load_trades([
             ProtectionTrade(symbol=t["symbol"], exit_time=_as_datetime(t["exit_at"]),
@@ -206,12 +213,67 @@ class Reconciler:
             for t in self.journal.trades(since=since) if t.get("exit_at")
         ], self.clock.now())
 
+    def _attach_excursions(self) -> None:
+        """Give the rebuilt ledger the journaled price ranges: kept for the symbols it holds,
+        started at the first lot's price for a holding without one, dropped for the flat."""
+        held = set(self.ledger.symbols())
+        for symbol in self.excursions.symbols():
+            if symbol not in held:
+                self.excursions.close(symbol)
+        for symbol in held:
+            if not self.excursions.tracking(symbol):
+                self.excursions.open(symbol, self.ledger.open_lots(symbol)[0].price)
+        self.ledger.excursions = self.excursions
+        self.save_excursions()
+
+    def observe_prices(self, snapshots: Mapping[str, Any]) -> None:
+        """This cycle's (believed) snapshots: the latest minute bar's high and low and the last
+        trade of each held symbol widen its price range (the MFE/MAE of its trades)."""
+        seen: list[tuple[str, Any, Any]] = []
+        for symbol in self.excursions.symbols():
+            snap = snapshots.get(symbol)
+            if snap is None:
+                continue
+            if snap.minute_bar is not None:
+                seen.append((symbol, snap.minute_bar.h, snap.minute_bar.l))
+            if snap.latest_trade is not None:
+                seen.append((symbol, snap.latest_trade.p, None))
+        if self.excursions.observe_many(seen):
+            self.save_excursions()
+
+    def observe_daily_bars(self, series: Mapping[str, Any]) -> None:
+        """Completed daily bars (a backtest on daily data, where the loop sees no minute bar):
+        for each held symbol, the bars since its position's entry day widen its range. The
+        exit day's bar is seen only after the exit, when the range is gone, so it never counts
+        prices from after the trade."""
+        seen: list[tuple[str, Any, Any]] = []
+        for symbol in self.excursions.symbols():
+            bars, lots = series.get(symbol), self.ledger.open_lots(symbol)
+            if bars is None or not lots or not len(bars):
+                continue
+            entry_day = to_exchange_time(lots[0].at).replace(hour=0, minute=0, second=0, microsecond=0)
+            since = entry_day.timestamp()
+            i = len(bars) - 1
+            while i >= 0 and bars.ts[i] >= since:
+                seen.append((symbol, bars.high[i], bars.low[i]))
+                i -= 1
+        if self.excursions.observe_many(seen):
+            self.save_excursions()
+
+    def save_excursions(self) -> None:
+        """Journal the price ranges when they changed since the last time."""
+        data = self.excursions.to_dict()
+        if data != self._excursions_saved:
+            self.journal.set_state("excursions", data)
+            self._excursions_saved = data
+
     def _book_trades(self, closed: Sequence[Any], *, live: bool) -> None:
         for trade in closed:
             new = self.journal.record_trade(
                 trade.symbol, trade.strategy, trade.entry_at, trade.exit_at, trade.qty, trade.entry_price,
                 trade.exit_price, trade.pnl, trade.exit_reason or "exit", side=trade.side,
-                return_pct=trade.return_pct, trade_id=trade.trade_id)
+                return_pct=trade.return_pct, trade_id=trade.trade_id,
+                mfe_pct=getattr(trade, "mfe_pct", None), mae_pct=getattr(trade, "mae_pct", None))
             entry_day = to_exchange_time(trade.entry_at).date()
             if entry_day == to_exchange_time(trade.exit_at).date():
                 # One day trade per opening lot, however many partial fills closed it.
@@ -233,9 +295,16 @@ class Reconciler:
             )
             log.info("position_closed", symbol=trade.symbol, strategy=trade.strategy, qty=str(trade.qty),
                      entry_price=str(trade.entry_price), exit_price=str(trade.exit_price), pnl=str(trade.pnl),
-                     return_pct=round(float(trade.return_pct) * 100, 3), exit_reason=trade.exit_reason)
+                     return_pct=round(float(trade.return_pct) * 100, 3), exit_reason=trade.exit_reason,
+                     mfe_pct=_pct_or_none(getattr(trade, "mfe_pct", None)),
+                     mae_pct=_pct_or_none(getattr(trade, "mae_pct", None)))
+        self.save_excursions()
         if closed and live:
             self.journal.set_state("protection_locks", {"locks": self.protections.locks_snapshot()})
+
+
+def _pct_or_none(fraction: Decimal | None) -> float | None:
+    return None if fraction is None else round(float(fraction) * 100, 3)
 
 
 def _fill_side(side: str | None) -> str | None:

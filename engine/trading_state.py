@@ -25,6 +25,10 @@ per cycle with an explicit portfolio snapshot and journals every returned
   equity) latches and moves to LIQUIDATING; once the account is flat
   (:meth:`~SafetyStateMachine.mark_flat`, or a flat snapshot) the machine rests in HALTED;
 * an operator halt (``python main.py halt --reason``) latches and flattens the same way;
+* the cumulative loss stop (``risk.max_drawdown_from_peak``: equity that far below its
+  high-water mark, kept across sessions and restarts by :mod:`engine.drawdown_stop`) latches
+  and flattens the same way (latch kind ``max_drawdown``), catching a run of losing days
+  that each stayed under the daily limits;
 * only :meth:`~SafetyStateMachine.rearm` with a reason opens the latch (-> ACTIVE). A new
   session does not, and neither does a restart: :meth:`~SafetyStateMachine.to_dict` /
   :meth:`~SafetyStateMachine.from_dict` carry the latch and the session's baseline equity
@@ -44,6 +48,7 @@ import structlog
 
 from core.clock import EXCHANGE_TZ
 from broker.models import to_decimal
+from engine.drawdown_stop import PeakDrawdownStop
 from engine.portfolio import PortfolioState, TradingState, loss_fraction
 
 
@@ -51,7 +56,8 @@ log = structlog.get_logger(__name__)
 
 ZERO = Decimal(0)
 
-LatchKind = Literal["circuit_breaker", "halt"]
+LatchKind = Literal["circuit_breaker", "halt", "max_drawdown"]
+_LATCH_KINDS = (None, "circuit_breaker", "halt", "max_drawdown")
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,8 @@ class SafetyStateMachine:
         self._breaker_baseline: Decimal | None = None
         self._rebase_pending = False
         self._day_high_equity: Decimal | None = None
+        # Optional in duck-typed settings (tests, tools): absent means no cumulative stop.
+        self._peak_stop = PeakDrawdownStop(getattr(settings.risk, "max_drawdown_from_peak", None))
 
     # -- read-only views -------------------------------------------------------------------
 
@@ -172,6 +180,15 @@ class SafetyStateMachine:
         """The highest equity seen this session (the daily drawdown is also measured from it)."""
         return self._day_high_equity
 
+    @property
+    def high_water_mark(self) -> Decimal | None:
+        """The highest equity seen across sessions (the cumulative loss stop measures from it)."""
+        return self._peak_stop.high_water_mark
+
+    def peak_drawdown(self, equity: Decimal) -> Decimal:
+        """The fall of ``equity`` from the high-water mark, as a fraction."""
+        return self._peak_stop.drawdown(_decimal(equity, "equity"))
+
     def allows_entry(self) -> bool:
         """May a new position be opened? Only when ACTIVE and not latched."""
         return self._state.allows_entry and not self._latched
@@ -212,6 +229,7 @@ class SafetyStateMachine:
         self._breaker_baseline = equity
         self._rebase_pending = False
         self._day_high_equity = equity
+        self._peak_stop.observe(equity)
         log.info(
             "session_baseline_set",
             session_date=session_date.isoformat(),
@@ -241,6 +259,7 @@ class SafetyStateMachine:
         self._day_high_equity = max(
             d for d in (self._day_high_equity, equity, _optional(portfolio.day_high_equity)) if d is not None
         )
+        self._peak_stop.observe(equity)
 
         transitions: list[Transition] = []
         flat = not portfolio.positions and not portfolio.open_order_symbols
@@ -260,6 +279,14 @@ class SafetyStateMachine:
                     f"the baseline {self._breaker_baseline} (limit {_pct(self._breaker_loss)})"
                 )
                 transitions.extend(self._trip("circuit_breaker", reason, at, equity=equity))
+                return transitions
+            if self._peak_stop.breached(equity):
+                stop = self._peak_stop
+                reason = (
+                    f"maximum drawdown stop: equity {equity} is {_pct(stop.drawdown(equity))} below "
+                    f"the high-water mark {stop.high_water_mark} (limit {_pct(stop.limit or ZERO)})"
+                )
+                transitions.extend(self._trip("max_drawdown", reason, at, equity=equity))
                 return transitions
 
         if self._state is TradingState.ACTIVE and not self._latched:
@@ -345,6 +372,8 @@ class SafetyStateMachine:
             log.info("rearm_ignored", reason=text, detail="not latched", state=self._state.value)
             return []
         previous = self._latch_reason
+        if self._latch_kind == "max_drawdown":
+            self._peak_stop.rebase(_decimal(equity, "equity") if equity is not None else None)
         self._latched = False
         self._latch_kind = None
         self._latch_reason = None
@@ -375,6 +404,7 @@ class SafetyStateMachine:
             "breaker_baseline": _str_or_none(self._breaker_baseline),
             "rebase_pending": self._rebase_pending,
             "day_high_equity": _str_or_none(self._day_high_equity),
+            "peak": self._peak_stop.to_dict(),
         }
 
     @classmethod
@@ -388,7 +418,7 @@ class SafetyStateMachine:
             raise ValueError(f"invalid trading-state snapshot: {exc}") from exc
         machine._state_reason = str(data.get("state_reason") or "restored")
         kind = data.get("latch_kind")
-        if kind not in (None, "circuit_breaker", "halt"):
+        if kind not in _LATCH_KINDS:
             raise ValueError(f"invalid trading-state snapshot: latch_kind {kind!r}")
         machine._latch_kind = kind
         if machine._latched and machine._latch_kind is None:
@@ -402,6 +432,7 @@ class SafetyStateMachine:
         machine._breaker_baseline = _optional(data.get("breaker_baseline")) or machine._session_start_equity
         machine._rebase_pending = bool(data.get("rebase_pending", False))
         machine._day_high_equity = _optional(data.get("day_high_equity"))
+        machine._peak_stop.restore(data.get("peak"))
         if machine._latched and machine._state in (TradingState.ACTIVE, TradingState.REDUCING):
             raise ValueError("invalid trading-state snapshot: latched but state is " + machine._state.value)
         return machine
@@ -425,15 +456,21 @@ class SafetyStateMachine:
         self._latch_kind = kind
         self._latch_reason = reason
         self._tripped_at = at
-        log.critical(
-            "circuit_breaker_triggered",
-            reason=reason,
-            at=at.isoformat(),
-            equity=_str_or_none(equity),
-            breaker_baseline=_str_or_none(self._breaker_baseline),
-            session_start_equity=_str_or_none(self._session_start_equity),
-            limit=str(self._breaker_loss),
-        )
+        if kind == "max_drawdown":
+            stop = self._peak_stop
+            log.critical("max_drawdown_stop_triggered", reason=reason, at=at.isoformat(),
+                         equity=_str_or_none(equity), high_water_mark=_str_or_none(stop.high_water_mark),
+                         limit=_str_or_none(stop.limit))
+        else:
+            log.critical(
+                "circuit_breaker_triggered",
+                reason=reason,
+                at=at.isoformat(),
+                equity=_str_or_none(equity),
+                breaker_baseline=_str_or_none(self._breaker_baseline),
+                session_start_equity=_str_or_none(self._session_start_equity),
+                limit=str(self._breaker_loss),
+            )
         if self._state is TradingState.LIQUIDATING:
             return []
         return [self._move(TradingState.LIQUIDATING, reason, at)]

@@ -824,6 +824,8 @@ class TradingSystem:
                 level = AlertLevel.EMERGENCY
                 if self.safety.latch_kind == "circuit_breaker":
                     title = "CIRCUIT BREAKER TRIPPED: liquidating"
+                elif self.safety.latch_kind == "max_drawdown":
+                    title = "MAXIMUM DRAWDOWN STOP: liquidating"
             await self.alerter.send(level, title, data.get("reason", ""), key=f"state:{data.get('to')}", fields=data)
         self.summary.state = self.safety.state.value
 
@@ -922,6 +924,7 @@ class TradingSystem:
                     rejected[symbol] = problem
                     log.warning("market_data_rejected", symbol=symbol, reason=problem, source="snapshot")
         await self._data_rejections.track(wanted, rejected)
+        self.reconciler.observe_prices({s: v for s, v in snapshots.items() if s not in rejected})  # MFE/MAE
         now = self.clock.now()
         benchmark = None if BENCHMARK in rejected else self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
         regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None

@@ -209,10 +209,11 @@ class Journal:
         self, symbol: str, strategy: str | None, entry_at: datetime, exit_at: datetime, qty: Decimal,
         entry_price: Decimal, exit_price: Decimal, pnl: Decimal, exit_reason: str | None, *,
         side: str = "long", return_pct: Decimal | None = None, trade_id: str | None = None,
+        mfe_pct: Decimal | None = None, mae_pct: Decimal | None = None,
     ) -> bool:
         return self._trades.record(
             symbol, strategy, entry_at, exit_at, qty, entry_price, exit_price, pnl, exit_reason,
-            side=side, return_pct=return_pct, trade_id=trade_id)
+            side=side, return_pct=return_pct, trade_id=trade_id, mfe_pct=mfe_pct, mae_pct=mae_pct)
 
     def record_closed_trade(self, trade: ClosedTrade) -> bool:
         return self._trades.record_closed(trade)

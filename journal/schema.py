@@ -140,6 +140,14 @@ MIGRATIONS: tuple[Migration, ...] = (
                 at TEXT NOT NULL)""",
         ),
     ),
+    Migration(
+        3,
+        "maximum favourable and adverse excursion of each trade",
+        (
+            "ALTER TABLE trades ADD COLUMN mfe_pct TEXT",
+            "ALTER TABLE trades ADD COLUMN mae_pct TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from core.private_files import private_dir, private_file, tighten
 from journal.codec import _json, _text
 from journal.errors import JournalError, JournalUnusable
 from journal.schema import MIGRATIONS, migrate
@@ -39,7 +40,9 @@ class Store:
         if self.path.is_dir():
             raise JournalUnusable(f"state database {self.path}: is a directory; give --state-db a file path")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if str(path) != ":memory:":
+                private_dir(self.path.parent)
+                private_file(self.path)  # SQLite gives the -wal and -shm files the db file's mode
         except OSError as exc:
             raise JournalUnusable(
                 f"state database {self.path}: cannot create its folder {self.path.parent} "
@@ -59,6 +62,8 @@ class Store:
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.schema_version = migrate(self.conn, MIGRATIONS, source=str(self.path))
+            for sidecar in ("-wal", "-shm"):
+                tighten(f"{self.path}{sidecar}")
         except sqlite3.OperationalError as exc:
             self.conn.close()
             if "locked" in str(exc) or "busy" in str(exc):

@@ -36,8 +36,13 @@ class TradeRepository:
         side: str = "long",
         return_pct: Decimal | None = None,
         trade_id: str | None = None,
+        mfe_pct: Decimal | None = None,
+        mae_pct: Decimal | None = None,
     ) -> bool:
-        """Record a closed round trip; False when ``trade_id`` was already recorded."""
+        """Record a closed round trip; False when ``trade_id`` was already recorded.
+
+        ``mfe_pct``/``mae_pct``: the trade's maximum favourable / adverse excursion
+        (:mod:`analytics.excursions`), None when no price was seen while it was open."""
         if side not in ("long", "short"):
             raise ValueError(f"trade side must be 'long' or 'short', got {side!r}")
         values = (
@@ -45,13 +50,14 @@ class TradeRepository:
             _ts(entry_at, "entry_at"), _ts(exit_at, "exit_at"), _dec_text(entry_price, "entry_price"),
             _dec_text(exit_price, "exit_price"), _dec_text(pnl, "pnl"),
             _opt_dec_text(return_pct, "return_pct"), exit_reason or None, trade_id,
+            _opt_dec_text(mfe_pct, "mfe_pct"), _opt_dec_text(mae_pct, "mae_pct"),
         )
         with self._store.tx() as conn:
             return bool(
                 conn.execute(
                     "INSERT OR IGNORE INTO trades (symbol, strategy, side, qty, entry_at, exit_at, "
-                    "entry_price, exit_price, pnl, return_pct, exit_reason, trade_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "entry_price, exit_price, pnl, return_pct, exit_reason, trade_id, mfe_pct, mae_pct) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     values,
                 ).rowcount
             )
@@ -62,6 +68,7 @@ class TradeRepository:
             trade.symbol, trade.strategy, trade.entry_at, trade.exit_at, trade.qty,
             trade.entry_price, trade.exit_price, trade.pnl, trade.exit_reason,
             side=trade.side, return_pct=trade.return_pct, trade_id=trade.trade_id or None,
+            mfe_pct=trade.mfe_pct, mae_pct=trade.mae_pct,
         )
 
     def select(self, since: datetime | None = None) -> list[dict[str, Any]]:
@@ -75,8 +82,8 @@ class TradeRepository:
         out = []
         for row in rows:
             item = dict(row)
-            for key in ("qty", "entry_price", "exit_price", "pnl", "return_pct"):
-                item[key] = _parse_dec(item[key])
+            for key in ("qty", "entry_price", "exit_price", "pnl", "return_pct", "mfe_pct", "mae_pct"):
+                item[key] = _parse_dec(item.get(key))
             for key in ("entry_at", "exit_at"):
                 item[key] = _parse_ts(item[key])
             out.append(item)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.errors import BrokerError, TradingError
+from engine.drawdown_stop import latch_label
 from broker.models import OrderRequest
 from order_executor import client_order_id_for, round_price
 
@@ -151,7 +152,7 @@ def _risk_check(settings: Any) -> tuple[str, Verdict, str]:
             journal.close()
         if safety.get("latched"):
             verdict = "WARN"
-            kind = "circuit breaker" if safety.get("latch_kind") == "circuit_breaker" else "operator halt"
+            kind = latch_label(safety.get("latch_kind"))
             notes.append(f"trading LATCHED by {kind} ({safety.get('reason')}); re-arm with main.py rearm")
         else:
             notes.append(f"trading state {safety.get('state', 'ACTIVE')}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine.drawdown_stop import latch_label
+
 
 def _snapshot_line(data: dict[str, Any]) -> str:
     """When and where the figures below come from."""
@@ -55,10 +57,13 @@ async def render_status(settings: Any) -> str:
     state = safety.get("state", "ACTIVE")
     latch = ""
     if safety.get("latched"):
-        kind = "circuit breaker" if safety.get("latch_kind") == "circuit_breaker" else "operator halt"
+        kind = latch_label(safety.get("latch_kind"))
         latch = f" LATCHED by {kind}: {safety.get('reason')} (re-arm with main.py rearm --reason ...)"
     lines.append(f"  trading state     {state}{latch}")
     lines.append(f"  session baseline  {safety.get('session_start_equity', '?')} ({safety.get('session_date', '?')})")
+    peak = (safety.get("peak") or {}).get("high_water_mark")
+    if peak is not None:
+        lines.append(f"  high-water mark   {peak} (the maximum drawdown stop measures from it)")
     if pdt:
         lines.append(f"  day trading       {_day_trading(pdt)}")
     positions = data.get("position_details", [])

@@ -355,7 +355,7 @@ def test_dotenv_can_name_the_config_file_and_profile(tmp_path: Path) -> None:
     settings = load_settings(env_file=env_file, environ={})
     assert settings.profile == "aggressive"
     assert settings.trading.max_positions == 2
-    assert settings.trading.stop_loss == 0.04
+    assert settings.trading.stop_loss == 0.05  # the aggressive profile (seed: 5%)
 
 
 # -- profiles ---------------------------------------------------------------------------------
@@ -376,9 +376,12 @@ def test_conservative_profile_values() -> None:
 
 def test_aggressive_profile_values() -> None:
     s = load(profile="aggressive")
-    assert (s.trading.max_position_size, s.trading.stop_loss, s.trading.take_profit) == (0.15, 0.04, 0.08)
+    assert (s.trading.max_position_size, s.trading.stop_loss, s.trading.take_profit) == (0.15, 0.05, 0.10)
     assert s.trading.max_positions == 8
     assert (s.risk.max_portfolio_risk, s.risk.max_daily_drawdown) == (0.18, 0.08)
+    # The seed's aggressive stop / target / breaker: 5% / 10% / 8%.
+    assert s.risk.circuit_breaker_loss == 0.08
+    assert s.risk.max_drawdown_from_peak == 0.20
     assert s.ai.min_confidence == 0.60
     assert s.trading.position_sizing == "volatility"
 
