@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--state-db", help="SQLite state file (default data/trading_state.db)")
     common.add_argument("--seed", type=int, help="simulator seed")
     common.add_argument("--start", help="simulated start (ISO-8601 or YYYY-MM-DD)")
+    common.add_argument("--http", type=http_flag, metavar="PORT|HOST:PORT|off",
+                        help="the /health, /metrics and dashboard endpoint (default 127.0.0.1:8686; "
+                             "0 = any free port; off = none; a non-loopback HOST needs TRADING_HTTP_TOKEN)")
     parser.add_argument("--version", action="version", version="trading-daemon 0.1")
     sub = parser.add_subparsers(dest="command")
     for name, help_text in [
@@ -99,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def http_flag(value: str) -> dict[str, Any]:
+    """``--http``: ``off``, ``PORT`` or ``HOST:PORT`` as ``http.*`` overrides."""
+    text = value.strip()
+    if text.lower() == "off":
+        return {"http.enabled": False}
+    host, sep, port = text.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535 or (sep and not host.strip("[]")):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a port (0-65535), HOST:PORT or 'off' (e.g. --http 8686, --http off)")
+    out: dict[str, Any] = {"http.enabled": True, "http.port": int(port)}
+    if sep:
+        out["http.host"] = host.strip("[]")
+    return out
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """CLI flags as config overrides (None: flag not given)."""
     out: dict[str, Any] = {
@@ -111,6 +129,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "storage.log_file": args.log_file,
         "storage.state_db": args.state_db,
     }
+    if getattr(args, "http", None):
+        out.update(args.http)
     if args.symbols:
         out["scanning.symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
     return {k: v for k, v in out.items() if v is not None}
@@ -483,6 +503,7 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
                              signals: SignalStop, *, fresh_state: bool) -> int:
     """The daemon's life once it holds the state database's lock."""
     from alerter import Alerter
+    from core.errors import ConfigError
     from journal.journal import Journal
     from engine.trading_system import TradingSystem
 
@@ -496,6 +517,12 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
         return EXIT_CONFIG
     system = None
     try:
+        http = await start_http(settings, log)
+    except ConfigError as exc:
+        journal.close()
+        print(f"error: {exc.problems[0]}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
         async with open_broker(settings) as (gateway, clock, _url):
             # Alerts go to the daemon's console (stdout, beside the log); stderr is kept for the
             # one line that explains why the program stopped.
@@ -504,6 +531,8 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
             system = TradingSystem(settings, gateway, clock, journal=journal, alerter=alerter,
                                    run_id=run_id, sim_days=settings.sim.days, stop_event=stop,
                                    regime_by_date=settings.mode == "sim")
+            if http is not None:
+                http.telemetry.attach(system)
             # The objects alive now (imported libraries, settings, calendar: ~100k) live as long
             # as the daemon. Frozen out of the cyclic garbage collector, its full collections
             # no longer walk them all inside whichever trading cycle triggers one
@@ -528,11 +557,37 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
         if system is None:
             log.info("system_shutdown", run_id=run_id, reason="signal before start-up completed")
     finally:
+        if http is not None:
+            await http.close()
         journal.close()
     if system is not None and system.fatal_error is not None:
         print(f"error: trading stopped: {system.fatal_error}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+async def start_http(settings: Any, log: Any) -> Any:
+    """The ``/health``, ``/metrics`` and dashboard endpoint (``ops.daemon_http``), or None when
+    ``--http off``. A port the user chose that is taken is a start-up configuration error
+    (ConfigError, exit 2); the *default* port being taken (a second daemon on this machine)
+    only costs this daemon its endpoint, with an ``http_unavailable`` warning in the log."""
+    if not settings.http.enabled:
+        return None
+    from core.errors import ConfigError
+    from ops.daemon_http import DaemonHttp
+    from ops.http_server import HttpStartError
+
+    http = DaemonHttp(settings.http)
+    try:
+        await http.start()
+    except HttpStartError as exc:
+        if "port" in settings.http.model_fields_set or "host" in settings.http.model_fields_set:
+            raise ConfigError([str(exc)]) from None
+        log.warning("http_unavailable", reason=str(exc), hint="give this daemon its own --http PORT")
+        return None
+    print(f"Dashboard: {http.server.url}   health: {http.server.url}health   metrics: {http.server.url}metrics",
+          flush=True)
+    return http
 
 
 class SignalStop:
