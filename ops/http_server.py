@@ -34,7 +34,7 @@ from ops.telemetry import Telemetry
 __all__ = ["HttpServer", "HttpStartError", "snapshot"]
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard"
-_STATIC = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
+_STATIC = {"dashboard.js": "application/javascript", "dashboard.css": "text/css", "favicon.svg": "image/svg+xml"}
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
@@ -103,6 +103,7 @@ class HttpServer:
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/favicon.ico", self._favicon)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/snapshot", self._snapshot)
@@ -166,6 +167,9 @@ class HttpServer:
         if name not in _STATIC:
             raise web.HTTPNotFound()
         return web.Response(body=(DASHBOARD / name).read_bytes(), content_type=_STATIC[name], charset="utf-8")
+
+    async def _favicon(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMovedPermanently("/static/favicon.svg")
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
         code, body = health(self.telemetry, stale_after_seconds=self.stale_after_seconds)

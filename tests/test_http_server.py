@@ -1,0 +1,399 @@
+"""The daemon's HTTP endpoint (issue 16, item 1): /health states, /metrics content, the token,
+the loopback guard, ``--http`` parsing, ``--http off`` and a taken port.
+
+Health is driven with an injected wall clock and a stand-in for the TradingSystem (the state
+the endpoint reads: safety machine, journal's last cycle, market status, clock, settings), so
+"stale" is reached without waiting; the HTTP tests talk real HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+import config
+import main
+from ops.daemon_http import DaemonHttp
+from ops.health import LOOP_MAX_BACKOFF_SECONDS, health
+from ops.http_server import HttpServer
+from ops.metrics import DaemonMetrics, endpoint_label
+from ops.telemetry import Telemetry, install_log_tap
+
+TOKEN = "tok-" + "s3cr3t-value-for-tests"
+NOW = datetime(2026, 1, 5, 15, 0, tzinfo=timezone.utc)
+
+
+class FakeWall:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeClock:
+    speed = 1.0
+
+    def __init__(self) -> None:
+        self.at = NOW
+
+    def now(self) -> datetime:
+        return self.at
+
+
+@dataclass
+class FakeSafety:
+    state: Any = field(default_factory=lambda: SimpleNamespace(value="active"))
+    state_reason: str = "initial state"
+    latched: bool = False
+    latch_kind: str | None = None
+    latch_reason: str | None = None
+    session_start_equity: Decimal | None = Decimal("100000")
+
+
+class FakeJournal:
+    def __init__(self) -> None:
+        self.last: dict[str, Any] | None = None
+
+    def get_last_cycle(self) -> dict[str, Any] | None:
+        return self.last
+
+
+def fake_system() -> SimpleNamespace:
+    settings = SimpleNamespace(trading=SimpleNamespace(cycle_interval_seconds=60))
+    return SimpleNamespace(settings=settings, safety=FakeSafety(), journal=FakeJournal(),
+                           market_status=SimpleNamespace(current=None), clock=FakeClock(),
+                           broker=SimpleNamespace(rate_limiter=None))
+
+
+def cycle(telemetry: Telemetry, equity: str = "100000", **extra: Any) -> None:
+    telemetry.on_event("cycle_complete", "info", {"market_time": NOW.isoformat(), "duration_ms": 42.0,
+                                                  "phase": "regular", "equity": equity, "positions": 0,
+                                                  "open_orders": 0, "unprotected": [], "state": "active",
+                                                  **extra})
+
+
+@pytest.fixture
+def wired() -> tuple[Telemetry, FakeWall, SimpleNamespace]:
+    wall = FakeWall()
+    telemetry = Telemetry(wall=wall)
+    system = fake_system()
+    telemetry.attach(system)
+    return telemetry, wall, system
+
+
+# -- /health ------------------------------------------------------------------------------
+
+
+def test_health_is_ok_after_a_cycle_and_stale_when_the_loop_stops_turning(wired: Any) -> None:
+    telemetry, wall, _system = wired
+    cycle(telemetry)
+    wall.t += 5
+    code, body = health(telemetry, stale_after_seconds=30)
+    assert (code, body["status"]) == (200, "ok"), body
+    assert body["trading_state"] == "active" and body["last_cycle_age_s"] == 5.0
+    assert body["broker"] == "unknown" and body["stream"] == "polling"
+    # 60 s cycles at 1x: three intervals (180 s) without a sign of life is stale
+    wall.t += 170
+    assert health(telemetry, stale_after_seconds=30)[1]["status"] == "ok"
+    wall.t += 20
+    code, body = health(telemetry, stale_after_seconds=30)
+    assert (code, body["status"]) == (503, "stale")
+    assert "no sign of life" in body["reasons"][0]
+    cycle(telemetry)  # the loop turns again
+    assert health(telemetry, stale_after_seconds=30)[0] == 200
+
+
+def test_health_is_degraded_with_reasons_when_the_broker_fails_or_trading_is_not_active(wired: Any) -> None:
+    telemetry, wall, system = wired
+    cycle(telemetry)
+    telemetry.on_broker_exchange("GET", "/v2/account", 0, {})
+    code, body = health(telemetry)
+    assert (code, body["status"], body["broker"]) == (200, "degraded", "unreachable")
+    telemetry.on_broker_exchange("GET", "/v2/account", 200, {})
+    assert health(telemetry)[1]["status"] == "ok"
+    system.safety = FakeSafety(state=SimpleNamespace(value="halted"), latched=True, latch_kind="circuit_breaker",
+                               latch_reason="daily loss 3.1% > 3%")
+    code, body = health(telemetry)
+    assert (code, body["status"], body["trading_state"]) == (200, "degraded", "halted")
+    assert any("daily loss" in r for r in body["reasons"])
+    telemetry.set_stream_status(lambda: "reconnecting")
+    assert health(telemetry)[1]["stream"] == "reconnecting"
+
+
+def test_a_failing_broker_backoff_is_degraded_not_stale(wired: Any) -> None:
+    """The loop waits up to 300 s between attempts on purpose: a watchdog must not restart it."""
+    telemetry, wall, _system = wired
+    cycle(telemetry)
+    telemetry.on_event("broker_unavailable", "warning", {"error": "connection refused"})
+    wall.t += 250
+    code, body = health(telemetry)
+    assert (code, body["status"]) == (200, "degraded")
+    wall.t += LOOP_MAX_BACKOFF_SECONDS
+    assert health(telemetry)[0] == 503
+
+
+def test_sleeping_through_a_closed_market_is_not_stale_until_the_wake_up_is_overdue(wired: Any) -> None:
+    telemetry, wall, system = wired
+    cycle(telemetry)
+    wake = NOW + timedelta(hours=17)
+    telemetry.on_event("market_countdown", "info", {"waiting_for": "pre", "target": wake.isoformat()})
+    wall.t += 10 * 3600  # ten hours of wall time without a cycle: the market is closed
+    system.clock.at = NOW + timedelta(hours=10)
+    code, body = health(telemetry)
+    assert (code, body["status"]) == (200, "ok"), body
+    assert body["sleeping_until"] == wake.isoformat() and body["last_cycle_age_s"] == 36000.0
+    system.clock.at = wake + timedelta(minutes=4)  # three 60 s intervals past the wake-up
+    assert health(telemetry)[1]["status"] == "stale"
+
+
+def test_at_simulator_speed_the_cadence_is_the_interval_in_wall_time(wired: Any) -> None:
+    telemetry, wall, system = wired
+    system.clock.speed = 300.0  # 60 s cycles are 0.2 s of wall time: the floor decides
+    cycle(telemetry)
+    wall.t += 29
+    assert health(telemetry, stale_after_seconds=30)[1]["status"] == "ok"
+    wall.t += 2
+    assert health(telemetry, stale_after_seconds=30)[1]["status"] == "stale"
+
+
+# -- /metrics -----------------------------------------------------------------------------
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_follow_the_loops_events_and_the_brokers_answers(wired: Any) -> None:
+    telemetry, wall, system = wired
+    system.journal.last = {"at": NOW.isoformat(), "data": {
+        "at": NOW.isoformat(), "equity": "100250.5", "positions": 2, "open_orders": 1,
+        "position_details": [{"symbol": "NVDA", "qty": "10", "unrealized_pl": "12.5", "stop": "120",
+                              "protected": True},
+                             {"symbol": "SPY", "qty": "3", "unrealized_pl": "-4", "stop": None,
+                              "protected": False}],
+        "order_details": [{"symbol": "NVDA", "side": "sell", "type": "stop", "qty": "10", "status": "new",
+                           "client_order_id": "x"}]}}
+    cycle(telemetry, equity="100250.5", duration_ms=1500.0)
+    events = [("order_submitted", {"side": "buy", "order_class": "bracket", "symbol": "NVDA"}),
+              ("order_submitted", {"side": "sell", "emergency": True, "symbol": "SPY"}),
+              ("order_filled", {"side": "buy", "symbol": "NVDA"}),
+              ("order_partially_filled", {"side": "sell", "symbol": "SPY"}),
+              ("alert", {"alert_level": "critical", "title": "Circuit breaker", "message": "tripped"}),
+              ("alert", {"alert_level": "info", "title": "x", "throttled": True}),
+              ("risk_veto", {"symbol": "AAPL", "check": "max_positions", "reason": "full"}),
+              ("signal", {"symbol": "AAPL", "action": "hold"}),
+              ("signal", {"symbol": "AAPL", "action": "buy", "strategy": "breakout", "confidence": 0.7})]
+    for name, fields in events:
+        telemetry.on_event(name, "info", fields)
+    for path, status in [("/v2/orders/8f1e2d3c-0000-4000-8000-123456789012", 200),
+                         ("/v2/orders/0b7a9c1e-0000-4000-8000-123456789012", 200),
+                         ("/v2/positions/NVDA", 404), ("/v2/account", 0)]:
+        telemetry.on_broker_exchange("GET", path, status, {"X-RateLimit-Remaining": "57"})
+    telemetry.refresh()
+    got = samples(telemetry.metrics.render().decode())
+    assert got[("trading_equity_dollars", ())] == 100250.5
+    assert got[("trading_session_pnl_dollars", ())] == 250.5
+    assert got[("trading_cycle_duration_seconds_count", ())] == 1
+    assert got[("trading_cycle_duration_seconds_bucket", (("le", "2.5"),))] == 1
+    assert got[("trading_cycle_duration_seconds_bucket", (("le", "1.0"),))] == 0
+    assert got[("trading_orders_submitted_total", (("kind", "bracket"), ("side", "buy")))] == 1
+    assert got[("trading_orders_submitted_total", (("kind", "emergency"), ("side", "sell")))] == 1
+    assert got[("trading_fills_total", (("side", "buy"),))] == 1
+    assert got[("trading_fills_total", (("side", "sell"),))] == 1
+    assert got[("trading_broker_requests_total", (("endpoint", "/v2/orders/{id}"), ("status", "200")))] == 2
+    assert got[("trading_broker_requests_total", (("endpoint", "/v2/positions/{id}"), ("status", "404")))] == 1
+    assert got[("trading_broker_requests_total", (("endpoint", "/v2/account"), ("status", "0")))] == 1
+    assert got[("trading_state", ())] == 0
+    assert got[("trading_positions", ())] == 2 and got[("trading_unprotected_positions", ())] == 1
+    assert got[("trading_open_orders", ())] == 1
+    assert got[("trading_rate_limit_remaining", ())] == 57
+    assert got[("trading_alerts_total", (("level", "critical"),))] == 1  # the throttled one is not counted
+    assert got[("trading_risk_vetoes_total", ())] == 1 and got[("trading_signals_total", ())] == 1
+    assert [d["stage"] for d in telemetry.decisions] == ["signal", "risk", "order", "order"]
+    # a halted daemon shows as 2 with the latch
+    system.safety = FakeSafety(state=SimpleNamespace(value="halted"), latched=True)
+    telemetry.refresh()
+    got = samples(telemetry.metrics.render().decode())
+    assert got[("trading_state", ())] == 2 and got[("trading_breaker_latched", ())] == 1
+
+
+def test_each_daemon_has_its_own_registry() -> None:
+    one, two = DaemonMetrics(), DaemonMetrics()  # the global registry would refuse the second
+    one.fills.labels(side="buy").inc()
+    assert "trading_fills_total{side=\"buy\"} 1.0" in one.render().decode()
+    assert "side=\"buy\"" not in two.render().decode()
+
+
+def test_endpoint_labels_stay_bounded() -> None:
+    assert endpoint_label("/v2/orders/8f1e2d3c-0000-4000-8000-123456789012") == "/v2/orders/{id}"
+    assert endpoint_label("/v2/positions/AAPL?x=1") == "/v2/positions/{id}"
+    assert endpoint_label("/v2/stocks/AAPL/bars") == "/v2/stocks/{id}/bars"
+    assert endpoint_label("/v1beta1/news") == "/v1beta1/news"
+
+
+def test_the_log_tap_sees_events_below_the_configured_level_and_never_breaks_logging() -> None:
+    telemetry = Telemetry()
+    remove = install_log_tap(telemetry)
+    try:
+        structlog.get_logger("t").info("cycle_complete", equity="123.45", market_time=NOW.isoformat(),
+                                       duration_ms=1.0)
+        telemetry.on_event = None  # type: ignore[assignment]  # a broken tap costs nothing
+        structlog.get_logger("t").info("still_logged")
+    finally:
+        remove()
+    assert telemetry.equity == Decimal("123.45") and telemetry.counts["cycles"] == 1
+    assert telemetry not in structlog.get_config()["processors"]
+
+
+# -- over HTTP ----------------------------------------------------------------------------
+
+
+async def _get(url: str, **kw: Any) -> tuple[int, str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url, **kw) as resp:
+        return resp.status, await resp.text(), resp.headers
+
+
+async def test_the_server_answers_health_metrics_dashboard_and_refuses_writes(wired: Any) -> None:
+    telemetry, wall, _system = wired
+    cycle(telemetry, equity="99999.99")
+    server = HttpServer(telemetry, port=0)
+    await server.start()
+    try:
+        status, text, headers = await _get(server.url + "health")
+        assert status == 200 and '"status": "ok"' in text
+        status, text, headers = await _get(server.url + "metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        assert "trading_equity_dollars 99999.99" in text
+        status, text, headers = await _get(server.url)
+        assert status == 200 and 'id="equity"' in text and "http://" not in text.replace("http://www.w3", "")
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
+        for name in ("dashboard.js", "dashboard.css"):
+            assert (await _get(server.url + "static/" + name))[0] == 200
+        assert (await _get(server.url + "static/../http_server.py"))[0] == 404
+        async with aiohttp.ClientSession() as session, session.post(server.url + "health") as resp:
+            assert resp.status == 405
+        # DNS rebinding: a page of evil.example resolving to 127.0.0.1 is refused
+        status, _text, _h = await _get(server.url + "health", headers={"Host": "evil.example:8686"})
+        assert status == 403
+        wall.t += 1000
+        assert (await _get(server.url + "health"))[0] == 503
+    finally:
+        await server.stop()
+
+
+async def test_a_token_is_required_when_configured_and_never_logged() -> None:
+    settings = config.load_settings(env_file=None, environ={"TRADING_HTTP_TOKEN": TOKEN,
+                                                            "TRADING_HTTP__PORT": "0"})
+    http = DaemonHttp(settings.http)
+    with structlog.testing.capture_logs() as logs:
+        await http.start()
+    try:
+        url = http.server.url
+        assert (await _get(url + "health"))[0] == 401
+        assert (await _get(url + "metrics", headers={"Authorization": "Bearer wrong-token-xxxxxxxx"}))[0] == 401
+        assert (await _get(url + "metrics", headers={"Authorization": f"Bearer {TOKEN}"}))[0] == 200
+        assert (await _get(url + "health", params={"token": TOKEN}))[0] == 200
+    finally:
+        await http.close()
+    started = [e for e in logs if e["event"] == "http_server_started"]
+    assert started and started[0]["token_required"] is True
+    assert TOKEN not in repr(logs)
+    assert TOKEN in settings.secret_values()  # registered with the log redactor by main.py
+    assert settings.redacted_dict()["http"]["token"] == "***"
+
+
+def test_beyond_loopback_the_config_demands_a_token_without_echoing_it() -> None:
+    with pytest.raises(config.ConfigError) as exc:
+        config.load_settings(env_file=None, environ={"TRADING_HTTP__HOST": "0.0.0.0"})
+    assert "token is required" in config.format_problems(exc.value)
+    with pytest.raises(config.ConfigError) as exc:
+        config.load_settings(env_file=None, environ={"TRADING_HTTP__HOST": "0.0.0.0", "TRADING_HTTP_TOKEN": "short1"})
+    assert "short1" not in config.format_problems(exc.value)
+    ok = config.load_settings(env_file=None, environ={"TRADING_HTTP__HOST": "0.0.0.0", "TRADING_HTTP_TOKEN": TOKEN})
+    assert ok.http.host == "0.0.0.0"
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("off", {"http.enabled": False}),
+    ("9000", {"http.enabled": True, "http.port": 9000}),
+    ("0", {"http.enabled": True, "http.port": 0}),
+    ("0.0.0.0:9000", {"http.enabled": True, "http.port": 9000, "http.host": "0.0.0.0"}),
+    ("[::1]:9000", {"http.enabled": True, "http.port": 9000, "http.host": "::1"}),
+])
+def test_http_flag_values(value: str, expected: dict[str, Any]) -> None:
+    args = main.build_parser().parse_args(["--http", value])
+    assert {k: v for k, v in main.overrides_from_args(args).items() if k.startswith("http")} == expected
+
+
+@pytest.mark.parametrize("value", ["65536", "-1", "eighty", ":80", "8686x", ""])
+def test_a_bad_http_value_is_one_line_and_exit_2(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.main(["--http", value, "status"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: argument --http:") and "'off'" in err[0]
+
+
+def _busy_port() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+def test_a_chosen_port_that_is_taken_ends_the_run_with_one_line(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    sock = _busy_port()
+    port = sock.getsockname()[1]
+    try:
+        code = main.main(["--http", str(port), "--sim-days", "1", "--speed", "max", "--symbols", "SPY",
+                          "--state-db", str(tmp_path / "s.db"), "--log-file", str(tmp_path / "l.jsonl")])
+    finally:
+        sock.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and f"127.0.0.1:{port}" in err[0] and "--http off" in err[0], err
+
+
+async def test_the_default_port_taken_costs_only_the_endpoint() -> None:
+    """A second daemon on the machine: it trades on, says so in the log, and has no endpoint."""
+    sock = _busy_port()
+    http_settings = SimpleNamespace(enabled=True, host="127.0.0.1", port=sock.getsockname()[1], token=None,
+                                    stale_after_seconds=30.0, model_fields_set=set())
+    try:
+        with structlog.testing.capture_logs() as logs:
+            http = await main.start_http(SimpleNamespace(http=http_settings), structlog.get_logger("main"))
+    finally:
+        sock.close()
+    assert http is None
+    assert [e["event"] for e in logs] == ["http_unavailable"] and "--http" in logs[0]["hint"]
+
+
+async def test_http_off_starts_nothing() -> None:
+    settings = config.load_settings(env_file=None, environ={}, overrides={"http.enabled": False})
+    assert await main.start_http(settings, structlog.get_logger("main")) is None
+
+
+def test_a_daemon_run_with_http_off_serves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main.main(["--http", "off", "--sim-days", "1", "--speed", "max", "--symbols", "SPY",
+                      "--state-db", str(tmp_path / "s.db"), "--log-file", str(tmp_path / "l.jsonl")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Dashboard:" not in out
+    assert "http_server_started" not in (tmp_path / "l.jsonl").read_text()
