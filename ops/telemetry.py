@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -33,10 +33,12 @@ from ops.metrics import TRADING_STATES, DaemonMetrics, endpoint_label
 
 __all__ = ["Telemetry", "install_log_tap"]
 
+log = structlog.get_logger(__name__)
+
 #: Loop events that are a failed attempt (the loop backs off after them, up to 300 s).
 FAILURE_EVENTS = frozenset({"broker_unavailable", "operational_error", "cycle_failed",
                             "startup_broker_unavailable", "startup_deferred"})
-_DECISION_EVENTS = frozenset({"signal", "trade_intent", "risk_veto", "risk_reduced", "pdt_blocked",
+_DECISION_EVENTS = frozenset({"signal", "trade_intent", "risk_veto", "risk_reduced", "risk_approved", "pdt_blocked",
                               "order_submitted", "order_rejected", "strategy_exit", "exit_deferred"})
 _CURVE_POINTS = 2000
 _DECISIONS_KEPT = 40
@@ -100,7 +102,17 @@ class Telemetry:
         transport = getattr(getattr(system, "broker", None), "transport", None)
         if transport is not None and hasattr(transport, "observer"):
             transport.observer = self.on_broker_exchange
+        self._backfill_curve(system)
         self.refresh()
+
+    def _backfill_curve(self, system: Any) -> None:
+        """The session's curve so far from the journal (a restart mid-session keeps it)."""
+        try:
+            since = system.clock.now() - timedelta(hours=24)
+            for at, equity in system.journal.equity_curve(since=since):
+                self._note_equity(Decimal(equity), at.isoformat())
+        except Exception as exc:  # a curve is a nicety; the endpoint must come up regardless
+            log.warning("dashboard_curve_unavailable", error=repr(exc))
 
     def set_stream_status(self, source: Callable[[], str]) -> None:
         """Where ``/health``'s ``stream`` comes from (the trade-update stream's own report,
@@ -199,6 +211,7 @@ class Telemetry:
                 "qty", "status", "intent_id", "emergency", "code")
         entry = _scrubbed({k: fields[k] for k in keep if fields.get(k) is not None})
         stage = {"signal": "signal", "trade_intent": "ai", "risk_veto": "risk", "risk_reduced": "risk",
+                 "risk_approved": "risk",
                  "pdt_blocked": "pdt", "strategy_exit": "exit", "exit_deferred": "exit"}.get(name, "order")
         self.decisions.appendleft({"at": self._market_now(), "stage": stage, "event": name, **entry})
 

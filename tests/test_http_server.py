@@ -68,6 +68,9 @@ class FakeJournal:
     def get_last_cycle(self) -> dict[str, Any] | None:
         return self.last
 
+    def equity_curve(self, since: datetime | None = None) -> list[tuple[datetime, Decimal]]:
+        return [(NOW - timedelta(minutes=5), Decimal("99990")), (NOW - timedelta(minutes=1), Decimal("100000"))]
+
 
 def fake_system() -> SimpleNamespace:
     settings = SimpleNamespace(trading=SimpleNamespace(cycle_interval_seconds=60))
@@ -180,6 +183,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_metrics_follow_the_loops_events_and_the_brokers_answers(wired: Any) -> None:
     telemetry, wall, system = wired
+    assert [e for _, e in telemetry.curve] == ["99990", "100000"]  # the session so far, from the journal
     system.journal.last = {"at": NOW.isoformat(), "data": {
         "at": NOW.isoformat(), "equity": "100250.5", "positions": 2, "open_orders": 1,
         "position_details": [{"symbol": "NVDA", "qty": "10", "unrealized_pl": "12.5", "stop": "120",
@@ -397,3 +401,17 @@ def test_a_daemon_run_with_http_off_serves_nothing(tmp_path: Path, capsys: pytes
     assert code == 0
     assert "Dashboard:" not in out
     assert "http_server_started" not in (tmp_path / "l.jsonl").read_text()
+
+
+def test_the_sample_grafana_dashboard_graphs_metrics_the_daemon_exports() -> None:
+    import json
+    import re
+
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\btrading_[a-z_]+", expr)}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    exported = {family.name + suffix for family in DaemonMetrics().registry.collect()
+                for suffix in suffixes[family.type]}
+    assert used and used <= exported, sorted(used - exported)
+    assert {"trading_equity_dollars", "trading_state", "trading_unprotected_positions"} <= used
