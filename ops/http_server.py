@@ -42,9 +42,10 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-#: How often an open event stream looks for a change (wall seconds), and sends a keep-alive.
+#: How often an open event stream looks for a change (wall seconds), and the longest it goes
+#: without sending the picture (the market clock and the cycle's age move on their own).
 SSE_POLL_SECONDS = 0.25
-SSE_KEEPALIVE_SECONDS = 15.0
+SSE_REFRESH_SECONDS = 2.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -123,9 +124,8 @@ class HttpServer:
             raise HttpStartError(f"http: cannot listen on {self.host}:{self.port} ({reason}); give "
                                  "--http another port, or --http off") from None
         self._runner = runner
-        sockets = getattr(site._server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        if runner.addresses:  # the port actually bound (port 0 asks the kernel for a free one)
+            self.port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
         self._closing.set()
@@ -185,7 +185,8 @@ class HttpServer:
         return web.json_response(snapshot(self.telemetry, stale_after_seconds=self.stale_after_seconds))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: the snapshot now, then again whenever it changed."""
+        """Server-sent events: the snapshot now, then whenever it changed (at most 4 a second),
+        and at least every ``SSE_REFRESH_SECONDS``."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
@@ -194,14 +195,11 @@ class HttpServer:
         last_write = loop.time()
         try:
             while not self._closing.is_set():
-                if self.telemetry.version != sent_version:
+                if self.telemetry.version != sent_version or loop.time() - last_write > SSE_REFRESH_SECONDS:
                     sent_version = self.telemetry.version
                     data = json.dumps(snapshot(self.telemetry, stale_after_seconds=self.stale_after_seconds),
                                       default=str)
                     await response.write(f"event: snapshot\ndata: {data}\n\n".encode())
-                    last_write = loop.time()
-                elif loop.time() - last_write > SSE_KEEPALIVE_SECONDS:
-                    await response.write(b": keep-alive\n\n")
                     last_write = loop.time()
                 try:
                     await asyncio.wait_for(self._closing.wait(), SSE_POLL_SECONDS)

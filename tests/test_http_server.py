@@ -8,6 +8,7 @@ the endpoint reads: safety machine, journal's last cycle, market status, clock, 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -415,3 +416,37 @@ def test_the_sample_grafana_dashboard_graphs_metrics_the_daemon_exports() -> Non
                 for suffix in suffixes[family.type]}
     assert used and used <= exported, sorted(used - exported)
     assert {"trading_equity_dollars", "trading_state", "trading_unprotected_positions"} <= used
+
+
+async def _next_snapshot(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    import json
+
+    async for raw in resp.content:
+        line = raw.decode().strip()
+        if line.startswith("data: "):
+            return json.loads(line[len("data: "):])
+    raise AssertionError("the stream ended")
+
+
+async def test_the_event_stream_pushes_each_change_and_ends_when_the_server_stops(wired: Any) -> None:
+    telemetry, _wall, _system = wired
+    cycle(telemetry, equity="100000")
+    server = HttpServer(telemetry, port=0)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session, session.get(server.url + "events") as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            first = await _next_snapshot(resp)
+            assert first["equity"] == "100000" and first["health"]["status"] == "ok"
+            cycle(telemetry, equity="100123.45")
+            telemetry.on_event("alert", "critical", {"alert_level": "critical", "title": "Breaker tripped",
+                                                     "message": "daily loss"})
+            for _ in range(20):
+                update = await _next_snapshot(resp)
+                if update["equity"] == "100123.45" and update["alerts"]:
+                    break
+            assert update["equity"] == "100123.45" and update["curve"][-1][1] == "100123.45"
+            assert update["alerts"][0]["title"] == "Breaker tripped"
+            await asyncio.wait_for(server.stop(), 15)  # an open stream does not hold up a shutdown
+    finally:
+        await server.stop()

@@ -15,6 +15,17 @@
     return n.toLocaleString("en-US", { style: "currency", currency: "USD" });
   }
 
+  // Market times in New York time, where the sessions are (the browser's own zone may differ).
+  const nyFormat = new Intl.DateTimeFormat("en-CA", {
+    timeZone: "America/New_York", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  function when(iso) {
+    if (!iso) return "-";
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return String(iso);
+    return nyFormat.format(d).replace(",", "") + " ET";
+  }
+
   function signClass(value) {
     const n = Number(value);
     return !Number.isFinite(n) || n === 0 ? "" : n > 0 ? "pos" : "neg";
@@ -65,7 +76,7 @@
     line.setAttribute("points", values.map((v, i) =>
       (i * step).toFixed(1) + "," + (175 - ((v - lo) / (hi - lo)) * 170).toFixed(1)).join(" "));
     setText("curve-range", points.length + " readings, " + money(lo) + " to " + money(hi) +
-      ", " + points[0][0] + " to " + points[points.length - 1][0]);
+      ", " + when(points[0][0]) + " to " + when(points[points.length - 1][0]));
   }
 
   function describe(d) {
@@ -88,7 +99,7 @@
     eq.dataset.value = s.equity === null ? "" : s.equity;
     setText("day-pnl", s.day_pnl === null ? "-" : money(s.day_pnl), "big " + signClass(s.day_pnl));
     setText("session-start", money(s.session_start_equity));
-    setText("as-of", s.as_of);
+    setText("as-of", when(s.as_of));
     drawCurve(s.curve || []);
 
     const h = s.health || {};
@@ -113,16 +124,16 @@
     }
 
     const m = s.market || {};
-    setText("market-time", m.now);
+    setText("market-time", when(m.now));
     setText("market-phase", m.phase);
-    setText("market-next", m.next_event ? (m.waiting_for || "event") + " at " + m.next_event : "-");
+    setText("market-next", m.next_event ? (m.waiting_for || "event") + " at " + when(m.next_event) : "-");
 
     fillTable("positions", s.positions || [], (p) => [
       [p.symbol], [p.qty], [money(p.unrealized_pl), signClass(p.unrealized_pl)], [p.stop],
       [p.protected ? "protected" : "UNPROTECTED", p.protected ? "pos" : "neg"]]);
     fillTable("orders", s.orders || [], (o) => [[o.symbol], [o.side], [o.type], [o.qty], [o.status], [o.client_order_id]]);
-    fillTable("decisions", s.decisions || [], (d) => [[d.at], [d.stage], [d.symbol], [describe(d), "wrap"]]);
-    fillTable("alerts", s.alerts || [], (a) => [[a.at], [a.level, "level-" + a.level], [a.title, "wrap"], [a.message, "wrap"]]);
+    fillTable("decisions", s.decisions || [], (d) => [[when(d.at)], [d.stage], [d.symbol], [describe(d), "wrap"]]);
+    fillTable("alerts", s.alerts || [], (a) => [[when(a.at)], [a.level, "level-" + a.level], [a.title, "wrap"], [a.message, "wrap"]]);
     setText("connection", "updated " + new Date().toLocaleTimeString());
   }
 
