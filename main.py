@@ -506,6 +506,7 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
     from core.errors import ConfigError
     from journal.journal import Journal
     from engine.trading_system import TradingSystem
+    from ops.daemon_http import start_endpoint
 
     if fresh_state:
         _start_fresh(Path(settings.storage.state_db))
@@ -517,7 +518,7 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
         return EXIT_CONFIG
     system = None
     try:
-        http = await start_http(settings, log)
+        http = await start_endpoint(settings.http)
     except ConfigError as exc:
         journal.close()
         print(f"error: {exc.problems[0]}", file=sys.stderr)
@@ -564,30 +565,6 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
         print(f"error: trading stopped: {system.fatal_error}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
-
-
-async def start_http(settings: Any, log: Any) -> Any:
-    """The ``/health``, ``/metrics`` and dashboard endpoint (``ops.daemon_http``), or None when
-    ``--http off``. A port the user chose that is taken is a start-up configuration error
-    (ConfigError, exit 2); the *default* port being taken (a second daemon on this machine)
-    only costs this daemon its endpoint, with an ``http_unavailable`` warning in the log."""
-    if not settings.http.enabled:
-        return None
-    from core.errors import ConfigError
-    from ops.daemon_http import DaemonHttp
-    from ops.http_server import HttpStartError
-
-    http = DaemonHttp(settings.http)
-    try:
-        await http.start()
-    except HttpStartError as exc:
-        if "port" in settings.http.model_fields_set or "host" in settings.http.model_fields_set:
-            raise ConfigError([str(exc)]) from None
-        log.warning("http_unavailable", reason=str(exc), hint="give this daemon its own --http PORT")
-        return None
-    print(f"Dashboard: {http.server.url}   health: {http.server.url}health   metrics: {http.server.url}metrics",
-          flush=True)
-    return http
 
 
 class SignalStop:

@@ -17,10 +17,11 @@ from typing import Any
 
 import structlog
 
-from ops.http_server import HttpServer
+from core.errors import ConfigError
+from ops.http_server import HttpServer, HttpStartError
 from ops.telemetry import Telemetry, install_log_tap
 
-__all__ = ["DaemonHttp"]
+__all__ = ["DaemonHttp", "start_endpoint"]
 
 log = structlog.get_logger(__name__)
 
@@ -47,3 +48,26 @@ class DaemonHttp:
             self._remove_tap()
             self._remove_tap = None
         await self.server.stop()
+
+
+async def start_endpoint(http_settings: Any) -> DaemonHttp | None:
+    """The endpoint as configured, listening; None when ``--http off``.
+
+    A port or address the user chose that cannot be used is a start-up configuration error
+    (:class:`ConfigError`, one line; ``main.py`` exits 2 before touching the broker). The
+    *default* port being taken (a second daemon on this machine) only costs this daemon its
+    endpoint: it trades on and logs ``http_unavailable``.
+    """
+    if not http_settings.enabled:
+        return None
+    http = DaemonHttp(http_settings)
+    try:
+        await http.start()
+    except HttpStartError as exc:
+        if {"port", "host"} & set(http_settings.model_fields_set):
+            raise ConfigError([str(exc)]) from None
+        log.warning("http_unavailable", reason=str(exc), hint="give each daemon its own --http PORT")
+        return None
+    url = http.server.url
+    print(f"Dashboard: {url}   health: {url}health   metrics: {url}metrics", flush=True)
+    return http

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import config
 import main
-from ops.daemon_http import DaemonHttp
+from ops.daemon_http import DaemonHttp, start_endpoint
 from ops.health import LOOP_MAX_BACKOFF_SECONDS, health
 from ops.http_server import HttpServer
 from ops.metrics import DaemonMetrics, endpoint_label
@@ -383,7 +383,7 @@ async def test_the_default_port_taken_costs_only_the_endpoint() -> None:
                                     stale_after_seconds=30.0, model_fields_set=set())
     try:
         with structlog.testing.capture_logs() as logs:
-            http = await main.start_http(SimpleNamespace(http=http_settings), structlog.get_logger("main"))
+            http = await start_endpoint(http_settings)
     finally:
         sock.close()
     assert http is None
@@ -392,7 +392,7 @@ async def test_the_default_port_taken_costs_only_the_endpoint() -> None:
 
 async def test_http_off_starts_nothing() -> None:
     settings = config.load_settings(env_file=None, environ={}, overrides={"http.enabled": False})
-    assert await main.start_http(settings, structlog.get_logger("main")) is None
+    assert await start_endpoint(settings.http) is None
 
 
 def test_a_daemon_run_with_http_off_serves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -450,3 +450,34 @@ async def test_the_event_stream_pushes_each_change_and_ends_when_the_server_stop
             await asyncio.wait_for(server.stop(), 15)  # an open stream does not hold up a shutdown
     finally:
         await server.stop()
+
+
+def test_a_running_daemon_serves_health_and_metrics_and_closes_the_port_on_sigterm(tmp_path: Path) -> None:
+    """What the acceptance check does: start the daemon in SIM mode and scrape it."""
+    import json
+    import signal
+    import urllib.error
+    import urllib.request
+
+    from tests.e2e_helpers import HOLDING_ARGS, HOLDING_ENV, Daemon, make_run_paths
+
+    paths = make_run_paths(tmp_path)
+    with Daemon([*HOLDING_ARGS, "--http", "0"], paths, env=HOLDING_ENV) as daemon:
+        url = daemon.wait_for("http_server_started", timeout=60)["url"]
+        daemon.wait_for("cycle_complete", lambda e: e["positions"] >= 1, timeout=60)
+        with urllib.request.urlopen(url + "health", timeout=10) as resp:
+            assert resp.status == 200
+            body = json.loads(resp.read())
+        assert body["status"] == "ok" and body["trading_state"] == "active", body
+        assert body["broker"] == "ok" and body["stream"] == "polling" and body["last_cycle_age_s"] >= 0
+        with urllib.request.urlopen(url + "metrics", timeout=10) as resp:
+            got = samples(resp.read().decode())
+        assert got[("trading_positions", ())] == 1 and got[("trading_unprotected_positions", ())] == 0
+        assert got[("trading_fills_total", (("side", "buy"),))] >= 1
+        assert got[("trading_orders_submitted_total", (("kind", "bracket"), ("side", "buy")))] == 1
+        assert got[("trading_broker_requests_total", (("endpoint", "/v2/account"), ("status", "200")))] >= 1
+        assert got[("trading_cycle_duration_seconds_count", ())] >= 1
+        assert "Dashboard: " + url in daemon.stdout()
+        assert daemon.stop(signal.SIGTERM) == 0
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url + "health", timeout=5)
