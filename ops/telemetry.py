@@ -102,8 +102,18 @@ class Telemetry:
         transport = getattr(getattr(system, "broker", None), "transport", None)
         if transport is not None and hasattr(transport, "observer"):
             transport.observer = self.on_broker_exchange
+        self._find_stream_reporter(system)
         self._backfill_curve(system)
         self.refresh()
+
+    def _find_stream_reporter(self, system: Any) -> None:
+        """A ``stream_status`` (method or attribute) on the loop or its broker reports the
+        trade-update stream to ``/health``; without one the daemon polls by REST."""
+        for owner in (system, getattr(system, "broker", None)):
+            if owner is not None and hasattr(owner, "stream_status"):
+                value = getattr(owner, "stream_status")
+                self.set_stream_status(value if callable(value) else (lambda o=owner: getattr(o, "stream_status")))
+                return
 
     def _backfill_curve(self, system: Any) -> None:
         """The session's curve so far from the journal (a restart mid-session keeps it)."""
@@ -122,7 +132,8 @@ class Telemetry:
 
     def stream_status(self) -> str:
         try:
-            return str(self._stream_status())
+            status = self._stream_status()
+            return str(getattr(status, "value", status))  # an Enum reads as its value
         except Exception:  # a broken reporter must not break /health
             return "unknown"
 

@@ -135,6 +135,27 @@ def test_health_is_degraded_with_reasons_when_the_broker_fails_or_trading_is_not
     assert health(telemetry)[1]["stream"] == "reconnecting"
 
 
+def test_a_stream_status_on_the_loop_or_its_broker_is_what_health_reports() -> None:
+    import enum
+
+    class StreamState(enum.Enum):
+        CONNECTED = "connected"
+        DOWN = "disconnected"
+
+    system = fake_system()
+    system.broker.stream_status = StreamState.CONNECTED  # an attribute on the broker
+    telemetry = Telemetry()
+    telemetry.attach(system)
+    cycle(telemetry)
+    assert health(telemetry)[1]["stream"] == "connected"
+    system.broker.stream_status = StreamState.DOWN
+    code, body = health(telemetry)
+    assert (code, body["status"], body["stream"]) == (200, "degraded", "disconnected")
+    system.stream_status = lambda: "polling"  # a method on the loop wins
+    telemetry.attach(system)
+    assert health(telemetry)[1]["stream"] == "polling"
+
+
 def test_a_failing_broker_backoff_is_degraded_not_stale(wired: Any) -> None:
     """The loop waits up to 300 s between attempts on purpose: a watchdog must not restart it."""
     telemetry, wall, _system = wired
