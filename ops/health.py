@@ -94,6 +94,8 @@ def health(telemetry: Telemetry, *, stale_after_seconds: float = 30.0) -> tuple[
     unprotected = telemetry.unprotected_count
     if unprotected:
         reasons.append(f"{unprotected} unprotected position(s)")
+    if telemetry.read_error is not None:
+        reasons.append(telemetry.read_error)
     if stream in _DOWN_STREAM:
         reasons.append(f"stream {stream}")
     if _is_stale(telemetry, stale_after_seconds):

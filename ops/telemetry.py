@@ -91,6 +91,7 @@ class Telemetry:
         self.decisions: deque[dict[str, Any]] = deque(maxlen=_DECISIONS_KEPT)
         self.alerts: deque[dict[str, Any]] = deque(maxlen=_ALERTS_KEPT)
         self.unprotected_count = 0
+        self.read_error: str | None = None
         self.counts: dict[str, int] = {"cycles": 0, "orders_submitted": 0, "fills": 0, "alerts": 0}
         self._stream_status: Callable[[], str] = lambda: "polling"
 
@@ -249,10 +250,14 @@ class Telemetry:
         system = self.system
         m = self.metrics
         if system is not None:
-            self._read_safety(system)
-            self._read_last_cycle(system)
-            self._read_market(system)
-            self._read_rate_limit(system)
+            try:
+                self._read_safety(system)
+                self._read_last_cycle(system)
+                self._read_market(system)
+                self._read_rate_limit(system)
+                self.read_error = None
+            except Exception as exc:  # the endpoint still answers (degraded, with the reason)
+                self.read_error = f"cannot read the loop's state: {exc!r}"
         m.state.set(TRADING_STATES.get(str(self.safety.get("state")).lower(), -1))
         m.breaker_latched.set(1 if self.safety.get("latched") else 0)
         if self.equity is not None:

@@ -133,6 +133,9 @@ def test_health_is_degraded_with_reasons_when_the_broker_fails_or_trading_is_not
     assert any("daily loss" in r for r in body["reasons"])
     telemetry.set_stream_status(lambda: "reconnecting")
     assert health(telemetry)[1]["stream"] == "reconnecting"
+    system.journal.get_last_cycle = lambda: 1 / 0  # a state the endpoint cannot read
+    code, body = health(telemetry)
+    assert (code, body["status"]) == (200, "degraded") and any("ZeroDivisionError" in r for r in body["reasons"])
 
 
 def test_a_stream_status_on_the_loop_or_its_broker_is_what_health_reports() -> None:
