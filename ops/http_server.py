@@ -12,7 +12,8 @@ nothing it serves can change the daemon). Routes, all GET:
 Loopback by default (``127.0.0.1:8686``). Any other bind address needs a token
 (``http.token`` / ``TRADING_HTTP_TOKEN``; config refuses to start without one): every request
 must then carry ``Authorization: Bearer TOKEN`` or ``?token=TOKEN`` (the dashboard passes the
-one it was opened with on to its own requests). On loopback, requests whose ``Host`` is not a
+one it was opened with on to its own requests); only the page's own files, which hold no
+data, are served without it. On loopback, requests whose ``Host`` is not a
 loopback name are refused, so a web page cannot reach the dashboard by DNS rebinding.
 """
 
@@ -48,6 +49,12 @@ SSE_POLL_SECONDS = 0.25
 SSE_REFRESH_SECONDS = 2.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _is_public(path: str) -> bool:
+    """The dashboard's shell (page, script, style, icon) holds no data: served without the
+    token, so the page can load and pass the token it was opened with to the data routes."""
+    return path in ("/", "/favicon.ico") or path.startswith("/static/")
 
 
 class HttpStartError(Exception):
@@ -141,7 +148,7 @@ class HttpServer:
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
         if self._loopback and request.host.rsplit(":", 1)[0] not in _LOOPBACK_NAMES:
             return web.Response(status=403, text="forbidden: not a loopback host name\n")
-        if self._token is not None and not self._authorized(request):
+        if self._token is not None and not _is_public(request.path) and not self._authorized(request):
             return web.Response(status=401, text="unauthorized: give the token (Authorization: Bearer ...)\n",
                                 headers={"WWW-Authenticate": "Bearer"})
         response = await handler(request)

@@ -118,3 +118,30 @@ def _check_page(browser: Any, url: str, daemon: Daemon) -> None:
     assert page.evaluate("window.__loadMarker") == "first load", "the page reloaded"
     assert len(navigations) == 1, navigations
     assert problems == [], problems
+
+
+def test_with_a_token_the_dashboard_opened_with_it_works_and_without_it_shows_no_data(run_dir: Path) -> None:  # noqa: F811
+    sync_playwright = _sync_playwright()
+    token = "browser-test-token-0123456789"
+    paths = make_run_paths(run_dir)
+    with Daemon(["--http", "0", "--symbols", "SPY"], paths, env={"TRADING_HTTP_TOKEN": token}) as daemon:
+        url = daemon.wait_for("http_server_started", timeout=60)["url"]
+        daemon.wait_for("cycle_complete", timeout=60)
+        with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile, sync_playwright() as p:
+            browser = p.chromium.launch_persistent_context(
+                profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(url + "?token=" + token, wait_until="load")
+                _wait_until(page, "an equity", lambda: bool(page.get_attribute("#equity", "data-value")))
+                assert errors == []
+                stranger = browser.new_page()
+                stranger.goto(url, wait_until="load")
+                stranger.wait_for_timeout(1500)
+                assert stranger.get_attribute("#equity", "data-value") == ""
+                assert "reconnecting" in stranger.inner_text("#connection")
+            finally:
+                browser.close()
+        assert token not in daemon.stdout() and token not in paths.log_file.read_text()

@@ -337,6 +337,10 @@ async def test_a_token_is_required_when_configured_and_never_logged() -> None:
         assert (await _get(url + "metrics", headers={"Authorization": "Bearer wrong-token-xxxxxxxx"}))[0] == 401
         assert (await _get(url + "metrics", headers={"Authorization": f"Bearer {TOKEN}"}))[0] == 200
         assert (await _get(url + "health", params={"token": TOKEN}))[0] == 200
+        # the page's shell holds no data and loads without it; its data routes need it
+        assert (await _get(url))[0] == 200 and (await _get(url + "static/dashboard.js"))[0] == 200
+        assert (await _get(url + "api/snapshot"))[0] == 401
+        assert (await _get(url + "api/snapshot", params={"token": TOKEN}))[0] == 200
     finally:
         await http.close()
     started = [e for e in logs if e["event"] == "http_server_started"]
