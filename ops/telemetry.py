@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -40,6 +41,7 @@ FAILURE_EVENTS = frozenset({"broker_unavailable", "operational_error", "cycle_fa
                             "startup_broker_unavailable", "startup_deferred"})
 _DECISION_EVENTS = frozenset({"signal", "trade_intent", "risk_veto", "risk_reduced", "risk_approved", "pdt_blocked",
                               "order_submitted", "order_rejected", "strategy_exit", "exit_deferred"})
+_NEW_YORK = ZoneInfo("America/New_York")
 _CURVE_POINTS = 2000
 _DECISIONS_KEPT = 40
 _ALERTS_KEPT = 25
@@ -204,8 +206,8 @@ class Telemetry:
     def _note_equity(self, equity: Decimal, at: str) -> None:
         self.equity = equity
         self.peak_equity = equity if self.peak_equity is None else max(self.peak_equity, equity)
-        session = at[:10]
-        if session != self.curve_session:  # the curve is the session's
+        session = _new_york_day(at)
+        if session != self.curve_session:  # the curve is the session's (New York's trading day)
             self.curve.clear()
             self.curve_session = session
         if not self.curve or self.curve[-1] != (at, str(equity)):
@@ -311,6 +313,13 @@ class Telemetry:
         clock = getattr(self.system, "clock", None)
         now = clock.now() if clock is not None else datetime.now(timezone.utc)
         return now.isoformat()
+
+
+def _new_york_day(at: str) -> str:
+    moment = _parse_time(at)
+    if moment is None or moment.tzinfo is None:
+        return at[:10]
+    return moment.astimezone(_NEW_YORK).date().isoformat()
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -509,3 +509,15 @@ def test_a_running_daemon_serves_health_and_metrics_and_closes_the_port_on_sigte
         assert daemon.stop(signal.SIGTERM) == 0
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "health", timeout=5)
+
+
+def test_the_curve_is_the_new_york_sessions_and_starts_afresh_the_next_day() -> None:
+    telemetry = Telemetry()
+    day = datetime(2026, 1, 5, 14, 31, tzinfo=timezone.utc)
+    for minutes, equity in [(0, "100000"), (60, "100100"), (9 * 60 + 20, "100200")]:  # 19:51 ET, after midnight UTC
+        telemetry.on_event("cycle_complete", "info", {"market_time": (day + timedelta(minutes=minutes)).isoformat(),
+                                                      "equity": equity, "duration_ms": 1.0})
+    assert [e for _, e in telemetry.curve] == ["100000", "100100", "100200"]
+    telemetry.on_event("cycle_complete", "info", {"market_time": (day + timedelta(days=1)).isoformat(),
+                                                  "equity": "100300", "duration_ms": 1.0})
+    assert [e for _, e in telemetry.curve] == ["100300"]
