@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import re
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GCCollector,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE", "TRADING_STATES", "DaemonMetrics", "endpoint_label"]
@@ -40,6 +49,10 @@ class DaemonMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # memory, CPU and open files of a daemon that runs for weeks, and its garbage collector
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        self.info = Info("trading_daemon", "The running daemon: mode and run id", registry=r)
         self.equity = Gauge("trading_equity_dollars", "Account equity at the last cycle (USD)", registry=r)
         self.session_pnl = Gauge("trading_session_pnl_dollars",
                                  "Equity minus the session's starting equity (USD)", registry=r)

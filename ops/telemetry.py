@@ -102,6 +102,8 @@ class Telemetry:
     def attach(self, system: Any) -> None:
         """Read state from ``system`` (a TradingSystem) and count its broker's exchanges."""
         self.system = system
+        settings = getattr(system, "settings", None)
+        self.metrics.info.info({"mode": str(getattr(settings, "mode", "")), "run_id": str(getattr(system, "run_id", ""))})
         transport = getattr(getattr(system, "broker", None), "transport", None)
         if transport is not None and hasattr(transport, "observer"):
             transport.observer = self.on_broker_exchange

@@ -248,6 +248,7 @@ def test_metrics_follow_the_loops_events_and_the_brokers_answers(wired: Any) -> 
     assert got[("trading_broker_requests_total", (("endpoint", "/v2/positions/{id}"), ("status", "404")))] == 1
     assert got[("trading_broker_requests_total", (("endpoint", "/v2/account"), ("status", "0")))] == 1
     assert got[("trading_state", ())] == 0
+    assert ("process_resident_memory_bytes", ()) in got  # a daemon that runs for weeks
     assert got[("trading_positions", ())] == 2 and got[("trading_unprotected_positions", ())] == 1
     assert got[("trading_open_orders", ())] == 1
     assert got[("trading_rate_limit_remaining", ())] == 57
@@ -439,7 +440,7 @@ def test_the_sample_grafana_dashboard_graphs_metrics_the_daemon_exports() -> Non
     dashboard = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     used = {name for expr in exprs for name in re.findall(r"\btrading_[a-z_]+", expr)}
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",), "info": ("_info",)}
     exported = {family.name + suffix for family in DaemonMetrics().registry.collect()
                 for suffix in suffixes[family.type]}
     assert used and used <= exported, sorted(used - exported)
@@ -480,6 +481,10 @@ async def test_the_event_stream_pushes_each_change_and_ends_when_the_server_stop
         await server.stop()
 
 
+def body_run_id(daemon: Any) -> str:
+    return str(next(e["run_id"] for e in daemon.events() if e.get("event") == "system_start"))
+
+
 def test_a_running_daemon_serves_health_and_metrics_and_closes_the_port_on_sigterm(tmp_path: Path) -> None:
     """What the acceptance check does: start the daemon in SIM mode and scrape it."""
     import json
@@ -505,6 +510,7 @@ def test_a_running_daemon_serves_health_and_metrics_and_closes_the_port_on_sigte
         assert got[("trading_orders_submitted_total", (("kind", "bracket"), ("side", "buy")))] == 1
         assert got[("trading_broker_requests_total", (("endpoint", "/v2/account"), ("status", "200")))] >= 1
         assert got[("trading_cycle_duration_seconds_count", ())] >= 1
+        assert got[("trading_daemon_info", (("mode", "sim"), ("run_id", body_run_id(daemon))))] == 1
         assert "Dashboard: " + url in daemon.stdout()
         assert daemon.stop(signal.SIGTERM) == 0
     with pytest.raises(urllib.error.URLError):
