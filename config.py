@@ -495,6 +495,46 @@ class StorageSettings(Section):
     ] = "INFO"
 
 
+class HttpSettings(Section):
+    """The daemon's HTTP endpoint (``/health``, ``/metrics``, the dashboard; ops/http_server.py).
+
+    Loopback by default. Any other bind address is served only with a ``token``
+    (``TRADING_HTTP_TOKEN``), which every request must then carry; the token is a secret
+    (never logged). ``port`` 0 takes any free port (the log's ``http_server_started`` names it).
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8686
+    token: SecretStr | None = None
+    # /health says "stale" after this many wall seconds without a sign of life from the loop
+    # (or three cycle intervals at the clock's speed, if longer; see ops/health.py).
+    stale_after_seconds: Positive = 30.0
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _blank_token_is_absent(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        text = value.strip()
+        if not text:
+            raise ValueError("must be an address to listen on, e.g. 127.0.0.1 (loopback) or 0.0.0.0 (all)")
+        return text
+
+    @field_validator("token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. python -c "
+                             "'import secrets; print(secrets.token_urlsafe(24))')")
+        return value
+
+
 class SimSettings(Section):
     """The embedded simulator: history length, speed (``None`` = max), data, seed, faults."""
 
@@ -572,13 +612,15 @@ SECTIONS: dict[str, type[Section]] = {
     "alerts": AlertSettings,
     "storage": StorageSettings,
     "sim": SimSettings,
+    "http": HttpSettings,
 }
 _TOP_LEVEL = ("mode", "live_trading_enabled", "profile")
 # Dotted keys holding URLs: shown in problems without user info or query (keys get pasted there).
 _URL_KEYS = frozenset({"api.base_url", "api.data_url", "ai.model_endpoint", "alerts.sms_endpoint"})
 # Dotted keys whose values are secrets: never echoed in problems, dumps or logs.
 SECRET_KEYS = frozenset(
-    {"api.key_id", "api.secret_key", "alerts.smtp_password", "alerts.webhook_url"}
+    {"api.key_id", "api.secret_key", "alerts.smtp_password", "alerts.webhook_url",
+     "http.token"}
 )
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -649,6 +691,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     sim: SimSettings = Field(default_factory=SimSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -690,6 +733,7 @@ class Settings(BaseSettings):
             self.api.secret_key.get_secret_value() if self.api.secret_key else None,
             self.alerts.smtp_password.get_secret_value() if self.alerts.smtp_password else None,
             self.alerts.webhook_url,
+            self.http.token.get_secret_value() if self.http.token else None,
         ]
         return [value for value in values if value]
 
@@ -918,6 +962,13 @@ def _rules_gap(s: Any) -> Iterator[str]:
         )
 
 
+def _rules_http(s: Any) -> Iterator[str]:
+    h = s.http
+    if h.enabled and not is_loopback_host(h.host) and h.token is None:
+        yield (f"http.host={h.host!r}: not loopback, so a token is required (TRADING_HTTP_TOKEN) "
+               "so that only you can read the daemon; or keep http.host = 127.0.0.1")
+
+
 def _rules_alerts(s: Any) -> Iterator[str]:
     a = s.alerts
     if a.email_enabled and a.email_from is None:
@@ -944,6 +995,7 @@ _RULES: tuple[Callable[[Any], Iterator[str]], ...] = (
     _rules_ai,
     _rules_gap,
     _rules_alerts,
+    _rules_http,
 )
 
 
@@ -1072,6 +1124,7 @@ _ENV_ALIASES: dict[str, tuple[str, ...]] = {
     "TRADING_LIVE_ENABLED": ("live_trading_enabled",),
     "TRADING_PROFILE": ("profile",),
     "SMTP_PASSWORD": ("alerts", "smtp_password"),
+    "TRADING_HTTP_TOKEN": ("http", "token"),
 }
 _ENV_PREFIX = "TRADING_"
 

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--state-db", help="SQLite state file (default data/trading_state.db)")
     common.add_argument("--seed", type=int, help="simulator seed")
     common.add_argument("--start", help="simulated start (ISO-8601 or YYYY-MM-DD)")
+    common.add_argument("--http", type=http_flag, metavar="PORT|HOST:PORT|off",
+                        help="the /health, /metrics and dashboard endpoint (default 127.0.0.1:8686; "
+                             "0 = any free port; off = none; a non-loopback HOST needs TRADING_HTTP_TOKEN)")
     parser.add_argument("--version", action="version", version="trading-daemon 0.1")
     sub = parser.add_subparsers(dest="command")
     for name, help_text in [
@@ -104,6 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def http_flag(value: str) -> dict[str, Any]:
+    """``--http``: ``off``, ``PORT`` or ``HOST:PORT`` as ``http.*`` overrides."""
+    text = value.strip()
+    if text.lower() == "off":
+        return {"http.enabled": False}
+    host, sep, port = text.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535 or (sep and not host.strip("[]")):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a port (0-65535), HOST:PORT or 'off' (e.g. --http 8686, --http off)")
+    out: dict[str, Any] = {"http.enabled": True, "http.port": int(port)}
+    if sep:
+        out["http.host"] = host.strip("[]")
+    return out
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """CLI flags as config overrides (None: flag not given)."""
     out: dict[str, Any] = {
@@ -116,6 +134,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "storage.log_file": args.log_file,
         "storage.state_db": args.state_db,
     }
+    if getattr(args, "http", None):
+        out.update(args.http)
     if args.symbols:
         out["scanning.symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
     return {k: v for k, v in out.items() if v is not None}
@@ -504,8 +524,10 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
                              signals: SignalStop, *, fresh_state: bool) -> int:
     """The daemon's life once it holds the state database's lock."""
     from alerter import Alerter
+    from core.errors import ConfigError
     from journal.journal import Journal
     from engine.trading_system import TradingSystem
+    from ops.daemon_http import start_endpoint
 
     if fresh_state:
         _start_fresh(Path(settings.storage.state_db))
@@ -517,6 +539,12 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
         return EXIT_CONFIG
     system = None
     try:
+        http = await start_endpoint(settings.http)
+    except ConfigError as exc:
+        journal.close()
+        print(f"error: {exc.problems[0]}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
         async with open_broker(settings) as (gateway, clock, _url):
             # Alerts go to the daemon's console (stdout, beside the log); stderr is kept for the
             # one line that explains why the program stopped.
@@ -525,6 +553,8 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
             system = TradingSystem(settings, gateway, clock, journal=journal, alerter=alerter,
                                    run_id=run_id, sim_days=settings.sim.days, stop_event=stop,
                                    regime_by_date=settings.mode == "sim")
+            if http is not None:
+                http.telemetry.attach(system)
             # The objects alive now (imported libraries, settings, calendar: ~100k) live as long
             # as the daemon. Frozen out of the cyclic garbage collector, its full collections
             # no longer walk them all inside whichever trading cycle triggers one
@@ -549,6 +579,8 @@ async def _run_locked_daemon(settings: Any, run_id: str, stop: asyncio.Event, lo
         if system is None:
             log.info("system_shutdown", run_id=run_id, reason="signal before start-up completed")
     finally:
+        if http is not None:
+            await http.close()
         journal.close()
     if system is not None and system.fatal_error is not None:
         print(f"error: trading stopped: {system.fatal_error}", file=sys.stderr)

@@ -93,6 +93,9 @@ class HttpTransport:
         self._sleep = sleep
         self._wall_time = wall_time
         self.request_count = 0
+        #: Told of every exchange as (method, path, status, response headers); status 0 when
+        #: nothing answered. The daemon's metrics (ops.telemetry) count requests with it.
+        self.observer: Callable[[str, str, int, Mapping[str, str]], None] | None = None
 
     # -- session ---------------------------------------------------------------------------
 
@@ -207,6 +210,7 @@ class HttpTransport:
         if session.closed:
             return self._failure(method, path, "closed", "HTTP session is closed", False), False
         self.request_count += 1
+        answered = False
         try:
             async with session.request(
                 method,
@@ -217,19 +221,34 @@ class HttpTransport:
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 allow_redirects=False,
             ) as resp:
+                answered = True
+                self._observe(method, path, resp.status, resp.headers)
                 payload = await _read_capped(resp)
                 if payload is None:
                     return self._too_large(method, path, resp), True
                 return self.build_response(method, path, resp.status, resp.headers, payload), True
         except aiohttp.ClientConnectorError as exc:
+            self._observe(method, path, 0, {})
             message = f"cannot connect: {type(exc).__name__}: {exc}"
             return self._failure(method, path, "network", message, False), False
         except (asyncio.TimeoutError, TimeoutError):
+            if not answered:
+                self._observe(method, path, 0, {})
             message = f"no response within {self.timeout:g}s"
             return self._failure(method, path, "network", message, True), True
         except (aiohttp.ClientError, OSError) as exc:
+            if not answered:
+                self._observe(method, path, 0, {})
             message = f"{type(exc).__name__}: {exc}".rstrip(": ")
             return self._failure(method, path, "network", message, True), True
+
+    def _observe(self, method: str, path: str, status: int, headers: Mapping[str, str]) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(method, path, status, headers)
+        except Exception as exc:  # counting requests must never cost one
+            log.warning("broker_observer_failed", error=repr(exc))
 
     def _too_large(self, method: str, path: str, resp: aiohttp.ClientResponse) -> ApiResponse:
         status = resp.status
