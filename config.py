@@ -450,8 +450,8 @@ class MultiTimeframeSettings(Section):
 def _default_rotation() -> dict[str, dict[str, float]]:
     return {
         "bull": {"enhanced_momentum": 1.0, "breakout": 1.0, "mean_reversion": 0.5, "defensive": 1.0},
-        "bear": {"mean_reversion": 0.5, "defensive": 1.0},
-        "volatile": {"mean_reversion": 0.5, "defensive": 1.0},
+        "bear": {"enhanced_momentum": 0.0, "breakout": 0.0, "mean_reversion": 0.5, "defensive": 1.0},
+        "volatile": {"enhanced_momentum": 0.0, "breakout": 0.0, "mean_reversion": 0.5, "defensive": 1.0},
         "sideways": {"mean_reversion": 1.0, "breakout": 0.5, "enhanced_momentum": 0.5, "defensive": 1.0},
     }
 
@@ -460,8 +460,8 @@ class StrategyRotationSettings(Section):
     """Strategy rotation by market regime (engine.strategy_rotation), from the benchmark's
     weekly return (+/- ``weekly_threshold``: bull / bear) and its daily volatility over
     ``volatility_window_days`` (>= ``volatility_threshold``: volatile; first); sideways
-    otherwise. ``regimes`` maps each regime to strategy -> weight (a missing strategy or 0:
-    no entries; the weight ranks signals and scales the position). In defensive mode every
+    otherwise. ``regimes`` maps each regime to strategy -> weight (0: no entries; the weight
+    ranks signals and scales the position; a strategy not named is not rotated, weight 1). In defensive mode every
     non-defensive strategy is throttled: ``defensive_throttle`` = ``size`` (times
     ``defensive_size_multiplier``) or ``off`` (no entries)."""
 

@@ -117,9 +117,7 @@ class OpportunityBook:
 
     def _decayed(self, intent: TradeIntent, opportunity: _Opportunity, now: datetime) -> TradeIntent | None:
         """The intent with its confidence aged from the opportunity's first sighting."""
-        age = now - opportunity.first_seen
-        if age <= timedelta(0):
-            return intent
+        age = max(now - opportunity.first_seen, timedelta(0))
         factor = max(0.0, 1.0 - age / self._decay)
         confidence = intent.confidence * factor
         threshold = self._threshold(intent)

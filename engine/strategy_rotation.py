@@ -11,8 +11,9 @@ The regime is read from the benchmark's completed daily bars (SPY), with the see
 * **bear** when it is at most ``-weekly_threshold``;
 * **sideways** otherwise, and while the benchmark has too few bars to tell.
 
-Each regime maps strategy names to weights (``strategy_rotation.regimes``): a strategy that
-is missing or weighted 0 opens nothing in that regime; otherwise its buy signals rank by
+Each regime maps strategy names to weights (``strategy_rotation.regimes``): a strategy
+weighted 0 opens nothing in that regime; one the table does not name is not rotated (weight
+1: a strategy added later is never silently switched off); otherwise its buy signals rank by
 ``confidence x weight`` and its position size is multiplied by the weight (through the
 ``size_multiplier`` the risk manager already honours, which only ever shrinks a position).
 In defensive mode every strategy other than ``defensive`` is throttled on top of that:
@@ -115,7 +116,7 @@ class StrategyRotation:
         """The multiplier for ``strategy``'s entries now: 0 means no entries."""
         weight = 1.0
         if self.enabled and self.regime is not None:
-            weight = float(self._table(self.regime).get(strategy, 0.0))
+            weight = float(self._table(self.regime).get(strategy, 1.0))
         if defensive and strategy != DEFENSIVE:
             if self._cfg.defensive_throttle == "off":
                 return 0.0
