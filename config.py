@@ -463,7 +463,7 @@ class StrategyRotationSettings(Section):
     otherwise. ``regimes`` maps each regime to strategy -> weight (0: no entries; the weight
     ranks signals and scales the position; a strategy not named is not rotated, weight 1). In defensive mode every
     non-defensive strategy is throttled: ``defensive_throttle`` = ``size`` (times
-    ``defensive_size_multiplier``) or ``off`` (no entries)."""
+    ``defensive_size_multiplier``) or ``off`` (no entries). ``enabled = false``: neither."""
 
     enabled: bool = True
     weekly_threshold: Fraction = 0.03

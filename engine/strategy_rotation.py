@@ -18,6 +18,7 @@ weighted 0 opens nothing in that regime; one the table does not name is not rota
 ``size_multiplier`` the risk manager already honours, which only ever shrinks a position).
 In defensive mode every strategy other than ``defensive`` is throttled on top of that:
 entries off (``defensive_throttle = "off"``) or its size times ``defensive_size_multiplier``.
+``strategy_rotation.enabled = false`` turns both off (every strategy at full size, always).
 
 Rotation only gates *entries*: exits always listen to the strategy that opened a position.
 It sits in the loop's decision path (:meth:`engine.trading_system.TradingSystem.entry_candidates`),
@@ -114,8 +115,10 @@ class StrategyRotation:
 
     def weight(self, strategy: str, *, defensive: bool) -> float:
         """The multiplier for ``strategy``'s entries now: 0 means no entries."""
+        if not self.enabled:
+            return 1.0
         weight = 1.0
-        if self.enabled and self.regime is not None:
+        if self.regime is not None:
             weight = float(self._table(self.regime).get(strategy, 1.0))
         if defensive and strategy != DEFENSIVE:
             if self._cfg.defensive_throttle == "off":
