@@ -98,3 +98,50 @@ async def test_a_stale_trade_price_never_drives_an_entry(
     assert offered and {e["symbol"] for e in stale} == offered  # every symbol that passed the scanner
     assert all(e["age_seconds"] >= 1200 for e in stale)
     assert not [e for e in logs if e["event"] in ("trade_intent", "order_submitted")]
+
+
+async def test_in_the_loop_an_idea_vetoed_for_an_hour_is_analysed_every_15_minutes_then_dropped(
+        tmp_path: Path) -> None:
+    settings = load_test_settings(tmp_path, {
+        "scanning.symbols": SYMBOLS, "sim.start": START, "sim.speed": "max", "sim.cash": 100000,
+        "ai.use_news_sentiment": False, "trading.max_positions": 1})
+    core = SimulatorCore.create(symbols=SYMBOLS, seed=7, start=START, speed=None, cash=100000)
+    broker = InProcessBroker(core, max_quote_age=settings.data_quality.max_quote_age_seconds,
+                             data_feed=settings.api.data_feed)
+    journal = Journal(settings.storage.state_db)
+    alerter = Alerter(settings.alerts, core.clock, stream=io.StringIO())
+    alerter.attach_journal(journal)
+    loop = TradingSystem(settings, broker, core.clock, journal=journal, alerter=alerter, run_id="i18",
+                         regime_by_date=True)
+    loop.strategies = [AlwaysBuy(settings)]
+    analyzed: list[tuple[str, datetime]] = []
+    inner = PassThroughAnalyzer(core.clock)
+
+    class Counting:
+        def detect_regime(self, benchmark: Any) -> str:
+            return "range"
+
+        async def analyze(self, signal: Signal, md: MarketData) -> Any:
+            analyzed.append((signal.symbol, core.clock.now()))
+            return await inner.analyze(signal, md)
+
+    loop.analyzer = Counting()  # type: ignore[assignment]
+    try:
+        with capture_logs() as logs:
+            await turns(loop, 75)  # 75 minutes of one-minute cycles
+    finally:
+        await alerter.aclose()
+        journal.close()
+    entered = {e["symbol"] for e in logs if e["event"] == "order_submitted"}
+    assert len(entered) == 1  # one position allowed: the other idea is vetoed every cycle
+    waiting = {symbol for symbol, _ in analyzed} - entered
+    assert waiting
+    symbol = sorted(waiting)[0]
+    times = [t for s, t in analyzed if s == symbol]
+    gaps = [(b - a).total_seconds() / 60 for a, b in zip(times, times[1:])]
+    assert len(times) == 5 and gaps == [15.0] * 4, gaps  # at 0, 15, 30, 45 and 60 minutes, not between
+    expired = [e for e in logs if e["event"] == "opportunity_expired" and e["symbol"] == symbol]
+    assert len(expired) == 1 and 60 < expired[0]["age_minutes"] < 63
+    # between the analyses the cached intent was still ranked and vetoed, every cycle, until the timeout
+    vetoes = [e for e in logs if e["event"] == "risk_veto" and e.get("symbol") == symbol]
+    assert 55 <= len(vetoes) <= 62, len(vetoes)
