@@ -46,7 +46,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -55,7 +55,7 @@ import aiohttp
 import numpy as np
 import structlog
 
-from ai import ai_model
+from ai import ai_model, multi_timeframe
 from ai.ai_model import FEATURE_NAMES, MIN_HISTORY_BARS, ConfidenceModel, ModelFileError, Regime
 from core.clock import Clock, to_exchange_time, utc
 from market.market_data import BarSeries, MarketData
@@ -491,6 +491,7 @@ class AIAnalyzer:
     ) -> None:
         self._ai = settings.ai
         self._trading = settings.trading
+        self._timeframes = getattr(settings, "multi_timeframe", None)
         self._clock = clock
         self._news = news_source
         self._model = model if model is not None else self._configured_model(synthetic_market)
@@ -650,6 +651,11 @@ class AIAnalyzer:
             )
         if market_data.benchmark is None or not len(market_data.benchmark):
             notes.append("no benchmark: beta 1, relative strength 0, no regime")
+        shift, timeframes = multi_timeframe.analyse(market_data, self._timeframes, side)
+        if shift:
+            scores = replace(scores, technical=multi_timeframe.shifted(scores.technical, shift),
+                             context=multi_timeframe.shifted(scores.context, shift),
+                             sentiment=multi_timeframe.shifted(scores.sentiment, shift))
 
         weights = {
             "technical": float(self._ai.technical_weight),
@@ -687,6 +693,8 @@ class AIAnalyzer:
             **scores.detail,
         }
         breakdown.setdefault("model_probability", None)
+        if timeframes is not None:
+            breakdown["multi_timeframe"] = timeframes
         return _Scored(side, symbol, strategy, now, entry=entry, stop=stop, target=target, confidence=confidence,
                        features=features, regime=regime, scores=scores, opinion=opinion, breakdown=breakdown,
                        notes=notes)

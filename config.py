@@ -381,6 +381,10 @@ class AiSettings(Section):
     market_context_weight: Probability = 0.3
     sentiment_weight: Probability = 0.3
     confidence_decay_hours: Positive = 4.0
+    # Lifetimes of an idea (engine.opportunities): a symbol's analysis is re-scored at most
+    # this often; an opportunity not taken within the timeout is dropped for the session.
+    analysis_refresh_minutes: Positive = 15.0
+    opportunity_timeout_minutes: Positive = 60.0
     model_path: str = "models/confidence_model.json"
     # auto: the trained model everywhere except the simulator's synthetic market (it was
     # calibrated on real history, not on a made-up market); always / never force it.
@@ -420,6 +424,69 @@ class DefensiveSettings(Section):
     @classmethod
     def _unique_symbols(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
+
+
+TIMEFRAME_NAMES = ("1Min", "5Min", "15Min", "1Hour", "1Day")
+ROTATION_REGIMES = ("bull", "bear", "volatile", "sideways")
+
+
+class MultiTimeframeSettings(Section):
+    """Multi-timeframe analysis (ai.multi_timeframe): one signal per timeframe, combined
+    with ``weights`` (normalised over the timeframes that have data) into a score in
+    [-1, 1] that moves the technical confidence by up to ``logit_scale`` in log-odds."""
+
+    enabled: bool = True
+    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"1Min": 0.10, "5Min": 0.15, "15Min": 0.20, "1Hour": 0.25, "1Day": 0.30}
+    )
+    logit_scale: Annotated[float, Field(ge=0, le=3)] = 0.5
+
+    @field_validator("weights")
+    @classmethod
+    def _known_timeframes(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(TIMEFRAME_NAMES))
+        if unknown:
+            raise ValueError(f"unknown timeframe(s) {unknown}; use {', '.join(TIMEFRAME_NAMES)}")
+        if value and sum(value.values()) <= 0:
+            raise ValueError("at least one timeframe weight must be positive")
+        return value
+
+
+def _default_rotation() -> dict[str, dict[str, float]]:
+    return {
+        "bull": {"enhanced_momentum": 1.0, "breakout": 1.0, "mean_reversion": 0.5, "defensive": 1.0},
+        "bear": {"enhanced_momentum": 0.0, "breakout": 0.0, "mean_reversion": 0.5, "defensive": 1.0},
+        "volatile": {"enhanced_momentum": 0.0, "breakout": 0.0, "mean_reversion": 0.5, "defensive": 1.0},
+        "sideways": {"mean_reversion": 1.0, "breakout": 0.5, "enhanced_momentum": 0.5, "defensive": 1.0},
+    }
+
+
+class StrategyRotationSettings(Section):
+    """Strategy rotation by market regime (engine.strategy_rotation), from the benchmark's
+    weekly return (+/- ``weekly_threshold``: bull / bear) and its daily volatility over
+    ``volatility_window_days`` (>= ``volatility_threshold``: volatile; first); sideways
+    otherwise. ``regimes`` maps each regime to strategy -> weight (0: no entries; the weight
+    ranks signals and scales the position; a strategy not named is not rotated, weight 1). In defensive mode every
+    non-defensive strategy is throttled: ``defensive_throttle`` = ``size`` (times
+    ``defensive_size_multiplier``) or ``off`` (no entries). ``enabled = false``: neither."""
+
+    enabled: bool = True
+    weekly_threshold: Fraction = 0.03
+    volatility_threshold: Fraction = 0.02
+    volatility_window_days: Annotated[int, Field(ge=2, le=250)] = 20
+    regimes: dict[str, dict[str, Annotated[float, Field(ge=0, le=1)]]] = Field(default_factory=_default_rotation)
+    defensive_throttle: Literal["size", "off"] = "size"
+    defensive_size_multiplier: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+    @field_validator("regimes")
+    @classmethod
+    def _every_regime(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        unknown = sorted(set(value) - set(ROTATION_REGIMES))
+        missing = sorted(set(ROTATION_REGIMES) - set(value))
+        if unknown or missing:
+            raise ValueError(f"regimes must name exactly {', '.join(ROTATION_REGIMES)}"
+                             f" (unknown {unknown}, missing {missing})")
+        return {regime: {name.strip().lower(): w for name, w in table.items()} for regime, table in value.items()}
 
 
 class PdtSettings(Section):
@@ -607,6 +674,8 @@ SECTIONS: dict[str, type[Section]] = {
     "ai": AiSettings,
     "mean_reversion": MeanReversionSettings,
     "defensive": DefensiveSettings,
+    "multi_timeframe": MultiTimeframeSettings,
+    "strategy_rotation": StrategyRotationSettings,
     "pdt": PdtSettings,
     "gap_risk": GapRiskSettings,
     "alerts": AlertSettings,
@@ -686,6 +755,8 @@ class Settings(BaseSettings):
     ai: AiSettings = Field(default_factory=AiSettings)
     mean_reversion: MeanReversionSettings = Field(default_factory=MeanReversionSettings)
     defensive: DefensiveSettings = Field(default_factory=DefensiveSettings)
+    multi_timeframe: MultiTimeframeSettings = Field(default_factory=MultiTimeframeSettings)
+    strategy_rotation: StrategyRotationSettings = Field(default_factory=StrategyRotationSettings)
     pdt: PdtSettings = Field(default_factory=PdtSettings)
     gap_risk: GapRiskSettings = Field(default_factory=GapRiskSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)

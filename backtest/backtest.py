@@ -313,6 +313,7 @@ class BacktestResult:
             "commission": o.commission.describe(),
             "commission_paid": str(self.commission_paid),
             "slippage": f"{o.slippage_bps:g} bps on market and stop fills, plus the simulated spread",
+            "multi_timeframe": timeframe_note(self.bar_mode),
             "fills": ("decisions at the open on completed daily bars, orders at the opening quote, "
                       "protective legs along each minute's OHLC path" if self.bar_mode == "daily"
                       else "the live loop every trading.cycle_interval_seconds on recorded minute bars"),
@@ -323,6 +324,13 @@ class BacktestResult:
             "idle_safety_cycles_skipped": self.safety_cycles_skipped,
             "data": str(o.data_dir),
         }
+
+
+def timeframe_note(bar_mode: str) -> str:
+    """What the multi-timeframe analysis sees in a backtest of ``bar_mode`` data."""
+    if bar_mode == "intraday":
+        return "1Min, 5Min, 15Min and 1Hour from the recorded minute bars, plus 1Day"
+    return "1Day only: the data has no minute bars for the range (intraday timeframes missing)"
 
 
 # -- the loop, with history from the replay ----------------------------------------------------
@@ -808,7 +816,7 @@ class BacktestLoop(TradingSystem):
             data[symbol] = MarketData(
                 symbol=symbol, now=now, daily=daily, intraday=None, last_price=float(history.open[i]),
                 bid=None, ask=None, prev_close=float(daily.close[-1]), benchmark=benchmark, regime=regime,
-                defensive=defensive, news=[],
+                defensive=defensive, news=[], last_price_at=now,  # the opening print, at the open
             )
         self.reconciler.observe_daily_bars({s: d.daily for s, d in data.items()})  # MFE/MAE
         self._last_data = data
@@ -1011,6 +1019,8 @@ def _assemble(settings: Any, options: BacktestOptions, model: Any,
     history = load_history(core.market, market_symbols)
     sessions = _sessions_in_range(core.market, options, history)
     bar_mode = _bar_mode(options, history, sessions)
+    log.info("backtest_timeframes", bar_mode=bar_mode, multi_timeframe=timeframe_note(bar_mode),
+             enabled=bool(settings.multi_timeframe.enabled))
     broker = InProcessBroker(core, max_quote_age=settings.data_quality.max_quote_age_seconds,
                              data_feed=settings.api.data_feed)
     journal = _memory_journal()

@@ -71,6 +71,9 @@ from engine.market_step import DataRejections, completed_history, snapshot_probl
 from engine.market_step import SessionHistory as _History
 from market.trading_calendar import TradingCalendar
 from engine.trading_state import SafetyStateMachine, Transition
+from engine.opportunities import OpportunityBook, snapshot_price_time
+from engine.strategy_rotation import StrategyRotation
+from engine.timeframe_bars import TimeframeBars
 
 log = structlog.get_logger(__name__)
 
@@ -226,6 +229,9 @@ class TradingSystem:
         if hasattr(alerter, "deliver_in_background"):
             alerter.deliver_in_background()
         self._data_rejections = DataRejections(alerter)
+        self.rotation = StrategyRotation(settings)  # issue 18: regime rotation, lifetimes, timeframes
+        self.opportunities = OpportunityBook(settings, clock)
+        self.timeframe_bars = TimeframeBars(settings)
 
     def _alert_dropped_item(self, item: DroppedItem) -> None:
         """The gateway dropped an item the broker sent but no one can use: alert (next flush).
@@ -929,6 +935,7 @@ class TradingSystem:
         benchmark = None if BENCHMARK in rejected else self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
         regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
         defensive = self._defensive_active(status, self._last_equity, benchmark)
+        frames = await self.timeframe_bars.refresh(self.broker, [s for s in symbols if s not in rejected], now)
         data: dict[str, MarketData] = {}
         for symbol in symbols:
             snap = snapshots.get(symbol)
@@ -947,6 +954,7 @@ class TradingSystem:
             data[symbol] = MarketData(
                 symbol=symbol, now=now, daily=daily, intraday=None, last_price=last, bid=bid, ask=ask,
                 prev_close=prev_close, benchmark=benchmark, regime=regime, defensive=defensive, news=[],
+                last_price_at=snapshot_price_time(snap), timeframes=frames.get(symbol, {}),
             )
         return data
 
@@ -1056,11 +1064,12 @@ class TradingSystem:
         intents: list[TradeIntent] = []
         volatility: dict[str, float | None] = {}
         candidates = await self.entry_candidates(data, busy, now)
+        self.opportunities.start_cycle(status.session, (sig.symbol for sig, _ in candidates))
         if candidates and self.news is not None:
             await self.news.prefetch(sig.symbol for sig, _ in candidates)  # one request for all
         for best, md in candidates:
             try:
-                intent = await self.analyzer.analyze(best, md)
+                intent = await self.opportunities.intent_for(best, md, self.analyzer.analyze)
             except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
                 _reject_on_arithmetic(best.symbol, "ai_analyzer", exc)
                 continue
@@ -1103,6 +1112,8 @@ class TradingSystem:
         at ``now``, with its strongest buy signal among the strategies (those with none are left
         out): what :meth:`enter_positions` hands the AI analyzer."""
         candidates: list[tuple[Any, MarketData]] = []
+        if data:
+            self.rotation.observe(next(iter(data.values())).benchmark)
         for symbol, md in data.items():
             if symbol in busy or not self._passes_scanner(md):
                 continue
@@ -1119,7 +1130,8 @@ class TradingSystem:
                 if signal.action == "buy":  # long only: a sell on a symbol not held is no trade
                     if log_signals:
                         self._log_signal(signal)
-                    if best is None or signal.confidence > best.confidence:
+                    signal = self.rotation.apply(signal, defensive=md.defensive)  # None: not in this regime
+                    if signal is not None and (best is None or self.rotation.rank(signal) > self.rotation.rank(best)):
                         best = signal
             if best is not None:
                 candidates.append((best, md))

@@ -333,6 +333,12 @@ class MarketData:
     regime: str | None = None
     defensive: bool = False
     news: list[str] = field(default_factory=list)
+    # When the trade (or minute bar) behind ``last_price`` happened: an entry is never based
+    # on an older price than the staleness bound (engine.opportunities). None: not known.
+    last_price_at: datetime | None = None
+    # Completed intraday bars by timeframe ("1Min", "5Min", "15Min", "1Hour"; market.timeframes)
+    # for the multi-timeframe analysis; empty where the data has no minutes.
+    timeframes: dict[str, BarSeries] = field(default_factory=dict, repr=False, compare=False)
     derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:

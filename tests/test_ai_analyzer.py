@@ -45,7 +45,9 @@ def settings(**ai: Any) -> Any:
     ai.setdefault("model_path", str(SHIPPED_MODEL))
     if "min_confidence" in ai:  # these tests move the bar for whichever scoring applies
         ai.setdefault("calibrated_min_confidence", ai["min_confidence"])
-    return config.load_settings(env_file=None, environ={}, overrides={"ai": ai})
+    # The pooling arithmetic and the pinned decisions are those of the daily inputs alone; the
+    # multi-timeframe shift on top is tested in tests/test_multi_timeframe.py.
+    return config.load_settings(env_file=None, environ={}, overrides={"ai": ai, "multi_timeframe": {"enabled": False}})
 
 
 def _until(series: BarSeries, moment: datetime) -> BarSeries:

@@ -43,7 +43,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _settings(symbols: list[str], strategies: list[str] | None = None) -> Any:
-    overrides: dict[str, Any] = {"scanning.symbols": symbols}
+    # The sessions these scenarios skip (flat and holding) are those of every strategy trading
+    # in every regime on daily inputs: rotation and the multi-timeframe shift (issue 18) are
+    # off here; tests/test_strategy_rotation.py runs the same comparison with them on.
+    overrides: dict[str, Any] = {"scanning.symbols": symbols, "strategy_rotation.enabled": False,
+                                 "multi_timeframe.enabled": False}
     if strategies:
         # as bench/bench_backtest.py runs the reference strategy: the analyzer scores every
         # idea without vetoing it
