@@ -21,7 +21,7 @@ import pytest
 
 import config
 from core import logging_setup
-from backtest.backtest import (
+from backtest.runner import (
     BacktestError,
     BacktestOptions,
     BacktestResult,
@@ -414,7 +414,7 @@ def test_the_progress_line_is_drawn_only_on_a_terminal() -> None:
 def test_the_loop_and_the_analyzer_share_one_news_source(settings: Any, baseline: BacktestResult) -> None:
     """As in the live daemon, the loop's one news request per cycle (for every candidate)
     fills the cache the AI analyzer reads, instead of one more request per idea."""
-    from backtest import backtest
+    from backtest import runner as backtest
 
     run = backtest._assemble(settings, baseline.options, None, lambda: None)
     assert run.loop.news is not None

@@ -30,7 +30,7 @@ import pytest
 
 import config
 from backtest import prefilter
-from backtest.backtest import BacktestLoop, BacktestOptions, BacktestResult, run_backtest
+from backtest.runner import BacktestLoop, BacktestOptions, BacktestResult, run_backtest
 from tests.conftest import copy_daily_files
 
 DAILY_FILES = ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv",
@@ -135,7 +135,7 @@ def test_a_strategy_without_a_prefilter_runs_every_session(monkeypatch: pytest.M
 def test_the_command_line_can_turn_fast_forward_off(data_dir: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from core import logging_setup
-    from backtest.backtest import cli
+    from backtest.runner import cli
 
     args = ["--data", str(data_dir), "--symbols", "SPY,AAPL", "--start", "2019-01-02", "--end", "2019-03-29",
             "--strategies", "sma_crossover"]

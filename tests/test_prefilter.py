@@ -22,7 +22,7 @@ import config
 from market import indicators
 from backtest import prefilter
 from ai_analyzer import AIAnalyzer
-from backtest.backtest import PRIME_SESSIONS, DailyHistory
+from backtest.runner import PRIME_SESSIONS, DailyHistory
 from core.clock import EXCHANGE_TZ
 from market.market_data import BarSeries, MarketData, day_timestamp, load_csv_bars
 from strategies import BUILT_IN
