@@ -676,13 +676,13 @@ def run_train(settings: Any, args: argparse.Namespace) -> int:
 
 
 def run_backtest(settings: Any, args: argparse.Namespace) -> int:
-    from backtest.runner import main as backtest_main
+    from backtest.cli import main as backtest_main
 
     return backtest_main(settings, args)
 
 
 def run_report(settings: Any, args: argparse.Namespace) -> int:
-    from backtest.runner import report_from_journal
+    from backtest.cli import report_from_journal
 
     return report_from_journal(settings, args)
 

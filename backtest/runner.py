@@ -65,19 +65,16 @@ the problem (exit code 2).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import bisect
 import csv
 import math
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import AbstractSet, Any, Literal, TextIO
 
@@ -87,6 +84,10 @@ import structlog
 from ai import ai_model
 from market import indicators
 from backtest import prefilter
+from backtest.benchmarks import Prices, RandomEntries, compare, pooled
+from backtest.data import DailyHistory, has_data_for, load_history, midnight
+from backtest.progress import Progress
+from backtest.trade_details import with_entry_details
 from ai_analyzer import AIAnalyzer
 from alerter import Alerter
 from core.clock import EXCHANGE_TZ, to_exchange_time
@@ -94,12 +95,12 @@ from core.errors import ConfigError
 from journal.journal import Journal
 from market.market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus
-from analytics.performance import PerformanceReport, compute_performance, usable_curve, usable_trades
+from analytics.performance import PerformanceReport, compute_performance
 from ai.sentiment import NewsSentiment, load_lexicon
 from order_executor import flatten_orders, protected_quantity
 from backtest.sim_broker import BookState, CommissionLedger, CommissionModel, InProcessBroker, attach_commission
 from simulator.core import SimulatorCore
-from simulator.csv_source import CsvDataError
+from simulator.csv_source import CsvDataError, CsvSource
 from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 from engine.portfolio import TradingState, loss_fraction
 from engine.trading_system import BENCHMARK, TradingSystem, _History
@@ -113,8 +114,6 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 WARMUP_SESSIONS = 250
 #: Where the loop starts: the first session's pre-market.
 PRE_MARKET = dtime(4, 0)
-#: How often (wall seconds) the terminal progress line is redrawn.
-PROGRESS_INTERVAL = 0.1
 #: Indicator states computed ahead per pass (daily data): at most this many sessions, and
 #: about this many symbol-sessions (bounds the pass's temporary matrices to ~10 MB).
 PRIME_SESSIONS = 250
@@ -127,102 +126,6 @@ _MARGIN = Decimal("0.0001")
 
 class BacktestError(ValueError):
     """A backtest that cannot run as asked (bad range, no data, bad option): one clear line."""
-
-
-# -- replayed history --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DailyHistory:
-    """One symbol's daily bars over the whole replay, oldest first (float64 arrays).
-
-    ``ts`` is midnight New York of each session (how Alpaca stamps daily bars), ``days`` the
-    session dates. Sessions replayed from recorded minute bars carry their regular-session
-    aggregate, as the data API would serve it. The arrays are validated once (timestamps
-    strictly increasing) and made read-only; :meth:`window` hands out views of them.
-    """
-
-    symbol: str
-    days: tuple[date, ...]
-    ts: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-    minute_days: frozenset[date] = frozenset()
-    bars: BarSeries = field(init=False, repr=False, compare=False)
-    _positions: dict[date, int] = field(init=False, repr=False, compare=False)
-    _stamps: list[int] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        bars = BarSeries(self.ts, self.open, self.high, self.low, self.close, self.volume)
-        object.__setattr__(self, "bars", bars)
-        for name in ("ts", "open", "high", "low", "close", "volume"):
-            object.__setattr__(self, name, getattr(bars, name))
-        object.__setattr__(self, "_positions", {day: i for i, day in enumerate(self.days)})
-        object.__setattr__(self, "_stamps", bars.ts.tolist())
-
-    def index(self, day: date) -> int | None:
-        """Position of ``day``'s bar, or None when the symbol has no bar that session."""
-        return self._positions.get(day)
-
-    def window(self, since_epoch: float, before_epoch: float) -> BarSeries | None:
-        """Bars stamped in ``[since, before)`` (None when there are none): a view, no copy."""
-        lo = bisect.bisect_left(self._stamps, since_epoch)
-        hi = bisect.bisect_left(self._stamps, before_epoch)
-        if hi <= lo:
-            return None
-        return self.bars.slice(lo, hi)
-
-
-def _midnight(day: date) -> int:
-    return int(datetime.combine(day, datetime.min.time(), EXCHANGE_TZ).timestamp())
-
-
-def load_history(market: Any, symbols: Iterable[str]) -> dict[str, DailyHistory]:
-    """Daily bars of ``symbols`` exactly as the simulator replays them.
-
-    CSV daily rows are taken as they are (the simulator's minute expansion reproduces them
-    exactly); sessions with recorded minute bars use the market's regular-session aggregate.
-    For a source without daily rows (synthetic), every session is aggregated by the market.
-    """
-    source = getattr(market, "_source", None)
-    rows_by_symbol: dict[str, dict[date, Any]] = getattr(source, "_daily", None) or {}
-    minutes_by_symbol: dict[str, Any] = getattr(source, "_minutes", None) or {}
-    calendar: TradingCalendar = market.calendar
-    all_sessions = market.trading_days(FIRST_DATE, LAST_DATE)
-    out: dict[str, DailyHistory] = {}
-    for symbol in dict.fromkeys(symbols):
-        rows = rows_by_symbol.get(symbol, {})
-        series = minutes_by_symbol.get(symbol)
-        minute_days = frozenset(d for d in (series.days if series is not None else {}) if calendar.is_session(d))
-        if source is not None and hasattr(source, "_daily"):
-            candidates = sorted({d for d in rows if FIRST_DATE <= d <= LAST_DATE and calendar.is_session(d)} | minute_days)
-        else:
-            candidates = list(all_sessions)
-        days: list[date] = []
-        values: list[tuple[float, float, float, float, float]] = []
-        for day in candidates:
-            if day in minute_days or day not in rows:
-                bar = market.daily_bar(symbol, day)
-                if bar is None:
-                    continue
-                values.append((bar.o, bar.h, bar.l, bar.c, float(bar.v)))
-            else:
-                row = rows[day]
-                values.append((row.o, row.h, row.l, row.c, float(row.v)))
-            days.append(day)
-        if not days:
-            continue
-        array = np.array(values, dtype=np.float64).reshape(-1, 5)
-        ts = np.array([_midnight(d) for d in days], dtype=np.int64)
-        out[symbol] = DailyHistory(symbol, tuple(days), ts, *(array[:, k].copy() for k in range(5)),
-                                   minute_days=minute_days)
-    return out
-
-
-# -- options and results -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -292,6 +195,13 @@ class BacktestResult:
     run_sessions_seconds: float = 0.0
     #: CPU seconds of this process in the loop (data loading excluded), beside its wall time.
     loop_cpu_seconds: float = 0.0
+    #: The run against buy-and-hold, the benchmark and random entries, and the capital it
+    #: kept deployed (:func:`backtest.benchmarks.compare`); None for an intraday run.
+    comparison: dict[str, Any] | None = None
+    #: The random-entry draws behind ``comparison`` (pooled across walk-forward windows).
+    random_entries: RandomEntries | None = None
+    #: Traded symbols without a bar on the first session (traded from their first bar on).
+    late_symbols: list[str] = field(default_factory=list)
 
     @property
     def bars_per_second(self) -> float:
@@ -738,7 +648,7 @@ class BacktestLoop(TradingSystem):
             k += 1
             # What the session's open will read: see _daily_market_data.
             since = (self.calendar.open_close(session)[0] - lookback).timestamp()
-            before = _midnight(session)
+            before = midnight(session)
             for symbol in symbols:
                 history = self.replay[symbol]
                 i = history.index(session)
@@ -762,7 +672,7 @@ class BacktestLoop(TradingSystem):
         """Completed daily bars within the loop's look-back, from the replay (no request)."""
         now = self.clock.now()
         today = status.session
-        before = _midnight(today) if today is not None else now.timestamp()
+        before = midnight(today) if today is not None else now.timestamp()
         since = (now - self._lookback()).timestamp()
         bars: dict[str, BarSeries] = {}
         for symbol in symbols:
@@ -788,7 +698,7 @@ class BacktestLoop(TradingSystem):
         if today is None:
             return {}
         self._today = today
-        before = _midnight(today)
+        before = midnight(today)
         since = (now - self._lookback()).timestamp()
         bench_history = self.replay.get(BENCHMARK)
         benchmark = bench_history.window(since, before) if bench_history is not None else None
@@ -879,41 +789,6 @@ class _Prefiltered:
 # -- the runner --------------------------------------------------------------------------------
 
 
-class Progress:
-    """A one-line carriage-return progress bar on ``stream``, drawn only on a terminal."""
-
-    def __init__(self, total: int, stream: TextIO | None = None, *, enabled: bool = True) -> None:
-        self.total = max(total, 1)
-        self.stream = stream if stream is not None else sys.stderr
-        isatty = getattr(self.stream, "isatty", None)
-        self.enabled = enabled and bool(isatty and isatty())
-        self._last = 0.0
-        self._started = time.perf_counter()
-        self._drawn = False
-
-    def update(self, done: int, label: str = "") -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if done < self.total and now - self._last < PROGRESS_INTERVAL:
-            return
-        self._last = now
-        fraction = min(done / self.total, 1.0)
-        width = 30
-        filled = int(round(width * fraction))
-        elapsed = now - self._started
-        eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
-        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction:6.1%} {label} eta {eta:5.0f}s"
-        self.stream.write(line)
-        self.stream.flush()
-        self._drawn = True
-
-    def finish(self) -> None:
-        if self.enabled and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def backtest_settings(settings: Any, strategies: Sequence[str] | None = None) -> Any:
     """``settings`` for a backtest: alerts never leave the process; strategies overridden."""
     alerts = settings.alerts.model_copy(update={
@@ -993,21 +868,18 @@ def _assemble(settings: Any, options: BacktestOptions, model: Any,
     universe = list(dict.fromkeys(options.symbols))
     calendar = TradingCalendar()
     market_symbols = list(universe)
-    if BENCHMARK not in market_symbols and _has_data_for(options.data_dir, BENCHMARK):
+    if BENCHMARK not in market_symbols and has_data_for(options.data_dir, BENCHMARK):
         market_symbols.append(BENCHMARK)
-    try:
-        # start=None: the simulator's CSV default (250 sessions into the data); the loop then
-        # moves the clock on to the first session traded.
-        core = SimulatorCore.create(data_dir=options.data_dir, symbols=market_symbols, seed=options.seed,
-                                    speed=None, start=options.start.isoformat() if options.start else None,
-                                    cash=str(options.cash), slippage_bps=options.slippage_bps)
-    except CsvDataError:
-        raise
-    except ValueError as exc:
-        raise BacktestError(str(exc)) from None
-    ledger = attach_commission(core, options.commission)
+    # start=None: the simulator's CSV default (250 sessions into the data of every symbol,
+    # the benchmark's included); the loop then moves the clock on to the first session traded.
+    core = _core(options, market_symbols, options.start)
     history = load_history(core.market, market_symbols)
     sessions = _sessions_in_range(core.market, options, history)
+    if datetime.combine(sessions[0], PRE_MARKET, EXCHANGE_TZ) < core.clock.now():
+        # The traded symbols' data starts before the benchmark's: the simulator's default
+        # start lies after the first session traded, and its clock never runs backwards.
+        core = _core(options, market_symbols, sessions[0])
+    ledger = attach_commission(core, options.commission)
     bar_mode = _bar_mode(options, history, sessions)
     broker = InProcessBroker(core, max_quote_age=settings.data_quality.max_quote_age_seconds,
                              data_feed=settings.api.data_feed)
@@ -1015,7 +887,10 @@ def _assemble(settings: Any, options: BacktestOptions, model: Any,
     alerter = Alerter(settings.alerts, core.clock)
     alerter.attach_journal(journal)
     settings = settings.model_copy(update={"scanning": settings.scanning.model_copy(update={"symbols": universe})})
-    news = NewsSentiment(broker, clock=core.clock) if settings.ai.use_news_sentiment else None
+    # The simulator's news is synthetic: on recorded (CSV) bars it would move confidence with
+    # headlines that never happened, so a backtest on real data reads no news at all.
+    news = (NewsSentiment(broker, clock=core.clock)
+            if settings.ai.use_news_sentiment and not _recorded(core) else None)
     if news is not None:
         load_lexicon()  # part of assembling the run, not of its first scored idea
     analyzer = AIAnalyzer(settings, core.clock, model=model, news_source=news)
@@ -1026,6 +901,23 @@ def _assemble(settings: Any, options: BacktestOptions, model: Any,
                         sim_days=len(sessions) if bar_mode == "intraday" else None)
     loop.news = news  # as live: the loop's one news request per cycle fills the analyzer's cache
     return _Assembly(core, ledger, history, sessions, bar_mode, broker, journal, analyzer, loop, calendar)
+
+
+def _core(options: BacktestOptions, symbols: list[str], start: date | None) -> SimulatorCore:
+    """The simulator over the data, its clock at ``start`` (None: the simulator's default)."""
+    try:
+        return SimulatorCore.create(data_dir=options.data_dir, symbols=symbols, seed=options.seed,
+                                    speed=None, start=start.isoformat() if start else None,
+                                    cash=str(options.cash), slippage_bps=options.slippage_bps)
+    except CsvDataError:
+        raise
+    except ValueError as exc:
+        raise BacktestError(str(exc)) from None
+
+
+def _recorded(core: SimulatorCore) -> bool:
+    """Whether the market replays recorded bars (CSV files) rather than a synthetic market."""
+    return isinstance(getattr(core.market, "_source", None), CsvSource)
 
 
 async def _drive(run: _Assembly, curve: list[tuple[datetime, Decimal]], bar: Progress) -> str | None:
@@ -1086,15 +978,21 @@ async def run_backtest_async(settings: Any, options: BacktestOptions, *, model: 
     loop_seconds = time.perf_counter() - loop_started
     loop_cpu_seconds = time.process_time() - loop_cpu_started
     journal = run.journal
-    trades = _net_trades(journal.trades(), run.ledger)
     orders = journal.orders()
     intents = _intents(journal, orders)
+    fills = journal.fills()
+    trades = with_entry_details(_net_trades(journal.trades(), run.ledger), fills, orders, intents)
     events = journal.events(kind="trading_state_changed")
     alerts = journal.alerts()
     journal.close()
     benchmark = _benchmark_curve(run.history.get(BENCHMARK), run.sessions, run.calendar)
     report = compute_performance(curve, trades, benchmark=benchmark or None,
                                  periods_per_year=252 if run.bar_mode == "daily" else None)
+    universe = list(dict.fromkeys(options.symbols))
+    prices = Prices.aligned(run.history, [*universe, BENCHMARK], run.sessions)
+    comparison, randoms = compare(trades=trades, fills=fills, prices=prices, universe=universe,
+                                  benchmark=BENCHMARK, curve=curve, seed=options.seed,
+                                  slippage_bps=options.slippage_bps)
     return BacktestResult(
         options=options, bar_mode=run.bar_mode, sessions=run.sessions, equity_curve=curve, trades=trades,
         orders=orders, intents=intents, state_changes=events, alerts=alerts, performance=report,
@@ -1106,7 +1004,9 @@ async def run_backtest_async(settings: Any, options: BacktestOptions, *, model: 
         stopped_early=stopped, fast_forwarded=run.loop.fast_forwarded,
         fast_forwarded_holding=run.loop.fast_forwarded_holding,
         safety_cycles_skipped=run.loop.safety_cycles_skipped, run_sessions_seconds=run.loop.run_sessions_seconds,
-        loop_cpu_seconds=loop_cpu_seconds,
+        loop_cpu_seconds=loop_cpu_seconds, comparison=comparison, random_entries=randoms,
+        late_symbols=[s for s in universe if s in run.history and run.history[s].days
+                      and run.history[s].days[0] > run.sessions[0]],
     )
 
 
@@ -1135,11 +1035,6 @@ def _memory_journal() -> Journal:
         return Journal(":memory:")
     finally:
         journal_logger.setLevel(level)
-
-
-def _has_data_for(data_dir: Path, symbol: str) -> bool:
-    folders = [Path(data_dir), Path(data_dir) / "daily", Path(data_dir) / "intraday"]
-    return any(f.is_dir() and any(f.glob(f"{symbol}-1[dm]-*.csv")) for f in folders)
 
 
 async def _at(core: SimulatorCore, moment: datetime) -> None:
@@ -1262,35 +1157,6 @@ def calibration_summary(p: Sequence[float] | np.ndarray, y: Sequence[float] | np
     }
 
 
-def traded_calibration(result: BacktestResult) -> dict[str, Any] | None:
-    """Confidence of each traded intent against whether its trade made money.
-
-    The analyzer's confidence is the probability that the bracket reaches its target before
-    its stop; a closed trade with a positive P&L is counted as a hit. None without trades.
-    """
-    by_symbol: dict[str, list[tuple[datetime, float]]] = {}
-    for intent in result.intents:
-        if intent.get("confidence") is None:
-            continue
-        by_symbol.setdefault(intent["symbol"], []).append((intent["created_at"], float(intent["confidence"])))
-    p: list[float] = []
-    y: list[float] = []
-    for trade in result.trades:
-        candidates = [c for at, c in sorted(by_symbol.get(trade["symbol"], [])) if at <= trade["entry_at"]]
-        if not candidates:
-            continue
-        p.append(candidates[-1])
-        y.append(1.0 if Decimal(str(trade["pnl"])) > 0 else 0.0)
-    if not p:
-        return None
-    summary = calibration_summary(p, y)
-    summary["what"] = "traded intents: confidence vs closed trade profitable"
-    return summary
-
-
-# -- walk-forward --------------------------------------------------------------------------------
-
-
 @dataclass
 class WalkForwardWindow:
     """One train/test window: the model trained on the train dates and its test backtest."""
@@ -1343,6 +1209,8 @@ class WalkForwardResult:
     train_years: float
     test_months: int
     roll_months: int
+    #: The windows' comparisons pooled (:func:`backtest.benchmarks.pooled`).
+    comparison: dict[str, Any] | None = None
 
     def meta(self) -> dict[str, Any]:
         first, last = self.windows[0], self.windows[-1]
@@ -1443,7 +1311,7 @@ def out_of_sample_calibration(model: Any, files: dict[str, Path], benchmark: str
             data = ai_model.build_dataset(series, bench, model.bracket)
         except ai_model.TrainingDataError:
             return calibration_summary([], [])
-    lo, hi = _midnight(test_start), _midnight(test_end)
+    lo, hi = midnight(test_start), midnight(test_end)
     keep = (data.ts >= lo) & (data.ts <= hi)
     if not keep.any():
         return calibration_summary([], [])
@@ -1528,7 +1396,10 @@ def walk_forward(
     calibration = _pooled_calibration(windows)
     return WalkForwardResult(windows=windows, equity_curve=curve, trades=trades, performance=performance,
                              calibration=calibration, options=options, train_years=train_years,
-                             test_months=test_months, roll_months=roll)
+                             test_months=test_months, roll_months=roll,
+                             comparison=pooled([w.result.comparison for w in windows],
+                                               [w.result.random_entries for w in windows],
+                                               performance.total_return))
 
 
 def _pooled_calibration(windows: list[WalkForwardWindow]) -> dict[str, Any]:
@@ -1578,299 +1449,3 @@ def _chain(windows: list[WalkForwardWindow]) -> tuple[list[tuple[datetime, Decim
     return curve, trades
 
 
-# -- report and summary --------------------------------------------------------------------------
-
-
-def write_backtest_report(out_dir: Path, result: BacktestResult | WalkForwardResult) -> tuple[Path, Path]:
-    """``report.html`` and ``summary.json`` for a backtest or a walk-forward run."""
-    from analytics import reporting
-
-    if isinstance(result, WalkForwardResult):
-        return reporting.write_report(
-            Path(out_dir), report=result.performance, equity_curve=result.equity_curve, trades=result.trades,
-            title="Walk-forward backtest (out of sample)", meta=result.meta(),
-            walk_forward=[w.row() for w in result.windows], calibration=result.calibration,
-        )
-    calibration = traded_calibration(result)
-    return reporting.write_report(
-        Path(out_dir), report=result.performance, equity_curve=result.equity_curve, trades=result.trades,
-        title=f"Backtest {', '.join(result.options.symbols)}", meta=result.meta(), calibration=calibration,
-    )
-
-
-def _pct(value: float | None) -> str:
-    """A signed percentage (returns)."""
-    return "n/a" if value is None else f"{value * 100:+.2f}%"
-
-
-def _share(value: float | None) -> str:
-    """An unsigned percentage (rates, volatility, drawdown)."""
-    return "n/a" if value is None else f"{value * 100:.2f}%"
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def render_summary(result: BacktestResult | WalkForwardResult, paths: tuple[Path, Path] | None = None) -> str:
-    """A few lines for stdout: period, return, risk, trades, safety, speed, report files."""
-    perf = result.performance
-    meta = result.meta()
-    t = perf.trades
-    lines = [
-        f"Backtest {meta['period']} ({meta['sessions']} sessions, {meta['bars']})",
-        f"  symbols      {meta['symbols']}",
-        f"  strategies   {meta['strategies']}",
-        f"  AI model     {meta['ai_model']}",
-        f"  costs        commission {meta['commission']}; slippage {meta['slippage']}",
-        f"  equity       {perf.start_equity:,.2f} -> {perf.end_equity:,.2f} ({_pct(perf.total_return)}), "
-        f"annual {_pct(perf.annual_return)}, volatility {_share(perf.annual_volatility)}",
-        f"  risk         Sharpe {_num(perf.sharpe)}, Sortino {_num(perf.sortino)}, "
-        f"max drawdown {_share(perf.max_drawdown_pct)}",
-        f"  trades       {t.total} (win rate {_share(t.win_rate)}, profit factor {_num(t.profit_factor)}), "
-        f"commission paid {meta['commission_paid']}",
-    ]
-    if isinstance(result, WalkForwardResult):
-        lines.append(f"  walk-forward {meta['walk_forward']}")
-        cal = result.calibration
-        lines.append(f"  calibration  out of sample: {cal.get('n')} ideas, Brier {cal.get('brier')}, ECE {cal.get('ece')}")
-        runs = [w.result for w in result.windows]
-    else:
-        runs = [result]
-        changes = result.state_changes
-        lines.append(f"  safety       {len(changes)} trading-state change(s), final state {result.final_state}"
-                     + (f"; stopped early: {result.stopped_early}" if result.stopped_early else ""))
-    bars = sum(r.bars for r in runs)
-    seconds = sum(r.loop_seconds for r in runs)
-    lines.append(f"  speed        {bars:,} bars in {seconds:.1f} s "
-                 f"({bars / seconds if seconds > 0 else 0:,.0f} bars/s through the full loop)")
-    if paths is not None:
-        lines.append(f"  report       {paths[0]}")
-        lines.append(f"               {paths[1]}")
-    return "\n".join(lines)
-
-
-# -- command line ----------------------------------------------------------------------------------
-
-
-def _date_arg(value: Any, flag: str) -> date | None:
-    if value in (None, ""):
-        return None
-    try:
-        return date.fromisoformat(str(value).strip()[:10])
-    except ValueError:
-        raise BacktestError(f"{flag} {value!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _decimal_arg(value: Any, flag: str, default: Decimal) -> Decimal:
-    if value is None:
-        return default
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise BacktestError(f"{flag} {value!r} is not a number") from None
-    if not number.is_finite() or number < 0:
-        raise BacktestError(f"{flag} must be a non-negative number, got {value!r}")
-    return number
-
-
-def options_from_args(settings: Any, args: argparse.Namespace) -> BacktestOptions:
-    """Backtest options from ``main.py backtest`` arguments and the settings they overrode.
-
-    Flags main.py does not define yet are read when present (``commission_per_share``,
-    ``commission_min``, ``slippage_bps``, ``bars``); see :func:`build_parser` for all of them.
-    """
-    data = getattr(args, "data", None) or settings.sim.data_dir
-    if not data:
-        raise BacktestError("backtest needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)")
-    data_dir = Path(data)
-    if not data_dir.is_dir():
-        raise BacktestError(f"--data {data_dir}: no such directory")
-    strategies = getattr(args, "strategies", None)
-    try:
-        slippage = float(getattr(args, "slippage_bps", None) if getattr(args, "slippage_bps", None) is not None else 1.0)
-    except ValueError:
-        raise BacktestError(f"--slippage-bps {getattr(args, 'slippage_bps', None)!r} is not a number") from None
-    max_fraction = getattr(args, "commission_max_pct", None)
-    commission = CommissionModel(
-        per_share=_decimal_arg(getattr(args, "commission_per_share", None), "--commission-per-share", ZERO),
-        minimum=_decimal_arg(getattr(args, "commission_min", None), "--commission-min", ZERO),
-        max_fraction=(_decimal_arg(max_fraction, "--commission-max-pct", ZERO) / 100) if max_fraction else None,
-    )
-    return BacktestOptions(
-        data_dir=data_dir,
-        symbols=tuple(dict.fromkeys(s.strip().upper() for s in settings.scanning.symbols if s.strip())),
-        start=_date_arg(getattr(args, "start", None) or settings.sim.start, "--start"),
-        end=_date_arg(getattr(args, "end", None), "--end"),
-        strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()) if strategies else None,
-        cash=Decimal(str(settings.sim.cash)),
-        commission=commission,
-        slippage_bps=slippage,
-        seed=int(settings.sim.seed),
-        bar_mode=getattr(args, "bars", None) or "auto",
-        fast_forward=not getattr(args, "no_fast_forward", False),
-    )
-
-
-def _configure_logging(settings: Any, args: argparse.Namespace, report_dir: Path) -> None:
-    """Backtest logs: JSON lines to ``report_dir/backtest.jsonl`` and stderr (stdout keeps the
-    summary), at WARNING unless ``--log-level`` asks for more (INFO logs every decision and
-    slows a long backtest several-fold)."""
-    from core import logging_setup
-
-    level = getattr(args, "log_level", None) or "WARNING"
-    log_file = getattr(args, "log_file", None) or report_dir / "backtest.jsonl"
-    logging_setup.configure(log_file=log_file, level=level, secrets=settings.secret_values(), stream=sys.stderr)
-
-
-def main(settings: Any, args: argparse.Namespace) -> int:
-    """``python main.py backtest``: run, write the report, print the summary. Exit codes:
-    0 done, 1 the run failed, 2 bad arguments or a bad data file (one line on stderr)."""
-    try:
-        options = options_from_args(settings, args)
-    except BacktestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    report_dir = Path(getattr(args, "report", None) or "reports/backtest")
-    _configure_logging(settings, args, report_dir)
-    try:
-        result: BacktestResult | WalkForwardResult
-        if getattr(args, "walk_forward", False):
-            result = walk_forward(
-                settings, options,
-                train_years=float(getattr(args, "train_years", None) or 3.0),
-                test_months=int(getattr(args, "test_months", None) or 6),
-                roll_months=getattr(args, "roll_months", None),
-            )
-        else:
-            result = run_backtest(settings, options)
-        paths = write_backtest_report(report_dir, result)
-    except CsvDataError as exc:
-        where = f", line {exc.line}" if exc.line is not None else ""
-        print(f"error: bad data file {exc.path}{where}: {exc.problem}", file=sys.stderr)
-        return EXIT_CONFIG
-    except BacktestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    print(render_summary(result, paths), flush=True)
-    return EXIT_OK
-
-
-def _daily_closes(curve: list[tuple[datetime, Decimal]]) -> list[tuple[datetime, Decimal]]:
-    last: dict[date, tuple[datetime, Decimal]] = {}
-    for at, equity in curve:
-        last[to_exchange_time(at).date()] = (at, equity)
-    return [last[d] for d in sorted(last)]
-
-
-def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
-    """``python main.py report``: the backtest's report for a paper or live run, from the
-    journal's equity snapshots (the last of each session) and closed trades.
-
-    Whatever the journal holds, this ends in a report or one line: rows that make no sense
-    (equity zero, negative, NaN or absurd, a time without a zone, a trade with a zero
-    quantity or a missing price) are left out, counted and listed in the report."""
-    path = Path(settings.storage.state_db)
-    if not path.exists():
-        print(f"error: no journal at {path}: run the daemon first (or give --state-db)", file=sys.stderr)
-        return EXIT_CONFIG
-    journal = Journal(path)
-    try:
-        equity_rows = journal.raw_equity_rows()
-        trade_rows = journal.raw_trade_rows()
-        orders_journaled = journal.order_count()
-    finally:
-        journal.close()
-    if not equity_rows:
-        print(f"error: the journal at {path} has no equity snapshots yet: nothing to report", file=sys.stderr)
-        return EXIT_CONFIG
-    snapshots, skipped = usable_curve(equity_rows)
-    trades, skipped_trades = usable_trades(trade_rows)
-    skipped += skipped_trades
-    if skipped:
-        log.warning("report_rows_skipped", count=len(skipped), rows=[r.to_dict() for r in skipped[:50]])
-    if not snapshots:
-        print(f"error: none of the {len(equity_rows)} equity snapshots in {path} is usable "
-              f"(first problem: {skipped[0].reason}): nothing to report", file=sys.stderr)
-        return EXIT_CONFIG
-    closes = _daily_closes(snapshots)
-    curve, ppy = (closes, 252.0) if len(closes) >= 2 else (snapshots, None)
-    report = compute_performance(curve, trades, periods_per_year=ppy)
-    meta: dict[str, Any] = {
-        "source": f"journal {path}",
-        "mode": settings.mode,
-        "period": f"{curve[0][0].isoformat()} .. {curve[-1][0].isoformat()}",
-        "equity_points": f"{len(curve)} ({'last snapshot of each session' if ppy else 'every snapshot'})",
-        "orders_journaled": orders_journaled,
-        "symbols": ", ".join(sorted({t.symbol for t in trades})) or "none traded",
-    }
-    if skipped:
-        meta["journal_rows_skipped"] = len(skipped)
-        meta["skipped_rows"] = [r.reason for r in skipped[:20]]
-    from analytics import reporting
-
-    out = Path(getattr(args, "out", None) or "reports")
-    html_path, json_path = reporting.write_report(out, report=report, equity_curve=curve, trades=trades,
-                                                  title=f"Trading report ({settings.mode})", meta=meta)
-    t = report.trades
-    lines = [
-        f"Report {meta['period']} from {path}",
-        f"  equity  {report.start_equity:,.2f} -> {report.end_equity:,.2f} ({_pct(report.total_return)}), "
-        f"Sharpe {_num(report.sharpe)}, max drawdown {_share(report.max_drawdown_pct)}",
-        f"  trades  {t.total} (win rate {_share(t.win_rate)}, profit factor {_num(t.profit_factor)})",
-    ]
-    if skipped:
-        lines.append(f"  skipped {len(skipped)} journal row(s) that make no sense (listed in the report)")
-    lines += [f"  report  {html_path}", f"          {json_path}"]
-    print("\n".join(lines), flush=True)
-    return EXIT_OK
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Every backtest flag, for ``python backtest/backtest.py`` (main.py's subcommand has a subset)."""
-    parser = argparse.ArgumentParser(prog="python -m backtest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="CSV data directory (layout of shared/data)")
-    parser.add_argument("--symbols", help="comma-separated symbols (default: scanning.symbols)")
-    parser.add_argument("--start", help="first session (YYYY-MM-DD)")
-    parser.add_argument("--end", help="last session (YYYY-MM-DD)")
-    parser.add_argument("--profile", choices=["default", "conservative", "aggressive"])
-    parser.add_argument("--config", type=Path, help="TOML config file")
-    parser.add_argument("--strategies", help="comma-separated strategy names")
-    parser.add_argument("--report", type=Path, help="directory for report.html and summary.json")
-    parser.add_argument("--commission-per-share", help="dollars per share (default 0, as at Alpaca)")
-    parser.add_argument("--commission-min", help="minimum dollars per execution (default 0)")
-    parser.add_argument("--commission-max-pct", help="at most this percent of an execution's value")
-    parser.add_argument("--slippage-bps", help="basis points on market and stop fills (default 1)")
-    parser.add_argument("--bars", choices=["auto", "daily", "intraday"], default="auto",
-                        help="bar convention (default: intraday when minute bars cover the range)")
-    parser.add_argument("--no-fast-forward", action="store_true",
-                        help="run the loop on every session, also where it provably has nothing to do")
-    parser.add_argument("--walk-forward", action="store_true", help="train/test windows (see --train-years)")
-    parser.add_argument("--train-years", type=float, default=3.0, help="walk-forward train length (default 3)")
-    parser.add_argument("--test-months", type=int, default=6, help="walk-forward test length (default 6)")
-    parser.add_argument("--roll-months", type=int, help="walk-forward step (default: --test-months)")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default WARNING")
-    parser.add_argument("--log-file", help="default REPORT_DIR/backtest.jsonl")
-    return parser
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    """``python backtest/backtest.py --data DIR ...`` with every flag (see :func:`build_parser`)."""
-    import config
-
-    args = build_parser().parse_args(argv)
-    overrides: dict[str, Any] = {"sim.data_dir": args.data}
-    if args.symbols:
-        overrides["scanning.symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
-    if args.start:
-        overrides["sim.start"] = args.start
-    try:
-        settings = config.load_settings(config_file=args.config, profile=args.profile, overrides=overrides)
-        return main(settings, args)
-    except ConfigError as exc:
-        print(config.format_problems(exc), file=sys.stderr)
-        return EXIT_CONFIG
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -135,7 +135,7 @@ def test_a_strategy_without_a_prefilter_runs_every_session(monkeypatch: pytest.M
 def test_the_command_line_can_turn_fast_forward_off(data_dir: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from core import logging_setup
-    from backtest.runner import cli
+    from backtest.cli import cli
 
     args = ["--data", str(data_dir), "--symbols", "SPY,AAPL", "--start", "2019-01-02", "--end", "2019-03-29",
             "--strategies", "sma_crossover"]
