@@ -310,9 +310,10 @@ def test_report_from_a_paper_journal(settings: Any, tmp_path: Path, capsys: pyte
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     # the first snapshot (the first session's starting equity), then the last of each session
     assert summary["performance"]["points"] == 4
-    # returns from the starting equity 100,000 (not from the first session's close, 100,012.50)
+    # returns from the starting equity 100,000 to the last close 99,812.50 (not from the first
+    # session's close, 100,012.50)
     assert Decimal(summary["performance"]["start_equity"]) == Decimal(100000)
-    assert summary["performance"]["total_return"] == pytest.approx(99812 / 100000 - 1, abs=1e-9)
+    assert summary["performance"]["total_return"] == pytest.approx(99812.5 / 100000 - 1, abs=1e-9)
     assert "(-0.19%)" in out
     assert summary["performance"]["trades"]["total"] == 1
     missing = settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_db": str(tmp_path / "none.db")})})
