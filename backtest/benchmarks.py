@@ -6,10 +6,14 @@ a strategy that beats buy-and-hold in a falling market may still be no better th
 :func:`random_entries` answers the last question: each closed trade of the run gets, per
 draw, a twin that enters a random symbol of the universe at the open of a random session of
 the run, with the same dollar size, the same bracket (stop and target at the same distances
-from the entry), the same entry cost (its fill against that session's open) and at most the
-same number of sessions held; the twin exits by the labelling rule (a session whose low
-reaches the stop is a stop, also when its high reaches the target; a session opening beyond
-a level fills there at the open; otherwise the close of its last session). The run's
+from the entry) and the same entry cost (its fill against that session's open). Its time
+limit does not copy the trade's outcome: a trade closed by a strategy or emergency exit
+lends its twin the sessions it was held; one closed at its stop or target (whose holding
+time *is* its outcome) lends the strategy's own time limit (:data:`HORIZON` sessions, the AI
+model's label horizon, unless the caller names a shorter one per strategy: mean reversion's
+maximum holding). The twin exits by the labelling rule (a session whose low reaches the stop
+is a stop, also when its high reaches the target; a session opening beyond a level fills
+there at the open; otherwise the close of its last session). The run's
 closed-trade P&L is then placed in the distribution of the twins' totals (its percentile).
 Draws are seeded (the run's seed) and vectorized over trades and sessions, in batches.
 """
@@ -30,6 +34,10 @@ from core.clock import to_exchange_time
 
 #: Random-entry draws (each a full set of twins of the run's trades).
 DRAWS = 1000
+#: Sessions a twin of a trade closed at its stop or target may run (the label horizon).
+HORIZON = 20
+#: Exit reasons set by a decision, not by a price level: the twin keeps the trade's holding.
+DECIDED_EXITS = frozenset({"strategy_exit", "emergency_exit", "emergency_stop", "exit"})
 #: Elements (draws x trades x sessions) per vectorized batch: bounds the temporary arrays.
 BATCH_ELEMENTS = 2_000_000
 
@@ -90,8 +98,9 @@ class RandomEntries:
             "percentile": round(self.percentile, 1), "p5_pnl": round(float(q[0]), 2),
             "median_pnl": round(float(q[1]), 2), "p95_pnl": round(float(q[2]), 2),
             "method": ("each closed trade's twin enters a random symbol at the open of a random session with the "
-                       "same dollar size, bracket distances, entry cost and at most the same sessions held; "
-                       "stop first when a session touches both"),
+                       "same dollar size, bracket distances and entry cost; it holds as long as the trade when a "
+                       "strategy or emergency exit closed it, else up to the strategy's time limit; stop first "
+                       "when a session touches both"),
         }
 
 
@@ -111,8 +120,10 @@ def _float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def twins_of(trades: Sequence[Mapping[str, Any]], prices: Prices) -> list[Twin]:
-    """The random-entry twin of each closed long trade (see the module docstring)."""
+def twins_of(trades: Sequence[Mapping[str, Any]], prices: Prices,
+             limits: Mapping[str, int] | None = None) -> list[Twin]:
+    """The random-entry twin of each closed long trade (see the module docstring);
+    ``limits``: a strategy's own time limit in sessions (default :data:`HORIZON`)."""
     index = {day: i for i, day in enumerate(prices.sessions)}
     rows = {s: i for i, s in enumerate(prices.symbols)}
     out: list[Twin] = []
@@ -126,6 +137,8 @@ def twins_of(trades: Sequence[Mapping[str, Any]], prices: Prices) -> list[Twin]:
         first = index.get(to_exchange_time(_moment(trade["entry_at"])).date())
         last = index.get(to_exchange_time(_moment(trade["exit_at"])).date())
         held = (last - first + 1) if first is not None and last is not None and last >= first else 1
+        if (trade.get("exit_reason") or "exit") not in DECIDED_EXITS:
+            held = (limits or {}).get(str(trade.get("strategy")), HORIZON)
         stop, target = _float(trade.get("stop_price")), _float(trade.get("target_price"))
         cost = 0.0
         row = rows.get(str(trade.get("symbol")))
@@ -198,9 +211,9 @@ def simulate_twins(twins: Sequence[Twin], prices: Prices, draws: int, seed: int,
 
 
 def random_entries(trades: Sequence[Mapping[str, Any]], prices: Prices, *, seed: int, draws: int = DRAWS,
-                   slippage_bps: float = 0.0) -> RandomEntries | None:
+                   slippage_bps: float = 0.0, limits: Mapping[str, int] | None = None) -> RandomEntries | None:
     """The run's closed trades against ``draws`` sets of random twins (None without trades)."""
-    twins = twins_of(trades, prices)
+    twins = twins_of(trades, prices, limits)
     if not twins:
         return None
     totals = simulate_twins(twins, prices, draws, seed, slippage_bps=slippage_bps)
@@ -260,11 +273,12 @@ def capital_deployed(fills: Sequence[Mapping[str, Any]], prices: Prices,
 
 def compare(*, trades: Sequence[Mapping[str, Any]], fills: Sequence[Mapping[str, Any]], prices: Prices,
             universe: Sequence[str], benchmark: str, curve: Sequence[tuple[datetime, Decimal]], seed: int,
-            slippage_bps: float, draws: int = DRAWS) -> tuple[dict[str, Any], RandomEntries | None]:
+            slippage_bps: float, draws: int = DRAWS,
+            limits: Mapping[str, int] | None = None) -> tuple[dict[str, Any], RandomEntries | None]:
     """The run against buy-and-hold of its universe, the benchmark (SPY) when present and
     random entries; plus the capital it kept deployed."""
     start, end = float(curve[0][1]), float(curve[-1][1])
-    randoms = random_entries(trades, prices, seed=seed, draws=draws, slippage_bps=slippage_bps)
+    randoms = random_entries(trades, prices, seed=seed, draws=draws, slippage_bps=slippage_bps, limits=limits)
     traded = [s for s in universe if s in prices.symbols]
     return {
         "run": {"total_return": round(end / start - 1.0, 6) if start > 0 else None,

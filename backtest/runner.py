@@ -992,7 +992,7 @@ async def run_backtest_async(settings: Any, options: BacktestOptions, *, model: 
     prices = Prices.aligned(run.history, [*universe, BENCHMARK], run.sessions)
     comparison, randoms = compare(trades=trades, fills=fills, prices=prices, universe=universe,
                                   benchmark=BENCHMARK, curve=curve, seed=options.seed,
-                                  slippage_bps=options.slippage_bps)
+                                  slippage_bps=options.slippage_bps, limits=_time_limits(run.loop.settings))
     return BacktestResult(
         options=options, bar_mode=run.bar_mode, sessions=run.sessions, equity_curve=curve, trades=trades,
         orders=orders, intents=intents, state_changes=events, alerts=alerts, performance=report,
@@ -1008,6 +1008,12 @@ async def run_backtest_async(settings: Any, options: BacktestOptions, *, model: 
         late_symbols=[s for s in universe if s in run.history and run.history[s].days
                       and run.history[s].days[0] > run.sessions[0]],
     )
+
+
+def _time_limits(settings: Any) -> dict[str, int]:
+    """Strategies' own time limits in sessions (the entry's included) for random entries:
+    mean reversion exits after ``max_hold_days``; the others have none but their brackets."""
+    return {"mean_reversion": int(settings.mean_reversion.max_hold_days) + 1}
 
 
 def _bar_count(core: SimulatorCore, history: dict[str, DailyHistory], universe: list[str], sessions: list[date],
