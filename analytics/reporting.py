@@ -520,7 +520,7 @@ def _comparison_section(comparison: Mapping[str, Any]) -> str:
     rand = comparison.get("random_entries")
     if rand:
         random_text = (f"<p>Closed-trade P&amp;L {_esc(fmt_money(Decimal(str(rand['run_pnl']))))} is at the "
-                       f"<b>{float(rand['percentile']):.0f}th percentile</b> "
+                       f"<b>percentile {float(rand['percentile']):.0f}</b> "
                        f"of {_esc(rand['draws'])} random-entry runs (median {_esc(fmt_money(Decimal(str(rand['median_pnl']))))}, "
                        f"5&ndash;95 % {_esc(fmt_money(Decimal(str(rand['p5_pnl']))))} .. "
                        f"{_esc(fmt_money(Decimal(str(rand['p95_pnl']))))}).</p>"

@@ -8,6 +8,7 @@ Log lines never share the terminal with it (they go to the log file, see
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import TextIO
 
@@ -33,8 +34,10 @@ class Progress:
         if not self.enabled:
             return
         if self._bar is None:
-            self._bar = tqdm(total=self.total, file=self.stream, unit="session", mininterval=PROGRESS_INTERVAL,
-                             dynamic_ncols=True, leave=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
+            # a terminal that reports no width (0 columns: some ptys) gets 100, not an empty bar
+            width = shutil.get_terminal_size((100, 20)).columns or 100
+            self._bar = tqdm(total=self.total, file=_Writer(self.stream), unit="session", mininterval=PROGRESS_INTERVAL,
+                             ncols=min(width, 140), leave=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
                              "[{elapsed}<{remaining}] {postfix}")
         step = min(done, self.total) - self._done
         if label:
@@ -48,3 +51,17 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class _Writer:
+    """``stream`` seen only through ``write`` and ``flush``: tqdm then draws plain ASCII and
+    writes text as it is (handed the real ``sys.stderr`` of a pty, it drew nothing at all)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()

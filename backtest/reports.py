@@ -123,6 +123,13 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _ordinal(value: float) -> str:
+    """41 -> "41st", 3 -> "3rd", 12 -> "12th" (a percentile, rounded)."""
+    n = int(round(value))
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def comparison_lines(comparison: Mapping[str, Any] | None) -> list[str]:
     """The summary's lines on buy-and-hold, the benchmark, random entries and capital."""
     if not comparison:
@@ -137,7 +144,7 @@ def comparison_lines(comparison: Mapping[str, Any] | None) -> list[str]:
     lines = [f"  vs           {'; '.join(parts) or 'no benchmark data'}"]
     rand = comparison.get("random_entries")
     if rand:
-        lines.append(f"  vs random    closed-trade P&L {rand['run_pnl']:,.2f} is at the {rand['percentile']:.0f}th "
+        lines.append(f"  vs random    closed-trade P&L {rand['run_pnl']:,.2f} is at the {_ordinal(rand['percentile'])} "
                      f"percentile of {rand['draws']} random-entry runs with the same exits and sizing "
                      f"(median {rand['median_pnl']:,.2f}, 5-95% {rand['p5_pnl']:,.2f} .. {rand['p95_pnl']:,.2f})")
     else:
