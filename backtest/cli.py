@@ -10,6 +10,7 @@ to stdout or stderr, so they cannot bury the bar or the summary.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -123,6 +124,7 @@ def configure_logging(settings: Any, args: argparse.Namespace, report_dir: Path)
     level = getattr(args, "log_level", None) or "WARNING"
     log_file = Path(getattr(args, "log_file", None) or report_dir / "backtest.jsonl")
     logging_setup.configure(log_file=log_file, level=level, secrets=settings.secret_values(), console=False)
+    logging.captureWarnings(True)  # library warnings (numpy, scikit-learn) to the log file as well
     return log_file
 
 

@@ -1374,9 +1374,12 @@ def walk_forward(
                 trained = ai_model.train_model(Path(tmp), model_path, symbols=sorted(copies),
                                                stop=float(settings.trading.stop_loss),
                                                target=float(settings.trading.take_profit), benchmark=BENCHMARK)
-            except ai_model.TrainingDataError as exc:
+            except (ai_model.TrainingDataError, ValueError) as exc:
+                # ValueError: the model library refuses the window's ideas (one outcome class
+                # only, say): one line naming the window instead of a traceback
                 raise BacktestError(
-                    f"walk-forward window {index} (train {train_start} .. {train_end}): {exc}"
+                    f"walk-forward window {index} (train {train_start} .. {train_end}): "
+                    f"the AI model cannot be trained on it: {exc}"
                 ) from None
             model = ai_model.load_model(model_path)
         calibration = out_of_sample_calibration(model, chosen, BENCHMARK, test_start, test_end)
