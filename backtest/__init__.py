@@ -1,4 +1,4 @@
-"""Backtesting: the runner and walk-forward (``backtest.runner``: the daemon's loop over
+"""Backtesting: the runner and walk-forward (``backtest.loop``: the daemon's loop over
 replayed history), replayed history and data-directory discovery (``backtest.data``), the
 comparison with buy-and-hold, SPY and random entries (``backtest.benchmarks``), each trade's
 bracket and probability at entry (``backtest.trade_details``), the report files and the

@@ -23,7 +23,7 @@ import structlog
 from analytics.performance import compute_performance, usable_curve, usable_trades
 from backtest.data import symbols_in_dir
 from backtest.reports import _num, _pct, _share, render_summary, user_warnings, write_backtest_report
-from backtest.runner import (
+from backtest.loop import (
     EXIT_CONFIG,
     EXIT_OK,
     ZERO,

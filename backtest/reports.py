@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from backtest.runner import BacktestResult, WalkForwardResult, calibration_summary
+from backtest.loop import BacktestResult, WalkForwardResult, calibration_summary
 from core.clock import to_exchange_time
 
 TRADES_NAME = "trades.csv"

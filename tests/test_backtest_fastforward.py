@@ -30,7 +30,7 @@ import pytest
 
 import config
 from backtest import prefilter
-from backtest.runner import BacktestLoop, BacktestOptions, BacktestResult, run_backtest
+from backtest.loop import BacktestLoop, BacktestOptions, BacktestResult, run_backtest
 from tests.conftest import copy_daily_files
 
 DAILY_FILES = ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv",

@@ -23,7 +23,7 @@ from market import indicators
 from backtest import prefilter
 from ai_analyzer import AIAnalyzer
 from backtest.data import DailyHistory
-from backtest.runner import PRIME_SESSIONS
+from backtest.loop import PRIME_SESSIONS
 from core.clock import EXCHANGE_TZ
 from market.market_data import BarSeries, MarketData, day_timestamp, load_csv_bars
 from strategies import BUILT_IN
