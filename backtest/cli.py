@@ -23,17 +23,9 @@ import structlog
 from analytics.performance import compute_performance, usable_curve, usable_trades
 from backtest.data import symbols_in_dir
 from backtest.reports import _num, _pct, _share, render_summary, user_warnings, write_backtest_report
-from backtest.loop import (
-    EXIT_CONFIG,
-    EXIT_OK,
-    ZERO,
-    BacktestError,
-    BacktestOptions,
-    BacktestResult,
-    WalkForwardResult,
-    run_backtest,
-    walk_forward,
-)
+from backtest.options import BacktestError, BacktestOptions, BacktestResult
+from backtest.runner import run_backtest
+from backtest.walk_forward import WalkForwardResult, walk_forward
 from backtest.sim_broker import CommissionModel
 from core.clock import to_exchange_time
 from core.errors import ConfigError
@@ -41,6 +33,9 @@ from journal.journal import Journal
 from simulator.csv_source import CsvDataError
 
 log = structlog.get_logger(__name__)
+
+ZERO = Decimal(0)
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
 def _date_arg(value: Any, flag: str) -> date | None:

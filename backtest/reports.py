@@ -15,7 +15,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from backtest.loop import BacktestResult, WalkForwardResult, calibration_summary
+from backtest.options import BacktestResult
+from backtest.walk_forward import WalkForwardResult, calibration_summary
 from core.clock import to_exchange_time
 
 TRADES_NAME = "trades.csv"

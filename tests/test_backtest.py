@@ -25,7 +25,9 @@ from backtest.cli import main, report_from_journal
 from backtest.data import load_history
 from backtest.progress import Progress
 from backtest.reports import write_backtest_report
-from backtest.loop import BacktestError, BacktestOptions, BacktestResult, run_backtest, walk_forward
+from backtest.options import BacktestError, BacktestOptions, BacktestResult
+from backtest.runner import run_backtest
+from backtest.walk_forward import walk_forward
 from core.clock import EXCHANGE_TZ
 from journal.journal import Journal
 from simulator.market import Market
@@ -414,7 +416,7 @@ def test_the_progress_line_is_drawn_only_on_a_terminal() -> None:
 def test_a_backtest_on_recorded_bars_reads_no_synthetic_news(settings: Any, baseline: BacktestResult) -> None:
     """The simulator's headlines are invented: on real (CSV) bars they would move the AI's
     confidence with news that never happened, so neither the loop nor the analyzer reads news."""
-    from backtest import loop as backtest
+    from backtest import runner as backtest
 
     assert settings.ai.use_news_sentiment  # configured on, as by default
     run = backtest._assemble(settings, baseline.options, None, lambda: None)

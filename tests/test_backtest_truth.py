@@ -28,7 +28,8 @@ from backtest import benchmarks
 from backtest.benchmarks import Prices, Twin, percentile_of, random_entries, simulate_twins
 from backtest.cli import main, options_from_args
 from backtest.data import DailyHistory, midnight
-from backtest.loop import BacktestOptions, run_backtest
+from backtest.options import BacktestOptions
+from backtest.runner import run_backtest
 from core import logging_setup
 from core.clock import EXCHANGE_TZ
 from market.market_data import MarketData
