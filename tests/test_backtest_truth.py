@@ -275,3 +275,23 @@ def test_daily_history_helpers_stamp_sessions_at_midnight_new_york() -> None:
     item = DailyHistory("XYZ", (day,), ts, *(np.array([1.0]) for _ in range(5)))
     assert datetime.fromtimestamp(int(item.ts[0]), EXCHANGE_TZ).hour == 0
     assert item.index(day) == 0
+
+
+def test_a_twins_time_limit_does_not_copy_its_trades_outcome() -> None:
+    """A trade closed at its target after 2 sessions lends its twin the strategy's own time
+    limit (the holding time of a stop or target exit is its outcome); a strategy exit lends
+    the sessions it was held."""
+    prices = _prices([100.0] * 40)
+    base = {"symbol": "XYZ", "side": "long", "qty": "10", "entry_price": "100", "pnl": "60",
+            "entry_at": datetime(2021, 1, 5, 14, 30, tzinfo=EXCHANGE_TZ),
+            "exit_at": datetime(2021, 1, 6, 15, 0, tzinfo=EXCHANGE_TZ),
+            "stop_price": "97", "target_price": "106", "commission": "0"}
+    target = benchmarks.twins_of([dict(base, exit_reason="take_profit", strategy="enhanced_momentum")], prices)
+    assert target[0].sessions == benchmarks.HORIZON
+    limited = benchmarks.twins_of([dict(base, exit_reason="stop_loss", strategy="mean_reversion")], prices,
+                                  {"mean_reversion": 6})
+    assert limited[0].sessions == 6
+    decided = benchmarks.twins_of([dict(base, exit_reason="strategy_exit", strategy="mean_reversion")], prices,
+                                  {"mean_reversion": 6})
+    assert decided[0].sessions == 2
+    assert target[0].stop_frac == pytest.approx(-0.03) and target[0].target_frac == pytest.approx(0.06)
