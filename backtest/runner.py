@@ -150,8 +150,11 @@ def _model_description(analyzer: AIAnalyzer, sessions: list[date]) -> dict[str, 
     if model is None:
         return {"description": "transparent scoring (no trained model found)"}
     window = model.metadata.get("training_window", {}) if isinstance(model.metadata, dict) else {}
-    first, last = window.get("train_start"), window.get("test_end")
-    description = f"calibrated model created {model.created_at}, trained on ideas {first or '?'} .. {last or '?'}"
+    # what the model was fitted on: its train and calibration ideas (its test ideas were only
+    # scored, so a backtest over them is out of sample in time)
+    first = window.get("train_start")
+    last = window.get("calibration_end") or window.get("train_end") or window.get("test_end")
+    description = f"calibrated model created {model.created_at}, fitted on ideas {first or '?'} .. {last or '?'}"
     overlap = None
     if first and last and sessions:
         overlap = not (date.fromisoformat(last) < sessions[0] or date.fromisoformat(first) > sessions[-1])
