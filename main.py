@@ -682,9 +682,9 @@ def run_backtest(settings: Any, args: argparse.Namespace) -> int:
 
 
 def run_report(settings: Any, args: argparse.Namespace) -> int:
-    from backtest.cli import report_from_journal
+    from backtest.cli import report_command
 
-    return report_from_journal(settings, args)
+    return report_command(settings, args)
 
 
 if __name__ == "__main__":

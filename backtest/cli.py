@@ -172,6 +172,16 @@ def session_curve(snapshots: Sequence[tuple[datetime, Decimal]]) -> list[tuple[d
     return closes if closes[0][0] == ordered[0][0] else [ordered[0], *closes]
 
 
+def report_command(settings: Any, args: argparse.Namespace) -> int:
+    """``python main.py report``: :func:`report_from_journal` with the log in its file only
+    (``storage.log_file``, ``--log-file``): the terminal shows the report's summary alone."""
+    from core import logging_setup
+
+    logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
+                            secrets=settings.secret_values(), console=False)
+    return report_from_journal(settings, args)
+
+
 def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
     """``python main.py report``: the backtest's report for a paper or live run, from the
     journal's equity snapshots (the first one, then the last of each session: see
