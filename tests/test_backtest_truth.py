@@ -295,3 +295,21 @@ def test_a_twins_time_limit_does_not_copy_its_trades_outcome() -> None:
                                   {"mean_reversion": 6})
     assert decided[0].sessions == 2
     assert target[0].stop_frac == pytest.approx(-0.03) and target[0].target_frac == pytest.approx(0.06)
+
+
+def test_the_reports_calibration_scores_the_label_the_probability_predicted() -> None:
+    """The probability at entry is for the bracket's target before its stop: a strategy exit
+    at a profit is not a hit (the old section scored "profitable")."""
+    from types import SimpleNamespace
+
+    from backtest.reports import traded_calibration
+
+    trades = [
+        {"probability": 0.6, "exit_reason": "take_profit", "pnl": "60"},
+        {"probability": 0.4, "exit_reason": "strategy_exit", "pnl": "25"},  # profitable, target not reached
+        {"probability": 0.3, "exit_reason": "stop_loss", "pnl": "-30"},
+        {"probability": None, "exit_reason": "take_profit", "pnl": "60"},  # no probability: not scored
+    ]
+    summary = traded_calibration(SimpleNamespace(trades=trades))  # type: ignore[arg-type]
+    assert summary is not None
+    assert summary["n"] == 3 and summary["base_rate"] == pytest.approx(1 / 3)
