@@ -729,15 +729,15 @@ def run_train(settings: Any, args: argparse.Namespace) -> int:
 
 
 def run_backtest(settings: Any, args: argparse.Namespace) -> int:
-    from backtest.backtest import main as backtest_main
+    from backtest.cli import main as backtest_main
 
     return backtest_main(settings, args)
 
 
 def run_report(settings: Any, args: argparse.Namespace) -> int:
-    from backtest.backtest import report_from_journal
+    from backtest.cli import report_command
 
-    return report_from_journal(settings, args)
+    return report_command(settings, args)
 
 
 if __name__ == "__main__":

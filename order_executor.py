@@ -343,6 +343,7 @@ class OrderExecutor:
         )
         # A marketable order may come back already (partly) filled: report it now.
         self._observe(tracked, order)
+        self._journal_acknowledged_legs(order)
         if order.is_terminal:
             self.tracked.pop(cid, None)
         return ExecutionResult(cid, request.symbol, "submitted", order=order)
@@ -399,6 +400,17 @@ class OrderExecutor:
             if order.is_terminal:
                 self.tracked.pop(cid, None)
         return changed
+
+    def _journal_acknowledged_legs(self, order: Order) -> None:
+        """Journal a bracket's legs from the broker's answer to its submission (Alpaca nests
+        them there): a stop that fills in the entry's own session, before any listing shows
+        the legs, is then a fill of a known order, booked ``stop_loss`` for the stop-loss
+        guard instead of an anonymous exit."""
+        record_legs = getattr(self._journal, "record_legs", None)
+        if not order.legs or record_legs is None:
+            return
+        record_legs(order, at=self._clock.now())
+        self._legs_known.add((order.id, tuple(leg.id for leg in order.legs)))
 
     def _journal_new_legs(self, open_orders: Sequence[Order]) -> None:
         """Journal the legs (take-profit, stop) of journaled bracket/OCO orders the first time

@@ -511,6 +511,38 @@ def _calibration_section(calibration: Mapping[str, Any], bins: list[tuple[float,
             "</section>")
 
 
+def _comparison_section(comparison: Mapping[str, Any]) -> str:
+    """The run beside buy-and-hold, the benchmark and random entries, and capital deployed."""
+    rows = []
+    run = comparison.get("run") or {}
+    rows.append(("This run", _esc(fmt_pct(run.get("total_return"))), "equity, start to end"))
+    hold = comparison.get("buy_and_hold_universe")
+    if hold:
+        left_out = f"; left out (no bar on the first session): {', '.join(hold['left_out'])}" if hold.get("left_out") else ""
+        rows.append(("Buy-and-hold of the universe", _esc(fmt_pct(hold.get("total_return"))),
+                     _esc(f"equal dollars in {', '.join(hold.get('symbols', []))} at the first open{left_out}")))
+    bench = comparison.get("benchmark")
+    if bench and bench.get("total_return") is not None:
+        rows.append((_esc(f"Buy-and-hold {bench.get('symbol')}"), _esc(fmt_pct(bench.get("total_return"))),
+                     "first open to last close"))
+    table = _table(["", "Return", "How"], rows)
+    rand = comparison.get("random_entries")
+    if rand:
+        random_text = (f"<p>Closed-trade P&amp;L {_esc(fmt_money(Decimal(str(rand['run_pnl']))))} is at the "
+                       f"<b>percentile {float(rand['percentile']):.0f}</b> "
+                       f"of {_esc(rand['draws'])} random-entry runs (median {_esc(fmt_money(Decimal(str(rand['median_pnl']))))}, "
+                       f"5&ndash;95 % {_esc(fmt_money(Decimal(str(rand['p5_pnl']))))} .. "
+                       f"{_esc(fmt_money(Decimal(str(rand['p95_pnl']))))}).</p>"
+                       f'<p class="note">{_esc(rand.get("method", ""))}; seed {_esc(rand.get("seed"))}.</p>')
+    else:
+        random_text = '<p class="note">No closed trade to compare with random entries.</p>'
+    capital = comparison.get("capital_deployed")
+    capital_text = (f"<p>Capital deployed: {_esc(fmt_pct(capital.get('average')))} of equity on average at the "
+                    f"close, at most {_esc(fmt_pct(capital.get('max')))}.</p>") if capital else ""
+    return (f'<section id="comparison"><h2>Against benchmarks and chance</h2>{table}{random_text}{capital_text}'
+            "</section>")
+
+
 # -- entry point ---------------------------------------------------------------------------------
 
 
@@ -523,6 +555,7 @@ def render_html(
     meta: Mapping[str, Any],
     walk_forward: Sequence[Mapping[str, Any]] | None = None,
     calibration: Mapping[str, Any] | None = None,
+    comparison: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as one self-contained HTML document (see :func:`write_report`)."""
     curve = normalize_curve(equity_curve)
@@ -538,6 +571,7 @@ def render_html(
         _meta_section(title, meta),
         _warnings_section(report),
         _metrics_section(report),
+        _comparison_section(comparison) if comparison else "",
         '<section id="equity"><h2>Equity curve</h2>',
         _img(_equity_chart(times, equity, records), "Equity curve with trade entries and exits"),
         '<p class="note">Entries: green &#9650;, exits: red &#9660;, placed on the equity at that moment. '
@@ -570,6 +604,7 @@ def build_summary(
     meta: Mapping[str, Any],
     walk_forward: Sequence[Mapping[str, Any]] | None = None,
     calibration: Mapping[str, Any] | None = None,
+    comparison: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What summary.json holds: ``performance`` is exactly ``report.to_dict()``."""
     return {
@@ -578,6 +613,7 @@ def build_summary(
         "performance": report.to_dict(),
         "walk_forward": _plain(list(walk_forward)) if walk_forward is not None else None,
         "calibration": _plain(calibration) if calibration is not None else None,
+        "comparison": _plain(comparison) if comparison is not None else None,
     }
 
 
@@ -607,6 +643,7 @@ def write_report(
     meta: Mapping[str, Any],
     walk_forward: list[dict[str, Any]] | None = None,
     calibration: dict[str, Any] | None = None,
+    comparison: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.html`` and ``summary.json`` into ``out_dir`` (created if needed).
 
@@ -615,7 +652,8 @@ def write_report(
     profile, strategies, commission and slippage models...). ``walk_forward`` adds a table of
     windows (train/test dates and out-of-sample metrics, nested dicts become ``a.b`` columns);
     ``calibration`` = ``{"bins": [...], "brier": x, "ece": y}`` (bins as
-    ``ai_model.reliability_table`` makes them) adds a reliability diagram.
+    ``ai_model.reliability_table`` makes them) adds a reliability diagram; ``comparison``
+    (a backtest's buy-and-hold, benchmark, random-entry and capital figures) adds a table.
     Returns ``(html_path, json_path)``. Raises ``ValueError`` on malformed input before
     writing anything.
     """
@@ -623,9 +661,10 @@ def write_report(
     equity_curve = list(equity_curve)
     trades = list(trades)
     page = render_html(report=report, equity_curve=equity_curve, trades=trades, title=title, meta=meta,
-                       walk_forward=walk_forward, calibration=calibration)
+                       walk_forward=walk_forward, calibration=calibration, comparison=comparison)
     summary = json.dumps(
-        build_summary(report=report, title=title, meta=meta, walk_forward=walk_forward, calibration=calibration),
+        build_summary(report=report, title=title, meta=meta, walk_forward=walk_forward, calibration=calibration,
+                      comparison=comparison),
         indent=2,
         allow_nan=False,
     )

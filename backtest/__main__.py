@@ -2,6 +2,6 @@
 
 import sys
 
-from backtest.backtest import cli
+from backtest.cli import cli
 
 sys.exit(cli())

@@ -161,7 +161,8 @@ def our_settings(count: int, reference: bool) -> Any:
 
 def run_ours(data: Path, count: int, start: date, end: date, reference: bool) -> dict[str, Any]:
     from core import logging_setup
-    from backtest.backtest import BacktestOptions, run_backtest
+    from backtest.options import BacktestOptions
+    from backtest.runner import run_backtest
 
     logging_setup.configure(log_file=None, level="WARNING", stream=io.StringIO())
     settings = our_settings(count, reference)

@@ -225,8 +225,12 @@ def configure(
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
     json_console: bool | None = None,
+    console: bool = True,
 ) -> None:
     """Send every log event as JSON to ``log_file`` and to ``stream`` (default stdout).
+
+    ``console=False`` logs to ``log_file`` only (a backtest keeps the terminal for its
+    progress bar and summary).
 
     ``level`` is DEBUG, INFO, WARNING, ERROR or CRITICAL. ``secrets`` are registered with
     :func:`add_secret` (they stay registered). The console gets JSON unless it is a terminal;
@@ -252,11 +256,12 @@ def configure(
         file_handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
         file_handler.setFormatter(_json_formatter(shared))
         handlers.append(file_handler)
-    console = logging.StreamHandler(out)
-    console.setFormatter(
-        _json_formatter(shared) if as_json else _console_formatter(shared, _is_tty(out))
-    )
-    handlers.append(console)
+    if console or log_file is None:
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(
+            _json_formatter(shared) if as_json else _console_formatter(shared, _is_tty(out))
+        )
+        handlers.append(handler)
 
     global _root_level_before
     root = logging.getLogger()

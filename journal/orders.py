@@ -320,7 +320,9 @@ class OrderRepository:
         if row is None:
             return None
         if cid.startswith("emergency-"):
-            return "emergency_stop"
+            # a market exit, not a stop fill: "stop" in a reason means the stop order filled
+            # (the stop-loss guard counts emergency exits too, by this name)
+            return "emergency_exit"
         if cid.startswith("exit-"):
             return "strategy_exit"
         if row["order_type"] in ("stop", "stop_limit"):

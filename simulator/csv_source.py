@@ -418,6 +418,7 @@ class CsvSource:
         self.symbols = chosen
         self._minutes: dict[str, _MinuteSeries] = {}
         self._daily: dict[str, dict[date, _DailyRow]] = {}
+        self._daily_days: dict[str, list[date]] = {}
         self._quotes: dict[str, _QuoteSeries] = {}
         self._windows: dict[date, tuple[int, int]] = {}
         self._minute_ranges: dict[tuple[str, date], tuple[float, float]] = {}
@@ -493,8 +494,22 @@ class CsvSource:
                              "ARCA" if tape == "B" else "NASDAQ")
 
     def volatile(self, symbol: str, session: date) -> bool:
-        row = self._daily.get(symbol, {}).get(session)
+        """Whether ``symbol``'s quotes in ``session`` are wide (the spread model doubles them):
+        its last recorded session *before* this one moved more than 4% from low to high.
+        Known at the open; the session's own range is not (using it would let the opening
+        spread see the day's high and low: a cost look-ahead)."""
+        row = self._previous_row(symbol, session)
         return bool(row is not None and (row.h - row.l) / row.o > 0.04)
+
+    def _previous_row(self, symbol: str, session: date) -> _DailyRow | None:
+        rows = self._daily.get(symbol)
+        if not rows:
+            return None
+        days = self._daily_days.get(symbol)
+        if days is None or len(days) != len(rows):
+            days = self._daily_days[symbol] = sorted(rows)
+        i = bisect.bisect_left(days, session)
+        return rows[days[i - 1]] if i > 0 else None
 
     def day(self, symbol: str, session: date) -> DayArrays | None:
         series = self._minutes.get(symbol)

@@ -21,18 +21,13 @@ import pytest
 
 import config
 from core import logging_setup
-from backtest.backtest import (
-    BacktestError,
-    BacktestOptions,
-    BacktestResult,
-    Progress,
-    load_history,
-    main,
-    report_from_journal,
-    run_backtest,
-    walk_forward,
-    write_backtest_report,
-)
+from backtest.cli import main, report_from_journal
+from backtest.data import load_history
+from backtest.progress import Progress
+from backtest.reports import write_backtest_report
+from backtest.options import BacktestError, BacktestOptions, BacktestResult
+from backtest.runner import run_backtest
+from backtest.walk_forward import walk_forward
 from core.clock import EXCHANGE_TZ
 from journal.journal import Journal
 from simulator.market import Market
@@ -265,13 +260,13 @@ def test_commission_and_slippage_cost_money(settings: Any, baseline: BacktestRes
 
 
 def test_the_circuit_breaker_fires_and_latches_in_a_backtest(settings: Any, baseline: BacktestResult) -> None:
-    # Two 3% stop-outs of 10% positions on one day (2020-03-17) lose 0.6% of equity.
+    # Two 3% stop-outs of 10% positions on one day (2020-03-13) lose 0.6% of equity.
     tight = settings.model_copy(update={"risk": settings.risk.model_copy(update={"circuit_breaker_loss": 0.004})})
     result = run_backtest(tight, baseline.options)
     moves = [(e["payload"]["from"], e["payload"]["to"], e["at"]) for e in result.state_changes]
     assert [(a, b) for a, b, _ in moves] == [("active", "liquidating"), ("liquidating", "halted")]
     tripped = moves[0][2]
-    assert tripped.astimezone(EXCHANGE_TZ).date() == date(2020, 3, 17)
+    assert tripped.astimezone(EXCHANGE_TZ).date() == date(2020, 3, 13)
     assert result.final_state == "halted"
     # latched: nothing is entered after the trip, for the rest of the backtest
     assert all(o["submitted_at"] < tripped for o in entries(result))
@@ -316,9 +311,16 @@ def test_report_from_a_paper_journal(settings: Any, tmp_path: Path, capsys: pyte
     journal.close()
     run_settings = settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_db": str(db)})})
     assert report_from_journal(run_settings, argparse.Namespace(out=tmp_path / "out")) == 0
-    assert "trades  1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "trades  1" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["performance"]["points"] == 3  # the last snapshot of each session
+    # the first snapshot (the first session's starting equity), then the last of each session
+    assert summary["performance"]["points"] == 4
+    # returns from the starting equity 100,000 to the last close 99,812.50 (not from the first
+    # session's close, 100,012.50)
+    assert Decimal(summary["performance"]["start_equity"]) == Decimal(100000)
+    assert summary["performance"]["total_return"] == pytest.approx(99812.5 / 100000 - 1, abs=1e-9)
+    assert "(-0.19%)" in out
     assert summary["performance"]["trades"]["total"] == 1
     missing = settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_db": str(tmp_path / "none.db")})})
     assert report_from_journal(missing, argparse.Namespace(out=tmp_path / "out2")) == 2
@@ -411,15 +413,16 @@ def test_the_progress_line_is_drawn_only_on_a_terminal() -> None:
     bar = Progress(10, terminal)
     bar.update(10, "2020-01-15 equity 100,000")
     bar.finish()
-    assert terminal.text.startswith("\r[") and "100.0%" in terminal.text and "2020-01-15" in terminal.text
+    assert "100%" in terminal.text and "10/10" in terminal.text and "2020-01-15 equity 100,000" in terminal.text
     assert terminal.text.endswith("\n") and terminal.text.count("\n") == 1
 
 
-def test_the_loop_and_the_analyzer_share_one_news_source(settings: Any, baseline: BacktestResult) -> None:
-    """As in the live daemon, the loop's one news request per cycle (for every candidate)
-    fills the cache the AI analyzer reads, instead of one more request per idea."""
-    from backtest import backtest
+def test_a_backtest_on_recorded_bars_reads_no_synthetic_news(settings: Any, baseline: BacktestResult) -> None:
+    """The simulator's headlines are invented: on real (CSV) bars they would move the AI's
+    confidence with news that never happened, so neither the loop nor the analyzer reads news."""
+    from backtest import runner as backtest
 
+    assert settings.ai.use_news_sentiment  # configured on, as by default
     run = backtest._assemble(settings, baseline.options, None, lambda: None)
-    assert run.loop.news is not None
-    assert run.loop.news is run.analyzer._news
+    assert run.loop.news is None
+    assert run.analyzer._news is None

@@ -4,7 +4,7 @@ Two shortcuts make daily backtests fast, and each must leave every decision as i
 
 * the strategy prefilter (:mod:`backtest.prefilter`): a strategy is not evaluated on a bar where its
   signal's necessary conditions fail (it could only have answered hold);
-* session fast-forward (:meth:`backtest.backtest.BacktestLoop.quiet_kind`): with ACTIVE trading, a
+* session fast-forward (:meth:`backtest.loop.BacktestLoop.quiet_kind`): with ACTIVE trading, a
   settled book (flat, or long positions fully protected by resting stops that the session's
   range cannot reach, far from every safety threshold even at the session's lows, no gap alert
   at the open) and no strategy able to buy a symbol not held or sell one held (or, flat, no buy
@@ -30,7 +30,9 @@ import pytest
 
 import config
 from backtest import prefilter
-from backtest.backtest import BacktestLoop, BacktestOptions, BacktestResult, run_backtest
+from backtest.loop import BacktestLoop
+from backtest.options import BacktestOptions, BacktestResult
+from backtest.runner import run_backtest
 from tests.conftest import copy_daily_files
 
 DAILY_FILES = ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv",
@@ -139,7 +141,7 @@ def test_a_strategy_without_a_prefilter_runs_every_session(monkeypatch: pytest.M
 def test_the_command_line_can_turn_fast_forward_off(data_dir: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from core import logging_setup
-    from backtest.backtest import cli
+    from backtest.cli import cli
 
     args = ["--data", str(data_dir), "--symbols", "SPY,AAPL", "--start", "2019-01-02", "--end", "2019-03-29",
             "--strategies", "sma_crossover"]

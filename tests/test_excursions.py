@@ -138,7 +138,8 @@ async def test_the_daemon_measures_them_from_its_bars_through_a_restart(tmp_path
 
 def test_a_daily_backtest_gives_every_trade_its_excursions(tmp_path: Path) -> None:
     import config
-    from backtest.backtest import BacktestOptions, run_backtest
+    from backtest.options import BacktestOptions
+    from backtest.runner import run_backtest
     from tests.conftest import copy_daily_files
 
     from datetime import date

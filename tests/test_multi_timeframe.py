@@ -16,7 +16,8 @@ from structlog.testing import capture_logs
 import config
 from ai import multi_timeframe as mtf
 from ai_analyzer import AIAnalyzer
-from backtest.backtest import BacktestOptions, run_backtest, timeframe_note
+from backtest.options import BacktestOptions, timeframe_note
+from backtest.runner import run_backtest
 from broker.models import Bar
 from engine.timeframe_bars import TimeframeBars
 from market import timeframes as tf

@@ -208,7 +208,10 @@ async def test_retrying_the_same_intent_never_creates_a_second_order(
     assert [r["via"] for r in recovered] == ["lookup", "DuplicateClientOrderId", "DuplicateClientOrderId"]
     entries = [o for o in await sim.all_orders() if o.client_order_id == first.client_order_id]
     assert len(entries) == 1
-    assert len(journal.orders()) == 1
+    journaled = journal.orders()
+    assert [o["client_order_id"] for o in journaled if not o.get("parent_client_order_id")] == [first.client_order_id]
+    # its two legs, journaled from the broker's answer (a stop filling at once is then known)
+    assert len([o for o in journaled if o.get("parent_client_order_id") == first.client_order_id]) == 2
     assert journal.order_by_client_id(first.client_order_id)["broker_order_id"] == first.order.id  # type: ignore[index]
     journal.close()
 

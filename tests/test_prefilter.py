@@ -22,7 +22,8 @@ import config
 from market import indicators
 from backtest import prefilter
 from ai_analyzer import AIAnalyzer
-from backtest.backtest import PRIME_SESSIONS, DailyHistory
+from backtest.data import DailyHistory
+from backtest.loop import PRIME_SESSIONS
 from core.clock import EXCHANGE_TZ
 from market.market_data import BarSeries, MarketData, day_timestamp, load_csv_bars
 from strategies import BUILT_IN

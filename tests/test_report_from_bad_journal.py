@@ -74,6 +74,8 @@ def test_report_on_a_journal_full_of_nonsense_skips_and_lists_the_bad_rows(tmp_p
     assert "Traceback" not in result.stderr + result.stdout
     skipped = len(BAD_EQUITY) + len(BAD_TRADES)
     assert f"skipped {skipped} journal row(s)" in result.stdout
+    # the terminal shows the summary alone: the log lines (a warning included) are in the file
+    assert '"event"' not in result.stdout + result.stderr and "report_rows_skipped" not in result.stdout
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     meta = summary["meta"]
     assert meta["journal_rows_skipped"] == skipped

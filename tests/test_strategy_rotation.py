@@ -14,7 +14,8 @@ from structlog.testing import capture_logs
 
 import config
 from backtest import prefilter
-from backtest.backtest import BacktestOptions, run_backtest
+from backtest.options import BacktestOptions
+from backtest.runner import run_backtest
 from core.errors import ConfigError
 from engine.strategy_rotation import StrategyRotation, read_regime
 from market.market_data import BarSeries
