@@ -458,6 +458,20 @@ class AlertSettings(Section):
     sms_endpoint: str | None = None
     sms_to: str | None = None
     throttle_seconds: Annotated[float, Field(ge=0)] = 300
+    # E-mail goes to alerts at or above this level (INFO fills never by default).
+    email_min_level: Annotated[Literal["info", "warning", "critical", "emergency"], BeforeValidator(_lower)] = \
+        "critical"
+    # The trader's alerts (engine/alert_rules.py): an open position's loss (fraction of its
+    # cost) that warns; an INFO alert per fill; the broker's rate budget left (fraction of
+    # rate_limit.max_requests_per_minute) that warns; market data older than this (seconds,
+    # regular session) that warns; the broker or the stream unreachable for longer than this
+    # (seconds); the summary of each session at its close.
+    position_loss_alert: Fraction = 0.05
+    fill_alerts: bool = True
+    rate_limit_alert_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.10
+    stale_data_seconds: Annotated[float, Field(gt=0)] = 600
+    unreachable_alert_seconds: Annotated[float, Field(ge=0)] = 120
+    daily_summary: bool = True
 
     @field_validator("webhook_url", "sms_endpoint")
     @classmethod

@@ -135,6 +135,14 @@ class RateLimiter:
         reset_in = min(max(reset_in, 0.0), MAX_WAIT_SECONDS)
         self._budgets[api] = (max(0, remaining), self._monotonic() + reset_in)
 
+    def remaining(self, api: str = "trading") -> int | None:
+        """Requests the broker last said are left in its current window for ``api`` (counted
+        down as we spend them); None when it never said or its window has reset."""
+        budget = self._budgets.get(api)
+        if budget is None or self._monotonic() >= budget[1]:
+            return None
+        return budget[0]
+
     def _blocked_until(self, api: str, now: float) -> float:
         """When normal calls to ``api`` may go again (a past time when they may go now)."""
         until = self._cooldown_until
