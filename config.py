@@ -1296,6 +1296,13 @@ def _validate(raw: dict[str, Any], sources: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def revalidate(settings: Any) -> list[str]:
+    """Every field and cross-field rule run again over the settings in effect, one line per
+    problem (``diagnose`` uses it: a configuration changed in memory, or settings built
+    without :func:`load_settings`, is caught before it trades)."""
+    return _validate(settings.model_dump(), {})
+
+
 def _keys_only(api: Any) -> ApiSettings | None:
     """The API keys alone, so key rules still run when another API field is wrong."""
     if not isinstance(api, Mapping):

@@ -74,6 +74,8 @@ class RateLimiter:
         self._cooldown_until = float("-inf")
         # per API: (requests the broker says are left, monotonic time its window resets)
         self._budgets: dict[str, tuple[int, float]] = {}
+        #: 429 answers seen since this limiter was made (diagnose and alerts report them).
+        self.rate_limited_count = 0
 
     def __repr__(self) -> str:
         return (
@@ -126,6 +128,7 @@ class RateLimiter:
         self._refill()
         self._cooldown_until = self._monotonic() + seconds
         self._tokens = min(self._tokens, self.reserve)
+        self.rate_limited_count += 1
         log.warning("rate_limit_cooldown", seconds=round(seconds, 3))
 
     def note_budget(self, remaining: int, reset_in: float, api: str = "trading") -> None:
