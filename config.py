@@ -367,11 +367,16 @@ class AiSettings(Section):
     """Confidence model: threshold, component weights (summing to 1), optional endpoint."""
 
     min_confidence: Probability = 0.65
-    # Threshold for a *calibrated* probability of the bracket reaching its target first
-    # (used when a trained model scores the idea). With the seed's 3% stop / 6% target the
-    # break-even is 1/3; 0.65 almost never occurs on real data, so a calibrated model is held
-    # to this bar instead (0.40: an expected +0.6% per trade at break-even plus a margin).
-    calibrated_min_confidence: Probability = 0.40
+    # A *calibrated* probability (a trained model scored the idea) is held to its own
+    # bracket's gate (ai/gate.py): break-even (stop + costs) / (stop + target), counting every
+    # trade that misses the target (stop, timeout, strategy exit) as a stop, plus gate_margin
+    # probability points; never below calibrated_min_confidence (an optional floor). "flat"
+    # applies calibrated_min_confidence alone (e.g. to score every idea in a study).
+    gate_mode: Annotated[Literal["break_even", "flat"], BeforeValidator(_lower)] = "break_even"
+    gate_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.03
+    gate_commission: Annotated[float, Field(ge=0, lt=0.05)] = 0.0  # per side, fraction of notional
+    gate_assumed_spread: Annotated[float, Field(ge=0, lt=0.05)] = 0.001  # when no two-sided quote
+    calibrated_min_confidence: Probability = 0.0
     technical_weight: Probability = 0.4
     market_context_weight: Probability = 0.3
     sentiment_weight: Probability = 0.3
@@ -604,7 +609,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "max_daily_drawdown": 0.04,
             "max_portfolio_risk": 0.08,
         },
-        "ai": {"min_confidence": 0.75, "calibrated_min_confidence": 0.45},
+        "ai": {"min_confidence": 0.75, "gate_margin": 0.06},
     },
     "aggressive": {
         "trading": {
@@ -615,7 +620,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "position_sizing": "volatility",
         },
         "risk": {"max_portfolio_risk": 0.18, "max_daily_drawdown": 0.08},
-        "ai": {"min_confidence": 0.60, "calibrated_min_confidence": 0.37},
+        "ai": {"min_confidence": 0.60, "gate_margin": 0.01},
     },
 }
 
