@@ -278,7 +278,9 @@ class TradingSettings(Section):
     stop_loss: Fraction = 0.03
     take_profit: Fraction = 0.06
     max_positions: Annotated[int, Field(ge=1)] = 5
-    position_sizing: Annotated[Literal["fixed", "volatility"], BeforeValidator(_lower)] = "fixed"
+    # fixed: max_position_size of equity; volatility: that x confidence x vol; risk: the loss
+    # at the stop sized to risk.max_risk_per_trade x the confidence (risk_manager.risk_fraction)
+    position_sizing: Annotated[Literal["fixed", "volatility", "risk"], BeforeValidator(_lower)] = "fixed"
     cycle_interval_seconds: Annotated[int, Field(ge=1)] = 60
     extended_hours: bool = False
     min_order_value: Annotated[float, Field(ge=0)] = 100.0
@@ -292,6 +294,8 @@ class RiskSettings(Section):
     max_daily_drawdown: Fraction = 0.06
     emergency_exit_loss: Fraction = 0.08
     max_risk_per_trade: Fraction = 0.02
+    # position_sizing = "risk" with a calibrated probability: this share of the Kelly stake
+    kelly_fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
     max_concentration: Fraction = 0.20
     max_volatility_multiplier: Positive = 1.5
     min_volatility_multiplier: Positive = 0.5
