@@ -280,7 +280,7 @@ class TradingSettings(Section):
     max_positions: Annotated[int, Field(ge=1)] = 5
     # fixed: max_position_size of equity; volatility: that x confidence x vol; risk: the loss
     # at the stop sized to risk.max_risk_per_trade x the confidence (risk_manager.risk_fraction)
-    position_sizing: Annotated[Literal["fixed", "volatility", "risk"], BeforeValidator(_lower)] = "fixed"
+    position_sizing: Annotated[Literal["fixed", "volatility", "risk"], BeforeValidator(_lower)] = "risk"
     cycle_interval_seconds: Annotated[int, Field(ge=1)] = 60
     extended_hours: bool = False
     min_order_value: Annotated[float, Field(ge=0)] = 100.0

@@ -414,7 +414,11 @@ class RiskManager:
                                       max_risk=float(self.max_risk_per_trade), kelly=self.kelly_fraction,
                                       calibrated=calibrated)
             fraction = _dec(risk) / stop_fraction
-            return fraction, f"risk sizing: {why} at a {_pct(stop_fraction)} stop = {_pct(fraction)} of equity"
+            capped = ""
+            if fraction > self.max_position_size:
+                fraction, capped = self.max_position_size, f", capped at max_position_size {_pct(self.max_position_size)}"
+            return fraction, (f"risk sizing: {why} at a {_pct(stop_fraction)} stop = "
+                              f"{_pct(_dec(risk) / stop_fraction)} of equity{capped}")
         confidence = float(intent.confidence)
         if not math.isfinite(confidence):
             confidence = 0.0

@@ -58,14 +58,14 @@ def run(data: Path, symbols: tuple[str, ...], start: date, end: date, overrides:
     with capture_logs() as logs:
         result = run_backtest(settings, BacktestOptions(data_dir=data, symbols=symbols, start=start, end=end,
                                                         progress=False))
-    events = Counter(e["event"] for e in logs)
     bound = Counter(c for e in logs if e["event"] == "risk_reduced" for c in e.get("checks", []))
+    below_gate = {(e["symbol"], e.get("at")) for e in logs if e["event"] == "ai_rejected"}
     vetoes = Counter(e.get("check") for e in logs if e["event"] == "risk_veto")
     mean, invested, size = deployed(result)
     first, last = result.equity_curve[0][1], result.equity_curve[-1][1]
     return {"deployed_mean": mean, "sessions_invested": invested, "mean_position": size,
             "trades": len(result.trades), "intents": len(result.intents),
-            "ai_rejected": events["ai_rejected"], "risk_reduced_by": dict(bound), "risk_vetoes": dict(vetoes),
+            "ai_rejected": len(below_gate), "risk_reduced_by": dict(bound), "risk_vetoes": dict(vetoes),
             "return": float(last / first - 1)}
 
 
@@ -75,16 +75,17 @@ def main() -> int:
     parser.add_argument("--symbols", default="AAPL,MSFT")
     parser.add_argument("--start", type=date.fromisoformat, default=date(2014, 1, 2))
     parser.add_argument("--end", type=date.fromisoformat, default=date(2023, 12, 29))
-    parser.add_argument("--modes", default="fixed,risk")
+    parser.add_argument("--modes", default="fixed,risk,risk25",
+                        help="fixed, risk (the default: 10%% positions) and risk25 (risk with 25%% positions)")
     args = parser.parse_args()
     structlog.configure(processors=[structlog.testing.LogCapture()])
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
     for mode in args.modes.split(","):
-        extra: dict[str, Any] = {"trading.position_sizing": mode}
-        if mode == "risk":  # the loss at the stop carries the risk budget; positions up to 25%
+        extra: dict[str, Any] = {"trading.position_sizing": mode.removesuffix("25")}
+        if mode == "risk25":  # the loss at the stop carries the risk budget; positions up to 25%
             extra.update({"trading.max_position_size": 0.25, "risk.max_concentration": 0.25})
         out = run(args.data, symbols, args.start, args.end, extra)
-        print(f"{mode:6s} deployed {out['deployed_mean']:.1%} of equity on average; invested "
+        print(f"{mode:7s} deployed {out['deployed_mean']:.1%} of equity on average; invested "
               f"{out['sessions_invested']:.1%} of sessions; mean position {out['mean_position']:.1%}; "
               f"{out['trades']} trades from {out['intents']} intents ({out['ai_rejected']} ideas below the gate); "
               f"sizes cut by {out['risk_reduced_by']}; vetoes {out['risk_vetoes']}; return {out['return']:+.2%}",

@@ -343,7 +343,7 @@ def test_intraday_bars_run_the_live_loop_every_cycle(tmp_path: Path) -> None:
     settings = config.load_settings(env_file=None, overrides={
         "scanning.symbols": ["AAPL", "MSFT"], "strategy.enabled": [AlwaysBuy.name],
         "ai.min_confidence": 0.0, "ai.calibrated_min_confidence": 0.0, "ai.gate_mode": "flat",
-        "trading.cycle_interval_seconds": 1800,
+        "trading.position_sizing": "fixed", "trading.cycle_interval_seconds": 1800,
     })
     day = date(2021, 8, 24)
     result = run_backtest(settings, BacktestOptions(data_dir=data, symbols=("AAPL", "MSFT"), start=day, end=day,

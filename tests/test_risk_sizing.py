@@ -67,7 +67,9 @@ def test_less_confidence_buys_less() -> None:
 
 
 def test_the_position_cap_still_binds() -> None:
-    manager = RiskManager(settings(trading={"position_sizing": "risk"}))  # default 10% positions
+    manager = RiskManager(settings())  # the default: risk sizing, 10% positions
+    assert manager.position_sizing == "risk"
     decision = manager.evaluate(Intent(confidence=0.40), portfolio(100_000))
     assert decision.qty == D(100)  # $10,000 at $100: the cap, not the 666 the risk budget allows
-    assert any(c.name == "position_size" and not c.passed for c in decision.checks)
+    sizing = next(c for c in decision.checks if c.name == "sizing")
+    assert "capped at max_position_size 10.00%" in sizing.detail
