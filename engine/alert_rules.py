@@ -72,6 +72,7 @@ class AlertRules:
         self._journal = journal
         self._outages: dict[str, _Outage] = {}
         self._positions: int | None = None  # open positions at the last completed cycle
+        self._refused_seen = 0  # the rate limiter's 429 count already alerted
         # Fills already in the journal at start-up were alerted by the run that saw them.
         self._fill_row = self._last_fill_row()
 
@@ -154,14 +155,19 @@ class AlertRules:
             return None
         remaining = limiter.remaining() if hasattr(limiter, "remaining") else None
         cooling = float(getattr(limiter, "cooldown_remaining", 0.0) or 0.0)
+        refused_total = int(getattr(limiter, "rate_limited_count", 0) or 0)
+        refused = refused_total - self._refused_seen
+        self._refused_seen = refused_total
         floor = self._alerts.rate_limit_alert_fraction * self._max_per_minute
-        if cooling > 0 or remaining == 0:
+        if cooling > 0 or refused > 0 or remaining == 0:
             return await self._alerter.send(
                 AlertLevel.CRITICAL, "Rate limit exhausted",
-                (f"The broker refused requests for exceeding its rate limit; normal requests wait "
-                 f"{cooling:.0f}s (emergency exits may use the reserve)." if cooling > 0 else
+                (f"The broker refused {max(refused, 1)} request(s) for exceeding its rate limit (429); "
+                 f"normal requests waited or wait {cooling:.0f}s more (emergency exits may use the reserve)."
+                 if cooling > 0 or refused > 0 else
                  "The broker says no request is left in its window; normal requests wait for the reset."),
-                key="rate_limit", fields={"remaining": remaining, "cooldown_seconds": round(cooling, 1)})
+                key="rate_limit", fields={"remaining": remaining, "cooldown_seconds": round(cooling, 1),
+                                          "refused": refused})
         if remaining is not None and remaining < floor:
             return await self._alerter.send(
                 AlertLevel.WARNING, "Rate limit near exhaustion",

@@ -102,6 +102,22 @@ async def test_a_broker_rate_budget_running_out_alerts(tmp_path: Path) -> None:
         assert remaining is not None and remaining < 20
 
 
+async def test_a_broker_answering_429_raises_a_critical_rate_alert(tmp_path: Path) -> None:
+    async with sim_stack(tmp_path, start=SESSION_START, overrides=WIDE_STOPS) as stack:
+        system = stack.new_system()
+        await system.startup()
+        await cycle(system)
+        # The broker rate-limits every listing of positions for one cycle.
+        await stack.control("faults", {"spec": "rate_limit=1.0,endpoints=/v2/positions"})
+        with capture_logs() as logs:
+            await cycle(system)
+            await stack.control("faults", {"spec": ""})
+            await cycle(system)
+        fired = alerts(logs, "Rate limit exhausted")
+        assert len(fired) == 1 and fired[0]["alert_level"] == "critical"
+        assert stack.gateway.rate_limiter.rate_limited_count > 0
+
+
 async def test_stale_market_data_in_the_session_alerts(tmp_path: Path) -> None:
     async with sim_stack(tmp_path, start=SESSION_START, overrides={**WIDE_STOPS, "alerts.stale_data_seconds": 300}) \
             as stack:
