@@ -34,8 +34,10 @@ An optional external model (``ai.model_endpoint``, an OpenAI-compatible chat API
 second opinion, weighted :data:`ENDPOINT_WEIGHT`; it runs under ``ai.model_timeout_seconds``
 and any failure is ignored (``ai_endpoint_unavailable``, at most once a minute).
 
-Ideas below ``ai.min_confidence`` are dropped (``ai_rejected``); every decision logs
-``ai_decision`` with the full breakdown and the reasoning.
+A calibrated probability must clear its own bracket's gate (:mod:`ai.gate`: the break-even
+``(s + costs) / (s + t)`` plus ``ai.gate_margin``); transparent scores must clear
+``ai.min_confidence``. Ideas below are dropped (``ai_rejected``, with the gate applied); every
+decision logs ``ai_decision`` with the full breakdown (``gate`` included) and the reasoning.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ import structlog
 
 from ai import ai_model, multi_timeframe
 from ai.ai_model import FEATURE_NAMES, MIN_HISTORY_BARS, ConfidenceModel, ModelFileError, Regime
+from ai.gate import Gate, gate_for
 from core.clock import Clock, to_exchange_time, utc
 from market.market_data import BarSeries, MarketData
 from ai.sentiment import score_headlines
@@ -474,6 +477,7 @@ class _Scored:
     opinion: SecondOpinion | None
     breakdown: dict[str, Any]
     notes: list[str]
+    gate: Gate | None = None  # the entry gate of a calibrated probability (ai/gate.py)
 
 
 class AIAnalyzer:
@@ -554,7 +558,7 @@ class AIAnalyzer:
         features, regime, opinion, notes = scored.features, scored.regime, scored.opinion, scored.notes
         scores, breakdown, confidence = scored.scores, scored.breakdown, scored.confidence
         reasoning = self._reasoning(signal, scores, breakdown, regime, opinion, notes, features)
-        threshold = self._threshold(scores)
+        threshold = self._threshold(scored)
         approved = confidence >= threshold
         log.info(
             "ai_decision",
@@ -572,6 +576,7 @@ class AIAnalyzer:
             return self._reject(
                 symbol, strategy, side, breakdown,
                 f"confidence {confidence:.3f} below min_confidence {threshold:.3f}", now,
+                threshold=threshold,
             )
         created = now
         decays = created + timedelta(hours=float(self._ai.confidence_decay_hours))
@@ -602,12 +607,18 @@ class AIAnalyzer:
         scored = await self._score(signal, market_data)
         if scored is None or scored.entry is None or scored.scores is None:
             return False
-        return scored.confidence >= self._threshold(scored.scores)
+        return scored.confidence >= self._threshold(scored)
 
-    def _threshold(self, scores: Scores) -> float:
-        # A calibrated probability is judged against its own bar (break-even aware); the
-        # seed's 65% applies to transparent scores (see config.AiSettings).
-        return float(self._ai.calibrated_min_confidence if scores.method == "model" else self._ai.min_confidence)
+    def _threshold(self, scored: _Scored) -> float:
+        """A calibrated probability is held to its own bracket's gate (:mod:`ai.gate`:
+        break-even after costs plus ``ai.gate_margin``), or to ``calibrated_min_confidence``
+        alone with ``ai.gate_mode = "flat"``; the seed's 65% applies to transparent scores,
+        which are no probabilities (see config.AiSettings)."""
+        if scored.scores is None or scored.scores.method != "model":
+            return float(self._ai.min_confidence)
+        if getattr(self._ai, "gate_mode", "break_even") == "flat" or scored.gate is None:
+            return float(self._ai.calibrated_min_confidence)
+        return scored.gate.min_probability
 
     async def _score(self, signal: SignalLike, market_data: MarketData) -> _Scored | None:
         """Everything :meth:`analyze` decides on (None for a hold): prices, features, scores,
@@ -695,9 +706,13 @@ class AIAnalyzer:
         breakdown.setdefault("model_probability", None)
         if timeframes is not None:
             breakdown["multi_timeframe"] = timeframes
+        gate = None
+        if scores.method == "model" and getattr(self._ai, "gate_mode", "break_even") != "flat":
+            gate = gate_for(self._ai, stop_fraction, target_fraction, market_data.spread_pct)
+            breakdown["gate"] = gate.to_dict()
         return _Scored(side, symbol, strategy, now, entry=entry, stop=stop, target=target, confidence=confidence,
                        features=features, regime=regime, scores=scores, opinion=opinion, breakdown=breakdown,
-                       notes=notes)
+                       notes=notes, gate=gate)
 
     # -- parts ---------------------------------------------------------------------------
 
@@ -872,6 +887,7 @@ class AIAnalyzer:
         breakdown: Mapping[str, Any],
         reason: str,
         now: datetime,
+        threshold: float | None = None,
     ) -> None:
         log.info(
             "ai_rejected",
@@ -880,7 +896,9 @@ class AIAnalyzer:
             side=side,
             reason=reason,
             confidence=breakdown.get("confidence"),
-            min_confidence=float(self._ai.min_confidence),
+            # the gate actually applied (None: rejected before any gate, e.g. no price)
+            min_confidence=threshold,
+            gate=breakdown.get("gate"),
             breakdown=dict(breakdown),
             at=now.isoformat(),
         )

@@ -5,11 +5,16 @@ Levels and where they go (``[alerts]`` in the config):
 ==========  =======  =======  =============  ===========
 level       console  webhook  email (SMTP)   SMS gateway
 ==========  =======  =======  =============  ===========
-INFO        yes      yes      no             no
-WARNING     yes      yes      no             no
+INFO        yes      yes      no (*)         no
+WARNING     yes      yes      no (*)         no
 CRITICAL    yes      yes      yes            no
 EMERGENCY   yes      yes      yes            yes
 ==========  =======  =======  =============  ===========
+
+(*) ``email_min_level`` (default ``critical``) moves the e-mail floor, e.g. to ``info`` for
+a mail per fill. The trader's alerts (position loss, fills, rate limit, stale data, the broker
+or stream unreachable, emergency exit outcome, daily summary) are raised by
+:mod:`engine.alert_rules`.
 
 * console: when ``console`` is on, one line per alert on the given stream, coloured when the
   stream is a terminal;
@@ -325,7 +330,7 @@ class Alerter:
             names.append("console")
         if s.webhook_url:
             names.append("webhook")
-        if s.email_enabled and level.rank >= AlertLevel.CRITICAL.rank:
+        if s.email_enabled and level.rank >= _email_floor(s).rank:
             names.append("email")
         if s.sms_endpoint and s.sms_to and level is AlertLevel.EMERGENCY:
             names.append("sms")
@@ -846,6 +851,14 @@ PLAINTEXT_AUTH_REFUSED = (
 
 class _DeliveryRefused(Exception):
     """A channel answered but did not take the alert (HTTP status, missing settings)."""
+
+
+def _email_floor(settings: Any) -> AlertLevel:
+    """The lowest level e-mailed (``email_min_level``; CRITICAL for settings without it)."""
+    try:
+        return AlertLevel(str(getattr(settings, "email_min_level", "critical")).lower())
+    except ValueError:
+        return AlertLevel.CRITICAL
 
 
 def _pct(value: Decimal | float, *, signed: bool = False) -> str:

@@ -280,7 +280,9 @@ class TradingSettings(Section):
     stop_loss: Fraction = 0.03
     take_profit: Fraction = 0.06
     max_positions: Annotated[int, Field(ge=1)] = 5
-    position_sizing: Annotated[Literal["fixed", "volatility"], BeforeValidator(_lower)] = "fixed"
+    # fixed: max_position_size of equity; volatility: that x confidence x vol; risk: the loss
+    # at the stop sized to risk.max_risk_per_trade x the confidence (risk_manager.risk_fraction)
+    position_sizing: Annotated[Literal["fixed", "volatility", "risk"], BeforeValidator(_lower)] = "risk"
     cycle_interval_seconds: Annotated[int, Field(ge=1)] = 60
     extended_hours: bool = False
     min_order_value: Annotated[float, Field(ge=0)] = 100.0
@@ -297,6 +299,8 @@ class RiskSettings(Section):
     max_drawdown_from_peak: Annotated[float, Field(ge=0, lt=1)] = 0.15
     emergency_exit_loss: Fraction = 0.08
     max_risk_per_trade: Fraction = 0.02
+    # position_sizing = "risk" with a calibrated probability: this share of the Kelly stake
+    kelly_fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
     max_concentration: Fraction = 0.20
     max_volatility_multiplier: Positive = 1.5
     min_volatility_multiplier: Positive = 0.5
@@ -372,11 +376,16 @@ class AiSettings(Section):
     """Confidence model: threshold, component weights (summing to 1), optional endpoint."""
 
     min_confidence: Probability = 0.65
-    # Threshold for a *calibrated* probability of the bracket reaching its target first
-    # (used when a trained model scores the idea). With the seed's 3% stop / 6% target the
-    # break-even is 1/3; 0.65 almost never occurs on real data, so a calibrated model is held
-    # to this bar instead (0.40: an expected +0.6% per trade at break-even plus a margin).
-    calibrated_min_confidence: Probability = 0.40
+    # A *calibrated* probability (a trained model scored the idea) is held to its own
+    # bracket's gate (ai/gate.py): break-even (stop + costs) / (stop + target), counting every
+    # trade that misses the target (stop, timeout, strategy exit) as a stop, plus gate_margin
+    # probability points; never below calibrated_min_confidence (an optional floor). "flat"
+    # applies calibrated_min_confidence alone (e.g. to score every idea in a study).
+    gate_mode: Annotated[Literal["break_even", "flat"], BeforeValidator(_lower)] = "break_even"
+    gate_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.03
+    gate_commission: Annotated[float, Field(ge=0, lt=0.05)] = 0.0  # per side, fraction of notional
+    gate_assumed_spread: Annotated[float, Field(ge=0, lt=0.05)] = 0.001  # when no two-sided quote
+    calibrated_min_confidence: Probability = 0.0
     technical_weight: Probability = 0.4
     market_context_weight: Probability = 0.3
     sentiment_weight: Probability = 0.3
@@ -530,6 +539,20 @@ class AlertSettings(Section):
     sms_endpoint: str | None = None
     sms_to: str | None = None
     throttle_seconds: Annotated[float, Field(ge=0)] = 300
+    # E-mail goes to alerts at or above this level (INFO fills never by default).
+    email_min_level: Annotated[Literal["info", "warning", "critical", "emergency"], BeforeValidator(_lower)] = \
+        "critical"
+    # The trader's alerts (engine/alert_rules.py): an open position's loss (fraction of its
+    # cost) that warns; an INFO alert per fill; the broker's rate budget left (fraction of
+    # rate_limit.max_requests_per_minute) that warns; market data older than this (seconds,
+    # regular session) that warns; the broker or the stream unreachable for longer than this
+    # (seconds); the summary of each session at its close.
+    position_loss_alert: Fraction = 0.05
+    fill_alerts: bool = True
+    rate_limit_alert_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.10
+    stale_data_seconds: Annotated[float, Field(gt=0)] = 600
+    unreachable_alert_seconds: Annotated[float, Field(ge=0)] = 120
+    daily_summary: bool = True
 
     @field_validator("webhook_url", "sms_endpoint")
     @classmethod
@@ -707,7 +730,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "max_portfolio_risk": 0.08,
             "max_drawdown_from_peak": 0.10,
         },
-        "ai": {"min_confidence": 0.75, "calibrated_min_confidence": 0.45},
+        "ai": {"min_confidence": 0.75, "gate_margin": 0.06},
     },
     "aggressive": {
         "trading": {
@@ -724,7 +747,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "max_daily_drawdown": 0.08,
             "max_drawdown_from_peak": 0.20,
         },
-        "ai": {"min_confidence": 0.60, "calibrated_min_confidence": 0.37},
+        "ai": {"min_confidence": 0.60, "gate_margin": 0.01},
     },
 }
 
@@ -1447,6 +1470,13 @@ def _validate(raw: dict[str, Any], sources: Mapping[str, str]) -> list[str]:
 
     problems.extend(_cross_field_problems(_PartialSettings(validated)))
     return problems
+
+
+def revalidate(settings: Any) -> list[str]:
+    """Every field and cross-field rule run again over the settings in effect, one line per
+    problem (``diagnose`` uses it: a configuration changed in memory, or settings built
+    without :func:`load_settings`, is caught before it trades)."""
+    return _validate(settings.model_dump(), {})
 
 
 def _keys_only(api: Any) -> ApiSettings | None:

@@ -157,6 +157,11 @@ class EmergencyStopReport:
     attempts: int = 0
     failures: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
+    #: Shares still held when the stop gave up (None while running or once flat): the last
+    #: quantity the broker reported, else what the caller knew was held. Never a made-up 0.
+    unsold_qty: Decimal | None = None
+    #: Shares the exit orders sold (position at the first reading minus what is left).
+    sold_qty: Decimal = Decimal(0)
 
     @property
     def succeeded(self) -> bool:
@@ -166,6 +171,8 @@ class EmergencyStopReport:
         out = asdict(self)
         out["step"] = self.step.value
         out["position_qty"] = str(self.position_qty)
+        out["unsold_qty"] = str(self.unsold_qty) if self.unsold_qty is not None else None
+        out["sold_qty"] = str(self.sold_qty)
         out["started_at"] = self.started_at.isoformat()
         out["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
         out["succeeded"] = self.succeeded
@@ -633,7 +640,8 @@ class OrderExecutor:
     # -- emergency stop -------------------------------------------------------------------
 
     async def emergency_exit(
-        self, symbol: str, reason: str, *, phase: str = "regular", kind: str = "emergency"
+        self, symbol: str, reason: str, *, phase: str = "regular", kind: str = "emergency",
+        known_qty: Decimal | None = None,
     ) -> EmergencyStopReport:
         """Flatten one position whatever holds its shares; a report of what really happened.
 
@@ -641,19 +649,24 @@ class OrderExecutor:
         liquidation) or ``exit`` (a strategy's ordinary exit, through the same verified path).
         With ``phase="closed"`` nothing is canceled or sent (no exit could execute before the
         next session): the report fails with that reason and the protection stays.
+        ``known_qty``: the position as the caller last saw it, so that a stop whose broker
+        never answers a position read still reports the shares it could not sell.
         """
-        report = EmergencyStopReport(symbol=symbol, reason=reason, started_at=self._clock.now())
+        report = EmergencyStopReport(symbol=symbol, reason=reason, started_at=self._clock.now(),
+                                     position_qty=known_qty if known_qty is not None else Decimal(0))
         report_kind = kind
         delay = self._emergency_backoff
         if phase == "closed":
             return await self._closed_market_exit(report)
+        read_once = False
         while report.attempts < self._emergency_max_attempts:
             report.attempts += 1
             try:
                 position = await self._broker.get_position(symbol)
                 if position is None:
                     return self._finish_flat(report)
-                report.position_qty = position.qty
+                if not read_once:  # the quantity the stop set out to sell
+                    report.position_qty, read_once = position.qty, True
                 report.step = EmergencyStep.CANCELING
                 canceled = await self._cancel_symbol_orders(symbol)
                 report.canceled_orders.extend(canceled)
@@ -697,6 +710,22 @@ class OrderExecutor:
                         failure=report.failures[-1] if report.failures else None, delay=delay)
             await self._clock.sleep(delay)
             delay = min(delay * 2, self._emergency_backoff_max)
+        return await self._finish_failed(report)
+
+    async def _finish_failed(self, report: EmergencyStopReport) -> EmergencyStopReport:
+        """FAILED, with the shares still held read once more (an exit may have sold part of
+        them); when the broker cannot say, the last quantity known stands."""
+        try:
+            position = await self._broker.get_position(report.symbol)
+        except BrokerError as exc:
+            log.warning("emergency_stop_unsold_unknown", symbol=report.symbol, error=str(exc),
+                        assumed_qty=str(report.position_qty))
+            report.unsold_qty = report.position_qty
+        else:
+            if position is None:  # it went flat after all (a late fill): that is the outcome
+                return self._finish_flat(report)
+            report.unsold_qty = position.qty
+        report.sold_qty = max(abs(report.position_qty) - abs(report.unsold_qty), Decimal(0))
         report.step = EmergencyStep.FAILED
         report.finished_at = self._clock.now()
         log.error("emergency_stop_failed", **report.to_dict())
@@ -719,12 +748,15 @@ class OrderExecutor:
             report.failures.append(
                 f"market closed: no exit can execute before the next session; "
                 f"protective orders on {report.symbol} kept")
+        report.unsold_qty = report.position_qty
         report.step = EmergencyStep.FAILED
         report.finished_at = self._clock.now()
         log.error("emergency_stop_failed", **report.to_dict())
         return report
 
     def _finish_flat(self, report: EmergencyStopReport) -> EmergencyStopReport:
+        report.sold_qty = abs(report.position_qty) if report.exit_orders else Decimal(0)
+        report.unsold_qty = None
         report.step = EmergencyStep.FLAT
         report.finished_at = self._clock.now()
         log.info("position_flat", symbol=report.symbol, reason=report.reason,
@@ -860,7 +892,7 @@ class OrderExecutor:
         positions = await self._broker.list_positions()
         # Symbols are independent: exit them concurrently, so one slow symbol (a halt, a thin
         # pre-market) does not hold the others' exits back.
-        reports = list(await asyncio.gather(*(self.emergency_exit(p.symbol, reason, phase=phase)
+        reports = list(await asyncio.gather(*(self.emergency_exit(p.symbol, reason, phase=phase, known_qty=p.qty)
                                               for p in positions)))
         failed = [r.symbol for r in reports if not r.succeeded]
         log.critical("emergency_liquidation_complete", reason=reason, symbols=[r.symbol for r in reports],

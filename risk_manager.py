@@ -15,8 +15,12 @@ that refused):
 6. ``sizing``: ``fixed`` buys ``max_position_size x equity`` worth; ``volatility`` scales
    that by the intent's confidence and by ``REFERENCE_DAILY_VOLATILITY / volatility``
    (clamped to ``[min_volatility_multiplier, max_volatility_multiplier]``), never above
-   ``max_position_size x equity``. A defensive ``size_multiplier`` in the intent's metadata
-   scales it down. Whole shares, rounded down.
+   ``max_position_size x equity``; ``risk`` sizes the loss at the stop to a share of
+   ``max_risk_per_trade x equity`` that follows the confidence (:func:`risk_fraction`: a
+   calibrated probability by fractional Kelly, ``risk.kelly_fraction x (p - (1-p) s/t)``,
+   capped at the maximum; a transparent score by ``confidence x max_risk_per_trade``), so a
+   wide stop buys fewer shares and a tight one more, up to the caps below. A defensive
+   ``size_multiplier`` in the intent's metadata scales it down. Whole shares, rounded down.
 7. ``position_size``: at most ``max_position_size x equity`` in the position.
 8. ``trade_risk``: (entry - stop) x qty at most ``max_risk_per_trade x equity``.
 9. ``portfolio_risk``: the open risk to every stop plus this trade's at most
@@ -163,8 +167,9 @@ class RiskManager:
         self.max_concentration = _dec(risk.max_concentration)
         self.max_volatility_multiplier = float(risk.max_volatility_multiplier)
         self.min_volatility_multiplier = float(risk.min_volatility_multiplier)
-        if self.position_sizing not in ("fixed", "volatility"):
-            raise ValueError(f"trading.position_sizing must be 'fixed' or 'volatility', got {self.position_sizing!r}")
+        self.kelly_fraction = float(getattr(risk, "kelly_fraction", 0.25))
+        if self.position_sizing not in ("fixed", "volatility", "risk"):
+            raise ValueError(f"trading.position_sizing must be 'fixed', 'volatility' or 'risk', got {self.position_sizing!r}")
         if self.min_volatility_multiplier > self.max_volatility_multiplier:
             raise ValueError(
                 "risk.min_volatility_multiplier must not exceed risk.max_volatility_multiplier "
@@ -244,7 +249,8 @@ class RiskManager:
         ev.passed("already_holding", f"{symbol} not held")
 
         # 6. sizing
-        fraction, sizing_detail = self._size_fraction(intent, volatility)
+        fraction, sizing_detail = self._size_fraction(intent, volatility, risk_per_share / entry,
+                                                      _price(intent.target_price), entry, side)
         multiplier, multiplier_detail = _size_multiplier(intent)
         if multiplier <= ZERO:
             return self._veto(ev, "sizing", multiplier_detail)
@@ -395,10 +401,24 @@ class RiskManager:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _size_fraction(self, intent: TradeIntentLike, volatility: float | None) -> tuple[Decimal, str]:
+    def _size_fraction(self, intent: TradeIntentLike, volatility: float | None, stop_fraction: Decimal,
+                       target: Decimal | None, entry: Decimal, side: str) -> tuple[Decimal, str]:
         """The fraction of equity to put in this entry before the limits."""
         if self.position_sizing == "fixed":
             return self.max_position_size, f"fixed {_pct(self.max_position_size)} of equity"
+        if self.position_sizing == "risk":
+            reward = (target - entry if side == "buy" else entry - target) / entry if target else ZERO
+            breakdown = getattr(intent, "confidence_breakdown", None) or {}
+            calibrated = isinstance(breakdown, Mapping) and breakdown.get("method") == "model"
+            risk, why = risk_fraction(float(intent.confidence), float(stop_fraction), float(reward),
+                                      max_risk=float(self.max_risk_per_trade), kelly=self.kelly_fraction,
+                                      calibrated=calibrated)
+            fraction = _dec(risk) / stop_fraction
+            capped = ""
+            if fraction > self.max_position_size:
+                fraction, capped = self.max_position_size, f", capped at max_position_size {_pct(self.max_position_size)}"
+            return fraction, (f"risk sizing: {why} at a {_pct(stop_fraction)} stop = "
+                              f"{_pct(_dec(risk) / stop_fraction)} of equity{capped}")
         confidence = float(intent.confidence)
         if not math.isfinite(confidence):
             confidence = 0.0
@@ -448,6 +468,25 @@ class RiskManager:
             **numbers,
         )
         return RiskDecision("veto", ZERO, f"{check}: {reason}", tuple(ev.checks), ev.requested)
+
+
+def risk_fraction(confidence: float, stop: float, target: float, *, max_risk: float, kelly: float,
+                  calibrated: bool) -> tuple[float, str]:
+    """The share of equity to lose at the stop, following the confidence (pure).
+
+    A calibrated probability ``p`` of reaching the target ``t`` before the stop ``s`` (both
+    fractions of the entry) sizes by fractional Kelly: the full Kelly stake of a bet paying
+    ``t/s`` per unit risked is ``p - (1 - p) s / t`` of equity at risk; ``kelly`` of it, at
+    most ``max_risk`` and at least nothing. A transparent score (no probability) scales
+    ``max_risk`` by the score. Returns the fraction and a one-line reason."""
+    p = min(max(confidence if math.isfinite(confidence) else 0.0, 0.0), 1.0)
+    if calibrated and stop > 0 and target > 0:
+        full = p - (1.0 - p) * stop / target
+        risk = min(max(kelly * full, 0.0), max_risk)
+        return risk, (f"p {p:.3f} at {target:.2%}/{stop:.2%}: Kelly {full:.3f} x {kelly:g} = {kelly * full:.4f}, "
+                      f"capped at {max_risk:.2%} -> risk {risk:.2%} of equity")
+    risk = p * max_risk
+    return risk, f"score {p:.3f} x max risk {max_risk:.2%} -> risk {risk:.2%} of equity"
 
 
 def _size_multiplier(intent: TradeIntentLike) -> tuple[Decimal, str]:

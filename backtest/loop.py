@@ -49,6 +49,7 @@ class BacktestLoop(TradingSystem):
     """
 
     periodic_order_lookup = False  # see TradingSystem: the journal must not depend on skipped cycles
+    trader_alerts = False  # no fill/loss/outage alerts from a replay (engine/alert_rules.py)
 
     def __init__(self, *args: Any, history: dict[str, DailyHistory], bar_mode: str,
                  on_cycle: Callable[[], None] | None = None, sessions: Sequence[date] = (),

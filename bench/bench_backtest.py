@@ -152,7 +152,8 @@ def our_settings(count: int, reference: bool) -> Any:
     if reference:
         overrides.update({
             "strategy.enabled": ["sma_crossover"],
-            "ai.min_confidence": 0.0, "ai.calibrated_min_confidence": 0.0,
+            "ai.min_confidence": 0.0, "ai.calibrated_min_confidence": 0.0, "ai.gate_mode": "flat",
+            "trading.position_sizing": "fixed",
             "mean_reversion.max_hold_days": 100_000,
             "scanning.min_price": 0.01, "scanning.max_price": 1_000_000.0, "scanning.min_volume": 0,
         })

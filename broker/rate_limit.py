@@ -74,6 +74,8 @@ class RateLimiter:
         self._cooldown_until = float("-inf")
         # per API: (requests the broker says are left, monotonic time its window resets)
         self._budgets: dict[str, tuple[int, float]] = {}
+        #: 429 answers seen since this limiter was made (diagnose and alerts report them).
+        self.rate_limited_count = 0
 
     def __repr__(self) -> str:
         return (
@@ -126,6 +128,7 @@ class RateLimiter:
         self._refill()
         self._cooldown_until = self._monotonic() + seconds
         self._tokens = min(self._tokens, self.reserve)
+        self.rate_limited_count += 1
         log.warning("rate_limit_cooldown", seconds=round(seconds, 3))
 
     def note_budget(self, remaining: int, reset_in: float, api: str = "trading") -> None:
@@ -134,6 +137,14 @@ class RateLimiter:
         window is the broker's again (not ours to guess)."""
         reset_in = min(max(reset_in, 0.0), MAX_WAIT_SECONDS)
         self._budgets[api] = (max(0, remaining), self._monotonic() + reset_in)
+
+    def remaining(self, api: str = "trading") -> int | None:
+        """Requests the broker last said are left in its current window for ``api`` (counted
+        down as we spend them); None when it never said or its window has reset."""
+        budget = self._budgets.get(api)
+        if budget is None or self._monotonic() >= budget[1]:
+            return None
+        return budget[0]
 
     def _blocked_until(self, api: str, now: float) -> float:
         """When normal calls to ``api`` may go again (a past time when they may go now)."""

@@ -74,6 +74,7 @@ from engine.trading_state import SafetyStateMachine, Transition
 from engine.opportunities import OpportunityBook, snapshot_price_time
 from engine.strategy_rotation import StrategyRotation
 from engine.timeframe_bars import TimeframeBars
+from engine.alert_rules import AlertRules
 
 log = structlog.get_logger(__name__)
 
@@ -108,8 +109,8 @@ class RunSummary:
     end_equity: Decimal | None = None
     max_drawdown: float = 0.0
     orders_submitted: int = 0
-    open_positions: int = 0
-    protected_positions: int = 0
+    open_positions: int | None = None  # None: the broker could not be asked at shutdown
+    protected_positions: int | None = None
     state: str = "ACTIVE"
 
     @property
@@ -146,7 +147,8 @@ class RunSummary:
             f"(P&L {self.pnl:,.2f})",
             f"  max drawdown      {self.max_drawdown:.2%}",
             f"  orders submitted  {self.orders_submitted}",
-            f"  open positions    {self.open_positions} ({self.protected_positions} protected)",
+            f"  open positions    {self.open_positions} ({self.protected_positions} protected)"
+            if self.open_positions is not None else "  open positions    unknown (broker unreachable at shutdown)",
             f"  trading state     {self.state}",
             "=" * 60,
         ]
@@ -232,6 +234,7 @@ class TradingSystem:
         self.rotation = StrategyRotation(settings)  # issue 18: regime rotation, lifetimes, timeframes
         self.opportunities = OpportunityBook(settings, clock)
         self.timeframe_bars = TimeframeBars(settings)
+        self.alert_rules = AlertRules(alerter, settings, clock, journal)
 
     def _alert_dropped_item(self, item: DroppedItem) -> None:
         """The gateway dropped an item the broker sent but no one can use: alert (next flush).
@@ -280,6 +283,8 @@ class TradingSystem:
             status = await self.refresh_market_status()
         except TemporaryError as exc:
             log.warning("broker_unavailable", error=str(exc), step="market_status")
+            if self.trader_alerts and self._last_phase in ("pre", "regular", "post"):
+                await self.alert_rules.connection_lost("broker", str(exc))
             await self._pause(self._failure_backoff())
             return None
         except BrokerError as exc:  # operational, unclassified, or any answer nobody expected here
@@ -314,6 +319,9 @@ class TradingSystem:
         return status
 
     fatal_error: str | None = None
+    #: The trader's alerts (engine/alert_rules.py: losses, fills, rate limit, stale data,
+    #: outages, daily summary); a backtest turns them off. Emergency outcomes always alert.
+    trader_alerts = True
     #: Failed cycles in a row (operational, unclassified or unexpected errors) that move the
     #: trading state to REDUCING. The daemon itself never stops for them.
     FAULTY_CYCLES_BEFORE_REDUCING = 3
@@ -460,6 +468,8 @@ class TradingSystem:
                 self._cycles_since_reconcile = 0
                 await self.reconcile(snapshot, full=False)
             self.record_cycle(snapshot, status, started, cpu_started, requests_before, symbols_evaluated)
+            if self.trader_alerts and not snapshot.rejected:
+                await self.alert_rules.after_cycle(snapshot.positions, getattr(self.broker, "rate_limiter", None))
             while self._pending_alerts:
                 level, title, message, key = self._pending_alerts.pop(0)
                 await self.alerter.send(level, title, message, key=key)
@@ -487,6 +497,10 @@ class TradingSystem:
             self.summary.sessions += 1
             log.info("session_complete", sessions=self.summary.sessions, phase=status.phase)
             await self.record_closing_snapshot()
+            if self.trader_alerts:
+                await self.alert_rules.daily_summary(self.safety.session_date, state=self.safety.state.value,
+                                                     start_equity=self.safety.session_start_equity,
+                                                     end_equity=self._last_equity)
         if session is not None and session != self.safety.session_date:
             await self.start_session(session)
         self._last_phase = status.phase
@@ -773,11 +787,7 @@ class TradingSystem:
                 reports = await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
             finally:
                 await self._alert_transitions(transitions)
-            failed = [r for r in reports if not r.succeeded]
-            for report in failed:
-                await self.alerter.send(AlertLevel.EMERGENCY, f"Emergency stop failed: {report.symbol}",
-                                        "; ".join(report.failures) or "position not flat",
-                                        key=f"emergency_failed:{report.symbol}", fields=report.to_dict())
+            await self.alert_rules.emergency_outcomes(reports)
             snapshot = await self.refresh_account()
             transitions = self.safety.on_cycle(snapshot.portfolio)
             self._persist_safety()
@@ -797,14 +807,12 @@ class TradingSystem:
                     AccountView.from_account(snapshot.account), status.session)
             log.warning("emergency_exit_threshold", symbol=exit_order.symbol, reason=exit_order.reason,
                         loss_fraction=str(exit_order.loss_fraction))
-            report = await self.executor.emergency_exit(exit_order.symbol, exit_order.reason, phase=status.phase)
+            report = await self.executor.emergency_exit(exit_order.symbol, exit_order.reason, phase=status.phase,
+                                                        known_qty=exit_order.qty)
             if pdt is not None and pdt.warn_flag:  # after the exit went out, never before it
                 await self.alerter.send(AlertLevel.CRITICAL, f"Risk exit of {exit_order.symbol}: {pdt.warn_flag}",
                                         pdt.reason, key=f"pdt_flag:{exit_order.symbol}")
-            if not report.succeeded:
-                await self.alerter.send(AlertLevel.EMERGENCY, f"Emergency stop failed: {report.symbol}",
-                                        "; ".join(report.failures), key=f"emergency_failed:{report.symbol}",
-                                        fields=report.to_dict())
+            await self.alert_rules.emergency_outcome(report)
         if exits:
             snapshot = await self.refresh_account()
         if self.safety.state is not TradingState.HALTED:
@@ -849,11 +857,8 @@ class TradingSystem:
     async def on_broker_unavailable(self, exc: TemporaryError, status: MarketStatus) -> None:
         """Disconnect policy: protection orders live at the broker; alert during the session."""
         log.warning("broker_unavailable", error=str(exc), phase=status.phase)
-        if status.is_regular or status.is_extended:
-            await self.alerter.send(AlertLevel.CRITICAL, "Broker unreachable during the session",
-                                    f"{exc}. Protective orders at the broker remain the safety net; "
-                                    "the daemon keeps retrying and catches up through REST.",
-                                    key="broker_unreachable")
+        if status.is_regular or status.is_extended:  # alerted once it lasts alerts.unreachable_alert_seconds
+            await self.alert_rules.connection_lost("broker", str(exc))
 
     # -- step 4 -----------------------------------------------------------------------------
 
@@ -922,6 +927,8 @@ class TradingSystem:
         if self._history.session != status.session:
             await self._load_history(wanted, status)
         snapshots = await self.broker.get_snapshots(wanted)
+        if self.trader_alerts:
+            await self.alert_rules.stale_data(snapshots, self.clock.now())
         rejected = {**self._history.rejected, **dict(getattr(self.broker, "data_rejections", None) or {})}
         for symbol in wanted:
             if symbol not in rejected and symbol in snapshots:
@@ -1248,6 +1255,7 @@ class TradingSystem:
             if not self.account_sanity.problems(account, positions):  # a bogus last word is no result
                 self.summary.end_equity = account.equity
             self.summary.open_positions = len(positions)
+            self.summary.protected_positions = 0
             for p in positions:
                 covered = protected_quantity(p, orders)
                 if covered >= abs(p.qty):

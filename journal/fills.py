@@ -240,6 +240,12 @@ class FillRepository:
             rows = self._store.read("SELECT * FROM fills WHERE symbol = ? ORDER BY rowid", (symbol,))
         return [self._out(row) for row in rows]
 
+    def after(self, rowid: int) -> list[dict[str, Any]]:
+        """Fills recorded after row ``rowid``, each with its ``rowid`` (what is new since a
+        reader last looked, whichever path recorded them: REST, stream or cumulative)."""
+        rows = self._store.read("SELECT rowid AS rowid, * FROM fills WHERE rowid > ? ORDER BY rowid", (rowid,))
+        return [self._out(row) for row in rows]
+
     def records(self) -> list[FillRecord]:
         """Every counted fill as a :class:`FillRecord`, in recorded order (rebuilds a ledger)."""
         with self._store.reading() as conn:

@@ -194,6 +194,10 @@ class Journal:
     def fills(self, symbol: str | None = None) -> list[dict[str, Any]]:
         return self._fills.select(symbol)
 
+    def fills_after(self, rowid: int) -> list[dict[str, Any]]:
+        """Fills recorded after row ``rowid`` (each with its ``rowid``); 0 gives every fill."""
+        return self._fills.after(rowid)
+
     def fill_records(self) -> list[FillRecord]:
         return self._fills.records()
 

@@ -1,10 +1,12 @@
 """``python main.py diagnose``: the full system diagnostic as a readable report.
 
-Checks, in order: configuration, API connectivity (clock), account access and trading
-permissions, market data freshness for the universe, the order system (listing orders; in
-paper and sim also a far-from-market limit order placed and canceled, never in live), and the
-risk systems (limits coherent, breaker latch, AI model present). Each check is PASS, WARN or
-FAIL with one line of detail; the report is healthy when nothing FAILs.
+Checks, in order: configuration (every rule re-validated, paths writable), state DB
+integrity, alert channels reachable (:mod:`ops.health_checks`), API connectivity (clock),
+clock skew against the broker, account access and trading permissions, market data freshness
+for the universe, the order system (listing orders; in paper and sim also a far-from-market
+limit order placed and canceled, never in live), the rate budget left after all that, and the
+risk systems (breaker latch, AI model present). Each check is PASS, WARN or FAIL with one line
+of detail; the report is healthy when nothing FAILs.
 
 Reachability comes first and is bounded in wall time (``REACHABILITY_SECONDS``): a broker
 that refuses connections or never answers is a FAIL with its reason within seconds, and the
@@ -22,6 +24,7 @@ from typing import Any, Literal
 
 from core.errors import BrokerError, TradingError
 from engine.drawdown_stop import latch_label
+from ops import health_checks
 from broker.models import OrderRequest
 from order_executor import client_order_id_for, round_price
 
@@ -63,9 +66,9 @@ class DiagnosticReport:
 
 async def diagnose(settings: Any, broker: Any, clock: Any, url: str) -> DiagnosticReport:
     report = DiagnosticReport(mode=settings.mode, url=url, at=clock.now())
-    report.add("configuration", "PASS",
-               f"profile limits: position {settings.trading.max_position_size:.0%}, stop {settings.trading.stop_loss:.0%}, "
-               f"breaker {settings.risk.circuit_breaker_loss:.0%}")
+    report.add(*health_checks.check_configuration(settings))
+    report.add(*health_checks.check_state_db(settings))
+    report.add(*await health_checks.check_alert_channels(settings))
     # API connectivity
     try:
         async with asyncio.timeout(REACHABILITY_SECONDS):
@@ -79,6 +82,11 @@ async def diagnose(settings: Any, broker: Any, clock: Any, url: str) -> Diagnost
     except TradingError as exc:
         report.add("api connectivity", "FAIL", f"cannot read the broker clock: {exc}")
         return report
+    try:
+        async with asyncio.timeout(REACHABILITY_SECONDS):
+            report.add(*await health_checks.check_clock_skew(broker, clock))
+    except (TimeoutError, TradingError) as exc:
+        report.add("clock skew", "FAIL", f"cannot read the broker clock again: {exc or 'no answer'}")
     # account
     try:
         account = await broker.get_account()
@@ -116,8 +124,10 @@ async def diagnose(settings: Any, broker: Any, clock: Any, url: str) -> Diagnost
         report.add("order system", "PASS", detail)
     except TradingError as exc:
         report.add("order system", "FAIL", str(exc))
+    report.add(*health_checks.check_rate_budget(broker, settings))
     # risk systems
-    report.add(*_risk_check(settings))
+    db_sound = next(c for c in report.checks if c.name == "state db").verdict != "FAIL"
+    report.add(*_risk_check(settings, journal_readable=db_sound))
     return report
 
 
@@ -138,13 +148,16 @@ async def _order_round_trip(broker: Any, clock: Any, symbol: str) -> str:
     return f"test limit order placed and canceled ({symbol} @ {price})"
 
 
-def _risk_check(settings: Any) -> tuple[str, Verdict, str]:
+def _risk_check(settings: Any, *, journal_readable: bool = True) -> tuple[str, Verdict, str]:
     from journal.journal import Journal
 
     notes: list[str] = []
     verdict: Verdict = "PASS"
     db = Path(settings.storage.state_db)
-    if db.exists():
+    if db.exists() and not journal_readable:
+        verdict = "FAIL"
+        notes.append("breaker latch unknown: the state db failed its integrity check")
+    elif db.exists():
         journal = Journal(db)
         try:
             safety = journal.get_state("safety") or {}

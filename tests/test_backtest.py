@@ -260,7 +260,8 @@ def test_commission_and_slippage_cost_money(settings: Any, baseline: BacktestRes
 
 
 def test_the_circuit_breaker_fires_and_latches_in_a_backtest(settings: Any, baseline: BacktestResult) -> None:
-    # Two 3% stop-outs of 10% positions on one day (2020-03-13) lose 0.6% of equity.
+    # A 0.4% breaker: the first day the default pipeline loses more than that trips it
+    # (2020-03-13: two 3% stop-outs of 10% positions lose 0.6% of equity).
     tight = settings.model_copy(update={"risk": settings.risk.model_copy(update={"circuit_breaker_loss": 0.004})})
     result = run_backtest(tight, baseline.options)
     moves = [(e["payload"]["from"], e["payload"]["to"], e["at"]) for e in result.state_changes]
@@ -347,7 +348,8 @@ def test_intraday_bars_run_the_live_loop_every_cycle(tmp_path: Path) -> None:
         shutil.copy(SHARED_DATA / "intraday" / name, data / "intraday" / name)
     settings = config.load_settings(env_file=None, overrides={
         "scanning.symbols": ["AAPL", "MSFT"], "strategy.enabled": [AlwaysBuy.name],
-        "ai.min_confidence": 0.0, "ai.calibrated_min_confidence": 0.0, "trading.cycle_interval_seconds": 1800,
+        "ai.min_confidence": 0.0, "ai.calibrated_min_confidence": 0.0, "ai.gate_mode": "flat",
+        "trading.position_sizing": "fixed", "trading.cycle_interval_seconds": 1800,
     })
     day = date(2021, 8, 24)
     result = run_backtest(settings, BacktestOptions(data_dir=data, symbols=("AAPL", "MSFT"), start=day, end=day,

@@ -54,7 +54,9 @@ def _settings(symbols: list[str], strategies: list[str] | None = None) -> Any:
         # as bench/bench_backtest.py runs the reference strategy: the analyzer scores every
         # idea without vetoing it
         overrides.update({"strategy.enabled": strategies, "ai.min_confidence": 0.0,
-                          "ai.calibrated_min_confidence": 0.0})
+                          "ai.calibrated_min_confidence": 0.0, "ai.gate_mode": "flat",
+                          # every idea gets the same 10% (risk sizing stakes nothing without an edge)
+                          "trading.position_sizing": "fixed"})
     return config.load_settings(env_file=None, overrides=overrides)
 
 

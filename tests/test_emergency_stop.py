@@ -463,3 +463,51 @@ def test_the_report_serialises_with_iso_datetimes() -> None:
     assert data["finished_at"] == "2025-03-03T15:00:09+00:00"
     assert data["position_qty"] == "-3.5" and data["succeeded"] is False
 
+
+
+# -- the report says what could not be sold (issue 16) ----------------------------------------
+
+
+@dataclass
+class UnreadablePositionAlpaca(ScriptedAlpaca):
+    """A broker that answers every position read with a 500: the stop never learns the qty."""
+
+    async def position(self, request: web.Request) -> web.Response:
+        self.requests.append("GET position")
+        return web.json_response({"code": 50010000, "message": "internal server error"}, status=500)
+
+
+async def test_a_failed_stop_reports_the_shares_it_could_not_sell_never_zero(scripted: Any) -> None:
+    alpaca = UnreadablePositionAlpaca()
+    executor, _ = await scripted(alpaca)
+    with capture_logs() as logs:
+        report = await executor.emergency_exit("SPY", "circuit breaker", known_qty=D(10))
+    assert not report.succeeded
+    assert report.unsold_qty == D(10) and report.position_qty == D(10) and report.sold_qty == 0
+    failed = events(logs, "emergency_stop_failed")[0]
+    assert failed["unsold_qty"] == "10" and failed["position_qty"] == "10"
+
+
+@dataclass
+class PartialThenRefusingAlpaca(ScriptedAlpaca):
+    """The first exit sells 4 of the 10 shares; every later one is refused (insufficient qty)."""
+
+    async def submit(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append("POST order")
+        self.posted.append(body)
+        if len(self.posted) > 1:
+            return web.json_response(INSUFFICIENT_QTY[1], status=INSUFFICIENT_QTY[0])
+        self.position_qty -= 4
+        return web.json_response({
+            "id": "part-1", "client_order_id": body["client_order_id"], "status": "partially_filled",
+            "symbol": "SPY", "side": "sell", "type": body["type"], "time_in_force": body["time_in_force"],
+            "created_at": "2025-03-03T15:00:00Z", "qty": body["qty"], "filled_qty": "4",
+            "order_class": "simple"})
+
+
+async def test_a_partly_sold_stop_reports_what_was_sold_and_what_is_left(scripted: Any) -> None:
+    executor, _ = await scripted(PartialThenRefusingAlpaca(position_qty=10))
+    report = await executor.emergency_exit("SPY", "halt")
+    assert not report.succeeded
+    assert (report.position_qty, report.sold_qty, report.unsold_qty) == (D(10), D(4), D(6))

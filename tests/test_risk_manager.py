@@ -114,9 +114,11 @@ def test_missing_stop_uses_the_default_stop_distance() -> None:
 
 
 def test_per_trade_risk_caps_qty_at_two_percent_of_equity() -> None:
-    # Stop $30 below entry: $2,000 / $30 = 66.67 -> 66 shares instead of 100.
+    # Stop $30 below entry: $2,000 / $30 = 66.67 -> 66 shares instead of 100 (fixed sizing;
+    # risk sizing, the default, sizes to the risk budget itself: tests/test_risk_sizing.py).
     with structlog.testing.capture_logs() as logs:
-        decision = RiskManager(settings()).evaluate(Intent(stop_price=70), portfolio())
+        decision = RiskManager(settings(trading={"position_sizing": "fixed"})).evaluate(
+            Intent(stop_price=70), portfolio())
     assert decision.verdict == "reduce"
     assert decision.requested_qty == D(100)
     assert decision.qty == D(66)
