@@ -27,7 +27,8 @@ import structlog  # noqa: E402
 from structlog.testing import capture_logs  # noqa: E402
 
 import config  # noqa: E402
-from backtest.backtest import BacktestOptions, BacktestResult, run_backtest  # noqa: E402
+from backtest.options import BacktestOptions, BacktestResult  # noqa: E402
+from backtest.runner import run_backtest  # noqa: E402
 from core.clock import to_exchange_time  # noqa: E402
 
 
