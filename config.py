@@ -449,6 +449,9 @@ class MultiTimeframeSettings(Section):
         default_factory=lambda: {"1Min": 0.10, "5Min": 0.15, "15Min": 0.20, "1Hour": 0.25, "1Day": 0.30}
     )
     logit_scale: Annotated[float, Field(ge=0, le=3)] = 0.5
+    # A calibrated model probability is moved only when this is true: the shift has shown no
+    # out-of-sample skill (README, issue 18), and an unmeasured shift would uncalibrate it.
+    shift_calibrated: bool = False
 
     @field_validator("weights")
     @classmethod

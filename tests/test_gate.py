@@ -48,7 +48,8 @@ def data() -> tuple[BarSeries, BarSeries]:
 def settings(**ai: Any) -> Any:
     ai.setdefault("model_path", str(ROOT / "models" / "confidence_model.json"))
     ai.setdefault("use_news_sentiment", False)
-    return config.load_settings(env_file=None, environ={}, overrides={"ai": ai})
+    # the gate applies to the model probability alone: no multi-timeframe shift on top
+    return config.load_settings(env_file=None, environ={}, overrides={"ai": ai, "multi_timeframe": {"enabled": False}})
 
 
 def md(data: tuple[BarSeries, BarSeries], spread: float = 0.0004) -> MarketData:
