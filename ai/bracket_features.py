@@ -26,6 +26,9 @@ SERIES_TERMS = 400
 #: Pseudo-ideas of prior weight when shrinking a symbol's past hit rate.
 CLIMATOLOGY_PRIOR_WEIGHT = 60.0
 
+#: Sessions of memory of the past hit rate (0: every settled idea weighs the same).
+CLIMATOLOGY_MEMORY = 0.0
+
 #: Names of the columns of :func:`transferable_features`, in order.
 TRANSFERABLE_NAMES: tuple[str, ...] = (
     "logit_random_walk",  # logit of the random-walk probability for this bracket and horizon
@@ -135,7 +138,12 @@ def past_hit_rate(
     count = np.zeros(n)
     np.add.at(wins, settled[ok], label[ok])
     np.add.at(count, settled[ok], 1.0)
-    wins, count = np.cumsum(wins), np.cumsum(count)
+    if CLIMATOLOGY_MEMORY:
+        # Exponential memory: an idea settled ``k`` sessions ago weighs ``exp(-k / memory)``.
+        grow = np.exp((np.arange(n) - (n - 1)) / CLIMATOLOGY_MEMORY)
+        wins, count = np.cumsum(wins * grow) / grow, np.cumsum(count * grow) / grow
+    else:
+        wins, count = np.cumsum(wins), np.cumsum(count)
     with np.errstate(invalid="ignore", divide="ignore"):
         raw = np.where(count > 0, wins / count, np.nan)
         shrunk = (wins + weight * np.asarray(prior, float)) / (count + weight)

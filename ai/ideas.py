@@ -51,7 +51,7 @@ def symbol_context(
     vol = np.where(np.isfinite(vol), vol, DEFAULT_DAILY_VOL)
     rw = bf.random_walk_probability(default.stop, default.target, default.horizon, vol)
     outcomes = bracket_outcomes(open_, high, low, default.stop, default.target, default.horizon)
-    past, _ = bf.past_hit_rate(outcomes.label, outcomes.settled, n, rw)
+    past, _ = bf.past_hit_rate(outcomes.label, outcomes.settled, n, rw, bf.CLIMATOLOGY_PRIOR_WEIGHT)
     return SymbolContext(
         day=np.asarray(day, dtype=np.int64), vol=vol, random_walk_default=rw, past_default=past,
         session_X=bf.session_features(close, vol, market_close), default_outcomes=outcomes,

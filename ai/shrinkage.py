@@ -34,7 +34,7 @@ Z_CLIP = 4.0
 #: Grid of blend weights tried.
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 #: The improvement must be this many standard errors above zero to be kept.
-SKILL_SIGMAS = 2.0
+SKILL_SIGMAS = 1.0
 
 
 @dataclass(frozen=True)
