@@ -24,10 +24,10 @@ MIN_DAILY_VOL = 0.002
 #: Terms of the first-exit series; enough for barriers 60 standard deviations away.
 SERIES_TERMS = 400
 #: Pseudo-ideas of prior weight when shrinking a symbol's past hit rate.
-CLIMATOLOGY_PRIOR_WEIGHT = 60.0
+CLIMATOLOGY_PRIOR_WEIGHT = 30.0
 
 #: Sessions of memory of the past hit rate (0: every settled idea weighs the same).
-CLIMATOLOGY_MEMORY = 0.0
+CLIMATOLOGY_MEMORY = 120.0
 
 #: Names of the columns of :func:`transferable_features`, in order.
 TRANSFERABLE_NAMES: tuple[str, ...] = (
