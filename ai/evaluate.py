@@ -50,7 +50,7 @@ class Evaluation:
     symbol: np.ndarray
     ideas: list[tuple[str, Ideas]]
     probability: np.ndarray
-    label: np.ndarray
+    label: np.ndarray  # the CSV's label: NaN wherever the horizon runs past the data
     climatology: np.ndarray
     groups: np.ndarray
     fits: list[dict[str, Any]]
@@ -120,17 +120,18 @@ def evaluate(
     table = IdeaTable(
         day=cat([i.day for _, i in per_symbol]),
         settled_day=cat([i.settled_day for _, i in per_symbol]),
-        label=cat([i.outcomes.label for _, i in per_symbol]),
+        label=cat([i.outcomes.known for _, i in per_symbol]),
         baseline=cat([i.baseline for _, i in per_symbol]),
         X=np.vstack([i.X for _, i in per_symbol]),
         horizon=cat([i.outcomes.horizon for _, i in per_symbol]),
     )
     result = walk_forward(table)
+    scored_label = cat([i.outcomes.label for _, i in per_symbol])
     symbol = cat([np.full(len(i.day), s, dtype=object) for s, i in per_symbol])
     codes = {s: k for k, (s, _) in enumerate(per_symbol)}
     groups = np.array([codes[s] for s in symbol], dtype=np.int64) * 1_000_000 + block_ids(table.day, table.horizon)
     return Evaluation(
-        symbol=symbol, ideas=per_symbol, probability=result.probability, label=table.label,
+        symbol=symbol, ideas=per_symbol, probability=result.probability, label=scored_label,
         climatology=cat([i.climatology for _, i in per_symbol]), groups=groups, fits=result.fits,
     )
 

@@ -51,7 +51,7 @@ def symbol_context(
     vol = np.where(np.isfinite(vol), vol, DEFAULT_DAILY_VOL)
     rw = bf.random_walk_probability(default.stop, default.target, default.horizon, vol)
     outcomes = bracket_outcomes(open_, high, low, default.stop, default.target, default.horizon)
-    past, _ = bf.past_hit_rate(outcomes.label, outcomes.settled, n, rw, bf.CLIMATOLOGY_PRIOR_WEIGHT)
+    past, _ = bf.past_hit_rate(outcomes.known, outcomes.settled, n, rw, bf.CLIMATOLOGY_PRIOR_WEIGHT)
     return SymbolContext(
         day=np.asarray(day, dtype=np.int64), vol=vol, random_walk_default=rw, past_default=past,
         session_X=bf.session_features(close, vol, market_close), default_outcomes=outcomes,
@@ -84,7 +84,7 @@ def build_ideas(
     )
     baseline = bf.row_baseline(rw, ctx.past_default[rows], ctx.random_walk_default[rows])
     n = len(ctx.day)
-    _, raw = bf.past_hit_rate(out.label, out.settled, n, 0.0, weight=0.0)
+    _, raw = bf.past_hit_rate(out.known, out.settled, n, 0.0, weight=0.0)
     climatology = raw[rows]
     X = np.column_stack([bf.logit(rw), bf.logit(baseline), ctx.session_X[rows]])
     settled_day = np.where(out.settled >= 0, ctx.day[np.maximum(out.settled, 0)], np.iinfo(np.int64).max)

@@ -29,8 +29,8 @@ class IdeaTable:
     """Ideas of every symbol, one row each (arrays of equal length)."""
 
     day: np.ndarray  # decision day (days since 1970-01-01)
-    settled_day: np.ndarray  # day of the bar that decided the label (+inf where blank)
-    label: np.ndarray  # 1/0, NaN where the horizon runs past the data
+    settled_day: np.ndarray  # day of the bar that decided the label (max int where undecided)
+    label: np.ndarray  # 1/0 where the data decides the outcome (even before the horizon ends)
     baseline: np.ndarray  # the shrunk past hit rate for the row's bracket
     X: np.ndarray  # transferable features
     horizon: np.ndarray  # sessions

@@ -43,7 +43,9 @@ class Outcomes:
     target_price: np.ndarray
     horizon: np.ndarray  # int: sessions in the horizon, the entry session first
     label: np.ndarray  # 1.0 win, 0.0 loss, NaN where the horizon runs past the data
-    settled: np.ndarray  # int: the session whose bar decided the label (-1 where blank)
+    known: np.ndarray  # the outcome where the data already decides it (a stop or target
+    #                    touched before the data ends counts although the horizon runs on)
+    settled: np.ndarray  # int: the session whose bar decided ``known`` (-1 where not yet)
 
 
 def bracket_outcomes(
@@ -81,10 +83,11 @@ def bracket_outcomes(
     stop_price = entry_price * (1.0 - sign * stop_f)
     target_price = entry_price * (1.0 + sign * target_f)
     label = np.full(m, np.nan)
+    known = np.full(m, np.nan)
     settled = np.full(m, -1, dtype=np.int64)
     # Pad so every window of every row exists; padded sessions never touch anything.
     for h in np.unique(hor).tolist():
-        pick = np.flatnonzero((hor == h) & (rows + h <= n - 1))
+        pick = np.flatnonzero(hor == h)
         if len(pick) == 0:
             continue
         hi_pad = np.concatenate([high, np.full(h, np.nan)])
@@ -99,11 +102,14 @@ def bracket_outcomes(
             hit_stop, hit_target = highs >= sp, lows <= tp
         first_stop = np.where(hit_stop.any(axis=1), hit_stop.argmax(axis=1), h)
         first_target = np.where(hit_target.any(axis=1), hit_target.argmax(axis=1), h)
-        win = first_target < first_stop  # stop first on a session touching both
-        label[pick] = win.astype(float)
+        win = (first_target < first_stop).astype(float)  # stop first on a session touching both
         first = np.minimum(np.minimum(first_stop, first_target), h - 1)
-        settled[pick] = starts + first
-    return Outcomes(rows, entry, entry_price, stop_price, target_price, hor, label, settled)
+        complete = rows[pick] + h <= n - 1
+        decided = complete | (np.minimum(first_stop, first_target) < h)
+        label[pick[complete]] = win[complete]
+        known[pick[decided]] = win[decided]
+        settled[pick[decided]] = (starts + first)[decided]
+    return Outcomes(rows, entry, entry_price, stop_price, target_price, hor, label, known, settled)
 
 
 def label_one(
