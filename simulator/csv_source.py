@@ -20,9 +20,10 @@ reconciled.
 
 **Daily expansion rule** (regular session only, no extended-hours bars): the session's
 minute boundaries follow a piecewise-linear path through four anchors: the open at the
-first minute, then the low and the high (when close >= open: open -> low -> high ->
-close) or the high and the low (when close < open: open -> high -> low -> close), then
-the close at the last minute. The first extreme falls at a seeded minute in 10-45 % of the
+first minute, then the low, then the high, then the close at the last minute
+(``market.bracket_labels.daily_path_order``: low first whatever the bar's colour, so a long
+bracket whose stop and target both lie inside the day fills its stop first, as the labels
+of training and ``evaluate`` count it). The first extreme falls at a seeded minute in 10-45 % of the
 session, the second in 55-90 %. Seeded noise (zero at the anchors, at most 15 % of the
 day's range) is added and the path is clipped into ``[low, high]``; each minute's wicks
 extend by a seeded amount, also clipped into ``[low, high]``. Volume is U-shaped
@@ -55,6 +56,7 @@ import structlog
 
 from core.clock import EXCHANGE_TZ
 from simulator.bars import DailySummary, DayArrays, SymbolProfile
+from market.bracket_labels import daily_path_order
 from market.trading_calendar import FIRST_DATE, LAST_DATE, TradingCalendar
 
 log = structlog.get_logger(__name__)
@@ -632,8 +634,7 @@ class CsvSource:
         start, minutes = self._window(session)
         frame = _frame(minutes)
         rng = np.random.default_rng([self.seed, _stable("csv-day", symbol), session.toordinal()])
-        up = row.c >= row.o
-        first, second = (row.l, row.h) if up else (row.h, row.l)
+        _, first, second, _ = daily_path_order(row.o, row.h, row.l, row.c)
         a = int(rng.integers(max(1, int(0.10 * minutes)), max(2, int(0.45 * minutes))))
         b = int(rng.integers(max(a + 1, int(0.55 * minutes)), max(a + 2, int(0.90 * minutes))))
         b = min(b, minutes - 1)
