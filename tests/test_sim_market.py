@@ -316,7 +316,9 @@ def test_daily_csv_expands_to_an_intraday_path_with_the_same_ohlcv(csv_market: M
         assert np.all(day.h <= bar.h) and np.all(day.l >= bar.l)
         # low first on every bar, falling ones too: a long bracket touching both fills its stop first
         # (a bar opening at its high has reached the high in its first minute, before anything)
-        assert int(np.argmin(day.l)) < int(np.argmax(day.h)) or bar.o == bar.h
+        down = int(np.argmin(day.l))
+        assert down < int(np.argmax(day.h)) or bar.o == bar.h
+        assert np.all(day.h[:down] <= bar.o)  # nothing above the open before the low
     again = Market.from_csv_dir(SHARED_DATA, symbols=["QQQ"], calendar=csv_market.calendar)
     assert arrays_equal(again.minute_arrays("QQQ", date(2021, 3, 1)), csv_market.minute_arrays("QQQ", date(2021, 3, 1)))
 
