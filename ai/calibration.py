@@ -33,6 +33,43 @@ def brier_skill(p: np.ndarray, reference: np.ndarray, y: np.ndarray) -> float:
     return float("nan") if ref == 0 else 1.0 - brier_score(p, y) / ref
 
 
+def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Count-weighted mean |mean forecast - hit rate| over ``bins`` equal-width bins of [0, 1]
+    (the model file's training metric; ``evaluate`` uses :func:`ece_equal_count`)."""
+    p = np.asarray(p, float)
+    y = np.asarray(y, float)
+    if len(p) == 0:
+        return float("nan")
+    which = np.clip((p * bins).astype(int), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.sum() * abs(p[mask].mean() - y[mask].mean())
+    return float(total / len(p))
+
+
+def reliability_table(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, float]]:
+    """Per equal-width bin: count, mean forecast and observed hit rate (non-empty bins only)."""
+    p = np.asarray(p, float)
+    y = np.asarray(y, float)
+    which = np.clip((p * bins).astype(int), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            rows.append(
+                {
+                    "bin_low": b / bins,
+                    "bin_high": (b + 1) / bins,
+                    "count": int(mask.sum()),
+                    "mean_forecast": round(float(p[mask].mean()), 4),
+                    "hit_rate": round(float(y[mask].mean()), 4),
+                }
+            )
+    return rows
+
+
 def _equal_count_bins(p: np.ndarray, bins: int) -> np.ndarray:
     """Bin of each forecast: rank order split into ``bins`` groups of (nearly) equal size."""
     order = np.argsort(p, kind="stable")
@@ -88,7 +125,7 @@ def auc(p: np.ndarray, y: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def reliability_table(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, float]]:
+def reliability_bins(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, float]]:
     """Per equal-count bin: count, forecast range, mean forecast and observed hit rate."""
     p, y = np.asarray(p, float), np.asarray(y, float)
     if len(p) == 0:

@@ -172,7 +172,7 @@ def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
 
     def block(name: str, mask: np.ndarray) -> dict[str, Any]:
         s = cal.summary(ev.probability[mask], ev.label[mask], ev.climatology[mask], ev.groups[mask])
-        tables[name] = cal.reliability_table(ev.probability[mask], ev.label[mask])
+        tables[name] = cal.reliability_bins(ev.probability[mask], ev.label[mask])
         lines.append(
             f"{name}: n={s['n']} base rate {s['base_rate']:.3f} mean forecast {s['mean_forecast']:.3f} "
             f"Brier {s['brier']:.4f} | Brier skill vs past-only climatology {s['brier_skill']:+.4f} "
