@@ -680,7 +680,8 @@ def run_train(settings: Any, args: argparse.Namespace) -> int:
         print("error: train needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)
         return EXIT_CONFIG
     out = args.out or Path(settings.ai.model_path)
-    report = train_model(Path(args.data), out, stop=settings.trading.stop_loss,
+    symbols = [s for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    report = train_model(Path(args.data), out, symbols=symbols, stop=settings.trading.stop_loss,
                          target=settings.trading.take_profit)
     print(report.render() if hasattr(report, "render") else report)
     return EXIT_OK

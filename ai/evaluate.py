@@ -54,6 +54,8 @@ class Evaluation:
     climatology: np.ndarray
     groups: np.ndarray
     fits: list[dict[str, Any]]
+    last_model: Any = None  # the walk's last logistic (ai.shrinkage.Logistic) and its weight
+    last_weight: float = 0.0
 
 
 def _iso(day: int) -> str:
@@ -66,7 +68,7 @@ def _day_number(text: str | None) -> int | None:
 
 def load_series(data_dir: Path, symbols: Sequence[str] | None) -> tuple[dict[str, BarSeries], BarSeries | None]:
     """The daily bars of ``symbols`` (default: every symbol with a daily file) and of SPY when present."""
-    from ai.ai_model import TrainingDataError, daily_files, read_daily_csv
+    from ai.training import TrainingDataError, daily_files, read_daily_csv
 
     files = daily_files(Path(data_dir))
     wanted = sorted(files) if not symbols else [s.strip().upper() for s in symbols if s.strip()]
@@ -83,7 +85,7 @@ def load_series(data_dir: Path, symbols: Sequence[str] | None) -> tuple[dict[str
 def _market_close(bars: BarSeries, bench: BarSeries | None) -> np.ndarray | None:
     if bench is None:
         return None
-    from ai.ai_model import align_benchmark
+    from ai.features import align_benchmark
 
     aligned = align_benchmark(bars.ts, bench.ts, bench.close)
     # A missing benchmark bar repeats the last known close (past only).
@@ -133,6 +135,7 @@ def evaluate(
     return Evaluation(
         symbol=symbol, ideas=per_symbol, probability=result.probability, label=scored_label,
         climatology=cat([i.climatology for _, i in per_symbol]), groups=groups, fits=result.fits,
+        last_model=result.last_model, last_weight=result.last_weight,
     )
 
 

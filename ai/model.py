@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ai.bracket_model import BracketModel
 from ai.features import FEATURE_NAMES, context_key
 from ai.labels import SIDES, Bracket, Side
 from core.errors import ConfigError
@@ -147,6 +148,8 @@ class ConfidenceModel:
     bracket: Bracket
     created_at: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The probability of an intent's own bracket and horizon (None in older model files).
+    bracket_model: BracketModel | None = None
 
     def predict_proba(self, features: Mapping[str, float], side: Side = "long") -> float:
         """Calibrated probability that a ``side`` bracket entered now hits its target first.
@@ -208,6 +211,7 @@ class ConfidenceModel:
             },
             "sides": {side: model.to_json() for side, model in self.sides.items()},
             **self.metadata,
+            **({} if self.bracket_model is None else {"bracket_model": self.bracket_model.to_json()}),
         }
 
 
@@ -270,11 +274,16 @@ def load_model(path: Path | str) -> ConfidenceModel:
             sides[side] = SideModel.from_json(raw["sides"][side], len(FEATURE_NAMES))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(path, f"malformed model file: {exc}") from exc
-    known = {"format", "format_version", "created_at", "feature_names", "bracket", "sides"}
+    known = {"format", "format_version", "created_at", "feature_names", "bracket", "sides", "bracket_model"}
+    try:
+        bracket_model = None if raw.get("bracket_model") is None else BracketModel.from_json(raw["bracket_model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(path, f"malformed bracket_model: {exc}") from exc
     return ConfidenceModel(
         feature_names=names,
         sides=sides,
         bracket=bracket,
         created_at=str(raw.get("created_at", "")),
         metadata={k: v for k, v in raw.items() if k not in known},
+        bracket_model=bracket_model,
     )

@@ -5,6 +5,7 @@ testing and writing the model file.
 
 from __future__ import annotations
 
+import platform
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -16,11 +17,13 @@ from typing import Any, Literal
 import numpy as np
 import structlog
 
+from ai.bracket_model import fit_bracket_model
 from ai.calibration import brier_score, expected_calibration_error, reliability_table
 from ai.features import (
     FEATURE_NAMES, MIN_HISTORY_BARS, REGIMES, align_benchmark, context_key, feature_matrix,
     regime_series,
 )
+from ai.ideas import DefaultBracket
 from ai.labels import SIDES, Bracket, Side, _gap_nearby, _split_gap_mask, first_touch_labels
 from ai.model import Calibration, ConfidenceModel, SideModel, save_model
 from core.errors import ConfigError, DataQualityError
@@ -445,7 +448,10 @@ def train_model(
     bench = read_daily_csv(files[benchmark], benchmark)
     series = [bench if s == benchmark else read_daily_csv(files[s], s) for s in wanted]
     data = build_dataset(series, bench, bracket)
-    created = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
+    # Not the wall clock: the last bar of the data, so training on the same data writes
+    # the same file byte for byte (tests/test_confidence.py trains twice and compares).
+    last_bar = datetime.fromtimestamp(max(int(s.bars.ts[-1]) for s in series), UTC)
+    created = (now or last_bar).astimezone(UTC).isoformat(timespec="seconds")
     sides: dict[Side, SideModel] = {}
     window: dict[str, str] = {}
     for side in SIDES:
@@ -459,13 +465,21 @@ def train_model(
             window[f"{part}_start"] = _day(data.ts[idx].min())
             window[f"{part}_end"] = _day(data.ts[idx].max())
         sides[side] = _fit_side(data, side, train, calib, test, calibration, regularization)
+    bracket_model = fit_bracket_model(
+        {s.symbol: s.bars for s in series}, bench.bars,
+        DefaultBracket(stop=stop, target=target, horizon=horizon_days),
+    )
     model = ConfidenceModel(
+        bracket_model=bracket_model,
         feature_names=FEATURE_NAMES,
         sides=sides,
         bracket=bracket,
         created_at=created,
         metadata={
             "sklearn_version": sklearn.__version__,
+            "library_versions": {"python": platform.python_version(), "numpy": np.__version__,
+                                 "scikit-learn": sklearn.__version__},
+            "reproduce": f"python main.py train --data DIR --symbols {','.join(wanted)}",
             "benchmark": benchmark,
             "symbols": data.symbols,
             "training_window": window,

@@ -1,0 +1,104 @@
+"""The shipped probability of an intent's *own* bracket and holding horizon.
+
+The model file's ``bracket_model`` section holds the last walk-forward fit of
+:mod:`ai.shrinkage` on the training symbols (the logistic on the transferable features and
+the blend weight it earned out of sample) and the out-of-sample record of the whole walk.
+For an intent it builds the same row ``evaluate`` builds for an idea decided on the last
+daily bar: the random-walk probability of the intent's stop, target and horizon at the
+symbol's volatility, the symbol's past hit rate (of ideas settled by that bar), the
+transferable features; then ``baseline + weight * (model - baseline)``. With weight 0 (no
+skill shown) the probability is the symbol's shrunk past hit rate moved to the intent's
+bracket and horizon by the random walk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ai import bracket_features as bf
+from ai.ideas import DefaultBracket, build_ideas, symbol_context
+from ai.shrinkage import Logistic, blend
+from market.market_data import exchange_day_numbers
+
+
+@dataclass(frozen=True)
+class BracketModel:
+    """What the model file stores of the bracket model, and inference from daily bars."""
+
+    logistic: Logistic | None
+    weight: float
+    default: DefaultBracket
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def probability(
+        self, ts: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+        market_close: np.ndarray | None, stop: float, target: float, horizon: int,
+    ) -> tuple[float, dict[str, float]]:
+        """P(target before stop within ``horizon`` sessions) of a long idea decided on the
+        last bar, entered at the next open; and the parts it was built from."""
+        n = len(close)
+        if n < 2:
+            raise ValueError("the bracket model needs at least two daily bars")
+        # One extra (unknown) session so the last bar can be a decision with a next one;
+        # its prices are never read for the row's features, only for its (unused) label.
+        pad = lambda a: np.concatenate([np.asarray(a, float), [np.nan]])  # noqa: E731
+        day = exchange_day_numbers(np.asarray(ts, dtype=np.int64))
+        day = np.concatenate([day, [day[-1] + 1]])
+        o, h, lo, c = pad(open_), pad(high), pad(low), pad(close)
+        o[-1] = c[-2]
+        market = None if market_close is None else pad(market_close)
+        ctx = symbol_context(day, o, h, lo, c, market, self.default)
+        ideas = build_ideas(ctx, o, h, lo, np.array([n - 1]), stop, target, horizon)
+        baseline = float(ideas.baseline[0])
+        model = float(self.logistic.predict(ideas.X)[0]) if self.logistic is not None else baseline
+        p = float(blend(np.array([baseline]), np.array([model]), self.weight)[0])
+        return p, {"baseline": round(baseline, 6), "model": round(model, 6), "weight": self.weight,
+                   "random_walk": round(float(bf.sigmoid(ideas.X[0, 0])), 6)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": "shrink to the past hit rate unless out-of-sample skill is shown (ai/shrinkage.py)",
+            "default_bracket": {"stop": self.default.stop, "target": self.default.target,
+                                "horizon_sessions": self.default.horizon},
+            "climatology_prior_weight": bf.CLIMATOLOGY_PRIOR_WEIGHT,
+            "climatology_memory_sessions": bf.CLIMATOLOGY_MEMORY,
+            "weight": self.weight,
+            "logistic": None if self.logistic is None else self.logistic.to_json(),
+            "metrics": self.metrics,
+        }
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> BracketModel:
+        d = raw["default_bracket"]
+        weight = float(raw["weight"])
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"bracket_model.weight={weight} is not in [0, 1]")
+        logistic = None if raw.get("logistic") is None else Logistic.from_json(raw["logistic"])
+        return BracketModel(
+            logistic=logistic, weight=weight,
+            default=DefaultBracket(float(d["stop"]), float(d["target"]), int(d["horizon_sessions"])),
+            metrics=dict(raw.get("metrics", {})),
+        )
+
+
+def fit_bracket_model(series: dict[str, Any], bench: Any, default: DefaultBracket) -> BracketModel:
+    """Walk forward over every session of ``series`` (symbol -> BarSeries) with the default
+    bracket; the last refit's logistic and weight are the model, the walk's out-of-sample
+    record its metrics."""
+    from ai import calibration as cal
+    from ai.evaluate import evaluate
+
+    ev = evaluate(series, bench, default)
+    settled = np.isfinite(ev.label)
+    metrics: dict[str, Any] = {}
+    if settled.any():
+        s = cal.summary(ev.probability[settled], ev.label[settled], ev.climatology[settled], ev.groups[settled])
+        metrics = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in s.items()}
+        metrics["population"] = "sessions, walk-forward out of sample, the training symbols"
+    metrics["refits"] = [{"year": f["year"], "weight": f["weight"], "n_train": f["n_train"]} for f in ev.fits]
+    last = ev.last_model
+    weight = ev.last_weight if last is not None else 0.0
+    return BracketModel(logistic=last, weight=weight, default=default, metrics=metrics)
