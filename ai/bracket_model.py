@@ -102,3 +102,25 @@ def fit_bracket_model(series: dict[str, Any], bench: Any, default: DefaultBracke
     last = ev.last_model
     weight = ev.last_weight if last is not None else 0.0
     return BracketModel(logistic=last, weight=weight, default=default, metrics=metrics)
+
+
+#: Daily bars read for an intent's probability (the 250-session volatility and the past hit
+#: rate's 120-session memory have long converged).
+INTENT_WINDOW_BARS = 750
+
+
+def intent_probability(
+    model: BracketModel, market_data: Any, stop: float, target: float, horizon: int,
+) -> tuple[float, dict[str, float]]:
+    """The bracket model's probability for a long intent on ``market_data`` (a
+    :class:`market.market_data.MarketData`): its daily bars up to the last one, the benchmark
+    for the market's state. Raises ``ValueError`` with too little history."""
+    from ai.evaluate import market_close_for
+
+    daily = market_data.daily.tail(INTENT_WINDOW_BARS)
+    if len(daily) < 2:
+        raise ValueError("fewer than two daily bars")
+    bench = market_data.benchmark if market_data.benchmark is not None and len(market_data.benchmark) else None
+    market = market_close_for(daily, bench)
+    return model.probability(daily.ts, daily.open, daily.high, daily.low, daily.close, market,
+                             stop, target, int(horizon))

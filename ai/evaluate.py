@@ -82,7 +82,8 @@ def load_series(data_dir: Path, symbols: Sequence[str] | None) -> tuple[dict[str
     return series, bench
 
 
-def _market_close(bars: BarSeries, bench: BarSeries | None) -> np.ndarray | None:
+def market_close_for(bars: BarSeries, bench: BarSeries | None) -> np.ndarray | None:
+    """The benchmark's close on each of ``bars``' sessions, a missing bar repeating the last close."""
     if bench is None:
         return None
     from ai.features import align_benchmark
@@ -106,7 +107,7 @@ def evaluate(
         if len(bars) < 2:
             continue
         day = exchange_day_numbers(bars.ts)
-        market = _market_close(bars, bench)
+        market = market_close_for(bars, bench)
         ctx = symbol_context(day, bars.open, bars.high, bars.low, bars.close, market, default)
         if proposer is None:
             decisions = np.arange(len(bars) - 1)

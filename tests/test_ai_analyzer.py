@@ -3,6 +3,8 @@ the external model's second opinion (against real HTTP servers on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import math
 import os
@@ -20,6 +22,7 @@ import ai_analyzer
 import config
 from ai_analyzer import AIAnalyzer, TradeIntent, extract_features
 from ai.ai_model import FEATURE_NAMES, load_model
+from ai.bracket_model import intent_probability
 from market.market_data import BarSeries, MarketData, load_csv_bars
 from ai.sentiment import NewsSentiment, load_lexicon, score_headlines
 from strategies.base import Signal
@@ -98,8 +101,10 @@ async def test_approved_intent_pools_calibrated_components(msft, spy, model):
     for key in ("technical", "context", "sentiment"):
         assert 0.0 <= b[key] <= 1.0
     assert intent.confidence == pytest.approx(0.4 * b["technical"] + 0.3 * b["context"] + 0.3 * b["sentiment"], abs=1e-5)
-    features = extract_features(market(msft, spy))
-    assert b["model_probability"] == pytest.approx(model.predict_proba(features), abs=1e-6)
+    # The probability of the intent's own bracket (3% / 6%) and horizon (the model's 20 sessions).
+    expected, _ = intent_probability(model.bracket_model, market(msft, spy), 0.03, 0.06, 20)
+    assert b["model_probability"] == pytest.approx(expected, abs=1e-6)
+    assert b["bracket_model"]["horizon_sessions"] == 20
     # No news: the sentiment component carries the technical probability unchanged.
     assert b["sentiment"] == b["technical"]
     assert b["regime"] in ("bull", "bear", "volatile", "range")
@@ -218,10 +223,27 @@ async def test_invalid_model_file_is_reported_and_not_used(tmp_path, msft, spy):
 
 
 async def test_short_history_falls_back_to_transparent_scoring(msft, spy, model):
-    analyzer = AIAnalyzer(settings(min_confidence=0.0), FixedClock(), model=model)
+    # A model file without the bracket model needs every feature: 40 bars are too few.
+    old = dataclasses.replace(model, bracket_model=None)
+    analyzer = AIAnalyzer(settings(min_confidence=0.0), FixedClock(), model=old)
     intent = await analyzer.analyze(buy(), market(msft.tail(40), spy))
     assert intent.confidence_breakdown["method"] == "transparent"
     assert "model not applicable" in intent.reasoning and "beta_60d" in intent.reasoning
+
+
+async def test_the_probability_is_for_the_intents_own_bracket_and_horizon(msft, spy, model):
+    analyzer = AIAnalyzer(settings(min_confidence=0.0), FixedClock(), model=model)
+    md = lambda: market(msft, spy)  # noqa: E731
+    entry = float(msft.close[-1])
+    wide = await analyzer.analyze(buy(stop_price=entry * 0.955, target_price=entry * 1.09), md())
+    narrow = await analyzer.analyze(buy(stop_price=entry * 0.985, target_price=entry * 1.03), md())
+    short_hold = await analyzer.analyze(buy(max_hold_days=5), md())
+    default = await analyzer.analyze(buy(), md())
+    p = {name: i.confidence_breakdown["model_probability"]
+         for name, i in (("wide", wide), ("narrow", narrow), ("short", short_hold), ("default", default))}
+    assert len(set(p.values())) == 4, p  # 1.5%/3%, 3%/6% and 4.5%/9% differ; 5 sessions differ from 20
+    assert p["short"] < p["default"]  # fewer sessions to reach the target
+    assert short_hold.confidence_breakdown["bracket_model"]["horizon_sessions"] == 5
 
 
 def test_transparent_scores_follow_the_documented_rules():
@@ -501,16 +523,16 @@ HEADLINE_SETS: tuple[tuple[str, ...], ...] = (
     ("Upgrade: buy rating, great growth ahead", " Shares surge after record profit and strong guidance "),
 )
 IDENTITY_DIGESTS: dict[str, str] = {
-    "AAPL": "0838dbb129b7247d265e00a34b6a1a0858b9fcc337c9dea9f03d78ab0b3b50cb",
-    "AMZN": "266674a3b813107f43b93ecfee9618ef9befaa016719db172b71e5d3fd6ae623",
-    "GOOGL": "66a1b3546ac7059d89425f25c5df5a53db762db56b91ce921143b9c00ddbed6b",
-    "MSFT": "bdab9448b31f3f12bb65eaa6fa78f529edaaa7ce95d2f574a4730f395547c651",
-    "NVDA": "fbc46c920c47fdae83d53d981abff83e7891dcd81af311e648fd493e9d36aaaf",
-    "TSLA": "e1d436618035bed8bb952d9bdd1f379a21cbbd342bb3ef515fb0359d8f9a4372",
-    "QQQ": "fa707382a40b6608d18b529ac2f7bb53e099f1fab9b624e58ef366c84c2e086d",
-    "IWM": "6a29de20ff0f252a75532778803f8dbd50a95ca6a17bab35a1e6e0e45df93a81",
-    "ORCL": "18f4848d25db60f97b5fde16ddf5a36120eb1e85afc887e9372811f5c549f09d",
-    "YHOO": "8b2919150b5bb06908c7410aea6345310553818a89feadaa34440c0c113c24b5",
+    "AAPL": "2cf1064fe71cfb06b147c5b30a70436e017a53f5a25eeed60db17b665dc42d5c",
+    "AMZN": "58f6667b30fff25185a29eedbc8ad683ac52001477992be03da1755708e36818",
+    "GOOGL": "cde6765b918d2df13859d30c4737e45e3676ccb2a2cd0056ad92bc180ea520ea",
+    "MSFT": "e183254da3ee73dee8a994d3614753993f6c35e48809890550fe63eae4cbd822",
+    "NVDA": "aa1e1e6f09fefe4829f49213d78e22d19bc3e7a75d99b48d19310eb7d9cd18cf",
+    "TSLA": "7bfecec116378a8ec7a5dace8734fd5628bfb46f2a6fd51177a886dcfc338845",
+    "QQQ": "d9c0aeb8cb1df86637b05d5a5f500a24fa44f4b5e0607c0eae33e50673b5706f",
+    "IWM": "9bdf0bbbb7a24181e0989cebe05ff0dcd55668da2aed642c5b899548e12367ab",
+    "ORCL": "c0162d13bfffd95ea1f04738a8e6c47baaaf46aac11021b2ec52d68c1e57677f",
+    "YHOO": "2fdc5df2bbd8e675d34242c51617d7abdb575c3eda7ce4dd7365f0334c776a1e",
 }
 #: Set to a file path to write every idea's record there (to diff two implementations).
 IDENTITY_DUMP_ENV = "AI_IDENTITY_DUMP"
