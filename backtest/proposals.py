@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ai.ai_model import MIN_HISTORY_BARS, latest_regime
+from ai.features import MIN_HISTORY_BARS, latest_regime
 from ai.evaluate import Proposer
 from market.market_data import BarSeries, MarketData, exchange_day_numbers
 
