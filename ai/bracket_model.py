@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ai import bracket_features as bf
-from ai.ideas import DefaultBracket, build_ideas, symbol_context
+from ai.ideas import DefaultBracket, build_ideas, market_close_for, symbol_context
 from ai.shrinkage import Logistic, blend
 from market.market_data import exchange_day_numbers
 
@@ -84,26 +84,6 @@ class BracketModel:
         )
 
 
-def fit_bracket_model(series: dict[str, Any], bench: Any, default: DefaultBracket) -> BracketModel:
-    """Walk forward over every session of ``series`` (symbol -> BarSeries) with the default
-    bracket; the last refit's logistic and weight are the model, the walk's out-of-sample
-    record its metrics."""
-    from ai import calibration as cal
-    from ai.evaluate import evaluate
-
-    ev = evaluate(series, bench, default)
-    settled = np.isfinite(ev.label)
-    metrics: dict[str, Any] = {}
-    if settled.any():
-        s = cal.summary(ev.probability[settled], ev.label[settled], ev.climatology[settled], ev.groups[settled])
-        metrics = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in s.items()}
-        metrics["population"] = "sessions, walk-forward out of sample, the training symbols"
-    metrics["refits"] = [{"year": f["year"], "weight": f["weight"], "n_train": f["n_train"]} for f in ev.fits]
-    last = ev.last_model
-    weight = ev.last_weight if last is not None else 0.0
-    return BracketModel(logistic=last, weight=weight, default=default, metrics=metrics)
-
-
 #: Daily bars read for an intent's probability (the 250-session volatility and the past hit
 #: rate's 120-session memory have long converged).
 INTENT_WINDOW_BARS = 750
@@ -115,8 +95,6 @@ def intent_probability(
     """The bracket model's probability for a long intent on ``market_data`` (a
     :class:`market.market_data.MarketData`): its daily bars up to the last one, the benchmark
     for the market's state. Raises ``ValueError`` with too little history."""
-    from ai.evaluate import market_close_for
-
     daily = market_data.daily.tail(INTENT_WINDOW_BARS)
     if len(daily) < 2:
         raise ValueError("fewer than two daily bars")

@@ -29,7 +29,8 @@ from typing import Any, Literal
 import numpy as np
 
 from ai import calibration as cal
-from ai.ideas import DefaultBracket, Ideas, build_ideas, symbol_context
+from ai.daily_data import TrainingDataError, daily_files, read_daily_csv
+from ai.ideas import DefaultBracket, Ideas, build_ideas, market_close_for, symbol_context
 from ai.walkforward import IdeaTable, block_ids, walk_forward
 from market.market_data import BarSeries, exchange_day_numbers
 
@@ -68,7 +69,6 @@ def _day_number(text: str | None) -> int | None:
 
 def load_series(data_dir: Path, symbols: Sequence[str] | None) -> tuple[dict[str, BarSeries], BarSeries | None]:
     """The daily bars of ``symbols`` (default: every symbol with a daily file) and of SPY when present."""
-    from ai.training import TrainingDataError, daily_files, read_daily_csv
 
     files = daily_files(Path(data_dir))
     wanted = sorted(files) if not symbols else [s.strip().upper() for s in symbols if s.strip()]
@@ -80,20 +80,6 @@ def load_series(data_dir: Path, symbols: Sequence[str] | None) -> tuple[dict[str
     if bench is None and BENCHMARK in files:
         bench = read_daily_csv(files[BENCHMARK], BENCHMARK).bars
     return series, bench
-
-
-def market_close_for(bars: BarSeries, bench: BarSeries | None) -> np.ndarray | None:
-    """The benchmark's close on each of ``bars``' sessions, a missing bar repeating the last close."""
-    if bench is None:
-        return None
-    from ai.features import align_benchmark
-
-    aligned = align_benchmark(bars.ts, bench.ts, bench.close)
-    # A missing benchmark bar repeats the last known close (past only).
-    idx = np.where(np.isfinite(aligned), np.arange(len(aligned)), 0)
-    np.maximum.accumulate(idx, out=idx)
-    filled = aligned[idx]
-    return filled
 
 
 def evaluate(

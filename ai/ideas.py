@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ai import bracket_features as bf
+from ai.features import align_benchmark
 from market.bracket_labels import Outcomes, bracket_outcomes
+from market.market_data import BarSeries
 
 #: Daily volatility assumed before a symbol has 10 returns.
 DEFAULT_DAILY_VOL = 0.02
@@ -89,3 +91,15 @@ def build_ideas(
     X = np.column_stack([bf.logit(rw), bf.logit(baseline), ctx.session_X[rows]])
     settled_day = np.where(out.settled >= 0, ctx.day[np.maximum(out.settled, 0)], np.iinfo(np.int64).max)
     return Ideas(out, ctx.day[rows], ctx.day[out.entry], settled_day, baseline, climatology, X)
+
+
+def market_close_for(bars: BarSeries, bench: BarSeries | None) -> np.ndarray | None:
+    """The benchmark's close on each of ``bars``' sessions, a missing bar repeating the last close."""
+    if bench is None:
+        return None
+    aligned = align_benchmark(bars.ts, bench.ts, bench.close)
+    # A missing benchmark bar repeats the last known close (past only).
+    idx = np.where(np.isfinite(aligned), np.arange(len(aligned)), 0)
+    np.maximum.accumulate(idx, out=idx)
+    filled = aligned[idx]
+    return filled

@@ -1,12 +1,11 @@
 """Training the confidence model from a folder of daily CSV files (issue 17: split out of
-``ai/ai_model.py``): reading the data directory, the dataset of ideas, fitting, calibrating,
-testing and writing the model file.
+``ai/ai_model.py``): the dataset of ideas, fitting, calibrating, testing, the bracket model's
+walk-forward, and writing the model file (the data directory is read by :mod:`ai.daily_data`).
 """
 
 from __future__ import annotations
 
 import platform
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,81 +16,24 @@ from typing import Any, Literal
 import numpy as np
 import structlog
 
-from ai.bracket_model import fit_bracket_model
-from ai.calibration import brier_score, expected_calibration_error, reliability_table
-from ai.features import (
-    FEATURE_NAMES, MIN_HISTORY_BARS, REGIMES, align_benchmark, context_key, feature_matrix,
-    regime_series,
-)
+from ai.bracket_model import BracketModel
+from ai.calibration import brier_score, expected_calibration_error, reliability_table, summary
+from ai.daily_data import SymbolBars, TrainingDataError, daily_files, read_daily_csv
+from ai.evaluate import evaluate
+from ai.features import FEATURE_NAMES, REGIMES, align_benchmark, context_key, feature_matrix, regime_series
 from ai.ideas import DefaultBracket
 from ai.labels import SIDES, Bracket, Side, _gap_nearby, _split_gap_mask, first_touch_labels
 from ai.model import Calibration, ConfidenceModel, SideModel, save_model
-from core.errors import ConfigError, DataQualityError
-from market.market_data import BarSeries, exchange_day_numbers, load_csv_bars
+from core.errors import ConfigError
+from market.market_data import exchange_day_numbers
 
 log = structlog.get_logger(__name__)
 
 # Cells of the context table are shrunk towards the base rate with this many pseudo-ideas.
 CONTEXT_PRIOR_WEIGHT = 50.0
 
-
-class TrainingDataError(ConfigError):
-    """The training data directory cannot produce a model (missing benchmark, too few bars)."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__([problem])
-
-
-# -- reading the data directory ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SymbolBars:
-    """One symbol's daily bars read from the data directory."""
-
-    symbol: str
-    bars: BarSeries
-
-
-_DAILY_NAME = re.compile(
-    r"^(?P<symbol>[A-Z][A-Z0-9.\-]*)-1d-(?P<first>\d{4}-\d{2}-\d{2})-(?P<last>\d{4}-\d{2}-\d{2})\.csv$"
-)
-_MIN_FILE_ROWS = MIN_HISTORY_BARS + 250
-
-
-def daily_files(data_dir: Path) -> dict[str, Path]:
-    """The daily CSV used for each symbol in ``data_dir/daily``.
-
-    Files are named ``SYMBOL-1d-FIRST-LAST.csv``. When a symbol has several, the one reaching
-    the latest session among those with at least about a year of bars is used (ties: the
-    longer file), so split-adjusted recent downloads win over short or raw vendor files.
-    """
-    folder = Path(data_dir) / "daily"
-    if not folder.is_dir():
-        raise TrainingDataError(f"--data {data_dir}: no 'daily' folder with SYMBOL-1d-*.csv files")
-    candidates: dict[str, list[tuple[bool, str, int, Path]]] = {}
-    for path in sorted(folder.glob("*-1d-*.csv")):
-        match = _DAILY_NAME.match(path.name)
-        if not match:
-            continue
-        with path.open("rb") as fh:
-            rows = sum(1 for _ in fh) - 1
-        candidates.setdefault(match["symbol"], []).append(
-            (rows >= _MIN_FILE_ROWS, match["last"], rows, path)
-        )
-    # Prefer files long enough to learn from, then the latest last session, then the longer.
-    return {
-        symbol: max(files, key=lambda f: (f[0], f[1], f[2]))[3]
-        for symbol, files in candidates.items()
-    }
-
-
-def read_daily_csv(path: Path, symbol: str) -> SymbolBars:
-    """Read a ``timestamp,open,high,low,close,volume`` daily CSV (extra columns ignored)."""
-    try:
-        return SymbolBars(symbol, load_csv_bars(path))
-    except DataQualityError as exc:
-        raise TrainingDataError(str(exc)) from exc
+__all__ = ["CONTEXT_PRIOR_WEIGHT", "Dataset", "ModelReport", "SymbolBars", "TrainingDataError", "build_dataset",
+           "daily_files", "fit_bracket_model", "main", "read_daily_csv", "time_splits", "train_model"]
 
 
 # -- the dataset -------------------------------------------------------------------------------
@@ -164,84 +106,24 @@ def build_dataset(
     )
 
 
-def _gap_nearby(gaps: np.ndarray, horizon: int) -> np.ndarray:
-    """True for ideas whose feature window (61 bars back) or horizon holds a split gap."""
-    n = len(gaps)
-    counts = np.concatenate(([0], np.cumsum(gaps.astype(np.int64))))
-    i = np.arange(n)
-    lo = np.clip(i - MIN_HISTORY_BARS + 1, 0, n)
-    hi = np.clip(i + horizon + 1, 0, n)
-    return (counts[hi] - counts[lo]) > 0
+# -- the bracket model ---------------------------------------------------------------------------
 
 
-# -- the dataset -------------------------------------------------------------------------------
-
-
-@dataclass
-class Dataset:
-    """Ideas (one per symbol and day) with features, outcomes per side and context."""
-
-    symbols: list[str]
-    X: np.ndarray  # (n, len(FEATURE_NAMES))
-    ts: np.ndarray  # idea day (epoch seconds)
-    end_ts: dict[Side, np.ndarray]  # last bar each outcome looked at
-    y: dict[Side, np.ndarray]
-    context: list[str]  # context_key of each idea
-
-
-def build_dataset(
-    symbols: Sequence[SymbolBars], benchmark: SymbolBars, bracket: Bracket
-) -> Dataset:
-    """Features and first-touch outcomes for every day of every symbol that has both."""
-    bench = benchmark.bars
-    regime_by_day = dict(
-        zip(exchange_day_numbers(bench.ts).tolist(), regime_series(bench.close), strict=True)
-    )
-    rs_col = FEATURE_NAMES.index("relative_strength_10d")
-    xs, tss, contexts, names = [], [], [], []
-    ends: dict[Side, list[np.ndarray]] = {s: [] for s in SIDES}
-    ys: dict[Side, list[np.ndarray]] = {s: [] for s in SIDES}
-    for item in symbols:
-        bars = item.bars
-        cols = feature_matrix(
-            bars.high,
-            bars.low,
-            bars.close,
-            bars.volume,
-            align_benchmark(bars.ts, bench.ts, bench.close),
-        )
-        X = np.column_stack([cols[name] for name in FEATURE_NAMES])
-        keep = np.isfinite(X).all(axis=1)
-        keep &= ~_gap_nearby(_split_gap_mask(bars.open, bars.close), bracket.horizon_days)
-        labels = {
-            side: first_touch_labels(bars.open, bars.high, bars.low, bracket, side)
-            for side in SIDES
-        }
-        for side in SIDES:
-            keep &= ~np.isnan(labels[side][0])
-        idx = np.flatnonzero(keep)
-        if len(idx) == 0:
-            continue
-        names.append(item.symbol)
-        xs.append(X[idx])
-        tss.append(bars.ts[idx])
-        for side in SIDES:
-            label, end = labels[side]
-            ys[side].append(label[idx])
-            ends[side].append(bars.ts[end[idx]])
-        days = exchange_day_numbers(bars.ts[idx]).tolist()
-        for day, rs in zip(days, X[idx, rs_col].tolist(), strict=True):
-            contexts.append(context_key(regime_by_day.get(day, "range"), rs))
-    if not xs:
-        raise TrainingDataError("no symbol has enough daily bars to form a single labelled idea")
-    return Dataset(
-        symbols=names,
-        X=np.vstack(xs),
-        ts=np.concatenate(tss),
-        end_ts={s: np.concatenate(ends[s]) for s in SIDES},
-        y={s: np.concatenate(ys[s]) for s in SIDES},
-        context=contexts,
-    )
+def fit_bracket_model(series: dict[str, Any], bench: Any, default: DefaultBracket) -> BracketModel:
+    """Walk forward over every session of ``series`` (symbol -> BarSeries) with the default
+    bracket; the last refit's logistic and weight are the model, the walk's out-of-sample
+    record its metrics."""
+    ev = evaluate(series, bench, default)
+    settled = np.isfinite(ev.label)
+    metrics: dict[str, Any] = {}
+    if settled.any():
+        s = summary(ev.probability[settled], ev.label[settled], ev.climatology[settled], ev.groups[settled])
+        metrics = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in s.items()}
+        metrics["population"] = "sessions, walk-forward out of sample, the training symbols"
+    metrics["refits"] = [{"year": f["year"], "weight": f["weight"], "n_train": f["n_train"]} for f in ev.fits]
+    last = ev.last_model
+    weight = ev.last_weight if last is not None else 0.0
+    return BracketModel(logistic=last, weight=weight, default=default, metrics=metrics)
 
 
 # -- training ----------------------------------------------------------------------------------
