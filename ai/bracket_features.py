@@ -93,7 +93,11 @@ def random_walk_probability(
     a = -np.log1p(-stop) / vol
     b = np.log1p(target) / vol
     width = a + b
-    k = np.arange(1, SERIES_TERMS + 1, dtype=float)
+    # Terms beyond exp(-k^2 pi^2 T / (2 L^2)) < exp(-40) add nothing a float can hold.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        needed = np.sqrt(80.0 * width * width / (math.pi ** 2 * np.maximum(horizon, 1e-9)))
+    top = int(np.clip(np.ceil(np.nanmax(needed, initial=1.0)) + 1, 8, SERIES_TERMS))
+    k = np.arange(1, top + 1, dtype=float)
     shape = a.shape
     a1, w1, t1 = a.reshape(-1, 1), width.reshape(-1, 1), horizon.reshape(-1, 1)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
