@@ -21,7 +21,6 @@ import numpy as np
 from ai import bracket_features as bf
 from ai.ideas import DefaultBracket, build_ideas, market_close_for, symbol_context
 from ai.shrinkage import Logistic, blend
-from market.market_data import exchange_day_numbers
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,7 @@ class BracketModel:
         # One extra (unknown) session so the last bar can be a decision with a next one;
         # its prices are never read for the row's features, only for its (unused) label.
         pad = lambda a: np.concatenate([np.asarray(a, float), [np.nan]])  # noqa: E731
-        day = exchange_day_numbers(np.asarray(ts, dtype=np.int64))
-        day = np.concatenate([day, [day[-1] + 1]])
+        day = np.arange(n + 1, dtype=np.int64)  # calendar days only date rows; not read here
         o, h, lo, c = pad(open_), pad(high), pad(low), pad(close)
         o[-1] = c[-2]
         market = None if market_close is None else pad(market_close)
