@@ -73,3 +73,39 @@ def test_vectorised_rule_equals_the_loop_on_real_bars() -> None:
 def test_the_simulator_walks_a_daily_bar_low_first() -> None:
     # a falling bar (close < open) used to walk open -> high -> low -> close: target first
     assert daily_path_order(100.0, 107.0, 96.0, 98.0) == (100.0, 96.0, 107.0, 98.0)
+
+
+def test_the_simulator_fills_the_stop_of_a_long_bracket_on_a_falling_bar_touching_both(tmp_path) -> None:
+    from datetime import date, timedelta
+
+    from simulator.core import SimulatorCore
+
+    rows = ["timestamp,open,high,low,close,volume"]
+    day = date(2016, 2, 1)
+    sessions = []
+    while len(sessions) < 30:
+        if day.weekday() < 5 and day != date(2016, 2, 15):  # Presidents' Day
+            sessions.append(day)
+        day += timedelta(days=1)
+    for d in sessions[:-1]:
+        rows.append(f"{d.isoformat()},100,100.5,99.5,100,1000000")
+    entry_day = sessions[-2]
+    # The entry session itself: opens at 100, rallies to 107 and falls to 96, closes 98 (red).
+    rows[-1] = f"{entry_day.isoformat()},100,107,96,98,1000000"
+    rows.append(f"{sessions[-1].isoformat()},98,99,97.5,98,1000000")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / f"TEST-1d-{sessions[0]}-{sessions[-1]}.csv").write_text("\n".join(rows) + "\n")
+    core = SimulatorCore.create(data_dir=folder, symbols=["TEST"], start=f"{entry_day.isoformat()}T09:30:00-05:00",
+                                speed=None, cash=1_000_000, slippage_bps=0.0)
+    broker = core.broker
+    broker.submit_order({"symbol": "TEST", "qty": "10", "side": "buy", "type": "market", "time_in_force": "day",
+                         "order_class": "bracket", "take_profit": {"limit_price": "106.00"},
+                         "stop_loss": {"stop_price": "97.00"}})
+    closed = core.calendar.open_close(entry_day)[1]
+    core.clock.set_time(closed + timedelta(minutes=5))
+    legs = {o["type"]: o for o in broker.list_orders({"status": "all", "nested": "false"}) if o["side"] == "sell"}
+    assert legs["stop"]["status"] == "filled", legs
+    assert legs["limit"]["status"] == "canceled"
+    o, h, lo = (np.array(c) for c in ([100.0, 100.0, 98.0], [100.5, 107.0, 99.0], [99.5, 96.0, 97.5]))
+    assert bracket_outcomes(o, h, lo, 0.03, 0.06, 1).label[0] == 0.0  # the label agrees: a stop
