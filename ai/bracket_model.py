@@ -37,7 +37,8 @@ class BracketModel:
         market_close: np.ndarray | None, stop: float, target: float, horizon: int,
     ) -> tuple[float, dict[str, float]]:
         """P(target before stop within ``horizon`` sessions) of a long idea decided on the
-        last bar, entered at the next open; and the parts it was built from."""
+        last bar, entered at the next open; and the parts it was built from. (``ts`` is
+        accepted for the caller's symmetry with the bars; rows are not dated here.)"""
         n = len(close)
         if n < 2:
             raise ValueError("the bracket model needs at least two daily bars")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ai.bracket_features import TRANSFERABLE_NAMES, logit, sigmoid
+from ai.bracket_features import TRANSFERABLE_NAMES, sigmoid
 
 #: L2 penalty on the standardised coefficients (per idea: scaled by the row count).
 L2_PENALTY = 1e-3
@@ -144,8 +144,3 @@ def choose_weight(
 def blend(baseline: np.ndarray, model: np.ndarray, weight: float) -> np.ndarray:
     """``baseline + weight * (model - baseline)``, the forecast."""
     return np.clip(baseline + weight * (model - baseline), 1e-4, 1 - 1e-4)
-
-
-def logit_inputs(baseline: np.ndarray) -> np.ndarray:
-    """Exposed for tests: the baseline on the log-odds scale."""
-    return logit(baseline)
