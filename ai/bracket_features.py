@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 #: Sessions of log returns behind the volatility estimate.
-VOL_WINDOW = 60
+VOL_WINDOW = 20
 #: Smallest daily volatility used (a halted or flat series would give zero).
 MIN_DAILY_VOL = 0.002
 #: Terms of the first-exit series; enough for barriers 60 standard deviations away.

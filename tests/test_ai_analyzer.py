@@ -523,16 +523,16 @@ HEADLINE_SETS: tuple[tuple[str, ...], ...] = (
     ("Upgrade: buy rating, great growth ahead", " Shares surge after record profit and strong guidance "),
 )
 IDENTITY_DIGESTS: dict[str, str] = {
-    "AAPL": "2cf1064fe71cfb06b147c5b30a70436e017a53f5a25eeed60db17b665dc42d5c",
-    "AMZN": "58f6667b30fff25185a29eedbc8ad683ac52001477992be03da1755708e36818",
-    "GOOGL": "cde6765b918d2df13859d30c4737e45e3676ccb2a2cd0056ad92bc180ea520ea",
-    "MSFT": "e183254da3ee73dee8a994d3614753993f6c35e48809890550fe63eae4cbd822",
-    "NVDA": "aa1e1e6f09fefe4829f49213d78e22d19bc3e7a75d99b48d19310eb7d9cd18cf",
-    "TSLA": "7bfecec116378a8ec7a5dace8734fd5628bfb46f2a6fd51177a886dcfc338845",
-    "QQQ": "d9c0aeb8cb1df86637b05d5a5f500a24fa44f4b5e0607c0eae33e50673b5706f",
-    "IWM": "9bdf0bbbb7a24181e0989cebe05ff0dcd55668da2aed642c5b899548e12367ab",
-    "ORCL": "c0162d13bfffd95ea1f04738a8e6c47baaaf46aac11021b2ec52d68c1e57677f",
-    "YHOO": "2fdc5df2bbd8e675d34242c51617d7abdb575c3eda7ce4dd7365f0334c776a1e",
+    "AAPL": "da39bdaecb221954d15feeaeea9fc68d57348960e5122bdc19ec01dd21959c46",
+    "AMZN": "19d49abc4a7320d3ced7b0b107c5a907f1222a9153e9d117bea435c18ceb173e",
+    "GOOGL": "3af9aebf4c473f0f7718f5891153b4c0911b791f75f2f32ffe90758532a66e5a",
+    "MSFT": "f51051b7339ddc656556046998a1a8cb916293b76f638f4bb58156d4ded7f201",
+    "NVDA": "e18329b5cd13791846b5a2204d137e21ee3d6ac2a579596607cf0ba1c7e7db1a",
+    "TSLA": "890a3a137dd2aa705992f4f78d61cb41023cddc2e3c9a7dce5a8e6318d7662f7",
+    "QQQ": "5f0e04883f078431ecb783f2fd3ea669575823b291e6b02006e5bb82e99bcf74",
+    "IWM": "cfe6e30a8b07c174e0f50660768637a6b58d0dff0614b6192255a8af70c66a02",
+    "ORCL": "85f28d08cc50d590731aee8a2cafe2239a24b0bad0ebf5c65b6b8db14b1b4139",
+    "YHOO": "51ec96e408ccc7540dcca186c2304932ae8180ca8dc49496390fdb553e3ff37d",
 }
 #: Set to a file path to write every idea's record there (to diff two implementations).
 IDENTITY_DUMP_ENV = "AI_IDENTITY_DUMP"
