@@ -20,9 +20,11 @@ reconciled.
 
 **Daily expansion rule** (regular session only, no extended-hours bars): the session's
 minute boundaries follow a piecewise-linear path through four anchors: the open at the
-first minute, then the low and the high (when close >= open: open -> low -> high ->
-close) or the high and the low (when close < open: open -> high -> low -> close), then
-the close at the last minute. The first extreme falls at a seeded minute in 10-45 % of the
+first minute, then the low, then the high, then the close at the last minute
+(``market.bracket_labels.daily_path_order``: low first whatever the bar's colour, so a long
+bracket whose stop and target both lie inside the day fills its stop first, as the labels
+of training and ``evaluate`` count it; until the low the path and its wicks stay at or
+under the open). The first extreme falls at a seeded minute in 10-45 % of the
 session, the second in 55-90 %. Seeded noise (zero at the anchors, at most 15 % of the
 day's range) is added and the path is clipped into ``[low, high]``; each minute's wicks
 extend by a seeded amount, also clipped into ``[low, high]``. Volume is U-shaped
@@ -52,6 +54,7 @@ import structlog
 
 from core.clock import EXCHANGE_TZ
 from simulator.bars import DailySummary, DayArrays, SymbolProfile
+from market.bracket_labels import daily_path_order
 from simulator.csv_files import (
     _DAILY_FILE,
     _MINUTE_FILE,
@@ -355,8 +358,7 @@ class CsvSource:
         start, minutes = self._window(session)
         frame = _frame(minutes)
         rng = np.random.default_rng([self.seed, _stable("csv-day", symbol), session.toordinal()])
-        up = row.c >= row.o
-        first, second = (row.l, row.h) if up else (row.h, row.l)
+        _, first, second, _ = daily_path_order(row.o, row.h, row.l, row.c)
         a = int(rng.integers(max(1, int(0.10 * minutes)), max(2, int(0.45 * minutes))))
         b = int(rng.integers(max(a + 1, int(0.55 * minutes)), max(a + 2, int(0.90 * minutes))))
         b = min(b, minutes - 1)
@@ -375,6 +377,9 @@ class CsvSource:
         scale = np.abs(noise).max() or 1.0
         path = path + envelope * noise / scale * 0.15 * day_range
         path = _clip(path.round(4), row.l, row.h)
+        # On the way down to the low the path stays at or under the open: nothing above the
+        # open (a long target) is touched before the low (the stop) has been.
+        path[: a + 1] = np.minimum(path[: a + 1], row.o)
         path[knots_x] = knots_y
         return path, rng
 
@@ -389,6 +394,8 @@ class CsvSource:
         top = np.maximum(o, c)
         bottom = np.minimum(o, c)
         h = _clip((top + wick[0]).round(4), top, row.h)
+        down = int(np.argmin(path))  # the first minute at the day's low
+        h[:down] = np.minimum(h[:down], np.maximum(top[:down], row.o))  # no wick above the open before it
         lo = _clip((bottom - wick[1]).round(4), row.l, bottom)
         v, n = _volumes(row, frame)
         vw = _clip(((h + lo + c) / 3.0).round(4), lo, h)
