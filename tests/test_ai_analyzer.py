@@ -528,16 +528,16 @@ HEADLINE_SETS: tuple[tuple[str, ...], ...] = (
     ("Upgrade: buy rating, great growth ahead", " Shares surge after record profit and strong guidance "),
 )
 IDENTITY_DIGESTS: dict[str, str] = {
-    "AAPL": "da39bdaecb221954d15feeaeea9fc68d57348960e5122bdc19ec01dd21959c46",
-    "AMZN": "19d49abc4a7320d3ced7b0b107c5a907f1222a9153e9d117bea435c18ceb173e",
-    "GOOGL": "3af9aebf4c473f0f7718f5891153b4c0911b791f75f2f32ffe90758532a66e5a",
-    "MSFT": "f51051b7339ddc656556046998a1a8cb916293b76f638f4bb58156d4ded7f201",
-    "NVDA": "e18329b5cd13791846b5a2204d137e21ee3d6ac2a579596607cf0ba1c7e7db1a",
-    "TSLA": "890a3a137dd2aa705992f4f78d61cb41023cddc2e3c9a7dce5a8e6318d7662f7",
-    "QQQ": "5f0e04883f078431ecb783f2fd3ea669575823b291e6b02006e5bb82e99bcf74",
-    "IWM": "cfe6e30a8b07c174e0f50660768637a6b58d0dff0614b6192255a8af70c66a02",
-    "ORCL": "85f28d08cc50d590731aee8a2cafe2239a24b0bad0ebf5c65b6b8db14b1b4139",
-    "YHOO": "51ec96e408ccc7540dcca186c2304932ae8180ca8dc49496390fdb553e3ff37d",
+    "AAPL": "24fd36dd7ff5752a04d051a776d0ee6803c48a0dfb223a2b3e94a9ba4ce985d8",
+    "AMZN": "2cab302cf2ceb199278b62627192ea8ae4260cf736d42fa375590524d2e3693c",
+    "GOOGL": "4c1c8965e2ab6ae4d33b4667fc7b0370cda9cfb12b56163ae04fe6c97ae9bf33",
+    "MSFT": "a34d055a3524e0539b68432258c3b1cc73d0ecaedc24b25f0b1928902ad08b66",
+    "NVDA": "5e238c0507424b294f043fe36ec42fb78b02aa8b44f3783d06dfd9c4a839e5d8",
+    "TSLA": "9732abf68194e75ea409ba64075fe8eccfeba34ba8a118490f3891821cd8957d",
+    "QQQ": "e1d99982c485e528d56ed06728765420065a7923423cef7b1a9d4a4d9e99c6fd",
+    "IWM": "433d8e4ab35c9de725ab7f78f38c817ee8c01b043fae6649234c124ce272d78a",
+    "ORCL": "1fa31cc3447785bcbf35b7760c248998460ef6dc8f1b27a47246c7e57555dabd",
+    "YHOO": "287ff8d4ca9f05051805ae785dbef6734e63e5e232edbf450f8f2bad8dfabd16",
 }
 #: Set to a file path to write every idea's record there (to diff two implementations).
 IDENTITY_DUMP_ENV = "AI_IDENTITY_DUMP"
