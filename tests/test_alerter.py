@@ -333,8 +333,11 @@ async def test_channels_that_hang_time_out_without_holding_up_the_caller(http_se
     finally:
         await alerter.aclose()
         silent.close()
-    assert outcome.channels == {"webhook": "failed: timed out after 0.3s",
-                                "email": "failed: timed out after 0.3s"}
+    assert outcome.channels["webhook"] == "failed: timed out after 0.3s"
+    # SMTP's own socket timeout (the same bound) may fire first on a loaded machine: either
+    # way the channel failed on a timeout, within the bound, and said so.
+    assert outcome.channels["email"].startswith("failed:") and "timed out" in outcome.channels["email"]
+    assert set(outcome.channels) == {"webhook", "email"}
     assert len(events(logs, "alert_delivery_failed")) == 2
 
 
