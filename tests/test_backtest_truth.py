@@ -72,6 +72,9 @@ def test_a_stop_filled_in_the_entry_session_is_booked_stop_and_the_guard_counts_
     settings = config.load_settings(env_file=None, overrides={
         "scanning.symbols": symbols, "strategy.enabled": [BuyEveryOpen.name],
         "ai.min_confidence": 0.0, "ai.calibrated_min_confidence": 0.0,
+        # every idea entered at a fixed size: the break-even gate and Kelly sizing (issue 15)
+        # would let through one of the three a day, and this is about booking the stops
+        "ai.gate_mode": "flat", "trading.position_sizing": "fixed",
     })
     options = BacktestOptions(data_dir=data, symbols=tuple(symbols), start=date(2020, 3, 9),
                               end=date(2020, 3, 20), slippage_bps=0.0, progress=False)
