@@ -23,7 +23,11 @@ Errors: ``SimApiError`` becomes its status and body; malformed JSON bodies 400
 ``{"code":40010000,"message":"request body format is invalid"}``; anything unexpected 500
 ``{"code":50010000,"message":"internal server error"}`` (logged as ``sim_request_failed``).
 
-The control API under ``/_sim/v1/`` (state, shock, gap, faults, clock) needs the same key
+The trading stream ``/stream`` (:mod:`simulator.trade_stream`) skips steps 2-4: a websocket
+upgrade carries no ``APCA-*`` headers and authenticates in-band.
+
+The control API under ``/_sim/v1/`` (state, shock, gap, faults, clock, ``streams/drop``:
+close every open stream connection, answering ``{"dropped": N}``) needs the same key
 pair as the trading API whenever one is configured (401 ``{"code":40110000,...}`` without it:
 a web page in a local browser must not be able to POST a shock); it is exempt from rate
 limiting and faults.
@@ -47,6 +51,8 @@ from simulator.control_cli import MAX_SPEED, is_loopback
 from simulator.core import SimulatorCore
 from simulator.errors import SimApiError
 from simulator.faults import FaultConfig, FaultInjector
+from simulator.stream_hub import STREAM_HUB, StreamHub
+from simulator.trade_stream import TRADE_STREAM_PATH, TradeStreams
 
 log = structlog.get_logger(__name__)
 
@@ -332,6 +338,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     state = request.app[STATE]
     request_id = uuid.uuid4().hex
     path = request.path
+    if path == TRADE_STREAM_PATH:  # a websocket: it authenticates in-band, after the upgrade
+        return await handler(request)
     if path.startswith(CONTROL_PREFIX):
         if _authorized(state, request):
             response = await _call(handler, request)
@@ -616,7 +624,13 @@ def _control_routes() -> list[tuple[str, str, Handler]]:
             core.advance(minutes)
         return json_response(core.state())
 
+    async def drop_streams(request: web.Request) -> web.StreamResponse:
+        dropped = await request.app[STREAM_HUB].drop_all()
+        log.info("sim_streams_dropped", connections=dropped)
+        return json_response({"dropped": dropped})
+
     return [
+        ("POST", "/_sim/v1/streams/drop", drop_streams),
         ("GET", "/_sim/v1/state", state),
         ("POST", "/_sim/v1/shock", shock),
         ("POST", "/_sim/v1/gap", gap),
@@ -657,12 +671,17 @@ def create_app(
     app = web.Application(middlewares=[_middleware], client_max_size=1024 * 1024)
     state = _ServerState(core=core, key=key, secret=secret, limiter=limiter)
     app[STATE] = state
+    app[STREAM_HUB] = StreamHub()
+    trade_streams = TradeStreams(core, app[STREAM_HUB], key=key, secret=secret)
 
     async def on_shutdown(_app: web.Application) -> None:
         state.shutdown.set()
 
+    app.on_startup.append(trade_streams.start)
     app.on_shutdown.append(on_shutdown)
-    for method, path, handler in (*_trading_routes(), *_data_routes(), *_control_routes()):
+    app.on_shutdown.append(trade_streams.close)
+    for method, path, handler in (*_trading_routes(), *_data_routes(), *_control_routes(),
+                                  *trade_streams.routes()):
         app.router.add_route(method, path, handler)
     return app
 
