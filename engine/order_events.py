@@ -28,7 +28,9 @@ What one event does, in this order:
 4. the open-order list is updated in place; an order it has never seen (or a parent leaving
    with open legs) marks it stale, so the next :meth:`view` re-lists open orders (one
    request) to get the bracket structure right;
-5. a ``partial_fill`` calls ``on_partial_fill(symbol)`` (the owner protects the position now).
+5. an event that would reopen an order already seen final (Alpaca replays ``new``/``fill``
+   pairs) is ignored; a replayed fill moves nothing (step 2) and logs nothing (step 3);
+6. a ``partial_fill`` calls ``on_partial_fill(symbol)`` (the owner protects the position now).
 
 The account the loop reads between REST readings is the last reading with cash moved by
 each fill since, equity = cash + the positions at their latest mark (the last fill price or
@@ -96,6 +98,7 @@ class OrderEventBook:
         self.orders_stale = True
         self.marks: dict[str, Decimal] = {}
         self._known_keys: set[FillKey] = set()
+        self._final: set[str] = set()  # order ids seen in a terminal state
         self.last_event_at: datetime | None = None
         self.events = 0
 
@@ -143,6 +146,13 @@ class OrderEventBook:
         if self.last_event_at is None or update.timestamp > self.last_event_at:
             self.last_event_at = update.timestamp
         order = update.order
+        if order.id in self._final and not order.is_terminal:
+            # Alpaca replays new/fill pairs after the end (seen in production: Lean
+            # Brokerages.Alpaca PR #61): a replayed "new" must not reopen a finished order.
+            log.info("stream_event_replayed", trade_event=update.event, broker_order_id=order.id)
+            return
+        if order.is_terminal:
+            self._final.add(order.id)
         if update.is_fill:
             self.reconciler.apply_fill(fill_activity(update))
             self._move_money(update)

@@ -60,6 +60,8 @@ CATCHUP_OVERLAP = timedelta(minutes=5)
 #: Readings of (activities, account, positions, orders, activities) tried for one moment.
 CATCHUP_ATTEMPTS = 3
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: Broker modes that have a trading stream (a backtest's in-process broker has none).
+STREAM_MODES = ("sim", "paper", "live")
 #: How long stop() waits for the stream task to end.
 STOP_SECONDS = 2.0
 
@@ -96,13 +98,14 @@ class TradeEventFeed:
     @classmethod
     def for_system(cls, system: Any) -> TradeEventFeed:
         """The feed for a ``TradingSystem``: enabled when ``[stream] enabled`` and the broker
-        is the HTTP gateway (``stream_credentials``); disabled otherwise (a backtest's
-        in-process broker, a test's fake)."""
+        is the HTTP gateway (``stream_credentials``) in sim, paper or live mode; disabled
+        otherwise (a backtest's in-process broker, a test's fake)."""
         settings = getattr(system.settings, "stream", None)
         broker = system.broker
         args = dict(broker=broker, clock=system.clock, journal=system.journal, reconciler=system.reconciler,
                     executor=system.executor, alerter=system.alerter, settings=settings)
-        if settings is None or not settings.enabled or not callable(getattr(type(broker), "stream_credentials", None)):
+        if settings is None or not settings.enabled or getattr(broker, "mode", None) not in STREAM_MODES \
+                or not callable(getattr(type(broker), "stream_credentials", None)):
             return cls(**args)
         credentials = broker.stream_credentials() or ("anonymous", "anonymous")  # loopback without keys
         url = trading_stream_url(broker.base_url, settings.url)
@@ -152,7 +155,7 @@ class TradeEventFeed:
             try:
                 await self.book.handle(update, source="stream")
             except Exception as exc:  # one bad event must not end the stream; catch-up repairs
-                log.exception("stream_event_failed", event=update.event, order_id=update.order.id,
+                log.exception("stream_event_failed", trade_event=update.event, order_id=update.order.id,
                               error=repr(exc))
                 self._caught_up_connection = 0  # force a catch-up before trusting the book again
                 self._schedule_catch_up("event_failed")
