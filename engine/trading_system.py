@@ -4,7 +4,8 @@ One iteration reads as a list of named steps, each findable from the log events 
 
 1. ``refresh_market_status``  — ``market_status``; closed -> wait for the next session event.
 2. ``refresh_account``        — account, positions, open orders (3 requests); fills since the
-   last cycle (1 request) into the journal and the trade ledger (``position_closed``).
+   last cycle (1 request) into the journal and the trade ledger (``position_closed``); while
+   the trade stream is healthy, none of these: the event book (``engine.stream_feed``).
 3. ``enforce_safety``         — operator commands, circuit breaker, daily drawdown, emergency
    exits, unprotected positions (``trading_state_changed``, ``circuit_breaker_triggered``,
    ``emergency_liquidation``, ``position_unprotected``/``position_protected``).

@@ -353,3 +353,42 @@ async def _until(predicate: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+async def test_no_stream_means_polling_with_one_warning_and_one_alert(stack: Any) -> None:
+    """A stream that cannot be had: every cycle polls (never blind), and the operator hears once."""
+    import socket
+
+    from config import StreamSettings
+
+    core, broker, system = stack
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    settings = StreamSettings(fallback_after_seconds=0.2, reconnect_min_seconds=0.05, reconnect_max_seconds=0.1)
+
+    def factory(feed: TradeEventFeed) -> TradeStreamClient:
+        return TradeStreamClient(f"ws://127.0.0.1:{dead}/stream", "k", "s", on_update=feed._on_update,
+                                 on_connected=feed._on_connected, backoff_min_s=0.05, backoff_max_s=0.1)
+
+    sent: list[str] = []
+
+    async def send(level: Any, title: str, message: str, **kw: Any) -> None:
+        sent.append(title)
+
+    system.alerter.send = send  # type: ignore[method-assign]
+    feed = TradeEventFeed(broker=broker, clock=core.clock, journal=system.journal, reconciler=system.reconciler,
+                          executor=system.executor, alerter=system.alerter, settings=settings,
+                          client_factory=factory)
+    await feed.start()
+    try:
+        with capture_logs() as logs:
+            assert await feed.ready_for_cycle() is False  # too early to warn, but polling already
+            await asyncio.sleep(0.4)
+            for _ in range(3):
+                assert await feed.ready_for_cycle() is False
+    finally:
+        await feed.stop()
+    assert [e["event"] for e in logs].count("stream_unavailable") == 1
+    assert sent == ["Trade stream unavailable: polling"]
+    assert [e for e in logs if e["event"] == "stream_disconnected"]
