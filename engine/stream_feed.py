@@ -169,15 +169,28 @@ class TradeEventFeed:
         self._catchup_task = asyncio.ensure_future(self._catch_up_locked(reason))
 
     async def _catch_up_locked(self, reason: str) -> None:
-        connection = self.client.connections if self.client is not None else 0
-        async with self.lock:
-            try:
-                await self.catch_up(reason)
-                self._caught_up_connection = connection
-            except (TemporaryError, BrokerError) as exc:
-                log.warning("stream_catchup_failed", reason=reason, error=str(exc))
-            except Exception as exc:  # noqa: BLE001 - logged loudly; the loop polls meanwhile
-                log.exception("stream_catchup_failed", reason=reason, error=repr(exc))
+        """Catch up for the current connection, again if it was replaced meanwhile. A failure
+        leaves the feed polling; the next cycle retries (:meth:`ready_for_cycle`)."""
+        while not self._stop.is_set():
+            connection = self.client.connections if self.client is not None else 0
+            async with self.lock:
+                if not await self._try_catch_up(reason, connection):
+                    return
+            if self.client is None or self.client.connections == connection:
+                return
+            reason = "reconnected"
+
+    async def _try_catch_up(self, reason: str, connection: int) -> bool:
+        try:
+            await self.catch_up(reason)
+        except (TemporaryError, BrokerError) as exc:
+            log.warning("stream_catchup_failed", reason=reason, error=str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - logged loudly; the loop polls meanwhile
+            log.exception("stream_catchup_failed", reason=reason, error=repr(exc))
+            return False
+        self._caught_up_connection = connection
+        return True
 
     # -- the catch-up ----------------------------------------------------------------------
 
@@ -238,6 +251,9 @@ class TradeEventFeed:
         periodic catch-up when due and reports a stream that stays away. Caller holds ``lock``."""
         if self.client is None:
             return False
+        behind = self._caught_up_connection != self.client.connections
+        if self.client.healthy and behind and (self._catchup_task is None or self._catchup_task.done()):
+            await self._try_catch_up("retry", self.client.connections)  # the last one failed
         live = self.client.healthy and self.book.ready and self._caught_up_connection == self.client.connections
         if not live:
             await self._note_unavailable()
@@ -245,12 +261,8 @@ class TradeEventFeed:
         await self._note_available()
         due = self._last_rest_at is None or self.clock.now() - self._last_rest_at >= timedelta(
             minutes=float(self.settings.reconcile_minutes))
-        if due:
-            try:
-                await self.catch_up("periodic")
-            except TemporaryError as exc:
-                log.warning("stream_catchup_failed", reason="periodic", error=str(exc))
-                return False
+        if due and not await self._try_catch_up("periodic", self.client.connections):
+            return False  # this cycle polls; the next one tries again
         return True
 
     async def read_account(self) -> tuple[Account, list[Position], list[Order]]:
