@@ -192,7 +192,8 @@ def test_stream_drop_fault_drops_live_connections(tmp_path: Path) -> None:
                               "--symbols", "SPY", "--faults", "stream_drop=1"]) as simulator:
         auth = {"action": "authenticate", "data": {"key_id": KEY, "secret_key": SECRET}}
         replies, kinds = asyncio.run(_raw_session(simulator.url, [auth], replies=2))
-        assert replies[0]["data"]["status"] == "authorized"
+        # dropped within a tick (a quarter second): before or after the authorization reply
+        assert all(r["data"]["status"] == "authorized" for r in replies)
         assert kinds[-1] in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
         assert '"fault": "stream_drop"' in simulator.stderr()
         state = requests.get(simulator.url + "/_sim/v1/state", headers=KEYS, timeout=10).json()
