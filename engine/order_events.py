@@ -25,9 +25,10 @@ What one event does, in this order:
    other order the journal knows (bracket legs, protection) directly, and its final fill is
    logged ``order_filled`` here; each order id is logged filled once whatever the source
    (``OrderExecutor.filled_logged``);
-4. the open-order list is updated in place; an order it has never seen (or a parent leaving
-   with open legs) marks it stale, so the next :meth:`view` re-lists open orders (one
-   request) to get the bracket structure right;
+4. the open-order list is updated in place (a parent that ends leaves its open legs
+   listed); a new simple order, or one that carries its legs, is added; any other order it
+   has never seen (a bracket parent without its legs) marks it stale, so the next cycle
+   re-lists open orders once (one request) to get the bracket structure right;
 5. an event that would reopen an order already seen final (Alpaca replays ``new``/``fill``
    pairs) is ignored; a replayed fill moves nothing (step 2) and logs nothing (step 3);
 6. a ``partial_fill`` calls ``on_partial_fill(symbol)`` (the owner protects the position now).
@@ -49,7 +50,7 @@ import structlog
 
 from broker.models import Account, Activity, Order, Position
 from broker.trade_updates import TradeUpdate
-from order_executor import OrderExecutor, flatten_orders
+from order_executor import OrderExecutor
 
 log = structlog.get_logger(__name__)
 
@@ -213,16 +214,16 @@ class OrderEventBook:
             log.info("order_partially_filled", **fields)
 
     def _update_open_orders(self, order: Order) -> None:
-        """Replace ``order`` where it is listed (legs included); unknown -> stale."""
+        """Replace ``order`` where it is listed (legs included). An open order the book has not
+        seen is added when its shape is complete (a simple order, or one carrying its legs);
+        otherwise (a bracket parent or a leg on its own) the list is stale: re-listed once."""
         found, self.open_orders = _replace(self.open_orders, order)
-        if not found:
-            if order.is_open:
-                self.orders_stale = True
+        if found or not order.is_open:
             return
-        if not order.is_open and order.legs is None:
-            listed = next((o for o in flatten_orders(self.open_orders) if o.id == order.id), None)
-            if listed is not None and listed.legs:
-                self.orders_stale = True  # a parent left; its legs now stand alone
+        if order.legs is not None or order.order_class in ("simple", ""):
+            self.open_orders.append(order)
+        else:
+            self.orders_stale = True
 
     # -- what the loop reads ---------------------------------------------------------------
 
@@ -262,8 +263,7 @@ def _replace(orders: Sequence[Order], order: Order) -> tuple[bool, list[Order]]:
             if order.is_open:
                 out.append(order if order.legs is not None else order.model_copy(update={"legs": listed.legs}))
             elif listed.legs:
-                # keep the parent's legs listed (they work on alone), under a terminal parent
-                out.append(order.model_copy(update={"legs": listed.legs}))
+                out.extend(leg for leg in listed.legs if leg.is_open)  # they work on alone
             continue
         if listed.legs:
             leg_found, legs = _replace(listed.legs, order)
