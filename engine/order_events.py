@@ -270,5 +270,7 @@ def _replace(orders: Sequence[Order], order: Order) -> tuple[bool, list[Order]]:
             if leg_found:
                 found = True
                 listed = listed.model_copy(update={"legs": legs})
+                if not listed.is_open and not any(leg.is_open for leg in legs):
+                    continue  # a finished parent (listed for its legs) whose legs all ended
         out.append(listed)
     return found, out
