@@ -11,6 +11,10 @@ The key pair (required on the trading, data and control APIs when set) comes fro
 ``--key``/``--secret`` or, better (not visible in ``ps``), from ``APCA_API_KEY_ID`` and
 ``APCA_API_SECRET_KEY``; without either the simulator accepts any key.
 
+Alpaca's trading stream is served at ``ws://HOST:PORT/stream`` (``trade_updates``, see
+:mod:`simulator.trade_stream`); ``POST /_sim/v1/streams/drop`` closes every stream and
+``--faults stream_drop=P`` drops them at random.
+
 prints one line, ``simulator listening on http://HOST:PORT``, on stdout (logs go to stderr as
 JSON lines) and runs until SIGINT or SIGTERM, then exits 0. ``--port 0`` picks a free port.
 A non-loopback ``--host`` is refused unless ``--allow-remote``. ``--start`` with a date alone
