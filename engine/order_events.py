@@ -57,7 +57,7 @@ log = structlog.get_logger(__name__)
 ZERO = Decimal(0)
 FillKey = tuple[str, Decimal]
 
-__all__ = ["OrderEventBook", "fill_activity"]
+__all__ = ["OrderEventBook", "activity_key", "fill_activity"]
 
 
 def fill_activity(update: TradeUpdate) -> Activity:
@@ -100,6 +100,8 @@ class OrderEventBook:
         self.marks: dict[str, Decimal] = {}
         self._known_keys: set[FillKey] = set()
         self._final: set[str] = set()  # order ids seen in a terminal state
+        #: Executions journaled from events: a REST copy of one (another id) is not journaled again.
+        self.streamed: set[FillKey] = set()
         self.last_event_at: datetime | None = None
         self.events = 0
 
@@ -156,6 +158,8 @@ class OrderEventBook:
             self._final.add(order.id)
         if update.is_fill:
             self.reconciler.apply_fill(fill_activity(update))
+            if update.fill_key is not None:
+                self.streamed.add(update.fill_key)
             self._move_money(update)
         self._journal_order(order, update, source=source)
         self._update_open_orders(order)

@@ -49,7 +49,7 @@ from broker.models import Account, Activity, Order, Position
 from broker.trade_stream import TradeStreamClient, trading_stream_url
 from broker.trade_updates import TradeUpdate
 from core.errors import BrokerError, TemporaryError
-from engine.order_events import OrderEventBook
+from engine.order_events import OrderEventBook, activity_key
 
 log = structlog.get_logger(__name__)
 
@@ -208,7 +208,10 @@ class TradeEventFeed:
                 account, positions, orders, fills, steady = await self._reading(after)
                 if steady or attempts >= CATCHUP_ATTEMPTS:
                     break
-            new_fills = [a for a in sorted(fills, key=_fill_time) if self.reconciler.apply_fill(a)]
+            # a fill the stream already journaled (under its execution id) is not journaled
+            # again under the activity's id, not even as an uncounted copy
+            new_fills = [a for a in sorted(fills, key=_fill_time)
+                         if activity_key(a) not in self.book.streamed and self.reconciler.apply_fill(a)]
             self.book.rebase(account, positions, orders, fills)
         await self.executor.manage_open_orders(orders, source="rest_catchup")
         self._log_completed(fills)
