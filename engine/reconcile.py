@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import structlog
 
@@ -80,6 +80,10 @@ class Reconciler:
         if fills_state and fills_state.get("after"):
             self.last_fill_at = datetime.fromisoformat(fills_state["after"])
         self.start_fill_cursor = self.last_fill_at  # where start-up reconciliation looks from
+        #: Set by the trade stream's feed: True for a REST FILL activity whose execution the
+        #: stream already journaled (under the stream's execution id), so that polling or a
+        #: catch-up does not journal a second, uncounted copy of it.
+        self.streamed: Callable[[Any], bool] | None = None
 
     async def reconcile(self, open_orders: Sequence[Order], positions: Sequence[Position], *,
                         full: bool = True, lookup_orders: bool = True) -> None:
@@ -172,12 +176,21 @@ class Reconciler:
         for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
             self._apply_fill(activity)
 
-    def _apply_fill(self, activity: Any) -> None:
+    def apply_fill(self, activity: Any) -> bool:
+        """One FILL (a REST activity, or a trade-stream fill in the same shape) into the
+        journal, ledger and cursor; True when it was new to the journal. The trade stream's
+        event core (``engine.order_events``) records its fills through here."""
+        return self._apply_fill(activity)
+
+    def _apply_fill(self, activity: Any) -> bool:
         """One broker FILL activity: journal (dedup by execution id), ledger, trades, cursor.
 
         The journal row comes first and the cursor last, so a ``kill -9`` anywhere in between
         is repaired at start-up, where the ledger is rebuilt from the journal's fills.
         """
+        new = False
+        if self.streamed is not None and self.streamed(activity):
+            return False
         execution_id = activity.id
         at = activity.transaction_time or self.clock.now()
         side = _fill_side(activity.side)
@@ -191,6 +204,7 @@ class Reconciler:
             cid = row["client_order_id"] if row else None
             if self.journal.record_fill(execution_id, cid, activity.order_id, symbol, side, qty, price, at,
                                         cum_qty=activity.cum_qty):
+                new = True
                 self.account_sanity.add_fill(side, qty, price)
                 record = self.journal.fill_record(execution_id)
                 if record is not None:
@@ -198,6 +212,7 @@ class Reconciler:
         if self.last_fill_at is None or at > self.last_fill_at:
             self.last_fill_at = at
             self.journal.set_state("fills_cursor", {"after": at.isoformat()})
+        return new
 
     def rebuild_ledger(self) -> None:
         """The ledger from every fill in the journal; trades it closes are recorded once."""
