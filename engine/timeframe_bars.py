@@ -110,8 +110,10 @@ class TimeframeBars:
                         effect="this minute is fetched again by the next backfill")
             return True
         self._put(symbol, row)
+        if minute > known:  # a minute in [known, minute) may have traded: the backfill starts at known
+            return True
         self._known_until[symbol] = max(known, minute + 60, settled)
-        return minute > known
+        return False
 
     def _put(self, symbol: str, row: BarSeries) -> None:
         """Append ``row`` (one minute) when newer than the series' last bar, replace the last
