@@ -166,6 +166,8 @@ class TimeframeBars:
             latest = int(fresh.ts[-1]) + 60 if len(fresh) else settled
             self._known_until[symbol] = max(self._known_until.get(symbol, settled), settled, latest)
             self._behind.discard(symbol)
+        log.info("timeframe_bars_backfilled", symbols=len(symbols), since=start.isoformat(),
+                 why="load (start or a symbol joined)" if None in ends else "gap (a minute never seen in a snapshot)")
 
     def _frames(self, symbol: str, now_epoch: float) -> dict[str, BarSeries]:
         minutes = self._minutes[symbol]
