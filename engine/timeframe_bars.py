@@ -46,8 +46,9 @@ log = structlog.get_logger(__name__)
 LOAD_DAYS = 5
 #: Minute bars kept per symbol (about 3 extended-hours sessions: 25+ completed hour bars).
 KEEP_MINUTES = 3 * 960
-#: Seconds after a minute ends during which its bar may not be published yet: a snapshot taken
-#: that soon is not proof that the minute had no trade, so the minute stays "not yet known".
+#: Seconds after a minute ends during which its bar may not be published yet (Alpaca computes a
+#: minute bar about a second after the minute, and recomputes it at +30 s with late trades): a
+#: snapshot taken that soon is no proof that the minute had no trade, so it stays "not yet known".
 PUBLISH_GRACE_SECONDS = 10
 
 

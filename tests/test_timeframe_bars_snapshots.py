@@ -222,3 +222,24 @@ async def test_in_the_loop_steady_cycles_make_no_bars_request_whatever_the_symbo
     for symbol in many_symbols:
         for name in ("1Min", "5Min", "15Min", "1Hour"):
             assert same_bars(kept[symbol][name], fresh[symbol][name], tf.INTRADAY_SECONDS[name]), (symbol, name)
+
+
+async def test_a_minute_not_yet_published_at_the_snapshot_is_taken_next_cycle_without_a_request() -> None:
+    broker, cache = MinuteMarket(), TimeframeBars(config.Settings())
+    now = T0 + timedelta(seconds=30)
+    first = await cycle(cache, broker, ["AAPL"], now)
+    last = int(first["AAPL"]["1Min"].ts[-1])  # 09:59
+    # 10:01:00.5: the 10:00 bar is not published yet; the snapshot still shows 09:59
+    early = T0 + MINUTE + timedelta(milliseconds=500)
+    await cache.refresh(broker, ["AAPL"], early, {"AAPL": Snapshot(minute_bar=made_up_bar("AAPL", last))})
+    # 10:02:00.5: the snapshot shows 10:00 (10:01 not published yet): no minute was missed
+    later = T0 + 2 * MINUTE + timedelta(milliseconds=500)
+    frames = await cache.refresh(broker, ["AAPL"], later, {"AAPL": Snapshot(minute_bar=made_up_bar("AAPL", last + 60))})
+    assert len(broker.calls) == 1
+    assert int(frames["AAPL"]["1Min"].ts[-1]) == last + 60
+    # a snapshot showing the running minute adds no bar (only completed bars are kept)
+    running = {"AAPL": Snapshot(minute_bar=made_up_bar("AAPL", last + 180))}
+    frames = await cache.refresh(broker, ["AAPL"], later + timedelta(seconds=50), running)
+    assert int(frames["AAPL"]["1Min"].ts[-1]) + 60 <= (later + timedelta(seconds=50)).timestamp()
+    # ...and the completed 10:01 it hides was never seen: fetched by one backfill
+    assert len(broker.calls) == 2 and int(frames["AAPL"]["1Min"].ts[-1]) == last + 120
