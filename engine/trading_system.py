@@ -953,7 +953,8 @@ class TradingSystem:
         benchmark = None if BENCHMARK in rejected else self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
         regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
         defensive = self._defensive_active(status, self._last_equity, benchmark)
-        frames = await self.timeframe_bars.refresh(self.broker, [s for s in symbols if s not in rejected], now)
+        frames = await self.timeframe_bars.refresh(self.broker, [s for s in symbols if s not in rejected], now,
+                                                   snapshots)
         data: dict[str, MarketData] = {}
         for symbol in symbols:
             snap = snapshots.get(symbol)
