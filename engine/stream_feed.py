@@ -133,6 +133,17 @@ class TradeEventFeed:
     def enabled(self) -> bool:
         return self.client is not None
 
+    @property
+    def stream_status(self) -> str:
+        """What ``/health`` reports as ``stream``: ``polling`` (no stream: disabled, a
+        backtest), ``connected`` (listening and caught up), ``reconnecting`` (it had one),
+        ``disconnected`` (never had one yet). The last two make ``/health`` degraded."""
+        if self.client is None:
+            return "polling"
+        if self.client.healthy and self._caught_up_connection == self.client.connections:
+            return "connected"
+        return "reconnecting" if self.client.connections else "disconnected"
+
     async def start(self) -> None:
         """Start listening (idempotent; nothing when disabled)."""
         if self.client is None or self._task is not None:

@@ -239,6 +239,11 @@ class TradingSystem:
         self.timeframe_bars = TimeframeBars(settings)
         self.alert_rules = AlertRules(alerter, settings, clock, journal)
 
+    @property
+    def stream_status(self) -> str:
+        """The trade stream's state for ``/health`` (ops.telemetry picks this up)."""
+        return self.trade_events.stream_status
+
     def _alert_dropped_item(self, item: DroppedItem) -> None:
         """The gateway dropped an item the broker sent but no one can use: alert (next flush).
 
