@@ -391,6 +391,8 @@ async def test_no_stream_means_polling_with_one_warning_and_one_alert(stack: Any
         await feed.stop()
     assert [e["event"] for e in logs].count("stream_unavailable") == 1
     assert sent == ["Trade stream unavailable: polling"]
+    assert feed.stream_status == "disconnected"  # /health: degraded (ops/health.py)
+    assert system.stream_status == "polling"  # the backtest-style stack has no stream
     assert [e for e in logs if e["event"] == "stream_disconnected"]
 
 
