@@ -502,7 +502,7 @@ def test_a_running_daemon_serves_health_and_metrics_and_closes_the_port_on_sigte
             assert resp.status == 200
             body = json.loads(resp.read())
         assert body["status"] == "ok" and body["trading_state"] == "active", body
-        assert body["broker"] == "ok" and body["stream"] == "polling" and body["last_cycle_age_s"] >= 0
+        assert body["broker"] == "ok" and body["stream"] == "connected" and body["last_cycle_age_s"] >= 0
         with urllib.request.urlopen(url + "metrics", timeout=10) as resp:
             got = samples(resp.read().decode())
         assert got[("trading_positions", ())] == 1 and got[("trading_unprotected_positions", ())] == 0
