@@ -498,6 +498,7 @@ def test_a_running_daemon_serves_health_and_metrics_and_closes_the_port_on_sigte
     with Daemon([*HOLDING_ARGS, "--http", "0"], paths, env=HOLDING_ENV) as daemon:
         url = daemon.wait_for("http_server_started", timeout=60)["url"]
         daemon.wait_for("cycle_complete", lambda e: e["positions"] >= 1, timeout=60)
+        daemon.wait_for("stream_catchup", timeout=60)  # the trade stream is listening and caught up
         with urllib.request.urlopen(url + "health", timeout=10) as resp:
             assert resp.status == 200
             body = json.loads(resp.read())
