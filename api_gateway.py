@@ -251,6 +251,10 @@ class ResilientAlpacaGateway:
                                 backoff=self.transport.backoff, max_retries=self._max_retries,
                                 pdt_blocked_symbols=self.pdt_blocked_symbols)
 
+    def stream_credentials(self) -> tuple[str, str] | None:
+        """The key pair for the trading stream's in-band authentication (``engine.stream_feed``)."""
+        return self.transport.credentials()
+
     def __repr__(self) -> str:
         return (
             f"ResilientAlpacaGateway(mode={self.mode!r}, base_url={self.base_url!r}, "

@@ -254,6 +254,9 @@ class OrderExecutor:
         self._tif = time_in_force
         self._partial_fill_timeout = partial_fill_timeout
         self.tracked: dict[str, TrackedOrder] = {}
+        #: Broker order ids already logged as ``order_filled`` (by any source: the submit
+        #: answer, polling, the trade stream, a REST catch-up), so each is logged once.
+        self.filled_logged: set[str] = set()
         # (order id, leg ids) of open orders whose legs the journal already holds.
         self._legs_known: set[tuple[str, tuple[str, ...]]] = set()
 
@@ -349,7 +352,7 @@ class OrderExecutor:
             target_price=str(target) if target else None, strategy=strategy,
         )
         # A marketable order may come back already (partly) filled: report it now.
-        self._observe(tracked, order)
+        self._observe(tracked, order, source="submit")
         self._journal_acknowledged_legs(order)
         if order.is_terminal:
             self.tracked.pop(cid, None)
@@ -371,7 +374,8 @@ class OrderExecutor:
 
     # -- tracking -------------------------------------------------------------------------
 
-    async def manage_open_orders(self, open_orders: Sequence[Order] | None = None) -> list[TrackedOrder]:
+    async def manage_open_orders(self, open_orders: Sequence[Order] | None = None, *,
+                                 source: str = "poll") -> list[TrackedOrder]:
         """Follow every tracked order towards its terminal state; return those that changed.
 
         ``open_orders`` (from the cycle's one ``list_orders`` call) saves a request per order:
@@ -402,7 +406,7 @@ class OrderExecutor:
                             self._journal_update(cid, status="never_landed")
                             self.tracked.pop(cid, None)
                     continue
-            if self._observe(tracked, order):
+            if self._observe(tracked, order, source=source):
                 changed.append(tracked)
             if order.is_terminal:
                 self.tracked.pop(cid, None)
@@ -443,7 +447,19 @@ class OrderExecutor:
                 self._legs_known.add(key)
         self._legs_known &= listed
 
-    def _observe(self, tracked: TrackedOrder, order: Order) -> bool:
+    def observe_order(self, order: Order, *, source: str) -> bool:
+        """What the broker says of ``order`` (a trade-stream event, a catch-up), for a tracked
+        order: journal it and log the change (``source`` in the log line); False when the
+        order is not one this executor tracks."""
+        tracked = self.tracked.get(order.client_order_id)
+        if tracked is None:
+            return False
+        self._observe(tracked, order, source=source)
+        if order.is_terminal:
+            self.tracked.pop(order.client_order_id, None)
+        return True
+
+    def _observe(self, tracked: TrackedOrder, order: Order, *, source: str = "poll") -> bool:
         previous_status, previous_filled = tracked.status, tracked.filled_qty
         self._apply(tracked, order)
         if order.status == previous_status and order.filled_qty == previous_filled:
@@ -451,7 +467,7 @@ class OrderExecutor:
         fields: dict[str, Any] = {
             "client_order_id": tracked.client_order_id, "broker_order_id": order.id,
             "symbol": order.symbol, "side": order.side, "status": order.status,
-            "filled_qty": str(order.filled_qty), "strategy": tracked.strategy,
+            "filled_qty": str(order.filled_qty), "strategy": tracked.strategy, "source": source,
         }
         if order.filled_avg_price is not None:
             fields["fill_price"] = str(order.filled_avg_price)
@@ -460,7 +476,9 @@ class OrderExecutor:
                 slip = (order.filled_avg_price - tracked.expected_price) / tracked.expected_price
                 fields["slippage_bps"] = float(round(sign * slip * 10000, 2))
         if order.status == "filled":
-            log.info("order_filled", **fields)
+            if order.id not in self.filled_logged:
+                self.filled_logged.add(order.id)
+                log.info("order_filled", **fields)
         elif order.status == "partially_filled" or (order.filled_qty > previous_filled and not order.is_terminal):
             log.info("order_partially_filled", **fields)
         elif order.status in ("canceled", "expired", "replaced"):
@@ -472,7 +490,8 @@ class OrderExecutor:
     # -- protection -----------------------------------------------------------------------
 
     async def protect_positions(
-        self, positions: Sequence[Position], open_orders: Sequence[Order], *, startup: bool = False
+        self, positions: Sequence[Position], open_orders: Sequence[Order], *, startup: bool = False,
+        defer_filling: bool = True,
     ) -> list[dict[str, Any]]:
         """Give every position a protective stop for its full quantity, unless it has one.
 
@@ -480,11 +499,16 @@ class OrderExecutor:
         orders). A partly protected position, or one whose shares are held by a lone
         take-profit, has those orders canceled and one OCO (take-profit + stop) placed for
         the held quantity. Returns the unprotected positions found (for the start-up alert).
+
+        ``defer_filling=False`` (a partial fill just reported by the trade stream) protects a
+        partly filled bracket entry now: the unfilled rest is canceled so that its legs cover
+        what was filled, instead of waiting ``partial_fill_timeout`` for the entry to finish.
         """
         found: list[dict[str, Any]] = []
         for position in positions:
             try:
-                await self._protect_one(position, open_orders, found, startup=startup)
+                await self._protect_one(position, open_orders, found, startup=startup,
+                                        defer_filling=defer_filling)
             except (OperationalError, OrderOutcome, OrderRejected) as exc:
                 # an answer nobody classified for this symbol: skip it, protect the others
                 log.error("position_protection_failed", symbol=position.symbol,
@@ -494,7 +518,7 @@ class OrderExecutor:
 
     async def _protect_one(
         self, position: Position, open_orders: Sequence[Order], found: list[dict[str, Any]],
-        *, startup: bool,
+        *, startup: bool, defer_filling: bool = True,
     ) -> None:
         """protect_positions for one position (appends to ``found`` when it was unprotected)."""
         held = abs(position.qty)
@@ -513,7 +537,7 @@ class OrderExecutor:
         if entries:
             now = self._clock.now()
             filling = sum((o.filled_qty for o in entries), Decimal(0))
-            fresh = all(
+            fresh = defer_filling and all(
                 (now - (o.submitted_at or o.created_at)).total_seconds() < self._partial_fill_timeout
                 for o in entries
             )
@@ -845,7 +869,8 @@ class OrderExecutor:
             return  # an order the journal never saw: reconciliation adopts it
         self._journal_update(row["client_order_id"], status=order.status, broker_order_id=order.id,
                              filled_qty=order.filled_qty, filled_avg_price=order.filled_avg_price)
-        if order.status == "filled":
+        if order.status == "filled" and order.id not in self.filled_logged:
+            self.filled_logged.add(order.id)
             log.info("order_filled", client_order_id=row["client_order_id"], broker_order_id=order.id,
                      symbol=order.symbol, side=order.side, status=order.status,
                      filled_qty=str(order.filled_qty), via="cancel_outcome",

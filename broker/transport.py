@@ -190,6 +190,12 @@ class HttpTransport:
 
     # -- one exchange ----------------------------------------------------------------------
 
+    def credentials(self) -> tuple[str, str] | None:
+        """The key pair, for a stream's in-band authentication (None when none is set)."""
+        if self._key_id is None or self._secret_key is None:
+            return None
+        return self._key_id.get_secret_value(), self._secret_key.get_secret_value()
+
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if self._key_id is not None and self._secret_key is not None:

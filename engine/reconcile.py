@@ -172,12 +172,19 @@ class Reconciler:
         for activity in sorted(fills, key=lambda a: a.transaction_time or self.clock.now()):
             self._apply_fill(activity)
 
-    def _apply_fill(self, activity: Any) -> None:
+    def apply_fill(self, activity: Any) -> bool:
+        """One FILL (a REST activity, or a trade-stream fill in the same shape) into the
+        journal, ledger and cursor; True when it was new to the journal. The trade stream's
+        event core (``engine.order_events``) records its fills through here."""
+        return self._apply_fill(activity)
+
+    def _apply_fill(self, activity: Any) -> bool:
         """One broker FILL activity: journal (dedup by execution id), ledger, trades, cursor.
 
         The journal row comes first and the cursor last, so a ``kill -9`` anywhere in between
         is repaired at start-up, where the ledger is rebuilt from the journal's fills.
         """
+        new = False
         execution_id = activity.id
         at = activity.transaction_time or self.clock.now()
         side = _fill_side(activity.side)
@@ -191,6 +198,7 @@ class Reconciler:
             cid = row["client_order_id"] if row else None
             if self.journal.record_fill(execution_id, cid, activity.order_id, symbol, side, qty, price, at,
                                         cum_qty=activity.cum_qty):
+                new = True
                 self.account_sanity.add_fill(side, qty, price)
                 record = self.journal.fill_record(execution_id)
                 if record is not None:
@@ -198,6 +206,7 @@ class Reconciler:
         if self.last_fill_at is None or at > self.last_fill_at:
             self.last_fill_at = at
             self.journal.set_state("fills_cursor", {"after": at.isoformat()})
+        return new
 
     def rebuild_ledger(self) -> None:
         """The ledger from every fill in the journal; trades it closes are recorded once."""

@@ -4,7 +4,8 @@ One iteration reads as a list of named steps, each findable from the log events 
 
 1. ``refresh_market_status``  — ``market_status``; closed -> wait for the next session event.
 2. ``refresh_account``        — account, positions, open orders (3 requests); fills since the
-   last cycle (1 request) into the journal and the trade ledger (``position_closed``).
+   last cycle (1 request) into the journal and the trade ledger (``position_closed``); while
+   the trade stream is healthy, none of these: the event book (``engine.stream_feed``).
 3. ``enforce_safety``         — operator commands, circuit breaker, daily drawdown, emergency
    exits, unprotected positions (``trading_state_changed``, ``circuit_breaker_triggered``,
    ``emergency_liquidation``, ``position_unprotected``/``position_protected``).
@@ -66,6 +67,7 @@ from engine.portfolio import PendingEntry, PortfolioState, PositionView, Trading
 from risk_manager import RiskManager
 from analytics.trade_ledger import FillRecord, TradeLedger
 from engine.reconcile import Reconciler
+from engine.stream_feed import TradeEventFeed
 from engine.market_step import DATA_REJECTION_ALERT_CYCLES as DATA_REJECTION_ALERT_CYCLES  # re-exported
 from engine.market_step import DataRejections, completed_history, snapshot_problem, with_today
 from engine.market_step import SessionHistory as _History
@@ -209,6 +211,7 @@ class TradingSystem:
                                      protections=self.protections, summary=self.summary,
                                      account_sanity=self.account_sanity)
         self.news = news
+        self.trade_events = TradeEventFeed.for_system(self)  # trade_updates stream; polls when off
         self._history = _History()
         self._last_phase: str | None = None
         self._peak_equity: Decimal | None = None
@@ -264,6 +267,7 @@ class TradingSystem:
                 if status is not None:
                     await self._sleep_until_next_cycle(status, backoff=self._faulty_cycles_in_a_row > 0)
         finally:
+            await self.trade_events.stop()
             await self.shutdown()
         return self.summary
 
@@ -280,6 +284,8 @@ class TradingSystem:
         try:
             if not self._started:
                 self._started = await self.startup()
+            if self._started:
+                await self.trade_events.start()
             status = await self.refresh_market_status()
         except TemporaryError as exc:
             log.warning("broker_unavailable", error=str(exc), step="market_status")
@@ -315,7 +321,8 @@ class TradingSystem:
                 target = min(target, self.clock.now() + timedelta(minutes=15))
             await self.market_status.wait_until(target, stop=self.stop_event, label=status.next_event_phase)
             return None
-        await self.run_cycle(status)
+        async with self.trade_events.lock:  # event-driven protection and catch-ups wait for the cycle
+            await self.run_cycle(status)
         return status
 
     fatal_error: str | None = None
@@ -590,6 +597,8 @@ class TradingSystem:
                                rejected=rejected)
 
     async def _read_account(self) -> tuple[Account, list[Position], list[Order]]:
+        if await self.trade_events.ready_for_cycle():  # kept from trade_updates: no polling
+            return await self.trade_events.read_account()
         account = await self.broker.get_account()
         positions = await self.broker.list_positions()
         open_orders = await self.broker.list_orders(status="open", nested=True, limit=500)
@@ -927,6 +936,7 @@ class TradingSystem:
         if self._history.session != status.session:
             await self._load_history(wanted, status)
         snapshots = await self.broker.get_snapshots(wanted)
+        self.trade_events.mark_snapshots(snapshots)
         if self.trader_alerts:
             await self.alert_rules.stale_data(snapshots, self.clock.now())
         rejected = {**self._history.rejected, **dict(getattr(self.broker, "data_rejections", None) or {})}

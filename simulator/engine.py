@@ -57,7 +57,9 @@ pre-trade checks of ``simulator/pretrade.py`` and the price rules of ``simulator
 
 Every order state change is appended to :attr:`SimBroker.events` (a bounded deque of trade
 update events, the payload of Alpaca's ``trade_updates`` stream); :attr:`event_count`
-counts every event ever emitted so a consumer can tell how many it missed.
+counts every event ever emitted so a consumer can tell how many it missed, and
+:attr:`SimBroker.on_event` hears each one as it happens (``simulator.trade_stream``). A fill's
+``execution_id`` is also the id inside its FILL activity's ``<time>::<id>``.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
@@ -179,6 +181,9 @@ class SimBroker:
         account_number = "PA" + "".join(str(self._rng.randrange(10)) for _ in range(9))
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.event_count = 0
+        # Called with each event as it is emitted (the ``/stream`` server pushes it to its
+        # listeners); must not raise and must not call back into the broker.
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
         self.book = OrderBook(self._uuid)
         self.orders = self.book.orders  # every order by id (the book's; read by tests and the backtest)
         self._open = self.book.open  # the open orders by id
@@ -503,14 +508,16 @@ class SimBroker:
             self._open.pop(order.id, None)
         else:
             order.status = "partially_filled"
+        # One id per execution: the FILL activity's id ends in it, as Alpaca's ``<time>::<id>``.
+        execution_id = self._uuid()
         self.account.activity_log.add_fill(
-            activity_uuid=self._uuid(), at=at, kind="fill" if done else "partial_fill", price=price, qty=qty,
+            activity_uuid=execution_id, at=at, kind="fill" if done else "partial_fill", price=price, qty=qty,
             side=("sell_short" if order.side == "sell" and effect.opened > 0 else order.side),
             symbol=order.symbol, leaves_qty=ZERO if done else order.remaining, order_id=order.id,
             cum_qty=order.filled_qty, order_status=order.status,
         )
         self._emit("fill" if done else "partial_fill", order, at, price=price, qty=qty,
-                   position_qty=effect.position_qty, execution_id=self._uuid())
+                   position_qty=effect.position_qty, execution_id=execution_id)
         log.debug("sim_order_filled", order_id=order.id, symbol=order.symbol, side=order.side,
                   qty=str(qty), price=str(price), status=order.status)
         self.account.record_day_trade(order, effect, at)
@@ -587,7 +594,7 @@ class SimBroker:
         position_qty: Decimal | None = None, execution_id: str | None = None,
     ) -> None:
         self.event_count += 1
-        self.events.append({
+        payload = {
             "event": event,
             "order": self.book.order_json(order, nested=False),
             "timestamp": ts(at),
@@ -595,7 +602,10 @@ class SimBroker:
             "qty": num(qty),
             "position_qty": num(position_qty),
             "execution_id": execution_id,
-        })
+        }
+        self.events.append(payload)
+        if self.on_event is not None:
+            self.on_event(payload)
 
     # == orders: routes =====================================================================
 

@@ -35,6 +35,12 @@ Kinds (probabilities are per request, drawn once; their sum must not exceed 1):
   the halt's and the breaker's liquidation) draws the race once per open order, as that
   order's own cancel would; each order the market beat is answered in the 207 body with
   Alpaca's 422 item for it.
+* ``stream_drop``: the probability, per second of wall time, that every open stream
+  connection (``/stream`` and the market-data streams, :class:`simulator.stream_hub.StreamHub`)
+  is closed at once (``1001 going away``), as ``POST /_sim/v1/streams/drop`` does; drawn on
+  its own RNG about four times a second while a stream is open, so it moves no draw of the
+  kinds above. ``stream_drop=0.05`` drops them about every 20 seconds. Counted as
+  ``stream_drop`` (one per drop, however many connections it closed).
 * ``endpoints``: ``|``-separated globs on the request path (``fnmatch``); default: every path.
 * ``seed``: the RNG seed (default: the simulator's ``--seed``, else 42), so a rehearsal
   replays the same faults.
@@ -58,7 +64,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "accept_then_timeout",
 )
 RACE_MODES = ("fill", "cancel", "mixed")
-_ALLOWED_KEYS = (*FAULT_KINDS, "race", "race_mode", "latency_ms", "timeout_s", "endpoints", "seed")
+_ALLOWED_KEYS = (*FAULT_KINDS, "race", "race_mode", "stream_drop", "latency_ms", "timeout_s", "endpoints",
+                 "seed")
 _ORDER_SUBMIT_PATH = "/v2/orders"
 _ORDER_PATH = re.compile(r"^/v2/orders/[^/]+$")
 _RACE_METHODS = ("DELETE", "PATCH")
@@ -76,6 +83,7 @@ class FaultConfig:
     accept_then_timeout: float = 0.0
     race: float = 0.0
     race_mode: str = "fill"
+    stream_drop: float = 0.0
     latency_ms: tuple[float, float] | None = None
     timeout_s: float = 30.0
     endpoints: tuple[str, ...] = ()
@@ -94,6 +102,8 @@ class FaultConfig:
             )
         if not 0.0 <= self.race <= 1.0:
             raise ValueError(f"fault race={self.race!r}: must be a probability between 0 and 1")
+        if not 0.0 <= self.stream_drop <= 1.0:
+            raise ValueError(f"fault stream_drop={self.stream_drop!r}: must be a probability per second between 0 and 1")
         if self.race_mode not in RACE_MODES:
             raise ValueError(f"fault race_mode={self.race_mode!r}: must be one of {', '.join(RACE_MODES)}")
         if self.latency_ms is not None:
@@ -147,6 +157,8 @@ class FaultConfig:
                 kwargs[kind] = _probability(kind, values[kind])
         if "race" in values:
             kwargs["race"] = _probability("race", values["race"])
+        if "stream_drop" in values:
+            kwargs["stream_drop"] = _probability("stream_drop", values["stream_drop"])
         if "race_mode" in values:
             mode = str(values["race_mode"]).strip()
             if mode not in RACE_MODES:
@@ -166,7 +178,8 @@ class FaultConfig:
 
     @property
     def active(self) -> bool:
-        """Whether any fault can fire at all."""
+        """Whether any request fault can fire (``stream_drop`` is drawn by the stream server
+        on its own, so it alone does not route requests through the fault middleware)."""
         return self.latency_ms is not None or self.race > 0 or any(getattr(self, k) > 0 for k in FAULT_KINDS)
 
     def applies_to(self, path: str) -> bool:
@@ -181,6 +194,8 @@ class FaultConfig:
         if self.race:
             parts.append(f"race={self.race:g}")
         defaults = FaultConfig()
+        if self.stream_drop:
+            parts.append(f"stream_drop={self.stream_drop:g}")
         if self.race_mode != defaults.race_mode:
             parts.append(f"race_mode={self.race_mode}")
         if self.latency_ms is not None:
@@ -216,8 +231,9 @@ class FaultInjector:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.config.seed)
         self._race_rng = _race_rng(self.config.seed)
+        self._stream_rng = _stream_rng(self.config.seed)
         self.active = self.config.active
-        for kind in (*FAULT_KINDS, "latency_ms", "race"):
+        for kind in (*FAULT_KINDS, "latency_ms", "race", "stream_drop"):
             self.counts.setdefault(kind, 0)
 
     def configure(self, config: FaultConfig) -> None:
@@ -225,6 +241,7 @@ class FaultInjector:
         self.config = config
         self._rng = random.Random(config.seed)
         self._race_rng = _race_rng(config.seed)
+        self._stream_rng = _stream_rng(config.seed)
         self.active = config.active
 
     def clear(self) -> None:
@@ -268,6 +285,18 @@ class FaultInjector:
             return "fill" if self._race_rng.random() < 0.5 else "cancel"
         return config.race_mode
 
+    def draw_stream_drop(self, seconds: float) -> bool:
+        """Whether the open streams are dropped now, ``seconds`` after the last draw (the
+        ``stream_drop`` fault, a probability per second); counts it when drawn."""
+        rate = self.config.stream_drop
+        if rate <= 0.0 or seconds <= 0.0:
+            return False
+        chance = 1.0 if rate >= 1.0 else 1.0 - (1.0 - rate) ** seconds
+        if self._stream_rng.random() >= chance:
+            return False
+        self.counts["stream_drop"] += 1
+        return True
+
     def note_race(self) -> None:
         """Count one race the broker actually ran."""
         self.counts["race"] += 1
@@ -289,6 +318,11 @@ class FaultInjector:
 def _race_rng(seed: int) -> random.Random:
     """The race's own RNG: seeded from ``seed`` but apart from the per-request draws."""
     return random.Random(f"race:{seed}")
+
+
+def _stream_rng(seed: int) -> random.Random:
+    """The ``stream_drop`` fault's own RNG (apart from the per-request and race draws)."""
+    return random.Random(f"stream:{seed}")
 
 
 def _is_order_submit(method: str, path: str) -> bool:

@@ -24,9 +24,11 @@ Errors: ``SimApiError`` becomes its status and body; malformed JSON bodies 400
 ``{"code":50010000,"message":"internal server error"}`` (logged as ``sim_request_failed``).
 
 The market-data streams ``/v2/iex``, ``/v2/sip`` and ``/v2/test`` (:mod:`simulator.data_stream`)
-skip steps 2-4: a websocket upgrade carries no ``APCA-*`` headers and authenticates in-band.
+and the trading stream ``/stream`` (:mod:`simulator.trade_stream`) skip steps 2-4: a websocket
+upgrade carries no ``APCA-*`` headers and authenticates in-band.
 
-The control API under ``/_sim/v1/`` (state, shock, gap, faults, clock) needs the same key
+The control API under ``/_sim/v1/`` (state, shock, gap, faults, clock, ``streams/drop``:
+close every open stream connection, answering ``{"dropped": N}``) needs the same key
 pair as the trading API whenever one is configured (401 ``{"code":40110000,...}`` without it:
 a web page in a local browser must not be able to POST a shock); it is exempt from rate
 limiting and faults.
@@ -52,6 +54,7 @@ from simulator.data_stream import DATA_STREAMS, STREAM_PATHS, DataStreams
 from simulator.errors import SimApiError
 from simulator.faults import FaultConfig, FaultInjector
 from simulator.stream_hub import STREAM_HUB, StreamHub
+from simulator.trade_stream import TRADE_STREAM_PATH, TradeStreams
 
 log = structlog.get_logger(__name__)
 
@@ -337,7 +340,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     state = request.app[STATE]
     request_id = uuid.uuid4().hex
     path = request.path
-    if path in STREAM_PATHS:  # websockets authenticate in-band, after the upgrade
+    if path == TRADE_STREAM_PATH or path in STREAM_PATHS:  # websockets authenticate in-band, after the upgrade
         return await handler(request)
     if path.startswith(CONTROL_PREFIX):
         if _authorized(state, request):
@@ -623,7 +626,13 @@ def _control_routes() -> list[tuple[str, str, Handler]]:
             core.advance(minutes)
         return json_response(core.state())
 
+    async def drop_streams(request: web.Request) -> web.StreamResponse:
+        dropped = await request.app[STREAM_HUB].drop_all()
+        log.info("sim_streams_dropped", connections=dropped)
+        return json_response({"dropped": dropped})
+
     return [
+        ("POST", "/_sim/v1/streams/drop", drop_streams),
         ("GET", "/_sim/v1/state", state),
         ("POST", "/_sim/v1/shock", shock),
         ("POST", "/_sim/v1/gap", gap),
@@ -670,14 +679,17 @@ def create_app(
     app[STREAM_HUB] = StreamHub()
     data_streams = app[DATA_STREAMS] = DataStreams(core, key=key, secret=secret,
                                                    connection_limit=stream_connections)
+    trade_streams = TradeStreams(core, app[STREAM_HUB], key=key, secret=secret)
 
     async def on_shutdown(_app: web.Application) -> None:
         state.shutdown.set()
         await _app[STREAM_HUB].drop_all()
 
+    app.on_startup.append(trade_streams.start)
     app.on_shutdown.append(on_shutdown)
+    app.on_shutdown.append(trade_streams.close)
     for method, path, handler in (*_trading_routes(), *_data_routes(), *_control_routes(),
-                                  *data_streams.routes()):
+                                  *trade_streams.routes(), *data_streams.routes()):
         app.router.add_route(method, path, handler)
     return app
 

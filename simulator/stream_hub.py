@@ -15,6 +15,9 @@ from aiohttp import WSCloseCode, web
 
 __all__ = ["STREAM_HUB", "StreamHub"]
 
+#: How long :meth:`StreamHub.drop_all` waits for the clients' close replies.
+DROP_WAIT_SECONDS = 2.0
+
 
 class StreamHub:
     """The set of open stream websockets (trading and market data alike)."""
@@ -26,6 +29,9 @@ class StreamHub:
         """Register an open connection."""
         self._open.add(ws)
 
+    def __len__(self) -> int:
+        return len(self._open)
+
     def discard(self, ws: web.WebSocketResponse) -> None:
         """Forget a connection (closed by either side); unknown ones are ignored."""
         self._open.discard(ws)
@@ -34,10 +40,12 @@ class StreamHub:
         """Close every registered connection at once; returns how many were open."""
         victims = [ws for ws in self._open if not ws.closed]
         self._open.clear()
-        await asyncio.gather(
-            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"dropped") for ws in victims),
-            return_exceptions=True,
-        )
+        # Bounded: a client that never answers the close frame must not hold the caller
+        # (aiohttp then drops the socket itself after the connection's close timeout).
+        closing = [asyncio.ensure_future(ws.close(code=WSCloseCode.GOING_AWAY, message=b"dropped"))
+                   for ws in victims]
+        if closing:
+            await asyncio.wait(closing, timeout=DROP_WAIT_SECONDS)
         return len(victims)
 
 

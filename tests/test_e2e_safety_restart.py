@@ -63,7 +63,10 @@ def _kill_during_submission(sim: Simulator, run_dir: Path, sim_args: list[str],
     run two cycles and stop it. Returns (paths, the killed submission's journal row)."""
     sim_control(sim.url, "faults", {"accept_then_timeout": 1.0, "endpoints": "/v2/orders", "timeout_s": 90})
     paths = make_run_paths(run_dir, "daemon")
-    first = ExternalDaemon(sim.url, sim_args, paths, env=env)
+    # Polling only for the daemon that is killed: on the trade stream it would hear of the
+    # order from its "new" event while the POST's answer is held, and this is about a
+    # submission whose outcome the journal does not know. The restart listens again.
+    first = ExternalDaemon(sim.url, sim_args, paths, env={**(env or {}), "TRADING_STREAM__ENABLED": "false"})
     try:
         rows = first.wait_until(lambda: _rows(paths.state_db, "SELECT * FROM orders WHERE origin = 'submitted'"),
                                 timeout=90, what="the journal's submission row")
