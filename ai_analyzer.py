@@ -63,6 +63,7 @@ from ai.gate import Gate, gate_for
 from core.clock import Clock, to_exchange_time, utc
 from market.market_data import BarSeries, MarketData
 from ai.sentiment import score_headlines
+from ai.bracket_model import intent_probability
 
 log = structlog.get_logger(__name__)
 
@@ -314,12 +315,24 @@ def model_scores(
     side: Side,
     stop_fraction: float,
     target_fraction: float,
+    bracket_probability: tuple[float, dict[str, Any]] | None = None,
 ) -> Scores:
     """The three components from the calibrated model (see the module docstring).
 
-    Raises ``ValueError`` when a feature is missing or not finite.
+    ``bracket_probability`` (from :func:`ai.bracket_model.intent_probability`) is the
+    probability of the intent's own bracket and holding horizon; when given it is both the
+    technical and the context component (the context table knows only the model's 3%/6%/20
+    bracket). Raises ``ValueError`` when a feature is missing or not finite.
     """
     model_side: ai_model.Side = "long" if side == "buy" else "short"
+    if bracket_probability is not None:
+        p, parts = bracket_probability
+        sentiment = sentiment_shift(p, sentiment_score, side) if sentiment_score else p
+        return Scores(technical=p, context=p, sentiment=sentiment, method="model", detail={
+            "model_probability": round(p, 6), "bracket_model": parts, "context_hit_rate": None,
+            "base_rate": round(model.base_rate(model_side), 6), "model_created_at": model.created_at,
+            "calibrated": True,
+        })
     probability = model.predict_proba(features, model_side)
     shift = bracket_shift(model.bracket.stop, model.bracket.target, stop_fraction, target_fraction)
     technical = _sigmoid(_logit(probability) + shift) if shift else probability
@@ -653,6 +666,7 @@ class AIAnalyzer:
                 scores = model_scores(
                     self._model, features, regime, sentiment_score, side,
                     stop_fraction, target_fraction,
+                    self._bracket_probability(signal, side, market_data, stop_fraction, target_fraction),
                 )
             except ValueError as exc:
                 notes.append(f"model not applicable ({exc}); transparent scoring")
@@ -744,6 +758,21 @@ class AIAnalyzer:
                         how_to_train="python main.py train --data DIR",
                     )
             return None
+
+    def _bracket_probability(
+        self, signal: SignalLike, side: Side, market_data: MarketData, stop: float, target: float,
+    ) -> tuple[float, dict[str, Any]] | None:
+        """The model's probability for this long intent's own bracket and holding horizon
+        (``max_hold_days``, else the model's horizon); None for shorts or an older model file."""
+        bracket_model = getattr(self._model, "bracket_model", None)
+        if bracket_model is None or side != "buy":
+            return None
+        horizon = int(getattr(signal, "max_hold_days", None) or bracket_model.default.horizon)
+        try:
+            p, parts = intent_probability(bracket_model, market_data, stop, target, horizon)
+        except ValueError:  # too little history: the 15-feature model decides alone
+            return None
+        return p, {**parts, "horizon_sessions": horizon}
 
     def _bracket(self, signal: SignalLike, side: Side, entry: float) -> tuple[float, float]:
         """The signal's stop/target when they sit on the right sides of the entry, else the

@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--reason", required=True, help="why (journaled)")
     p = sub.add_parser("train", parents=[common], help="train the AI confidence model on daily CSV bars")
     p.add_argument("--out", type=Path, help="model file (default: ai.model_path)")
+    p = sub.add_parser("evaluate", parents=[common],
+                       help="walk-forward out-of-sample probabilities, their calibration and skill (CSV + plot)")
+    p.add_argument("--end", help="last decision date (YYYY-MM-DD)")
+    p.add_argument("--population", choices=["proposals", "sessions"], default="proposals",
+                   help="ideas the pipeline proposes (default) or every session with the default bracket")
+    p.add_argument("--horizon", type=int, default=20, help="sessions an idea without its own holding time may take")
+    p.add_argument("--out", type=Path, required=True, help="CSV of every idea and its probability")
     p = sub.add_parser("backtest", parents=[common], help="run the strategies over history")
     p.add_argument("--end", help="last date (YYYY-MM-DD)")
     p.add_argument("--strategies", help="comma-separated strategy names")
@@ -212,6 +219,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return queue_operator_command(settings, command, args.reason)
         if command == "train":
             return run_train(settings, args)
+        if command == "evaluate":
+            return run_evaluate(settings, args)
         if command == "backtest":
             return run_backtest(settings, args)
         if command == "report":
@@ -250,6 +259,8 @@ def path_problems(settings: Any, command: str, args: argparse.Namespace) -> list
         checks.append(("backtest --report", Path(args.report), True))
     if command == "train":
         checks.append(("train --out", Path(args.out or settings.ai.model_path), False))
+    if command == "evaluate":
+        checks.append(("evaluate --out", Path(args.out), False))
     problems = []
     data_dir = settings.sim.data_dir
     if data_dir and not Path(data_dir).is_dir():
@@ -722,9 +733,28 @@ def run_train(settings: Any, args: argparse.Namespace) -> int:
         print("error: train needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)
         return EXIT_CONFIG
     out = args.out or Path(settings.ai.model_path)
-    report = train_model(Path(args.data), out, stop=settings.trading.stop_loss,
+    symbols = [s for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    report = train_model(Path(args.data), out, symbols=symbols, stop=settings.trading.stop_loss,
                          target=settings.trading.take_profit)
     print(report.render() if hasattr(report, "render") else report)
+    return EXIT_OK
+
+
+def run_evaluate(settings: Any, args: argparse.Namespace) -> int:
+    from ai.evaluate import run as evaluate_run
+    from ai.ideas import DefaultBracket
+    from backtest.proposals import pipeline_proposer
+
+    if not args.data:
+        print("error: evaluate needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)
+        return EXIT_CONFIG
+    default = DefaultBracket(stop=float(settings.trading.stop_loss), target=float(settings.trading.take_profit),
+                             horizon=int(args.horizon))
+    proposer = pipeline_proposer(settings, default.horizon) if args.population == "proposals" else None
+    symbols = args.symbols.split(",") if args.symbols else None
+    text, _ = evaluate_run(Path(args.data), Path(args.out), symbols=symbols, start=args.start, end=args.end,
+                           population=args.population, default=default, proposer=proposer)
+    print(text)
     return EXIT_OK
 
 

@@ -186,11 +186,12 @@ class _Bars:
         return compare(self.last("volume"), ratio * base)
 
     def entry(self) -> FloatArray:
-        """``BaseStrategy.entry_price``: the session's open, else the last close."""
+        """``BaseStrategy.entry_price``: the last completed close (the decision's), else the
+        session's open (issue 15: a decision does not read the entry session's open)."""
         last = self.last("close")
         with np.errstate(invalid="ignore"):
-            usable = np.isfinite(self.open) & (self.open > 0.0)
-        return np.where(usable, self.open, last)
+            usable = np.isfinite(last) & (last > 0.0)
+        return np.where(usable, last, self.open)
 
     def bollinger_touch(self, *, lower: bool) -> BoolArray:
         """Could bar i-1's low reach the lower band (``lower``) / its high the upper band of
@@ -310,7 +311,7 @@ def mean_reversion_masks(bars: _Bars, settings: Any, *, defensive: bool) -> Sign
             "buy": (f">= {needed} bars", vol,
                     f"close[i-1] <= (1-{threshold:g}) x SMA{strategy.ma_medium} or SMA{strategy.ma_long}, "
                     "or low[i-1] <= lower Bollinger(20, 2)",
-                    f"SMA{strategy.ma_medium} - open[i] >= {trading.stop_loss:g} x open[i] (reward >= risk)"),
+                    f"SMA{strategy.ma_medium} - close[i-1] >= {trading.stop_loss:g} x close[i-1] (reward >= risk)"),
             "sell": (f">= {needed} bars", vol,
                      f"close[i-1] >= (1+{threshold:g}) x SMA{strategy.ma_medium} or SMA{strategy.ma_long}, "
                      "or high[i-1] >= upper Bollinger(20, 2)",
@@ -341,7 +342,7 @@ def breakout_masks(bars: _Bars, settings: Any, *, defensive: bool) -> SignalMask
         {
             "buy": (f">= {needed} bars", vol,
                     f"close[i-1] > (1+{buffer:g}) x max(high[i-21..i-2])",
-                    f"open[i] > (1-{buffer:g}) x max(high[i-21..i-2]) (stop below entry)"),
+                    f"close[i-1] > (1-{buffer:g}) x max(high[i-21..i-2]) (stop below entry)"),
             "sell": (f">= {needed} bars", vol, f"close[i-1] < (1-{buffer:g}) x min(low[i-21..i-2])"),
         },
     )

@@ -259,9 +259,19 @@ class BaseStrategy(ABC):
 
     @staticmethod
     def entry_price(snapshot: IndicatorSnapshot, market_data: MarketData) -> float:
-        """The price an order would fill near: the last trade, else the last close."""
+        """The price a decision is based on: the last daily bar's close (live, today's partial
+        bar: the latest trade), else the last trade.
+
+        Not ``market_data.last_price`` first: in a daily backtest that is the *entry*
+        session's opening print, which a decision taken at the previous close cannot know
+        (issue 15: no strategy reads the entry session's data when it decides). The order
+        still fills at the market; the analyzer and the labels apply the bracket to it.
+        """
+        price = snapshot.price
+        if math.isfinite(price) and price > 0.0:
+            return price
         last = market_data.last_price
-        return last if math.isfinite(last) and last > 0.0 else snapshot.price
+        return last if math.isfinite(last) and last > 0.0 else price
 
     def default_stop(self, price: float, fraction: float | None = None) -> float:
         """Stop for a long entry at ``price``: ``fraction`` (default trading.stop_loss) below."""

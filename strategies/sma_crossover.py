@@ -43,8 +43,7 @@ class SmaCrossover(BaseStrategy):
         numbers = (f"SMA{FAST} {fast_before:.2f} -> {fast_now:.2f}, "
                    f"SMA{SLOW} {slow_before:.2f} -> {slow_now:.2f}")
         if fast_before <= slow_before and fast_now > slow_now:
-            last = market_data.last_price
-            entry = last if math.isfinite(last) and last > 0.0 else closes[-1]
+            entry = closes[-1]  # the decision's close, never the entry session's open
             return self.signal(
                 symbol, "buy", CONFIDENCE, f"SMA{FAST} crossed above SMA{SLOW}: {numbers}",
                 stop=self.default_stop(entry), target=self.default_target(entry),

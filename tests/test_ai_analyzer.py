@@ -3,6 +3,8 @@ the external model's second opinion (against real HTTP servers on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import math
 import os
@@ -20,6 +22,7 @@ import ai_analyzer
 import config
 from ai_analyzer import AIAnalyzer, TradeIntent, extract_features
 from ai.ai_model import FEATURE_NAMES, load_model
+from ai.bracket_model import intent_probability
 from market.market_data import BarSeries, MarketData, load_csv_bars
 from ai.sentiment import NewsSentiment, load_lexicon, score_headlines
 from strategies.base import Signal
@@ -101,8 +104,10 @@ async def test_approved_intent_pools_calibrated_components(msft, spy, model):
     for key in ("technical", "context", "sentiment"):
         assert 0.0 <= b[key] <= 1.0
     assert intent.confidence == pytest.approx(0.4 * b["technical"] + 0.3 * b["context"] + 0.3 * b["sentiment"], abs=1e-5)
-    features = extract_features(market(msft, spy))
-    assert b["model_probability"] == pytest.approx(model.predict_proba(features), abs=1e-6)
+    # The probability of the intent's own bracket (3% / 6%) and horizon (the model's 20 sessions).
+    expected, _ = intent_probability(model.bracket_model, market(msft, spy), 0.03, 0.06, 20)
+    assert b["model_probability"] == pytest.approx(expected, abs=1e-6)
+    assert b["bracket_model"]["horizon_sessions"] == 20
     # No news: the sentiment component carries the technical probability unchanged.
     assert b["sentiment"] == b["technical"]
     assert b["regime"] in ("bull", "bear", "volatile", "range")
@@ -221,10 +226,27 @@ async def test_invalid_model_file_is_reported_and_not_used(tmp_path, msft, spy):
 
 
 async def test_short_history_falls_back_to_transparent_scoring(msft, spy, model):
-    analyzer = AIAnalyzer(settings(min_confidence=0.0), FixedClock(), model=model)
+    # A model file without the bracket model needs every feature: 40 bars are too few.
+    old = dataclasses.replace(model, bracket_model=None)
+    analyzer = AIAnalyzer(settings(min_confidence=0.0), FixedClock(), model=old)
     intent = await analyzer.analyze(buy(), market(msft.tail(40), spy))
     assert intent.confidence_breakdown["method"] == "transparent"
     assert "model not applicable" in intent.reasoning and "beta_60d" in intent.reasoning
+
+
+async def test_the_probability_is_for_the_intents_own_bracket_and_horizon(msft, spy, model):
+    analyzer = AIAnalyzer(settings(min_confidence=0.0), FixedClock(), model=model)
+    md = lambda: market(msft, spy)  # noqa: E731
+    entry = float(msft.close[-1])
+    wide = await analyzer.analyze(buy(stop_price=entry * 0.955, target_price=entry * 1.09), md())
+    narrow = await analyzer.analyze(buy(stop_price=entry * 0.985, target_price=entry * 1.03), md())
+    short_hold = await analyzer.analyze(buy(max_hold_days=5), md())
+    default = await analyzer.analyze(buy(), md())
+    p = {name: i.confidence_breakdown["model_probability"]
+         for name, i in (("wide", wide), ("narrow", narrow), ("short", short_hold), ("default", default))}
+    assert len(set(p.values())) == 4, p  # 1.5%/3%, 3%/6% and 4.5%/9% differ; 5 sessions differ from 20
+    assert p["short"] < p["default"]  # fewer sessions to reach the target
+    assert short_hold.confidence_breakdown["bracket_model"]["horizon_sessions"] == 5
 
 
 def test_transparent_scores_follow_the_documented_rules():
@@ -506,16 +528,16 @@ HEADLINE_SETS: tuple[tuple[str, ...], ...] = (
     ("Upgrade: buy rating, great growth ahead", " Shares surge after record profit and strong guidance "),
 )
 IDENTITY_DIGESTS: dict[str, str] = {
-    "AAPL": "831ef52b38ec7ef0c1683c4df7bc07817c5d9a8afff09f9209f7db4f82f0182a",
-    "AMZN": "28e9b216ac9b638db4a7ef380275a829944d8fbe6011eccf7ceb0e84e18a161d",
-    "GOOGL": "431a58cabc4611b727f8a909a4d1f4d3a59fb6563761a9e0bfdd182f80f90d6e",
-    "MSFT": "543c251bff05973901d32761a89150af1914267365fa44b2741aedcec716a065",
-    "NVDA": "2007521fb2efe39e3e07bcf0a6d74af602de779e4bf5cdd7ea6506fe1984e16d",
-    "TSLA": "c20d591ce299afa9a44efedb24b1503126a421ff6cdaa7dc241b7059f6e1ec5f",
-    "QQQ": "1ee48adac3bad27882e912387a9db05eacd4be73062e2be9db3ffa3b0c11a193",
-    "IWM": "328477a9c1ade7c17e37b399775d6f2a5b72038cf5d49c562baa9153f5cebedf",
-    "ORCL": "d14750ec3c91d29e10ff2ada81e48c3572a93ccc8ed71fc20fc178345a9fc42a",
-    "YHOO": "e130682d72ea5b12d96114b82dd6fced6c3bb7eef16bb53ce3f5284b63e82cd1",
+    "AAPL": "24fd36dd7ff5752a04d051a776d0ee6803c48a0dfb223a2b3e94a9ba4ce985d8",
+    "AMZN": "2cab302cf2ceb199278b62627192ea8ae4260cf736d42fa375590524d2e3693c",
+    "GOOGL": "4c1c8965e2ab6ae4d33b4667fc7b0370cda9cfb12b56163ae04fe6c97ae9bf33",
+    "MSFT": "a34d055a3524e0539b68432258c3b1cc73d0ecaedc24b25f0b1928902ad08b66",
+    "NVDA": "5e238c0507424b294f043fe36ec42fb78b02aa8b44f3783d06dfd9c4a839e5d8",
+    "TSLA": "9732abf68194e75ea409ba64075fe8eccfeba34ba8a118490f3891821cd8957d",
+    "QQQ": "e1d99982c485e528d56ed06728765420065a7923423cef7b1a9d4a4d9e99c6fd",
+    "IWM": "433d8e4ab35c9de725ab7f78f38c817ee8c01b043fae6649234c124ce272d78a",
+    "ORCL": "1fa31cc3447785bcbf35b7760c248998460ef6dc8f1b27a47246c7e57555dabd",
+    "YHOO": "287ff8d4ca9f05051805ae785dbef6734e63e5e232edbf450f8f2bad8dfabd16",
 }
 #: Set to a file path to write every idea's record there (to diff two implementations).
 IDENTITY_DUMP_ENV = "AI_IDENTITY_DUMP"

@@ -287,7 +287,7 @@ def test_clean_shared_data_has_only_session_dates_and_sane_prices(tmp_path: Path
 
 
 def test_a_minute_bar_on_a_holiday_names_its_line(tmp_path: Path) -> None:
-    from simulator.csv_source import CsvDataError, read_minute_file
+    from simulator.csv_files import CsvDataError, read_minute_file
 
     path = tmp_path / "SPY-1m-2013-07-03-2013-07-04.csv"
     path.write_text("timestamp,open,high,low,close,volume\n"

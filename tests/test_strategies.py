@@ -60,7 +60,8 @@ def market(bars: BarSeries, symbol: str = "AAPL", *, at: datetime | None = None,
     """The market as seen after today's close (the last bar is a complete session)."""
     last = START + timedelta(days=len(bars) - 1)
     now = at or datetime(last.year, last.month, last.day, 21, 30, tzinfo=timezone.utc)
-    return MarketData(symbol, now, bars, last_price=float(bars.close[-1]), prev_close=float(bars.close[-2]), **extra)
+    fields: dict[str, Any] = {"last_price": float(bars.close[-1]), "prev_close": float(bars.close[-2]), **extra}
+    return MarketData(symbol, now, bars, **fields)
 
 
 def trend(steps: list[float], n: int, start: float = 100.0) -> np.ndarray:
@@ -245,6 +246,20 @@ async def test_breakout_buys_a_break_above_resistance_on_double_volume(settings)
     assert signal.stop_price == pytest.approx(108 * 0.97)
     assert signal.target_price == pytest.approx(108 + 2 * 108 * 0.03)
     assert f"resistance {snap.resistance:.2f}" in signal.reasoning and "2.60x" in signal.reasoning
+
+
+async def test_breakout_decides_without_the_entry_sessions_open(settings) -> None:
+    # A daily backtest hands the strategies the entry session's opening print as last_price;
+    # a decision taken at the previous close cannot know it (issue 15): the same signal,
+    # whatever that open is, even one that fell back under the broken level.
+    bars = range_then(106.2, 106.4, 104.9, 2.6e6)
+    seen = market(bars)
+    signal = await Breakout(settings).evaluate_opportunity("AAPL", seen)
+    for opening in (101.0, 106.2, 115.0):
+        other = await Breakout(settings).evaluate_opportunity("AAPL", market(bars, last_price=opening))
+        assert (other.action, other.stop_price, other.target_price, other.confidence) == (
+            signal.action, signal.stop_price, signal.target_price, signal.confidence)
+    assert signal.action == "buy"
 
 
 async def test_breakout_stop_sits_under_the_broken_level_when_that_is_tighter(settings) -> None:

@@ -1,0 +1,175 @@
+"""Features of a bracket idea that mean the same thing on every symbol (they transfer).
+
+A 3%/6% bracket on a quiet utility and on a volatile chip stock are different bets, and a
+20-session horizon is not a 5-session one. So the first feature is what a driftless random
+walk with the symbol's recent volatility says about *this* bracket and *this* horizon
+(:func:`random_walk_probability`); the rest are volatility-scaled (trend, distance from the
+average, the market's state) or the symbol's own past hit rate for the same bracket
+(:func:`past_hit_rate`, the past-only climatology, shrunk towards a prior while it is thin).
+
+Every array here is computed from bars at or before its row: a row's value never depends on
+later bars (tests cut the data and compare).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Sessions of log returns behind the volatility estimate.
+VOL_WINDOW = 20
+#: Smallest daily volatility used (a halted or flat series would give zero).
+MIN_DAILY_VOL = 0.002
+#: Terms of the first-exit series; enough for barriers 60 standard deviations away.
+SERIES_TERMS = 400
+#: Pseudo-ideas of prior weight when shrinking a symbol's past hit rate.
+CLIMATOLOGY_PRIOR_WEIGHT = 30.0
+
+#: Sessions of memory of the past hit rate (0: every settled idea weighs the same).
+CLIMATOLOGY_MEMORY = 120.0
+
+#: Names of the columns of :func:`transferable_features`, in order.
+TRANSFERABLE_NAMES: tuple[str, ...] = (
+    "logit_random_walk",  # logit of the random-walk probability for this bracket and horizon
+    "logit_past_hit_rate",  # logit of the symbol's shrunk past hit rate for this bracket
+    "trend_20d_z",  # 20-session log return / (vol * sqrt(20))
+    "distance_ma50_z",  # log(close / SMA50) / (vol * sqrt(50))
+    "vol_ratio_20_250",  # log(20-session vol / 250-session vol): the symbol's vol regime
+    "market_trend_20d_z",  # the benchmark's trend_20d_z (0 without a benchmark)
+)
+
+
+def logit(p: np.ndarray | float) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=float), 1e-4, 1 - 1e-4)
+    return np.log(q / (1.0 - q))
+
+
+def sigmoid(x: np.ndarray | float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=float)))
+
+
+def daily_volatility(close: np.ndarray, window: int = VOL_WINDOW) -> np.ndarray:
+    """Root mean square of the last ``window`` daily log returns at each row (NaN before).
+
+    Rows with fewer than ``window`` returns use all the returns so far (at least 10).
+    """
+    close = np.asarray(close, dtype=float)
+    n = len(close)
+    out = np.full(n, np.nan)
+    if n < 2:
+        return out
+    r = np.zeros(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r[1:] = np.log(close[1:] / close[:-1])
+    r = np.where(np.isfinite(r), r, 0.0)
+    sq = np.concatenate(([0.0], np.cumsum(r * r)))
+    i = np.arange(n)
+    count = np.minimum(i, window)  # returns 1..i at row i
+    lo = i + 1 - count
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.sqrt((sq[i + 1] - sq[lo]) / count)
+    out[count < 10] = np.nan
+    return np.maximum(out, MIN_DAILY_VOL)
+
+
+def random_walk_probability(
+    stop: np.ndarray | float, target: np.ndarray | float, horizon: np.ndarray | float,
+    daily_vol: np.ndarray | float,
+) -> np.ndarray:
+    """P(target before stop within ``horizon`` sessions) for a driftless Brownian log price.
+
+    Barriers at ``log(1 + target)`` above and ``log(1 - stop)`` below the entry, volatility
+    ``daily_vol`` per session. First-exit series of the heat equation on an interval:
+    ``P = a/L - sum_k 2/(k pi) (-1)^(k+1) sin(k pi a / L) exp(-k^2 pi^2 T / (2 L^2))``
+    with ``a`` the distance to the stop, ``L`` the width, both in units of ``daily_vol``,
+    ``T`` the horizon. Long brackets; for a short one pass the stop and target swapped in
+    meaning (distance up to the stop, down to the target).
+    """
+    stop, target, horizon, vol = np.broadcast_arrays(
+        np.asarray(stop, float), np.asarray(target, float), np.asarray(horizon, float),
+        np.asarray(daily_vol, float),
+    )
+    a = -np.log1p(-stop) / vol
+    b = np.log1p(target) / vol
+    width = a + b
+    # Terms beyond exp(-k^2 pi^2 T / (2 L^2)) < exp(-40) add nothing a float can hold.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        needed = np.sqrt(80.0 * width * width / (math.pi ** 2 * np.maximum(horizon, 1e-9)))
+    top = int(np.clip(np.ceil(np.nanmax(needed, initial=1.0)) + 1, 8, SERIES_TERMS))
+    k = np.arange(1, top + 1, dtype=float)
+    shape = a.shape
+    a1, w1, t1 = a.reshape(-1, 1), width.reshape(-1, 1), horizon.reshape(-1, 1)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        terms = (2.0 / (k * math.pi)) * np.where(k % 2 == 1, 1.0, -1.0) * np.sin(k * math.pi * a1 / w1) \
+            * np.exp(-(k * k) * math.pi ** 2 * t1 / (2.0 * w1 * w1))
+        p = (a1 / w1)[:, 0] - terms.sum(axis=1)
+    return np.clip(p, 1e-4, 1 - 1e-4).reshape(shape)
+
+
+def _rolling_log_return(close: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(len(close), np.nan)
+    if len(close) > k:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[k:] = np.log(close[k:] / close[:-k])
+    return out
+
+
+def _sma(x: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    if len(x) >= k:
+        c = np.concatenate(([0.0], np.cumsum(x)))
+        out[k - 1:] = (c[k:] - c[:-k]) / k
+    return out
+
+
+def trend_z(close: np.ndarray, vol: np.ndarray, k: int = 20) -> np.ndarray:
+    """The ``k``-session log return in units of its random-walk spread."""
+    with np.errstate(invalid="ignore"):
+        return _rolling_log_return(close, k) / (vol * math.sqrt(k))
+
+
+def past_hit_rate(
+    label: np.ndarray, settled: np.ndarray, n: int, prior: np.ndarray | float,
+    weight: float = CLIMATOLOGY_PRIOR_WEIGHT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """At each session ``i``: the hit rate of the ideas settled at or before ``i`` (their
+    deciding bar is ``settled``), shrunk towards ``prior`` with ``weight`` pseudo-ideas;
+    and the raw rate (NaN before the first settled idea: the past-only climatology).
+    """
+    ok = np.isfinite(label) & (settled >= 0)
+    wins = np.zeros(n)
+    count = np.zeros(n)
+    np.add.at(wins, settled[ok], label[ok])
+    np.add.at(count, settled[ok], 1.0)
+    if CLIMATOLOGY_MEMORY:
+        # Exponential memory: an idea settled ``k`` sessions ago weighs ``exp(-k / memory)``.
+        grow = np.exp((np.arange(n) - (n - 1)) / CLIMATOLOGY_MEMORY)
+        wins, count = np.cumsum(wins * grow) / grow, np.cumsum(count * grow) / grow
+    else:
+        wins, count = np.cumsum(wins), np.cumsum(count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        raw = np.where(count > 0, wins / count, np.nan)
+        shrunk = (wins + weight * np.asarray(prior, float)) / (count + weight)
+    return shrunk, raw
+
+
+def session_features(close: np.ndarray, vol: np.ndarray, market_close: np.ndarray | None) -> np.ndarray:
+    """The per-session columns of :data:`TRANSFERABLE_NAMES` (all but the first two)."""
+    long_vol = daily_volatility(close, 250)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.log(vol / long_vol)
+        dist = np.log(close / _sma(close, 50)) / (vol * math.sqrt(50))
+    if market_close is None:
+        market = np.zeros(len(close))
+    else:
+        market = trend_z(market_close, daily_volatility(market_close), 20)
+        market = np.where(np.isfinite(market), market, 0.0)
+    return np.column_stack([trend_z(close, vol, 20), dist, ratio, market])
+
+
+def row_baseline(random_walk_row: np.ndarray, past_default: np.ndarray, random_walk_default: np.ndarray) -> np.ndarray:
+    """The baseline of an idea with its own bracket: its random-walk probability moved by
+    the symbol's excess log-odds over the random walk for the default bracket (the shrunk
+    past hit rate). For an idea with the default bracket this is the shrunk past hit rate."""
+    return np.asarray(sigmoid(logit(random_walk_row) + logit(past_default) - logit(random_walk_default)))

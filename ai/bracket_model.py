@@ -1,0 +1,103 @@
+"""The shipped probability of an intent's *own* bracket and holding horizon.
+
+The model file's ``bracket_model`` section holds the last walk-forward fit of
+:mod:`ai.shrinkage` on the training symbols (the logistic on the transferable features and
+the blend weight it earned out of sample) and the out-of-sample record of the whole walk.
+For an intent it builds the same row ``evaluate`` builds for an idea decided on the last
+daily bar: the random-walk probability of the intent's stop, target and horizon at the
+symbol's volatility, the symbol's past hit rate (of ideas settled by that bar), the
+transferable features; then ``baseline + weight * (model - baseline)``. With weight 0 (no
+skill shown) the probability is the symbol's shrunk past hit rate moved to the intent's
+bracket and horizon by the random walk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ai import bracket_features as bf
+from ai.ideas import DefaultBracket, build_ideas, market_close_for, symbol_context
+from ai.shrinkage import Logistic, blend
+
+
+@dataclass(frozen=True)
+class BracketModel:
+    """What the model file stores of the bracket model, and inference from daily bars."""
+
+    logistic: Logistic | None
+    weight: float
+    default: DefaultBracket
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def probability(
+        self, ts: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+        market_close: np.ndarray | None, stop: float, target: float, horizon: int,
+    ) -> tuple[float, dict[str, float]]:
+        """P(target before stop within ``horizon`` sessions) of a long idea decided on the
+        last bar, entered at the next open; and the parts it was built from. (``ts`` is
+        accepted for the caller's symmetry with the bars; rows are not dated here.)"""
+        n = len(close)
+        if n < 2:
+            raise ValueError("the bracket model needs at least two daily bars")
+        # One extra (unknown) session so the last bar can be a decision with a next one;
+        # its prices are never read for the row's features, only for its (unused) label.
+        pad = lambda a: np.concatenate([np.asarray(a, float), [np.nan]])  # noqa: E731
+        day = np.arange(n + 1, dtype=np.int64)  # calendar days only date rows; not read here
+        o, h, lo, c = pad(open_), pad(high), pad(low), pad(close)
+        o[-1] = c[-2]
+        market = None if market_close is None else pad(market_close)
+        ctx = symbol_context(day, o, h, lo, c, market, self.default)
+        ideas = build_ideas(ctx, o, h, lo, np.array([n - 1]), stop, target, horizon)
+        baseline = float(ideas.baseline[0])
+        model = float(self.logistic.predict(ideas.X)[0]) if self.logistic is not None else baseline
+        p = float(blend(np.array([baseline]), np.array([model]), self.weight)[0])
+        return p, {"baseline": round(baseline, 6), "model": round(model, 6), "weight": self.weight,
+                   "random_walk": round(float(bf.sigmoid(ideas.X[0, 0])), 6)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": "shrink to the past hit rate unless out-of-sample skill is shown (ai/shrinkage.py)",
+            "default_bracket": {"stop": self.default.stop, "target": self.default.target,
+                                "horizon_sessions": self.default.horizon},
+            "climatology_prior_weight": bf.CLIMATOLOGY_PRIOR_WEIGHT,
+            "climatology_memory_sessions": bf.CLIMATOLOGY_MEMORY,
+            "weight": self.weight,
+            "logistic": None if self.logistic is None else self.logistic.to_json(),
+            "metrics": self.metrics,
+        }
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> BracketModel:
+        d = raw["default_bracket"]
+        weight = float(raw["weight"])
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"bracket_model.weight={weight} is not in [0, 1]")
+        logistic = None if raw.get("logistic") is None else Logistic.from_json(raw["logistic"])
+        return BracketModel(
+            logistic=logistic, weight=weight,
+            default=DefaultBracket(float(d["stop"]), float(d["target"]), int(d["horizon_sessions"])),
+            metrics=dict(raw.get("metrics", {})),
+        )
+
+
+#: Daily bars read for an intent's probability (the 250-session volatility and the past hit
+#: rate's 120-session memory have long converged).
+INTENT_WINDOW_BARS = 750
+
+
+def intent_probability(
+    model: BracketModel, market_data: Any, stop: float, target: float, horizon: int,
+) -> tuple[float, dict[str, float]]:
+    """The bracket model's probability for a long intent on ``market_data`` (a
+    :class:`market.market_data.MarketData`): its daily bars up to the last one, the benchmark
+    for the market's state. Raises ``ValueError`` with too little history."""
+    daily = market_data.daily.tail(INTENT_WINDOW_BARS)
+    if len(daily) < 2:
+        raise ValueError("fewer than two daily bars")
+    bench = market_data.benchmark if market_data.benchmark is not None and len(market_data.benchmark) else None
+    market = market_close_for(daily, bench)
+    return model.probability(daily.ts, daily.open, daily.high, daily.low, daily.close, market,
+                             stop, target, int(horizon))

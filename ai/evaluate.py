@@ -1,0 +1,215 @@
+"""``python main.py evaluate``: walk-forward, out-of-sample probabilities and how good they are.
+
+It never reads a model file: it fits its own as it walks (:mod:`ai.walkforward`). Two
+populations of ideas:
+
+* ``sessions``: every session of every symbol that has a next one, as a long idea with
+  the default bracket (``trading.stop_loss`` / ``trading.take_profit``, ``horizon``
+  sessions): thousands of ideas, enough to measure calibration;
+* ``proposals``: the sessions where a strategy of the configured pipeline proposes an entry
+  (:mod:`ai.proposals`), each with its own bracket and holding horizon.
+
+The CSV has one row per idea; the printout holds n, base rate, Brier score, Brier skill
+against the past-only climatology (each symbol's hit rate of its ideas settled by the
+decision session; rows before a symbol's first settled idea have none and are left out of
+the skill), the calibration error beside its noise floor, AUC, and reliability tables per
+symbol and pooled; a reliability plot is written beside the CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ai import calibration as cal
+from ai.daily_data import TrainingDataError, daily_files, read_daily_csv
+from ai.ideas import DefaultBracket, Ideas, build_ideas, market_close_for, symbol_context
+from ai.walkforward import IdeaTable, block_ids, walk_forward
+from market.market_data import BarSeries, exchange_day_numbers
+
+Population = Literal["proposals", "sessions"]
+CSV_COLUMNS = (
+    "symbol", "decision_date", "probability", "entry_date", "entry_price", "stop_price",
+    "target_price", "horizon_sessions", "label",
+)
+BENCHMARK = "SPY"
+#: ``(symbol, bars, market close) -> (decision indices, stop fractions, target fractions, horizons)``
+Proposer = Callable[[str, BarSeries, "np.ndarray | None"], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Evaluation:
+    """Rows of every symbol (aligned arrays) and the walk-forward's record."""
+
+    symbol: np.ndarray
+    ideas: list[tuple[str, Ideas]]
+    probability: np.ndarray
+    label: np.ndarray  # the CSV's label: NaN wherever the horizon runs past the data
+    climatology: np.ndarray
+    groups: np.ndarray
+    fits: list[dict[str, Any]]
+    last_model: Any = None  # the walk's last logistic (ai.shrinkage.Logistic) and its weight
+    last_weight: float = 0.0
+
+
+def _iso(day: int) -> str:
+    return str(np.datetime64(int(day), "D"))
+
+
+def _day_number(text: str | None) -> int | None:
+    return None if not text else date.fromisoformat(str(text)[:10]).toordinal() - date(1970, 1, 1).toordinal()
+
+
+def load_series(data_dir: Path, symbols: Sequence[str] | None) -> tuple[dict[str, BarSeries], BarSeries | None]:
+    """The daily bars of ``symbols`` (default: every symbol with a daily file) and of SPY when present."""
+
+    files = daily_files(Path(data_dir))
+    wanted = sorted(files) if not symbols else [s.strip().upper() for s in symbols if s.strip()]
+    missing = [s for s in wanted if s not in files]
+    if missing:
+        raise TrainingDataError(f"--data {data_dir}: no daily file for {', '.join(missing)}")
+    series = {s: read_daily_csv(files[s], s).bars for s in wanted}
+    bench = series.get(BENCHMARK)
+    if bench is None and BENCHMARK in files:
+        bench = read_daily_csv(files[BENCHMARK], BENCHMARK).bars
+    return series, bench
+
+
+def evaluate(
+    series: dict[str, BarSeries], bench: BarSeries | None, default: DefaultBracket,
+    proposer: Proposer | None = None,
+) -> Evaluation:
+    """Build every symbol's ideas, walk forward over all of them pooled, and collect."""
+    per_symbol: list[tuple[str, Ideas]] = []
+    for symbol in sorted(series):
+        bars = series[symbol]
+        if len(bars) < 2:
+            continue
+        day = exchange_day_numbers(bars.ts)
+        market = market_close_for(bars, bench)
+        ctx = symbol_context(day, bars.open, bars.high, bars.low, bars.close, market, default)
+        if proposer is None:
+            decisions = np.arange(len(bars) - 1)
+            stop, target, horizon = default.stop, default.target, default.horizon
+        else:
+            decisions, stop, target, horizon = proposer(symbol, bars, market)
+        if len(decisions) == 0:
+            continue
+        per_symbol.append((symbol, build_ideas(ctx, bars.open, bars.high, bars.low, decisions, stop, target, horizon)))
+    if not per_symbol:
+        return Evaluation(np.array([], dtype=object), [], np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), [])
+    cat = np.concatenate
+    table = IdeaTable(
+        day=cat([i.day for _, i in per_symbol]),
+        settled_day=cat([i.settled_day for _, i in per_symbol]),
+        label=cat([i.outcomes.known for _, i in per_symbol]),
+        baseline=cat([i.baseline for _, i in per_symbol]),
+        X=np.vstack([i.X for _, i in per_symbol]),
+        horizon=cat([i.outcomes.horizon for _, i in per_symbol]),
+    )
+    result = walk_forward(table)
+    scored_label = cat([i.outcomes.label for _, i in per_symbol])
+    symbol = cat([np.full(len(i.day), s, dtype=object) for s, i in per_symbol])
+    codes = {s: k for k, (s, _) in enumerate(per_symbol)}
+    groups = np.array([codes[s] for s in symbol], dtype=np.int64) * 1_000_000 + block_ids(table.day, table.horizon)
+    return Evaluation(
+        symbol=symbol, ideas=per_symbol, probability=result.probability, label=scored_label,
+        climatology=cat([i.climatology for _, i in per_symbol]), groups=groups, fits=result.fits,
+        last_model=result.last_model, last_weight=result.last_weight,
+    )
+
+
+def write_csv(path: Path, ev: Evaluation, keep: np.ndarray) -> int:
+    """The rows of ``keep`` as the CSV of the issue; returns the row count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    offset = 0
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(CSV_COLUMNS)
+        for symbol, ideas in ev.ideas:
+            o = ideas.outcomes
+            n = len(o.decision)
+            part = keep[offset : offset + n]
+            prob = ev.probability[offset : offset + n]
+            offset += n
+            entry_day = ideas.entry_day
+            for k in np.flatnonzero(part).tolist():
+                label = o.label[k]
+                out.writerow([
+                    symbol, _iso(ideas.day[k]), f"{prob[k]:.6f}", _iso(entry_day[k]),
+                    repr(float(o.entry_price[k])), repr(float(o.stop_price[k])),
+                    repr(float(o.target_price[k])), int(o.horizon[k]),
+                    "" if np.isnan(label) else int(label),
+                ])
+                written += 1
+    return written
+
+
+def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """The printed summary and the same numbers as a dict (pooled and per symbol)."""
+    settled = keep & np.isfinite(ev.label)
+    lines: list[str] = []
+    numbers: dict[str, Any] = {"per_symbol": {}}
+    tables: dict[str, list[dict[str, float]]] = {}
+
+    def block(name: str, mask: np.ndarray) -> dict[str, Any]:
+        s = cal.summary(ev.probability[mask], ev.label[mask], ev.climatology[mask], ev.groups[mask])
+        tables[name] = cal.reliability_bins(ev.probability[mask], ev.label[mask])
+        lines.append(
+            f"{name}: n={s['n']} base rate {s['base_rate']:.3f} mean forecast {s['mean_forecast']:.3f} "
+            f"Brier {s['brier']:.4f} | Brier skill vs past-only climatology {s['brier_skill']:+.4f} "
+            f"(model {s['brier_model_same_rows']:.4f} vs climatology {s['brier_climatology']:.4f} on "
+            f"{s['n_climatology']} rows) | ECE {s['ece']:.4f} (perfectly calibrated at this n: "
+            f"mean {s['ece_floor_mean']:.4f}, 95th pct {s['ece_floor_p95']:.4f}) | AUC {s['auc']:.3f}"
+        )
+        lines.append(cal.render_table(f"reliability ({name}, 10 equal-count bins)", tables[name]))
+        return s
+
+    if settled.any():
+        numbers["pooled"] = block("pooled", settled)
+        for symbol in sorted(set(ev.symbol[settled].tolist())):
+            numbers["per_symbol"][symbol] = block(symbol, settled & (ev.symbol == symbol))
+    else:
+        lines.append("no settled ideas in the selection: nothing to score")
+    numbers["tables"] = tables
+    weights = [f"{f['year']}:{f['weight']:.2f}" for f in ev.fits]
+    lines.append("blend weight of the model against the shrunk climatology per refit year: " + " ".join(weights))
+    return "\n".join(lines), numbers
+
+
+def run(
+    data_dir: Path, out: Path, *, symbols: Sequence[str] | None = None, start: str | None = None,
+    end: str | None = None, population: Population = "proposals", default: DefaultBracket | None = None,
+    proposer: Proposer | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Everything ``evaluate`` does; returns the printed text and the numbers."""
+    default = default or DefaultBracket()
+    series, bench = load_series(data_dir, symbols)
+    if population == "proposals" and proposer is None:
+        raise ValueError("the proposals population needs the pipeline's proposer")
+    ev = evaluate(series, bench, default, proposer if population == "proposals" else None)
+    day = np.concatenate([i.day for _, i in ev.ideas]) if ev.ideas else np.zeros(0, dtype=np.int64)
+    keep = np.ones(len(day), dtype=bool)
+    lo, hi = _day_number(start), _day_number(end)
+    if lo is not None:
+        keep &= day >= lo
+    if hi is not None:
+        keep &= day <= hi
+    rows = write_csv(out, ev, keep)
+    text, numbers = report(ev, keep)
+    plot = out.with_suffix(".reliability.png")
+    cal.write_reliability_plot(plot, numbers["tables"], f"{population}: out-of-sample reliability ({rows} rows)")
+    summary_path = out.with_suffix(".summary.json")
+    numbers["fits"] = ev.fits
+    summary_path.write_text(json.dumps(numbers, indent=1, default=float) + "\n", encoding="utf-8")
+    head = (f"evaluate ({population}): {rows} rows -> {out}\n"
+            f"reliability plot -> {plot}; numbers -> {summary_path}")
+    return head + "\n" + text, numbers

@@ -1,0 +1,146 @@
+"""A model that earns each departure from the climatology by skill it has shown out of sample.
+
+Two forecasts of one idea:
+
+* the **baseline**: the symbol's own past hit rate for the same bracket and horizon,
+  shrunk towards the random-walk probability while it rests on few settled ideas
+  (:func:`ai.bracket_features.past_hit_rate`);
+* the **model**: an L2-regularised logistic regression on the transferable features
+  (:data:`ai.bracket_features.TRANSFERABLE_NAMES`), fitted on every symbol pooled.
+
+The forecast is ``baseline + weight * (model - baseline)``. ``weight`` starts at 0 and is
+the one in ``[0, 1]`` that minimised the Brier score of *earlier out-of-sample* predictions,
+kept only when the improvement it brings is at least twice its standard error (computed on
+blocks of sessions as long as the outcome windows, which overlap). So without shown skill
+the forecast is the climatology, and it moves away only as far as the past rewarded it.
+
+Pure numpy and deterministic: Newton's method on the penalised log-likelihood (no random
+initialisation, no solver tolerance that differs between library versions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ai.bracket_features import TRANSFERABLE_NAMES, sigmoid
+
+#: L2 penalty on the standardised coefficients (per idea: scaled by the row count).
+L2_PENALTY = 1e-3
+#: Standardised feature values are clipped to this many standard deviations.
+Z_CLIP = 4.0
+#: Grid of blend weights tried.
+WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
+#: The improvement must be this many standard errors above zero to be kept.
+SKILL_SIGMAS = 1.0
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """A fitted logistic regression on standardised, clipped features."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coefficients: np.ndarray
+    intercept: float
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        Z = np.clip((np.nan_to_num(X, nan=0.0) - self.mean) / self.scale, -Z_CLIP, Z_CLIP)
+        Z = np.where(np.isfinite(X), Z, 0.0)  # a missing feature sits at its mean
+        return sigmoid(Z @ self.coefficients + self.intercept)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "feature_names": list(TRANSFERABLE_NAMES),
+            "mean": [round(float(v), 12) for v in self.mean],
+            "scale": [round(float(v), 12) for v in self.scale],
+            "coefficients": [round(float(v), 12) for v in self.coefficients],
+            "intercept": round(float(self.intercept), 12),
+        }
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> Logistic:
+        width = len(TRANSFERABLE_NAMES)
+        if list(raw.get("feature_names", ())) != list(TRANSFERABLE_NAMES):
+            raise ValueError("bracket model feature names differ from this program's: retrain")
+        arrays = [np.asarray(raw[k], float) for k in ("mean", "scale", "coefficients")]
+        if any(a.shape != (width,) or not np.isfinite(a).all() for a in arrays) or (arrays[1] <= 0).any():
+            raise ValueError(f"bracket model arrays must be {width} finite numbers (scale > 0)")
+        return Logistic(arrays[0], arrays[1], arrays[2], float(raw["intercept"]))
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, penalty: float = L2_PENALTY, iterations: int = 25) -> Logistic:
+    """Newton's method on the mean log-likelihood plus ``penalty/2 * |w|^2`` (not the intercept)."""
+    mean = np.nanmean(X, axis=0)
+    scale = np.nanstd(X, axis=0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, 1.0)
+    Z = np.clip((np.nan_to_num(X, nan=0.0) - mean) / scale, -Z_CLIP, Z_CLIP)
+    Z = np.where(np.isfinite(X), Z, 0.0)
+    A = np.column_stack([np.ones(len(Z)), Z])
+    n, d = A.shape
+    base = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
+    w = np.zeros(d)
+    w[0] = float(np.log(base / (1 - base)))
+    reg = np.full(d, penalty)
+    reg[0] = 0.0
+    for _ in range(iterations):
+        p = sigmoid(A @ w)
+        grad = A.T @ (p - y) / n + reg * w
+        hess = (A * (p * (1 - p))[:, None]).T @ A / n + np.diag(reg) + 1e-9 * np.eye(d)
+        step = np.linalg.solve(hess, grad)
+        w = w - step
+        if float(np.abs(step).max()) < 1e-10:
+            break
+    return Logistic(mean, scale, w[1:], float(w[0]))
+
+
+@dataclass(frozen=True)
+class BlendChoice:
+    """The blend weight chosen on earlier out-of-sample rows, and why."""
+
+    weight: float
+    n: int
+    brier_baseline: float
+    brier_blend: float
+    improvement_se: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def choose_weight(
+    model: np.ndarray, baseline: np.ndarray, y: np.ndarray, block: np.ndarray,
+) -> BlendChoice:
+    """The weight in :data:`WEIGHT_GRID` minimising the Brier score of the blend on these
+    out-of-sample rows; 0 unless its improvement over the baseline is at least
+    :data:`SKILL_SIGMAS` standard errors (blocks: ``block`` ids, one per outcome window)."""
+    n = len(y)
+    if n < 200:
+        return BlendChoice(0.0, n, float("nan"), float("nan"), float("nan"), {"reason": "too few rows"})
+    base_loss = (baseline - y) ** 2
+    best_w, best_loss = 0.0, float(base_loss.mean())
+    for w in WEIGHT_GRID[1:]:
+        loss = float(((baseline + w * (model - baseline) - y) ** 2).mean())
+        if loss < best_loss - 1e-12:
+            best_w, best_loss = float(w), loss
+    if best_w == 0.0:
+        return BlendChoice(0.0, n, float(base_loss.mean()), float(base_loss.mean()), 0.0, {"reason": "no skill"})
+    gain = base_loss - (baseline + best_w * (model - baseline) - y) ** 2
+    ids, inverse = np.unique(block, return_inverse=True)
+    sums = np.bincount(inverse, weights=gain)
+    counts = np.bincount(inverse)
+    per_block = sums / counts
+    se = float(per_block.std(ddof=1) / np.sqrt(len(ids))) if len(ids) > 1 else float("inf")
+    mean_gain = float(per_block.mean())
+    kept = best_w if mean_gain > SKILL_SIGMAS * se else 0.0
+    return BlendChoice(
+        kept, n, float(base_loss.mean()), best_loss, se,
+        {"best_weight": best_w, "mean_block_gain": mean_gain, "blocks": int(len(ids)),
+         "reason": "skill shown" if kept else "gain within noise"},
+    )
+
+
+def blend(baseline: np.ndarray, model: np.ndarray, weight: float) -> np.ndarray:
+    """``baseline + weight * (model - baseline)``, the forecast."""
+    return np.clip(baseline + weight * (model - baseline), 1e-4, 1 - 1e-4)

@@ -1,0 +1,147 @@
+"""Issue 15: ``evaluate`` (walk-forward, out of sample, truncation-proof), the shrink-to-the-
+climatology model, and a shipped model file that ``train`` reproduces byte for byte."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ai import bracket_features as bf
+from ai.evaluate import CSV_COLUMNS, run
+from ai.shrinkage import choose_weight, fit_logistic
+from main import main
+from market.bracket_labels import label_one
+from market.market_data import load_csv_bars
+from tests.conftest import ROOT, SHARED_DATA
+
+DAILY = SHARED_DATA / "daily"
+FILES = {"AAPL": "AAPL-1d-2013-01-02-2023-12-29.csv", "MSFT": "MSFT-1d-2013-01-02-2023-12-29.csv"}
+needs_data = pytest.mark.skipif(not DAILY.is_dir(), reason="shared/data/daily is not present")
+
+
+def _data_dir(tmp: Path, last_day: str | None = None) -> Path:
+    """AAPL and MSFT, optionally cut after ``last_day`` (the file keeps its name pattern)."""
+    out = tmp / "daily"
+    out.mkdir(parents=True)
+    for symbol, name in FILES.items():
+        lines = (DAILY / name).read_text().splitlines()
+        if last_day is not None:
+            lines = [lines[0]] + [row for row in lines[1:] if row[:10] <= last_day]
+        last = lines[-1][:10]
+        (out / f"{symbol}-1d-2013-01-02-{last}.csv").write_text("\n".join(lines) + "\n")
+    return tmp
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("full")
+    out = tmp / "out" / "sessions.csv"
+    _, numbers = run(_data_dir(tmp / "data"), out, population="sessions")
+    return out, numbers
+
+
+@needs_data
+def test_every_session_with_a_next_one_has_a_row_with_the_rule_s_label(full_run) -> None:
+    out, _ = full_run
+    rows = _rows(out)
+    assert tuple(rows[0]) == CSV_COLUMNS
+    for symbol, name in FILES.items():
+        bars = load_csv_bars(DAILY / name)
+        mine = [r for r in rows if r["symbol"] == symbol]
+        assert len(mine) == len(bars) - 1  # every session that has a next one
+        o, h, lo = (np.asarray(a, float) for a in (bars.open, bars.high, bars.low))
+        for i in list(range(0, len(mine), 97)) + list(range(len(mine) - 25, len(mine))):
+            r = mine[i]
+            assert float(r["entry_price"]) == o[i + 1] and r["horizon_sessions"] == "20"
+            assert float(r["stop_price"]) == pytest.approx(o[i + 1] * 0.97, rel=1e-12)
+            expected = label_one(o, h, lo, i, 0.03, 0.06, 20)
+            assert (r["label"] == "") == np.isnan(expected)  # blank only where the horizon runs past
+            if r["label"]:
+                assert float(r["label"]) == expected
+            assert 0.0 < float(r["probability"]) < 1.0
+        assert sum(r["label"] == "" for r in mine) == 19  # decisions n-20 .. n-2
+
+
+@needs_data
+def test_cutting_the_data_changes_no_prediction_of_a_row_entered_by_the_cut(full_run, tmp_path: Path) -> None:
+    out, _ = full_run
+    cut = "2018-06-29"
+    # the shipped model file is not read: evaluate fits its own
+    short = tmp_path / "cut.csv"
+    run(_data_dir(tmp_path / "data", cut), short, population="sessions")
+    full = {(r["symbol"], r["decision_date"]): r["probability"] for r in _rows(out)}
+    rows = [r for r in _rows(short) if r["entry_date"] <= cut]
+    assert len(rows) > 2 * 1300
+    assert all(full[(r["symbol"], r["decision_date"])] == r["probability"] for r in rows)
+
+
+@needs_data
+def test_the_printout_scores_against_the_past_only_climatology_and_the_noise_floor(full_run) -> None:
+    out, numbers = full_run
+    pooled = numbers["pooled"]
+    for key in ("n", "base_rate", "brier", "brier_skill", "ece", "ece_floor_mean", "ece_floor_p95", "auc"):
+        assert np.isfinite(pooled[key]), key
+    assert set(numbers["per_symbol"]) == {"AAPL", "MSFT"}
+    assert pooled["ece_floor_mean"] < pooled["ece_floor_p95"] < 0.2
+    assert out.with_suffix(".reliability.png").stat().st_size > 10_000
+    assert json.loads(out.with_suffix(".summary.json").read_text())["pooled"]["n"] == pooled["n"]
+
+
+def test_without_shown_skill_the_forecast_is_the_climatology() -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random(3000) < 0.3).astype(float)
+    baseline = np.full(3000, 0.3)
+    noise_model = np.clip(0.3 + rng.normal(0, 0.1, 3000), 0.01, 0.99)  # knows nothing
+    assert choose_weight(noise_model, baseline, y, np.arange(3000) // 20).weight == 0.0
+    skilled = np.where(y == 1, 0.6, 0.2)  # knows a lot
+    assert choose_weight(skilled, baseline, y, np.arange(3000) // 20).weight > 0.5
+    fit = fit_logistic(np.column_stack([skilled, rng.normal(size=3000)]), y)
+    assert fit.coefficients[0] > 1.0
+
+
+def test_random_walk_probability_depends_on_the_bracket_and_the_horizon() -> None:
+    p = bf.random_walk_probability(np.array([0.015, 0.03, 0.045, 0.03]), np.array([0.03, 0.06, 0.09, 0.06]),
+                                   np.array([20, 20, 20, 5]), 0.02)
+    assert len(set(np.round(p, 6))) == 4
+    assert p[3] < p[1]  # five sessions leave less time to reach the target
+    # a long horizon tends to the gambler's ruin a / (a + b) in log prices
+    far = float(bf.random_walk_probability(0.03, 0.06, 10_000, 0.02))
+    a, b = -np.log(0.97), np.log(1.06)
+    assert far == pytest.approx(a / (a + b), abs=1e-6)
+
+
+@needs_data
+def test_evaluate_command_and_train_reproduces_the_model_file(tmp_path: Path) -> None:
+    data = _data_dir(tmp_path / "data")
+    shutil.copy(DAILY / "SPY-1d-1993-01-29-2026-08-07.csv", data / "daily")
+    common = ["--log-file", str(tmp_path / "log.jsonl"), "--state-db", str(tmp_path / "state.db")]
+    assert main(["evaluate", "--data", str(data), "--symbols", "AAPL", "--population", "sessions",
+                 "--start", "2015-01-01", "--end", "2016-12-31", "--out", str(tmp_path / "e.csv"), *common]) == 0
+    rows = _rows(tmp_path / "e.csv")
+    assert rows[0]["decision_date"] >= "2015-01-01" and rows[-1]["decision_date"] <= "2016-12-31"
+    first, second = tmp_path / "m1.json", tmp_path / "m2.json"
+    for out in (first, second):
+        assert main(["train", "--data", str(data), "--symbols", "SPY,AAPL,MSFT", "--out", str(out), *common]) == 0
+    assert first.read_bytes() == second.read_bytes()
+    model = json.loads(first.read_text())
+    assert model["symbols"] == ["SPY", "AAPL", "MSFT"]
+    assert set(model["library_versions"]) == {"python", "numpy", "scikit-learn"}
+    assert model["bracket_model"]["metrics"]["n"] > 5000
+
+
+def test_the_shipped_model_records_how_to_reproduce_it() -> None:
+    model = json.loads((ROOT / "models" / "confidence_model.json").read_text())
+    assert model["reproduce"].endswith("--symbols SPY,QQQ,AAPL,MSFT,NVDA,TSLA,AMZN,GOOGL")
+    assert model["symbols"] == "SPY,QQQ,AAPL,MSFT,NVDA,TSLA,AMZN,GOOGL".split(",")
+    assert model["created_at"] == "2026-08-07T04:00:00+00:00"  # the data's last bar, not the clock
+    assert 0.0 <= model["bracket_model"]["weight"] <= 1.0
