@@ -64,6 +64,7 @@ from settings.sections import (
     Section,
     SimSettings,
     StorageSettings,
+    StreamSettings,
     StrategyRotationSettings,
     StrategySettings,
     TradingSettings,
@@ -120,6 +121,7 @@ __all__ = [
     "AlertSettings",
     "StorageSettings",
     "SimSettings",
+    "StreamSettings",
     "HttpSettings",
 ]
 
@@ -156,6 +158,7 @@ class Settings(BaseSettings):
     gap_risk: GapRiskSettings = Field(default_factory=GapRiskSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
     sim: SimSettings = Field(default_factory=SimSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
 

@@ -25,9 +25,10 @@ What one event does, in this order:
    other order the journal knows (bracket legs, protection) directly, and its final fill is
    logged ``order_filled`` here; each order id is logged filled once whatever the source
    (``OrderExecutor.filled_logged``);
-4. the open-order list is updated in place; an order it has never seen (or a parent leaving
-   with open legs) marks it stale, so the next :meth:`view` re-lists open orders (one
-   request) to get the bracket structure right;
+4. the open-order list is updated in place (a parent that ends leaves its open legs
+   listed); a new simple order, or one that carries its legs, is added; any other order it
+   has never seen (a bracket parent without its legs) marks it stale, so the next cycle
+   re-lists open orders once (one request) to get the bracket structure right;
 5. an event that would reopen an order already seen final (Alpaca replays ``new``/``fill``
    pairs) is ignored; a replayed fill moves nothing (step 2) and logs nothing (step 3);
 6. a ``partial_fill`` calls ``on_partial_fill(symbol)`` (the owner protects the position now).
@@ -49,14 +50,14 @@ import structlog
 
 from broker.models import Account, Activity, Order, Position
 from broker.trade_updates import TradeUpdate
-from order_executor import OrderExecutor, flatten_orders
+from order_executor import OrderExecutor
 
 log = structlog.get_logger(__name__)
 
 ZERO = Decimal(0)
 FillKey = tuple[str, Decimal]
 
-__all__ = ["OrderEventBook", "fill_activity"]
+__all__ = ["OrderEventBook", "activity_key", "fill_activity"]
 
 
 def fill_activity(update: TradeUpdate) -> Activity:
@@ -99,6 +100,8 @@ class OrderEventBook:
         self.marks: dict[str, Decimal] = {}
         self._known_keys: set[FillKey] = set()
         self._final: set[str] = set()  # order ids seen in a terminal state
+        #: Executions journaled from events: a REST copy of one (another id) is not journaled again.
+        self.streamed: set[FillKey] = set()
         self.last_event_at: datetime | None = None
         self.events = 0
 
@@ -155,6 +158,8 @@ class OrderEventBook:
             self._final.add(order.id)
         if update.is_fill:
             self.reconciler.apply_fill(fill_activity(update))
+            if update.fill_key is not None:
+                self.streamed.add(update.fill_key)
             self._move_money(update)
         self._journal_order(order, update, source=source)
         self._update_open_orders(order)
@@ -213,16 +218,16 @@ class OrderEventBook:
             log.info("order_partially_filled", **fields)
 
     def _update_open_orders(self, order: Order) -> None:
-        """Replace ``order`` where it is listed (legs included); unknown -> stale."""
+        """Replace ``order`` where it is listed (legs included). An open order the book has not
+        seen is added when its shape is complete (a simple order, or one carrying its legs);
+        otherwise (a bracket parent or a leg on its own) the list is stale: re-listed once."""
         found, self.open_orders = _replace(self.open_orders, order)
-        if not found:
-            if order.is_open:
-                self.orders_stale = True
+        if found or not order.is_open:
             return
-        if not order.is_open and order.legs is None:
-            listed = next((o for o in flatten_orders(self.open_orders) if o.id == order.id), None)
-            if listed is not None and listed.legs:
-                self.orders_stale = True  # a parent left; its legs now stand alone
+        if order.legs is not None or order.order_class in ("simple", ""):
+            self.open_orders.append(order)
+        else:
+            self.orders_stale = True
 
     # -- what the loop reads ---------------------------------------------------------------
 
@@ -262,13 +267,14 @@ def _replace(orders: Sequence[Order], order: Order) -> tuple[bool, list[Order]]:
             if order.is_open:
                 out.append(order if order.legs is not None else order.model_copy(update={"legs": listed.legs}))
             elif listed.legs:
-                # keep the parent's legs listed (they work on alone), under a terminal parent
-                out.append(order.model_copy(update={"legs": listed.legs}))
+                out.extend(leg for leg in listed.legs if leg.is_open)  # they work on alone
             continue
         if listed.legs:
             leg_found, legs = _replace(listed.legs, order)
             if leg_found:
                 found = True
                 listed = listed.model_copy(update={"legs": legs})
+                if not listed.is_open and not any(leg.is_open for leg in legs):
+                    continue  # a finished parent (listed for its legs) whose legs all ended
         out.append(listed)
     return found, out

@@ -18,7 +18,8 @@ readings differ (a fill landed in between) it is read again, so the reading is o
 of the broker. Fills not yet journaled are recorded (``order_filled`` with ``"source":
 "rest_catchup"`` for orders that completed), tracked orders are followed up, the journal is
 reconciled against the reading, and the book is rebased on it. The same catch-up runs every
-``stream.reconcile_minutes`` of market time as the safety net (``stream_catchup`` logs each).
+``stream.reconcile_minutes`` of market time as the safety net, between two cycles
+(:meth:`reconcile_if_due`; ``stream_catchup`` logs each with its own request count).
 
 **Fallback.** While the stream is not healthy (not connected, stale, or not yet caught up)
 the loop polls exactly as before. After ``stream.fallback_after_seconds`` without a stream
@@ -48,7 +49,7 @@ from broker.models import Account, Activity, Order, Position
 from broker.trade_stream import TradeStreamClient, trading_stream_url
 from broker.trade_updates import TradeUpdate
 from core.errors import BrokerError, TemporaryError
-from engine.order_events import OrderEventBook
+from engine.order_events import OrderEventBook, activity_key
 
 log = structlog.get_logger(__name__)
 
@@ -207,7 +208,10 @@ class TradeEventFeed:
                 account, positions, orders, fills, steady = await self._reading(after)
                 if steady or attempts >= CATCHUP_ATTEMPTS:
                     break
-            new_fills = [a for a in sorted(fills, key=_fill_time) if self.reconciler.apply_fill(a)]
+            # a fill the stream already journaled (under its execution id) is not journaled
+            # again under the activity's id, not even as an uncounted copy
+            new_fills = [a for a in sorted(fills, key=_fill_time)
+                         if activity_key(a) not in self.book.streamed and self.reconciler.apply_fill(a)]
             self.book.rebase(account, positions, orders, fills)
         await self.executor.manage_open_orders(orders, source="rest_catchup")
         self._log_completed(fills)
@@ -246,23 +250,31 @@ class TradeEventFeed:
 
     # -- the loop's side -------------------------------------------------------------------
 
+    async def reconcile_if_due(self) -> None:
+        """Between cycles (``TradingSystem.step``, holding ``lock``): the periodic REST
+        reconciliation every ``reconcile_minutes`` of market time, and a catch-up that failed
+        before, retried. A step of its own with its own ``stream_catchup`` line and request
+        count, not part of the cycle that follows (whose ``requests`` stay the cycle's)."""
+        if self.client is None or not self.client.healthy:
+            return
+        if self._catchup_task is not None and not self._catchup_task.done():
+            return  # the connection's own catch-up is waiting for this lock
+        behind = self._caught_up_connection != self.client.connections
+        due = self._last_rest_at is None or self.clock.now() - self._last_rest_at >= timedelta(
+            minutes=float(self.settings.reconcile_minutes))
+        if behind or due:
+            await self._try_catch_up("retry" if behind else "periodic", self.client.connections)
+
     async def ready_for_cycle(self) -> bool:
-        """Whether this cycle reads the book (True) or polls REST as before (False). Runs the
-        periodic catch-up when due and reports a stream that stays away. Caller holds ``lock``."""
+        """Whether this cycle reads the book (True) or polls REST as before (False); reports a
+        stream that stays away. Caller holds ``lock``."""
         if self.client is None:
             return False
-        behind = self._caught_up_connection != self.client.connections
-        if self.client.healthy and behind and (self._catchup_task is None or self._catchup_task.done()):
-            await self._try_catch_up("retry", self.client.connections)  # the last one failed
         live = self.client.healthy and self.book.ready and self._caught_up_connection == self.client.connections
         if not live:
             await self._note_unavailable()
             return False
         await self._note_available()
-        due = self._last_rest_at is None or self.clock.now() - self._last_rest_at >= timedelta(
-            minutes=float(self.settings.reconcile_minutes))
-        if due and not await self._try_catch_up("periodic", self.client.connections):
-            return False  # this cycle polls; the next one tries again
         return True
 
     async def read_account(self) -> tuple[Account, list[Position], list[Order]]:

@@ -322,6 +322,7 @@ class TradingSystem:
             await self.market_status.wait_until(target, stop=self.stop_event, label=status.next_event_phase)
             return None
         async with self.trade_events.lock:  # event-driven protection and catch-ups wait for the cycle
+            await self.trade_events.reconcile_if_due()  # the stream's periodic REST reconciliation
             await self.run_cycle(status)
         return status
 

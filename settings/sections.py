@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from settings.values import (
     _EMAIL,
@@ -422,6 +422,41 @@ class HttpSettings(Section):
         return value
 
 
+class StreamSettings(Section):
+    """Alpaca's ``trade_updates`` stream: orders, fills and positions kept from broker events
+    (``engine.stream_feed``), with REST as catch-up, periodic reconciliation and fallback."""
+
+    # Listen to the trading stream in sim, paper and live; off = poll every cycle as before.
+    enabled: bool = True
+    # The stream's URL; unset = the trading API URL with http->ws, https->wss, path /stream.
+    url: str | None = None
+    # Ping the stream this often (wall seconds); no frame or pong for stale_after_seconds in
+    # market hours = a dead stream: reconnect.
+    heartbeat_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+    stale_after_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Reconnect backoff (wall seconds, exponential with jitter).
+    reconnect_min_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    reconnect_max_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # A full REST reconciliation of account, positions, orders and fills this often (market
+    # minutes) while the stream is healthy: the safety net.
+    reconcile_minutes: Annotated[float, Field(gt=0, le=240)] = 5.0
+    # No stream for this long (wall seconds): warn, alert, and poll (as before) until it is back.
+    fallback_after_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+    @field_validator("url")
+    @classmethod
+    def _ws_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must be a ws:// or wss:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> "StreamSettings":
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            raise ValueError("reconnect_max_seconds must be >= reconnect_min_seconds")
+        return self
+
+
 class SimSettings(Section):
     """The embedded simulator: history length, speed (``None`` = max), data, seed, faults."""
 
@@ -500,6 +535,7 @@ SECTIONS: dict[str, type[Section]] = {
     "gap_risk": GapRiskSettings,
     "alerts": AlertSettings,
     "storage": StorageSettings,
+    "stream": StreamSettings,
     "sim": SimSettings,
     "http": HttpSettings,
 }

@@ -15,6 +15,10 @@ Besides the REST paths it serves Alpaca's market-data websockets ``ws://HOST:POR
 ``/v2/sip`` (with ``--sip``; otherwise 409 as on the free plan) and ``/v2/test`` (FAKEPACA),
 at most ``--stream-connections`` (default 1) per key and endpoint.
 
+Alpaca's trading stream is served at ``ws://HOST:PORT/stream`` (``trade_updates``, see
+:mod:`simulator.trade_stream`); ``POST /_sim/v1/streams/drop`` closes every stream and
+``--faults stream_drop=P`` drops them at random.
+
 It prints one line, ``simulator listening on http://HOST:PORT``, on stdout (logs go to stderr as
 JSON lines) and runs until SIGINT or SIGTERM, then exits 0. ``--port 0`` picks a free port.
 A non-loopback ``--host`` is refused unless ``--allow-remote``. ``--start`` with a date alone

@@ -106,9 +106,8 @@ def test_requests_per_cycle_do_not_grow_with_symbols(one_day: MainRun, run_dir: 
         for event in events:
             # (reconciliation_orders_fetched: a bracket closed at the broker since the last
             # periodic check; its legs' final states cost one listing, whatever the symbols)
-            # (stream_catchup: the trade stream's periodic REST reconciliation, every few minutes)
             if event["event"] in ("order_submitted", "history_loaded", "strategy_exit",
-                                  "reconciliation_orders_fetched", "stream_catchup"):
+                                  "reconciliation_orders_fetched"):
                 busy = True
             elif event["event"] == "cycle_complete":
                 if event["phase"] == "regular" and not busy and event["positions"] == 0:
@@ -123,9 +122,7 @@ def test_requests_per_cycle_do_not_grow_with_symbols(one_day: MainRun, run_dir: 
     # after a few regular-session cycles
     with Daemon(["--speed", "max", "--seed", str(TRADING_SEED), "--start", "2025-03-03",
                  "--symbols", "SPY,NVDA"], paths,
-                env={"TRADING_TRADING__CYCLE_INTERVAL_SECONDS": "600",
-                     # the stream's periodic REST catch-up no more often than the cycles here
-                     "TRADING_STREAM__RECONCILE_MINUTES": "60"}) as daemon:
+                env={"TRADING_TRADING__CYCLE_INTERVAL_SECONDS": "600"}) as daemon:
         daemon.wait_for("cycle_complete", lambda e: e["phase"] == "regular" and e["symbols"] == 2)
         first = len(daemon.events())
         daemon.wait_for("cycle_complete", lambda e: e["phase"] == "regular", after=first)

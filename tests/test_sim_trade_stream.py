@@ -198,3 +198,25 @@ def test_stream_drop_fault_drops_live_connections(tmp_path: Path) -> None:
         assert '"fault": "stream_drop"' in simulator.stderr()
         state = requests.get(simulator.url + "/_sim/v1/state", headers=KEYS, timeout=10).json()
         assert state["faults"]["stream_drop"] >= 1
+
+
+def test_msgpack_is_spoken_when_the_upgrade_asks_for_it(sim: Simulator) -> None:
+    import msgpack
+
+    async def session() -> list[Any]:
+        out: list[Any] = []
+        async with aiohttp.ClientSession() as client:
+            async with client.ws_connect(ws_url(sim.url), headers={"Content-Type": "application/msgpack"}) as ws:
+                await ws.send_bytes(msgpack.packb({"action": "authenticate",
+                                                   "data": {"key_id": KEY, "secret_key": SECRET}}))
+                await ws.send_bytes(msgpack.packb({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+                for _ in range(2):
+                    msg = await ws.receive(timeout=5)
+                    assert msg.type == aiohttp.WSMsgType.BINARY
+                    out.append(msgpack.unpackb(msg.data))
+        return out
+
+    assert asyncio.run(session()) == [
+        {"stream": "authorization", "data": {"action": "authenticate", "status": "authorized"}},
+        {"stream": "listening", "data": {"streams": ["trade_updates"]}},
+    ]

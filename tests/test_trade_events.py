@@ -159,9 +159,9 @@ async def test_the_book_kept_from_events_matches_the_broker(stack: Any) -> None:
     assert {p.symbol: (p.qty, p.avg_entry_price) for p in view_positions} == \
         {p.symbol: (p.qty, p.avg_entry_price) for p in truth_positions}
     assert {p.symbol: p.qty for p in view_positions} == {"SPY": D(6), "AAPL": D(-4)}
-    assert book.orders_stale  # orders the book never listed appeared: re-list once
-    book.replace_open_orders(truth_orders)
-    assert [o.id for o in book.view()[2]] == [o.id for o in truth_orders]
+    # the simple orders that appeared (one still resting) are listed without a request
+    assert not book.orders_stale
+    assert {o.id for o in view_orders} == {o.id for o in truth_orders} and len(truth_orders) == 1
     # each fill journaled once, each filled order logged once, from the stream
     counted = sum((record.qty for record in system.journal.fill_records()), D(0))
     assert counted == sum((a.qty for a in truth_fills), D(0)) == D(24)
@@ -392,3 +392,34 @@ async def test_no_stream_means_polling_with_one_warning_and_one_alert(stack: Any
     assert [e["event"] for e in logs].count("stream_unavailable") == 1
     assert sent == ["Trade stream unavailable: polling"]
     assert [e for e in logs if e["event"] == "stream_disconnected"]
+
+
+async def test_a_bracket_is_followed_through_its_legs_from_events(stack: Any) -> None:
+    """Entry, legs working, the take-profit filling and the stop canceled with it: the book
+    keeps the protection and then the flat position as the broker has them."""
+    core, broker, system = stack
+    book = OrderEventBook(journal=system.journal, reconciler=system.reconciler, executor=system.executor)
+    book.rebase(*(await rest_truth(broker)))
+    since = core.broker.event_count
+    price = (await broker.get_latest_trades(["SPY"]))["SPY"].p
+    await broker.submit_order(OrderRequest.bracket(
+        "SPY", D(5), "buy", take_profit_price=(price * D("1.05")).quantize(D("0.01")),
+        stop_loss_price=(price * D("0.95")).quantize(D("0.01")), time_in_force="gtc", client_order_id="b-1"))
+    await core.clock.sleep(120)
+    for update in sim_updates(core, since):
+        await book.handle(update)
+    assert book.orders_stale  # a bracket parent without its legs: one re-list
+    book.replace_open_orders(await broker.list_orders(status="open", nested=True))
+    _account, positions, orders = book.view()
+    assert [p.qty for p in positions] == [D(5)] and protected_quantity(positions[0], orders) == D(5)
+    since = core.broker.event_count
+    core.shock(["SPY"], 10.0)  # through the take-profit
+    await core.clock.sleep(120)
+    for update in sim_updates(core, since):
+        await book.handle(update)
+    truth_account, truth_positions, truth_orders, _ = await rest_truth(broker)
+    view_account, view_positions, view_orders = book.view()
+    assert truth_positions == [] and view_positions == []
+    assert view_account.cash == truth_account.cash and view_account.equity == truth_account.equity
+    assert {o.id for o in view_orders} == {o.id for o in truth_orders} == set()
+    assert not book.orders_stale
