@@ -82,6 +82,7 @@ from alerter import Alerter
 from analytics.performance import compute_performance
 from backtest.benchmarks import Prices, compare
 from backtest.data import DailyHistory, has_data_for, load_history
+from backtest.event_feed import InProcessTradeEvents
 from backtest.loop import BacktestLoop, _at
 from backtest.options import WARMUP_SESSIONS, BacktestError, BacktestOptions, BacktestResult, timeframe_note
 from backtest.progress import Progress
@@ -221,6 +222,7 @@ def _assemble(settings: Any, options: BacktestOptions, model: Any,
                         fast_forward=options.fast_forward,
                         sim_days=len(sessions) if bar_mode == "intraday" else None)
     loop.news = news  # as live: the loop's one news request per cycle fills the analyzer's cache
+    loop.trade_events = InProcessTradeEvents(loop, broker)  # the engine's trade_updates, in-process
     return _Assembly(core, ledger, history, sessions, bar_mode, broker, journal, analyzer, loop, calendar)
 
 
