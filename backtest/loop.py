@@ -48,7 +48,6 @@ class BacktestLoop(TradingSystem):
     without market data and new decisions) for the daily schedule.
     """
 
-    periodic_order_lookup = False  # see TradingSystem: the journal must not depend on skipped cycles
     trader_alerts = False  # no fill/loss/outage alerts from a replay (engine/alert_rules.py)
 
     def __init__(self, *args: Any, history: dict[str, DailyHistory], bar_mode: str,
