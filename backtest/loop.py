@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -75,6 +74,7 @@ class BacktestLoop(TradingSystem):
         self._may_buy: dict[str, np.ndarray] = {}
         self._may_sell: dict[str, np.ndarray] = {}
         self._last_snapshot: Any = None
+        self._market_data_off = False
         self._universe_set = frozenset(self.universe())
         if bar_mode == "daily":
             self._entry_possible = self._install_prefilter()
@@ -486,6 +486,8 @@ class BacktestLoop(TradingSystem):
         self._history = _History(session=today, bars=bars)
 
     async def refresh_market_data(self, status: MarketStatus) -> dict[str, MarketData]:
+        if self._market_data_off:
+            return {}  # the safety cycle before the close (see safety_cycle)
         if self.bar_mode == "intraday":
             return await super().refresh_market_data(status)
         return self._daily_market_data(status)
@@ -542,24 +544,14 @@ class BacktestLoop(TradingSystem):
             self._on_cycle()
 
     async def safety_cycle(self, status: MarketStatus) -> None:
-        """Account, fills, open orders, and every safety check; no market data, no decisions."""
-        from core.errors import OperationalError, TemporaryError
-
-        started = time.perf_counter()
-        cpu_started = time.process_time()
-        requests_before = self.broker.request_count
-        self.summary.cycles += 1
+        """The live cycle (:meth:`TradingSystem.run_cycle`) seeing no market data: account,
+        fills, open orders and every safety check; no strategy is asked (the daily schedule
+        decides at the open only), and no second copy of the cycle to keep equal to it."""
+        self._market_data_off = True
         try:
-            await self.apply_operator_commands()
-            snapshot = await self.refresh_account()
-            await self.executor.manage_open_orders(snapshot.open_orders)
-            snapshot = await self.enforce_safety(snapshot, status)
-            self.record_cycle(snapshot, status, started, cpu_started, requests_before, 0)
-        except OperationalError as exc:
-            log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status)
-            self.stop_event.set()
-        except TemporaryError as exc:
-            await self.on_broker_unavailable(exc, status)
+            await self.run_cycle(status)
+        finally:
+            self._market_data_off = False
 
 
 class _Prefiltered:
