@@ -73,7 +73,6 @@ class BacktestLoop(TradingSystem):
         self._entry_possible: np.ndarray | None = None
         self._may_buy: dict[str, np.ndarray] = {}
         self._may_sell: dict[str, np.ndarray] = {}
-        self._last_snapshot: Any = None
         self._market_data_off = False
         self._universe_set = frozenset(self.universe())
         if bar_mode == "daily":
@@ -145,11 +144,6 @@ class BacktestLoop(TradingSystem):
             data = {symbol: md for symbol, md in data.items() if self._may_buy_on(symbol, today)}
         return await super().entry_candidates(data, busy, now, log_signals=log_signals)
 
-    async def refresh_account(self) -> Any:
-        snapshot = await super().refresh_account()
-        self._last_snapshot = snapshot
-        return snapshot
-
     def quiet_kind(self, session: date, book: BookState) -> Literal["flat", "flat_candidates", "holding"] | None:
         """Whether the loop provably does nothing through ``session`` but move the clock and
         mark the book: ``"flat"``, ``"holding"``, ``"flat_candidates"`` (flat, but some
@@ -191,11 +185,12 @@ class BacktestLoop(TradingSystem):
         the maximum holding time, nor the resting orders after the test matter; the safety
         thresholds are measured from the session's own baselines."""
         assert self._sim is not None  # fast-forward is on only with the in-process broker
-        snapshot = self._last_snapshot
-        if snapshot is None:
+        events = self.trade_events.book  # what the loop's last reading saw (events are applied at readings)
+        if not events.ready:
             return False
-        seen_positions = {p.symbol: p.qty for p in snapshot.positions}
-        seen_orders = frozenset(o.id for o in flatten_orders(snapshot.open_orders) if o.is_open)
+        positions, open_orders = list(events.positions.values()), events.open_orders
+        seen_positions = {p.symbol: p.qty for p in positions}
+        seen_orders = frozenset(o.id for o in flatten_orders(open_orders) if o.is_open)
         if seen_positions != book.positions or seen_orders != book.open_order_ids:
             return False
         if any(t.status == "in_flight" or t.broker_order_id not in book.open_order_ids
@@ -207,9 +202,9 @@ class BacktestLoop(TradingSystem):
         emergency = Decimal(str(self.settings.risk.emergency_exit_loss))
         max_hold = int(self.settings.mean_reversion.max_hold_days)
         low_equity = high_equity = book.cash
-        for position in snapshot.positions:
+        for position in positions:
             symbol, qty = position.symbol, position.qty
-            if qty <= 0 or protected_quantity(position, snapshot.open_orders) < qty:
+            if qty <= 0 or protected_quantity(position, open_orders) < qty:
                 return False
             if decisions:
                 history = self.replay.get(symbol)
