@@ -1,7 +1,15 @@
 """The daemon's own loop over replayed history: :class:`BacktestLoop` is
 :class:`engine.trading_system.TradingSystem` with market history read from the replay and the
 daily-data shortcuts (session fast-forward, idle safety cycles) that provably change nothing.
-The run around it (assembly, sessions, results) is :mod:`backtest.runner`."""
+The run around it (assembly, sessions, results) is :mod:`backtest.runner`; orders, fills and
+positions come from the simulator's events (:mod:`backtest.event_feed`), as live.
+
+What it still overrides, and why: ``trader_alerts`` (no fill or loss alerts from a replay);
+``_load_history`` and ``refresh_market_data`` (history from the replay, no request; none in
+the safety cycle); ``entry_candidates`` (the prefilter's masks); ``remember_last_cycle`` and
+``shutdown`` (the last cycle journaled once, at the end); ``run_cycle`` (the progress
+callback). The safety cycle before the close is the live ``run_cycle`` without market data.
+"""
 
 from __future__ import annotations
 

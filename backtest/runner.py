@@ -13,7 +13,10 @@ maximum speed: nothing waits on wall time.
 bars instead of being requested through the data API (``TradingSystem._load_history`` and,
 for daily bars, ``refresh_market_data`` are overridden). The bars are the same numbers the
 data API would serve; asking it for a year of bars every session would only be slower.
-Alerts go to the in-memory journal only (never to email, webhook or SMS), and the journal is
+Orders, fills and positions reach the loop as they reach the live daemon: as ``trade_updates``
+events (the simulator engine's own, heard in-process by :mod:`backtest.event_feed`) applied by
+the live stream's handlers (:mod:`engine.order_events`); a cycle lists no positions, orders or
+activities. Alerts go to the in-memory journal only (never to email, webhook or SMS), and the journal is
 an in-memory SQLite database.
 
 Bar conventions (no look-ahead; a test proves that changing bars after a day changes no
