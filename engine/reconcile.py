@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import structlog
 
@@ -80,6 +80,10 @@ class Reconciler:
         if fills_state and fills_state.get("after"):
             self.last_fill_at = datetime.fromisoformat(fills_state["after"])
         self.start_fill_cursor = self.last_fill_at  # where start-up reconciliation looks from
+        #: Set by the trade stream's feed: True for a REST FILL activity whose execution the
+        #: stream already journaled (under the stream's execution id), so that polling or a
+        #: catch-up does not journal a second, uncounted copy of it.
+        self.streamed: Callable[[Any], bool] | None = None
 
     async def reconcile(self, open_orders: Sequence[Order], positions: Sequence[Position], *,
                         full: bool = True, lookup_orders: bool = True) -> None:
@@ -185,6 +189,8 @@ class Reconciler:
         is repaired at start-up, where the ledger is rebuilt from the journal's fills.
         """
         new = False
+        if self.streamed is not None and self.streamed(activity):
+            return False
         execution_id = activity.id
         at = activity.transaction_time or self.clock.now()
         side = _fill_side(activity.side)

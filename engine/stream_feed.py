@@ -85,6 +85,8 @@ class TradeEventFeed:
         self.book = OrderEventBook(journal=journal, reconciler=reconciler, executor=executor,
                                    on_partial_fill=self._on_partial_fill)
         self.client: TradeStreamClient | None = client_factory(self) if client_factory is not None else None
+        if self.client is not None:  # REST copies of streamed fills are not journaled twice
+            reconciler.streamed = lambda activity: activity_key(activity) in self.book.streamed
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._catchup_task: asyncio.Task[None] | None = None
@@ -212,6 +214,7 @@ class TradeEventFeed:
             # again under the activity's id, not even as an uncounted copy
             new_fills = [a for a in sorted(fills, key=_fill_time)
                          if activity_key(a) not in self.book.streamed and self.reconciler.apply_fill(a)]
+
             self.book.rebase(account, positions, orders, fills)
         await self.executor.manage_open_orders(orders, source="rest_catchup")
         self._log_completed(fills)

@@ -139,6 +139,10 @@ def test_stream_fills_survive_drops_without_loss_or_double_count(simulator: Simu
     for activity in activities:
         by_activity[activity["order_id"]] += Decimal(activity["qty"])
     assert dict(by_activity) == traded and len(traded) >= 3
+    # and no execution sits in the journal twice (a REST copy of a streamed fill is not kept)
+    executions = Counter(str(r["execution_id"]).rsplit("::", 1)[-1]
+                         for r in journal_rows(paths.state_db, "SELECT execution_id FROM fills"))
+    assert max(executions.values()) == 1, executions
 
     # the steady cycles on a healthy stream: at most 2 requests each
     steady = steady_requests(events)
