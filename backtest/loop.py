@@ -1,13 +1,20 @@
 """The daemon's own loop over replayed history: :class:`BacktestLoop` is
 :class:`engine.trading_system.TradingSystem` with market history read from the replay and the
 daily-data shortcuts (session fast-forward, idle safety cycles) that provably change nothing.
-The run around it (assembly, sessions, results) is :mod:`backtest.runner`."""
+The run around it (assembly, sessions, results) is :mod:`backtest.runner`; orders, fills and
+positions come from the simulator's events (:mod:`backtest.event_feed`), as live.
+
+What it still overrides, and why: ``trader_alerts`` (no fill or loss alerts from a replay);
+``_load_history`` and ``refresh_market_data`` (history from the replay, no request; none in
+the safety cycle); ``entry_candidates`` (the prefilter's masks); ``remember_last_cycle`` and
+``shutdown`` (the last cycle journaled once, at the end); ``run_cycle`` (the progress
+callback). The safety cycle before the close is the live ``run_cycle`` without market data.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -48,7 +55,6 @@ class BacktestLoop(TradingSystem):
     without market data and new decisions) for the daily schedule.
     """
 
-    periodic_order_lookup = False  # see TradingSystem: the journal must not depend on skipped cycles
     trader_alerts = False  # no fill/loss/outage alerts from a replay (engine/alert_rules.py)
 
     def __init__(self, *args: Any, history: dict[str, DailyHistory], bar_mode: str,
@@ -75,7 +81,7 @@ class BacktestLoop(TradingSystem):
         self._entry_possible: np.ndarray | None = None
         self._may_buy: dict[str, np.ndarray] = {}
         self._may_sell: dict[str, np.ndarray] = {}
-        self._last_snapshot: Any = None
+        self._market_data_off = False
         self._universe_set = frozenset(self.universe())
         if bar_mode == "daily":
             self._entry_possible = self._install_prefilter()
@@ -146,11 +152,6 @@ class BacktestLoop(TradingSystem):
             data = {symbol: md for symbol, md in data.items() if self._may_buy_on(symbol, today)}
         return await super().entry_candidates(data, busy, now, log_signals=log_signals)
 
-    async def refresh_account(self) -> Any:
-        snapshot = await super().refresh_account()
-        self._last_snapshot = snapshot
-        return snapshot
-
     def quiet_kind(self, session: date, book: BookState) -> Literal["flat", "flat_candidates", "holding"] | None:
         """Whether the loop provably does nothing through ``session`` but move the clock and
         mark the book: ``"flat"``, ``"holding"``, ``"flat_candidates"`` (flat, but some
@@ -192,11 +193,12 @@ class BacktestLoop(TradingSystem):
         the maximum holding time, nor the resting orders after the test matter; the safety
         thresholds are measured from the session's own baselines."""
         assert self._sim is not None  # fast-forward is on only with the in-process broker
-        snapshot = self._last_snapshot
-        if snapshot is None:
+        events = self.trade_events.book  # what the loop's last reading saw (events are applied at readings)
+        if not events.ready:
             return False
-        seen_positions = {p.symbol: p.qty for p in snapshot.positions}
-        seen_orders = frozenset(o.id for o in flatten_orders(snapshot.open_orders) if o.is_open)
+        positions, open_orders = list(events.positions.values()), events.open_orders
+        seen_positions = {p.symbol: p.qty for p in positions}
+        seen_orders = frozenset(o.id for o in flatten_orders(open_orders) if o.is_open)
         if seen_positions != book.positions or seen_orders != book.open_order_ids:
             return False
         if any(t.status == "in_flight" or t.broker_order_id not in book.open_order_ids
@@ -208,9 +210,9 @@ class BacktestLoop(TradingSystem):
         emergency = Decimal(str(self.settings.risk.emergency_exit_loss))
         max_hold = int(self.settings.mean_reversion.max_hold_days)
         low_equity = high_equity = book.cash
-        for position in snapshot.positions:
+        for position in positions:
             symbol, qty = position.symbol, position.qty
-            if qty <= 0 or protected_quantity(position, snapshot.open_orders) < qty:
+            if qty <= 0 or protected_quantity(position, open_orders) < qty:
                 return False
             if decisions:
                 history = self.replay.get(symbol)
@@ -487,6 +489,8 @@ class BacktestLoop(TradingSystem):
         self._history = _History(session=today, bars=bars)
 
     async def refresh_market_data(self, status: MarketStatus) -> dict[str, MarketData]:
+        if self._market_data_off:
+            return {}  # the safety cycle before the close (see safety_cycle)
         if self.bar_mode == "intraday":
             return await super().refresh_market_data(status)
         return self._daily_market_data(status)
@@ -543,24 +547,14 @@ class BacktestLoop(TradingSystem):
             self._on_cycle()
 
     async def safety_cycle(self, status: MarketStatus) -> None:
-        """Account, fills, open orders, and every safety check; no market data, no decisions."""
-        from core.errors import OperationalError, TemporaryError
-
-        started = time.perf_counter()
-        cpu_started = time.process_time()
-        requests_before = self.broker.request_count
-        self.summary.cycles += 1
+        """The live cycle (:meth:`TradingSystem.run_cycle`) seeing no market data: account,
+        fills, open orders and every safety check; no strategy is asked (the daily schedule
+        decides at the open only), and no second copy of the cycle to keep equal to it."""
+        self._market_data_off = True
         try:
-            await self.apply_operator_commands()
-            snapshot = await self.refresh_account()
-            await self.executor.manage_open_orders(snapshot.open_orders)
-            snapshot = await self.enforce_safety(snapshot, status)
-            self.record_cycle(snapshot, status, started, cpu_started, requests_before, 0)
-        except OperationalError as exc:
-            log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status)
-            self.stop_event.set()
-        except TemporaryError as exc:
-            await self.on_broker_unavailable(exc, status)
+            await self.run_cycle(status)
+        finally:
+            self._market_data_off = False
 
 
 class _Prefiltered:

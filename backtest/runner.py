@@ -13,7 +13,10 @@ maximum speed: nothing waits on wall time.
 bars instead of being requested through the data API (``TradingSystem._load_history`` and,
 for daily bars, ``refresh_market_data`` are overridden). The bars are the same numbers the
 data API would serve; asking it for a year of bars every session would only be slower.
-Alerts go to the in-memory journal only (never to email, webhook or SMS), and the journal is
+Orders, fills and positions reach the loop as they reach the live daemon: as ``trade_updates``
+events (the simulator engine's own, heard in-process by :mod:`backtest.event_feed`) applied by
+the live stream's handlers (:mod:`engine.order_events`); a cycle lists no positions, orders or
+activities. Alerts go to the in-memory journal only (never to email, webhook or SMS), and the journal is
 an in-memory SQLite database.
 
 Bar conventions (no look-ahead; a test proves that changing bars after a day changes no
@@ -82,6 +85,7 @@ from alerter import Alerter
 from analytics.performance import compute_performance
 from backtest.benchmarks import Prices, compare
 from backtest.data import DailyHistory, has_data_for, load_history
+from backtest.event_feed import InProcessTradeEvents
 from backtest.loop import BacktestLoop, _at
 from backtest.options import WARMUP_SESSIONS, BacktestError, BacktestOptions, BacktestResult, timeframe_note
 from backtest.progress import Progress
@@ -221,6 +225,7 @@ def _assemble(settings: Any, options: BacktestOptions, model: Any,
                         fast_forward=options.fast_forward,
                         sim_days=len(sessions) if bar_mode == "intraday" else None)
     loop.news = news  # as live: the loop's one news request per cycle fills the analyzer's cache
+    loop.trade_events = InProcessTradeEvents(loop, broker)  # the engine's trade_updates, in-process
     return _Assembly(core, ledger, history, sessions, bar_mode, broker, journal, analyzer, loop, calendar)
 
 

@@ -96,7 +96,7 @@ class Reconciler:
         fills and every bracket leg gets its real status. The periodic check reuses the
         cycle's own snapshot and only asks the broker about journaled working orders that
         have left the broker's open list (a leg canceled when its sibling filled), and only
-        when ``lookup_orders`` (a backtest turns the periodic lookup off).
+        when ``lookup_orders``.
         """
         fills: list[Any] = []
         if full:

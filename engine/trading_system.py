@@ -338,11 +338,6 @@ class TradingSystem:
     #: Failed cycles in a row (operational, unclassified or unexpected errors) that move the
     #: trading state to REDUCING. The daemon itself never stops for them.
     FAULTY_CYCLES_BEFORE_REDUCING = 3
-    #: Whether the periodic reconciliation asks the broker about journaled working orders
-    #: that left its open list (legs canceled when a sibling filled). A backtest, whose
-    #: fast-forwarded sessions skip cycles, turns it off so that its journal does not depend
-    #: on which cycles ran.
-    periodic_order_lookup = True
 
     async def _stop_on_operational_error(self, exc: OperationalError) -> None:
         """Only for the keys refused at start-up: a configuration error, before any trading."""
@@ -452,8 +447,7 @@ class TradingSystem:
     async def reconcile(self, snapshot: AccountSnapshot, *, full: bool = True) -> None:
         """Journal vs broker (see :meth:`Reconciler.reconcile`): the broker wins; adopt and
         flag, never place an order. ``full`` at start-up, the periodic check otherwise."""
-        await self.reconciler.reconcile(snapshot.open_orders, snapshot.positions, full=full,
-                                        lookup_orders=self.periodic_order_lookup)
+        await self.reconciler.reconcile(snapshot.open_orders, snapshot.positions, full=full)
 
 
     async def run_cycle(self, status: MarketStatus) -> None:
