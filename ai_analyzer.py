@@ -95,7 +95,7 @@ from ai.second_opinion import (
 from ai.second_opinion import parse_opinion as _parse_opinion
 from ai.sentiment import score_headlines
 from core.clock import Clock, to_exchange_time, utc
-from market.market_data import MarketData
+from market.market_data import BarSeries, MarketData
 
 #: Names importers read from this face (the parts live in ai/; see the module docstring).
 __all__ = [
