@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -91,6 +90,7 @@ from ai.second_opinion import (
     EndpointError,
     SecondOpinion,
     SecondOpinions,
+    register_endpoint_secret,
 )
 from ai.second_opinion import parse_opinion as _parse_opinion
 from ai.sentiment import score_headlines
@@ -220,7 +220,7 @@ class AIAnalyzer:
             SecondOpinions(self._ai, clock, http_session) if self._ai.model_endpoint else None
         )
         self._sequence: dict[tuple[str, str, str], int] = {}
-        self._register_endpoint_secret()
+        register_endpoint_secret()
 
     @staticmethod
     def detect_regime(benchmark: BarSeries) -> Regime:
@@ -491,18 +491,6 @@ class AIAnalyzer:
         self._sequence[key] = self._sequence.get(key, 0) + 1
         clean = re.sub(r"[^A-Za-z0-9_]", "_", strategy)[:20]
         return f"{clean}-{symbol}-{day}-{self._sequence[key]:03d}"
-
-    @staticmethod
-    def _register_endpoint_secret() -> None:
-        key = os.environ.get(ENDPOINT_KEY_ENV)
-        if not key:
-            return
-        try:
-            from core import logging_setup
-
-            logging_setup.add_secret(key)
-        except (ImportError, AttributeError):
-            return
 
 
 def _finite(value: Any) -> float | None:

@@ -119,6 +119,19 @@ def parse_opinion(payload: Any) -> SecondOpinion:
     return SecondOpinion(value, reasoning[:500] if isinstance(reasoning, str) else "")
 
 
+def register_endpoint_secret() -> None:
+    """Keep the external model's API key (``AI_MODEL_API_KEY``) out of every log line."""
+    key = os.environ.get(ENDPOINT_KEY_ENV)
+    if not key:
+        return
+    try:
+        from core import logging_setup
+
+        logging_setup.add_secret(key)
+    except (ImportError, AttributeError):
+        return
+
+
 class SecondOpinions:
     """The analyzer's side of the external model: builds the prompt, bounds the wait, and
     turns any failure into None with a rate-limited ``ai_endpoint_unavailable`` line."""
