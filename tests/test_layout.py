@@ -39,6 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine", "ops"),  # the loop (engine.portfolio is listed lower) and the operator's tools
     ("config", "api_gateway", "ai_analyzer", "risk_manager", "order_executor", "pdt_manager",
      "alerter", "gap_risk_manager", "market_status_manager", "strategies"),  # the seed's components
+    ("execution",),  # the order executor's parts: submission, tracking, legs, cancels, protection, emergency stop
     ("alerts",),  # the alerter's parts: channel interface and channels, scrubbing, throttle, sender
     ("settings",),  # config's parts (sections, rules, problems, sources) behind the config face
     ("journal",),
