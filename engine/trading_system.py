@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import AbstractSet, Any, Sequence
@@ -59,7 +59,7 @@ from journal.journal import Journal
 from market.market_data import BarSeries, MarketData, price_problem
 from market_status_manager import MarketStatus, MarketStatusManager
 from broker.models import Account, DroppedItem, Order, Position, Snapshot
-from order_executor import OrderExecutor, flatten_orders, protected_quantity
+from order_executor import OrderExecutor, flatten_orders
 from pdt_manager import AccountView, OrderCheck, PDTManager
 from engine.protections import ProtectionManager
 from ai.sentiment import NewsSentiment
@@ -77,84 +77,13 @@ from engine.opportunities import OpportunityBook, snapshot_price_time
 from engine.strategy_rotation import StrategyRotation
 from engine.timeframe_bars import TimeframeBars
 from engine.alert_rules import AlertRules
+from engine.cycle_record import AccountSnapshot as AccountSnapshot  # re-exported
+from engine.cycle_record import CycleRecorder, RunSummary
 
 log = structlog.get_logger(__name__)
 
 ZERO = Decimal(0)
 BENCHMARK = "SPY"
-
-
-@dataclass
-class AccountSnapshot:
-    """What the broker says this cycle: the source of truth for positions and orders."""
-
-    account: Account
-    positions: list[Position]
-    open_orders: list[Order]
-    portfolio: PortfolioState
-    # True when the account reading was implausible and a re-read did not confirm it: the
-    # cycle acts on nothing that depends on it (breaker, exits, entries, equity journal).
-    rejected: bool = False
-
-
-@dataclass
-class RunSummary:
-    """What a run did, printed at the end of ``--sim-days`` and on shutdown."""
-
-    sessions: int = 0
-    cycles: int = 0
-    trades: int = 0
-    wins: int = 0
-    losses: int = 0
-    realized_pnl: Decimal = ZERO
-    start_equity: Decimal | None = None
-    end_equity: Decimal | None = None
-    max_drawdown: float = 0.0
-    orders_submitted: int = 0
-    open_positions: int | None = None  # None: the broker could not be asked at shutdown
-    protected_positions: int | None = None
-    state: str = "ACTIVE"
-
-    @property
-    def pnl(self) -> Decimal:
-        if self.start_equity is None or self.end_equity is None:
-            return ZERO
-        return self.end_equity - self.start_equity
-
-    @property
-    def win_rate(self) -> float:
-        return self.wins / self.trades if self.trades else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "sessions": self.sessions, "cycles": self.cycles, "trades": self.trades,
-            "wins": self.wins, "losses": self.losses, "win_rate": round(self.win_rate, 4),
-            "realized_pnl": str(self.realized_pnl), "pnl": str(self.pnl),
-            "start_equity": str(self.start_equity) if self.start_equity is not None else None,
-            "end_equity": str(self.end_equity) if self.end_equity is not None else None,
-            "max_drawdown_pct": round(self.max_drawdown * 100, 3),
-            "orders_submitted": self.orders_submitted, "open_positions": self.open_positions,
-            "protected_positions": self.protected_positions, "state": self.state,
-        }
-
-    def render(self) -> str:
-        lines = [
-            "=" * 60,
-            "Run summary",
-            f"  sessions traded   {self.sessions}",
-            f"  closed trades     {self.trades} (wins {self.wins}, losses {self.losses}, "
-            f"win rate {self.win_rate:.1%})",
-            f"  realized P&L      {self.realized_pnl:,.2f}",
-            f"  equity            {self.start_equity or 0:,.2f} -> {self.end_equity or 0:,.2f} "
-            f"(P&L {self.pnl:,.2f})",
-            f"  max drawdown      {self.max_drawdown:.2%}",
-            f"  orders submitted  {self.orders_submitted}",
-            f"  open positions    {self.open_positions} ({self.protected_positions} protected)"
-            if self.open_positions is not None else "  open positions    unknown (broker unreachable at shutdown)",
-            f"  trading state     {self.state}",
-            "=" * 60,
-        ]
-        return "\n".join(lines)
 
 
 class TradingSystem:
@@ -221,7 +150,6 @@ class TradingSystem:
         self._failures_in_a_row = 0
         self._faulty_cycles_in_a_row = 0
         self._cycles_since_reconcile = 0
-        self._unprotected_last_cycle: set[str] = set()
         self._pending_alerts: list[tuple[AlertLevel, str, str, str]] = []
         if getattr(broker, "on_item_dropped", False) is None:
             broker.on_item_dropped = self._alert_dropped_item
@@ -238,6 +166,7 @@ class TradingSystem:
         self.opportunities = OpportunityBook(settings, clock)
         self.timeframe_bars = TimeframeBars(settings)
         self.alert_rules = AlertRules(alerter, settings, clock, journal)
+        self.recorder = CycleRecorder(self)  # step 7 and the shutdown record
 
     @property
     def stream_status(self) -> str:
@@ -1178,67 +1107,13 @@ class TradingSystem:
     # -- step 7 -----------------------------------------------------------------------------
 
     def _snapshot_data(self, snapshot: AccountSnapshot, phase: str, now: datetime) -> dict[str, Any]:
-        """What ``python main.py status`` shows of a broker snapshot (JSON-friendly)."""
-        account = snapshot.account
-        baseline = self.safety.session_start_equity
-        return {
-            "at": now.isoformat(), "phase": phase, "equity": str(account.equity),
-            "day_pnl": str(account.equity - baseline) if baseline is not None else None,
-            "positions": len(snapshot.positions), "open_orders": len(snapshot.open_orders),
-            "state": self.safety.state.value,
-            "position_details": [
-                {"symbol": p.symbol, "qty": str(p.qty),
-                 "unrealized_pl": str(p.unrealized_pl) if p.unrealized_pl is not None else None,
-                 "stop": str(snapshot.portfolio.positions[p.symbol].stop_price)
-                 if p.symbol in snapshot.portfolio.positions else None,
-                 "protected": protected_quantity(p, snapshot.open_orders) >= abs(p.qty)}
-                for p in snapshot.positions
-            ],
-            "order_details": [
-                {"symbol": o.symbol, "side": o.side, "type": o.type, "qty": str(o.qty), "status": o.status,
-                 "client_order_id": o.client_order_id}
-                for o in flatten_orders(snapshot.open_orders) if o.is_open
-            ],
-        }
+        """What ``python main.py status`` shows of a broker snapshot (:mod:`engine.cycle_record`)."""
+        return self.recorder.snapshot_data(snapshot, phase, now)
 
     def record_cycle(self, snapshot: AccountSnapshot, status: MarketStatus, started: float,
                      cpu_started: float, requests_before: int, symbols: int) -> None:
-        account = snapshot.account
-        now = self.clock.now()
-        if snapshot.rejected:  # never journal (or summarise) an equity nobody confirmed
-            log.info("cycle_complete", market_time=now.isoformat(),
-                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                     cpu_ms=round((time.process_time() - cpu_started) * 1000, 2), symbols=symbols,
-                     requests=getattr(self.broker, "request_count", 0) - requests_before, phase=status.phase,
-                     equity=None, account_rejected=True, positions=len(snapshot.positions),
-                     open_orders=len(snapshot.open_orders), state=self.safety.state.value)
-            return
-        positions_value = sum((p.market_value or ZERO for p in snapshot.positions), ZERO)
-        self.journal.record_equity(now, account.equity, account.cash, positions_value)
-        if self._peak_equity:
-            drawdown = float((self._peak_equity - account.equity) / self._peak_equity)
-            self.summary.max_drawdown = max(self.summary.max_drawdown, drawdown)
-        self.summary.end_equity = account.equity
-        requests = getattr(self.broker, "request_count", 0) - requests_before
-        data = self._snapshot_data(snapshot, status.phase, now)
-        self.remember_last_cycle(now, data)
-        # positions without a working stop for their full quantity, as seen this cycle
-        unprotected = [d["symbol"] for d in data["position_details"] if not d["protected"]]
-        still = sorted(set(unprotected) & self._unprotected_last_cycle)
-        self._unprotected_last_cycle = set(unprotected)
-        if still:
-            log.error("position_still_unprotected", symbols=still)
-            self._pending_alerts.append((AlertLevel.CRITICAL, "Position unprotected for more than one cycle",
-                                         ", ".join(still), "still_unprotected"))
-        if status.session is not None:
-            self._store_state("pdt_status", _jsonable(self.pdt.status(
-                status.session, AccountView.from_account(account))))
-        log.info("cycle_complete", market_time=now.isoformat(),
-                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                 cpu_ms=round((time.process_time() - cpu_started) * 1000, 2), symbols=symbols,
-                 requests=requests, phase=status.phase, equity=str(account.equity),
-                 positions=len(snapshot.positions), open_orders=len(snapshot.open_orders),
-                 unprotected=unprotected, state=self.safety.state.value)
+        """Journal equity and one ``cycle_complete`` line (:class:`engine.cycle_record.CycleRecorder`)."""
+        self.recorder.record_cycle(snapshot, status, started, cpu_started, requests_before, symbols)
 
     def remember_last_cycle(self, at: datetime, data: dict[str, Any]) -> None:
         """The latest cycle, for ``python main.py status`` (journaled every cycle)."""
@@ -1258,30 +1133,7 @@ class TradingSystem:
         """
         bound = (self.SHUTDOWN_BROKER_SECONDS if self.stop_event.is_set()
                  else self.SHUTDOWN_BROKER_SECONDS_UNHURRIED)
-        try:
-            async with asyncio.timeout(bound):
-                positions = await self.broker.list_positions()
-                orders = await self.broker.list_orders(status="open", nested=True, limit=500)
-                account = await self.broker.get_account()
-            if not self.account_sanity.problems(account, positions):  # a bogus last word is no result
-                self.summary.end_equity = account.equity
-            self.summary.open_positions = len(positions)
-            self.summary.protected_positions = 0
-            for p in positions:
-                covered = protected_quantity(p, orders)
-                if covered >= abs(p.qty):
-                    self.summary.protected_positions += 1
-                log.info("open_position", symbol=p.symbol, qty=str(p.qty), protected_qty=str(covered),
-                         unrealized_pl=str(p.unrealized_pl) if p.unrealized_pl is not None else None)
-        except TimeoutError:
-            log.warning("shutdown_broker_unavailable", error=f"no answer within {bound:g}s")
-        except (BrokerError, asyncio.CancelledError) as exc:
-            log.warning("shutdown_broker_unavailable", error=str(exc))
-        self._persist_safety()
-        if hasattr(self.alerter, "drain"):  # queued alerts get a bounded flush, never more
-            await self.alerter.drain(ALERT_FLUSH_SECONDS)
-        self.summary.state = self.safety.state.value
-        log.info("system_shutdown", run_id=self.run_id, **self.summary.to_dict())
+        await self.recorder.shutdown(bound)
 
 
 def _reject_on_arithmetic(symbol: str, where: str, exc: ArithmeticError) -> None:
@@ -1319,20 +1171,7 @@ def _intent_payload(intent: TradeIntent) -> dict[str, Any]:
     }
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (Decimal, date, datetime)):
-        return str(value) if isinstance(value, Decimal) else value.isoformat()
-    return value
-
-
 RECONCILE_EVERY_CYCLES = 30
-#: Wall seconds the shutdown gives queued alert deliveries before abandoning them.
-# Within main.SignalStop's grace period (3 s), so that a stop on SIGTERM flushes, then ends.
-ALERT_FLUSH_SECONDS = 2.0
 MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
 
 
