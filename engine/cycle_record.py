@@ -177,7 +177,7 @@ class CycleRecorder:
             system._pending_alerts.append((AlertLevel.CRITICAL, "Position unprotected for more than one cycle",
                                            ", ".join(still), "still_unprotected"))
         if status.session is not None:
-            system._store_state("pdt_status", _jsonable(system.pdt.status(
+            system.safety_step.store_state("pdt_status", _jsonable(system.pdt.status(
                 status.session, AccountView.from_account(account))))
         log.info("cycle_complete", market_time=now.isoformat(),
                  duration_ms=round((time.perf_counter() - started) * 1000, 2),

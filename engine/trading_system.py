@@ -41,7 +41,7 @@ import numpy as np
 import structlog
 
 import strategies as strategy_registry
-from engine.account_sanity import AccountSanity, reading_of
+from engine.account_sanity import AccountSanity
 from ai_analyzer import AIAnalyzer, TradeIntent
 from alerter import Alerter, AlertLevel
 from core.clock import Clock, pause_clock, sleep_or_stop, to_exchange_time
@@ -49,9 +49,7 @@ from core.errors import (
     AuthenticationFailed,
     BrokerError,
     ConfigError,
-    MalformedResponse,
     OperationalError,
-    PatternDayTraderRejected,
     TemporaryError,
 )
 from gap_risk_manager import GapRiskManager
@@ -59,13 +57,13 @@ from journal.journal import Journal
 from market.market_data import BarSeries, MarketData, price_problem
 from market_status_manager import MarketStatus, MarketStatusManager
 from broker.models import Account, DroppedItem, Order, Position, Snapshot
-from order_executor import OrderExecutor, flatten_orders
+from order_executor import OrderExecutor
 from pdt_manager import AccountView, OrderCheck, PDTManager
 from engine.protections import ProtectionManager
 from ai.sentiment import NewsSentiment
-from engine.portfolio import PendingEntry, PortfolioState, PositionView, TradingState
+from engine.portfolio import PendingEntry, TradingState
 from risk_manager import RiskManager
-from analytics.trade_ledger import FillRecord, TradeLedger
+from analytics.trade_ledger import TradeLedger
 from engine.reconcile import Reconciler
 from engine.stream_feed import TradeEventFeed
 from engine.market_step import DATA_REJECTION_ALERT_CYCLES as DATA_REJECTION_ALERT_CYCLES  # re-exported
@@ -79,6 +77,8 @@ from engine.timeframe_bars import TimeframeBars
 from engine.alert_rules import AlertRules
 from engine.cycle_record import AccountSnapshot as AccountSnapshot  # re-exported
 from engine.cycle_record import CycleRecorder, RunSummary
+from engine.safety_step import SafetyStep
+from engine.account_step import AccountStep
 
 log = structlog.get_logger(__name__)
 
@@ -157,7 +157,6 @@ class TradingSystem:
         self._defensive = False
         self._gap_defensive: dict[str, Any] = journal.get_state("defensive") or {}
         self._last_equity: Decimal | None = None
-        self._stored_states: dict[str, dict[str, Any]] = {}
         # Safety never waits on messaging: alerts are delivered beside the loop, not in it.
         if hasattr(alerter, "deliver_in_background"):
             alerter.deliver_in_background()
@@ -166,6 +165,8 @@ class TradingSystem:
         self.opportunities = OpportunityBook(settings, clock)
         self.timeframe_bars = TimeframeBars(settings)
         self.alert_rules = AlertRules(alerter, settings, clock, journal)
+        self.account_step = AccountStep(self)  # step 2: the account reading, the session baseline
+        self.safety_step = SafetyStep(self)  # step 3: operator commands, breaker, emergency exits
         self.recorder = CycleRecorder(self)  # step 7 and the shutdown record
 
     @property
@@ -443,163 +444,15 @@ class TradingSystem:
         return status
 
     async def start_session(self, session: date) -> None:
-        try:
-            account = await self.broker.get_account()
-        except TemporaryError as exc:
-            log.warning("session_start_deferred", error=str(exc))
-            return
-        baseline = await self._session_baseline(account)
-        if baseline is None:
-            return
-        try:
-            transitions = self.safety.new_session(session, baseline, at=self.clock.now())
-        except ValueError as exc:
-            # bad start-up configuration (a state database of another run), not a broker answer
-            raise ConfigError([
-                f"the state database belongs to another timeline ({exc}); use a fresh --state-db"]) from exc
-        self.pdt.new_session(session)
-        # Restored from the journal, so a restart cannot re-enter (and reuse an intent id).
-        self._entered_this_session = self.journal.symbols_with_intents(session)
-        if hasattr(self.broker, "reset_session_blocks"):
-            self.broker.reset_session_blocks()
-        self._persist_safety()
-        await self._announce(transitions)
-
-    async def _session_baseline(self, account: Account) -> Decimal | None:
-        """The session's starting equity (yesterday's close, else today's equity), believed.
-
-        A baseline that is not positive, or more than a factor 2 away from the last accepted
-        equity, is read again; one that the re-read does not repeat defers the session start
-        (retried next iteration) rather than arm the breaker on a bogus number.
-        """
-        def pick(a: Account) -> Decimal | None:
-            for value in (a.last_equity, a.equity):
-                if value is not None and value.is_finite() and value > 0:
-                    return value
-            return None
-
-        def plausible(value: Decimal | None) -> bool:
-            last = self.account_sanity.last
-            if value is None:
-                return False
-            return last is None or last.equity <= 0 or last.equity / 2 <= value <= last.equity * 2
-
-        first = pick(account)
-        if plausible(first):
-            return first
-        second = pick(await self.broker.get_account())
-        tol = self.account_sanity.tolerance(first or ZERO, second or ZERO)
-        if plausible(second) or (first is not None and second is not None and abs(first - second) <= tol):
-            log.warning("account_reading_confirmed", step="session_start", baseline=str(second))
-            return second
-        log.error("account_reading_rejected", step="session_start", outcome="session start deferred",
-                  last_equity=str(account.last_equity), equity=str(account.equity),
-                  reread_baseline=str(second) if second is not None else None)
-        return None
+        """A new session's baseline, believed (:meth:`engine.account_step.AccountStep.start_session`)."""
+        await self.account_step.start_session(session)
 
     # -- step 2 -----------------------------------------------------------------------------
 
     async def refresh_account(self) -> AccountSnapshot:
-        """Account, positions, open orders and new fills, checked for sense before use.
-
-        An implausible reading (:mod:`engine.account_sanity`) is read again at once; the loop acts on
-        the re-read when it is plausible or says the same (confirmed), and otherwise on
-        nothing: the snapshot comes back ``rejected``.
-        """
-        try:
-            account, positions, open_orders = await self._read_account()
-        except MalformedResponse as exc:  # e.g. equity "NaN": a reading that does not even parse
-            log.error("account_reading_rejected", problems=[str(exc)], outcome="unreadable, read again")
-            await self.alerter.send(AlertLevel.WARNING, "Implausible account reading ignored",
-                                    f"The broker's account reading did not parse: {exc}. Read again.",
-                                    key="account_reading_rejected")
-            account, positions, open_orders = await self._read_account()  # twice: the cycle fails
-        problems = self.account_sanity.problems(account, positions)
-        rejected = False
-        if problems:
-            account, positions, open_orders, rejected = await self._reread_account(
-                account, positions, problems)
-        if not rejected:
-            self.account_sanity.accept(account, positions)
-        return AccountSnapshot(account, positions, open_orders,
-                               self._portfolio(account, positions, open_orders, track=not rejected),
-                               rejected=rejected)
-
-    async def _read_account(self) -> tuple[Account, list[Position], list[Order]]:
-        if await self.trade_events.ready_for_cycle():  # kept from trade_updates: no polling
-            return await self.trade_events.read_account()
-        account = await self.broker.get_account()
-        positions = await self.broker.list_positions()
-        open_orders = await self.broker.list_orders(status="open", nested=True, limit=500)
-        await self.record_fills()
-        return account, positions, open_orders
-
-    async def _reread_account(self, account: Account, positions: list[Position], problems: list[str],
-                              ) -> tuple[Account, list[Position], list[Order], bool]:
-        """Read again after an implausible reading; True in the result means: still not believed."""
-        first = reading_of(account, positions)
-        account2, positions2, orders2 = await self._read_account()
-        second = reading_of(account2, positions2)
-        again = self.account_sanity.problems(account2, positions2)
-        if again and self.account_sanity.confirms(first, second):
-            log.warning("account_reading_confirmed", problems=again, first=first.to_log(), reread=second.to_log())
-            return account2, positions2, orders2, False
-        outcome = "re-read plausible, used instead" if not again else "re-read disagrees, nothing acted on"
-        log.error("account_reading_rejected", problems=problems, outcome=outcome, rejected=first.to_log(),
-                  reread=second.to_log(), reread_problems=again)
-        await self.alerter.send(
-            AlertLevel.WARNING if not again else AlertLevel.CRITICAL, "Implausible account reading ignored",
-            f"The broker reported equity {first.equity} (cash {first.cash}, positions {first.positions_value}): "
-            + "; ".join(problems) + f". Re-read: equity {second.equity}; {outcome}.",
-            key="account_reading_rejected", fields={"rejected": first.to_log(), "reread": second.to_log()})
-        return account2, positions2, orders2, bool(again)
-
-    def _portfolio(self, account: Account, positions: Sequence[Position], open_orders: Sequence[Order], *,
-                   track: bool = True) -> PortfolioState:
-        equity = account.equity
-        if track:  # only believed readings move the equity the loop remembers
-            self._last_equity = equity
-            self._peak_equity = equity if self._peak_equity is None else max(self._peak_equity, equity)
-        views: dict[str, PositionView] = {}
-        for p in positions:
-            price = p.current_price or p.avg_entry_price
-            stops = [o.stop_price for o in flatten_orders(open_orders)
-                     if o.symbol == p.symbol and o.stop_price is not None and o.is_open and o.status != "held"]
-            views[p.symbol] = PositionView(
-                symbol=p.symbol, qty=p.qty, avg_entry_price=p.avg_entry_price, market_price=price,
-                market_value=p.market_value if p.market_value is not None else p.qty * price,
-                unrealized_pl=p.unrealized_pl if p.unrealized_pl is not None else (price - p.avg_entry_price) * p.qty,
-                stop_price=max(stops) if stops and p.qty > 0 else (min(stops) if stops else None),
-            )
-        pending = tuple(
-            PendingEntry(symbol=o.symbol, qty=(o.qty or ZERO) - o.filled_qty,
-                         price=self._expected_price(o, views),
-                         stop_price=_leg_stop(o))
-            for o in open_orders
-            if o.order_class == "bracket" and o.side == "buy" and o.is_open and o.status != "held"
-            and (o.qty or ZERO) > o.filled_qty
-        )
-        start = self.safety.session_start_equity or account.last_equity or equity
-        return PortfolioState(
-            equity=equity, cash=account.cash, buying_power=account.buying_power,
-            last_equity=account.last_equity or equity, session_start_equity=start,
-            day_high_equity=self.safety.day_high_equity or equity, positions=views,
-            trading_state=self.safety.state, now=self.clock.now(),
-            open_order_symbols=frozenset(o.symbol for o in open_orders if o.is_open),
-            pending_entries=pending,
-        )
-
-    def _expected_price(self, order: Order, views: dict[str, PositionView]) -> Decimal:
-        """What a working entry is expected to cost per share (never a placeholder)."""
-        if order.limit_price is not None:
-            return order.limit_price
-        tracked = self.executor.tracked.get(order.client_order_id)
-        if tracked is not None and tracked.expected_price:
-            return tracked.expected_price
-        if order.symbol in views:
-            return views[order.symbol].market_price
-        stop = _leg_stop(order)
-        return stop if stop is not None else Decimal(1)
+        """Account, positions, open orders and new fills, checked for sense before use
+        (:meth:`engine.account_step.AccountStep.refresh_account`; ``rejected`` when not believed)."""
+        return await self.account_step.refresh_account()
 
     async def record_fills(self) -> None:
         """Fills since the last cycle: journal (dedup by execution id), ledger, day trades."""
@@ -632,171 +485,23 @@ class TradingSystem:
     # -- step 3 -----------------------------------------------------------------------------
 
     async def apply_operator_commands(self) -> None:
-        """``python main.py halt`` / ``rearm`` append ``operator_command`` events to the journal
-        (append-only, so the CLI and the daemon never overwrite each other); apply new ones in
-        the order they were queued (the journal's sequence, not anybody's clock).
-
-        A ``rearm`` queued before the current latch was set (before the halt, or before the
-        breaker tripped) is stale: it was not a decision about this latch, so it is ignored
-        (``operator_rearm_stale``) and never cancels a later halt.
-        """
-        pending = self.journal.operator_commands(pending=True)
-        if not pending:
-            return
-        now = self.clock.now()
-        for command in pending:
-            kind, reason, seq = command.get("kind"), command.get("reason", ""), int(command.get("seq", 0))
-            applied = {"reason": reason, "id": command.get("id"), "seq": seq, "requested_at": command.get("at")}
-            if kind == "halt":
-                transitions = self.safety.halt(reason, now)
-                self._raise_latch_horizon(seq)
-            elif kind == "rearm":
-                horizon = self._latch_horizon()
-                if self.safety.latched and horizon is not None and seq <= horizon:
-                    log.warning("operator_rearm_stale", reason=reason, seq=seq, latch_seq=horizon,
-                                latch_reason=self.safety.latch_reason,
-                                detail="queued before the current latch was set; ignored")
-                    self.journal.log_event("rearm_ignored", {**applied, "latch_seq": horizon,
-                                                             "why": "queued before the latch"}, now)
-                    self.journal.mark_operator_command_applied(str(command.get("id")))
-                    continue
-                account = await self.broker.get_account()
-                # A non-positive reading is no baseline: rebase on the next believed cycle.
-                equity = account.equity if account.equity > 0 else None
-                transitions = self.safety.rearm(reason, now, equity=equity)
-            else:
-                log.warning("operator_command_unknown", command=command)
-                if command.get("id"):
-                    self.journal.mark_operator_command_applied(str(command["id"]))
-                continue
-            self.journal.log_event(f"{kind}_applied", applied, now)
-            self.journal.mark_operator_command_applied(str(command.get("id")))
-            self._persist_safety()
-            await self._announce(transitions)
-
-    def _latch_identity(self) -> str | None:
-        """Which latch is set now (kind and time), or None when unlatched."""
-        if not self.safety.latched:
-            return None
-        at = self.safety.tripped_at
-        return f"{self.safety.latch_kind}@{at.isoformat() if at else '?'}"
-
-    def _latch_horizon(self) -> int | None:
-        """The newest operator command queued before the current latch (None: unknown)."""
-        saved = self.journal.get_state("latch_horizon") or {}
-        identity = self._latch_identity()
-        if identity is None or saved.get("latch") != identity:
-            return None
-        return int(saved.get("seq", 0))
-
-    def _raise_latch_horizon(self, seq: int) -> None:
-        """Commands up to ``seq`` predate the current latch (a halt at ``seq``, or a halt at
-        ``seq`` that found the machine already latched)."""
-        identity = self._latch_identity()
-        if identity is None:
-            return
-        horizon = self._latch_horizon()
-        if horizon is None or seq > horizon:
-            self.journal.set_state("latch_horizon", {"latch": identity, "seq": seq})
-
-    def _note_latch_horizon(self) -> None:
-        """A latch set by the loop itself (circuit breaker): every operator command queued so
-        far predates it. Called whenever the safety state is persisted."""
-        if self.safety.latched and self._latch_horizon() is None:
-            self._raise_latch_horizon(self.journal.last_operator_seq())
+        """``halt`` / ``rearm`` queued in the journal, in order (:mod:`engine.safety_step`)."""
+        await self.safety_step.apply_operator_commands()
 
     async def enforce_safety(self, snapshot: AccountSnapshot, status: MarketStatus) -> AccountSnapshot:
-        """Breaker, drawdown, emergency exits and protection, every cycle, before anything else.
-
-        A rejected (unconfirmed) account reading trips nothing and exits nothing; a liquidation
-        decided earlier on a confirmed reading (or by the operator) carries on.
-        """
-        if snapshot.rejected:
-            if self.safety.state is TradingState.LIQUIDATING:
-                await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
-            return snapshot
-        transitions = self.safety.on_cycle(snapshot.portfolio)
-        self._persist_safety()
-        self._record_transitions(transitions)
-        if self.safety.state is TradingState.LIQUIDATING:
-            # The liquidation orders go out first; the alert saying so follows them (also
-            # when the broker fails half-way).
-            try:
-                reports = await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
-            finally:
-                await self._alert_transitions(transitions)
-            await self.alert_rules.emergency_outcomes(reports)
-            snapshot = await self.refresh_account()
-            transitions = self.safety.on_cycle(snapshot.portfolio)
-            self._persist_safety()
-            await self._announce(transitions)
-            return snapshot
-        await self._alert_transitions(transitions)
-        exits = self.risk.check_positions(snapshot.portfolio)
-        for exit_order in exits:
-            pdt = None
-            if status.session is not None and exit_order.qty > 0:
-                position = next((p for p in snapshot.positions if p.symbol == exit_order.symbol), None)
-                price = (position.current_price or position.avg_entry_price) if position else Decimal(1)
-                pdt = self.pdt.check_order(
-                    OrderCheck(symbol=exit_order.symbol, side=exit_order.side, qty=abs(exit_order.qty),
-                               price=price, is_closing=True,
-                               opens_today=self._opened_in(exit_order.symbol, status.session), is_risk_exit=True),
-                    AccountView.from_account(snapshot.account), status.session)
-            log.warning("emergency_exit_threshold", symbol=exit_order.symbol, reason=exit_order.reason,
-                        loss_fraction=str(exit_order.loss_fraction))
-            report = await self.executor.emergency_exit(exit_order.symbol, exit_order.reason, phase=status.phase,
-                                                        known_qty=exit_order.qty)
-            if pdt is not None and pdt.warn_flag:  # after the exit went out, never before it
-                await self.alerter.send(AlertLevel.CRITICAL, f"Risk exit of {exit_order.symbol}: {pdt.warn_flag}",
-                                        pdt.reason, key=f"pdt_flag:{exit_order.symbol}")
-            await self.alert_rules.emergency_outcome(report)
-        if exits:
-            snapshot = await self.refresh_account()
-        if self.safety.state is not TradingState.HALTED:
-            await self.executor.protect_positions(snapshot.positions, snapshot.open_orders)
-        return snapshot
+        """Breaker, drawdown, emergency exits and protection, every cycle, before anything else
+        (:meth:`engine.safety_step.SafetyStep.enforce_safety`)."""
+        return await self.safety_step.enforce_safety(snapshot, status)
 
     async def _announce(self, transitions: Sequence[Transition]) -> None:
-        self._record_transitions(transitions)
-        await self._alert_transitions(transitions)
-
-    def _record_transitions(self, transitions: Sequence[Transition]) -> None:
-        """Journal each state change (before anything is done about it)."""
-        for t in transitions:
-            self.journal.log_event("trading_state_changed", t.to_dict(), self.clock.now())
-        self.summary.state = self.safety.state.value
-
-    async def _alert_transitions(self, transitions: Sequence[Transition]) -> None:
-        for t in transitions:
-            data = t.to_dict()
-            level = AlertLevel.WARNING
-            title = f"Trading state {data.get('from')} -> {data.get('to')}"
-            if data.get("to") == TradingState.LIQUIDATING.value:
-                level = AlertLevel.EMERGENCY
-                if self.safety.latch_kind == "circuit_breaker":
-                    title = "CIRCUIT BREAKER TRIPPED: liquidating"
-                elif self.safety.latch_kind == "max_drawdown":
-                    title = "MAXIMUM DRAWDOWN STOP: liquidating"
-            await self.alerter.send(level, title, data.get("reason", ""), key=f"state:{data.get('to')}", fields=data)
-        self.summary.state = self.safety.state.value
+        await self.safety_step.announce(transitions)
 
     def _persist_safety(self) -> None:
-        self._store_state("safety", self.safety.to_dict())
-        self._note_latch_horizon()
-
-    def _store_state(self, key: str, value: dict[str, Any]) -> None:
-        """``journal.set_state``, skipped when this loop last stored exactly this value there
-        (only the loop writes these keys; most cycles change neither)."""
-        if self._stored_states.get(key) != value:
-            self.journal.set_state(key, value)
-            self._stored_states[key] = value
+        self.safety_step.persist()
 
     async def on_broker_unavailable(self, exc: TemporaryError, status: MarketStatus) -> None:
         """Disconnect policy: protection orders live at the broker; alert during the session."""
-        log.warning("broker_unavailable", error=str(exc), phase=status.phase)
-        if status.is_regular or status.is_extended:  # alerted once it lasts alerts.unreachable_alert_seconds
-            await self.alert_rules.connection_lost("broker", str(exc))
+        await self.safety_step.on_broker_unavailable(exc, status)
 
     # -- step 4 -----------------------------------------------------------------------------
 
@@ -1141,13 +846,6 @@ def _reject_on_arithmetic(symbol: str, where: str, exc: ArithmeticError) -> None
     rejects that symbol's data for the cycle (``market_data_rejected``); the loop goes on."""
     log.warning("market_data_rejected", symbol=symbol, reason=f"{where}: {type(exc).__name__}: {exc}",
                 source="evaluation")
-
-
-def _leg_stop(order: Order) -> Decimal | None:
-    for leg in order.legs or []:
-        if leg.stop_price is not None:
-            return leg.stop_price
-    return None
 
 
 def _last_price(snap: Snapshot) -> float | None:
