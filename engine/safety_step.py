@@ -20,6 +20,7 @@ import structlog
 from alerter import AlertLevel
 from core.errors import TemporaryError
 from engine.cycle_record import AccountSnapshot
+from engine.exits import opened_in
 from engine.portfolio import TradingState
 from engine.trading_state import Transition
 from market_status_manager import MarketStatus
@@ -161,7 +162,7 @@ class SafetyStep:
             pdt = system.pdt.check_order(
                 OrderCheck(symbol=exit_order.symbol, side=exit_order.side, qty=abs(exit_order.qty),
                            price=price, is_closing=True,
-                           opens_today=system._opened_in(exit_order.symbol, status.session), is_risk_exit=True),
+                           opens_today=opened_in(system.ledger, exit_order.symbol, status.session), is_risk_exit=True),
                 AccountView.from_account(snapshot.account), status.session)
         log.warning("emergency_exit_threshold", symbol=exit_order.symbol, reason=exit_order.reason,
                     loss_fraction=str(exit_order.loss_fraction))

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import AbstractSet, Any, Sequence
@@ -42,26 +41,25 @@ import structlog
 
 import strategies as strategy_registry
 from engine.account_sanity import AccountSanity
-from ai_analyzer import AIAnalyzer, TradeIntent
+from ai_analyzer import AIAnalyzer
 from alerter import Alerter, AlertLevel
-from core.clock import Clock, pause_clock, sleep_or_stop, to_exchange_time
+from core.clock import Clock
 from core.errors import (
     AuthenticationFailed,
     BrokerError,
     ConfigError,
-    OperationalError,
     TemporaryError,
 )
 from gap_risk_manager import GapRiskManager
 from journal.journal import Journal
-from market.market_data import BarSeries, MarketData, price_problem
+from market.market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus, MarketStatusManager
 from broker.models import Account, DroppedItem, Order, Position, Snapshot
 from order_executor import OrderExecutor
-from pdt_manager import AccountView, OrderCheck, PDTManager
+from pdt_manager import PDTManager
 from engine.protections import ProtectionManager
 from ai.sentiment import NewsSentiment
-from engine.portfolio import PendingEntry, TradingState
+from engine.portfolio import TradingState
 from risk_manager import RiskManager
 from analytics.trade_ledger import TradeLedger
 from engine.reconcile import Reconciler
@@ -78,7 +76,12 @@ from engine.alert_rules import AlertRules
 from engine.cycle_record import AccountSnapshot as AccountSnapshot  # re-exported
 from engine.cycle_record import CycleRecorder, RunSummary
 from engine.safety_step import SafetyStep
+from engine.fault_policy import FaultPolicy
+from engine.startup_step import StartupStep
 from engine.account_step import AccountStep
+from engine.gap_step import GapStep
+from engine.entries import EntryStep
+from engine.exits import ExitStep
 
 log = structlog.get_logger(__name__)
 
@@ -165,7 +168,12 @@ class TradingSystem:
         self.opportunities = OpportunityBook(settings, clock)
         self.timeframe_bars = TimeframeBars(settings)
         self.alert_rules = AlertRules(alerter, settings, clock, journal)
+        self.faults = FaultPolicy(self)  # failed steps: skip, alert, back off, REDUCING after a run
+        self.startup_step = StartupStep(self)  # reconcile and protect before the first cycle
         self.account_step = AccountStep(self)  # step 2: the account reading, the session baseline
+        self.gap_step = GapStep(self)  # step 4: gap risk pre-market and at the open
+        self.exits = ExitStep(self)  # step 6: strategy exits
+        self.entries = EntryStep(self)  # step 6: entries
         self.safety_step = SafetyStep(self)  # step 3: operator commands, breaker, emergency exits
         self.recorder = CycleRecorder(self)  # step 7 and the shutdown record
 
@@ -200,7 +208,7 @@ class TradingSystem:
                 if self._sessions_done() or self.fatal_error is not None:
                     break
                 if status is not None:
-                    await self._sleep_until_next_cycle(status, backoff=self._faulty_cycles_in_a_row > 0)
+                    await self.faults.sleep_until_next_cycle(status, backoff=self._faulty_cycles_in_a_row > 0)
         finally:
             await self.trade_events.stop()
             await self.shutdown()
@@ -226,15 +234,15 @@ class TradingSystem:
             log.warning("broker_unavailable", error=str(exc), step="market_status")
             if self.trader_alerts and self._last_phase in ("pre", "regular", "post"):
                 await self.alert_rules.connection_lost("broker", str(exc))
-            await self._pause(self._failure_backoff())
+            await self.faults.pause(self.faults.failure_backoff())
             return None
         except BrokerError as exc:  # operational, unclassified, or any answer nobody expected here
             if not self._started and isinstance(exc, AuthenticationFailed):
                 # the keys are refused before the first cycle: configuration, not trading
-                await self._stop_on_operational_error(exc)
+                await self.faults.stop_on_operational_error(exc)
                 return None
-            await self._on_operational_error(exc, step="startup" if not self._started else "market_status")
-            await self._pause(self._failure_backoff())
+            await self.faults.on_operational_error(exc, step="startup" if not self._started else "market_status")
+            await self.faults.pause(self.faults.failure_backoff())
             return None
         except Exception as exc:  # a bug or bad data must not end the safety loop either
             if isinstance(exc, ConfigError) and self.summary.cycles == 0:
@@ -245,8 +253,8 @@ class TradingSystem:
                           in_a_row=self._faulty_cycles_in_a_row)
             await self.alerter.send(AlertLevel.CRITICAL, "Trading step failed", f"{step}: {exc!r}",
                                     key="cycle_failed")
-            await self._reduce_after_faults(repr(exc))
-            await self._pause(self._failure_backoff())
+            await self.faults.reduce_after_faults(repr(exc))
+            await self.faults.pause(self.faults.failure_backoff())
             return None
         if self._sessions_done():
             return None
@@ -269,110 +277,13 @@ class TradingSystem:
     #: trading state to REDUCING. The daemon itself never stops for them.
     FAULTY_CYCLES_BEFORE_REDUCING = 3
 
-    async def _stop_on_operational_error(self, exc: OperationalError) -> None:
-        """Only for the keys refused at start-up: a configuration error, before any trading."""
-        log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status,
-                     message=exc.message, step="startup", fatal=True)
-        await self.alerter.send(AlertLevel.EMERGENCY, "Trading not started: the broker refuses the keys",
-                                str(exc), key="operational_error")
-        self.fatal_error = str(exc)
-        self.stop_event.set()
-
-    async def _on_operational_error(self, exc: BrokerError, *, step: str) -> None:
-        """Skip what failed, keep the raw answer in the log, alert, and count the run."""
-        self._faulty_cycles_in_a_row += 1
-        log.error("operational_error", step=step, error_type=type(exc).__name__,
-                  category=exc.category.value, status=exc.status, code=exc.code,
-                  message=exc.message, request_id=exc.request_id, body=exc.body,
-                  in_a_row=self._faulty_cycles_in_a_row)
-        await self.alerter.send(AlertLevel.CRITICAL, "Broker error: action skipped, trading continues",
-                                f"{exc} (step {step}, {self._faulty_cycles_in_a_row} in a row)",
-                                key="operational_error")
-        await self._reduce_after_faults(f"{type(exc).__name__}: {exc}")
-
-    async def _reduce_after_faults(self, last: str) -> None:
-        """A run of failed cycles: exits only (REDUCING) until a human has looked."""
-        if self._faulty_cycles_in_a_row < self.FAULTY_CYCLES_BEFORE_REDUCING:
-            return
-        transitions = self.safety.reduce(
-            f"{self._faulty_cycles_in_a_row} cycles in a row failed on broker errors nobody "
-            f"classified (last: {last}): exits only", self.clock.now())
-        if transitions:
-            self._persist_safety()
-            await self._announce(transitions)
-
-    def _failure_backoff(self) -> float:
-        return min(5.0 * 2 ** min(self._failures_in_a_row, 6), 300.0)
-
-    async def _pause(self, seconds: float) -> None:
-        """Back off after a broker failure: in wall time when the clock follows the broker
-        (waiting on it would ask the failing broker), and always waking on a stop."""
-        self._failures_in_a_row += 1
-        await sleep_or_stop(pause_clock(self.clock), seconds, self.stop_event)
-
     def _sessions_done(self) -> bool:
         return self.sim_days is not None and self.summary.sessions >= self.sim_days
 
-    async def _sleep_until_next_cycle(self, status: MarketStatus, *, backoff: bool = False) -> None:
-        """The next cycle at the interval (or the next market event); after failed cycles
-        (``backoff``) no sooner than the failure backoff."""
-        interval = float(self.settings.trading.cycle_interval_seconds)
-        until_event = (status.next_event - self.clock.now()).total_seconds()
-        delay = max(1.0, min(interval, until_event)) if until_event > 0 else interval
-        if backoff:
-            delay = max(delay, min(5.0 * 2 ** min(self._faulty_cycles_in_a_row - 1, 6), 300.0))
-        await sleep_or_stop(self.clock, delay, self.stop_event)
-
     async def startup(self) -> bool:
-        """Reconcile with the broker and protect what it holds before trading anything.
-
-        Returns False (and is retried by the loop) while the broker cannot be reached.
-        """
-        try:
-            await self.apply_operator_commands()
-            snapshot = await self.refresh_account()
-        except TemporaryError as exc:
-            log.warning("startup_broker_unavailable", error=str(exc))
-            await self._pause(self._failure_backoff())
-            return False
-        if snapshot.rejected:  # no believable account yet: nothing to start from
-            log.warning("startup_deferred", reason="account reading not confirmed")
-            await self._pause(self._failure_backoff())
-            return False
-        self.summary.start_equity = snapshot.account.equity
-        await self.reconcile(snapshot)
-        self.account_sanity.accept(snapshot.account, snapshot.positions)  # its fills were in that reading
-        self._peak_equity = snapshot.account.equity
-        unprotected = await self.executor.protect_positions(
-            snapshot.positions, snapshot.open_orders, startup=True)
-        if unprotected:
-            lines = [
-                f"{u['symbol']}: qty {u['qty']} (protected {u['protected_qty']}), "
-                f"P&L {u['unrealized_pl']}, value {u['market_value']}"
-                for u in unprotected
-            ]
-            await self.alerter.send(
-                AlertLevel.CRITICAL, "STARTUP ALERT: unprotected positions",
-                "Positions without a protective stop for their full quantity were found at start-up "
-                "and given one:\n" + "\n".join(lines),
-                key="startup_unprotected", fields={"positions": unprotected},
-            )
-        await self._remember_reconciled_state(snapshot, protected_now=bool(unprotected))
-        self._failures_in_a_row = 0
-        return True
-
-    async def _remember_reconciled_state(self, snapshot: AccountSnapshot, *, protected_now: bool) -> None:
-        """What ``status`` shows from now on: the broker's state as reconciled at start-up,
-        not the last cycle of the previous run (a restart at night would otherwise show
-        positions and orders the broker no longer has until the market opens)."""
-        if protected_now:  # start-up placed protective orders: show them
-            try:
-                snapshot = await self.refresh_account()
-            except TemporaryError as exc:
-                log.warning("startup_snapshot_stale", error=str(exc))
-        data = self._snapshot_data(snapshot, "startup", self.clock.now())
-        data["source"] = "startup_reconciliation"
-        self.remember_last_cycle(self.clock.now(), data)
+        """Reconcile with the broker and protect what it holds before trading anything
+        (:class:`engine.startup_step.StartupStep`); False, and retried, until it has worked."""
+        return await self.startup_step.startup()
 
     async def reconcile(self, snapshot: AccountSnapshot, *, full: bool = True) -> None:
         """Journal vs broker (see :meth:`Reconciler.reconcile`): the broker wins; adopt and
@@ -417,13 +328,13 @@ class TradingSystem:
             await self.on_broker_unavailable(exc, status)
         except BrokerError as exc:  # operational, unclassified, or an outcome/rejection nobody caught
             self._failures_in_a_row += 1
-            await self._on_operational_error(exc, step="cycle")
+            await self.faults.on_operational_error(exc, step="cycle")
         except Exception as exc:  # a bug or bad data must not kill the safety loop silently
             self._failures_in_a_row += 1
             self._faulty_cycles_in_a_row += 1
             log.exception("cycle_failed", error=repr(exc), failures_in_a_row=self._failures_in_a_row)
             await self.alerter.send(AlertLevel.CRITICAL, "Trading cycle failed", repr(exc), key="cycle_failed")
-            await self._reduce_after_faults(repr(exc))
+            await self.faults.reduce_after_faults(repr(exc))
 
     # -- step 1 -----------------------------------------------------------------------------
 
@@ -469,19 +380,6 @@ class TradingSystem:
         return self.reconciler.last_fill_at
 
 
-    def _opened_in(self, symbol: str, session: date | None) -> bool:
-        """Whether an open lot of ``symbol`` was bought in ``session`` (closing it = a day trade)."""
-        return session is not None and any(
-            to_exchange_time(lot.at).date() == session for lot in self.ledger.open_lots(symbol))
-
-    def _strategy_of_order(self, broker_order_id: str | None) -> str | None:
-        for tracked in self.executor.tracked.values():
-            if tracked.broker_order_id == broker_order_id:
-                return tracked.strategy
-        if broker_order_id and hasattr(self.journal, "strategy_for_order"):
-            return self.journal.strategy_for_order(broker_order_id)
-        return None
-
     # -- step 3 -----------------------------------------------------------------------------
 
     async def apply_operator_commands(self) -> None:
@@ -506,57 +404,11 @@ class TradingSystem:
     # -- step 4 -----------------------------------------------------------------------------
 
     async def monitor_gap_risk(self, snapshot: AccountSnapshot, status: MarketStatus) -> None:
-        if status.session is None or status.phase not in ("pre", "regular") or snapshot.rejected:
-            return
-        key = (status.session, status.phase)
-        if key in self._gap_assessed or not snapshot.positions:
-            return
-        symbols = [p.symbol for p in snapshot.positions]
-        quotes = await self.broker.get_latest_trades(symbols)
-        self._gap_assessed.add(key)
-        # A price far off the position's last close is a feed error, not a gap to act on.
-        references = {p.symbol: p.lastday_price or p.avg_entry_price for p in snapshot.positions}
-        prices: dict[str, Decimal] = {}
-        for symbol, trade in quotes.items():
-            if not getattr(trade, "p", None):
-                continue
-            reference = references.get(symbol)
-            problem = price_problem(trade.p, float(reference) if reference else None)
-            if problem is not None:
-                log.warning("market_data_rejected", symbol=symbol, reason=f"latest trade {problem}", source="gap_risk")
-                continue
-            prices[symbol] = Decimal(str(trade.p))
-        closing = self.journal.get_state("closing_snapshot")
-        if self.gap.close_date is None:
-            if not closing:
-                return
-            self.gap.load_close(closing)
-        held = {p.symbol: p.qty for p in snapshot.positions}
-        report = self.gap.assess(prices, held, status.phase, equity=snapshot.account.equity)
-        payload = report.to_dict()
-        log.info("gap_risk_assessed", **payload)
-        if report.alerts:
-            level = AlertLevel.CRITICAL if report.defensive_required else AlertLevel.WARNING
-            await self.alerter.send(level, f"Gap risk {report.level.value}",
-                                    "; ".join(str(a.to_dict()) for a in report.alerts),
-                                    key=f"gap:{status.session}:{status.phase}", fields=payload)
-        if report.defensive_required:
-            self._gap_defensive = {"active": True, "reason": f"gap risk {report.level.value}",
-                                   "session": status.session.isoformat()}
-            self.journal.set_state("defensive", self._gap_defensive)
+        """Pre-market and the open (:meth:`engine.gap_step.GapStep.monitor_gap_risk`)."""
+        await self.gap_step.monitor_gap_risk(snapshot, status)
 
     async def record_closing_snapshot(self) -> None:
-        try:
-            positions = await self.broker.list_positions()
-        except BrokerError as exc:  # any answer: the session still counts once
-            log.warning("closing_snapshot_failed", error=str(exc), error_type=type(exc).__name__)
-            return
-        closes = {p.symbol: p.current_price for p in positions if p.current_price is not None}
-        session = self.safety.session_date
-        if session is None:
-            return
-        snapshot = self.gap.record_close(session, closes, {p.symbol: p.qty for p in positions})
-        self.journal.set_state("closing_snapshot", snapshot)
+        await self.gap_step.record_closing_snapshot()
 
     # -- step 5 -----------------------------------------------------------------------------
 
@@ -659,155 +511,19 @@ class TradingSystem:
 
     async def exit_positions(self, data: dict[str, MarketData], snapshot: AccountSnapshot,
                              status: MarketStatus) -> None:
-        """Strategy exits for held positions (a ``sell`` signal, or the maximum holding time)."""
-        for position in snapshot.positions:
-            md = data.get(position.symbol)
-            if md is None or position.qty <= 0:
-                continue
-            reason = None
-            # A position answers to the strategy that opened it (and to the defensive one).
-            # Another strategy's sell only takes profit on a position held a while: mean
-            # reversion calling a fresh momentum entry "overbought" a minute after the buy would
-            # otherwise churn every trade. Positions of unknown origin listen to every strategy.
-            lots = self.ledger.open_lots(position.symbol)
-            owners = {lot.strategy for lot in lots} - {None}
-            held_for = self.clock.now() - min((lot.at for lot in lots), default=self.clock.now())
-            in_profit = (position.unrealized_pl or ZERO) > 0
-            for strategy in self.strategies:
-                foreign = bool(owners) and strategy.name not in owners and strategy.name != "defensive"
-                if foreign and not (in_profit and held_for >= MIN_HOLD_BEFORE_FOREIGN_EXIT):
-                    continue
-                try:
-                    signal = await strategy.evaluate_opportunity(position.symbol, md)
-                except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
-                    _reject_on_arithmetic(position.symbol, strategy.name, exc)
-                    break
-                if signal.action == "sell":
-                    self._log_signal(signal)
-                    reason = f"{signal.strategy}: {signal.reasoning}"
-                    break
-            held_days = self.ledger.holding_sessions(position.symbol, self.clock.now(), self.calendar)
-            max_hold = int(self.settings.mean_reversion.max_hold_days)
-            if reason is None and owners == {"mean_reversion"} and held_days is not None and held_days > max_hold:
-                reason = f"mean reversion held {held_days} sessions, more than the maximum of {max_hold}"
-            if reason is None:
-                continue
-            check = OrderCheck(symbol=position.symbol, side="sell", qty=abs(position.qty),
-                               price=Decimal(str(md.last_price)), is_closing=True,
-                               opens_today=self._opened_in(position.symbol, status.session),
-                               is_risk_exit=False)
-            decision = self.pdt.check_order(check, AccountView.from_account(snapshot.account), status.session)
-            if not decision.allowed:
-                log.info("exit_deferred", symbol=position.symbol, reason=decision.reason)
-                continue
-            log.info("strategy_exit", symbol=position.symbol, reason=reason)
-            # No re-entry in the session a position was exited: no churn between strategies.
-            self._entered_this_session.add(position.symbol)
-            await self.executor.emergency_exit(position.symbol, reason, phase=status.phase, kind="exit")
+        """Strategy exits for held positions (:class:`engine.exits.ExitStep`)."""
+        await self.exits.exit_positions(data, snapshot, status)
 
     async def enter_positions(self, data: dict[str, MarketData], snapshot: AccountSnapshot,
                               status: MarketStatus) -> None:
-        """Strategies -> AI analyzer -> ranked intents -> risk and PDT -> bracket orders."""
-        held = {p.symbol for p in snapshot.positions}
-        busy = held | {o.symbol for o in snapshot.open_orders if o.is_open} | self._entered_this_session
-        now = self.clock.now()
-        if self.protections.global_lock(now) is not None:
-            return
-        intents: list[TradeIntent] = []
-        volatility: dict[str, float | None] = {}
-        candidates = await self.entry_candidates(data, busy, now)
-        self.opportunities.start_cycle(status.session, (sig.symbol for sig, _ in candidates))
-        if candidates and self.news is not None:
-            await self.news.prefetch(sig.symbol for sig, _ in candidates)  # one request for all
-        for best, md in candidates:
-            try:
-                intent = await self.opportunities.intent_for(best, md, self.analyzer.analyze)
-            except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
-                _reject_on_arithmetic(best.symbol, "ai_analyzer", exc)
-                continue
-            if intent is not None:
-                intents.append(intent)
-                volatility[intent.symbol] = _daily_volatility(md.daily)
-        intents.sort(key=lambda i: i.confidence, reverse=True)
-        portfolio = snapshot.portfolio
-        account_view = AccountView.from_account(snapshot.account)
-        for intent in intents:
-            self.journal.record_intent(intent.intent_id, intent.symbol, intent.side, intent.strategy,
-                                       float(intent.confidence), _intent_payload(intent), intent.created_at)
-            log.info("trade_intent", intent_id=intent.intent_id, symbol=intent.symbol, side=intent.side,
-                     strategy=intent.strategy, confidence=round(float(intent.confidence), 4),
-                     entry_price=intent.entry_price, stop_price=intent.stop_price,
-                     target_price=intent.target_price, reasoning=intent.reasoning)
-            decision = self.risk.evaluate(intent, portfolio, volatility=volatility.get(intent.symbol))
-            if not decision.approved:
-                continue
-            qty = decision.qty
-            check = OrderCheck(symbol=intent.symbol, side="buy", qty=qty,
-                               price=Decimal(str(intent.entry_price)), is_closing=False)
-            pdt = self.pdt.check_order(check, account_view, status.session)
-            if not pdt.allowed or pdt.qty <= 0:  # the PDT manager logged pdt_blocked with its reason
-                continue
-            qty = min(qty, pdt.qty)
-            result = await self.executor.submit_bracket(intent, qty)
-            if result.status == "rejected" and result.error_code == 40310100:
-                self.pdt.block_symbol(intent.symbol, status.session)
-            if result.status in ("submitted", "in_flight"):
-                self.summary.orders_submitted += 1
-                self._entered_this_session.add(intent.symbol)
-                portfolio = replace(portfolio, pending_entries=portfolio.pending_entries + (
-                    PendingEntry(symbol=intent.symbol, qty=qty, price=Decimal(str(intent.entry_price)),
-                                 stop_price=Decimal(str(intent.stop_price)) if intent.stop_price else None),))
+        """Strategies -> AI analyzer -> risk and PDT -> bracket orders (:class:`engine.entries.EntryStep`)."""
+        await self.entries.enter_positions(data, snapshot, status)
 
     async def entry_candidates(self, data: dict[str, MarketData], busy: AbstractSet[str], now: datetime, *,
                                log_signals: bool = True) -> list[tuple[Any, MarketData]]:
-        """Each symbol of ``data`` not ``busy`` that passes the scanner and no protection locks
-        at ``now``, with its strongest buy signal among the strategies (those with none are left
-        out): what :meth:`enter_positions` hands the AI analyzer."""
-        candidates: list[tuple[Any, MarketData]] = []
-        if data:
-            self.rotation.observe(next(iter(data.values())).benchmark)
-        for symbol, md in data.items():
-            if symbol in busy or not self._passes_scanner(md):
-                continue
-            if self.protections.is_locked(symbol, now) is not None:
-                continue
-            best = None
-            for strategy in self.strategies:
-                try:
-                    signal = await strategy.evaluate_opportunity(symbol, md)
-                except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
-                    _reject_on_arithmetic(symbol, strategy.name, exc)
-                    best = None
-                    break
-                if signal.action == "buy":  # long only: a sell on a symbol not held is no trade
-                    if log_signals:
-                        self._log_signal(signal)
-                    signal = self.rotation.apply(signal, defensive=md.defensive)  # None: not in this regime
-                    if signal is not None and (best is None or self.rotation.rank(signal) > self.rotation.rank(best)):
-                        best = signal
-            if best is not None:
-                candidates.append((best, md))
-        return candidates
-
-    def _passes_scanner(self, md: MarketData) -> bool:
-        s = self.settings.scanning
-        if not (s.min_price <= md.last_price <= s.max_price):
-            return False
-        spread = md.spread_pct
-        if spread is not None and spread > s.max_spread:
-            return False
-        volume = md.daily.volume
-        if len(volume) >= 21:
-            avg = float(np.add.reduce(volume[-21:-1]) / 20)  # np.mean's own arithmetic, less overhead
-            if avg < s.min_volume:
-                return False
-        return True
-
-    @staticmethod
-    def _log_signal(signal: Any) -> None:
-        log.info("signal", symbol=signal.symbol, action=signal.action, strategy=signal.strategy,
-                 confidence=round(float(signal.confidence), 4), reasoning=signal.reasoning,
-                 stop_price=signal.stop_price, target_price=signal.target_price)
+        """The symbols worth an intent, each with its strongest buy signal (the backtest
+        narrows ``data`` first; :meth:`engine.entries.EntryStep.entry_candidates`)."""
+        return await self.entries.entry_candidates(data, busy, now, log_signals=log_signals)
 
     # -- step 7 -----------------------------------------------------------------------------
 
@@ -841,13 +557,6 @@ class TradingSystem:
         await self.recorder.shutdown(bound)
 
 
-def _reject_on_arithmetic(symbol: str, where: str, exc: ArithmeticError) -> None:
-    """An overflow, division by zero or invalid decimal operation while evaluating one symbol
-    rejects that symbol's data for the cycle (``market_data_rejected``); the loop goes on."""
-    log.warning("market_data_rejected", symbol=symbol, reason=f"{where}: {type(exc).__name__}: {exc}",
-                source="evaluation")
-
-
 def _last_price(snap: Snapshot) -> float | None:
     if snap.latest_trade is not None and snap.latest_trade.p:
         return float(snap.latest_trade.p)
@@ -858,24 +567,4 @@ def _last_price(snap: Snapshot) -> float | None:
     return None
 
 
-def _intent_payload(intent: TradeIntent) -> dict[str, Any]:
-    return {
-        "confidence_breakdown": getattr(intent, "confidence_breakdown", {}),
-        "reasoning": intent.reasoning,
-        "entry_price": intent.entry_price,
-        "stop_price": intent.stop_price,
-        "target_price": intent.target_price,
-        "decays_at": intent.decays_at.isoformat() if getattr(intent, "decays_at", None) else None,
-    }
-
-
 RECONCILE_EVERY_CYCLES = 30
-MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
-
-
-def _daily_volatility(daily: BarSeries) -> float | None:
-    """Standard deviation of the last 20 daily log returns (for volatility-adjusted sizing)."""
-    closes = daily.close[-21:]
-    if len(closes) < 21 or np.any(closes <= 0):
-        return None
-    return float(np.std(np.diff(np.log(closes)), ddof=1))
