@@ -16,6 +16,15 @@ One iteration reads as a list of named steps, each findable from the log events 
    executor (``signal``, ``trade_intent``, ``risk_veto``, ``order_submitted``).
 7. ``record_cycle``           — journal equity + one ``cycle_complete`` line.
 
+:class:`TradingSystem` is the loop and the state it keeps between cycles; each step's body is
+a step object in its own module, holding a reference to the loop (so that a backtest's
+overrides and a test's replaced components are what the step sees): start-up
+(``engine.startup_step``), the account (``engine.account_step``), safety and operator
+commands (``engine.safety_step``), gap risk (``engine.gap_step``), market data
+(``engine.market_data_step``), exits and entries (``engine.exits``, ``engine.entries``), the
+cycle record and shutdown (``engine.cycle_record``), and failure handling
+(``engine.fault_policy``). The loop keeps a method per step, which a backtest may override.
+
 Emergency paths (circuit breaker, operator halt, SIGTERM) run inside the loop itself, never
 in a detached task that could die silently.
 
@@ -34,9 +43,8 @@ import asyncio
 import time
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import AbstractSet, Any, Sequence
+from typing import AbstractSet, Any
 
-import numpy as np
 import structlog
 
 import strategies as strategy_registry
@@ -65,11 +73,11 @@ from analytics.trade_ledger import TradeLedger
 from engine.reconcile import Reconciler
 from engine.stream_feed import TradeEventFeed
 from engine.market_step import DATA_REJECTION_ALERT_CYCLES as DATA_REJECTION_ALERT_CYCLES  # re-exported
-from engine.market_step import DataRejections, completed_history, snapshot_problem, with_today
+from engine.market_step import DataRejections, with_today
 from engine.market_step import SessionHistory as _History
 from market.trading_calendar import TradingCalendar
-from engine.trading_state import SafetyStateMachine, Transition
-from engine.opportunities import OpportunityBook, snapshot_price_time
+from engine.trading_state import SafetyStateMachine
+from engine.opportunities import OpportunityBook
 from engine.strategy_rotation import StrategyRotation
 from engine.timeframe_bars import TimeframeBars
 from engine.alert_rules import AlertRules
@@ -80,13 +88,12 @@ from engine.fault_policy import FaultPolicy
 from engine.startup_step import StartupStep
 from engine.account_step import AccountStep
 from engine.gap_step import GapStep
+from engine.market_data_step import BENCHMARK as BENCHMARK  # re-exported (the backtest reads it)
+from engine.market_data_step import MarketDataStep
 from engine.entries import EntryStep
 from engine.exits import ExitStep
 
 log = structlog.get_logger(__name__)
-
-ZERO = Decimal(0)
-BENCHMARK = "SPY"
 
 
 class TradingSystem:
@@ -147,7 +154,6 @@ class TradingSystem:
         self._history = _History()
         self._last_phase: str | None = None
         self._peak_equity: Decimal | None = None
-        self._closes_recorded: date | None = None
         self._gap_assessed: set[tuple[date, str]] = set()
         self._entered_this_session: set[str] = set()
         self._failures_in_a_row = 0
@@ -156,7 +162,6 @@ class TradingSystem:
         self._pending_alerts: list[tuple[AlertLevel, str, str, str]] = []
         if getattr(broker, "on_item_dropped", False) is None:
             broker.on_item_dropped = self._alert_dropped_item
-        self._intent_seq = 0
         self._defensive = False
         self._gap_defensive: dict[str, Any] = journal.get_state("defensive") or {}
         self._last_equity: Decimal | None = None
@@ -171,10 +176,11 @@ class TradingSystem:
         self.faults = FaultPolicy(self)  # failed steps: skip, alert, back off, REDUCING after a run
         self.startup_step = StartupStep(self)  # reconcile and protect before the first cycle
         self.account_step = AccountStep(self)  # step 2: the account reading, the session baseline
+        self.safety_step = SafetyStep(self)  # step 3: operator commands, breaker, emergency exits
         self.gap_step = GapStep(self)  # step 4: gap risk pre-market and at the open
+        self.market_data_step = MarketDataStep(self)  # step 5: snapshots, data checks, defensive mode
         self.exits = ExitStep(self)  # step 6: strategy exits
         self.entries = EntryStep(self)  # step 6: entries
-        self.safety_step = SafetyStep(self)  # step 3: operator commands, breaker, emergency exits
         self.recorder = CycleRecorder(self)  # step 7 and the shutdown record
 
     @property
@@ -290,7 +296,6 @@ class TradingSystem:
         flag, never place an order. ``full`` at start-up, the periodic check otherwise."""
         await self.reconciler.reconcile(snapshot.open_orders, snapshot.positions, full=full)
 
-
     async def run_cycle(self, status: MarketStatus) -> None:
         """One iteration of the loop (market open or extended hours)."""
         started = time.perf_counter()
@@ -379,7 +384,6 @@ class TradingSystem:
         """The fills cursor: the newest fill recorded (a backtest reads it to skip cycles)."""
         return self.reconciler.last_fill_at
 
-
     # -- step 3 -----------------------------------------------------------------------------
 
     async def apply_operator_commands(self) -> None:
@@ -390,9 +394,6 @@ class TradingSystem:
         """Breaker, drawdown, emergency exits and protection, every cycle, before anything else
         (:meth:`engine.safety_step.SafetyStep.enforce_safety`)."""
         return await self.safety_step.enforce_safety(snapshot, status)
-
-    async def _announce(self, transitions: Sequence[Transition]) -> None:
-        await self.safety_step.announce(transitions)
 
     def _persist_safety(self) -> None:
         self.safety_step.persist()
@@ -417,92 +418,18 @@ class TradingSystem:
         return symbols
 
     async def refresh_market_data(self, status: MarketStatus) -> dict[str, MarketData]:
-        symbols = self.universe()
-        wanted = list(dict.fromkeys(symbols + [BENCHMARK]))
-        if self._history.session != status.session:
-            await self._load_history(wanted, status)
-        snapshots = await self.broker.get_snapshots(wanted)
-        self.trade_events.mark_snapshots(snapshots)
-        if self.trader_alerts:
-            await self.alert_rules.stale_data(snapshots, self.clock.now())
-        rejected = {**self._history.rejected, **dict(getattr(self.broker, "data_rejections", None) or {})}
-        for symbol in wanted:
-            if symbol not in rejected and symbol in snapshots:
-                problem = snapshot_problem(snapshots[symbol], self._history.bars.get(symbol))
-                if problem is not None:
-                    rejected[symbol] = problem
-                    log.warning("market_data_rejected", symbol=symbol, reason=problem, source="snapshot")
-        await self._data_rejections.track(wanted, rejected)
-        self.reconciler.observe_prices({s: v for s, v in snapshots.items() if s not in rejected})  # MFE/MAE
-        now = self.clock.now()
-        benchmark = None if BENCHMARK in rejected else self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
-        regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
-        defensive = self._defensive_active(status, self._last_equity, benchmark)
-        frames = await self.timeframe_bars.refresh(self.broker, [s for s in symbols if s not in rejected], now,
-                                                   snapshots)
-        data: dict[str, MarketData] = {}
-        for symbol in symbols:
-            snap = snapshots.get(symbol)
-            if symbol in rejected:
-                continue
-            daily = self._with_today(symbol, snap)
-            if snap is None or daily is None or len(daily) < 30:
-                continue
-            last = _last_price(snap)
-            if last is None:
-                continue
-            quote = snap.latest_quote
-            bid = float(quote.bp) if quote is not None and quote.bp else None
-            ask = float(quote.ap) if quote is not None and quote.ap else None
-            prev_close = float(snap.prev_daily_bar.c) if snap.prev_daily_bar is not None else float(daily.close[-2])
-            data[symbol] = MarketData(
-                symbol=symbol, now=now, daily=daily, intraday=None, last_price=last, bid=bid, ask=ask,
-                prev_close=prev_close, benchmark=benchmark, regime=regime, defensive=defensive, news=[],
-                last_price_at=snapshot_price_time(snap), timeframes=frames.get(symbol, {}),
-            )
-        return data
+        """One batched snapshot request for the universe, checked, one ``MarketData`` per symbol
+        (:meth:`engine.market_data_step.MarketDataStep.refresh_market_data`)."""
+        return await self.market_data_step.refresh_market_data(status)
 
     def _defensive_active(self, status: MarketStatus, equity: Decimal | None = None,
                           benchmark: BarSeries | None = None, *, baseline: Decimal | None = None) -> bool:
-        """Defensive mode: near the breaker, in drawdown, in high volatility or after a gap.
-
-        The day's loss is measured from ``baseline`` (default: the session's starting equity)."""
-        d = self.settings.defensive
-        reasons: list[str] = []
-        state = self._gap_defensive  # kept in memory; journaled when set (no read per cycle)
-        if state.get("active") and status.session and state.get("session") == status.session.isoformat():
-            reasons.append(str(state.get("reason", "gap risk")))
-        if baseline is None:
-            baseline = self.safety.session_start_equity
-        if equity is not None and baseline:
-            day_loss = float((baseline - equity) / baseline)
-            near = float(self.settings.risk.circuit_breaker_loss) * float(d.activation_breaker_fraction)
-            if day_loss >= near:
-                reasons.append(f"day loss {day_loss:.2%} is within reach of the breaker")
-        if equity is not None and self._peak_equity:
-            drawdown = float((self._peak_equity - equity) / self._peak_equity)
-            if drawdown >= float(d.drawdown_threshold):
-                reasons.append(f"drawdown {drawdown:.2%} from the peak")
-        if benchmark is not None and len(benchmark) >= 21:
-            closes = benchmark.close[-21:]
-            vol = float(np.std(np.diff(np.log(closes)), ddof=1))
-            if vol >= float(d.volatility_threshold):
-                reasons.append(f"benchmark daily volatility {vol:.2%}")
-        active = bool(reasons)
-        if active != self._defensive:
-            self._defensive = active
-            log.info("defensive_mode", active=active, reasons=reasons)
-        return active
+        """Defensive mode (:meth:`engine.market_data_step.MarketDataStep.defensive_active`)."""
+        return self.market_data_step.defensive_active(status, equity, benchmark, baseline=baseline)
 
     async def _load_history(self, symbols: list[str], status: MarketStatus) -> None:
-        now = self.clock.now()
-        lookback = max(int(self.settings.strategy.lookback_days) * 2, 300)
-        start = now - timedelta(days=lookback)
-        bars = await self.broker.get_bars(symbols, timeframe="1Day", start=start, end=now)
-        rejected = dict(getattr(self.broker, "data_rejections", None) or {})
-        self._history = completed_history(bars, status.session, rejected)
-        today = status.session
-        log.info("history_loaded", symbols=len(self._history.bars), session=today.isoformat() if today else None)
+        """The session's daily history (a backtest reads it from the replay instead)."""
+        await self.market_data_step.load_history(symbols, status)
 
     def _with_today(self, symbol: str, snap: Snapshot | None) -> BarSeries | None:
         return with_today(self._history.bars.get(symbol), snap)
@@ -555,16 +482,6 @@ class TradingSystem:
         bound = (self.SHUTDOWN_BROKER_SECONDS if self.stop_event.is_set()
                  else self.SHUTDOWN_BROKER_SECONDS_UNHURRIED)
         await self.recorder.shutdown(bound)
-
-
-def _last_price(snap: Snapshot) -> float | None:
-    if snap.latest_trade is not None and snap.latest_trade.p:
-        return float(snap.latest_trade.p)
-    if snap.minute_bar is not None:
-        return float(snap.minute_bar.c)
-    if snap.daily_bar is not None:
-        return float(snap.daily_bar.c)
-    return None
 
 
 RECONCILE_EVERY_CYCLES = 30
