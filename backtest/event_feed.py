@@ -11,7 +11,7 @@ subscribes to that hook directly, with no socket and no serialisation, and feeds
 * every fill is journaled by :meth:`OrderEventBook.handle` (the reconciler's fill path, the
   trade ledger, PDT day trades), every order state change goes to the executor and journal
   (``source`` ``"stream"``, as live), positions and the open-order list are kept from events;
-* the loop reads them through the same ``TradingSystem._read_account`` branch as live
+* the loop reads them through the same ``AccountStep.read_account`` branch as live
   (:meth:`ready_for_cycle` is True once the start-up REST reading has rebased the book), so a
   steady cycle lists no positions, no open orders and no activities. A bracket entry's parent
   arrives without its legs (Alpaca's events carry none) and makes the book re-list open

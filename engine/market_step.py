@@ -2,9 +2,9 @@
 makes a snapshot or a history unbelievable, today's bar appended to the history, and the count
 of cycles in a row a symbol's data was rejected.
 
-:meth:`engine.trading_system.TradingSystem.refresh_market_data` runs the step (it also needs
-the analyzer's regime and the defensive mode) and keeps ``_load_history`` and ``_with_today``
-as methods a backtest overrides or a benchmark times; they call what is here.
+:meth:`engine.market_data_step.MarketDataStep.refresh_market_data` runs the step (it also needs
+the analyzer's regime and the defensive mode); the loop keeps ``_load_history`` and
+``_with_today`` as methods a backtest overrides or a benchmark times; they call what is here.
 """
 
 from __future__ import annotations

@@ -16,6 +16,15 @@ One iteration reads as a list of named steps, each findable from the log events 
    executor (``signal``, ``trade_intent``, ``risk_veto``, ``order_submitted``).
 7. ``record_cycle``           — journal equity + one ``cycle_complete`` line.
 
+:class:`TradingSystem` is the loop and the state it keeps between cycles; each step's body is
+a step object in its own module, holding a reference to the loop (so that a backtest's
+overrides and a test's replaced components are what the step sees): start-up
+(``engine.startup_step``), the account (``engine.account_step``), safety and operator
+commands (``engine.safety_step``), gap risk (``engine.gap_step``), market data
+(``engine.market_data_step``), exits and entries (``engine.exits``, ``engine.entries``), the
+cycle record and shutdown (``engine.cycle_record``), and failure handling
+(``engine.fault_policy``). The loop keeps a method per step, which a backtest may override.
+
 Emergency paths (circuit breaker, operator halt, SIGTERM) run inside the loop itself, never
 in a detached task that could die silently.
 
@@ -32,129 +41,59 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import AbstractSet, Any, Sequence
+from typing import AbstractSet, Any
 
-import numpy as np
 import structlog
 
 import strategies as strategy_registry
-from engine.account_sanity import AccountSanity, reading_of
-from ai_analyzer import AIAnalyzer, TradeIntent
+from engine.account_sanity import AccountSanity
+from ai_analyzer import AIAnalyzer
 from alerter import Alerter, AlertLevel
-from core.clock import Clock, pause_clock, sleep_or_stop, to_exchange_time
+from core.clock import Clock
 from core.errors import (
     AuthenticationFailed,
     BrokerError,
     ConfigError,
-    MalformedResponse,
-    OperationalError,
-    PatternDayTraderRejected,
     TemporaryError,
 )
 from gap_risk_manager import GapRiskManager
 from journal.journal import Journal
-from market.market_data import BarSeries, MarketData, price_problem
+from market.market_data import BarSeries, MarketData
 from market_status_manager import MarketStatus, MarketStatusManager
 from broker.models import Account, DroppedItem, Order, Position, Snapshot
-from order_executor import OrderExecutor, flatten_orders, protected_quantity
-from pdt_manager import AccountView, OrderCheck, PDTManager
+from order_executor import OrderExecutor
+from pdt_manager import PDTManager
 from engine.protections import ProtectionManager
 from ai.sentiment import NewsSentiment
-from engine.portfolio import PendingEntry, PortfolioState, PositionView, TradingState
+from engine.portfolio import TradingState
 from risk_manager import RiskManager
-from analytics.trade_ledger import FillRecord, TradeLedger
+from analytics.trade_ledger import TradeLedger
 from engine.reconcile import Reconciler
 from engine.stream_feed import TradeEventFeed
 from engine.market_step import DATA_REJECTION_ALERT_CYCLES as DATA_REJECTION_ALERT_CYCLES  # re-exported
-from engine.market_step import DataRejections, completed_history, snapshot_problem, with_today
+from engine.market_step import DataRejections, with_today
 from engine.market_step import SessionHistory as _History
 from market.trading_calendar import TradingCalendar
-from engine.trading_state import SafetyStateMachine, Transition
-from engine.opportunities import OpportunityBook, snapshot_price_time
+from engine.trading_state import SafetyStateMachine
+from engine.opportunities import OpportunityBook
 from engine.strategy_rotation import StrategyRotation
 from engine.timeframe_bars import TimeframeBars
 from engine.alert_rules import AlertRules
+from engine.cycle_record import AccountSnapshot as AccountSnapshot  # re-exported
+from engine.cycle_record import CycleRecorder, RunSummary
+from engine.safety_step import SafetyStep
+from engine.fault_policy import FaultPolicy
+from engine.startup_step import StartupStep
+from engine.account_step import AccountStep
+from engine.gap_step import GapStep
+from engine.market_data_step import BENCHMARK as BENCHMARK  # re-exported (the backtest reads it)
+from engine.market_data_step import MarketDataStep
+from engine.entries import EntryStep
+from engine.exits import ExitStep
 
 log = structlog.get_logger(__name__)
-
-ZERO = Decimal(0)
-BENCHMARK = "SPY"
-
-
-@dataclass
-class AccountSnapshot:
-    """What the broker says this cycle: the source of truth for positions and orders."""
-
-    account: Account
-    positions: list[Position]
-    open_orders: list[Order]
-    portfolio: PortfolioState
-    # True when the account reading was implausible and a re-read did not confirm it: the
-    # cycle acts on nothing that depends on it (breaker, exits, entries, equity journal).
-    rejected: bool = False
-
-
-@dataclass
-class RunSummary:
-    """What a run did, printed at the end of ``--sim-days`` and on shutdown."""
-
-    sessions: int = 0
-    cycles: int = 0
-    trades: int = 0
-    wins: int = 0
-    losses: int = 0
-    realized_pnl: Decimal = ZERO
-    start_equity: Decimal | None = None
-    end_equity: Decimal | None = None
-    max_drawdown: float = 0.0
-    orders_submitted: int = 0
-    open_positions: int | None = None  # None: the broker could not be asked at shutdown
-    protected_positions: int | None = None
-    state: str = "ACTIVE"
-
-    @property
-    def pnl(self) -> Decimal:
-        if self.start_equity is None or self.end_equity is None:
-            return ZERO
-        return self.end_equity - self.start_equity
-
-    @property
-    def win_rate(self) -> float:
-        return self.wins / self.trades if self.trades else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "sessions": self.sessions, "cycles": self.cycles, "trades": self.trades,
-            "wins": self.wins, "losses": self.losses, "win_rate": round(self.win_rate, 4),
-            "realized_pnl": str(self.realized_pnl), "pnl": str(self.pnl),
-            "start_equity": str(self.start_equity) if self.start_equity is not None else None,
-            "end_equity": str(self.end_equity) if self.end_equity is not None else None,
-            "max_drawdown_pct": round(self.max_drawdown * 100, 3),
-            "orders_submitted": self.orders_submitted, "open_positions": self.open_positions,
-            "protected_positions": self.protected_positions, "state": self.state,
-        }
-
-    def render(self) -> str:
-        lines = [
-            "=" * 60,
-            "Run summary",
-            f"  sessions traded   {self.sessions}",
-            f"  closed trades     {self.trades} (wins {self.wins}, losses {self.losses}, "
-            f"win rate {self.win_rate:.1%})",
-            f"  realized P&L      {self.realized_pnl:,.2f}",
-            f"  equity            {self.start_equity or 0:,.2f} -> {self.end_equity or 0:,.2f} "
-            f"(P&L {self.pnl:,.2f})",
-            f"  max drawdown      {self.max_drawdown:.2%}",
-            f"  orders submitted  {self.orders_submitted}",
-            f"  open positions    {self.open_positions} ({self.protected_positions} protected)"
-            if self.open_positions is not None else "  open positions    unknown (broker unreachable at shutdown)",
-            f"  trading state     {self.state}",
-            "=" * 60,
-        ]
-        return "\n".join(lines)
 
 
 class TradingSystem:
@@ -215,21 +154,17 @@ class TradingSystem:
         self._history = _History()
         self._last_phase: str | None = None
         self._peak_equity: Decimal | None = None
-        self._closes_recorded: date | None = None
         self._gap_assessed: set[tuple[date, str]] = set()
         self._entered_this_session: set[str] = set()
         self._failures_in_a_row = 0
         self._faulty_cycles_in_a_row = 0
         self._cycles_since_reconcile = 0
-        self._unprotected_last_cycle: set[str] = set()
         self._pending_alerts: list[tuple[AlertLevel, str, str, str]] = []
         if getattr(broker, "on_item_dropped", False) is None:
             broker.on_item_dropped = self._alert_dropped_item
-        self._intent_seq = 0
         self._defensive = False
         self._gap_defensive: dict[str, Any] = journal.get_state("defensive") or {}
         self._last_equity: Decimal | None = None
-        self._stored_states: dict[str, dict[str, Any]] = {}
         # Safety never waits on messaging: alerts are delivered beside the loop, not in it.
         if hasattr(alerter, "deliver_in_background"):
             alerter.deliver_in_background()
@@ -238,6 +173,15 @@ class TradingSystem:
         self.opportunities = OpportunityBook(settings, clock)
         self.timeframe_bars = TimeframeBars(settings)
         self.alert_rules = AlertRules(alerter, settings, clock, journal)
+        self.faults = FaultPolicy(self)  # failed steps: skip, alert, back off, REDUCING after a run
+        self.startup_step = StartupStep(self)  # reconcile and protect before the first cycle
+        self.account_step = AccountStep(self)  # step 2: the account reading, the session baseline
+        self.safety_step = SafetyStep(self)  # step 3: operator commands, breaker, emergency exits
+        self.gap_step = GapStep(self)  # step 4: gap risk pre-market and at the open
+        self.market_data_step = MarketDataStep(self)  # step 5: snapshots, data checks, defensive mode
+        self.exits = ExitStep(self)  # step 6: strategy exits
+        self.entries = EntryStep(self)  # step 6: entries
+        self.recorder = CycleRecorder(self)  # step 7 and the shutdown record
 
     @property
     def stream_status(self) -> str:
@@ -270,7 +214,7 @@ class TradingSystem:
                 if self._sessions_done() or self.fatal_error is not None:
                     break
                 if status is not None:
-                    await self._sleep_until_next_cycle(status, backoff=self._faulty_cycles_in_a_row > 0)
+                    await self.faults.sleep_until_next_cycle(status, backoff=self._faulty_cycles_in_a_row > 0)
         finally:
             await self.trade_events.stop()
             await self.shutdown()
@@ -296,15 +240,15 @@ class TradingSystem:
             log.warning("broker_unavailable", error=str(exc), step="market_status")
             if self.trader_alerts and self._last_phase in ("pre", "regular", "post"):
                 await self.alert_rules.connection_lost("broker", str(exc))
-            await self._pause(self._failure_backoff())
+            await self.faults.pause(self.faults.failure_backoff())
             return None
         except BrokerError as exc:  # operational, unclassified, or any answer nobody expected here
             if not self._started and isinstance(exc, AuthenticationFailed):
                 # the keys are refused before the first cycle: configuration, not trading
-                await self._stop_on_operational_error(exc)
+                await self.faults.stop_on_operational_error(exc)
                 return None
-            await self._on_operational_error(exc, step="startup" if not self._started else "market_status")
-            await self._pause(self._failure_backoff())
+            await self.faults.on_operational_error(exc, step="startup" if not self._started else "market_status")
+            await self.faults.pause(self.faults.failure_backoff())
             return None
         except Exception as exc:  # a bug or bad data must not end the safety loop either
             if isinstance(exc, ConfigError) and self.summary.cycles == 0:
@@ -315,8 +259,8 @@ class TradingSystem:
                           in_a_row=self._faulty_cycles_in_a_row)
             await self.alerter.send(AlertLevel.CRITICAL, "Trading step failed", f"{step}: {exc!r}",
                                     key="cycle_failed")
-            await self._reduce_after_faults(repr(exc))
-            await self._pause(self._failure_backoff())
+            await self.faults.reduce_after_faults(repr(exc))
+            await self.faults.pause(self.faults.failure_backoff())
             return None
         if self._sessions_done():
             return None
@@ -339,116 +283,18 @@ class TradingSystem:
     #: trading state to REDUCING. The daemon itself never stops for them.
     FAULTY_CYCLES_BEFORE_REDUCING = 3
 
-    async def _stop_on_operational_error(self, exc: OperationalError) -> None:
-        """Only for the keys refused at start-up: a configuration error, before any trading."""
-        log.critical("operational_error", error=str(exc), code=exc.code, status=exc.status,
-                     message=exc.message, step="startup", fatal=True)
-        await self.alerter.send(AlertLevel.EMERGENCY, "Trading not started: the broker refuses the keys",
-                                str(exc), key="operational_error")
-        self.fatal_error = str(exc)
-        self.stop_event.set()
-
-    async def _on_operational_error(self, exc: BrokerError, *, step: str) -> None:
-        """Skip what failed, keep the raw answer in the log, alert, and count the run."""
-        self._faulty_cycles_in_a_row += 1
-        log.error("operational_error", step=step, error_type=type(exc).__name__,
-                  category=exc.category.value, status=exc.status, code=exc.code,
-                  message=exc.message, request_id=exc.request_id, body=exc.body,
-                  in_a_row=self._faulty_cycles_in_a_row)
-        await self.alerter.send(AlertLevel.CRITICAL, "Broker error: action skipped, trading continues",
-                                f"{exc} (step {step}, {self._faulty_cycles_in_a_row} in a row)",
-                                key="operational_error")
-        await self._reduce_after_faults(f"{type(exc).__name__}: {exc}")
-
-    async def _reduce_after_faults(self, last: str) -> None:
-        """A run of failed cycles: exits only (REDUCING) until a human has looked."""
-        if self._faulty_cycles_in_a_row < self.FAULTY_CYCLES_BEFORE_REDUCING:
-            return
-        transitions = self.safety.reduce(
-            f"{self._faulty_cycles_in_a_row} cycles in a row failed on broker errors nobody "
-            f"classified (last: {last}): exits only", self.clock.now())
-        if transitions:
-            self._persist_safety()
-            await self._announce(transitions)
-
-    def _failure_backoff(self) -> float:
-        return min(5.0 * 2 ** min(self._failures_in_a_row, 6), 300.0)
-
-    async def _pause(self, seconds: float) -> None:
-        """Back off after a broker failure: in wall time when the clock follows the broker
-        (waiting on it would ask the failing broker), and always waking on a stop."""
-        self._failures_in_a_row += 1
-        await sleep_or_stop(pause_clock(self.clock), seconds, self.stop_event)
-
     def _sessions_done(self) -> bool:
         return self.sim_days is not None and self.summary.sessions >= self.sim_days
 
-    async def _sleep_until_next_cycle(self, status: MarketStatus, *, backoff: bool = False) -> None:
-        """The next cycle at the interval (or the next market event); after failed cycles
-        (``backoff``) no sooner than the failure backoff."""
-        interval = float(self.settings.trading.cycle_interval_seconds)
-        until_event = (status.next_event - self.clock.now()).total_seconds()
-        delay = max(1.0, min(interval, until_event)) if until_event > 0 else interval
-        if backoff:
-            delay = max(delay, min(5.0 * 2 ** min(self._faulty_cycles_in_a_row - 1, 6), 300.0))
-        await sleep_or_stop(self.clock, delay, self.stop_event)
-
     async def startup(self) -> bool:
-        """Reconcile with the broker and protect what it holds before trading anything.
-
-        Returns False (and is retried by the loop) while the broker cannot be reached.
-        """
-        try:
-            await self.apply_operator_commands()
-            snapshot = await self.refresh_account()
-        except TemporaryError as exc:
-            log.warning("startup_broker_unavailable", error=str(exc))
-            await self._pause(self._failure_backoff())
-            return False
-        if snapshot.rejected:  # no believable account yet: nothing to start from
-            log.warning("startup_deferred", reason="account reading not confirmed")
-            await self._pause(self._failure_backoff())
-            return False
-        self.summary.start_equity = snapshot.account.equity
-        await self.reconcile(snapshot)
-        self.account_sanity.accept(snapshot.account, snapshot.positions)  # its fills were in that reading
-        self._peak_equity = snapshot.account.equity
-        unprotected = await self.executor.protect_positions(
-            snapshot.positions, snapshot.open_orders, startup=True)
-        if unprotected:
-            lines = [
-                f"{u['symbol']}: qty {u['qty']} (protected {u['protected_qty']}), "
-                f"P&L {u['unrealized_pl']}, value {u['market_value']}"
-                for u in unprotected
-            ]
-            await self.alerter.send(
-                AlertLevel.CRITICAL, "STARTUP ALERT: unprotected positions",
-                "Positions without a protective stop for their full quantity were found at start-up "
-                "and given one:\n" + "\n".join(lines),
-                key="startup_unprotected", fields={"positions": unprotected},
-            )
-        await self._remember_reconciled_state(snapshot, protected_now=bool(unprotected))
-        self._failures_in_a_row = 0
-        return True
-
-    async def _remember_reconciled_state(self, snapshot: AccountSnapshot, *, protected_now: bool) -> None:
-        """What ``status`` shows from now on: the broker's state as reconciled at start-up,
-        not the last cycle of the previous run (a restart at night would otherwise show
-        positions and orders the broker no longer has until the market opens)."""
-        if protected_now:  # start-up placed protective orders: show them
-            try:
-                snapshot = await self.refresh_account()
-            except TemporaryError as exc:
-                log.warning("startup_snapshot_stale", error=str(exc))
-        data = self._snapshot_data(snapshot, "startup", self.clock.now())
-        data["source"] = "startup_reconciliation"
-        self.remember_last_cycle(self.clock.now(), data)
+        """Reconcile with the broker and protect what it holds before trading anything
+        (:class:`engine.startup_step.StartupStep`); False, and retried, until it has worked."""
+        return await self.startup_step.startup()
 
     async def reconcile(self, snapshot: AccountSnapshot, *, full: bool = True) -> None:
         """Journal vs broker (see :meth:`Reconciler.reconcile`): the broker wins; adopt and
         flag, never place an order. ``full`` at start-up, the periodic check otherwise."""
         await self.reconciler.reconcile(snapshot.open_orders, snapshot.positions, full=full)
-
 
     async def run_cycle(self, status: MarketStatus) -> None:
         """One iteration of the loop (market open or extended hours)."""
@@ -487,13 +333,13 @@ class TradingSystem:
             await self.on_broker_unavailable(exc, status)
         except BrokerError as exc:  # operational, unclassified, or an outcome/rejection nobody caught
             self._failures_in_a_row += 1
-            await self._on_operational_error(exc, step="cycle")
+            await self.faults.on_operational_error(exc, step="cycle")
         except Exception as exc:  # a bug or bad data must not kill the safety loop silently
             self._failures_in_a_row += 1
             self._faulty_cycles_in_a_row += 1
             log.exception("cycle_failed", error=repr(exc), failures_in_a_row=self._failures_in_a_row)
             await self.alerter.send(AlertLevel.CRITICAL, "Trading cycle failed", repr(exc), key="cycle_failed")
-            await self._reduce_after_faults(repr(exc))
+            await self.faults.reduce_after_faults(repr(exc))
 
     # -- step 1 -----------------------------------------------------------------------------
 
@@ -514,163 +360,15 @@ class TradingSystem:
         return status
 
     async def start_session(self, session: date) -> None:
-        try:
-            account = await self.broker.get_account()
-        except TemporaryError as exc:
-            log.warning("session_start_deferred", error=str(exc))
-            return
-        baseline = await self._session_baseline(account)
-        if baseline is None:
-            return
-        try:
-            transitions = self.safety.new_session(session, baseline, at=self.clock.now())
-        except ValueError as exc:
-            # bad start-up configuration (a state database of another run), not a broker answer
-            raise ConfigError([
-                f"the state database belongs to another timeline ({exc}); use a fresh --state-db"]) from exc
-        self.pdt.new_session(session)
-        # Restored from the journal, so a restart cannot re-enter (and reuse an intent id).
-        self._entered_this_session = self.journal.symbols_with_intents(session)
-        if hasattr(self.broker, "reset_session_blocks"):
-            self.broker.reset_session_blocks()
-        self._persist_safety()
-        await self._announce(transitions)
-
-    async def _session_baseline(self, account: Account) -> Decimal | None:
-        """The session's starting equity (yesterday's close, else today's equity), believed.
-
-        A baseline that is not positive, or more than a factor 2 away from the last accepted
-        equity, is read again; one that the re-read does not repeat defers the session start
-        (retried next iteration) rather than arm the breaker on a bogus number.
-        """
-        def pick(a: Account) -> Decimal | None:
-            for value in (a.last_equity, a.equity):
-                if value is not None and value.is_finite() and value > 0:
-                    return value
-            return None
-
-        def plausible(value: Decimal | None) -> bool:
-            last = self.account_sanity.last
-            if value is None:
-                return False
-            return last is None or last.equity <= 0 or last.equity / 2 <= value <= last.equity * 2
-
-        first = pick(account)
-        if plausible(first):
-            return first
-        second = pick(await self.broker.get_account())
-        tol = self.account_sanity.tolerance(first or ZERO, second or ZERO)
-        if plausible(second) or (first is not None and second is not None and abs(first - second) <= tol):
-            log.warning("account_reading_confirmed", step="session_start", baseline=str(second))
-            return second
-        log.error("account_reading_rejected", step="session_start", outcome="session start deferred",
-                  last_equity=str(account.last_equity), equity=str(account.equity),
-                  reread_baseline=str(second) if second is not None else None)
-        return None
+        """A new session's baseline, believed (:meth:`engine.account_step.AccountStep.start_session`)."""
+        await self.account_step.start_session(session)
 
     # -- step 2 -----------------------------------------------------------------------------
 
     async def refresh_account(self) -> AccountSnapshot:
-        """Account, positions, open orders and new fills, checked for sense before use.
-
-        An implausible reading (:mod:`engine.account_sanity`) is read again at once; the loop acts on
-        the re-read when it is plausible or says the same (confirmed), and otherwise on
-        nothing: the snapshot comes back ``rejected``.
-        """
-        try:
-            account, positions, open_orders = await self._read_account()
-        except MalformedResponse as exc:  # e.g. equity "NaN": a reading that does not even parse
-            log.error("account_reading_rejected", problems=[str(exc)], outcome="unreadable, read again")
-            await self.alerter.send(AlertLevel.WARNING, "Implausible account reading ignored",
-                                    f"The broker's account reading did not parse: {exc}. Read again.",
-                                    key="account_reading_rejected")
-            account, positions, open_orders = await self._read_account()  # twice: the cycle fails
-        problems = self.account_sanity.problems(account, positions)
-        rejected = False
-        if problems:
-            account, positions, open_orders, rejected = await self._reread_account(
-                account, positions, problems)
-        if not rejected:
-            self.account_sanity.accept(account, positions)
-        return AccountSnapshot(account, positions, open_orders,
-                               self._portfolio(account, positions, open_orders, track=not rejected),
-                               rejected=rejected)
-
-    async def _read_account(self) -> tuple[Account, list[Position], list[Order]]:
-        if await self.trade_events.ready_for_cycle():  # kept from trade_updates: no polling
-            return await self.trade_events.read_account()
-        account = await self.broker.get_account()
-        positions = await self.broker.list_positions()
-        open_orders = await self.broker.list_orders(status="open", nested=True, limit=500)
-        await self.record_fills()
-        return account, positions, open_orders
-
-    async def _reread_account(self, account: Account, positions: list[Position], problems: list[str],
-                              ) -> tuple[Account, list[Position], list[Order], bool]:
-        """Read again after an implausible reading; True in the result means: still not believed."""
-        first = reading_of(account, positions)
-        account2, positions2, orders2 = await self._read_account()
-        second = reading_of(account2, positions2)
-        again = self.account_sanity.problems(account2, positions2)
-        if again and self.account_sanity.confirms(first, second):
-            log.warning("account_reading_confirmed", problems=again, first=first.to_log(), reread=second.to_log())
-            return account2, positions2, orders2, False
-        outcome = "re-read plausible, used instead" if not again else "re-read disagrees, nothing acted on"
-        log.error("account_reading_rejected", problems=problems, outcome=outcome, rejected=first.to_log(),
-                  reread=second.to_log(), reread_problems=again)
-        await self.alerter.send(
-            AlertLevel.WARNING if not again else AlertLevel.CRITICAL, "Implausible account reading ignored",
-            f"The broker reported equity {first.equity} (cash {first.cash}, positions {first.positions_value}): "
-            + "; ".join(problems) + f". Re-read: equity {second.equity}; {outcome}.",
-            key="account_reading_rejected", fields={"rejected": first.to_log(), "reread": second.to_log()})
-        return account2, positions2, orders2, bool(again)
-
-    def _portfolio(self, account: Account, positions: Sequence[Position], open_orders: Sequence[Order], *,
-                   track: bool = True) -> PortfolioState:
-        equity = account.equity
-        if track:  # only believed readings move the equity the loop remembers
-            self._last_equity = equity
-            self._peak_equity = equity if self._peak_equity is None else max(self._peak_equity, equity)
-        views: dict[str, PositionView] = {}
-        for p in positions:
-            price = p.current_price or p.avg_entry_price
-            stops = [o.stop_price for o in flatten_orders(open_orders)
-                     if o.symbol == p.symbol and o.stop_price is not None and o.is_open and o.status != "held"]
-            views[p.symbol] = PositionView(
-                symbol=p.symbol, qty=p.qty, avg_entry_price=p.avg_entry_price, market_price=price,
-                market_value=p.market_value if p.market_value is not None else p.qty * price,
-                unrealized_pl=p.unrealized_pl if p.unrealized_pl is not None else (price - p.avg_entry_price) * p.qty,
-                stop_price=max(stops) if stops and p.qty > 0 else (min(stops) if stops else None),
-            )
-        pending = tuple(
-            PendingEntry(symbol=o.symbol, qty=(o.qty or ZERO) - o.filled_qty,
-                         price=self._expected_price(o, views),
-                         stop_price=_leg_stop(o))
-            for o in open_orders
-            if o.order_class == "bracket" and o.side == "buy" and o.is_open and o.status != "held"
-            and (o.qty or ZERO) > o.filled_qty
-        )
-        start = self.safety.session_start_equity or account.last_equity or equity
-        return PortfolioState(
-            equity=equity, cash=account.cash, buying_power=account.buying_power,
-            last_equity=account.last_equity or equity, session_start_equity=start,
-            day_high_equity=self.safety.day_high_equity or equity, positions=views,
-            trading_state=self.safety.state, now=self.clock.now(),
-            open_order_symbols=frozenset(o.symbol for o in open_orders if o.is_open),
-            pending_entries=pending,
-        )
-
-    def _expected_price(self, order: Order, views: dict[str, PositionView]) -> Decimal:
-        """What a working entry is expected to cost per share (never a placeholder)."""
-        if order.limit_price is not None:
-            return order.limit_price
-        tracked = self.executor.tracked.get(order.client_order_id)
-        if tracked is not None and tracked.expected_price:
-            return tracked.expected_price
-        if order.symbol in views:
-            return views[order.symbol].market_price
-        stop = _leg_stop(order)
-        return stop if stop is not None else Decimal(1)
+        """Account, positions, open orders and new fills, checked for sense before use
+        (:meth:`engine.account_step.AccountStep.refresh_account`; ``rejected`` when not believed)."""
+        return await self.account_step.refresh_account()
 
     async def record_fills(self) -> None:
         """Fills since the last cycle: journal (dedup by execution id), ledger, day trades."""
@@ -686,243 +384,32 @@ class TradingSystem:
         """The fills cursor: the newest fill recorded (a backtest reads it to skip cycles)."""
         return self.reconciler.last_fill_at
 
-
-    def _opened_in(self, symbol: str, session: date | None) -> bool:
-        """Whether an open lot of ``symbol`` was bought in ``session`` (closing it = a day trade)."""
-        return session is not None and any(
-            to_exchange_time(lot.at).date() == session for lot in self.ledger.open_lots(symbol))
-
-    def _strategy_of_order(self, broker_order_id: str | None) -> str | None:
-        for tracked in self.executor.tracked.values():
-            if tracked.broker_order_id == broker_order_id:
-                return tracked.strategy
-        if broker_order_id and hasattr(self.journal, "strategy_for_order"):
-            return self.journal.strategy_for_order(broker_order_id)
-        return None
-
     # -- step 3 -----------------------------------------------------------------------------
 
     async def apply_operator_commands(self) -> None:
-        """``python main.py halt`` / ``rearm`` append ``operator_command`` events to the journal
-        (append-only, so the CLI and the daemon never overwrite each other); apply new ones in
-        the order they were queued (the journal's sequence, not anybody's clock).
-
-        A ``rearm`` queued before the current latch was set (before the halt, or before the
-        breaker tripped) is stale: it was not a decision about this latch, so it is ignored
-        (``operator_rearm_stale``) and never cancels a later halt.
-        """
-        pending = self.journal.operator_commands(pending=True)
-        if not pending:
-            return
-        now = self.clock.now()
-        for command in pending:
-            kind, reason, seq = command.get("kind"), command.get("reason", ""), int(command.get("seq", 0))
-            applied = {"reason": reason, "id": command.get("id"), "seq": seq, "requested_at": command.get("at")}
-            if kind == "halt":
-                transitions = self.safety.halt(reason, now)
-                self._raise_latch_horizon(seq)
-            elif kind == "rearm":
-                horizon = self._latch_horizon()
-                if self.safety.latched and horizon is not None and seq <= horizon:
-                    log.warning("operator_rearm_stale", reason=reason, seq=seq, latch_seq=horizon,
-                                latch_reason=self.safety.latch_reason,
-                                detail="queued before the current latch was set; ignored")
-                    self.journal.log_event("rearm_ignored", {**applied, "latch_seq": horizon,
-                                                             "why": "queued before the latch"}, now)
-                    self.journal.mark_operator_command_applied(str(command.get("id")))
-                    continue
-                account = await self.broker.get_account()
-                # A non-positive reading is no baseline: rebase on the next believed cycle.
-                equity = account.equity if account.equity > 0 else None
-                transitions = self.safety.rearm(reason, now, equity=equity)
-            else:
-                log.warning("operator_command_unknown", command=command)
-                if command.get("id"):
-                    self.journal.mark_operator_command_applied(str(command["id"]))
-                continue
-            self.journal.log_event(f"{kind}_applied", applied, now)
-            self.journal.mark_operator_command_applied(str(command.get("id")))
-            self._persist_safety()
-            await self._announce(transitions)
-
-    def _latch_identity(self) -> str | None:
-        """Which latch is set now (kind and time), or None when unlatched."""
-        if not self.safety.latched:
-            return None
-        at = self.safety.tripped_at
-        return f"{self.safety.latch_kind}@{at.isoformat() if at else '?'}"
-
-    def _latch_horizon(self) -> int | None:
-        """The newest operator command queued before the current latch (None: unknown)."""
-        saved = self.journal.get_state("latch_horizon") or {}
-        identity = self._latch_identity()
-        if identity is None or saved.get("latch") != identity:
-            return None
-        return int(saved.get("seq", 0))
-
-    def _raise_latch_horizon(self, seq: int) -> None:
-        """Commands up to ``seq`` predate the current latch (a halt at ``seq``, or a halt at
-        ``seq`` that found the machine already latched)."""
-        identity = self._latch_identity()
-        if identity is None:
-            return
-        horizon = self._latch_horizon()
-        if horizon is None or seq > horizon:
-            self.journal.set_state("latch_horizon", {"latch": identity, "seq": seq})
-
-    def _note_latch_horizon(self) -> None:
-        """A latch set by the loop itself (circuit breaker): every operator command queued so
-        far predates it. Called whenever the safety state is persisted."""
-        if self.safety.latched and self._latch_horizon() is None:
-            self._raise_latch_horizon(self.journal.last_operator_seq())
+        """``halt`` / ``rearm`` queued in the journal, in order (:mod:`engine.safety_step`)."""
+        await self.safety_step.apply_operator_commands()
 
     async def enforce_safety(self, snapshot: AccountSnapshot, status: MarketStatus) -> AccountSnapshot:
-        """Breaker, drawdown, emergency exits and protection, every cycle, before anything else.
-
-        A rejected (unconfirmed) account reading trips nothing and exits nothing; a liquidation
-        decided earlier on a confirmed reading (or by the operator) carries on.
-        """
-        if snapshot.rejected:
-            if self.safety.state is TradingState.LIQUIDATING:
-                await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
-            return snapshot
-        transitions = self.safety.on_cycle(snapshot.portfolio)
-        self._persist_safety()
-        self._record_transitions(transitions)
-        if self.safety.state is TradingState.LIQUIDATING:
-            # The liquidation orders go out first; the alert saying so follows them (also
-            # when the broker fails half-way).
-            try:
-                reports = await self.executor.liquidate_all(self.safety.state_reason, phase=status.phase)
-            finally:
-                await self._alert_transitions(transitions)
-            await self.alert_rules.emergency_outcomes(reports)
-            snapshot = await self.refresh_account()
-            transitions = self.safety.on_cycle(snapshot.portfolio)
-            self._persist_safety()
-            await self._announce(transitions)
-            return snapshot
-        await self._alert_transitions(transitions)
-        exits = self.risk.check_positions(snapshot.portfolio)
-        for exit_order in exits:
-            pdt = None
-            if status.session is not None and exit_order.qty > 0:
-                position = next((p for p in snapshot.positions if p.symbol == exit_order.symbol), None)
-                price = (position.current_price or position.avg_entry_price) if position else Decimal(1)
-                pdt = self.pdt.check_order(
-                    OrderCheck(symbol=exit_order.symbol, side=exit_order.side, qty=abs(exit_order.qty),
-                               price=price, is_closing=True,
-                               opens_today=self._opened_in(exit_order.symbol, status.session), is_risk_exit=True),
-                    AccountView.from_account(snapshot.account), status.session)
-            log.warning("emergency_exit_threshold", symbol=exit_order.symbol, reason=exit_order.reason,
-                        loss_fraction=str(exit_order.loss_fraction))
-            report = await self.executor.emergency_exit(exit_order.symbol, exit_order.reason, phase=status.phase,
-                                                        known_qty=exit_order.qty)
-            if pdt is not None and pdt.warn_flag:  # after the exit went out, never before it
-                await self.alerter.send(AlertLevel.CRITICAL, f"Risk exit of {exit_order.symbol}: {pdt.warn_flag}",
-                                        pdt.reason, key=f"pdt_flag:{exit_order.symbol}")
-            await self.alert_rules.emergency_outcome(report)
-        if exits:
-            snapshot = await self.refresh_account()
-        if self.safety.state is not TradingState.HALTED:
-            await self.executor.protect_positions(snapshot.positions, snapshot.open_orders)
-        return snapshot
-
-    async def _announce(self, transitions: Sequence[Transition]) -> None:
-        self._record_transitions(transitions)
-        await self._alert_transitions(transitions)
-
-    def _record_transitions(self, transitions: Sequence[Transition]) -> None:
-        """Journal each state change (before anything is done about it)."""
-        for t in transitions:
-            self.journal.log_event("trading_state_changed", t.to_dict(), self.clock.now())
-        self.summary.state = self.safety.state.value
-
-    async def _alert_transitions(self, transitions: Sequence[Transition]) -> None:
-        for t in transitions:
-            data = t.to_dict()
-            level = AlertLevel.WARNING
-            title = f"Trading state {data.get('from')} -> {data.get('to')}"
-            if data.get("to") == TradingState.LIQUIDATING.value:
-                level = AlertLevel.EMERGENCY
-                if self.safety.latch_kind == "circuit_breaker":
-                    title = "CIRCUIT BREAKER TRIPPED: liquidating"
-                elif self.safety.latch_kind == "max_drawdown":
-                    title = "MAXIMUM DRAWDOWN STOP: liquidating"
-            await self.alerter.send(level, title, data.get("reason", ""), key=f"state:{data.get('to')}", fields=data)
-        self.summary.state = self.safety.state.value
+        """Breaker, drawdown, emergency exits and protection, every cycle, before anything else
+        (:meth:`engine.safety_step.SafetyStep.enforce_safety`)."""
+        return await self.safety_step.enforce_safety(snapshot, status)
 
     def _persist_safety(self) -> None:
-        self._store_state("safety", self.safety.to_dict())
-        self._note_latch_horizon()
-
-    def _store_state(self, key: str, value: dict[str, Any]) -> None:
-        """``journal.set_state``, skipped when this loop last stored exactly this value there
-        (only the loop writes these keys; most cycles change neither)."""
-        if self._stored_states.get(key) != value:
-            self.journal.set_state(key, value)
-            self._stored_states[key] = value
+        self.safety_step.persist()
 
     async def on_broker_unavailable(self, exc: TemporaryError, status: MarketStatus) -> None:
         """Disconnect policy: protection orders live at the broker; alert during the session."""
-        log.warning("broker_unavailable", error=str(exc), phase=status.phase)
-        if status.is_regular or status.is_extended:  # alerted once it lasts alerts.unreachable_alert_seconds
-            await self.alert_rules.connection_lost("broker", str(exc))
+        await self.safety_step.on_broker_unavailable(exc, status)
 
     # -- step 4 -----------------------------------------------------------------------------
 
     async def monitor_gap_risk(self, snapshot: AccountSnapshot, status: MarketStatus) -> None:
-        if status.session is None or status.phase not in ("pre", "regular") or snapshot.rejected:
-            return
-        key = (status.session, status.phase)
-        if key in self._gap_assessed or not snapshot.positions:
-            return
-        symbols = [p.symbol for p in snapshot.positions]
-        quotes = await self.broker.get_latest_trades(symbols)
-        self._gap_assessed.add(key)
-        # A price far off the position's last close is a feed error, not a gap to act on.
-        references = {p.symbol: p.lastday_price or p.avg_entry_price for p in snapshot.positions}
-        prices: dict[str, Decimal] = {}
-        for symbol, trade in quotes.items():
-            if not getattr(trade, "p", None):
-                continue
-            reference = references.get(symbol)
-            problem = price_problem(trade.p, float(reference) if reference else None)
-            if problem is not None:
-                log.warning("market_data_rejected", symbol=symbol, reason=f"latest trade {problem}", source="gap_risk")
-                continue
-            prices[symbol] = Decimal(str(trade.p))
-        closing = self.journal.get_state("closing_snapshot")
-        if self.gap.close_date is None:
-            if not closing:
-                return
-            self.gap.load_close(closing)
-        held = {p.symbol: p.qty for p in snapshot.positions}
-        report = self.gap.assess(prices, held, status.phase, equity=snapshot.account.equity)
-        payload = report.to_dict()
-        log.info("gap_risk_assessed", **payload)
-        if report.alerts:
-            level = AlertLevel.CRITICAL if report.defensive_required else AlertLevel.WARNING
-            await self.alerter.send(level, f"Gap risk {report.level.value}",
-                                    "; ".join(str(a.to_dict()) for a in report.alerts),
-                                    key=f"gap:{status.session}:{status.phase}", fields=payload)
-        if report.defensive_required:
-            self._gap_defensive = {"active": True, "reason": f"gap risk {report.level.value}",
-                                   "session": status.session.isoformat()}
-            self.journal.set_state("defensive", self._gap_defensive)
+        """Pre-market and the open (:meth:`engine.gap_step.GapStep.monitor_gap_risk`)."""
+        await self.gap_step.monitor_gap_risk(snapshot, status)
 
     async def record_closing_snapshot(self) -> None:
-        try:
-            positions = await self.broker.list_positions()
-        except BrokerError as exc:  # any answer: the session still counts once
-            log.warning("closing_snapshot_failed", error=str(exc), error_type=type(exc).__name__)
-            return
-        closes = {p.symbol: p.current_price for p in positions if p.current_price is not None}
-        session = self.safety.session_date
-        if session is None:
-            return
-        snapshot = self.gap.record_close(session, closes, {p.symbol: p.qty for p in positions})
-        self.journal.set_state("closing_snapshot", snapshot)
+        await self.gap_step.record_closing_snapshot()
 
     # -- step 5 -----------------------------------------------------------------------------
 
@@ -931,92 +418,18 @@ class TradingSystem:
         return symbols
 
     async def refresh_market_data(self, status: MarketStatus) -> dict[str, MarketData]:
-        symbols = self.universe()
-        wanted = list(dict.fromkeys(symbols + [BENCHMARK]))
-        if self._history.session != status.session:
-            await self._load_history(wanted, status)
-        snapshots = await self.broker.get_snapshots(wanted)
-        self.trade_events.mark_snapshots(snapshots)
-        if self.trader_alerts:
-            await self.alert_rules.stale_data(snapshots, self.clock.now())
-        rejected = {**self._history.rejected, **dict(getattr(self.broker, "data_rejections", None) or {})}
-        for symbol in wanted:
-            if symbol not in rejected and symbol in snapshots:
-                problem = snapshot_problem(snapshots[symbol], self._history.bars.get(symbol))
-                if problem is not None:
-                    rejected[symbol] = problem
-                    log.warning("market_data_rejected", symbol=symbol, reason=problem, source="snapshot")
-        await self._data_rejections.track(wanted, rejected)
-        self.reconciler.observe_prices({s: v for s, v in snapshots.items() if s not in rejected})  # MFE/MAE
-        now = self.clock.now()
-        benchmark = None if BENCHMARK in rejected else self._with_today(BENCHMARK, snapshots.get(BENCHMARK))
-        regime = self.analyzer.detect_regime(benchmark) if benchmark is not None and len(benchmark) >= 60 else None
-        defensive = self._defensive_active(status, self._last_equity, benchmark)
-        frames = await self.timeframe_bars.refresh(self.broker, [s for s in symbols if s not in rejected], now,
-                                                   snapshots)
-        data: dict[str, MarketData] = {}
-        for symbol in symbols:
-            snap = snapshots.get(symbol)
-            if symbol in rejected:
-                continue
-            daily = self._with_today(symbol, snap)
-            if snap is None or daily is None or len(daily) < 30:
-                continue
-            last = _last_price(snap)
-            if last is None:
-                continue
-            quote = snap.latest_quote
-            bid = float(quote.bp) if quote is not None and quote.bp else None
-            ask = float(quote.ap) if quote is not None and quote.ap else None
-            prev_close = float(snap.prev_daily_bar.c) if snap.prev_daily_bar is not None else float(daily.close[-2])
-            data[symbol] = MarketData(
-                symbol=symbol, now=now, daily=daily, intraday=None, last_price=last, bid=bid, ask=ask,
-                prev_close=prev_close, benchmark=benchmark, regime=regime, defensive=defensive, news=[],
-                last_price_at=snapshot_price_time(snap), timeframes=frames.get(symbol, {}),
-            )
-        return data
+        """One batched snapshot request for the universe, checked, one ``MarketData`` per symbol
+        (:meth:`engine.market_data_step.MarketDataStep.refresh_market_data`)."""
+        return await self.market_data_step.refresh_market_data(status)
 
     def _defensive_active(self, status: MarketStatus, equity: Decimal | None = None,
                           benchmark: BarSeries | None = None, *, baseline: Decimal | None = None) -> bool:
-        """Defensive mode: near the breaker, in drawdown, in high volatility or after a gap.
-
-        The day's loss is measured from ``baseline`` (default: the session's starting equity)."""
-        d = self.settings.defensive
-        reasons: list[str] = []
-        state = self._gap_defensive  # kept in memory; journaled when set (no read per cycle)
-        if state.get("active") and status.session and state.get("session") == status.session.isoformat():
-            reasons.append(str(state.get("reason", "gap risk")))
-        if baseline is None:
-            baseline = self.safety.session_start_equity
-        if equity is not None and baseline:
-            day_loss = float((baseline - equity) / baseline)
-            near = float(self.settings.risk.circuit_breaker_loss) * float(d.activation_breaker_fraction)
-            if day_loss >= near:
-                reasons.append(f"day loss {day_loss:.2%} is within reach of the breaker")
-        if equity is not None and self._peak_equity:
-            drawdown = float((self._peak_equity - equity) / self._peak_equity)
-            if drawdown >= float(d.drawdown_threshold):
-                reasons.append(f"drawdown {drawdown:.2%} from the peak")
-        if benchmark is not None and len(benchmark) >= 21:
-            closes = benchmark.close[-21:]
-            vol = float(np.std(np.diff(np.log(closes)), ddof=1))
-            if vol >= float(d.volatility_threshold):
-                reasons.append(f"benchmark daily volatility {vol:.2%}")
-        active = bool(reasons)
-        if active != self._defensive:
-            self._defensive = active
-            log.info("defensive_mode", active=active, reasons=reasons)
-        return active
+        """Defensive mode (:meth:`engine.market_data_step.MarketDataStep.defensive_active`)."""
+        return self.market_data_step.defensive_active(status, equity, benchmark, baseline=baseline)
 
     async def _load_history(self, symbols: list[str], status: MarketStatus) -> None:
-        now = self.clock.now()
-        lookback = max(int(self.settings.strategy.lookback_days) * 2, 300)
-        start = now - timedelta(days=lookback)
-        bars = await self.broker.get_bars(symbols, timeframe="1Day", start=start, end=now)
-        rejected = dict(getattr(self.broker, "data_rejections", None) or {})
-        self._history = completed_history(bars, status.session, rejected)
-        today = status.session
-        log.info("history_loaded", symbols=len(self._history.bars), session=today.isoformat() if today else None)
+        """The session's daily history (a backtest reads it from the replay instead)."""
+        await self.market_data_step.load_history(symbols, status)
 
     def _with_today(self, symbol: str, snap: Snapshot | None) -> BarSeries | None:
         return with_today(self._history.bars.get(symbol), snap)
@@ -1025,220 +438,30 @@ class TradingSystem:
 
     async def exit_positions(self, data: dict[str, MarketData], snapshot: AccountSnapshot,
                              status: MarketStatus) -> None:
-        """Strategy exits for held positions (a ``sell`` signal, or the maximum holding time)."""
-        for position in snapshot.positions:
-            md = data.get(position.symbol)
-            if md is None or position.qty <= 0:
-                continue
-            reason = None
-            # A position answers to the strategy that opened it (and to the defensive one).
-            # Another strategy's sell only takes profit on a position held a while: mean
-            # reversion calling a fresh momentum entry "overbought" a minute after the buy would
-            # otherwise churn every trade. Positions of unknown origin listen to every strategy.
-            lots = self.ledger.open_lots(position.symbol)
-            owners = {lot.strategy for lot in lots} - {None}
-            held_for = self.clock.now() - min((lot.at for lot in lots), default=self.clock.now())
-            in_profit = (position.unrealized_pl or ZERO) > 0
-            for strategy in self.strategies:
-                foreign = bool(owners) and strategy.name not in owners and strategy.name != "defensive"
-                if foreign and not (in_profit and held_for >= MIN_HOLD_BEFORE_FOREIGN_EXIT):
-                    continue
-                try:
-                    signal = await strategy.evaluate_opportunity(position.symbol, md)
-                except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
-                    _reject_on_arithmetic(position.symbol, strategy.name, exc)
-                    break
-                if signal.action == "sell":
-                    self._log_signal(signal)
-                    reason = f"{signal.strategy}: {signal.reasoning}"
-                    break
-            held_days = self.ledger.holding_sessions(position.symbol, self.clock.now(), self.calendar)
-            max_hold = int(self.settings.mean_reversion.max_hold_days)
-            if reason is None and owners == {"mean_reversion"} and held_days is not None and held_days > max_hold:
-                reason = f"mean reversion held {held_days} sessions, more than the maximum of {max_hold}"
-            if reason is None:
-                continue
-            check = OrderCheck(symbol=position.symbol, side="sell", qty=abs(position.qty),
-                               price=Decimal(str(md.last_price)), is_closing=True,
-                               opens_today=self._opened_in(position.symbol, status.session),
-                               is_risk_exit=False)
-            decision = self.pdt.check_order(check, AccountView.from_account(snapshot.account), status.session)
-            if not decision.allowed:
-                log.info("exit_deferred", symbol=position.symbol, reason=decision.reason)
-                continue
-            log.info("strategy_exit", symbol=position.symbol, reason=reason)
-            # No re-entry in the session a position was exited: no churn between strategies.
-            self._entered_this_session.add(position.symbol)
-            await self.executor.emergency_exit(position.symbol, reason, phase=status.phase, kind="exit")
+        """Strategy exits for held positions (:class:`engine.exits.ExitStep`)."""
+        await self.exits.exit_positions(data, snapshot, status)
 
     async def enter_positions(self, data: dict[str, MarketData], snapshot: AccountSnapshot,
                               status: MarketStatus) -> None:
-        """Strategies -> AI analyzer -> ranked intents -> risk and PDT -> bracket orders."""
-        held = {p.symbol for p in snapshot.positions}
-        busy = held | {o.symbol for o in snapshot.open_orders if o.is_open} | self._entered_this_session
-        now = self.clock.now()
-        if self.protections.global_lock(now) is not None:
-            return
-        intents: list[TradeIntent] = []
-        volatility: dict[str, float | None] = {}
-        candidates = await self.entry_candidates(data, busy, now)
-        self.opportunities.start_cycle(status.session, (sig.symbol for sig, _ in candidates))
-        if candidates and self.news is not None:
-            await self.news.prefetch(sig.symbol for sig, _ in candidates)  # one request for all
-        for best, md in candidates:
-            try:
-                intent = await self.opportunities.intent_for(best, md, self.analyzer.analyze)
-            except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
-                _reject_on_arithmetic(best.symbol, "ai_analyzer", exc)
-                continue
-            if intent is not None:
-                intents.append(intent)
-                volatility[intent.symbol] = _daily_volatility(md.daily)
-        intents.sort(key=lambda i: i.confidence, reverse=True)
-        portfolio = snapshot.portfolio
-        account_view = AccountView.from_account(snapshot.account)
-        for intent in intents:
-            self.journal.record_intent(intent.intent_id, intent.symbol, intent.side, intent.strategy,
-                                       float(intent.confidence), _intent_payload(intent), intent.created_at)
-            log.info("trade_intent", intent_id=intent.intent_id, symbol=intent.symbol, side=intent.side,
-                     strategy=intent.strategy, confidence=round(float(intent.confidence), 4),
-                     entry_price=intent.entry_price, stop_price=intent.stop_price,
-                     target_price=intent.target_price, reasoning=intent.reasoning)
-            decision = self.risk.evaluate(intent, portfolio, volatility=volatility.get(intent.symbol))
-            if not decision.approved:
-                continue
-            qty = decision.qty
-            check = OrderCheck(symbol=intent.symbol, side="buy", qty=qty,
-                               price=Decimal(str(intent.entry_price)), is_closing=False)
-            pdt = self.pdt.check_order(check, account_view, status.session)
-            if not pdt.allowed or pdt.qty <= 0:  # the PDT manager logged pdt_blocked with its reason
-                continue
-            qty = min(qty, pdt.qty)
-            result = await self.executor.submit_bracket(intent, qty)
-            if result.status == "rejected" and result.error_code == 40310100:
-                self.pdt.block_symbol(intent.symbol, status.session)
-            if result.status in ("submitted", "in_flight"):
-                self.summary.orders_submitted += 1
-                self._entered_this_session.add(intent.symbol)
-                portfolio = replace(portfolio, pending_entries=portfolio.pending_entries + (
-                    PendingEntry(symbol=intent.symbol, qty=qty, price=Decimal(str(intent.entry_price)),
-                                 stop_price=Decimal(str(intent.stop_price)) if intent.stop_price else None),))
+        """Strategies -> AI analyzer -> risk and PDT -> bracket orders (:class:`engine.entries.EntryStep`)."""
+        await self.entries.enter_positions(data, snapshot, status)
 
     async def entry_candidates(self, data: dict[str, MarketData], busy: AbstractSet[str], now: datetime, *,
                                log_signals: bool = True) -> list[tuple[Any, MarketData]]:
-        """Each symbol of ``data`` not ``busy`` that passes the scanner and no protection locks
-        at ``now``, with its strongest buy signal among the strategies (those with none are left
-        out): what :meth:`enter_positions` hands the AI analyzer."""
-        candidates: list[tuple[Any, MarketData]] = []
-        if data:
-            self.rotation.observe(next(iter(data.values())).benchmark)
-        for symbol, md in data.items():
-            if symbol in busy or not self._passes_scanner(md):
-                continue
-            if self.protections.is_locked(symbol, now) is not None:
-                continue
-            best = None
-            for strategy in self.strategies:
-                try:
-                    signal = await strategy.evaluate_opportunity(symbol, md)
-                except ArithmeticError as exc:  # data no check foresaw: this symbol, not the loop
-                    _reject_on_arithmetic(symbol, strategy.name, exc)
-                    best = None
-                    break
-                if signal.action == "buy":  # long only: a sell on a symbol not held is no trade
-                    if log_signals:
-                        self._log_signal(signal)
-                    signal = self.rotation.apply(signal, defensive=md.defensive)  # None: not in this regime
-                    if signal is not None and (best is None or self.rotation.rank(signal) > self.rotation.rank(best)):
-                        best = signal
-            if best is not None:
-                candidates.append((best, md))
-        return candidates
-
-    def _passes_scanner(self, md: MarketData) -> bool:
-        s = self.settings.scanning
-        if not (s.min_price <= md.last_price <= s.max_price):
-            return False
-        spread = md.spread_pct
-        if spread is not None and spread > s.max_spread:
-            return False
-        volume = md.daily.volume
-        if len(volume) >= 21:
-            avg = float(np.add.reduce(volume[-21:-1]) / 20)  # np.mean's own arithmetic, less overhead
-            if avg < s.min_volume:
-                return False
-        return True
-
-    @staticmethod
-    def _log_signal(signal: Any) -> None:
-        log.info("signal", symbol=signal.symbol, action=signal.action, strategy=signal.strategy,
-                 confidence=round(float(signal.confidence), 4), reasoning=signal.reasoning,
-                 stop_price=signal.stop_price, target_price=signal.target_price)
+        """The symbols worth an intent, each with its strongest buy signal (the backtest
+        narrows ``data`` first; :meth:`engine.entries.EntryStep.entry_candidates`)."""
+        return await self.entries.entry_candidates(data, busy, now, log_signals=log_signals)
 
     # -- step 7 -----------------------------------------------------------------------------
 
     def _snapshot_data(self, snapshot: AccountSnapshot, phase: str, now: datetime) -> dict[str, Any]:
-        """What ``python main.py status`` shows of a broker snapshot (JSON-friendly)."""
-        account = snapshot.account
-        baseline = self.safety.session_start_equity
-        return {
-            "at": now.isoformat(), "phase": phase, "equity": str(account.equity),
-            "day_pnl": str(account.equity - baseline) if baseline is not None else None,
-            "positions": len(snapshot.positions), "open_orders": len(snapshot.open_orders),
-            "state": self.safety.state.value,
-            "position_details": [
-                {"symbol": p.symbol, "qty": str(p.qty),
-                 "unrealized_pl": str(p.unrealized_pl) if p.unrealized_pl is not None else None,
-                 "stop": str(snapshot.portfolio.positions[p.symbol].stop_price)
-                 if p.symbol in snapshot.portfolio.positions else None,
-                 "protected": protected_quantity(p, snapshot.open_orders) >= abs(p.qty)}
-                for p in snapshot.positions
-            ],
-            "order_details": [
-                {"symbol": o.symbol, "side": o.side, "type": o.type, "qty": str(o.qty), "status": o.status,
-                 "client_order_id": o.client_order_id}
-                for o in flatten_orders(snapshot.open_orders) if o.is_open
-            ],
-        }
+        """What ``python main.py status`` shows of a broker snapshot (:mod:`engine.cycle_record`)."""
+        return self.recorder.snapshot_data(snapshot, phase, now)
 
     def record_cycle(self, snapshot: AccountSnapshot, status: MarketStatus, started: float,
                      cpu_started: float, requests_before: int, symbols: int) -> None:
-        account = snapshot.account
-        now = self.clock.now()
-        if snapshot.rejected:  # never journal (or summarise) an equity nobody confirmed
-            log.info("cycle_complete", market_time=now.isoformat(),
-                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                     cpu_ms=round((time.process_time() - cpu_started) * 1000, 2), symbols=symbols,
-                     requests=getattr(self.broker, "request_count", 0) - requests_before, phase=status.phase,
-                     equity=None, account_rejected=True, positions=len(snapshot.positions),
-                     open_orders=len(snapshot.open_orders), state=self.safety.state.value)
-            return
-        positions_value = sum((p.market_value or ZERO for p in snapshot.positions), ZERO)
-        self.journal.record_equity(now, account.equity, account.cash, positions_value)
-        if self._peak_equity:
-            drawdown = float((self._peak_equity - account.equity) / self._peak_equity)
-            self.summary.max_drawdown = max(self.summary.max_drawdown, drawdown)
-        self.summary.end_equity = account.equity
-        requests = getattr(self.broker, "request_count", 0) - requests_before
-        data = self._snapshot_data(snapshot, status.phase, now)
-        self.remember_last_cycle(now, data)
-        # positions without a working stop for their full quantity, as seen this cycle
-        unprotected = [d["symbol"] for d in data["position_details"] if not d["protected"]]
-        still = sorted(set(unprotected) & self._unprotected_last_cycle)
-        self._unprotected_last_cycle = set(unprotected)
-        if still:
-            log.error("position_still_unprotected", symbols=still)
-            self._pending_alerts.append((AlertLevel.CRITICAL, "Position unprotected for more than one cycle",
-                                         ", ".join(still), "still_unprotected"))
-        if status.session is not None:
-            self._store_state("pdt_status", _jsonable(self.pdt.status(
-                status.session, AccountView.from_account(account))))
-        log.info("cycle_complete", market_time=now.isoformat(),
-                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                 cpu_ms=round((time.process_time() - cpu_started) * 1000, 2), symbols=symbols,
-                 requests=requests, phase=status.phase, equity=str(account.equity),
-                 positions=len(snapshot.positions), open_orders=len(snapshot.open_orders),
-                 unprotected=unprotected, state=self.safety.state.value)
+        """Journal equity and one ``cycle_complete`` line (:class:`engine.cycle_record.CycleRecorder`)."""
+        self.recorder.record_cycle(snapshot, status, started, cpu_started, requests_before, symbols)
 
     def remember_last_cycle(self, at: datetime, data: dict[str, Any]) -> None:
         """The latest cycle, for ``python main.py status`` (journaled every cycle)."""
@@ -1258,87 +481,7 @@ class TradingSystem:
         """
         bound = (self.SHUTDOWN_BROKER_SECONDS if self.stop_event.is_set()
                  else self.SHUTDOWN_BROKER_SECONDS_UNHURRIED)
-        try:
-            async with asyncio.timeout(bound):
-                positions = await self.broker.list_positions()
-                orders = await self.broker.list_orders(status="open", nested=True, limit=500)
-                account = await self.broker.get_account()
-            if not self.account_sanity.problems(account, positions):  # a bogus last word is no result
-                self.summary.end_equity = account.equity
-            self.summary.open_positions = len(positions)
-            self.summary.protected_positions = 0
-            for p in positions:
-                covered = protected_quantity(p, orders)
-                if covered >= abs(p.qty):
-                    self.summary.protected_positions += 1
-                log.info("open_position", symbol=p.symbol, qty=str(p.qty), protected_qty=str(covered),
-                         unrealized_pl=str(p.unrealized_pl) if p.unrealized_pl is not None else None)
-        except TimeoutError:
-            log.warning("shutdown_broker_unavailable", error=f"no answer within {bound:g}s")
-        except (BrokerError, asyncio.CancelledError) as exc:
-            log.warning("shutdown_broker_unavailable", error=str(exc))
-        self._persist_safety()
-        if hasattr(self.alerter, "drain"):  # queued alerts get a bounded flush, never more
-            await self.alerter.drain(ALERT_FLUSH_SECONDS)
-        self.summary.state = self.safety.state.value
-        log.info("system_shutdown", run_id=self.run_id, **self.summary.to_dict())
-
-
-def _reject_on_arithmetic(symbol: str, where: str, exc: ArithmeticError) -> None:
-    """An overflow, division by zero or invalid decimal operation while evaluating one symbol
-    rejects that symbol's data for the cycle (``market_data_rejected``); the loop goes on."""
-    log.warning("market_data_rejected", symbol=symbol, reason=f"{where}: {type(exc).__name__}: {exc}",
-                source="evaluation")
-
-
-def _leg_stop(order: Order) -> Decimal | None:
-    for leg in order.legs or []:
-        if leg.stop_price is not None:
-            return leg.stop_price
-    return None
-
-
-def _last_price(snap: Snapshot) -> float | None:
-    if snap.latest_trade is not None and snap.latest_trade.p:
-        return float(snap.latest_trade.p)
-    if snap.minute_bar is not None:
-        return float(snap.minute_bar.c)
-    if snap.daily_bar is not None:
-        return float(snap.daily_bar.c)
-    return None
-
-
-def _intent_payload(intent: TradeIntent) -> dict[str, Any]:
-    return {
-        "confidence_breakdown": getattr(intent, "confidence_breakdown", {}),
-        "reasoning": intent.reasoning,
-        "entry_price": intent.entry_price,
-        "stop_price": intent.stop_price,
-        "target_price": intent.target_price,
-        "decays_at": intent.decays_at.isoformat() if getattr(intent, "decays_at", None) else None,
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (Decimal, date, datetime)):
-        return str(value) if isinstance(value, Decimal) else value.isoformat()
-    return value
+        await self.recorder.shutdown(bound)
 
 
 RECONCILE_EVERY_CYCLES = 30
-#: Wall seconds the shutdown gives queued alert deliveries before abandoning them.
-# Within main.SignalStop's grace period (3 s), so that a stop on SIGTERM flushes, then ends.
-ALERT_FLUSH_SECONDS = 2.0
-MIN_HOLD_BEFORE_FOREIGN_EXIT = timedelta(minutes=30)
-
-
-def _daily_volatility(daily: BarSeries) -> float | None:
-    """Standard deviation of the last 20 daily log returns (for volatility-adjusted sizing)."""
-    closes = daily.close[-21:]
-    if len(closes) < 21 or np.any(closes <= 0):
-        return None
-    return float(np.std(np.diff(np.log(closes)), ddof=1))

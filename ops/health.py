@@ -25,7 +25,7 @@ from ops.telemetry import FAILURE_EVENTS, Telemetry
 
 __all__ = ["LOOP_MAX_BACKOFF_SECONDS", "health"]
 
-#: The loop's longest pause after failures (TradingSystem._failure_backoff's cap).
+#: The loop's longest pause after failures (engine.fault_policy.FaultPolicy.failure_backoff's cap).
 LOOP_MAX_BACKOFF_SECONDS = 300.0
 _DOWN_STREAM = ("disconnected", "down", "failed", "reconnecting")
 

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from alerter import Alerter
 from backtest.sim_broker import InProcessBroker
-from engine import trading_system as trading_system_module
+from engine import market_data_step as market_data_step_module
 from engine.trading_system import TradingSystem
 from journal.journal import Journal
 from market.market_data import MarketData
@@ -89,7 +89,7 @@ async def test_a_stale_trade_price_never_drives_an_entry(
     def twenty_minutes_old(snap: Any) -> datetime:
         return loop.clock.now() - timedelta(minutes=20)
 
-    monkeypatch.setattr(trading_system_module, "snapshot_price_time", twenty_minutes_old)
+    monkeypatch.setattr(market_data_step_module, "snapshot_price_time", twenty_minutes_old)
     with capture_logs() as logs:
         await turns(loop, 3)
     assert Recording.seen, "the strategies were asked"
