@@ -29,6 +29,14 @@ CLIMATOLOGY_PRIOR_WEIGHT = 30.0
 #: Sessions of memory of the past hit rate (0: every settled idea weighs the same).
 CLIMATOLOGY_MEMORY = 120.0
 
+#: The drift a symbol's log price is assumed to have before its own history says otherwise
+#: (per year; stocks rise on average, and a driftless walk under-forecasts targets above
+#: the entry in calm uptrends), and how many sessions of prior weight it carries against the
+#: symbol's own past mean log return (:func:`past_drift`).
+DRIFT_PRIOR_ANNUAL = 0.08
+DRIFT_PRIOR_SESSIONS = 2000.0
+SESSIONS_PER_YEAR = 252.0
+
 #: Names of the columns of :func:`transferable_features`, in order.
 TRANSFERABLE_NAMES: tuple[str, ...] = (
     "logit_random_walk",  # logit of the random-walk probability for this bracket and horizon
@@ -75,9 +83,11 @@ def daily_volatility(close: np.ndarray, window: int = VOL_WINDOW) -> np.ndarray:
 
 def random_walk_probability(
     stop: np.ndarray | float, target: np.ndarray | float, horizon: np.ndarray | float,
-    daily_vol: np.ndarray | float,
+    daily_vol: np.ndarray | float, drift: np.ndarray | float | None = None,
 ) -> np.ndarray:
-    """P(target before stop within ``horizon`` sessions) for a driftless Brownian log price.
+    """P(target before stop within ``horizon`` sessions) for a Brownian log price
+    (driftless unless ``drift``, the log price's mean change per session, is given:
+    :func:`drift_walk_probability`).
 
     Barriers at ``log(1 + target)`` above and ``log(1 - stop)`` below the entry, volatility
     ``daily_vol`` per session. First-exit series of the heat equation on an interval:
@@ -86,6 +96,8 @@ def random_walk_probability(
     ``T`` the horizon. Long brackets; for a short one pass the stop and target swapped in
     meaning (distance up to the stop, down to the target).
     """
+    if drift is not None:
+        return drift_walk_probability(stop, target, horizon, daily_vol, drift)
     stop, target, horizon, vol = np.broadcast_arrays(
         np.asarray(stop, float), np.asarray(target, float), np.asarray(horizon, float),
         np.asarray(daily_vol, float),
@@ -105,6 +117,56 @@ def random_walk_probability(
             * np.exp(-(k * k) * math.pi ** 2 * t1 / (2.0 * w1 * w1))
         p = (a1 / w1)[:, 0] - terms.sum(axis=1)
     return np.clip(p, 1e-4, 1 - 1e-4).reshape(shape)
+
+
+def drift_walk_probability(
+    stop: np.ndarray | float, target: np.ndarray | float, horizon: np.ndarray | float,
+    daily_vol: np.ndarray | float, drift: np.ndarray | float,
+) -> np.ndarray:
+    """P(target before stop within ``horizon`` sessions) for a Brownian log price with
+    mean change ``drift`` and volatility ``daily_vol`` per session.
+
+    In volatility units (``m = drift / vol``, stop ``a`` below, target ``b`` above, width
+    ``L``) the density of reaching the target at ``t`` is the driftless one times
+    ``exp(m b - m^2 t / 2)`` (Girsanov), which integrates term by term:
+    ``P = P_inf - exp(m b) sum_k (k pi / L^2) (-1)^(k+1) sin(k pi a / L) exp(-c_k T) / c_k``
+    with ``c_k = k^2 pi^2 / (2 L^2) + m^2 / 2`` and ``P_inf = (1 - e^(-2ma)) / (1 - e^(-2mL))``
+    the gambler's ruin with drift (``a / L`` as ``m -> 0``).
+    """
+    stop, target, horizon, vol, mu = np.broadcast_arrays(
+        np.asarray(stop, float), np.asarray(target, float), np.asarray(horizon, float),
+        np.asarray(daily_vol, float), np.asarray(drift, float),
+    )
+    shape = stop.shape
+    a = (-np.log1p(-stop) / vol).reshape(-1, 1)
+    b = (np.log1p(target) / vol).reshape(-1, 1)
+    m = (mu / vol).reshape(-1, 1)
+    t = horizon.reshape(-1, 1)
+    width = a + b
+    k = np.arange(1, SERIES_TERMS + 1, dtype=float)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        tiny = np.abs(m * width) < 1e-9
+        far = np.where(tiny, a / width, np.expm1(-2.0 * m * a) / np.where(tiny, 1.0, np.expm1(-2.0 * m * width)))
+        rate = (k * k) * math.pi ** 2 / (2.0 * width * width) + m * m / 2.0
+        terms = (k * math.pi / (width * width)) * np.where(k % 2 == 1, 1.0, -1.0) \
+            * np.sin(k * math.pi * a / width) * np.exp(-rate * t) / rate
+        p = far[:, 0] - np.exp(m * b)[:, 0] * terms.sum(axis=1)
+    return np.clip(p, 1e-4, 1 - 1e-4).reshape(shape)
+
+
+def past_drift(
+    close: np.ndarray, prior: float = DRIFT_PRIOR_ANNUAL / SESSIONS_PER_YEAR,
+    weight: float = DRIFT_PRIOR_SESSIONS,
+) -> np.ndarray:
+    """At each session: the mean daily log return of the symbol up to it, shrunk towards
+    ``prior`` with ``weight`` sessions (one symbol's decade says little about its drift)."""
+    close = np.asarray(close, dtype=float)
+    r = np.zeros(len(close))
+    if len(close) > 1:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r[1:] = np.log(close[1:] / close[:-1])
+    r = np.where(np.isfinite(r), r, 0.0)
+    return (np.cumsum(r) + weight * prior) / (np.arange(len(close), dtype=float) + weight)
 
 
 def _rolling_log_return(close: np.ndarray, k: int) -> np.ndarray:

@@ -64,6 +64,8 @@ class BracketModel:
                                 "horizon_sessions": self.default.horizon},
             "climatology_prior_weight": bf.CLIMATOLOGY_PRIOR_WEIGHT,
             "climatology_memory_sessions": bf.CLIMATOLOGY_MEMORY,
+            "drift_prior_annual": bf.DRIFT_PRIOR_ANNUAL,
+            "drift_prior_sessions": bf.DRIFT_PRIOR_SESSIONS,
             "weight": self.weight,
             "logistic": None if self.logistic is None else self.logistic.to_json(),
             "metrics": self.metrics,

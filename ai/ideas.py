@@ -37,6 +37,7 @@ class SymbolContext:
 
     day: np.ndarray
     vol: np.ndarray
+    drift: np.ndarray  # bf.past_drift: the log price's assumed mean change per session
     random_walk_default: np.ndarray
     past_default: np.ndarray  # shrunk past hit rate of the default bracket
     session_X: np.ndarray  # bf.session_features
@@ -51,11 +52,12 @@ def symbol_context(
     n = len(close)
     vol = bf.daily_volatility(close)
     vol = np.where(np.isfinite(vol), vol, DEFAULT_DAILY_VOL)
-    rw = bf.random_walk_probability(default.stop, default.target, default.horizon, vol)
+    drift = bf.past_drift(close)
+    rw = bf.random_walk_probability(default.stop, default.target, default.horizon, vol, drift)
     outcomes = bracket_outcomes(open_, high, low, default.stop, default.target, default.horizon)
     past, _ = bf.past_hit_rate(outcomes.known, outcomes.settled, n, rw, bf.CLIMATOLOGY_PRIOR_WEIGHT)
     return SymbolContext(
-        day=np.asarray(day, dtype=np.int64), vol=vol, random_walk_default=rw, past_default=past,
+        day=np.asarray(day, dtype=np.int64), vol=vol, drift=drift, random_walk_default=rw, past_default=past,
         session_X=bf.session_features(close, vol, market_close), default_outcomes=outcomes,
     )
 
@@ -82,7 +84,8 @@ def build_ideas(
     out = bracket_outcomes(open_, high, low, stop, target, horizon, decisions=decisions)
     rows = out.decision
     rw = bf.random_walk_probability(
-        np.broadcast_to(stop, rows.shape), np.broadcast_to(target, rows.shape), out.horizon, ctx.vol[rows]
+        np.broadcast_to(stop, rows.shape), np.broadcast_to(target, rows.shape), out.horizon, ctx.vol[rows],
+        ctx.drift[rows],
     )
     baseline = bf.row_baseline(rw, ctx.past_default[rows], ctx.random_walk_default[rows])
     n = len(ctx.day)

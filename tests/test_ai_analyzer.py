@@ -528,16 +528,16 @@ HEADLINE_SETS: tuple[tuple[str, ...], ...] = (
     ("Upgrade: buy rating, great growth ahead", " Shares surge after record profit and strong guidance "),
 )
 IDENTITY_DIGESTS: dict[str, str] = {
-    "AAPL": "24fd36dd7ff5752a04d051a776d0ee6803c48a0dfb223a2b3e94a9ba4ce985d8",
-    "AMZN": "2cab302cf2ceb199278b62627192ea8ae4260cf736d42fa375590524d2e3693c",
-    "GOOGL": "4c1c8965e2ab6ae4d33b4667fc7b0370cda9cfb12b56163ae04fe6c97ae9bf33",
-    "MSFT": "a34d055a3524e0539b68432258c3b1cc73d0ecaedc24b25f0b1928902ad08b66",
-    "NVDA": "5e238c0507424b294f043fe36ec42fb78b02aa8b44f3783d06dfd9c4a839e5d8",
-    "TSLA": "9732abf68194e75ea409ba64075fe8eccfeba34ba8a118490f3891821cd8957d",
-    "QQQ": "e1d99982c485e528d56ed06728765420065a7923423cef7b1a9d4a4d9e99c6fd",
-    "IWM": "433d8e4ab35c9de725ab7f78f38c817ee8c01b043fae6649234c124ce272d78a",
-    "ORCL": "1fa31cc3447785bcbf35b7760c248998460ef6dc8f1b27a47246c7e57555dabd",
-    "YHOO": "287ff8d4ca9f05051805ae785dbef6734e63e5e232edbf450f8f2bad8dfabd16",
+    "AAPL": "3493b5a2fcdbab1ed92256c7b133e350c222199e6b109c0a322afaeae556aac1",
+    "AMZN": "7362a880f49b0b5e50b00d46233056d924d88038207ec5603f86403e6decdc85",
+    "GOOGL": "aa1f6c456babfba3394c042cda7ab1537522174a57751583cb3ec3d93da4f76f",
+    "MSFT": "4501b113606765e221e2c03e515a3acd92d769a11e145b57e1aa912281f2cc0d",
+    "NVDA": "c6ab9048d5e6a49bd7374183eb7d8bb3293ff184cf81ffd62416e03eeef48edf",
+    "TSLA": "d228fe312051897a0bcfffa0a315d17079c973d9a262cef3f25d6ba16d75392e",
+    "QQQ": "54e367bee358d4a4d86a25595d034e4c8cfadc5bc0e9820183326cf9fed20c7f",
+    "IWM": "d9fc332fb42f8c8791acda89d32f7419873315fa471f36be345fbd7c9b9617ca",
+    "ORCL": "b38c4fd0220cc6e9e4765d9847d3ddd5af46a06505c5ec473856e61bc8ffa85a",
+    "YHOO": "f23991be59bccf196602614601d31e57a4c86f2a1ebaee86ff8ef23725821109",
 }
 #: Set to a file path to write every idea's record there (to diff two implementations).
 IDENTITY_DUMP_ENV = "AI_IDENTITY_DUMP"

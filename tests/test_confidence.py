@@ -120,6 +120,23 @@ def test_random_walk_probability_depends_on_the_bracket_and_the_horizon() -> Non
     assert far == pytest.approx(a / (a + b), abs=1e-6)
 
 
+def test_a_drift_towards_the_target_raises_the_random_walk_probability() -> None:
+    driftless = float(bf.random_walk_probability(0.03, 0.06, 20, 0.015))
+    assert float(bf.random_walk_probability(0.03, 0.06, 20, 0.015, 0.0)) == pytest.approx(driftless, abs=1e-12)
+    up = float(bf.random_walk_probability(0.03, 0.06, 20, 0.015, 0.08 / 252))
+    down = float(bf.random_walk_probability(0.03, 0.06, 20, 0.015, -0.08 / 252))
+    assert down < driftless < up
+    # a long horizon tends to the gambler's ruin with drift: (1 - e^(-2ma)) / (1 - e^(-2mL))
+    m, a, b = (0.08 / 252) / 0.015, -np.log(0.97) / 0.015, np.log(1.06) / 0.015
+    far = float(bf.random_walk_probability(0.03, 0.06, 100_000, 0.015, 0.08 / 252))
+    assert far == pytest.approx((1 - np.exp(-2 * m * a)) / (1 - np.exp(-2 * m * (a + b))), abs=1e-6)
+    # the symbol's past drift starts at the prior and uses only returns up to each session
+    close = np.exp(np.cumsum(np.full(500, 0.002)))
+    drift = bf.past_drift(close)
+    assert drift[0] == pytest.approx(bf.DRIFT_PRIOR_ANNUAL / bf.SESSIONS_PER_YEAR)
+    assert np.array_equal(bf.past_drift(close[:300]), drift[:300]) and drift[-1] > drift[0]
+
+
 @needs_data
 def test_evaluate_command_and_train_reproduces_the_model_file(tmp_path: Path) -> None:
     data = _data_dir(tmp_path / "data")
