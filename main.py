@@ -18,7 +18,7 @@ import gc
 import os
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 from urllib.parse import urlparse
@@ -748,6 +748,12 @@ def run_evaluate(settings: Any, args: argparse.Namespace) -> int:
     if not args.data:
         print("error: evaluate needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)
         return EXIT_CONFIG
+    window_problem = evaluate_window_problem(args.start, args.end)
+    if window_problem is None and args.horizon < 1:
+        window_problem = f"--horizon {args.horizon}: must be at least 1 session"
+    if window_problem is not None:
+        print(f"error: {window_problem}", file=sys.stderr)
+        return EXIT_CONFIG
     default = DefaultBracket(stop=float(settings.trading.stop_loss), target=float(settings.trading.take_profit),
                              horizon=int(args.horizon))
     proposer = pipeline_proposer(settings, default.horizon) if args.population == "proposals" else None
@@ -756,6 +762,23 @@ def run_evaluate(settings: Any, args: argparse.Namespace) -> int:
                            population=args.population, default=default, proposer=proposer)
     print(text)
     return EXIT_OK
+
+
+def evaluate_window_problem(start: str | None, end: str | None) -> str | None:
+    """Why ``evaluate``'s ``--start``/``--end`` cannot select decision dates, or None: a date
+    that is not one (a traceback otherwise) or a window that ends before it starts (which
+    would walk the whole data to score nothing)."""
+    parsed: dict[str, date] = {}
+    for flag, text in (("--start", start), ("--end", end)):
+        if not text:
+            continue
+        try:
+            parsed[flag] = date.fromisoformat(str(text)[:10])
+        except ValueError:
+            return f"{flag} {text!r} is not a date (YYYY-MM-DD)"
+    if "--start" in parsed and "--end" in parsed and parsed["--end"] < parsed["--start"]:
+        return f"--end {end} is before --start {start}"
+    return None
 
 
 def run_backtest(settings: Any, args: argparse.Namespace) -> int:
