@@ -78,6 +78,19 @@ def _volume(index: int, value: str) -> Callable[[list[str]], list[str]]:
     return edit
 
 
+def _ohlc(index: int, *, high: str | None = None, low: str | None = None) -> Callable[[list[str]], list[str]]:
+    """Row ``index`` with its high or low replaced: a bar that contradicts its own open and close."""
+    def edit(rows: list[str]) -> list[str]:
+        cells = rows[index].split(",")
+        if high is not None:
+            cells[2] = high
+        if low is not None:
+            cells[3] = low
+        rows[index] = ",".join(cells)
+        return rows
+    return edit
+
+
 def _rename_day(old: str, new: str) -> Callable[[list[str]], list[str]]:
     def edit(rows: list[str]) -> list[str]:
         return [new + row[len(old):] if row.startswith(old + ",") else row for row in rows]
@@ -213,6 +226,10 @@ CASES = [
     # the acceptance walk of issues 15 and 16: evaluate and backtest as a new user mistypes them
     Case("evaluate_bad_row", _with_data("badrow", _price(40, "abc"), EVALUATE),
          lambda t: [AAPL_FILE, "41", "abc"], subprocess=True),
+    Case("evaluate_high_below_close", _with_data("hilo", _ohlc(40, high="1.0"), EVALUATE),
+         lambda t: [AAPL_FILE, ":41:", "high 1 is below"], subprocess=True),
+    Case("train_low_above_open", _with_data("lohi", _ohlc(40, low="9999"), TRAIN),
+         lambda t: [AAPL_FILE, ":41:", "low 9999 is above"]),
     Case("evaluate_unknown_symbol", _with_data("ok", lambda r: r, [*EVALUATE, "--symbols", "NOPE"]),
          lambda t: ["NOPE"]),
     Case("evaluate_empty_data_dir", lambda t: _empty_dir(t, EVALUATE), lambda t: [str(t / "empty")]),
