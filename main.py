@@ -744,6 +744,12 @@ def run_evaluate(settings: Any, args: argparse.Namespace) -> int:
     from ai.evaluate import run as evaluate_run
     from ai.ideas import DefaultBracket
     from backtest.proposals import pipeline_proposer
+    from core import logging_setup
+
+    # the terminal (or a pipe) gets the scores alone, as for backtest and report: the
+    # structured log goes to its file only
+    logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
+                            secrets=settings.secret_values(), console=False)
 
     if not args.data:
         print("error: evaluate needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)
