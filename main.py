@@ -726,8 +726,19 @@ def queue_operator_command(settings: Any, kind: str, reason: str) -> int:
 # -- train, backtest, report ---------------------------------------------------------------
 
 
+def log_to_file_only(settings: Any) -> None:
+    """The terminal (or a pipe) gets a command's results alone, as for backtest and report:
+    the structured log goes to ``storage.log_file`` only."""
+    from core import logging_setup
+
+    logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
+                            secrets=settings.secret_values(), console=False)
+
+
 def run_train(settings: Any, args: argparse.Namespace) -> int:
     from ai.ai_model import train_model
+
+    log_to_file_only(settings)
 
     if not args.data:
         print("error: train needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)
@@ -744,12 +755,8 @@ def run_evaluate(settings: Any, args: argparse.Namespace) -> int:
     from ai.evaluate import run as evaluate_run
     from ai.ideas import DefaultBracket
     from backtest.proposals import pipeline_proposer
-    from core import logging_setup
 
-    # the terminal (or a pipe) gets the scores alone, as for backtest and report: the
-    # structured log goes to its file only
-    logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
-                            secrets=settings.secret_values(), console=False)
+    log_to_file_only(settings)
 
     if not args.data:
         print("error: evaluate needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``python main.py evaluate`` as a new user runs it (the acceptance walk of issue 15): on
+"""``python main.py evaluate`` (and ``train``) as a new user runs it (the acceptance walk of issue 15): on
 daily bars of a symbol that is not in ``shared/`` (real bars under a new name), with the
 ``sessions`` population, the output is the scores alone (the structured log goes to its file,
 as for ``backtest`` and ``report``), with a row for every session that has a next one."""
@@ -54,3 +54,18 @@ def test_evaluate_on_an_unseen_symbol_prints_scores_only_and_a_row_per_session(t
         assert [r["decision_date"] for r in rows] == dates[:-1]  # every session that has a next one
     log = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines() if line.strip()]
     assert all("event" in entry for entry in log)
+
+
+def test_train_prints_its_report_alone(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _renamed(data, "NEWCO", date(2006, 1, 3), date(2011, 12, 30))
+    _renamed(data, "SPY", date(2006, 1, 3), date(2011, 12, 30))  # the benchmark train needs
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "TRADING_", "PYTEST_"))}
+    run = subprocess.run([sys.executable, str(REPO / "main.py"), "train", "--data", str(data),
+                          "--out", str(tmp_path / "model.json"), "--log-file", str(tmp_path / "train.jsonl")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "model written to" in run.stdout
+    for line in run.stdout.splitlines():
+        assert not line.lstrip().startswith("{"), line
+    assert "ai_model_trained" in (tmp_path / "train.jsonl").read_text()
