@@ -145,7 +145,19 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out.update(args.http)
     if args.symbols:
         out["scanning.symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    elif args.data and (getattr(args, "command", None) or "run") == "run":
+        out["scanning.symbols"] = data_dir_symbols(args.data)
     return {k: v for k, v in out.items() if v is not None}
+
+
+def data_dir_symbols(data_dir: str) -> list[str] | None:
+    """``--data DIR`` without ``--symbols``: every symbol DIR holds bars of, as ``backtest``
+    does (the default universe is rarely what a folder of CSVs holds); None when DIR holds
+    none (or is no folder: that gets its own line later)."""
+    from backtest.data import symbols_in_dir
+
+    folder = Path(data_dir)
+    return (symbols_in_dir(folder) or None) if folder.is_dir() else None
 
 
 def load(args: argparse.Namespace) -> Any:
