@@ -223,6 +223,9 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
     daily = len({to_exchange_time(at).date() for at, _ in curve}) >= 2
     curve, ppy = (curve, 252.0) if daily else (list(snapshots), None)
     report = compute_performance(curve, trades, periods_per_year=ppy)
+    if not daily:  # hours of one session annualized are noise (a Sharpe of 18 after a morning): none
+        report = dataclasses.replace(report, annual_return=None, annual_volatility=None, sharpe=None,
+                                     sortino=None, calmar=None)
     meta: dict[str, Any] = {
         "source": f"journal {path}",
         "mode": settings.mode,
@@ -231,6 +234,8 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
         "orders_journaled": orders_journaled,
         "symbols": ", ".join(sorted({t.symbol for t in trades})) or "none traded",
     }
+    if not daily:
+        meta["annualized_ratios"] = "n/a: the journal spans one session (annual return, volatility, Sharpe, Sortino, Calmar need two or more)"
     if skipped:
         meta["journal_rows_skipped"] = len(skipped)
         meta["skipped_rows"] = [r.reason for r in skipped[:20]]

@@ -339,6 +339,23 @@ def test_report_from_a_paper_journal(settings: Any, tmp_path: Path, capsys: pyte
     assert report_from_journal(missing, argparse.Namespace(out=tmp_path / "out2")) == 2
 
 
+def test_a_one_session_journal_reports_no_annualized_ratios(settings: Any, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Hours of one session annualized gave "Sharpe 18.43" after a morning's sim run: n/a instead."""
+    db = tmp_path / "state.db"
+    journal = Journal(db)
+    for minute, equity in enumerate(("100000", "100050", "99990", "100080", "100020", "100090")):
+        journal.record_equity(datetime.fromisoformat(f"2025-01-02T15:{10 + minute:02d}:00+00:00"),
+                              Decimal(equity), Decimal(equity), Decimal(0))
+    journal.close()
+    run_settings = settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_db": str(db)})})
+    assert report_from_journal(run_settings, argparse.Namespace(out=tmp_path / "out")) == 0
+    assert "Sharpe n/a" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["performance"]["sharpe"] is None and summary["performance"]["annual_return"] is None
+    assert summary["performance"]["total_return"] == pytest.approx(0.0009)
+
+
 class AlwaysBuy(BaseStrategy):
     """Test strategy: buy every symbol it sees, with a tight 1% bracket."""
 
