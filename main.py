@@ -18,7 +18,7 @@ import gc
 import os
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 from urllib.parse import urlparse
@@ -145,7 +145,19 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out.update(args.http)
     if args.symbols:
         out["scanning.symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    elif args.data and (getattr(args, "command", None) or "run") == "run":
+        out["scanning.symbols"] = data_dir_symbols(args.data)
     return {k: v for k, v in out.items() if v is not None}
+
+
+def data_dir_symbols(data_dir: str) -> list[str] | None:
+    """``--data DIR`` without ``--symbols``: every symbol DIR holds bars of, as ``backtest``
+    does (the default universe is rarely what a folder of CSVs holds); None when DIR holds
+    none (or is no folder: that gets its own line later)."""
+    from backtest.data import symbols_in_dir
+
+    folder = Path(data_dir)
+    return (symbols_in_dir(folder) or None) if folder.is_dir() else None
 
 
 def load(args: argparse.Namespace) -> Any:
@@ -726,8 +738,19 @@ def queue_operator_command(settings: Any, kind: str, reason: str) -> int:
 # -- train, backtest, report ---------------------------------------------------------------
 
 
+def log_to_file_only(settings: Any) -> None:
+    """The terminal (or a pipe) gets a command's results alone, as for backtest and report:
+    the structured log goes to ``storage.log_file`` only."""
+    from core import logging_setup
+
+    logging_setup.configure(log_file=settings.storage.log_file, level=settings.storage.log_level,
+                            secrets=settings.secret_values(), console=False)
+
+
 def run_train(settings: Any, args: argparse.Namespace) -> int:
     from ai.ai_model import train_model
+
+    log_to_file_only(settings)
 
     if not args.data:
         print("error: train needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)
@@ -745,8 +768,16 @@ def run_evaluate(settings: Any, args: argparse.Namespace) -> int:
     from ai.ideas import DefaultBracket
     from backtest.proposals import pipeline_proposer
 
+    log_to_file_only(settings)
+
     if not args.data:
         print("error: evaluate needs --data DIR (a directory with daily/SYMBOL-1d-*.csv files)", file=sys.stderr)
+        return EXIT_CONFIG
+    window_problem = evaluate_window_problem(args.start, args.end)
+    if window_problem is None and args.horizon < 1:
+        window_problem = f"--horizon {args.horizon}: must be at least 1 session"
+    if window_problem is not None:
+        print(f"error: {window_problem}", file=sys.stderr)
         return EXIT_CONFIG
     default = DefaultBracket(stop=float(settings.trading.stop_loss), target=float(settings.trading.take_profit),
                              horizon=int(args.horizon))
@@ -756,6 +787,23 @@ def run_evaluate(settings: Any, args: argparse.Namespace) -> int:
                            population=args.population, default=default, proposer=proposer)
     print(text)
     return EXIT_OK
+
+
+def evaluate_window_problem(start: str | None, end: str | None) -> str | None:
+    """Why ``evaluate``'s ``--start``/``--end`` cannot select decision dates, or None: a date
+    that is not one (a traceback otherwise) or a window that ends before it starts (which
+    would walk the whole data to score nothing)."""
+    parsed: dict[str, date] = {}
+    for flag, text in (("--start", start), ("--end", end)):
+        if not text:
+            continue
+        try:
+            parsed[flag] = date.fromisoformat(str(text)[:10])
+        except ValueError:
+            return f"{flag} {text!r} is not a date (YYYY-MM-DD)"
+    if "--start" in parsed and "--end" in parsed and parsed["--end"] < parsed["--start"]:
+        return f"--end {end} is before --start {start}"
+    return None
 
 
 def run_backtest(settings: Any, args: argparse.Namespace) -> int:

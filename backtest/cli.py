@@ -10,6 +10,7 @@ to stdout or stderr, so they cannot bury the bar or the summary.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,9 +24,11 @@ import structlog
 from analytics.excursions import comparison_lines
 from analytics.performance import compute_performance, usable_curve, usable_trades
 from backtest.data import symbols_in_dir
-from backtest.reports import _num, _pct, _share, render_summary, user_warnings, write_backtest_report
+from backtest.reports import (EQUITY_NAME, TRADES_NAME, _num, _pct, _share, render_summary, user_warnings,
+                              write_backtest_report, write_equity_csv, write_trades_csv)
 from backtest.options import BacktestError, BacktestOptions, BacktestResult
-from backtest.runner import run_backtest
+from backtest.runner import _intents, run_backtest
+from backtest.trade_details import with_entry_details
 from backtest.walk_forward import WalkForwardResult, walk_forward
 from backtest.sim_broker import CommissionModel
 from core.clock import to_exchange_time
@@ -200,6 +203,8 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
         equity_rows = journal.raw_equity_rows()
         trade_rows = journal.raw_trade_rows()
         orders_journaled = journal.order_count()
+        fills, orders = journal.fills(), journal.orders()
+        intents = _intents(journal, orders)
     finally:
         journal.close()
     if not equity_rows:
@@ -218,6 +223,9 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
     daily = len({to_exchange_time(at).date() for at, _ in curve}) >= 2
     curve, ppy = (curve, 252.0) if daily else (list(snapshots), None)
     report = compute_performance(curve, trades, periods_per_year=ppy)
+    if not daily:  # hours of one session annualized are noise (a Sharpe of 18 after a morning): none
+        report = dataclasses.replace(report, annual_return=None, annual_volatility=None, sharpe=None,
+                                     sortino=None, calmar=None)
     meta: dict[str, Any] = {
         "source": f"journal {path}",
         "mode": settings.mode,
@@ -226,6 +234,8 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
         "orders_journaled": orders_journaled,
         "symbols": ", ".join(sorted({t.symbol for t in trades})) or "none traded",
     }
+    if not daily:
+        meta["annualized_ratios"] = "n/a: the journal spans one session (annual return, volatility, Sharpe, Sortino, Calmar need two or more)"
     if skipped:
         meta["journal_rows_skipped"] = len(skipped)
         meta["skipped_rows"] = [r.reason for r in skipped[:20]]
@@ -234,6 +244,10 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
     out = Path(getattr(args, "out", None) or "reports")
     html_path, json_path = reporting.write_report(out, report=report, equity_curve=curve, trades=trades,
                                                   title=f"Trading report ({settings.mode})", meta=meta)
+    # the backtest's CSVs too (issue 18: MFE/MAE per trade in trades.csv), from the journal's trades
+    write_trades_csv(out / TRADES_NAME, with_entry_details([dataclasses.asdict(t) for t in trades], fills, orders,
+                                                           intents))
+    write_equity_csv(out / EQUITY_NAME, curve)
     t = report.trades
     lines = [
         f"Report {meta['period']} from {path}",
@@ -244,7 +258,8 @@ def report_from_journal(settings: Any, args: argparse.Namespace) -> int:
     if skipped:
         lines.append(f"  skipped {len(skipped)} journal row(s) that make no sense (listed in the report)")
     lines += comparison_lines(report.by_strategy)  # per strategy, with MFE/MAE
-    lines += [f"  report  {html_path}", f"          {json_path}"]
+    lines += [f"  report  {html_path}", f"          {json_path}",
+              f"          {out / TRADES_NAME}, {out / EQUITY_NAME}"]
     print("\n".join(lines), flush=True)
     return EXIT_OK
 

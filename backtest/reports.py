@@ -3,8 +3,8 @@
 ``--report DIR`` gets, side by side: ``report.html`` (equity and drawdown charts, the trades
 table, the comparison with benchmarks; :mod:`analytics.reporting`), ``summary.json``,
 ``trades.csv`` (one row per closed trade: entry and exit dates and prices, the bracket's
-``stop_price`` and ``target_price``, the ``exit_reason`` of the fill that closed it, P&L and
-the probability at entry) and ``equity.csv`` (the equity curve and its drawdown).
+``stop_price`` and ``target_price``, the ``exit_reason`` of the fill that closed it, P&L,
+the probability at entry and the trade's ``mfe_pct``/``mae_pct`` excursions) and ``equity.csv`` (the equity curve and its drawdown).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ TRADES_NAME = "trades.csv"
 EQUITY_NAME = "equity.csv"
 TRADE_COLUMNS = ("symbol", "strategy", "side", "qty", "entry_date", "entry_at", "entry_price", "exit_date",
                  "exit_at", "exit_price", "stop_price", "target_price", "exit_reason", "pnl", "return_pct",
-                 "commission", "probability")
+                 "commission", "probability", "mfe_pct", "mae_pct")
 #: Exit reasons that mean the bracket's target was reached (the model's label 1).
 TARGET_REASONS = frozenset({"take_profit"})
 
@@ -48,6 +48,7 @@ def trade_rows(trades: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
             "pnl": _text(t.get("pnl")), "return_pct": _text(t.get("return_pct")),
             "commission": _text(t.get("commission")),
             "probability": "" if t.get("probability") is None else f"{float(t['probability']):.6f}",
+            "mfe_pct": _text(t.get("mfe_pct")), "mae_pct": _text(t.get("mae_pct")),
         })
     return rows
 

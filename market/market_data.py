@@ -456,9 +456,20 @@ def load_csv_bars(path: str | Path) -> BarSeries:
             stamps.append(stamp)
             for k, name in enumerate(_COLUMNS):
                 columns[k].append(_parse_number(row[where[k + 1]], name, source, line))
+            _check_ohlc(columns[0][-1], columns[1][-1], columns[2][-1], columns[3][-1], source, line)
     if not stamps:
         raise DataQualityError(f"{source}: no bars after the header")
     return BarSeries.from_arrays(stamps, *columns)
+
+
+def _check_ohlc(o: float, h: float, lo: float, c: float, source: Path, line: int) -> None:
+    """A bar whose high is below its open or close (or low above them) is a broken row: the
+    backtest's reader refuses it, and training and ``evaluate`` must too, or their labels
+    (stop and target reached by the low and high) are computed from nonsense."""
+    if h < max(o, c):
+        raise DataQualityError(f"{source}:{line}: high {h:g} is below max(open {o:g}, close {c:g})")
+    if lo > min(o, c):
+        raise DataQualityError(f"{source}:{line}: low {lo:g} is above min(open {o:g}, close {c:g})")
 
 
 def _parse_stamp(text: str, source: Path, line: int) -> int:

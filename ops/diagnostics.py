@@ -171,7 +171,9 @@ def _risk_check(settings: Any, *, journal_readable: bool = True) -> tuple[str, V
             notes.append(f"trading state {safety.get('state', 'ACTIVE')}")
     else:
         notes.append("no journal yet (first run)")
-    model = Path(settings.ai.model_path)
+    from ai.model_choice import resolve_model_path  # where the analyzer looks: cwd, then beside the program
+
+    model = resolve_model_path(settings.ai.model_path)
     if model.exists():
         notes.append(f"AI model {model}")
     else:

@@ -58,7 +58,10 @@ async def render_status(settings: Any) -> str:
     latch = ""
     if safety.get("latched"):
         kind = latch_label(safety.get("latch_kind"))
-        latch = f" LATCHED by {kind}: {safety.get('reason')} (re-arm with main.py rearm --reason ...)"
+        reason = str(safety.get("reason"))
+        if reason.lower().startswith(f"{kind.lower()}: "):  # the reason often names its stop already
+            reason = reason[len(kind) + 2:]
+        latch = f" LATCHED by {kind}: {reason} (re-arm with main.py rearm --reason ...)"
     lines.append(f"  trading state     {state}{latch}")
     lines.append(f"  session baseline  {safety.get('session_start_equity', '?')} ({safety.get('session_date', '?')})")
     peak = (safety.get("peak") or {}).get("high_water_mark")

@@ -153,7 +153,8 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="market and fault RNG seed (default 42)")
     parser.add_argument("--start", type=_start, help="simulated start, ISO-8601 or YYYY-MM-DD (that day's pre-market)")
     parser.add_argument("--cash", type=_cash, default=Decimal("100000"), help="starting cash (default 100000)")
-    parser.add_argument("--faults", type=_faults, help='e.g. "error_rate=0.05,latency_ms=50-400,reset=0.01,race=0.2"')
+    parser.add_argument("--faults", type=_faults, help='e.g. "error_rate=0.05,latency_ms=50-400,reset=0.01,race=0.2,stream_drop=0.05" '
+                             '(stream_drop: per second, every stream connection closed at once)')
     parser.add_argument("--key", help=f"require this APCA-API-KEY-ID (with --secret; default ${KEY_ENV})")
     parser.add_argument("--secret", help=f"require this APCA-API-SECRET-KEY (with --key; default ${SECRET_ENV}, "
                                          "which keeps it out of the process list)")

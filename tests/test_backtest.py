@@ -312,7 +312,8 @@ def test_report_from_a_paper_journal(settings: Any, tmp_path: Path, capsys: pyte
                                   Decimal(equity) + Decimal(bump), Decimal(equity), Decimal(0))
     journal.record_trade("SPY", "breakout", datetime.fromisoformat("2025-01-02T15:00:00+00:00"),
                          datetime.fromisoformat("2025-01-03T15:00:00+00:00"), Decimal(10), Decimal(500),
-                         Decimal(550), Decimal(500), "take_profit")
+                         Decimal(550), Decimal(500), "take_profit", mfe_pct=Decimal("0.12"),
+                         mae_pct=Decimal("-0.01"))
     journal.close()
     run_settings = settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_db": str(db)})})
     assert report_from_journal(run_settings, argparse.Namespace(out=tmp_path / "out")) == 0
@@ -327,8 +328,32 @@ def test_report_from_a_paper_journal(settings: Any, tmp_path: Path, capsys: pyte
     assert summary["performance"]["total_return"] == pytest.approx(99812.5 / 100000 - 1, abs=1e-9)
     assert "(-0.19%)" in out
     assert summary["performance"]["trades"]["total"] == 1
+    # the backtest's CSVs beside it: the trade with its excursions, the curve the returns use
+    with (tmp_path / "out" / "trades.csv").open() as handle:
+        trades = list(csv.DictReader(handle))
+    assert [(t["symbol"], t["exit_reason"], Decimal(t["pnl"])) for t in trades] == [("SPY", "take_profit", Decimal(500))]
+    assert Decimal(trades[0]["mfe_pct"]) == Decimal("0.12") and Decimal(trades[0]["mae_pct"]) == Decimal("-0.01")
+    with (tmp_path / "out" / "equity.csv").open() as handle:
+        assert [Decimal(r["equity"]) for r in csv.DictReader(handle)][0] == Decimal(100000)
     missing = settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_db": str(tmp_path / "none.db")})})
     assert report_from_journal(missing, argparse.Namespace(out=tmp_path / "out2")) == 2
+
+
+def test_a_one_session_journal_reports_no_annualized_ratios(settings: Any, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Hours of one session annualized gave "Sharpe 18.43" after a morning's sim run: n/a instead."""
+    db = tmp_path / "state.db"
+    journal = Journal(db)
+    for minute, equity in enumerate(("100000", "100050", "99990", "100080", "100020", "100090")):
+        journal.record_equity(datetime.fromisoformat(f"2025-01-02T15:{10 + minute:02d}:00+00:00"),
+                              Decimal(equity), Decimal(equity), Decimal(0))
+    journal.close()
+    run_settings = settings.model_copy(update={"storage": settings.storage.model_copy(update={"state_db": str(db)})})
+    assert report_from_journal(run_settings, argparse.Namespace(out=tmp_path / "out")) == 0
+    assert "Sharpe n/a" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["performance"]["sharpe"] is None and summary["performance"]["annual_return"] is None
+    assert summary["performance"]["total_return"] == pytest.approx(0.0009)
 
 
 class AlwaysBuy(BaseStrategy):

@@ -170,7 +170,7 @@ def test_the_report_writes_trades_and_equity_csv_and_compares_with_chance(
         trades = list(csv.DictReader(handle))
     assert trades
     for column in ("entry_date", "entry_price", "exit_date", "exit_price", "stop_price", "target_price",
-                   "exit_reason", "pnl", "probability"):
+                   "exit_reason", "pnl", "probability", "mfe_pct", "mae_pct"):
         assert column in trades[0], column
     stops = [t for t in trades if "stop" in t["exit_reason"]]
     assert stops
@@ -179,6 +179,8 @@ def test_the_report_writes_trades_and_equity_csv_and_compares_with_chance(
     for t in trades:
         assert 0.0 < float(t["probability"]) < 1.0
         assert Decimal(t["stop_price"]) < Decimal(t["entry_price"]) < Decimal(t["target_price"])
+        # issue 18: every closed trade's excursions, favourable >= 0 >= adverse
+        assert Decimal(t["mfe_pct"]) >= 0 >= Decimal(t["mae_pct"])
     with (report / "equity.csv").open() as handle:
         equity = list(csv.DictReader(handle))
     assert Decimal(equity[0]["equity"]) == Decimal(100000) and len(equity) > 60

@@ -78,6 +78,19 @@ def _volume(index: int, value: str) -> Callable[[list[str]], list[str]]:
     return edit
 
 
+def _ohlc(index: int, *, high: str | None = None, low: str | None = None) -> Callable[[list[str]], list[str]]:
+    """Row ``index`` with its high or low replaced: a bar that contradicts its own open and close."""
+    def edit(rows: list[str]) -> list[str]:
+        cells = rows[index].split(",")
+        if high is not None:
+            cells[2] = high
+        if low is not None:
+            cells[3] = low
+        rows[index] = ",".join(cells)
+        return rows
+    return edit
+
+
 def _rename_day(old: str, new: str) -> Callable[[list[str]], list[str]]:
     def edit(rows: list[str]) -> list[str]:
         return [new + row[len(old):] if row.startswith(old + ",") else row for row in rows]
@@ -146,6 +159,13 @@ BACKTEST = ["backtest", "--data", "DATA", "--symbols", "AAPL", "--start", "2013-
 TRAIN = ["train", "--data", "DATA", "--symbols", "SPY,AAPL", "--out", "TMP/model.json"]
 SIM_ON_DATA = ["--data", "DATA", "--symbols", "AAPL", "--start", "2013-01-02", "--sim-days", "1", "--speed", "max"]
 AAPL_FILE = "AAPL-1d-2013-01-02-2013-12-31.csv"
+EVALUATE = ["evaluate", "--data", "DATA", "--population", "sessions", "--out", "TMP/eval.csv"]
+
+
+def _empty_dir(tmp: Path, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """A ``--data`` folder that exists but holds no bar file."""
+    (tmp / "empty").mkdir()
+    return [part.replace("DATA", str(tmp / "empty")).replace("TMP", str(tmp)) for part in argv], {}
 
 CASES = [
     Case("toml_not_utf8", _toml, lambda t: ["bad.toml", "line 2", "0xe9", "UTF-8"], subprocess=True),
@@ -203,6 +223,26 @@ CASES = [
         "APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET,
         "APCA_API_BASE_URL": f"https://{KEY}:{SECRET}@paper-api.alpaca.markets"}),
          lambda t: ["api.base_url", "user:password@"], subprocess=True, secrets=[KEY, SECRET]),
+    # the acceptance walk of issues 15 and 16: evaluate and backtest as a new user mistypes them
+    Case("evaluate_bad_row", _with_data("badrow", _price(40, "abc"), EVALUATE),
+         lambda t: [AAPL_FILE, "41", "abc"], subprocess=True),
+    Case("evaluate_high_below_close", _with_data("hilo", _ohlc(40, high="1.0"), EVALUATE),
+         lambda t: [AAPL_FILE, ":41:", "high 1 is below"], subprocess=True),
+    Case("train_low_above_open", _with_data("lohi", _ohlc(40, low="9999"), TRAIN),
+         lambda t: [AAPL_FILE, ":41:", "low 9999 is above"]),
+    Case("evaluate_unknown_symbol", _with_data("ok", lambda r: r, [*EVALUATE, "--symbols", "NOPE"]),
+         lambda t: ["NOPE"]),
+    Case("evaluate_empty_data_dir", lambda t: _empty_dir(t, EVALUATE), lambda t: [str(t / "empty")]),
+    Case("backtest_empty_data_dir", lambda t: _empty_dir(t, ["backtest", "--data", "DATA"]),
+         lambda t: [str(t / "empty"), "no bar files"]),
+    Case("backtest_unknown_symbol", _with_data("ok", lambda r: r, ["backtest", "--data", "DATA", "--symbols", "NOPE"]),
+         lambda t: ["NOPE", "available: AAPL, SPY"]),
+    Case("evaluate_start_after_end", _with_data("ok", lambda r: r, [*EVALUATE, "--start", "2013-06-03",
+                                                                    "--end", "2013-03-01"]),
+         lambda t: ["--end 2013-03-01", "before", "--start 2013-06-03"], subprocess=True),
+    Case("evaluate_end_not_a_date", _with_data("ok", lambda r: r, [*EVALUATE, "--end", "bogus"]),
+         lambda t: ["--end", "bogus", "YYYY-MM-DD"], subprocess=True),
+    Case("http_bad_value", _plain(["--http", "abc", *RUN]), lambda t: ["--http", "abc", "off"], subprocess=True),
     Case("smtp_password_in_clear", lambda t: (RUN, {
         "TRADING_ALERTS__EMAIL_ENABLED": "true", "TRADING_ALERTS__SMTP_STARTTLS": "false",
         "TRADING_ALERTS__SMTP_USER": "bot", "SMTP_PASSWORD": "smtp-Secret-Pass-1",

@@ -96,6 +96,7 @@ async def test_losing_days_latch_the_stop_through_a_restart_until_rearm(tmp_path
         assert not system.safety.allows_entry()
         text = await status.render_status(stack.settings)
         assert "LATCHED by maximum drawdown stop" in text and "high-water mark" in text
+        assert "maximum drawdown stop: maximum drawdown stop" not in text  # the stop named once
 
         stack.journal.queue_operator_command("rearm", "drawdown reviewed", stack.clock.now())
         with capture_logs() as logs:
