@@ -55,7 +55,8 @@ class AccountSnapshot:
 class RunSummary:
     """What a run did, printed at the end of ``--sim-days`` and on shutdown."""
 
-    sessions: int = 0
+    sessions: int = 0  # regular sessions completed (their close seen)
+    session_in_progress: bool = False  # stopped inside a regular session
     cycles: int = 0
     trades: int = 0
     wins: int = 0
@@ -81,7 +82,8 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "sessions": self.sessions, "cycles": self.cycles, "trades": self.trades,
+            "sessions": self.sessions, "session_in_progress": self.session_in_progress,
+            "cycles": self.cycles, "trades": self.trades,
             "wins": self.wins, "losses": self.losses, "win_rate": round(self.win_rate, 4),
             "realized_pnl": str(self.realized_pnl), "pnl": str(self.pnl),
             "start_equity": str(self.start_equity) if self.start_equity is not None else None,
@@ -95,14 +97,15 @@ class RunSummary:
         lines = [
             "=" * 60,
             "Run summary",
-            f"  sessions traded   {self.sessions}",
+            f"  sessions traded   {self.sessions}"
+            + (" (+1 in progress at shutdown)" if self.session_in_progress else ""),
             f"  closed trades     {self.trades} (wins {self.wins}, losses {self.losses}, "
             f"win rate {self.win_rate:.1%})",
             f"  realized P&L      {self.realized_pnl:,.2f}",
             f"  equity            {self.start_equity or 0:,.2f} -> {self.end_equity or 0:,.2f} "
             f"(P&L {self.pnl:,.2f})",
             f"  max drawdown      {self.max_drawdown:.2%}",
-            f"  orders submitted  {self.orders_submitted}",
+            f"  entry orders      {self.orders_submitted} (exits, protection and emergency orders not counted)",
             f"  open positions    {self.open_positions} ({self.protected_positions} protected)"
             if self.open_positions is not None else "  open positions    unknown (broker unreachable at shutdown)",
             f"  trading state     {self.state}",
@@ -217,6 +220,7 @@ class CycleRecorder:
         if hasattr(system.alerter, "drain"):  # queued alerts get a bounded flush, never more
             await system.alerter.drain(ALERT_FLUSH_SECONDS)
         summary.state = system.safety.state.value
+        summary.session_in_progress = getattr(system, "_last_phase", None) == "regular"
         log.info("system_shutdown", run_id=system.run_id, **summary.to_dict())
 
 

@@ -144,3 +144,7 @@ async def test_shutdown_summary_counts_positions_when_the_broker_answers(tmp_pat
         await system.shutdown()
     assert (system.summary.open_positions, system.summary.protected_positions) == (1, 1)
     assert "open positions    1 (1 protected)" in system.summary.render()
+    # stopped inside the regular session it traded: the summary says so, and counts what it counts
+    assert system.summary.sessions == 0 and system.summary.session_in_progress
+    assert "sessions traded   0 (+1 in progress at shutdown)" in system.summary.render()
+    assert "entry orders      0 (exits, protection and emergency orders not counted)" in system.summary.render()
