@@ -226,11 +226,13 @@ class SimBroker(OrderEntry, OrderChanges):
     # == submission =========================================================================
 
     def submit_order(self, body: Any) -> dict[str, Any]:
-        """``POST /v2/orders``: validate, create (with legs), execute what is marketable now."""
+        """``POST /v2/orders``: validate, create (with legs), execute what is marketable now.
+
+        The answer is the order as accepted (before it executed), as real Alpaca answers.
+        """
         now = self._sync()
         request = parse_order_request(body)
-        order = self._submit(request, now)
-        return self.book.order_json(order, nested=True)
+        return self._submit(request, now, nested=True)
 
     # == orders: routes =====================================================================
 
@@ -299,7 +301,7 @@ class SimBroker(OrderEntry, OrderChanges):
             client_order_id=None, order_class="simple", take_profit_limit=None, stop_loss_stop=None,
             stop_loss_limit=None,
         )
-        return self.book.order_json(self._submit(request, now), nested=False)
+        return self._submit(request, now, nested=False)
 
     def close_all(self, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """``DELETE /v2/positions[?cancel_orders=true]``: one 207 item per position, each with ``body``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from simulator.errors import forbidden, unprocessable, validation_error, wash_trade
 from simulator.fills import OrderExecution
@@ -28,7 +29,14 @@ class OrderEntry(OrderExecution):
 
     reference: ReferenceData  # set by SimBroker.__init__
 
-    def _submit(self, req: OrderRequest, now: datetime) -> SimOrder:
+    def _submit(self, req: OrderRequest, now: datetime, *, nested: bool) -> dict[str, Any]:
+        """Validate and create the order; answer with it as accepted, rendered before it executes.
+
+        Real Alpaca answers ``POST /v2/orders`` with the order as accepted (``new``/``accepted``,
+        ``filled_qty`` "0", bracket legs ``held``); the fill arrives afterwards on the trade stream
+        or a later GET. The simulator may execute it in the same instant, but its answer must not
+        carry the fill (Alpaca API reference, "Submit an order").
+        """
         account = self.account
         if account.config["suspend_trade"]:
             raise forbidden("new orders are rejected by user request")
@@ -69,7 +77,7 @@ class OrderEntry(OrderExecution):
         if req.order_class != "simple":
             check_leg_prices(req, touch)
 
-        return self._create(req, symbol, now, opening)
+        return self._create(req, symbol, now, opening, nested=nested)
 
     def _initial_status(self, extended: bool, now: datetime) -> str:
         phase = self.sessions.phase(now)
@@ -77,7 +85,9 @@ class OrderEntry(OrderExecution):
             return "new"
         return "accepted"
 
-    def _create(self, req: OrderRequest, symbol: str, now: datetime, opening: bool) -> SimOrder:
+    def _create(
+        self, req: OrderRequest, symbol: str, now: datetime, opening: bool, *, nested: bool,
+    ) -> dict[str, Any]:
         session = self.sessions.trading_session_for(now, extended=req.extended_hours)
         status = self._initial_status(req.extended_hours, now)
         order_class = "" if req.order_class == "simple" else req.order_class
@@ -117,12 +127,13 @@ class OrderEntry(OrderExecution):
         for leg in legs:
             if leg.status != "held":
                 self._emit("new" if leg.status == "new" else "accepted", leg, now)
+        answer = self.book.order_json(parent, nested=nested)
         if parent.is_working and parent.time_in_force not in ("opg", "cls"):
             self._execute_now(parent, now)
         for leg in legs:
             if leg.is_working:
                 self._execute_now(leg, now)
-        return parent
+        return answer
 
     def _leg(
         self, parent: SimOrder, side: str, kind: str, limit_price: Decimal | None, stop_price: Decimal | None,

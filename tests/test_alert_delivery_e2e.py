@@ -26,6 +26,7 @@ from tests.test_e2e_safety_support import (
     buy_by_hand,
     cycle,
     events,
+    sim_get,
     sim_post,
     sim_stack,
 )
@@ -179,7 +180,7 @@ def test_the_daemon_trades_on_while_a_stalled_smtp_server_holds_its_alerts(
             order = sim_post(sim.url, "/v2/orders", {"symbol": symbol, "qty": str(qty), "side": "buy",
                                                      "type": "market", "time_in_force": "day",
                                                      "client_order_id": f"hand-{symbol}"})
-            assert order["status"] == "filled"
+            assert sim_get(sim.url, f"/v2/orders/{order['id']}")["status"] == "filled"
         env = {
             "TRADING_ALERTS__EMAIL_ENABLED": "true", "TRADING_ALERTS__SMTP_HOST": "127.0.0.1",
             "TRADING_ALERTS__SMTP_PORT": str(stalled_smtp.port), "TRADING_ALERTS__SMTP_STARTTLS": "false",

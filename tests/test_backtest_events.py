@@ -104,10 +104,10 @@ def test_the_backtest_is_fed_by_events_and_decides_as_the_polling_loop(monkeypat
     changed = {o["client_order_id"]: o["status"] for o in fed.orders}.items() - \
         {o["client_order_id"]: o["status"] for o in polled.orders}.items()
     assert {status for _, status in changed} <= {"canceled", "expired", "filled"}
-    # every order is logged filled once: from its event (stops and targets filled later), or
-    # from the submission's own answer (a market entry filled at once); never from polling
+    # every order is logged filled once, from its event: Alpaca answers a submission with the
+    # order as accepted, so even a market entry's fill arrives on the stream; never from polling
     filled = [e for e in logs if e["event"] == "order_filled"]
-    assert {e["source"] for e in filled} == {"stream", "submit"}
+    assert {e["source"] for e in filled} == {"stream"}
     ids = [e["broker_order_id"] for e in filled]
     assert len(ids) == len(set(ids))
     assert not [e for e in logs if e["event"] in ("stream_event_failed", "stream_catchup_failed")]

@@ -136,6 +136,7 @@ async def test_the_emergency_exit_meets_the_brackets_fill_and_ends_flat(tmp_path
             take_profit_price=(price * Decimal("1.5")).quantize(Decimal("0.01")),
             stop_loss_price=(price * Decimal("0.5")).quantize(Decimal("0.01")),
             client_order_id="hand-bracket-AAPL"))
+        entry = await stack.gateway.get_order(entry.id)  # the POST answer is the order as accepted
         assert entry.status == "filled"
         system = await _quiet_system(stack)
         await cycle(system, minutes=1)

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from tests.e2e_helpers import Simulator, journal_rows, make_run_paths, named, run_dir  # noqa: F401 (fixture)
-from tests.test_e2e_safety_support import ExternalDaemon, sim_control, sim_post
+from tests.test_e2e_safety_support import ExternalDaemon, sim_control, sim_get, sim_post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -106,7 +106,7 @@ def test_several_sessions_of_cancel_races_and_errors_leave_the_daemon_running_pr
             order = sim_post(sim.url, "/v2/orders", {"symbol": symbol, "qty": str(qty), "side": "buy",
                                                      "type": "market", "time_in_force": "day",
                                                      "client_order_id": f"hand-{symbol}"})
-            assert order["status"] == "filled"
+            assert sim_get(sim.url, f"/v2/orders/{order['id']}")["status"] == "filled"
         sim_control(sim.url, "faults", {"spec": FAULTS})
         paths = make_run_paths(run_dir, "daemon")
         daemon = ExternalDaemon(sim.url, ["--symbols", SYMBOLS, "--sim-days", str(SESSIONS)], paths)

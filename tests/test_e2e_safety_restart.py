@@ -143,7 +143,7 @@ def test_kill_9_during_a_protective_order_leaves_no_duplicate_protection(run_dir
             order = sim_post(sim.url, "/v2/orders", {"symbol": symbol, "qty": str(qty), "side": "buy",
                                                      "type": "market", "time_in_force": "day",
                                                      "client_order_id": f"hand-{symbol}"})
-            assert order["status"] == "filled"
+            assert sim_get(sim.url, f"/v2/orders/{order['id']}")["status"] == "filled"
         paths, killed = _kill_during_submission(sim, run_dir, ["--symbols", "SPY,AAPL,MSFT"])
         assert killed["symbol"] in held and killed["side"] == "sell"
 

@@ -251,6 +251,7 @@ async def buy_by_hand(stack: SimStack, fractions: Mapping[str, float], *, prefix
         order = await stack.gateway.submit_order(OrderRequest.simple(
             symbol, qty, "buy", type="market", time_in_force="day",
             client_order_id=f"{prefix}-{symbol}"))
+        order = await stack.gateway.get_order(order.id)  # the POST answer is the order as accepted
         assert order.status == "filled", f"hand buy of {symbol} did not fill: {order.status}"
         bought[symbol] = qty
     return bought

@@ -259,16 +259,20 @@ async def test_the_journal_row_is_written_before_the_post(tmp_path: Path) -> Non
 # -- tracking to a terminal state --------------------------------------------------------------
 
 
-async def test_a_market_entry_filled_on_submission_logs_fill_price_and_slippage(make_sim: SimFactory) -> None:
+async def test_a_market_entry_accepted_on_submission_is_followed_to_its_fill(make_sim: SimFactory) -> None:
+    """Alpaca answers the POST with the order as accepted; the fill is learned afterwards."""
     sim = await make_sim()
     entry = sim.price("SPY")
     executor = OrderExecutor(sim.gw, sim.core.clock)
     with capture_logs() as logs:
         result = await executor.submit_bracket(intent("SPY", entry, sim.core.clock.now()), D(4))
+        assert result.order is not None and result.order.filled_qty == 0
+        assert result.client_order_id in executor.tracked and events(logs, "order_filled") == []
+        changed = await executor.manage_open_orders(await sim.open_orders())
+    assert [t.client_order_id for t in changed] == [result.client_order_id]
     filled = events(logs, "order_filled")
     assert len(filled) == 1, logs
     fill_price = D(filled[0]["fill_price"])
-    assert result.order is not None and result.order.filled_avg_price == fill_price
     expected_bps = float(round((fill_price - entry) / entry * 10000, 2))
     assert filled[0]["slippage_bps"] == pytest.approx(expected_bps)
     assert executor.tracked == {}  # terminal: nothing left to follow
@@ -417,7 +421,9 @@ async def test_a_partially_filled_entry_ends_with_protection_sized_to_the_filled
     entry = sim.price("SPY")
     executor = OrderExecutor(sim.gw, sim.core.clock, partial_fill_timeout=300)
     result = await executor.submit_bracket(intent("SPY", entry, sim.core.clock.now()), D(5000))
-    assert result.order is not None and result.order.status == "partially_filled"
+    assert result.order is not None and result.order.status == "new"  # Alpaca answers before any fill
+    entry_order = await sim.gw.get_order_by_client_id(result.client_order_id)
+    assert entry_order is not None and entry_order.status == "partially_filled"
 
     await sim.core.clock.sleep(60)
     position = await sim.gw.get_position("SPY")

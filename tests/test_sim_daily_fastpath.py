@@ -28,6 +28,7 @@ from core.clock import EXCHANGE_TZ
 from simulator.core import SimulatorCore
 from simulator.errors import SimApiError
 from tests.conftest import SHARED_DATA
+from tests.test_sim_engine_support import placed
 
 UTC = timezone.utc
 SYMBOLS = ["SPY", "AAPL"]
@@ -335,7 +336,7 @@ def test_book_can_change_is_conservative(data: Path) -> None:
     assert broker.book_can_change(closed)  # it expires at the close
     broker.cancel_order(day["id"])
     broker.cancel_order(far["id"])
-    trailing_ok = broker.submit_order({"symbol": "SPY", "qty": "1", "side": "buy", "type": "market",
+    trailing_ok = placed(broker, {"symbol": "SPY", "qty": "1", "side": "buy", "type": "market",
                                        "time_in_force": "day"})
     assert trailing_ok["status"] == "filled"
     broker.submit_order({"symbol": "SPY", "qty": "1", "side": "sell", "type": "trailing_stop",

@@ -29,7 +29,7 @@ from simulator.clock import SimClock
 from simulator.engine import SimBroker
 from simulator.errors import SimApiError
 from simulator.market import Market
-from tests.test_sim_engine_support import CALENDAR, et, go, make_broker, order_body
+from tests.test_sim_engine_support import CALENDAR, et, go, make_broker, order_body, closed, placed
 
 MON = (2025, 3, 3)
 MONEY_FIELDS = (
@@ -45,7 +45,7 @@ def at(hour: int, minute: int = 0, day: tuple[int, int, int] = MON):
 
 def test_account_fields_are_strings_and_parse_with_the_sdk() -> None:
     broker, _, _ = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 10, "buy"))
+    placed(broker, order_body("AAPL", 10, "buy"))
     account = broker.get_account()
     for field in MONEY_FIELDS:
         assert isinstance(account[field], str), field
@@ -65,12 +65,12 @@ def test_small_accounts_are_cash_accounts_without_shorting() -> None:
     assert account["multiplier"] == "1" and account["buying_power"] == "1500"
     assert account["shorting_enabled"] is False
     with pytest.raises(SimApiError):
-        broker.submit_order(order_body("AAPL", 1, "sell"))
+        placed(broker, order_body("AAPL", 1, "sell"))
 
 
 def test_last_equity_is_the_previous_sessions_closing_equity() -> None:
     broker, market, clock = make_broker(at(15, 0))
-    broker.submit_order(order_body("AAPL", 100, "buy"))  # at 100.01
+    placed(broker, order_body("AAPL", 100, "buy"))  # at 100.01
     market.bar("AAPL", at(15, 59), 101, 101, 101, 102)
     market.flat("AAPL", at(9, 30, (2025, 3, 4)), 5, 104)
     go(clock, at(17, 0))
@@ -86,8 +86,8 @@ def test_last_equity_is_the_previous_sessions_closing_equity() -> None:
 
 def test_position_has_every_field_as_strings_and_parses_with_the_sdk() -> None:
     broker, _, _ = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 10, "buy"))
-    broker.submit_order(order_body("AAPL", 4, "sell", "limit", limit_price=120))
+    placed(broker, order_body("AAPL", 10, "buy"))
+    placed(broker, order_body("AAPL", 4, "sell", "limit", limit_price=120))
     position = broker.get_position("AAPL")
     expected = {
         "asset_id", "symbol", "exchange", "asset_class", "asset_marginable", "qty", "qty_available",
@@ -106,7 +106,7 @@ def test_position_has_every_field_as_strings_and_parses_with_the_sdk() -> None:
 
 def test_close_position_by_qty_and_percentage() -> None:
     broker, _, _ = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 10, "buy"))
+    placed(broker, order_body("AAPL", 10, "buy"))
     partial = broker.close_position("AAPL", {"qty": "4"})
     assert partial["side"] == "sell" and partial["qty"] == "4" and partial["order_class"] == ""
     half = broker.close_position("AAPL", {"percentage": "50"})
@@ -124,8 +124,8 @@ def test_close_position_by_qty_and_percentage() -> None:
 
 def test_close_all_answers_207_items_with_a_body_each() -> None:
     broker, _, _ = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 5, "buy"))
-    broker.submit_order(order_body("SPY", 2, "sell"))
+    placed(broker, order_body("AAPL", 5, "buy"))
+    placed(broker, order_body("SPY", 2, "sell"))
     items = broker.close_all({"cancel_orders": "true"})
     assert [(i["symbol"], i["status"]) for i in items] == [("AAPL", 200), ("SPY", 200)]
     for item in items:
@@ -138,7 +138,7 @@ def test_activities_are_fills_paginated_by_the_last_id() -> None:
     broker, _, clock = make_broker(at(10))
     for minute in range(5):
         go(clock, at(10, minute))
-        broker.submit_order(order_body("AAPL", 1, "buy"))
+        placed(broker, order_body("AAPL", 1, "buy"))
     page = broker.activities({"page_size": "2"})
     assert len(page) == 2 and page[0]["transaction_time"] > page[1]["transaction_time"]
     item = page[0]
@@ -159,13 +159,13 @@ def test_activities_are_fills_paginated_by_the_last_id() -> None:
 
 def test_short_sale_fills_are_sell_short_activities() -> None:
     broker, _, _ = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 3, "sell"))
+    placed(broker, order_body("AAPL", 3, "sell"))
     assert broker.activities()[0]["side"] == "sell_short"
 
 
 def test_portfolio_history_is_numbers_and_parses_with_the_sdk() -> None:
     broker, market, clock = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 100, "buy"))
+    placed(broker, order_body("AAPL", 100, "buy"))
     market.bar("AAPL", at(15, 59), 101, 101, 101, 101)
     market.flat("AAPL", at(9, 30, (2025, 3, 4)), 60, 103)
     go(clock, at(10, 30, (2025, 3, 4)))
@@ -183,9 +183,9 @@ def test_portfolio_history_is_numbers_and_parses_with_the_sdk() -> None:
 
 def test_orders_clock_calendar_assets_and_events_parse_with_the_sdk() -> None:
     broker, _, clock = make_broker(at(10))
-    bracket = broker.submit_order(order_body("AAPL", 2, "buy", "limit", limit_price=99, order_class="bracket",
+    bracket = placed(broker, order_body("AAPL", 2, "buy", "limit", limit_price=99, order_class="bracket",
                                              take_profit={"limit_price": 105}, stop_loss={"stop_price": 95, "limit_price": 94.5}))
-    trailing = broker.submit_order(order_body("SPY", 1, "buy", "trailing_stop", trail_price=2))
+    trailing = placed(broker, order_body("SPY", 1, "buy", "trailing_stop", trail_price=2))
     for order in (bracket, trailing, *broker.list_orders({"status": "all", "nested": "true"})):
         parsed = Order(**order)
         assert parsed.id and parsed.updated_at and parsed.submitted_at
@@ -216,7 +216,7 @@ def test_orders_clock_calendar_assets_and_events_parse_with_the_sdk() -> None:
 
 def test_everything_is_json_and_money_is_never_a_float() -> None:
     broker, _, _ = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 3, "buy"))
+    placed(broker, order_body("AAPL", 3, "buy"))
     payloads: list[Any] = [broker.get_account(), broker.list_positions(), broker.list_orders({"status": "all"}),
                            broker.activities(), broker.state()]
 
@@ -237,7 +237,7 @@ def test_everything_is_json_and_money_is_never_a_float() -> None:
 
 def test_advancing_without_open_orders_reads_no_bars_and_is_idempotent() -> None:
     broker, market, clock = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 10, "buy"))
+    placed(broker, order_body("AAPL", 10, "buy"))
     before = market.bar_requests
     go(clock, at(10, 0, (2025, 4, 3)))
     broker.advance_to(clock.now())
@@ -253,7 +253,7 @@ def test_a_jump_without_open_orders_books_every_close_as_steps_do() -> None:
     jumped, stepped = make_broker(at(10)), make_broker(at(10))
     days = CALENDAR.sessions(date(*MON), date(2025, 4, 25))  # weekends and Good Friday inside
     for broker, market, clock in (jumped, stepped):
-        broker.submit_order(order_body("AAPL", 10, "buy"))
+        placed(broker, order_body("AAPL", 10, "buy"))
         for k, day in enumerate(days[1:], start=1):  # a different close every session
             opened, closed = CALENDAR.open_close(day)
             market.flat("AAPL", opened, 2, 100 + k)
@@ -274,7 +274,7 @@ def test_a_jump_without_open_orders_books_every_close_as_steps_do() -> None:
 
 def test_minutes_are_scanned_only_for_symbols_with_working_orders() -> None:
     broker, market, clock = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 1, "buy", "limit", limit_price=90))
+    placed(broker, order_body("AAPL", 1, "buy", "limit", limit_price=90))
     go(clock, at(10, 30))
     broker.advance_to(clock.now())
     assert market.bar_requests_by_symbol["AAPL"] == 30
@@ -284,7 +284,7 @@ def test_minutes_are_scanned_only_for_symbols_with_working_orders() -> None:
 def test_events_are_bounded_but_counted() -> None:
     broker, _, _ = make_broker(at(10), max_events=3)
     for _ in range(3):
-        broker.submit_order(order_body("AAPL", 1, "buy"))
+        placed(broker, order_body("AAPL", 1, "buy"))
     assert len(broker.events) == 3 and broker.event_count == 6
 
 
@@ -296,7 +296,7 @@ def test_bracket_on_the_real_synthetic_market_exits_at_the_first_bar_that_reache
     broker = SimBroker(market, clock, CALENDAR, slippage_bps=1.0)
     price = D(str(market.price_at("SPY", start)))
     tp, sl = (price * D("1.004")).quantize(D("0.01")), (price * D("0.996")).quantize(D("0.01"))
-    parent = broker.submit_order(order_body("SPY", 10, "buy", tif="gtc", order_class="bracket",
+    parent = placed(broker, order_body("SPY", 10, "buy", tif="gtc", order_class="bracket",
                                             take_profit={"limit_price": str(tp)}, stop_loss={"stop_price": str(sl)}))
     quote = market.quote_at("SPY", start)
     assert parent["status"] == "filled"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from simulator.errors import SimApiError
-from tests.test_sim_engine_support import et, go, make_broker, order_body
+from tests.test_sim_engine_support import et, go, make_broker, order_body, closed, placed
 
 MON = (2025, 3, 3)
 
@@ -25,7 +25,7 @@ def bracket(qty: int = 10, limit: float | None = 99, tp: float = 105, sl: float 
 
 def test_bracket_legs_are_held_until_the_entry_fills_then_one_exit_cancels_the_other() -> None:
     broker, market, clock = make_broker(at(10))
-    parent = broker.submit_order(bracket())
+    parent = placed(broker, bracket())
     assert parent["order_class"] == "bracket" and parent["status"] == "new"
     take_profit, stop = parent["legs"]
     assert (take_profit["type"], take_profit["status"], take_profit["limit_price"]) == ("limit", "held", "105")
@@ -50,7 +50,7 @@ def test_bracket_legs_are_held_until_the_entry_fills_then_one_exit_cancels_the_o
 
 def test_bracket_stop_leg_wins_when_the_bar_reaches_it_first() -> None:
     broker, market, clock = make_broker(at(10))
-    parent = broker.submit_order(bracket(limit=None, tp=103, sl=97))
+    parent = placed(broker, bracket(limit=None, tp=103, sl=97))
     assert parent["status"] == "filled"
     go(clock, at(10, 1))
     market.bar("AAPL", at(10, 1), 100, 104, 96, 103.5)  # up bar: low first, so the stop fires first
@@ -63,31 +63,31 @@ def test_bracket_stop_leg_wins_when_the_bar_reaches_it_first() -> None:
 def test_bracket_validation_follows_alpaca() -> None:
     broker, _, _ = make_broker(at(10))
     with pytest.raises(SimApiError) as kind:
-        broker.submit_order(order_body("AAPL", 1, "buy", "stop", stop_price=101, order_class="bracket",
+        placed(broker, order_body("AAPL", 1, "buy", "stop", stop_price=101, order_class="bracket",
                                        take_profit={"limit_price": 105}, stop_loss={"stop_price": 95}))
     assert kind.value.status == 422
     assert kind.value.body == {"code": 40010001, "message": "bracket orders must be market or limit orders"}
     with pytest.raises(SimApiError) as too_close:
-        broker.submit_order(bracket(limit=99, sl=98.995))
+        placed(broker, bracket(limit=99, sl=98.995))
     assert too_close.value.body["code"] == 42210000  # sub-penny
     with pytest.raises(SimApiError) as base:
-        broker.submit_order(bracket(limit=99, sl=99))
+        placed(broker, bracket(limit=99, sl=99))
     assert base.value.body == {"code": 42210000, "message": "stop price must be less than base_price - 0.01"}
     with pytest.raises(SimApiError) as inverted:
-        broker.submit_order(bracket(limit=99, tp=94, sl=95))
+        placed(broker, bracket(limit=99, tp=94, sl=95))
     assert inverted.value.status == 422
     with pytest.raises(SimApiError) as tif:
-        broker.submit_order(bracket(tif="ioc"))
+        placed(broker, bracket(tif="ioc"))
     assert tif.value.status == 422
     with pytest.raises(SimApiError) as missing:
-        broker.submit_order(order_body("AAPL", 1, "buy", order_class="bracket", take_profit={"limit_price": 105}))
+        placed(broker, order_body("AAPL", 1, "buy", order_class="bracket", take_profit={"limit_price": 105}))
     assert "stop_loss" in missing.value.body["message"]
     assert broker.list_orders({"status": "all"}) == []
 
 
 def test_nested_listing_rolls_legs_into_the_parent() -> None:
     broker, _, _ = make_broker(at(10))
-    parent = broker.submit_order(bracket())
+    parent = placed(broker, bracket())
     flat = broker.list_orders({"status": "open"})
     assert len(flat) == 3 and all(o["legs"] is None for o in flat)
     nested = broker.list_orders({"status": "open", "nested": "True"})
@@ -96,7 +96,7 @@ def test_nested_listing_rolls_legs_into_the_parent() -> None:
 
 def test_filled_bracket_parent_still_lists_its_open_legs_when_nested() -> None:
     broker, _, _ = make_broker(at(10))
-    parent = broker.submit_order(bracket(limit=None, tp=103, sl=97))
+    parent = placed(broker, bracket(limit=None, tp=103, sl=97))
     nested = broker.list_orders({"status": "open", "nested": "true"})
     assert [o["id"] for o in nested] == [parent["id"]]
     assert [leg["status"] for leg in nested[0]["legs"]] == ["new", "new"]
@@ -104,7 +104,7 @@ def test_filled_bracket_parent_still_lists_its_open_legs_when_nested() -> None:
 
 def test_canceling_a_bracket_entry_cancels_its_held_legs() -> None:
     broker, _, _ = make_broker(at(10))
-    parent = broker.submit_order(bracket())
+    parent = placed(broker, bracket())
     broker.cancel_order(parent["id"])
     statuses = [leg["status"] for leg in broker.get_order(parent["id"], {"nested": "true"})["legs"]]
     assert statuses == ["canceled", "canceled"]
@@ -112,15 +112,15 @@ def test_canceling_a_bracket_entry_cancels_its_held_legs() -> None:
 
 def test_oco_on_an_existing_position_holds_the_shares_once() -> None:
     broker, market, clock = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 10, "buy"))
-    oco = broker.submit_order(order_body("AAPL", 10, "sell", "limit", tif="gtc", order_class="oco",
+    placed(broker, order_body("AAPL", 10, "buy"))
+    oco = placed(broker, order_body("AAPL", 10, "sell", "limit", tif="gtc", order_class="oco",
                                          take_profit={"limit_price": 104}, stop_loss={"stop_price": 96}))
     assert oco["order_class"] == "oco" and oco["limit_price"] == "104" and oco["status"] == "new"
     assert [(leg["type"], leg["status"]) for leg in oco["legs"]] == [("stop", "new")]
     position = broker.get_position("AAPL")
     assert position["qty"] == "10" and position["qty_available"] == "0"
     with pytest.raises(SimApiError) as held:
-        broker.submit_order(order_body("AAPL", 1, "sell"))
+        placed(broker, order_body("AAPL", 1, "sell"))
     assert held.value.body["held_for_orders"] == "10"
     market.bar("AAPL", at(10, 0), 100, 100.5, 95.5, 96.5)
     go(clock, at(10, 1))
@@ -130,7 +130,7 @@ def test_oco_on_an_existing_position_holds_the_shares_once() -> None:
 
 def test_oto_entry_releases_its_single_exit_leg() -> None:
     broker, market, clock = make_broker(at(10))
-    parent = broker.submit_order(order_body("AAPL", 5, "buy", "limit", limit_price=99, order_class="oto",
+    parent = placed(broker, order_body("AAPL", 5, "buy", "limit", limit_price=99, order_class="oto",
                                             stop_loss={"stop_price": 97}))
     (stop,) = parent["legs"]
     assert stop["status"] == "held" and stop["type"] == "stop"
@@ -144,10 +144,10 @@ def test_oto_entry_releases_its_single_exit_leg() -> None:
 
 def test_bracket_stop_holding_all_shares_refuses_a_market_sell_with_alpacas_body() -> None:
     broker, _, _ = make_broker(at(10))
-    entry = broker.submit_order(bracket(qty=100, limit=None, tp=110, sl=90))
+    entry = placed(broker, bracket(qty=100, limit=None, tp=110, sl=90))
     legs = [leg["id"] for leg in broker.get_order(entry["id"], {"nested": "true"})["legs"]]
     with pytest.raises(SimApiError) as refused:
-        broker.submit_order(order_body("AAPL", 100, "sell"))
+        placed(broker, order_body("AAPL", 100, "sell"))
     assert refused.value.status == 403
     assert refused.value.body == {
         "code": 40310000,
@@ -165,26 +165,27 @@ def test_bracket_stop_holding_all_shares_refuses_a_market_sell_with_alpacas_body
     assert items == [{"symbol": "AAPL", "status": 403, "body": refused.value.body}]
     items = broker.close_all({"cancel_orders": "True"})
     assert [(i["symbol"], i["status"]) for i in items] == [("AAPL", 200)]
-    assert items[0]["body"]["status"] == "filled" and items[0]["order_id"] == items[0]["body"]["id"]
+    assert items[0]["body"]["status"] == "new" and items[0]["order_id"] == items[0]["body"]["id"]
+    assert broker.get_order(items[0]["order_id"])["status"] == "filled"
     assert broker.list_positions() == []
 
 
 def test_selling_more_than_held_or_flipping_is_refused() -> None:
     broker, _, _ = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 10, "buy"))
+    placed(broker, order_body("AAPL", 10, "buy"))
     with pytest.raises(SimApiError) as flip:
-        broker.submit_order(order_body("AAPL", 15, "sell"))
+        placed(broker, order_body("AAPL", 15, "sell"))
     assert flip.value.status == 403 and flip.value.body["available"] == "10"
-    broker.submit_order(order_body("AAPL", 4, "sell", "limit", limit_price=110))
+    placed(broker, order_body("AAPL", 4, "sell", "limit", limit_price=110))
     with pytest.raises(SimApiError) as partly_held:
-        broker.submit_order(order_body("AAPL", 7, "sell"))
+        placed(broker, order_body("AAPL", 7, "sell"))
     assert partly_held.value.body["message"] == "insufficient qty available for order (requested: 7, available: 6)"
-    assert broker.submit_order(order_body("AAPL", 6, "sell"))["status"] == "filled"
+    assert placed(broker, order_body("AAPL", 6, "sell"))["status"] == "filled"
 
 
 def test_partial_fills_accumulate_qty_and_average_price() -> None:
     broker, market, clock = make_broker(at(10), partial_fills=True, volume_participation=0.1)
-    order = broker.submit_order(order_body("AAPL", 250, "buy", "limit", limit_price=99))
+    order = placed(broker, order_body("AAPL", 250, "buy", "limit", limit_price=99))
     market.bar("AAPL", at(10, 0), 99, 99.2, 98.8, 99.1, v=1000)  # 100 shares at 99
     market.bar("AAPL", at(10, 1), 98.5, 98.8, 98.4, 98.6, v=1000)  # 100 shares at the 98.5 open
     go(clock, at(10, 2))
@@ -203,7 +204,7 @@ def test_partial_fills_accumulate_qty_and_average_price() -> None:
 def test_partial_take_profit_fill_shrinks_the_stop() -> None:
     broker, market, clock = make_broker(at(10), partial_fills=True, volume_participation=0.1)
     market.bar("AAPL", at(9, 59), 100, 100, 100, 100, v=100_000)
-    parent = broker.submit_order(bracket(qty=100, limit=None, tp=103, sl=97))
+    parent = placed(broker, bracket(qty=100, limit=None, tp=103, sl=97))
     assert parent["status"] == "filled"
     take_profit, stop = parent["legs"]
     market.bar("AAPL", at(10, 1), 103, 103.5, 102.9, 103.2, v=400)  # 40 shares at 103
@@ -222,9 +223,9 @@ def test_partial_take_profit_fill_shrinks_the_stop() -> None:
 
 def test_replace_that_needs_held_shares_is_refused() -> None:
     broker, _, _ = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 10, "buy"))
-    target = broker.submit_order(order_body("AAPL", 5, "sell", "limit", tif="gtc", limit_price=110))
-    broker.submit_order(order_body("AAPL", 5, "sell", "stop", tif="gtc", stop_price=90))
+    placed(broker, order_body("AAPL", 10, "buy"))
+    target = placed(broker, order_body("AAPL", 5, "sell", "limit", tif="gtc", limit_price=110))
+    placed(broker, order_body("AAPL", 5, "sell", "stop", tif="gtc", stop_price=90))
     with pytest.raises(SimApiError) as refused:
         broker.replace_order(target["id"], {"qty": 8})
     assert refused.value.status == 403
@@ -236,15 +237,15 @@ def test_replace_that_needs_held_shares_is_refused() -> None:
 def test_exit_classes_need_a_position_and_entry_classes_must_open() -> None:
     broker, _, _ = make_broker(at(10))
     with pytest.raises(SimApiError) as flat_oco:
-        broker.submit_order(order_body("AAPL", 5, "sell", "limit", order_class="oco",
+        placed(broker, order_body("AAPL", 5, "sell", "limit", order_class="oco",
                                        take_profit={"limit_price": 104}, stop_loss={"stop_price": 96}))
     assert flat_oco.value.status == 422
-    broker.submit_order(order_body("AAPL", 5, "buy"))
+    placed(broker, order_body("AAPL", 5, "buy"))
     with pytest.raises(SimApiError) as too_big:
-        broker.submit_order(order_body("AAPL", 6, "sell", "limit", order_class="oco",
+        placed(broker, order_body("AAPL", 6, "sell", "limit", order_class="oco",
                                        take_profit={"limit_price": 104}, stop_loss={"stop_price": 96}))
     assert too_big.value.status == 403 and too_big.value.body["available"] == "5"
     with pytest.raises(SimApiError) as exit_bracket:
-        broker.submit_order(order_body("AAPL", 5, "sell", "limit", limit_price=100, order_class="bracket",
+        placed(broker, order_body("AAPL", 5, "sell", "limit", limit_price=100, order_class="bracket",
                                        take_profit={"limit_price": 95}, stop_loss={"stop_price": 105}))
     assert exit_bracket.value.body["message"] == "bracket orders must be entry orders"

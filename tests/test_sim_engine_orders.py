@@ -7,7 +7,7 @@ from decimal import Decimal as D
 import pytest
 
 from simulator.errors import SimApiError
-from tests.test_sim_engine_support import et, go, make_broker, order_body
+from tests.test_sim_engine_support import et, go, make_broker, order_body, closed, placed
 
 MON = (2025, 3, 3)  # a regular Monday session, 09:30-16:00 ET
 
@@ -16,20 +16,38 @@ def at(hour: int, minute: int = 0, day: tuple[int, int, int] = MON):
     return et(*day, hour, minute)
 
 
+def test_the_post_answer_is_the_order_as_accepted_and_the_fill_comes_after() -> None:
+    """Alpaca answers POST /v2/orders (and DELETE /v2/positions/{symbol}) before the fill:
+    status new, filled_qty 0, bracket legs held; the fill is read back afterwards."""
+    broker, _, _ = make_broker(at(10))
+    answer = broker.submit_order(order_body(
+        "AAPL", 10, "buy", order_class="bracket", take_profit={"limit_price": "110"},
+        stop_loss={"stop_price": "90"}))
+    assert answer["status"] == "new" and answer["filled_qty"] == "0" and answer["filled_avg_price"] is None
+    assert [leg["status"] for leg in answer["legs"]] == ["held", "held"]
+    later = broker.get_order(answer["id"], {"nested": True})
+    assert later["status"] == "filled" and later["filled_qty"] == "10"
+    assert {leg["status"] for leg in later["legs"]} == {"new"}
+    broker.submit_order(order_body("SPY", 5, "buy"))
+    closing = broker.close_position("SPY")
+    assert closing["status"] == "new" and closing["filled_qty"] == "0"
+    assert broker.get_order(closing["id"])["status"] == "filled"
+
+
 def test_market_buy_fills_at_once_at_the_ask_plus_slippage() -> None:
     broker, _, _ = make_broker(at(10), slippage_bps=1.0)
-    order = broker.submit_order(order_body("AAPL", 10, "buy"))
+    order = placed(broker, order_body("AAPL", 10, "buy"))
     # quote 99.99 / 100.01; 1 bp of slippage on 100.01 rounds to 100.02
     assert order["status"] == "filled"
     assert order["filled_qty"] == "10" and order["filled_avg_price"] == "100.02"
     assert broker.get_account()["cash"] == "98999.8"
-    sold = broker.submit_order(order_body("AAPL", 10, "sell"))
+    sold = placed(broker, order_body("AAPL", 10, "sell"))
     assert sold["filled_avg_price"] == "99.98"  # bid 99.99 less 1 bp
 
 
 def test_limit_rests_then_fills_along_the_bar_path_at_its_price() -> None:
     broker, market, clock = make_broker(at(10))
-    order = broker.submit_order(order_body("AAPL", 5, "buy", "limit", limit_price=99.5))
+    order = placed(broker, order_body("AAPL", 5, "buy", "limit", limit_price=99.5))
     assert order["status"] == "new" and order["filled_qty"] == "0"
     market.bar("AAPL", at(10, 0), 100, 100.2, 99.8, 100.1)
     go(clock, at(10, 1))
@@ -42,14 +60,14 @@ def test_limit_rests_then_fills_along_the_bar_path_at_its_price() -> None:
 
 def test_marketable_limit_gets_the_better_quote_price() -> None:
     broker, _, _ = make_broker(at(10))
-    order = broker.submit_order(order_body("AAPL", 5, "buy", "limit", limit_price=101))
+    order = placed(broker, order_body("AAPL", 5, "buy", "limit", limit_price=101))
     assert order["status"] == "filled" and order["filled_avg_price"] == "100.01"
 
 
 def test_stop_gapped_through_at_the_open_fills_at_the_worse_open() -> None:
     broker, market, clock = make_broker(at(15, 58))
-    broker.submit_order(order_body("AAPL", 10, "buy"))
-    stop = broker.submit_order(order_body("AAPL", 10, "sell", "stop", tif="gtc", stop_price=95))
+    placed(broker, order_body("AAPL", 10, "buy"))
+    stop = placed(broker, order_body("AAPL", 10, "sell", "stop", tif="gtc", stop_price=95))
     market.bar("AAPL", at(9, 30, (2025, 3, 4)), 90, 91, 89, 90.5)
     go(clock, at(9, 35, (2025, 3, 4)))
     filled = broker.get_order(stop["id"])
@@ -58,8 +76,8 @@ def test_stop_gapped_through_at_the_open_fills_at_the_worse_open() -> None:
 
 def test_stop_limit_does_not_fill_below_its_limit_after_a_gap() -> None:
     broker, market, clock = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 10, "buy"))
-    order = broker.submit_order(order_body("AAPL", 10, "sell", "stop_limit", stop_price=99, limit_price=98.5))
+    placed(broker, order_body("AAPL", 10, "buy"))
+    order = placed(broker, order_body("AAPL", 10, "sell", "stop_limit", stop_price=99, limit_price=98.5))
     market.bar("AAPL", at(10, 0), 97, 98, 96, 97.5)
     go(clock, at(10, 1))
     assert broker.get_order(order["id"])["status"] == "new"
@@ -71,8 +89,8 @@ def test_stop_limit_does_not_fill_below_its_limit_after_a_gap() -> None:
 
 def test_trailing_stop_tracks_the_high_water_mark_and_shows_its_stop() -> None:
     broker, market, clock = make_broker(at(10))
-    broker.submit_order(order_body("AAPL", 10, "buy"))
-    order = broker.submit_order(order_body("AAPL", 10, "sell", "trailing_stop", trail_percent=2))
+    placed(broker, order_body("AAPL", 10, "buy"))
+    order = placed(broker, order_body("AAPL", 10, "sell", "trailing_stop", trail_percent=2))
     assert order["hwm"] == "100" and order["stop_price"] == "98"
     assert isinstance(order["trail_percent"], str)
     market.bar("AAPL", at(10, 0), 100, 105, 99.5, 104.5)
@@ -87,8 +105,8 @@ def test_trailing_stop_tracks_the_high_water_mark_and_shows_its_stop() -> None:
 
 def test_day_order_expires_at_the_close_and_gtc_survives_the_night() -> None:
     broker, _, clock = make_broker(at(10))
-    day = broker.submit_order(order_body("AAPL", 1, "buy", "limit", limit_price=90))
-    gtc = broker.submit_order(order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
+    day = placed(broker, order_body("AAPL", 1, "buy", "limit", limit_price=90))
+    gtc = placed(broker, order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
     assert day["expires_at"] == "2025-03-03T21:00:00Z"
     go(clock, at(16, 0))
     expired = broker.get_order(day["id"])
@@ -101,24 +119,24 @@ def test_day_order_expires_at_the_close_and_gtc_survives_the_night() -> None:
 def test_ioc_fills_what_it_can_and_fok_is_all_or_nothing() -> None:
     broker, market, _ = make_broker(at(10), partial_fills=True, volume_participation=0.1)
     market.bar("AAPL", at(9, 59), 100, 100, 100, 100, v=500)  # previous minute: 50 shares of capacity
-    ioc = broker.submit_order(order_body("AAPL", 80, "buy", tif="ioc"))
+    ioc = placed(broker, order_body("AAPL", 80, "buy", tif="ioc"))
     assert ioc["status"] == "canceled" and ioc["filled_qty"] == "50"
-    fok = broker.submit_order(order_body("AAPL", 80, "buy", tif="fok"))
+    fok = placed(broker, order_body("AAPL", 80, "buy", tif="fok"))
     assert fok["status"] == "canceled" and fok["filled_qty"] == "0"
-    small = broker.submit_order(order_body("AAPL", 40, "buy", tif="fok"))
+    small = placed(broker, order_body("AAPL", 40, "buy", tif="fok"))
     assert small["status"] == "filled"
-    away = broker.submit_order(order_body("AAPL", 1, "buy", "limit", tif="ioc", limit_price=90))
+    away = placed(broker, order_body("AAPL", 1, "buy", "limit", tif="ioc", limit_price=90))
     assert away["status"] == "canceled" and away["filled_qty"] == "0"
 
 
 def test_opg_fills_at_the_opening_auction_and_cls_at_the_closing_auction() -> None:
     broker, market, clock = make_broker(at(8, 0))
-    opg = broker.submit_order(order_body("AAPL", 3, "buy", tif="opg"))
+    opg = placed(broker, order_body("AAPL", 3, "buy", tif="opg"))
     assert opg["status"] == "accepted"
     market.bar("AAPL", at(9, 30), 101.5, 102, 101, 101.8)
     go(clock, at(9, 31))
     assert broker.get_order(opg["id"])["filled_avg_price"] == "101.5"
-    cls = broker.submit_order(order_body("AAPL", 3, "sell", tif="cls"))
+    cls = placed(broker, order_body("AAPL", 3, "sell", tif="cls"))
     assert cls["status"] == "new"
     market.bar("AAPL", at(15, 59), 103, 103.5, 102.5, 103.25)
     go(clock, at(16, 0))
@@ -130,18 +148,18 @@ def test_opg_fills_at_the_opening_auction_and_cls_at_the_closing_auction() -> No
 def test_opg_refused_after_928_and_cls_after_1550() -> None:
     broker, _, clock = make_broker(at(9, 29))
     with pytest.raises(SimApiError) as refused:
-        broker.submit_order(order_body("AAPL", 1, "buy", tif="opg"))
+        placed(broker, order_body("AAPL", 1, "buy", tif="opg"))
     assert refused.value.status == 422
     go(clock, at(15, 55))
     with pytest.raises(SimApiError):
-        broker.submit_order(order_body("AAPL", 1, "buy", tif="cls"))
+        placed(broker, order_body("AAPL", 1, "buy", tif="cls"))
 
 
 def test_extended_hours_limit_fills_pre_market_while_a_market_order_waits_for_the_open() -> None:
     broker, market, clock = make_broker(at(7, 0))
-    waiting = broker.submit_order(order_body("AAPL", 2, "buy"))
-    early = broker.submit_order(order_body("AAPL", 2, "buy", "limit", limit_price=99, extended_hours=True))
-    plain_limit = broker.submit_order(order_body("AAPL", 2, "buy", "limit", limit_price=99))
+    waiting = placed(broker, order_body("AAPL", 2, "buy"))
+    early = placed(broker, order_body("AAPL", 2, "buy", "limit", limit_price=99, extended_hours=True))
+    plain_limit = placed(broker, order_body("AAPL", 2, "buy", "limit", limit_price=99))
     assert waiting["status"] == "accepted" and early["status"] == "new" and plain_limit["status"] == "accepted"
     market.bar("AAPL", at(7, 0), 100, 100, 98.5, 98.8)
     go(clock, at(7, 1))
@@ -161,15 +179,15 @@ def test_extended_hours_limit_fills_pre_market_while_a_market_order_waits_for_th
 def test_extended_hours_needs_a_day_limit_order() -> None:
     broker, _, _ = make_broker(at(7, 0))
     with pytest.raises(SimApiError) as refused:
-        broker.submit_order(order_body("AAPL", 1, "buy", extended_hours=True))
+        placed(broker, order_body("AAPL", 1, "buy", extended_hours=True))
     assert refused.value.status == 422
     with pytest.raises(SimApiError):
-        broker.submit_order(order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=99, extended_hours=True))
+        placed(broker, order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=99, extended_hours=True))
 
 
 def test_after_hours_market_order_waits_over_the_weekend() -> None:
     broker, market, clock = make_broker(et(2025, 3, 7, 17, 0))  # Friday after the close
-    order = broker.submit_order(order_body("AAPL", 1, "buy"))
+    order = placed(broker, order_body("AAPL", 1, "buy"))
     assert order["status"] == "accepted"
     go(clock, et(2025, 3, 9, 12, 0))
     assert broker.get_order(order["id"])["status"] == "accepted"
@@ -180,7 +198,7 @@ def test_after_hours_market_order_waits_over_the_weekend() -> None:
 
 def test_replace_creates_a_new_order_and_marks_the_old_replaced() -> None:
     broker, _, _ = make_broker(at(10))
-    old = broker.submit_order(order_body("AAPL", 5, "buy", "limit", limit_price=95, client_order_id="first"))
+    old = placed(broker, order_body("AAPL", 5, "buy", "limit", limit_price=95, client_order_id="first"))
     new = broker.replace_order(old["id"], {"limit_price": 96.5, "qty": 7, "client_order_id": "second"})
     assert new["id"] != old["id"] and new["replaces"] == old["id"]
     assert new["limit_price"] == "96.5" and new["qty"] == "7" and new["client_order_id"] == "second"
@@ -194,16 +212,16 @@ def test_replace_creates_a_new_order_and_marks_the_old_replaced() -> None:
 
 def test_replace_refuses_filled_and_accepted_orders_and_sub_penny_prices() -> None:
     broker, _, clock = make_broker(at(10))
-    filled = broker.submit_order(order_body("AAPL", 1, "buy"))
+    filled = placed(broker, order_body("AAPL", 1, "buy"))
     with pytest.raises(SimApiError) as refused:
         broker.replace_order(filled["id"], {"qty": 2})
     assert refused.value.status == 422
-    resting = broker.submit_order(order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
+    resting = placed(broker, order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
     with pytest.raises(SimApiError) as sub_penny:
         broker.replace_order(resting["id"], {"limit_price": "90.123"})
     assert sub_penny.value.body["code"] == 42210000 and "sub-penny" in sub_penny.value.body["message"]
     go(clock, at(17, 0))
-    queued = broker.submit_order(order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
+    queued = placed(broker, order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
     assert queued["status"] == "accepted"
     with pytest.raises(SimApiError):
         broker.replace_order(queued["id"], {"limit_price": 91})
@@ -214,7 +232,7 @@ def test_replace_refuses_filled_and_accepted_orders_and_sub_penny_prices() -> No
 
 def test_gtc_replaced_as_day_after_the_close_expires_at_the_next_close() -> None:
     broker, _, clock = make_broker(at(10))
-    order = broker.submit_order(order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
+    order = placed(broker, order_body("AAPL", 1, "buy", "limit", tif="gtc", limit_price=90))
     go(clock, at(17, 0))
     day = broker.replace_order(order["id"], {"time_in_force": "day"})
     assert day["expires_at"] == "2025-03-04T21:00:00Z"
@@ -226,14 +244,14 @@ def test_gtc_replaced_as_day_after_the_close_expires_at_the_next_close() -> None
 
 def test_replace_that_makes_a_limit_marketable_fills_it() -> None:
     broker, _, _ = make_broker(at(10))
-    order = broker.submit_order(order_body("AAPL", 2, "buy", "limit", limit_price=95))
+    order = placed(broker, order_body("AAPL", 2, "buy", "limit", limit_price=95))
     new = broker.replace_order(order["id"], {"limit_price": 101})
     assert new["status"] == "filled" and new["filled_avg_price"] == "100.01"
 
 
 def test_cancel_returns_none_then_422_and_404() -> None:
     broker, _, _ = make_broker(at(10))
-    order = broker.submit_order(order_body("AAPL", 1, "buy", "limit", limit_price=90))
+    order = placed(broker, order_body("AAPL", 1, "buy", "limit", limit_price=90))
     assert broker.cancel_order(order["id"]) is None
     canceled = broker.get_order(order["id"])
     assert canceled["status"] == "canceled" and canceled["canceled_at"] is not None
@@ -252,7 +270,7 @@ def test_cancel_returns_none_then_422_and_404() -> None:
 
 def test_cancel_and_replace_of_a_filled_order_name_the_state_as_alpaca_does() -> None:
     broker, _, _ = make_broker(at(10))
-    filled = broker.submit_order(order_body("AAPL", 1, "buy"))
+    filled = placed(broker, order_body("AAPL", 1, "buy"))
     assert broker.get_order(filled["id"])["status"] == "filled"
     for call in (lambda: broker.cancel_order(filled["id"]),
                  lambda: broker.replace_order(filled["id"], {"limit_price": 90})):
@@ -268,8 +286,8 @@ def test_cancel_and_replace_of_a_filled_order_name_the_state_as_alpaca_does() ->
 
 def test_cancel_all_returns_one_207_item_per_order() -> None:
     broker, _, _ = make_broker(at(10))
-    a = broker.submit_order(order_body("AAPL", 1, "buy", "limit", limit_price=90))
-    b = broker.submit_order(order_body("SPY", 1, "buy", "limit", limit_price=400))
+    a = placed(broker, order_body("AAPL", 1, "buy", "limit", limit_price=90))
+    b = placed(broker, order_body("SPY", 1, "buy", "limit", limit_price=400))
     items = broker.cancel_all()
     assert [(i["id"], i["status"]) for i in items] == [(a["id"], 200), (b["id"], 200)]
     assert all(i["body"]["status"] == "canceled" for i in items)
@@ -278,11 +296,11 @@ def test_cancel_all_returns_one_207_item_per_order() -> None:
 
 def test_list_orders_filters_limits_and_orders() -> None:
     broker, _, clock = make_broker(at(10))
-    first = broker.submit_order(order_body("AAPL", 1, "buy"))
+    first = placed(broker, order_body("AAPL", 1, "buy"))
     go(clock, at(10, 5))
-    second = broker.submit_order(order_body("SPY", 1, "buy", "limit", limit_price=400))
+    second = placed(broker, order_body("SPY", 1, "buy", "limit", limit_price=400))
     go(clock, at(10, 10))
-    third = broker.submit_order(order_body("AAPL", 1, "buy", "limit", limit_price=90))
+    third = placed(broker, order_body("AAPL", 1, "buy", "limit", limit_price=90))
     assert [o["id"] for o in broker.list_orders()] == [third["id"], second["id"]]
     assert [o["id"] for o in broker.list_orders({"status": "closed"})] == [first["id"]]
     everything = broker.list_orders({"status": "all", "direction": "asc"})
@@ -299,14 +317,14 @@ def test_list_orders_filters_limits_and_orders() -> None:
 
 def test_get_order_by_client_id_and_unknown_symbol() -> None:
     broker, _, _ = make_broker(at(10))
-    order = broker.submit_order(order_body("AAPL", 1, "buy", client_order_id="abc-1"))
+    order = placed(broker, order_body("AAPL", 1, "buy", client_order_id="abc-1"))
     assert broker.get_order_by_client_id("abc-1")["id"] == order["id"]
     assert broker.get_order_by_client_id({"client_order_id": "abc-1"})["id"] == order["id"]
     with pytest.raises(SimApiError) as missing:
         broker.get_order_by_client_id("nope")
     assert missing.value.status == 404
     with pytest.raises(SimApiError) as unknown:
-        broker.submit_order(order_body("ZZZZ", 1, "buy"))
+        placed(broker, order_body("ZZZZ", 1, "buy"))
     assert unknown.value.status == 422
 
 
@@ -326,7 +344,7 @@ def test_get_order_by_client_id_and_unknown_symbol() -> None:
 def test_invalid_bodies_get_one_clear_422(body: dict, status: int, fragment: str) -> None:
     broker, _, _ = make_broker(at(10))
     with pytest.raises(SimApiError) as refused:
-        broker.submit_order(body)
+        placed(broker, body)
     assert refused.value.status == status and fragment in refused.value.body["message"]
     assert refused.value.body["code"] in (40010001, 42210000)
     assert broker.list_orders({"status": "all"}) == []
@@ -334,7 +352,7 @@ def test_invalid_bodies_get_one_clear_422(body: dict, status: int, fragment: str
 
 def test_notional_market_order_buys_fractional_shares() -> None:
     broker, _, _ = make_broker(at(10))
-    order = broker.submit_order({"symbol": "AAPL", "notional": 1000, "side": "buy", "type": "market", "time_in_force": "day"})
+    order = placed(broker, {"symbol": "AAPL", "notional": 1000, "side": "buy", "type": "market", "time_in_force": "day"})
     assert order["status"] == "filled" and order["notional"] == "1000"
     assert D(order["filled_qty"]) == D("9.999000099")
     assert broker.get_position("AAPL")["qty"] == "9.999000099"

@@ -97,3 +97,16 @@ def order_body(symbol: str, qty: int | float | str, side: str, kind: str = "mark
     body: dict[str, Any] = {"symbol": symbol, "qty": qty, "side": side, "type": kind, "time_in_force": tif}
     body.update(extra)
     return body
+
+
+def placed(broker: SimBroker, body: Any) -> dict[str, Any]:
+    """Submit, then read the order back (legs nested): Alpaca's POST answer is the order as
+    accepted, before any fill, so what it became in the same instant is read with a GET."""
+    answer = broker.submit_order(body)
+    return broker.get_order(answer["id"], {"nested": True})
+
+
+def closed(broker: SimBroker, symbol: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``DELETE /v2/positions/{symbol}``, then the closing order read back (see :func:`placed`)."""
+    answer = broker.close_position(symbol, params)
+    return broker.get_order(answer["id"])

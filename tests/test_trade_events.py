@@ -228,7 +228,7 @@ async def test_a_partial_fill_event_protects_the_position_at_once(stack: Any) ->
     since = core.broker.event_count
     price = (await broker.get_latest_trades(["SPY"]))["SPY"].p
     result = await system.executor.submit_bracket(_intent("SPY", price, core.clock.now()), D(5000))
-    assert result.order is not None and result.order.status == "partially_filled"
+    assert result.order is not None and result.order.status == "new"  # the answer precedes the fill
     with capture_logs() as logs:
         for update in sim_updates(core, since):
             await feed._on_update(update)
