@@ -166,13 +166,17 @@ async def test_a_day_with_20_percent_faults_leaves_no_position_unprotected_and_n
     # not have landed): it looked them up by client order id instead of sending again.
     order_faults = Counter(e["fault"] for e in events(logs, "sim_fault_injected")
                            if e["method"] == "POST" and e["path"] == "/v2/orders")
-    assert order_faults["accept_then_timeout"] + order_faults["timeout"] + order_faults["reset"] \
-        + order_faults["malformed"] >= 1, order_faults
-    # Each submission whose outcome was unknown was resolved without a second order: found by
-    # its client order id (``order_recovered``; it had landed), or not found and sent again
-    # (``order_submitted``; it had not), or heard on the trade stream (its own event).
+    # Which requests the seeded draws hit depends on the order requests happen in (timing, the
+    # trade stream): a day may leave no submission in doubt. When one was, each submission whose
+    # outcome was unknown was resolved without a second order: found by its client order id
+    # (``order_recovered``; it had landed), or not found and sent again (``order_submitted``; it
+    # had not), or heard on the trade stream (its own event). (The deterministic cases are in
+    # tests/test_api_gateway_mocked.py and tests/test_e2e_safety_restart.py.)
+    ambiguous = order_faults["accept_then_timeout"] + order_faults["timeout"] + order_faults["reset"] \
+        + order_faults["malformed"]
     unknown = {e["client_order_id"] for e in events(logs, "order_outcome_unknown")}
-    assert unknown, order_faults
+    if ambiguous:
+        assert unknown, order_faults
     resolved = {e.get("client_order_id") for e in logs
                 if e["event"] in ("order_recovered", "order_submitted")
                 or e.get("source") in ("stream", "poll", "rest_catchup")}  # an in-flight order seen later
