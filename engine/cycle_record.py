@@ -217,11 +217,13 @@ class CycleRecorder:
         except (BrokerError, asyncio.CancelledError) as exc:
             log.warning("shutdown_broker_unavailable", error=str(exc))
         system._persist_safety()
-        if hasattr(system.alerter, "drain"):  # queued alerts get a bounded flush, never more
-            await system.alerter.drain(ALERT_FLUSH_SECONDS)
         summary.state = system.safety.state.value
         summary.session_in_progress = getattr(system, "_last_phase", None) == "regular"
+        # The summary line first: a stalled alert channel's flush below is the slowest part of a
+        # shutdown, and a second cancellation (main.SignalStop) must not cost the record.
         log.info("system_shutdown", run_id=system.run_id, **summary.to_dict())
+        if hasattr(system.alerter, "drain"):  # queued alerts get a bounded flush, never more
+            await system.alerter.drain(ALERT_FLUSH_SECONDS)
 
 
 def _jsonable(value: Any) -> Any:
