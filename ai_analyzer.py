@@ -357,11 +357,8 @@ class AIAnalyzer:
             )
         if market_data.benchmark is None or not len(market_data.benchmark):
             notes.append("no benchmark: beta 1, relative strength 0, no regime")
-        shift, timeframes = multi_timeframe.analyse(market_data, self._timeframes, side)
-        if shift and scores.method == "model" and not getattr(self._timeframes, "shift_calibrated", False):
-            shift = 0.0  # logged, not applied: a calibrated probability moves only by measured skill
-            if timeframes is not None:
-                timeframes["applied"] = False
+        shift, timeframes = multi_timeframe.analyse(market_data, self._timeframes, side,
+                                                    calibrated=scores.method == "model")
         if shift:
             scores = replace(scores, technical=multi_timeframe.shifted(scores.technical, shift),
                              context=multi_timeframe.shifted(scores.context, shift),

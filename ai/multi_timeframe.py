@@ -130,12 +130,14 @@ def shifted(probability: float, shift: float) -> float:
     return 1.0 / (1.0 + math.exp(-(math.log(p / (1 - p)) + shift)))
 
 
-def analyse(market_data: Any, cfg: Any, side: str) -> tuple[float, dict[str, Any] | None]:
+def analyse(market_data: Any, cfg: Any, side: str, *,
+            calibrated: bool = False) -> tuple[float, dict[str, Any] | None]:
     """The analyzer's hook: the log-odds shift for the confidence inputs and the breakdown for
     ``ai_decision`` (``0.0, None`` when ``cfg``, the ``multi_timeframe`` settings, is None or
     off). The 1Day frame is the symbol's daily series; the intraday frames come from
     ``market_data.timeframes`` (the loop's batched, cached bars); a backtest on daily data
-    has the 1Day frame only."""
+    has the 1Day frame only. For a ``calibrated`` (model) probability the shift is logged but
+    not applied unless ``cfg.shift_calibrated``: it has shown no out-of-sample skill."""
     if cfg is None or not cfg.enabled:
         return 0.0, None
     frames: dict[str, BarSeries | None] = dict(getattr(market_data, "timeframes", None) or {})
@@ -145,4 +147,8 @@ def analyse(market_data: Any, cfg: Any, side: str) -> tuple[float, dict[str, Any
     detail = view.breakdown()
     detail["logit_shift"] = round(shift, 6)
     detail["logit_scale"] = float(cfg.logit_scale)
+    if shift and calibrated and not getattr(cfg, "shift_calibrated", False):
+        # logged, not applied: a calibrated probability moves only by skill shown out of sample
+        detail["applied"] = False
+        return 0.0, detail
     return shift, detail
