@@ -158,6 +158,9 @@ class TradeStreamClient:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, StreamProtocolError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # anything else the server sends or we trip on: reconnect, never end the stream
+            log.error("stream_connection_failed", url=self.url, error=repr(exc))
+            reason = f"{type(exc).__name__}: {exc}"
         finally:
             self._ws = None
         was_listening = self.listening

@@ -425,3 +425,52 @@ async def test_a_bracket_is_followed_through_its_legs_from_events(stack: Any) ->
     assert view_account.cash == truth_account.cash and view_account.equity == truth_account.equity
     assert {o.id for o in view_orders} == {o.id for o in truth_orders} == set()
     assert not book.orders_stale
+
+
+async def test_an_unexpected_error_inside_a_connection_reconnects_instead_of_ending_the_stream() -> None:
+    """Whatever trips inside one connection (here the on-connected callback), the client logs
+    it and reconnects with backoff: the daemon never ends up polling forever without a stream."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            action = json.loads(msg.data)["action"]
+            if action == "authenticate":
+                await ws.send_bytes(b'{"stream":"authorization","data":{"action":"authenticate","status":"authorized"}}')
+            elif action == "listen":
+                await ws.send_bytes(b'{"stream":"listening","data":{"streams":["trade_updates"]}}')
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/stream", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    calls: list[int] = []
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    async def trips_once(connection: int) -> None:
+        calls.append(connection)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in a callback")
+
+    client = TradeStreamClient(f"ws://127.0.0.1:{port}/stream", "k", "s", on_update=nothing, on_connected=trips_once,
+                               backoff_min_s=0.05, backoff_max_s=0.1)
+    stop = asyncio.Event()
+    try:
+        with capture_logs() as logs:
+            task = asyncio.ensure_future(client.run(stop))
+            await _until(lambda: len(calls) >= 2, timeout=10)
+            assert not task.done()
+            stop.set()
+            await asyncio.wait_for(task, 5)
+    finally:
+        await runner.cleanup()
+    assert [e for e in logs if e["event"] == "stream_connection_failed"]
