@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ai import calibration as cal
+from ai.correlated_floor import correlated_floor
 from ai.daily_data import TrainingDataError, daily_files, read_daily_csv
 from ai.ideas import DefaultBracket, Ideas, build_ideas, market_close_for, symbol_context
 from ai.walkforward import IdeaTable, block_ids, walk_forward
@@ -175,6 +176,7 @@ def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
 
     if settled.any():
         numbers["pooled"] = block("pooled", settled)
+        numbers["pooled"]["correlated_floor"] = _correlated_floor_line(ev, settled, lines)
         for symbol in sorted(set(ev.symbol[settled].tolist())):
             numbers["per_symbol"][symbol] = block(symbol, settled & (ev.symbol == symbol))
     else:
@@ -183,6 +185,25 @@ def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
     weights = [f"{f['year']}:{f['weight']:.2f}" for f in ev.fits]
     lines.append("blend weight of the model against the shrunk climatology per refit year: " + " ".join(weights))
     return "\n".join(lines), numbers
+
+
+def _correlated_floor_line(ev: Evaluation, settled: np.ndarray, lines: list[str]) -> dict[str, float] | None:
+    """The pooled floor with the outcomes' measured cross-symbol dependence
+    (:mod:`ai.correlated_floor`), printed beside the issue's independent floor, not instead."""
+    day = np.concatenate([i.day for _, i in ev.ideas])
+    horizon = np.concatenate([i.outcomes.horizon for _, i in ev.ideas])
+    span = np.full(len(day), int(horizon[settled].max()))  # one calendar grid for every row
+    found = correlated_floor(ev.probability[settled], ev.label[settled], ev.symbol[settled],
+                             block_ids(day[settled], span[settled]))
+    if found is None:
+        return None
+    lines.insert(len(lines) - 1, (
+        f"pooled ECE floor with the outcomes' cross-symbol dependence (block hit rates correlate "
+        f"{found.observed_correlation:+.2f} across symbols; copula rho {found.latent_correlation:.2f}): "
+        f"mean {found.mean:.4f}, 95th pct {found.p95:.4f} (informative: the floor above, one draw per "
+        f"symbol and block, is the bar)"))
+    return {"observed_correlation": found.observed_correlation, "latent_correlation": found.latent_correlation,
+            "mean": found.mean, "p95": found.p95}
 
 
 def run(

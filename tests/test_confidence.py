@@ -95,6 +95,10 @@ def test_the_printout_scores_against_the_past_only_climatology_and_the_noise_flo
     assert pooled["ece_floor_mean"] < pooled["ece_floor_p95"] < 0.2
     assert out.with_suffix(".reliability.png").stat().st_size > 10_000
     assert json.loads(out.with_suffix(".summary.json").read_text())["pooled"]["n"] == pooled["n"]
+    # Beside the issue's floor, the one with the outcomes' cross-symbol dependence (informative).
+    extra = pooled["correlated_floor"]
+    assert 0.0 <= extra["latent_correlation"] <= 0.9 and extra["mean"] < extra["p95"]
+    assert all("correlated_floor" not in s for s in numbers["per_symbol"].values())
 
 
 def test_without_shown_skill_the_forecast_is_the_climatology() -> None:
