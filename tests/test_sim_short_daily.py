@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from market.bracket_labels import bracket_outcomes
 from simulator.core import SimulatorCore
@@ -65,10 +66,15 @@ def _position_qty(core: SimulatorCore) -> Decimal:
     return Decimal(found[0]["qty"]) if found else Decimal(0)
 
 
-def test_short_bracket_on_a_daily_bar_touching_both_fills_its_stop_and_cancels_the_target(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast_paths", [True, False])
+def test_short_bracket_on_a_daily_bar_touching_both_fills_its_stop_and_cancels_the_target(
+    tmp_path: Path, fast_paths: bool
+) -> None:
     # Enter short at the open (100); the day falls to 93 (target 94) before it rallies to 104
-    # (stop 103): the expansion reaches the low first, the rule says stop.
+    # (stop 103): the expansion reaches the low first, the rule says stop. The same with the
+    # market's daily fast paths off (every answer read from the minute bars).
     core, sessions = _core(tmp_path, ["100,104,93,98,1000000"], -1)
+    core.market.fast_paths = fast_paths
     _bracket(core, "sell", target="94.00", stop="103.00")
     _after_close(core, sessions[-1])
     legs = _legs(core, "buy")
