@@ -17,9 +17,9 @@ before: a row's label never depends on how much later data there is beyond its h
 
 The simulator expands a daily bar into minutes along ``open -> low -> high -> close``
 (:func:`daily_path_order`) whatever the bar's colour, so a long bracket whose stop and
-target lie inside one daily bar fills its stop first, as the label says. (A short bracket's
-stop is above: on such a bar the simulator fills its target first; the daemon's strategies
-trade long.)
+target lie inside one daily bar fills its stop first, as the label says. A short bracket's
+stop is above, reached after the low: its take-profit waits for the stop on such a bar
+(:mod:`simulator.adverse_first`), so it fills its stop first too.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ Rules, each emulating Alpaca (details in the modules named):
   sell at the bid) plus ``slippage_bps``; resting orders trigger along each minute bar's
   OHLC path; gaps fill stops at the (worse) open and limits at the (better) open, and a
   shock in the session is a gap too (:meth:`SimBroker.meet_jump`): a stop it jumps
-  through fills at the quote after the jump, a stop-limit may not fill at all.
+  through fills at the quote after the jump, a stop-limit may not fill at all. On a
+  session expanded from a daily row, a short's take-profit waits for its OCO stop when the
+  session reaches both (``simulator/adverse_first.py``: the labels' stop-first rule).
 * Sessions: outside 09:30-16:00 ET only ``extended_hours`` DAY limit orders execute (pre-
   market 04:00-09:30, after-hours to 20:00); other orders are ``accepted`` and become
   ``new`` at the next open, where waiting market orders fill at the opening price.

@@ -2,7 +2,8 @@
 and the booking of each execution.
 
 ``OrderExecution`` matches resting orders along each minute bar (:meth:`_match_minute`, called
-by :class:`simulator.stepping.BookClock`), against the quote at submission
+by :class:`simulator.stepping.BookClock`; a short's take-profit waits for its stop on a daily
+bar reaching both, :mod:`simulator.adverse_first`), against the quote at submission
 (:meth:`_execute_now`), at a price jump (:meth:`meet_jump`) and in the opening and closing
 auctions (:meth:`_auction`), with the price rules of :mod:`simulator.matching`; :meth:`_fill`
 books one execution in the account (:mod:`simulator.sim_account`) and hands what follows to
@@ -18,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from simulator.adverse_first import waits_for_stop
 from simulator.lifecycle import ONE_MINUTE, OrderLifecycle
 from simulator.matching import (
     Hit,
@@ -68,7 +70,7 @@ class OrderExecution(OrderLifecycle):
             terms = order.terms()
             hit = match_bar(terms, path)
             order.absorb(terms)
-            if hit is not None:
+            if hit is not None and not waits_for_stop(order, hit, self.book, self.market, minute):
                 hits.append((hit.position, order.seq, order, hit))
         if not hits:
             return

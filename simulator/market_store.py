@@ -124,6 +124,18 @@ class MarketStore:
             return cached  # type: ignore[return-value]
         return self._load(symbol, session_date)
 
+    def expanded_day(self, symbol: str, session_date: date) -> DayArrays | None:
+        """The bars of ``symbol`` on ``session_date`` (shocks applied) when they are the
+        expansion of a daily row, else None (recorded minute bars, a synthetic market).
+
+        The fill engine reads it to fill a short's protective stop before its target on a
+        daily bar reaching both (:mod:`simulator.adverse_first`). Not a fast path: the same
+        answer whether ``fast_paths`` is on or off."""
+        summary = getattr(self._source, "daily_summary", None)
+        if symbol not in self._known or summary is None or summary(symbol, session_date) is None:
+            return None
+        return self.minute_arrays(symbol, session_date)
+
     def trading_days(self, start: date, end: date) -> list[date]:
         """Sessions in ``start..end`` (inclusive) for which the market has data."""
         return self._source.sessions(start, end)
