@@ -230,8 +230,27 @@ def session_features(close: np.ndarray, vol: np.ndarray, market_close: np.ndarra
     return np.column_stack([trend_z(close, vol, 20), dist, ratio, market])
 
 
-def row_baseline(random_walk_row: np.ndarray, past_default: np.ndarray, random_walk_default: np.ndarray) -> np.ndarray:
+def row_baseline(
+    random_walk_row: np.ndarray, past_default: np.ndarray, random_walk_default: np.ndarray,
+    past_weight: float = 1.0,
+) -> np.ndarray:
     """The baseline of an idea with its own bracket: its random-walk probability moved by
     the symbol's excess log-odds over the random walk for the default bracket (the shrunk
-    past hit rate). For an idea with the default bracket this is the shrunk past hit rate."""
-    return np.asarray(sigmoid(logit(random_walk_row) + logit(past_default) - logit(random_walk_default)))
+    past hit rate, first pulled towards the walk: ``walk + past_weight * (past - walk)``,
+    the empirical-Bayes weight of :func:`ai.shrinkage.past_weight`). For an idea with the
+    default bracket this is that pulled past hit rate."""
+    past = random_walk_default + past_weight * (np.asarray(past_default, float) - random_walk_default)
+    return np.asarray(sigmoid(logit(random_walk_row) + logit(past) - logit(random_walk_default)))
+
+
+def with_past_weight(
+    X: np.ndarray, random_walk_row: np.ndarray, past_default: np.ndarray,
+    random_walk_default: np.ndarray, past_weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline of each row at this ``past_weight`` and the features with their
+    ``logit_past_hit_rate`` column to match (a copy): the one place both ``evaluate``'s
+    walk and the shipped model's inference make them."""
+    baseline = row_baseline(random_walk_row, past_default, random_walk_default, past_weight)
+    X = np.array(X, dtype=float, copy=True)
+    X[:, TRANSFERABLE_NAMES.index("logit_past_hit_rate")] = logit(baseline)
+    return baseline, X

@@ -30,8 +30,8 @@ import numpy as np
 
 from ai import calibration as cal
 from ai.daily_data import TrainingDataError, daily_files, read_daily_csv
-from ai.ideas import DefaultBracket, Ideas, build_ideas, market_close_for, symbol_context
-from ai.walkforward import IdeaTable, block_ids, walk_forward
+from ai.ideas import DefaultBracket, Ideas, SymbolContext, build_ideas, market_close_for, symbol_context
+from ai.walkforward import IdeaTable, PastRecord, block_ids, walk_forward
 from market.market_data import BarSeries, exchange_day_numbers
 
 Population = Literal["proposals", "sessions"]
@@ -57,6 +57,7 @@ class Evaluation:
     fits: list[dict[str, Any]]
     last_model: Any = None  # the walk's last logistic (ai.shrinkage.Logistic) and its weight
     last_weight: float = 0.0
+    last_past_weight: float = 1.0  # the last refit's weight of the past hit rate against the walk
 
 
 def _iso(day: int) -> str:
@@ -88,6 +89,7 @@ def evaluate(
 ) -> Evaluation:
     """Build every symbol's ideas, walk forward over all of them pooled, and collect."""
     per_symbol: list[tuple[str, Ideas]] = []
+    records: list[PastRecord] = []
     for symbol in sorted(series):
         bars = series[symbol]
         if len(bars) < 2:
@@ -102,6 +104,7 @@ def evaluate(
             decisions, stop, target, horizon = proposer(symbol, bars, market)
         if len(decisions) == 0:
             continue
+        records.append(_default_record(ctx))
         per_symbol.append((symbol, build_ideas(ctx, bars.open, bars.high, bars.low, decisions, stop, target, horizon)))
     if not per_symbol:
         return Evaluation(np.array([], dtype=object), [], np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), [])
@@ -113,6 +116,11 @@ def evaluate(
         baseline=cat([i.baseline for _, i in per_symbol]),
         X=np.vstack([i.X for _, i in per_symbol]),
         horizon=cat([i.outcomes.horizon for _, i in per_symbol]),
+        walk=cat([i.walk for _, i in per_symbol]),
+        past_default=cat([i.past_default for _, i in per_symbol]),
+        walk_default=cat([i.walk_default for _, i in per_symbol]),
+        record=None if proposer is None else PastRecord(*(cat(parts) for parts in zip(*(
+            (r.settled_day, r.label, r.past, r.walk) for r in records)))),
     )
     result = walk_forward(table)
     scored_label = cat([i.outcomes.label for _, i in per_symbol])
@@ -122,8 +130,15 @@ def evaluate(
     return Evaluation(
         symbol=symbol, ideas=per_symbol, probability=result.probability, label=scored_label,
         climatology=cat([i.climatology for _, i in per_symbol]), groups=groups, fits=result.fits,
-        last_model=result.last_model, last_weight=result.last_weight,
+        last_model=result.last_model, last_weight=result.last_weight, last_past_weight=result.last_past_weight,
     )
+
+
+def _default_record(ctx: SymbolContext) -> PastRecord:
+    """Every session's default-bracket idea of one symbol (for the past hit rate's weight)."""
+    o = ctx.default_outcomes
+    settled_day = np.where(o.settled >= 0, ctx.day[np.maximum(o.settled, 0)], np.iinfo(np.int64).max)
+    return PastRecord(settled_day, o.known, ctx.past_default[o.decision], ctx.random_walk_default[o.decision])
 
 
 def write_csv(path: Path, ev: Evaluation, keep: np.ndarray) -> int:
@@ -182,6 +197,9 @@ def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
     numbers["tables"] = tables
     weights = [f"{f['year']}:{f['weight']:.2f}" for f in ev.fits]
     lines.append("blend weight of the model against the shrunk climatology per refit year: " + " ".join(weights))
+    past = [f"{f['year']}:{f['past_weight']:.2f}" for f in ev.fits]
+    lines.append("weight of the past hit rate against the random walk per refit year (empirical Bayes): "
+                 + " ".join(past))
     return "\n".join(lines), numbers
 
 

@@ -70,9 +70,12 @@ class Ideas:
     day: np.ndarray
     entry_day: np.ndarray
     settled_day: np.ndarray
-    baseline: np.ndarray
+    baseline: np.ndarray  # at past weight 1 (the walk-forward re-makes it: bf.with_past_weight)
     climatology: np.ndarray  # raw past hit rate of this population's settled ideas (NaN before any)
     X: np.ndarray
+    walk: np.ndarray  # random-walk probability of the idea's own bracket and horizon
+    past_default: np.ndarray  # the symbol's shrunk past hit rate of the default bracket
+    walk_default: np.ndarray  # random-walk probability of the default bracket
 
 
 def build_ideas(
@@ -93,7 +96,8 @@ def build_ideas(
     climatology = raw[rows]
     X = np.column_stack([bf.logit(rw), bf.logit(baseline), ctx.session_X[rows]])
     settled_day = np.where(out.settled >= 0, ctx.day[np.maximum(out.settled, 0)], np.iinfo(np.int64).max)
-    return Ideas(out, ctx.day[rows], ctx.day[out.entry], settled_day, baseline, climatology, X)
+    return Ideas(out, ctx.day[rows], ctx.day[out.entry], settled_day, baseline, climatology, X,
+                 rw, ctx.past_default[rows], ctx.random_walk_default[rows])
 
 
 def market_close_for(bars: BarSeries, bench: BarSeries | None) -> np.ndarray | None:

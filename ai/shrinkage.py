@@ -8,6 +8,11 @@ Two forecasts of one idea:
 * the **model**: an L2-regularised logistic regression on the transferable features
   (:data:`ai.bracket_features.TRANSFERABLE_NAMES`), fitted on every symbol pooled.
 
+The baseline's past hit rate rests on a 120-session memory, about six independent outcome
+windows: noisy, and over-dispersed as a forecast. How far to trust it against the random
+walk is estimated from the past itself (:func:`past_weight`, empirical Bayes by the method of
+moments) at every refit, instead of a fixed number of pseudo-ideas.
+
 The forecast is ``baseline + weight * (model - baseline)``. ``weight`` starts at 0 and is
 the one in ``[0, 1]`` that minimised the Brier score of *earlier out-of-sample* predictions,
 kept only when the improvement it brings is at least twice its standard error (computed on
@@ -95,6 +100,33 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, penalty: float = L2_PENALTY, iter
         if float(np.abs(step).max()) < 1e-10:
             break
     return Logistic(mean, scale, w[1:], float(w[0]))
+
+
+#: Fewest settled ideas the empirical-Bayes weight of the past hit rate is estimated on;
+#: with fewer (a symbol's first year) it is 0: no evidence yet that the past rate's
+#: departures from the walk come true, and every refit measured so far put it at 0 to 0.5.
+MIN_PAST_WEIGHT_ROWS = 500
+
+
+def past_weight(label: np.ndarray, past: np.ndarray, walk: np.ndarray) -> float:
+    """How much of the past hit rate's departure from the random walk comes true, in [0, 1].
+
+    Empirical Bayes by the method of moments: if the symbol's true hit rate departs from the
+    walk by ``theta`` (variance ``tau^2`` across symbols and periods) and the past hit rate
+    measures it with noise (variance ``s^2``, large: a 120-session memory holds about six
+    independent outcome windows), the best linear forecast is ``walk + B * (past - walk)``
+    with ``B = tau^2 / (tau^2 + s^2)``. ``tau^2`` is the covariance of the later outcome's and
+    the past rate's departures from the walk, ``tau^2 + s^2`` the past rate's mean squared
+    departure: ``B = sum (y - walk)(past - walk) / sum (past - walk)^2`` over settled ideas,
+    clipped to [0, 1] (a variance is not negative). 0 with too few ideas."""
+    ok = np.isfinite(label) & np.isfinite(past) & np.isfinite(walk)
+    if int(ok.sum()) < MIN_PAST_WEIGHT_ROWS:
+        return 0.0
+    d = past[ok] - walk[ok]
+    total = float(np.dot(d, d))
+    if total <= 0.0:
+        return 0.0
+    return round(float(np.clip(np.dot(label[ok] - walk[ok], d) / total, 0.0, 1.0)), 6)
 
 
 @dataclass(frozen=True)

@@ -528,16 +528,16 @@ HEADLINE_SETS: tuple[tuple[str, ...], ...] = (
     ("Upgrade: buy rating, great growth ahead", " Shares surge after record profit and strong guidance "),
 )
 IDENTITY_DIGESTS: dict[str, str] = {
-    "AAPL": "3493b5a2fcdbab1ed92256c7b133e350c222199e6b109c0a322afaeae556aac1",
-    "AMZN": "7362a880f49b0b5e50b00d46233056d924d88038207ec5603f86403e6decdc85",
-    "GOOGL": "aa1f6c456babfba3394c042cda7ab1537522174a57751583cb3ec3d93da4f76f",
-    "MSFT": "4501b113606765e221e2c03e515a3acd92d769a11e145b57e1aa912281f2cc0d",
-    "NVDA": "c6ab9048d5e6a49bd7374183eb7d8bb3293ff184cf81ffd62416e03eeef48edf",
-    "TSLA": "d228fe312051897a0bcfffa0a315d17079c973d9a262cef3f25d6ba16d75392e",
-    "QQQ": "54e367bee358d4a4d86a25595d034e4c8cfadc5bc0e9820183326cf9fed20c7f",
-    "IWM": "d9fc332fb42f8c8791acda89d32f7419873315fa471f36be345fbd7c9b9617ca",
-    "ORCL": "b38c4fd0220cc6e9e4765d9847d3ddd5af46a06505c5ec473856e61bc8ffa85a",
-    "YHOO": "f23991be59bccf196602614601d31e57a4c86f2a1ebaee86ff8ef23725821109",
+    "AAPL": "7baf27f8c26e4ece8bc025d468d80b25683509168466af98281a18306ff35b25",
+    "AMZN": "f3477b70c3e2d9f5508b054c4719a09d8b2ef3a5df4c177899fe12c64b6826cd",
+    "GOOGL": "c2470b8d92c9cee2b49dc7c1542d2e2879cecf90edddb7d678a96b3f02d0ffc9",
+    "MSFT": "21dda627f7f74e748177695c41e45c4251a3eeb9f830f636ed004227e5e9a9e8",
+    "NVDA": "b2cef2149961e946ec9c5488740720d19c31d80d6b6b306954673eec18f5ac04",
+    "TSLA": "19652ea05d3f87787d3d37bfd4e97a9d0a3886ce5ed0a32006a11fb2bc010a76",
+    "QQQ": "3f1b535b7f72bb230a884d7e9a070711a994b4594f56e2043042e2359aaafd9d",
+    "IWM": "73481afe34e198578536cc385ede78fe607923671910b1967bfb0a36099778f6",
+    "ORCL": "6e68a485ded0009fa38a94696323589041783bfcf170a10c973c2d8699f4cbc3",
+    "YHOO": "101255d2dd00c3acf1204731a2072a4967d8a0f6a0828ce410cbbf7e44dba5b8",
 }
 #: Set to a file path to write every idea's record there (to diff two implementations).
 IDENTITY_DUMP_ENV = "AI_IDENTITY_DUMP"
