@@ -19,7 +19,6 @@ symbol and pooled; a reliability plot is written beside the CSV.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,7 +58,6 @@ class Evaluation:
     last_model: Any = None  # the walk's last logistic (ai.shrinkage.Logistic) and its weight
     last_weight: float = 0.0
     last_past_weight: float = 1.0  # the last refit's weight of the past hit rate against the walk
-    last_drift_slope: tuple[float, float] = (0.0, 0.0)  # and its drift's regime slope and center
 
 
 def _iso(day: int) -> str:
@@ -118,14 +116,11 @@ def evaluate(
         baseline=cat([i.baseline for _, i in per_symbol]),
         X=np.vstack([i.X for _, i in per_symbol]),
         horizon=cat([i.outcomes.horizon for _, i in per_symbol]),
-        stop=cat([i.stop for _, i in per_symbol]),
-        target=cat([i.target for _, i in per_symbol]),
-        vol=cat([i.vol for _, i in per_symbol]),
-        drift=cat([i.drift for _, i in per_symbol]),
-        ratio=cat([i.ratio for _, i in per_symbol]),
+        walk=cat([i.walk for _, i in per_symbol]),
         past_default=cat([i.past_default for _, i in per_symbol]),
-        default=(default.stop, default.target, default.horizon),
-        record=PastRecord(**{f.name: cat([getattr(r, f.name) for r in records]) for f in dataclasses.fields(PastRecord)}),
+        walk_default=cat([i.walk_default for _, i in per_symbol]),
+        record=None if proposer is None else PastRecord(*(cat(parts) for parts in zip(*(
+            (r.settled_day, r.label, r.past, r.walk) for r in records)))),
     )
     result = walk_forward(table)
     scored_label = cat([i.outcomes.label for _, i in per_symbol])
@@ -136,22 +131,14 @@ def evaluate(
         symbol=symbol, ideas=per_symbol, probability=result.probability, label=scored_label,
         climatology=cat([i.climatology for _, i in per_symbol]), groups=groups, fits=result.fits,
         last_model=result.last_model, last_weight=result.last_weight, last_past_weight=result.last_past_weight,
-        last_drift_slope=result.last_drift_slope,
     )
 
 
 def _default_record(ctx: SymbolContext) -> PastRecord:
-    """Every session's default-bracket idea of one symbol (what the refits fit the walk's
-    regime drift and the past hit rate's weight on)."""
+    """Every session's default-bracket idea of one symbol (for the past hit rate's weight)."""
     o = ctx.default_outcomes
-    never = np.iinfo(np.int64).max
-    settled_day = np.where(o.settled >= 0, ctx.day[np.maximum(o.settled, 0)], never)
-    rows = o.decision
-    ends = rows + ctx.default_outcomes.horizon.max(initial=1) if len(rows) else rows
-    move = ctx.move[rows]
-    move_day = np.where(np.isfinite(move), ctx.day[np.minimum(ends, len(ctx.day) - 1)], never)
-    return PastRecord(settled_day, o.known, ctx.past_default[rows], ctx.vol[rows], ctx.drift[rows],
-                      ctx.ratio[rows], move, move_day)
+    settled_day = np.where(o.settled >= 0, ctx.day[np.maximum(o.settled, 0)], np.iinfo(np.int64).max)
+    return PastRecord(settled_day, o.known, ctx.past_default[o.decision], ctx.random_walk_default[o.decision])
 
 
 def write_csv(path: Path, ev: Evaluation, keep: np.ndarray) -> int:
@@ -213,9 +200,6 @@ def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
     past = [f"{f['year']}:{f['past_weight']:.2f}" for f in ev.fits]
     lines.append("weight of the past hit rate against the random walk per refit year (empirical Bayes): "
                  + " ".join(past))
-    slopes = [f"{f['year']}:{f['drift_slope']:+.3f}" for f in ev.fits]
-    lines.append("slope of the walk's drift (volatility units) on log(vol20/vol250) per refit year: "
-                 + " ".join(slopes))
     return "\n".join(lines), numbers
 
 

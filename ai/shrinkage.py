@@ -13,9 +13,6 @@ windows: noisy, and over-dispersed as a forecast. How far to trust it against th
 walk is estimated from the past itself (:func:`past_weight`, empirical Bayes by the method of
 moments) at every refit, instead of a fixed number of pseudo-ideas.
 
-The random walk's drift follows the volatility regime (:func:`drift_slope`, also refitted on
-the past).
-
 The forecast is ``baseline + weight * (model - baseline)``. ``weight`` starts at 0 and is
 the one in ``[0, 1]`` that minimised the Brier score of *earlier out-of-sample* predictions,
 kept only when the improvement it brings is at least twice its standard error (computed on
@@ -130,22 +127,6 @@ def past_weight(label: np.ndarray, past: np.ndarray, walk: np.ndarray) -> float:
     if total <= 0.0:
         return 0.0
     return round(float(np.clip(np.dot(label[ok] - walk[ok], d) / total, 0.0, 1.0)), 6)
-
-
-def drift_slope(move: np.ndarray, ratio: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope of the next horizon's mean return per session, in volatility units
-    (:func:`ai.bracket_features.forward_move`), on the log volatility ratio, pooled over
-    every symbol's past sessions; and the ratio's mean it is centred on. ``(0, 0)`` with too
-    few sessions (:data:`MIN_PAST_WEIGHT_ROWS`) or no spread of the ratio."""
-    ok = np.isfinite(move) & np.isfinite(ratio)
-    if int(ok.sum()) < MIN_PAST_WEIGHT_ROWS:
-        return 0.0, 0.0
-    x, y = ratio[ok], move[ok]
-    center = float(x.mean())
-    spread = float(np.dot(x - center, x - center))
-    if spread <= 0.0:
-        return 0.0, 0.0
-    return round(float(np.dot(x - center, y - y.mean()) / spread), 6), round(center, 6)
 
 
 @dataclass(frozen=True)
