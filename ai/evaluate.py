@@ -19,6 +19,7 @@ symbol and pooled; a reliability plot is written beside the CSV.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class Evaluation:
     last_model: Any = None  # the walk's last logistic (ai.shrinkage.Logistic) and its weight
     last_weight: float = 0.0
     last_past_weight: float = 1.0  # the last refit's weight of the past hit rate against the walk
+    last_drift_slope: tuple[float, float] = (0.0, 0.0)  # and its drift's regime slope and center
 
 
 def _iso(day: int) -> str:
@@ -104,7 +106,7 @@ def evaluate(
             decisions, stop, target, horizon = proposer(symbol, bars, market)
         if len(decisions) == 0:
             continue
-        records.append(_default_record(ctx))
+        records.append(_default_record(ctx, len(records)))
         per_symbol.append((symbol, build_ideas(ctx, bars.open, bars.high, bars.low, decisions, stop, target, horizon)))
     if not per_symbol:
         return Evaluation(np.array([], dtype=object), [], np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), [])
@@ -116,11 +118,14 @@ def evaluate(
         baseline=cat([i.baseline for _, i in per_symbol]),
         X=np.vstack([i.X for _, i in per_symbol]),
         horizon=cat([i.outcomes.horizon for _, i in per_symbol]),
-        walk=cat([i.walk for _, i in per_symbol]),
+        stop=cat([i.stop for _, i in per_symbol]),
+        target=cat([i.target for _, i in per_symbol]),
+        vol=cat([i.vol for _, i in per_symbol]),
+        drift=cat([i.drift for _, i in per_symbol]),
+        ratio=cat([i.ratio for _, i in per_symbol]),
         past_default=cat([i.past_default for _, i in per_symbol]),
-        walk_default=cat([i.walk_default for _, i in per_symbol]),
-        record=None if proposer is None else PastRecord(*(cat(parts) for parts in zip(*(
-            (r.settled_day, r.label, r.past, r.walk) for r in records)))),
+        default=(default.stop, default.target, default.horizon),
+        record=PastRecord(**{f.name: cat([getattr(r, f.name) for r in records]) for f in dataclasses.fields(PastRecord)}),
     )
     result = walk_forward(table)
     scored_label = cat([i.outcomes.label for _, i in per_symbol])
@@ -131,14 +136,23 @@ def evaluate(
         symbol=symbol, ideas=per_symbol, probability=result.probability, label=scored_label,
         climatology=cat([i.climatology for _, i in per_symbol]), groups=groups, fits=result.fits,
         last_model=result.last_model, last_weight=result.last_weight, last_past_weight=result.last_past_weight,
+        last_drift_slope=result.last_drift_slope,
     )
 
 
-def _default_record(ctx: SymbolContext) -> PastRecord:
-    """Every session's default-bracket idea of one symbol (for the past hit rate's weight)."""
+def _default_record(ctx: SymbolContext, code: int) -> PastRecord:
+    """Every session's default-bracket idea of one symbol (what the refits fit the walk's
+    regime drift and the past hit rate's weight on)."""
     o = ctx.default_outcomes
-    settled_day = np.where(o.settled >= 0, ctx.day[np.maximum(o.settled, 0)], np.iinfo(np.int64).max)
-    return PastRecord(settled_day, o.known, ctx.past_default[o.decision], ctx.random_walk_default[o.decision])
+    never = np.iinfo(np.int64).max
+    settled_day = np.where(o.settled >= 0, ctx.day[np.maximum(o.settled, 0)], never)
+    rows = o.decision
+    ends = rows + ctx.default_outcomes.horizon.max(initial=1) if len(rows) else rows
+    move = ctx.move[rows]
+    move_day = np.where(np.isfinite(move), ctx.day[np.minimum(ends, len(ctx.day) - 1)], never)
+    block = code * 1_000_000 + block_ids(ctx.day[rows], o.horizon)
+    return PastRecord(settled_day, o.known, ctx.past_default[rows], ctx.vol[rows], ctx.drift[rows],
+                      ctx.ratio[rows], move, move_day, block)
 
 
 def write_csv(path: Path, ev: Evaluation, keep: np.ndarray) -> int:
@@ -200,6 +214,9 @@ def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
     past = [f"{f['year']}:{f['past_weight']:.2f}" for f in ev.fits]
     lines.append("weight of the past hit rate against the random walk per refit year (empirical Bayes): "
                  + " ".join(past))
+    slopes = [f"{f['year']}:{f['drift_slope']:+.3f}" for f in ev.fits]
+    lines.append("slope of the walk's drift (volatility units) on log(vol20/vol250) per refit year: "
+                 + " ".join(slopes))
     return "\n".join(lines), numbers
 
 

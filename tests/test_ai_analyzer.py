@@ -528,16 +528,16 @@ HEADLINE_SETS: tuple[tuple[str, ...], ...] = (
     ("Upgrade: buy rating, great growth ahead", " Shares surge after record profit and strong guidance "),
 )
 IDENTITY_DIGESTS: dict[str, str] = {
-    "AAPL": "7baf27f8c26e4ece8bc025d468d80b25683509168466af98281a18306ff35b25",
-    "AMZN": "f3477b70c3e2d9f5508b054c4719a09d8b2ef3a5df4c177899fe12c64b6826cd",
-    "GOOGL": "c2470b8d92c9cee2b49dc7c1542d2e2879cecf90edddb7d678a96b3f02d0ffc9",
-    "MSFT": "21dda627f7f74e748177695c41e45c4251a3eeb9f830f636ed004227e5e9a9e8",
-    "NVDA": "b2cef2149961e946ec9c5488740720d19c31d80d6b6b306954673eec18f5ac04",
-    "TSLA": "19652ea05d3f87787d3d37bfd4e97a9d0a3886ce5ed0a32006a11fb2bc010a76",
-    "QQQ": "3f1b535b7f72bb230a884d7e9a070711a994b4594f56e2043042e2359aaafd9d",
-    "IWM": "73481afe34e198578536cc385ede78fe607923671910b1967bfb0a36099778f6",
-    "ORCL": "6e68a485ded0009fa38a94696323589041783bfcf170a10c973c2d8699f4cbc3",
-    "YHOO": "101255d2dd00c3acf1204731a2072a4967d8a0f6a0828ce410cbbf7e44dba5b8",
+    "AAPL": "58cf331f6337bf8c42866b56bfca8a393b39375b4f329cd8e4752aabe85ff892",
+    "AMZN": "6a131b78b7b7c35914a177ebeca4b26ba0b6e0510d609c90c50f84f512775973",
+    "GOOGL": "6f4aa52f50ff16cdbd370815fdf313019e49a90b4de63e96ef990e736c291680",
+    "MSFT": "1b239c19fa076efced2321893627277394a6e6a5db2be258f6829df00053962f",
+    "NVDA": "b3b2b445bb6703238c2eb042e3e21fa43fdd45b5e6050b9f18fbafbb3b7db236",
+    "TSLA": "c64515435da01066a86453ac4b45da592c378122c4390370fd8402e1855c0730",
+    "QQQ": "aa3b0a82dcfcd3650f2cd1f386383e49632c32f3a5b684b88eed5181d1a7bf84",
+    "IWM": "34027e63fa08a3fd4d7f2f033f197131f48d88758833cedd0a9d5974c2f3f281",
+    "ORCL": "75542a942b7967bc96b6be56e9a2638536a880db9e3de469590ac7eaaf53edcc",
+    "YHOO": "d9cb446d07caccd305ed94216bf1767eaca519ac9100af1456611a6d6279d30f",
 }
 #: Set to a file path to write every idea's record there (to diff two implementations).
 IDENTITY_DUMP_ENV = "AI_IDENTITY_DUMP"

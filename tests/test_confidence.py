@@ -13,7 +13,7 @@ import pytest
 
 from ai import bracket_features as bf
 from ai.evaluate import CSV_COLUMNS, run
-from ai.shrinkage import choose_weight, fit_logistic, past_weight
+from ai.shrinkage import choose_weight, drift_slope, fit_logistic, past_weight
 from main import main
 from market.bracket_labels import label_one
 from market.market_data import load_csv_bars
@@ -126,6 +126,26 @@ def test_a_noisy_past_hit_rate_is_pulled_to_the_walk_and_a_telling_one_is_kept()
     baseline, X = bf.with_past_weight(np.zeros((n, len(bf.TRANSFERABLE_NAMES))), walk, telling, walk, 0.25)
     assert np.allclose(baseline, 0.3 + 0.25 * (telling - 0.3))
     assert np.allclose(X[:, 1], bf.logit(baseline))
+
+
+def test_the_walk_drifts_faster_in_calm_regimes_only_when_the_past_shows_it() -> None:
+    """The drift's slope on log(vol20/vol250) is kept when the past moves show it beyond two
+    clustered standard errors (overlapping moves share a block), else 0; a calm regime then
+    raises the walk's probability of reaching a target above the entry."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    block = np.arange(n) // 20
+    ratio = np.repeat(rng.normal(0, 0.3, n // 20), 20)  # the regime holds for a window
+    shared = np.repeat(rng.normal(0, 0.2, n // 20), 20)  # overlapping moves share their fate
+    slope, center = drift_slope(-0.1 * ratio + shared, ratio, block)
+    assert slope == pytest.approx(-0.1, abs=0.02) and center == pytest.approx(ratio.mean(), abs=1e-6)
+    assert drift_slope(shared, ratio, block)[0] == 0.0  # no relation: no slope
+    assert drift_slope(shared[:100], ratio[:100], block[:100]) == (0.0, 0.0)  # too few
+    vol, drift = np.full(3, 0.015), np.full(3, 0.0003)
+    mu = bf.regime_drift(drift, vol, np.array([-0.5, 0.0, np.nan]), -0.1, 0.0)
+    assert mu[0] > mu[1] == mu[2] == pytest.approx(0.0003)
+    calm, usual, _ = bf.random_walk_probability(0.03, 0.06, 20, vol, mu)
+    assert calm > usual
 
 
 def test_random_walk_probability_depends_on_the_bracket_and_the_horizon() -> None:
