@@ -143,13 +143,20 @@ def drift_walk_probability(
     m = (mu / vol).reshape(-1, 1)
     t = horizon.reshape(-1, 1)
     width = a + b
-    k = np.arange(1, SERIES_TERMS + 1, dtype=float)
+    # As in the driftless series: later terms are below exp(-40) of the first (the drift only
+    # makes them smaller), so they are cut (the walk is re-made at every refit); each row
+    # keeps its own count of terms, so its value does not depend on the other rows.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        needed = np.sqrt(80.0 * width * width / (math.pi ** 2 * np.maximum(t, 1e-9)))
+    needed = np.clip(np.ceil(np.nan_to_num(needed, nan=SERIES_TERMS)) + 1, 8, SERIES_TERMS)
+    k = np.arange(1, int(needed.max(initial=8)) + 1, dtype=float)
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         tiny = np.abs(m * width) < 1e-9
         far = np.where(tiny, a / width, np.expm1(-2.0 * m * a) / np.where(tiny, 1.0, np.expm1(-2.0 * m * width)))
         rate = (k * k) * math.pi ** 2 / (2.0 * width * width) + m * m / 2.0
         terms = (k * math.pi / (width * width)) * np.where(k % 2 == 1, 1.0, -1.0) \
             * np.sin(k * math.pi * a / width) * np.exp(-rate * t) / rate
+        terms = np.where(k <= needed, terms, 0.0)
         p = far[:, 0] - np.exp(m * b)[:, 0] * terms.sum(axis=1)
     return np.clip(p, 1e-4, 1 - 1e-4).reshape(shape)
 
@@ -167,6 +174,31 @@ def past_drift(
             r[1:] = np.log(close[1:] / close[:-1])
     r = np.where(np.isfinite(r), r, 0.0)
     return (np.cumsum(r) + weight * prior) / (np.arange(len(close), dtype=float) + weight)
+
+
+def regime_drift(
+    drift: np.ndarray, vol: np.ndarray, ratio: np.ndarray, slope: float, center: float,
+) -> np.ndarray:
+    """The walk's drift in the symbol's volatility regime: ``drift + vol * slope * (ratio -
+    center)``, ``ratio`` the log of the 20- over the 250-session volatility. Calm stocks drift
+    up faster than stressed ones (the leverage effect: on every symbol here the next 20
+    sessions' return in volatility units falls with the ratio); ``slope`` and ``center`` are
+    fitted on the past at each refit (:func:`ai.shrinkage.drift_slope`). A missing ratio
+    leaves the drift as it is."""
+    shift = np.where(np.isfinite(ratio), np.asarray(ratio, float) - center, 0.0)
+    return np.asarray(drift, float) + np.asarray(vol, float) * slope * shift
+
+
+def forward_move(close: np.ndarray, vol: np.ndarray, horizon: int) -> np.ndarray:
+    """At each session ``i``: the mean log return per session over the next ``horizon``
+    sessions (close ``i`` to close ``i + horizon``) in units of ``vol[i]``; NaN where the data
+    ends first. Known at session ``i + horizon``: only for fitting on the past."""
+    close = np.asarray(close, dtype=float)
+    out = np.full(len(close), np.nan)
+    if len(close) > horizon:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:-horizon] = np.log(close[horizon:] / close[:-horizon]) / horizon / np.asarray(vol, float)[:-horizon]
+    return np.where(np.isfinite(out), out, np.nan)
 
 
 def _rolling_log_return(close: np.ndarray, k: int) -> np.ndarray:
@@ -230,8 +262,45 @@ def session_features(close: np.ndarray, vol: np.ndarray, market_close: np.ndarra
     return np.column_stack([trend_z(close, vol, 20), dist, ratio, market])
 
 
-def row_baseline(random_walk_row: np.ndarray, past_default: np.ndarray, random_walk_default: np.ndarray) -> np.ndarray:
+def row_baseline(
+    random_walk_row: np.ndarray, past_default: np.ndarray, random_walk_default: np.ndarray,
+    past_weight: float = 1.0,
+) -> np.ndarray:
     """The baseline of an idea with its own bracket: its random-walk probability moved by
     the symbol's excess log-odds over the random walk for the default bracket (the shrunk
-    past hit rate). For an idea with the default bracket this is the shrunk past hit rate."""
-    return np.asarray(sigmoid(logit(random_walk_row) + logit(past_default) - logit(random_walk_default)))
+    past hit rate, first pulled towards the walk: ``walk + past_weight * (past - walk)``,
+    the empirical-Bayes weight of :func:`ai.shrinkage.past_weight`). For an idea with the
+    default bracket this is that pulled past hit rate."""
+    past = random_walk_default + past_weight * (np.asarray(past_default, float) - random_walk_default)
+    return np.asarray(sigmoid(logit(random_walk_row) + logit(past) - logit(random_walk_default)))
+
+
+def with_past_weight(
+    X: np.ndarray, random_walk_row: np.ndarray, past_default: np.ndarray,
+    random_walk_default: np.ndarray, past_weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline of each row at this ``past_weight`` and the features with their
+    ``logit_random_walk`` and ``logit_past_hit_rate`` columns to match (a copy): the one
+    place both ``evaluate``'s walk and the shipped model's inference make them."""
+    baseline = row_baseline(random_walk_row, past_default, random_walk_default, past_weight)
+    X = np.array(X, dtype=float, copy=True)
+    X[:, TRANSFERABLE_NAMES.index("logit_random_walk")] = logit(random_walk_row)
+    X[:, TRANSFERABLE_NAMES.index("logit_past_hit_rate")] = logit(baseline)
+    return baseline, X
+
+
+def refit_rows(
+    X: np.ndarray, stop: np.ndarray, target: np.ndarray, horizon: np.ndarray, vol: np.ndarray,
+    drift: np.ndarray, ratio: np.ndarray, past_default: np.ndarray,
+    default: tuple[float, float, int], fitted: tuple[float, float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline and features of ideas under one refit's ``fitted = (drift slope, its center,
+    past weight)``: the walk of the row's own bracket and of the ``default`` (stop, target,
+    horizon) with the regime's drift (:func:`regime_drift`), the past hit rate pulled towards
+    the latter (:func:`row_baseline`). ``evaluate``'s walk and the shipped model's inference
+    both go through here."""
+    slope, center, weight = fitted
+    mu = regime_drift(drift, vol, ratio, slope, center)
+    walk_row = random_walk_probability(stop, target, horizon, vol, mu)
+    walk_default = random_walk_probability(default[0], default[1], default[2], vol, mu)
+    return with_past_weight(X, walk_row, past_default, walk_default, weight)

@@ -5,10 +5,12 @@ The model file's ``bracket_model`` section holds the last walk-forward fit of
 the blend weight it earned out of sample) and the out-of-sample record of the whole walk.
 For an intent it builds the same row ``evaluate`` builds for an idea decided on the last
 daily bar: the random-walk probability of the intent's stop, target and horizon at the
-symbol's volatility, the symbol's past hit rate (of ideas settled by that bar), the
-transferable features; then ``baseline + weight * (model - baseline)``. With weight 0 (no
-skill shown) the probability is the symbol's shrunk past hit rate moved to the intent's
-bracket and horizon by the random walk.
+symbol's volatility (its drift following the volatility regime by the last refit's
+``drift_slope``), the symbol's past hit rate (of ideas settled by that bar), the
+transferable features, the past hit rate pulled towards the walk by the empirical-Bayes
+``past_weight`` of the last refit (:func:`ai.bracket_features.refit_rows`, as in the walk); then ``baseline + weight * (model - baseline)``. With weight 0 (no skill shown) the
+probability is the symbol's pulled past hit rate moved to the intent's bracket and horizon
+by the random walk.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class BracketModel:
     weight: float
     default: DefaultBracket
     metrics: dict[str, Any] = field(default_factory=dict)
+    past_weight: float = 1.0  # the empirical-Bayes weight of the past hit rate (ai.shrinkage.past_weight)
+    drift_slope: float = 0.0  # the walk's drift on the volatility regime (ai.shrinkage.drift_slope)
+    drift_center: float = 0.0
 
     def probability(
         self, ts: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
@@ -51,10 +56,18 @@ class BracketModel:
         market = None if market_close is None else pad(market_close)
         ctx = symbol_context(day, o, h, lo, c, market, self.default)
         ideas = build_ideas(ctx, o, h, lo, np.array([n - 1]), stop, target, horizon)
-        baseline = float(ideas.baseline[0])
-        model = float(self.logistic.predict(ideas.X)[0]) if self.logistic is not None else baseline
+        base, X = bf.refit_rows(
+            ideas.X, ideas.stop, ideas.target, ideas.outcomes.horizon, ideas.vol, ideas.drift, ideas.ratio,
+            ideas.past_default, (self.default.stop, self.default.target, self.default.horizon),
+            (self.drift_slope, self.drift_center, self.past_weight),
+        )
+        baseline = float(base[0])
+        model = float(self.logistic.predict(X)[0]) if self.logistic is not None else baseline
         p = float(blend(np.array([baseline]), np.array([model]), self.weight)[0])
         return p, {"baseline": round(baseline, 6), "model": round(model, 6), "weight": self.weight,
+                   "past_weight": self.past_weight,
+            "drift_slope": self.drift_slope,
+            "drift_center": self.drift_center, "drift_slope": self.drift_slope,
                    "random_walk": round(float(bf.sigmoid(ideas.X[0, 0])), 6)}
 
     def to_json(self) -> dict[str, Any]:
@@ -64,6 +77,9 @@ class BracketModel:
                                 "horizon_sessions": self.default.horizon},
             "climatology_prior_weight": bf.CLIMATOLOGY_PRIOR_WEIGHT,
             "climatology_memory_sessions": bf.CLIMATOLOGY_MEMORY,
+            "past_weight": self.past_weight,
+            "drift_slope": self.drift_slope,
+            "drift_center": self.drift_center,
             "drift_prior_annual": bf.DRIFT_PRIOR_ANNUAL,
             "drift_prior_sessions": bf.DRIFT_PRIOR_SESSIONS,
             "weight": self.weight,
@@ -77,11 +93,19 @@ class BracketModel:
         weight = float(raw["weight"])
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"bracket_model.weight={weight} is not in [0, 1]")
+        # A file from before the empirical-Bayes weight used the past hit rate in full.
+        past_weight = float(raw.get("past_weight", 1.0))
+        if not 0.0 <= past_weight <= 1.0:
+            raise ValueError(f"bracket_model.past_weight={past_weight} is not in [0, 1]")
+        # ... and a walk whose drift did not follow the volatility regime.
+        slope, center = float(raw.get("drift_slope", 0.0)), float(raw.get("drift_center", 0.0))
+        if not (np.isfinite(slope) and np.isfinite(center)):
+            raise ValueError("bracket_model.drift_slope and drift_center must be finite")
         logistic = None if raw.get("logistic") is None else Logistic.from_json(raw["logistic"])
         return BracketModel(
             logistic=logistic, weight=weight,
             default=DefaultBracket(float(d["stop"]), float(d["target"]), int(d["horizon_sessions"])),
-            metrics=dict(raw.get("metrics", {})),
+            metrics=dict(raw.get("metrics", {})), past_weight=past_weight, drift_slope=slope, drift_center=center,
         )
 
 

@@ -19,6 +19,7 @@ symbol and pooled; a reliability plot is written beside the CSV.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ import numpy as np
 from ai import calibration as cal
 from ai.correlated_floor import correlated_floor
 from ai.daily_data import TrainingDataError, daily_files, read_daily_csv
-from ai.ideas import DefaultBracket, Ideas, build_ideas, market_close_for, symbol_context
-from ai.walkforward import IdeaTable, block_ids, walk_forward
+from ai.ideas import DefaultBracket, Ideas, SymbolContext, build_ideas, market_close_for, symbol_context
+from ai.walkforward import IdeaTable, PastRecord, block_ids, walk_forward
 from market.market_data import BarSeries, exchange_day_numbers
 
 Population = Literal["proposals", "sessions"]
@@ -58,6 +59,8 @@ class Evaluation:
     fits: list[dict[str, Any]]
     last_model: Any = None  # the walk's last logistic (ai.shrinkage.Logistic) and its weight
     last_weight: float = 0.0
+    last_past_weight: float = 1.0  # the last refit's weight of the past hit rate against the walk
+    last_drift_slope: tuple[float, float] = (0.0, 0.0)  # and its drift's regime slope and center
 
 
 def _iso(day: int) -> str:
@@ -89,6 +92,7 @@ def evaluate(
 ) -> Evaluation:
     """Build every symbol's ideas, walk forward over all of them pooled, and collect."""
     per_symbol: list[tuple[str, Ideas]] = []
+    records: list[PastRecord] = []
     for symbol in sorted(series):
         bars = series[symbol]
         if len(bars) < 2:
@@ -103,6 +107,7 @@ def evaluate(
             decisions, stop, target, horizon = proposer(symbol, bars, market)
         if len(decisions) == 0:
             continue
+        records.append(_default_record(ctx, len(records)))
         per_symbol.append((symbol, build_ideas(ctx, bars.open, bars.high, bars.low, decisions, stop, target, horizon)))
     if not per_symbol:
         return Evaluation(np.array([], dtype=object), [], np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), [])
@@ -114,6 +119,14 @@ def evaluate(
         baseline=cat([i.baseline for _, i in per_symbol]),
         X=np.vstack([i.X for _, i in per_symbol]),
         horizon=cat([i.outcomes.horizon for _, i in per_symbol]),
+        stop=cat([i.stop for _, i in per_symbol]),
+        target=cat([i.target for _, i in per_symbol]),
+        vol=cat([i.vol for _, i in per_symbol]),
+        drift=cat([i.drift for _, i in per_symbol]),
+        ratio=cat([i.ratio for _, i in per_symbol]),
+        past_default=cat([i.past_default for _, i in per_symbol]),
+        default=(default.stop, default.target, default.horizon),
+        record=PastRecord(**{f.name: cat([getattr(r, f.name) for r in records]) for f in dataclasses.fields(PastRecord)}),
     )
     result = walk_forward(table)
     scored_label = cat([i.outcomes.label for _, i in per_symbol])
@@ -123,8 +136,24 @@ def evaluate(
     return Evaluation(
         symbol=symbol, ideas=per_symbol, probability=result.probability, label=scored_label,
         climatology=cat([i.climatology for _, i in per_symbol]), groups=groups, fits=result.fits,
-        last_model=result.last_model, last_weight=result.last_weight,
+        last_model=result.last_model, last_weight=result.last_weight, last_past_weight=result.last_past_weight,
+        last_drift_slope=result.last_drift_slope,
     )
+
+
+def _default_record(ctx: SymbolContext, code: int) -> PastRecord:
+    """Every session's default-bracket idea of one symbol (what the refits fit the walk's
+    regime drift and the past hit rate's weight on)."""
+    o = ctx.default_outcomes
+    never = np.iinfo(np.int64).max
+    settled_day = np.where(o.settled >= 0, ctx.day[np.maximum(o.settled, 0)], never)
+    rows = o.decision
+    ends = rows + ctx.default_outcomes.horizon.max(initial=1) if len(rows) else rows
+    move = ctx.move[rows]
+    move_day = np.where(np.isfinite(move), ctx.day[np.minimum(ends, len(ctx.day) - 1)], never)
+    block = code * 1_000_000 + block_ids(ctx.day[rows], o.horizon)
+    return PastRecord(settled_day, o.known, ctx.past_default[rows], ctx.vol[rows], ctx.drift[rows],
+                      ctx.ratio[rows], move, move_day, block)
 
 
 def write_csv(path: Path, ev: Evaluation, keep: np.ndarray) -> int:
@@ -184,6 +213,12 @@ def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
     numbers["tables"] = tables
     weights = [f"{f['year']}:{f['weight']:.2f}" for f in ev.fits]
     lines.append("blend weight of the model against the shrunk climatology per refit year: " + " ".join(weights))
+    past = [f"{f['year']}:{f['past_weight']:.2f}" for f in ev.fits]
+    lines.append("weight of the past hit rate against the random walk per refit year (empirical Bayes): "
+                 + " ".join(past))
+    slopes = [f"{f['year']}:{f['drift_slope']:+.3f}" for f in ev.fits]
+    lines.append("slope of the walk's drift (volatility units) on log(vol20/vol250) per refit year: "
+                 + " ".join(slopes))
     return "\n".join(lines), numbers
 
 

@@ -20,6 +20,8 @@ from market.market_data import BarSeries
 
 #: Daily volatility assumed before a symbol has 10 returns.
 DEFAULT_DAILY_VOL = 0.02
+#: Column of the volatility ratio in :func:`ai.bracket_features.session_features`.
+TRANSFERABLE_NAMES_RATIO = bf.TRANSFERABLE_NAMES.index("vol_ratio_20_250") - 2
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class SymbolContext:
     past_default: np.ndarray  # shrunk past hit rate of the default bracket
     session_X: np.ndarray  # bf.session_features
     default_outcomes: Outcomes
+    move: np.ndarray  # bf.forward_move over the default horizon (known only later: for fitting)
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """log(20-session / 250-session volatility) at each session."""
+        return self.session_X[:, TRANSFERABLE_NAMES_RATIO]
 
 
 def symbol_context(
@@ -59,6 +67,7 @@ def symbol_context(
     return SymbolContext(
         day=np.asarray(day, dtype=np.int64), vol=vol, drift=drift, random_walk_default=rw, past_default=past,
         session_X=bf.session_features(close, vol, market_close), default_outcomes=outcomes,
+        move=bf.forward_move(close, vol, default.horizon),
     )
 
 
@@ -70,9 +79,17 @@ class Ideas:
     day: np.ndarray
     entry_day: np.ndarray
     settled_day: np.ndarray
-    baseline: np.ndarray
+    baseline: np.ndarray  # at past weight 1 (the walk-forward re-makes it: bf.with_past_weight)
     climatology: np.ndarray  # raw past hit rate of this population's settled ideas (NaN before any)
     X: np.ndarray
+    walk: np.ndarray  # random-walk probability of the idea's own bracket and horizon
+    past_default: np.ndarray  # the symbol's shrunk past hit rate of the default bracket
+    walk_default: np.ndarray  # random-walk probability of the default bracket
+    stop: np.ndarray  # the idea's stop and target (fractions of the entry)
+    target: np.ndarray
+    vol: np.ndarray  # the symbol's daily volatility, drift and volatility ratio at the decision
+    drift: np.ndarray
+    ratio: np.ndarray
 
 
 def build_ideas(
@@ -93,7 +110,11 @@ def build_ideas(
     climatology = raw[rows]
     X = np.column_stack([bf.logit(rw), bf.logit(baseline), ctx.session_X[rows]])
     settled_day = np.where(out.settled >= 0, ctx.day[np.maximum(out.settled, 0)], np.iinfo(np.int64).max)
-    return Ideas(out, ctx.day[rows], ctx.day[out.entry], settled_day, baseline, climatology, X)
+    return Ideas(out, ctx.day[rows], ctx.day[out.entry], settled_day, baseline, climatology, X,
+                 rw, ctx.past_default[rows], ctx.random_walk_default[rows],
+                 np.broadcast_to(np.asarray(stop, float), rows.shape).copy(),
+                 np.broadcast_to(np.asarray(target, float), rows.shape).copy(),
+                 ctx.vol[rows], ctx.drift[rows], ctx.ratio[rows])
 
 
 def market_close_for(bars: BarSeries, bench: BarSeries | None) -> np.ndarray | None:

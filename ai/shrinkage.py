@@ -8,6 +8,14 @@ Two forecasts of one idea:
 * the **model**: an L2-regularised logistic regression on the transferable features
   (:data:`ai.bracket_features.TRANSFERABLE_NAMES`), fitted on every symbol pooled.
 
+The baseline's past hit rate rests on a 120-session memory, about six independent outcome
+windows: noisy, and over-dispersed as a forecast. How far to trust it against the random
+walk is estimated from the past itself (:func:`past_weight`, empirical Bayes by the method of
+moments) at every refit, instead of a fixed number of pseudo-ideas.
+
+The random walk's drift follows the volatility regime (:func:`drift_slope`, also refitted on
+the past).
+
 The forecast is ``baseline + weight * (model - baseline)``. ``weight`` starts at 0 and is
 the one in ``[0, 1]`` that minimised the Brier score of *earlier out-of-sample* predictions,
 kept only when the improvement it brings is at least twice its standard error (computed on
@@ -95,6 +103,64 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, penalty: float = L2_PENALTY, iter
         if float(np.abs(step).max()) < 1e-10:
             break
     return Logistic(mean, scale, w[1:], float(w[0]))
+
+
+#: Fewest settled ideas the empirical-Bayes weight of the past hit rate is estimated on;
+#: with fewer (a symbol's first year) it is 0: no evidence yet that the past rate's
+#: departures from the walk come true, and every refit measured so far put it at 0 to 0.5.
+MIN_PAST_WEIGHT_ROWS = 500
+
+
+def past_weight(label: np.ndarray, past: np.ndarray, walk: np.ndarray) -> float:
+    """How much of the past hit rate's departure from the random walk comes true, in [0, 1].
+
+    Empirical Bayes by the method of moments: if the symbol's true hit rate departs from the
+    walk by ``theta`` (variance ``tau^2`` across symbols and periods) and the past hit rate
+    measures it with noise (variance ``s^2``, large: a 120-session memory holds about six
+    independent outcome windows), the best linear forecast is ``walk + B * (past - walk)``
+    with ``B = tau^2 / (tau^2 + s^2)``. ``tau^2`` is the covariance of the later outcome's and
+    the past rate's departures from the walk, ``tau^2 + s^2`` the past rate's mean squared
+    departure: ``B = sum (y - walk)(past - walk) / sum (past - walk)^2`` over settled ideas,
+    clipped to [0, 1] (a variance is not negative). 0 with too few ideas."""
+    ok = np.isfinite(label) & np.isfinite(past) & np.isfinite(walk)
+    if int(ok.sum()) < MIN_PAST_WEIGHT_ROWS:
+        return 0.0
+    d = past[ok] - walk[ok]
+    total = float(np.dot(d, d))
+    if total <= 0.0:
+        return 0.0
+    return round(float(np.clip(np.dot(label[ok] - walk[ok], d) / total, 0.0, 1.0)), 6)
+
+
+#: The drift's regime slope is kept only when it is this many standard errors from zero.
+SLOPE_SIGMAS = 2.0
+
+
+def drift_slope(move: np.ndarray, ratio: np.ndarray, block: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of the next horizon's mean return per session, in volatility units
+    (:func:`ai.bracket_features.forward_move`), on the log volatility ratio, pooled over
+    every symbol's past sessions; and the ratio's mean it is centred on.
+
+    The moves of neighbouring sessions overlap, so the slope's standard error is clustered on
+    ``block`` (one id per symbol and outcome window); the slope is kept only when it is at
+    least :data:`SLOPE_SIGMAS` standard errors from zero (a symbol or two rarely show it),
+    else 0. ``(0, 0)`` with too few sessions (:data:`MIN_PAST_WEIGHT_ROWS`)."""
+    ok = np.isfinite(move) & np.isfinite(ratio)
+    if int(ok.sum()) < MIN_PAST_WEIGHT_ROWS:
+        return 0.0, 0.0
+    x, y = ratio[ok], move[ok]
+    center = float(x.mean())
+    dx = x - center
+    spread = float(np.dot(dx, dx))
+    if spread <= 0.0:
+        return 0.0, 0.0
+    slope = float(np.dot(dx, y - y.mean()) / spread)
+    _, inverse = np.unique(block[ok], return_inverse=True)
+    score = np.bincount(inverse, weights=dx * ((y - y.mean()) - slope * dx))
+    se = float(np.sqrt(np.dot(score, score)) / spread)
+    if not abs(slope) >= SLOPE_SIGMAS * se:
+        return 0.0, round(center, 6)
+    return round(slope, 6), round(center, 6)
 
 
 @dataclass(frozen=True)

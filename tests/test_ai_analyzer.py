@@ -528,16 +528,16 @@ HEADLINE_SETS: tuple[tuple[str, ...], ...] = (
     ("Upgrade: buy rating, great growth ahead", " Shares surge after record profit and strong guidance "),
 )
 IDENTITY_DIGESTS: dict[str, str] = {
-    "AAPL": "3493b5a2fcdbab1ed92256c7b133e350c222199e6b109c0a322afaeae556aac1",
-    "AMZN": "7362a880f49b0b5e50b00d46233056d924d88038207ec5603f86403e6decdc85",
-    "GOOGL": "aa1f6c456babfba3394c042cda7ab1537522174a57751583cb3ec3d93da4f76f",
-    "MSFT": "4501b113606765e221e2c03e515a3acd92d769a11e145b57e1aa912281f2cc0d",
-    "NVDA": "c6ab9048d5e6a49bd7374183eb7d8bb3293ff184cf81ffd62416e03eeef48edf",
-    "TSLA": "d228fe312051897a0bcfffa0a315d17079c973d9a262cef3f25d6ba16d75392e",
-    "QQQ": "54e367bee358d4a4d86a25595d034e4c8cfadc5bc0e9820183326cf9fed20c7f",
-    "IWM": "d9fc332fb42f8c8791acda89d32f7419873315fa471f36be345fbd7c9b9617ca",
-    "ORCL": "b38c4fd0220cc6e9e4765d9847d3ddd5af46a06505c5ec473856e61bc8ffa85a",
-    "YHOO": "f23991be59bccf196602614601d31e57a4c86f2a1ebaee86ff8ef23725821109",
+    "AAPL": "58cf331f6337bf8c42866b56bfca8a393b39375b4f329cd8e4752aabe85ff892",
+    "AMZN": "6a131b78b7b7c35914a177ebeca4b26ba0b6e0510d609c90c50f84f512775973",
+    "GOOGL": "6f4aa52f50ff16cdbd370815fdf313019e49a90b4de63e96ef990e736c291680",
+    "MSFT": "1b239c19fa076efced2321893627277394a6e6a5db2be258f6829df00053962f",
+    "NVDA": "b3b2b445bb6703238c2eb042e3e21fa43fdd45b5e6050b9f18fbafbb3b7db236",
+    "TSLA": "c64515435da01066a86453ac4b45da592c378122c4390370fd8402e1855c0730",
+    "QQQ": "aa3b0a82dcfcd3650f2cd1f386383e49632c32f3a5b684b88eed5181d1a7bf84",
+    "IWM": "34027e63fa08a3fd4d7f2f033f197131f48d88758833cedd0a9d5974c2f3f281",
+    "ORCL": "75542a942b7967bc96b6be56e9a2638536a880db9e3de469590ac7eaaf53edcc",
+    "YHOO": "d9cb446d07caccd305ed94216bf1767eaca519ac9100af1456611a6d6279d30f",
 }
 #: Set to a file path to write every idea's record there (to diff two implementations).
 IDENTITY_DUMP_ENV = "AI_IDENTITY_DUMP"

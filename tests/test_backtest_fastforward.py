@@ -57,6 +57,10 @@ def _settings(symbols: list[str], strategies: list[str] | None = None) -> Any:
                           "ai.calibrated_min_confidence": 0.0, "ai.gate_mode": "flat",
                           # every idea gets the same 10% (risk sizing stakes nothing without an edge)
                           "trading.position_sizing": "fixed"})
+    else:
+        # the default analyzer keeps its break-even gates (it vetoes ideas) without the margin:
+        # with it the bracket model's probabilities leave a handful of entries in these years
+        overrides["ai.gate_margin"] = 0.0
     return config.load_settings(env_file=None, overrides=overrides)
 
 

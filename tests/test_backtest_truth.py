@@ -151,7 +151,10 @@ def test_data_starting_before_the_benchmarks_does_not_crash(tmp_path: Path, caps
 
 def test_the_report_writes_trades_and_equity_csv_and_compares_with_chance(
         data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: Any) -> None:
-    settings = config.load_settings(env_file=None, overrides={"scanning.symbols": ["SPY", "AAPL"]})
+    # every scored idea let through (a flat gate at 0): the bracket model prices these months'
+    # brackets under their break-even gates, and this is about the report
+    settings = config.load_settings(env_file=None, overrides={"scanning.symbols": ["SPY", "AAPL"],
+                                                              "ai.gate_mode": "flat"})
     report = tmp_path / "report"
     args = argparse.Namespace(data=str(data_dir), symbols="SPY,AAPL", start="2020-02-03", end="2020-05-29",
                               report=report, strategies=None, profile=None, log_level="INFO")

@@ -13,7 +13,7 @@ import pytest
 
 from ai import bracket_features as bf
 from ai.evaluate import CSV_COLUMNS, run
-from ai.shrinkage import choose_weight, fit_logistic
+from ai.shrinkage import choose_weight, drift_slope, fit_logistic, past_weight
 from main import main
 from market.bracket_labels import label_one
 from market.market_data import load_csv_bars
@@ -113,6 +113,45 @@ def test_without_shown_skill_the_forecast_is_the_climatology() -> None:
     assert fit.coefficients[0] > 1.0
 
 
+def test_a_noisy_past_hit_rate_is_pulled_to_the_walk_and_a_telling_one_is_kept() -> None:
+    """Empirical Bayes: the past rate's weight against the walk is how much of its departure
+    from the walk comes true later; a memory of pure noise gets ~0, one that tracks the true
+    rate gets most of its weight, and with too few settled ideas the walk is kept."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    walk = np.full(n, 0.3)
+    truth = np.clip(0.3 + rng.normal(0, 0.1, n), 0.02, 0.98)  # the symbol's rate this period
+    y = (rng.random(n) < truth).astype(float)
+    noisy = np.clip(0.3 + rng.normal(0, 0.1, n), 0.02, 0.98)  # unrelated to the truth
+    assert past_weight(y, noisy, walk) < 0.1
+    telling = np.clip(truth + rng.normal(0, 0.05, n), 0.02, 0.98)  # truth plus a little noise
+    assert 0.6 < past_weight(y, telling, walk) <= 1.0
+    assert past_weight(y[:100], telling[:100], walk[:100]) == 0.0
+    baseline, X = bf.with_past_weight(np.zeros((n, len(bf.TRANSFERABLE_NAMES))), walk, telling, walk, 0.25)
+    assert np.allclose(baseline, 0.3 + 0.25 * (telling - 0.3))
+    assert np.allclose(X[:, 1], bf.logit(baseline))
+
+
+def test_the_walk_drifts_faster_in_calm_regimes_only_when_the_past_shows_it() -> None:
+    """The drift's slope on log(vol20/vol250) is kept when the past moves show it beyond two
+    clustered standard errors (overlapping moves share a block), else 0; a calm regime then
+    raises the walk's probability of reaching a target above the entry."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    block = np.arange(n) // 20
+    ratio = np.repeat(rng.normal(0, 0.3, n // 20), 20)  # the regime holds for a window
+    shared = np.repeat(rng.normal(0, 0.2, n // 20), 20)  # overlapping moves share their fate
+    slope, center = drift_slope(-0.1 * ratio + shared, ratio, block)
+    assert slope == pytest.approx(-0.1, abs=0.02) and center == pytest.approx(ratio.mean(), abs=1e-6)
+    assert drift_slope(shared, ratio, block)[0] == 0.0  # no relation: no slope
+    assert drift_slope(shared[:100], ratio[:100], block[:100]) == (0.0, 0.0)  # too few
+    vol, drift = np.full(3, 0.015), np.full(3, 0.0003)
+    mu = bf.regime_drift(drift, vol, np.array([-0.5, 0.0, np.nan]), -0.1, 0.0)
+    assert mu[0] > mu[1] == mu[2] == pytest.approx(0.0003)
+    calm, usual, _ = bf.random_walk_probability(0.03, 0.06, 20, vol, mu)
+    assert calm > usual
+
+
 def test_random_walk_probability_depends_on_the_bracket_and_the_horizon() -> None:
     p = bf.random_walk_probability(np.array([0.015, 0.03, 0.045, 0.03]), np.array([0.03, 0.06, 0.09, 0.06]),
                                    np.array([20, 20, 20, 5]), 0.02)
@@ -166,3 +205,27 @@ def test_the_shipped_model_records_how_to_reproduce_it() -> None:
     assert model["symbols"] == "SPY,QQQ,AAPL,MSFT,NVDA,TSLA,AMZN,GOOGL".split(",")
     assert model["created_at"] == "2026-08-07T04:00:00+00:00"  # the data's last bar, not the clock
     assert 0.0 <= model["bracket_model"]["weight"] <= 1.0
+
+
+@needs_data
+def test_the_shipped_inference_gives_the_walk_s_probability_of_its_last_year(tmp_path: Path) -> None:
+    """One code path: the model file's bracket model (its logistic, blend weight and the
+    empirical-Bayes weight of the past hit rate), read back from JSON, gives an idea decided
+    in the last refit year the probability ``evaluate``'s walk gave it."""
+    from ai.bracket_model import BracketModel
+    from ai.evaluate import evaluate, load_series
+    from ai.ideas import DefaultBracket
+    from ai.training import fit_bracket_model
+
+    series, bench = load_series(_data_dir(tmp_path / "data"), ["AAPL", "MSFT"])
+    default = DefaultBracket()
+    shipped = BracketModel.from_json(json.loads(json.dumps(fit_bracket_model(series, bench, default).to_json())))
+    assert 0.0 <= shipped.past_weight < 1.0  # estimated, not the full weight of before
+    ev = evaluate(series, bench, default)
+    bars = series["MSFT"]
+    offset = len(ev.ideas[0][1].day)  # AAPL's rows come first
+    for k in (len(bars) - 30, len(bars) - 2):
+        p, parts = shipped.probability(bars.ts[:k + 1], bars.open[:k + 1], bars.high[:k + 1], bars.low[:k + 1],
+                                       bars.close[:k + 1], None, default.stop, default.target, default.horizon)
+        assert parts["past_weight"] == shipped.past_weight
+        assert p == pytest.approx(float(ev.probability[offset + k]), abs=1e-9)

@@ -146,7 +146,9 @@ def test_a_daily_backtest_gives_every_trade_its_excursions(tmp_path: Path) -> No
 
     data = copy_daily_files(tmp_path / "data", ("SPY-1d-1993-01-29-2026-08-07.csv",
                                                  "AAPL-1d-2013-01-02-2023-12-29.csv"))
-    settings = config.load_settings(env_file=None, overrides={"scanning.symbols": ["SPY", "AAPL"]})
+    # a flat gate at 0: the break-even gates reject these months' brackets, and this is about excursions
+    settings = config.load_settings(env_file=None, overrides={"scanning.symbols": ["SPY", "AAPL"],
+                                                              "ai.gate_mode": "flat"})
     result = run_backtest(settings, BacktestOptions(data_dir=data, symbols=("SPY", "AAPL"), start=date(2020, 2, 3),
                                                     end=date(2020, 5, 29), slippage_bps=0.0, progress=False))
     assert result.trades

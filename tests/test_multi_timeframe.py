@@ -258,7 +258,9 @@ def test_a_backtest_on_daily_data_says_it_has_the_daily_timeframe_only(tmp_path:
     (data / "daily").mkdir(parents=True)
     for name in ("SPY-1d-1993-01-29-2026-08-07.csv", "AAPL-1d-2013-01-02-2023-12-29.csv"):
         shutil.copy(SHARED_DATA / "daily" / name, data / "daily" / name)
-    settings = config.load_settings(env_file=None, overrides={"scanning.symbols": ["SPY", "AAPL"]})
+    # a flat gate at 0: every scored idea is decided (the break-even gates reject these months')
+    settings = config.load_settings(env_file=None, overrides={"scanning.symbols": ["SPY", "AAPL"],
+                                                              "ai.gate_mode": "flat"})
     with capture_logs() as logs:
         result = run_backtest(settings, BacktestOptions(data_dir=data, symbols=("SPY", "AAPL"),
                                                         start=date(2020, 2, 3), end=date(2020, 5, 29), progress=False))
