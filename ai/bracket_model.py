@@ -65,10 +65,9 @@ class BracketModel:
         model = float(self.logistic.predict(X)[0]) if self.logistic is not None else baseline
         p = float(blend(np.array([baseline]), np.array([model]), self.weight)[0])
         return p, {"baseline": round(baseline, 6), "model": round(model, 6), "weight": self.weight,
-                   "past_weight": self.past_weight,
-            "drift_slope": self.drift_slope,
-            "drift_center": self.drift_center, "drift_slope": self.drift_slope,
-                   "random_walk": round(float(bf.sigmoid(ideas.X[0, 0])), 6)}
+                   "past_weight": self.past_weight, "drift_slope": self.drift_slope,
+                   "drift_center": self.drift_center,
+                   "random_walk": round(float(bf.sigmoid(X[0, bf.TRANSFERABLE_NAMES.index("logit_random_walk")])), 6)}
 
     def to_json(self) -> dict[str, Any]:
         return {

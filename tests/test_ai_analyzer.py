@@ -528,16 +528,16 @@ HEADLINE_SETS: tuple[tuple[str, ...], ...] = (
     ("Upgrade: buy rating, great growth ahead", " Shares surge after record profit and strong guidance "),
 )
 IDENTITY_DIGESTS: dict[str, str] = {
-    "AAPL": "58cf331f6337bf8c42866b56bfca8a393b39375b4f329cd8e4752aabe85ff892",
-    "AMZN": "6a131b78b7b7c35914a177ebeca4b26ba0b6e0510d609c90c50f84f512775973",
-    "GOOGL": "6f4aa52f50ff16cdbd370815fdf313019e49a90b4de63e96ef990e736c291680",
-    "MSFT": "1b239c19fa076efced2321893627277394a6e6a5db2be258f6829df00053962f",
-    "NVDA": "b3b2b445bb6703238c2eb042e3e21fa43fdd45b5e6050b9f18fbafbb3b7db236",
-    "TSLA": "c64515435da01066a86453ac4b45da592c378122c4390370fd8402e1855c0730",
-    "QQQ": "aa3b0a82dcfcd3650f2cd1f386383e49632c32f3a5b684b88eed5181d1a7bf84",
-    "IWM": "34027e63fa08a3fd4d7f2f033f197131f48d88758833cedd0a9d5974c2f3f281",
-    "ORCL": "75542a942b7967bc96b6be56e9a2638536a880db9e3de469590ac7eaaf53edcc",
-    "YHOO": "d9cb446d07caccd305ed94216bf1767eaca519ac9100af1456611a6d6279d30f",
+    "AAPL": "5e35b4ed1263c969c53ec58f2df7209d787958b1b0714dbab4a242a1f99cd437",
+    "AMZN": "76d96685a753d96ead8cf0fb0c92e1df75fe58b387485ceb8f0f8cfaaf6041b2",
+    "GOOGL": "916304a364d68b13c8fe976429897055bb99a305665e9d7773632fc21f8fef84",
+    "MSFT": "d60974e900f249301d6f678d1597bbe03dea9b317a288139bdd5ed4272daf7e0",
+    "NVDA": "c19e982befdfece839275255c51eaea82b2bbe141c6c1b8ec6c90bb561c45a5f",
+    "TSLA": "bbb6bbc5a69915675baf1ac3e120c2c17b77040d8daccef0f6c2d2ccc7e642ae",
+    "QQQ": "179d1277f7bbeb00a2a41b03977a2595af6ba53adcfa2491dc76c71021a19d25",
+    "IWM": "d9aadc8b47f2977788b6aa74858e2f1b67ac36442df0cca6bf48a035ae116e3a",
+    "ORCL": "11aaef0b32fbbaf66171c35b0f8870ebab8a30043944769359d4360a73e5879d",
+    "YHOO": "7305a0bec041b473012f69068a0ef10956d00b5adf3cd7c8bf0854b339dd6584",
 }
 #: Set to a file path to write every idea's record there (to diff two implementations).
 IDENTITY_DUMP_ENV = "AI_IDENTITY_DUMP"
