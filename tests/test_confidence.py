@@ -19,6 +19,8 @@ from market.bracket_labels import label_one
 from market.market_data import load_csv_bars
 from tests.conftest import ROOT, SHARED_DATA
 
+REVERSAL_5 = bf.REVERSAL_HORIZONS.index(5)
+
 DAILY = SHARED_DATA / "daily"
 FILES = {"AAPL": "AAPL-1d-2013-01-02-2023-12-29.csv", "MSFT": "MSFT-1d-2013-01-02-2023-12-29.csv"}
 needs_data = pytest.mark.skipif(not DAILY.is_dir(), reason="shared/data/daily is not present")
@@ -268,3 +270,41 @@ def test_the_shipped_inference_gives_the_walk_s_probability_of_its_last_year(tmp
                                        bars.close[:k + 1], None, default.stop, default.target, default.horizon)
         assert parts["past_weight"] == shipped.past_weight
         assert p == pytest.approx(float(ev.probability[offset + k]), abs=1e-9)
+
+
+@needs_data
+def test_the_shipped_inference_gives_a_5_session_idea_the_walk_s_probability(tmp_path: Path) -> None:
+    """The same code path for ideas with their own (5-session) horizon, where the short-term
+    reversal moves the walk: a model file made from the walk's last refit gives such an idea
+    the walk's probability; and the shipped file's reversal lifts an idea after a sharp fall."""
+    import dataclasses
+
+    from ai.bracket_model import BracketModel
+    from ai.evaluate import evaluate, load_series
+    from ai.ideas import DefaultBracket
+
+    series, bench = load_series(_data_dir(tmp_path / "data"), ["AAPL", "MSFT"])
+    default = DefaultBracket()
+    ev = evaluate(series, bench, default, lambda symbol, bars, market: (np.arange(len(bars) - 1), 0.03, 0.06, 5))
+    assert any(ev.last_reversal.slopes)  # a bounce is kept on these symbols' past
+    made = BracketModel.from_json(json.loads(json.dumps(BracketModel(
+        logistic=ev.last_model, weight=ev.last_weight, default=default, past_weight=ev.last_past_weight,
+        drift_slope=ev.last_drift_slope[0], drift_center=ev.last_drift_slope[1], reversal=ev.last_reversal,
+    ).to_json())))
+    bars = series["MSFT"]
+    offset = len(ev.ideas[0][1].day)  # AAPL's rows come first
+    fall = bf.past_fall(bars.close, bf.daily_volatility(bars.close))
+    recent = np.arange(len(bars)) > len(bars) - 200
+    sharpest = int(np.nanargmin(np.where(recent, fall, np.nan)))
+
+    def at(model: BracketModel, k: int) -> float:
+        return model.probability(bars.ts[:k + 1], bars.open[:k + 1], bars.high[:k + 1], bars.low[:k + 1],
+                                 bars.close[:k + 1], None, 0.03, 0.06, 5)[0]
+
+    for k in (sharpest, len(bars) - 2):
+        assert at(made, k) == pytest.approx(float(ev.probability[offset + k]), abs=1e-9)
+    raw = json.loads((ROOT / "models" / "confidence_model.json").read_text())["bracket_model"]
+    shipped = BracketModel.from_json(raw)
+    assert shipped.reversal.slopes[REVERSAL_5] < 0.0  # the shipped file keeps a 5-session bounce
+    assert fall[sharpest] < -3.0
+    assert at(shipped, sharpest) > at(dataclasses.replace(shipped, reversal=bf.Reversal()), sharpest) + 0.01
