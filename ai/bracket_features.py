@@ -240,9 +240,9 @@ class Reversal:
     """The short-term reversal of the walk's drift: after a fall over the last
     :data:`REVERSAL_WINDOW` sessions prices bounce, mostly within a few sessions. For each of
     :data:`REVERSAL_HORIZONS` the expected move from the entry to ``h`` sessions later, in
-    volatility units, is ``slope_h * (past fall - center_h)`` (:func:`past_fall`) (fitted on the past at each
-    refit and kept only where significant: :func:`ai.shrinkage.drift_slope`; 0 otherwise).
-    Empty slopes: no reversal (files from before it)."""
+    volatility units, is ``slope_h * (past fall - center_h)`` (:func:`past_fall`), fitted on
+    the past at each refit and kept only where significant (:func:`ai.shrinkage.drift_slope`;
+    0 otherwise). Empty slopes: no reversal (files from before it)."""
 
     slopes: tuple[float, ...] = ()
     centers: tuple[float, ...] = ()

@@ -157,7 +157,8 @@ def _default_record(ctx: SymbolContext, code: int) -> PastRecord:
     block = code * 1_000_000 + block_ids(ctx.day[rows], o.horizon)
     ahead = ctx.ahead[rows]
     last = len(ctx.day) - 1
-    ahead_day = np.where(np.isfinite(ahead), ctx.day[np.minimum(rows[:, None] + np.array(REVERSAL_HORIZONS), last)], never)
+    ends_h = np.minimum(rows[:, None] + np.array(REVERSAL_HORIZONS), last)  # the bar each move ends on
+    ahead_day = np.where(np.isfinite(ahead), ctx.day[ends_h], never)
     return PastRecord(settled_day, o.known, ctx.past_default[rows], ctx.vol[rows], ctx.drift[rows],
                       ctx.ratio[rows], move, move_day, block, ctx.past_fall[rows], ahead, ahead_day)
 

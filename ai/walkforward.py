@@ -3,7 +3,8 @@
 The models are refitted at the first day of every calendar year (a date that does not
 depend on where the data ends). The fit for year ``Y`` sees only ideas whose outcome had
 settled before 1 January ``Y`` (an idea whose window reaches past the refit date is purged),
-the random walk's drift slope on the volatility regime (:func:`ai.shrinkage.drift_slope`) and
+the random walk's drift slope on the volatility regime (:func:`ai.shrinkage.drift_slope`), its
+short-term reversal after a fall (:func:`refit_reversal`) and
 the weight of the past hit rate against that walk (:func:`ai.shrinkage.past_weight`) are
 fitted on every session's default idea settled before it, and the blend weight of
 :mod:`ai.shrinkage` is chosen on predictions that earlier fits made out of sample. A row's probability therefore depends only on data before its refit date and
