@@ -14,6 +14,7 @@ later bars (tests cut the data and compare).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,6 +37,12 @@ CLIMATOLOGY_MEMORY = 120.0
 DRIFT_PRIOR_ANNUAL = 0.08
 DRIFT_PRIOR_SESSIONS = 2000.0
 SESSIONS_PER_YEAR = 252.0
+
+#: Sessions of the past return behind the walk's short-term reversal term (:class:`Reversal`).
+REVERSAL_WINDOW = 5
+#: Horizons (sessions) on which the reversal's cumulative effect is fitted; between them it
+#: is interpolated (0 at 0 sessions), beyond the last it stays at the last.
+REVERSAL_HORIZONS: tuple[int, ...] = (1, 2, 3, 5, 10, 20)
 
 #: Names of the columns of :func:`transferable_features`, in order.
 TRANSFERABLE_NAMES: tuple[str, ...] = (
@@ -201,6 +208,73 @@ def forward_move(close: np.ndarray, vol: np.ndarray, horizon: int) -> np.ndarray
     return np.where(np.isfinite(out), out, np.nan)
 
 
+def past_fall(close: np.ndarray, vol: np.ndarray, window: int = REVERSAL_WINDOW) -> np.ndarray:
+    """At each session ``i``: the fall over the last ``window`` sessions (the log return from
+    close ``i - window`` to close ``i`` in units of ``vol[i]``, 0 where it rose); NaN before
+    ``window`` sessions. Only falls: after a rise the next sessions show no reversal here
+    (moves after the largest rises are above average, not below), so a linear term on the
+    whole return mispriced both sides."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = _rolling_log_return(np.asarray(close, float), window) / np.asarray(vol, float)
+    return np.where(np.isfinite(out), np.minimum(out, 0.0), np.nan)
+
+
+def moves_ahead(
+    open_: np.ndarray, close: np.ndarray, vol: np.ndarray, horizons: tuple[int, ...] = REVERSAL_HORIZONS,
+) -> np.ndarray:
+    """At each session ``i`` and horizon ``h`` (a column each): the log return from the next
+    session's open (an idea's entry) to close ``i + h``, in units of ``vol[i]``; NaN where the
+    data ends first. Known at session ``i + h``: only for fitting on the past."""
+    open_, close, vol = (np.asarray(a, float) for a in (open_, close, vol))
+    n = len(close)
+    out = np.full((n, len(horizons)), np.nan)
+    for j, h in enumerate(horizons):
+        if n > h:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[: n - h, j] = np.log(close[h:] / open_[1 : n - h + 1]) / vol[: n - h]
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+@dataclass(frozen=True)
+class Reversal:
+    """The short-term reversal of the walk's drift: after a fall over the last
+    :data:`REVERSAL_WINDOW` sessions prices bounce, mostly within a few sessions. For each of
+    :data:`REVERSAL_HORIZONS` the expected move from the entry to ``h`` sessions later, in
+    volatility units, is ``slope_h * (past fall - center_h)`` (:func:`past_fall`), fitted on
+    the past at each refit and kept only where significant (:func:`ai.shrinkage.drift_slope`;
+    0 otherwise). Empty slopes: no reversal (files from before it)."""
+
+    slopes: tuple[float, ...] = ()
+    centers: tuple[float, ...] = ()
+
+    def cumulative(self, fall: np.ndarray, horizon: np.ndarray | float) -> np.ndarray:
+        """The expected move over ``horizon`` sessions in volatility units after a past fall
+        of ``fall`` (NaN: none), interpolated between the fitted horizons."""
+        fall = np.asarray(fall, float)
+        horizon = np.broadcast_to(np.asarray(horizon, float), fall.shape)
+        if not any(self.slopes):
+            return np.zeros(fall.shape)
+        x = np.where(np.isfinite(fall), fall, np.nan).reshape(-1, 1)
+        effect = np.asarray(self.slopes) * (x - np.asarray(self.centers))
+        effect = np.hstack([np.zeros((len(effect), 1)), np.where(np.isfinite(effect), effect, 0.0)])
+        grid = np.array((0, *REVERSAL_HORIZONS), dtype=float)
+        t = np.clip(horizon.reshape(-1), 0.0, grid[-1])
+        j = np.clip(np.searchsorted(grid, t, side="left"), 1, len(grid) - 1)
+        w = (t - grid[j - 1]) / (grid[j] - grid[j - 1])
+        r = np.arange(len(t))
+        return (effect[r, j - 1] * (1.0 - w) + effect[r, j] * w).reshape(fall.shape)
+
+
+def reversal_drift(
+    drift: np.ndarray, vol: np.ndarray, fall: np.ndarray, horizon: np.ndarray | float, reversal: Reversal,
+) -> np.ndarray:
+    """The walk's drift over an idea's own ``horizon`` with the reversal's expected move spread
+    evenly over it: ``drift + vol * cumulative / horizon``."""
+    horizon = np.asarray(horizon, float)
+    cum = reversal.cumulative(fall, horizon)
+    return np.asarray(drift, float) + np.asarray(vol, float) * cum / np.maximum(horizon, 1.0)
+
+
 def _rolling_log_return(close: np.ndarray, k: int) -> np.ndarray:
     out = np.full(len(close), np.nan)
     if len(close) > k:
@@ -266,7 +340,7 @@ def row_baseline(
     random_walk_row: np.ndarray, past_default: np.ndarray, random_walk_default: np.ndarray,
     past_weight: float = 1.0,
 ) -> np.ndarray:
-    """The baseline of an idea with its own bracket: its random-walk probability moved by
+    """The baseline of an idea with its own bracket: its random-walk probability fall by
     the symbol's excess log-odds over the random walk for the default bracket (the shrunk
     past hit rate, first pulled towards the walk: ``walk + past_weight * (past - walk)``,
     the empirical-Bayes weight of :func:`ai.shrinkage.past_weight`). For an idea with the
@@ -293,14 +367,19 @@ def refit_rows(
     X: np.ndarray, stop: np.ndarray, target: np.ndarray, horizon: np.ndarray, vol: np.ndarray,
     drift: np.ndarray, ratio: np.ndarray, past_default: np.ndarray,
     default: tuple[float, float, int], fitted: tuple[float, float, float],
+    fall: np.ndarray | None = None, reversal: Reversal | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Baseline and features of ideas under one refit's ``fitted = (drift slope, its center,
-    past weight)``: the walk of the row's own bracket and of the ``default`` (stop, target,
-    horizon) with the regime's drift (:func:`regime_drift`), the past hit rate pulled towards
-    the latter (:func:`row_baseline`). ``evaluate``'s walk and the shipped model's inference
-    both go through here."""
+    past weight)`` and ``reversal``: the walk of the row's own bracket and of the ``default``
+    (stop, target, horizon) with the regime's drift (:func:`regime_drift`) and the short-term
+    reversal over each one's horizon after the past ``fall`` (:func:`reversal_drift`),
+    the past hit rate pulled towards the latter (:func:`row_baseline`). ``evaluate``'s walk
+    and the shipped model's inference both go through here."""
     slope, center, weight = fitted
     mu = regime_drift(drift, vol, ratio, slope, center)
-    walk_row = random_walk_probability(stop, target, horizon, vol, mu)
-    walk_default = random_walk_probability(default[0], default[1], default[2], vol, mu)
+    fall = np.full(np.shape(mu), np.nan) if fall is None else fall
+    reversal = reversal or Reversal()
+    walk_row = random_walk_probability(stop, target, horizon, vol, reversal_drift(mu, vol, fall, horizon, reversal))
+    walk_default = random_walk_probability(
+        default[0], default[1], default[2], vol, reversal_drift(mu, vol, fall, default[2], reversal))
     return with_past_weight(X, walk_row, past_default, walk_default, weight)

@@ -6,7 +6,8 @@ the blend weight it earned out of sample) and the out-of-sample record of the wh
 For an intent it builds the same row ``evaluate`` builds for an idea decided on the last
 daily bar: the random-walk probability of the intent's stop, target and horizon at the
 symbol's volatility (its drift following the volatility regime by the last refit's
-``drift_slope``), the symbol's past hit rate (of ideas settled by that bar), the
+``drift_slope``, and after a fall over the last sessions by the last refit's short-term
+``reversal``), the symbol's past hit rate (of ideas settled by that bar), the
 transferable features, the past hit rate pulled towards the walk by the empirical-Bayes
 ``past_weight`` of the last refit (:func:`ai.bracket_features.refit_rows`, as in the walk); then ``baseline + weight * (model - baseline)``. With weight 0 (no skill shown) the
 probability is the symbol's pulled past hit rate moved to the intent's bracket and horizon
@@ -36,6 +37,7 @@ class BracketModel:
     past_weight: float = 1.0  # the empirical-Bayes weight of the past hit rate (ai.shrinkage.past_weight)
     drift_slope: float = 0.0  # the walk's drift on the volatility regime (ai.shrinkage.drift_slope)
     drift_center: float = 0.0
+    reversal: bf.Reversal = field(default_factory=bf.Reversal)  # the walk's short-term reversal (off: none)
 
     def probability(
         self, ts: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
@@ -59,7 +61,7 @@ class BracketModel:
         base, X = bf.refit_rows(
             ideas.X, ideas.stop, ideas.target, ideas.outcomes.horizon, ideas.vol, ideas.drift, ideas.ratio,
             ideas.past_default, (self.default.stop, self.default.target, self.default.horizon),
-            (self.drift_slope, self.drift_center, self.past_weight),
+            (self.drift_slope, self.drift_center, self.past_weight), ideas.past_fall, self.reversal,
         )
         baseline = float(base[0])
         model = float(self.logistic.predict(X)[0]) if self.logistic is not None else baseline
@@ -79,6 +81,10 @@ class BracketModel:
             "past_weight": self.past_weight,
             "drift_slope": self.drift_slope,
             "drift_center": self.drift_center,
+            "reversal_window": bf.REVERSAL_WINDOW,
+            "reversal_horizons": list(bf.REVERSAL_HORIZONS),
+            "reversal_slopes": list(self.reversal.slopes),
+            "reversal_centers": list(self.reversal.centers),
             "drift_prior_annual": bf.DRIFT_PRIOR_ANNUAL,
             "drift_prior_sessions": bf.DRIFT_PRIOR_SESSIONS,
             "weight": self.weight,
@@ -100,12 +106,32 @@ class BracketModel:
         slope, center = float(raw.get("drift_slope", 0.0)), float(raw.get("drift_center", 0.0))
         if not (np.isfinite(slope) and np.isfinite(center)):
             raise ValueError("bracket_model.drift_slope and drift_center must be finite")
+        reversal = _reversal_from_json(raw)
         logistic = None if raw.get("logistic") is None else Logistic.from_json(raw["logistic"])
         return BracketModel(
             logistic=logistic, weight=weight,
             default=DefaultBracket(float(d["stop"]), float(d["target"]), int(d["horizon_sessions"])),
             metrics=dict(raw.get("metrics", {})), past_weight=past_weight, drift_slope=slope, drift_center=center,
+            reversal=reversal,
         )
+
+
+def _reversal_from_json(raw: dict[str, Any]) -> bf.Reversal:
+    """The stored short-term reversal; off in a file from before it. A file fitted on other
+    horizons or another window than this code's is refused rather than misread."""
+    slopes = [float(x) for x in raw.get("reversal_slopes", [])]
+    centers = [float(x) for x in raw.get("reversal_centers", [])]
+    if not slopes and not centers:
+        return bf.Reversal()
+    horizons = [int(x) for x in raw.get("reversal_horizons", [])]
+    window = int(raw.get("reversal_window", 0))
+    if horizons != list(bf.REVERSAL_HORIZONS) or window != bf.REVERSAL_WINDOW:
+        raise ValueError(f"bracket_model.reversal fitted on horizons {horizons} and window {window}, "
+                         f"this code uses {list(bf.REVERSAL_HORIZONS)} and {bf.REVERSAL_WINDOW}")
+    if len(slopes) != len(horizons) or len(centers) != len(horizons) \
+            or not all(np.isfinite(slopes + centers)):
+        raise ValueError("bracket_model.reversal_slopes and reversal_centers must be finite, one per horizon")
+    return bf.Reversal(tuple(slopes), tuple(centers))
 
 
 #: Daily bars read for an intent's probability (the 250-session volatility and the past hit

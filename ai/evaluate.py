@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ai import calibration as cal
+from ai.bracket_features import REVERSAL_HORIZONS, REVERSAL_WINDOW
 from ai.correlated_floor import correlated_floor
 from ai.daily_data import TrainingDataError, daily_files, read_daily_csv
 from ai.ideas import DefaultBracket, Ideas, SymbolContext, build_ideas, market_close_for, symbol_context
@@ -61,6 +62,7 @@ class Evaluation:
     last_weight: float = 0.0
     last_past_weight: float = 1.0  # the last refit's weight of the past hit rate against the walk
     last_drift_slope: tuple[float, float] = (0.0, 0.0)  # and its drift's regime slope and center
+    last_reversal: Any = None  # and its short-term reversal (ai.bracket_features.Reversal)
 
 
 def _iso(day: int) -> str:
@@ -125,6 +127,7 @@ def evaluate(
         drift=cat([i.drift for _, i in per_symbol]),
         ratio=cat([i.ratio for _, i in per_symbol]),
         past_default=cat([i.past_default for _, i in per_symbol]),
+        past_fall=cat([i.past_fall for _, i in per_symbol]),
         default=(default.stop, default.target, default.horizon),
         record=PastRecord(**{f.name: cat([getattr(r, f.name) for r in records]) for f in dataclasses.fields(PastRecord)}),
     )
@@ -137,7 +140,7 @@ def evaluate(
         symbol=symbol, ideas=per_symbol, probability=result.probability, label=scored_label,
         climatology=cat([i.climatology for _, i in per_symbol]), groups=groups, fits=result.fits,
         last_model=result.last_model, last_weight=result.last_weight, last_past_weight=result.last_past_weight,
-        last_drift_slope=result.last_drift_slope,
+        last_drift_slope=result.last_drift_slope, last_reversal=result.last_reversal,
     )
 
 
@@ -152,8 +155,12 @@ def _default_record(ctx: SymbolContext, code: int) -> PastRecord:
     move = ctx.move[rows]
     move_day = np.where(np.isfinite(move), ctx.day[np.minimum(ends, len(ctx.day) - 1)], never)
     block = code * 1_000_000 + block_ids(ctx.day[rows], o.horizon)
+    ahead = ctx.ahead[rows]
+    last = len(ctx.day) - 1
+    ends_h = np.minimum(rows[:, None] + np.array(REVERSAL_HORIZONS), last)  # the bar each move ends on
+    ahead_day = np.where(np.isfinite(ahead), ctx.day[ends_h], never)
     return PastRecord(settled_day, o.known, ctx.past_default[rows], ctx.vol[rows], ctx.drift[rows],
-                      ctx.ratio[rows], move, move_day, block)
+                      ctx.ratio[rows], move, move_day, block, ctx.past_fall[rows], ahead, ahead_day)
 
 
 def write_csv(path: Path, ev: Evaluation, keep: np.ndarray) -> int:
@@ -219,6 +226,10 @@ def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
     slopes = [f"{f['year']}:{f['drift_slope']:+.3f}" for f in ev.fits]
     lines.append("slope of the walk's drift (volatility units) on log(vol20/vol250) per refit year: "
                  + " ".join(slopes))
+    rev = [f"{f['year']}:" + "/".join(f"{x:+.3f}" for x in f.get("reversal_slopes", [])) for f in ev.fits]
+    lines.append(f"short-term reversal: slope of the move {'/'.join(map(str, REVERSAL_HORIZONS))} sessions "
+                 f"after the entry on the past {REVERSAL_WINDOW} sessions' (volatility units) per refit year: "
+                 + " ".join(rev))
     return "\n".join(lines), numbers
 
 

@@ -45,6 +45,8 @@ class SymbolContext:
     session_X: np.ndarray  # bf.session_features
     default_outcomes: Outcomes
     move: np.ndarray  # bf.forward_move over the default horizon (known only later: for fitting)
+    past_fall: np.ndarray  # bf.past_fall: the last 5 sessions' fall in volatility units (the reversal's input)
+    ahead: np.ndarray  # bf.moves_ahead over bf.REVERSAL_HORIZONS (known only later: for fitting)
 
     @property
     def ratio(self) -> np.ndarray:
@@ -67,7 +69,8 @@ def symbol_context(
     return SymbolContext(
         day=np.asarray(day, dtype=np.int64), vol=vol, drift=drift, random_walk_default=rw, past_default=past,
         session_X=bf.session_features(close, vol, market_close), default_outcomes=outcomes,
-        move=bf.forward_move(close, vol, default.horizon),
+        move=bf.forward_move(close, vol, default.horizon), past_fall=bf.past_fall(close, vol),
+        ahead=bf.moves_ahead(open_, close, vol),
     )
 
 
@@ -90,6 +93,7 @@ class Ideas:
     vol: np.ndarray  # the symbol's daily volatility, drift and volatility ratio at the decision
     drift: np.ndarray
     ratio: np.ndarray
+    past_fall: np.ndarray  # the last 5 sessions' fall in volatility units at the decision (the reversal's input)
 
 
 def build_ideas(
@@ -114,7 +118,7 @@ def build_ideas(
                  rw, ctx.past_default[rows], ctx.random_walk_default[rows],
                  np.broadcast_to(np.asarray(stop, float), rows.shape).copy(),
                  np.broadcast_to(np.asarray(target, float), rows.shape).copy(),
-                 ctx.vol[rows], ctx.drift[rows], ctx.ratio[rows])
+                 ctx.vol[rows], ctx.drift[rows], ctx.ratio[rows], ctx.past_fall[rows])
 
 
 def market_close_for(bars: BarSeries, bench: BarSeries | None) -> np.ndarray | None:

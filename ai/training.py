@@ -121,12 +121,13 @@ def fit_bracket_model(series: dict[str, Any], bench: Any, default: DefaultBracke
         metrics = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in s.items()}
         metrics["population"] = "sessions, walk-forward out of sample, the training symbols"
     metrics["refits"] = [{"year": f["year"], "weight": f["weight"], "past_weight": f["past_weight"],
-                          "drift_slope": f["drift_slope"], "n_train": f["n_train"]} for f in ev.fits]
+                          "drift_slope": f["drift_slope"], "reversal_slopes": f["reversal_slopes"],
+                          "n_train": f["n_train"]} for f in ev.fits]
     last = ev.last_model
     weight = ev.last_weight if last is not None else 0.0
     return BracketModel(logistic=last, weight=weight, default=default, metrics=metrics,
                         past_weight=ev.last_past_weight, drift_slope=ev.last_drift_slope[0],
-                        drift_center=ev.last_drift_slope[1])
+                        drift_center=ev.last_drift_slope[1], reversal=ev.last_reversal)
 
 
 # -- training ----------------------------------------------------------------------------------

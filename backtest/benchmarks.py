@@ -261,8 +261,10 @@ def capital_deployed(fills: Sequence[Mapping[str, Any]], prices: Prices,
         if not mine:
             continue
         at = np.array([_moment(f["at"]).timestamp() for f in mine])
-        signed = np.array([float(Decimal(str(f.get("applied_qty") or f["qty"]))) * (1 if f["side"] == "buy" else -1)
-                           for f in mine])
+        # A repeated fill event is journaled with applied_qty 0: it adds nothing (only a
+        # missing applied_qty, an older row, falls back to the reported qty).
+        signed = np.array([float(Decimal(str(f["qty"] if f.get("applied_qty") is None else f["applied_qty"])))
+                           * (1 if f["side"] == "buy" else -1) for f in mine])
         order = np.argsort(at, kind="stable")
         held = np.concatenate(([0.0], np.cumsum(signed[order])))[np.searchsorted(at[order], ends, side="right")]
         price = np.array([prices.close[row, column[d]] for d in days])

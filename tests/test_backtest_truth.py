@@ -257,7 +257,9 @@ def test_buy_and_hold_and_capital_deployed_on_a_known_path() -> None:
     assert benchmarks.buy_and_hold(prices, ["XYZ"])["total_return"] == pytest.approx(0.21)  # type: ignore[index]
     closes = [(datetime.combine(d, datetime.min.time().replace(hour=16), EXCHANGE_TZ), Decimal(1000))
               for d in prices.sessions]
-    fills = [{"symbol": "XYZ", "side": "buy", "qty": "2", "at": closes[1][0] - timedelta(hours=6)}]
+    fills = [{"symbol": "XYZ", "side": "buy", "qty": "2", "at": closes[1][0] - timedelta(hours=6)},
+             # the same fill reported twice: journaled with nothing applied, it holds nothing more
+             {"symbol": "XYZ", "side": "buy", "qty": "2", "applied_qty": Decimal(0), "at": closes[1][0] - timedelta(hours=6)}]
     deployed = benchmarks.capital_deployed(fills, prices, closes)
     assert deployed is not None
     # nothing on the first close, 2 x 110 then 2 x 121 of 1,000

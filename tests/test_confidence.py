@@ -19,6 +19,8 @@ from market.bracket_labels import label_one
 from market.market_data import load_csv_bars
 from tests.conftest import ROOT, SHARED_DATA
 
+REVERSAL_5 = bf.REVERSAL_HORIZONS.index(5)
+
 DAILY = SHARED_DATA / "daily"
 FILES = {"AAPL": "AAPL-1d-2013-01-02-2023-12-29.csv", "MSFT": "MSFT-1d-2013-01-02-2023-12-29.csv"}
 needs_data = pytest.mark.skipif(not DAILY.is_dir(), reason="shared/data/daily is not present")
@@ -152,6 +154,45 @@ def test_the_walk_drifts_faster_in_calm_regimes_only_when_the_past_shows_it() ->
     assert calm > usual
 
 
+def test_the_walk_bounces_after_a_fall_only_when_the_past_shows_it() -> None:
+    """The short-term reversal: the slope of the moves after the entry on the last five
+    sessions' fall is kept only beyond two clustered standard errors (else 0); kept, it lifts
+    a post-fall 5-session idea's probability and moves a calm idea's only a little; a model
+    file from before it loads with it off."""
+    from ai.bracket_model import BracketModel
+    from ai.ideas import DefaultBracket
+
+    rng = np.random.default_rng(5)  # a 2-SE test keeps a null slope in 5% of draws (seeds 6, 7)
+    n = 20_000
+    block = np.arange(n) // 20
+    fall = np.minimum(rng.normal(0.3, 2.2, n), 0.0)
+    shared = np.repeat(rng.normal(0, 0.5, n // 20), 20) + rng.normal(0, 1.0, n)
+    fits = [drift_slope(-s * fall + shared, fall, block) for s in (0.0, 0.02, 0.04, 0.06, 0.06, 0.0)]
+    assert fits[0][0] == 0.0 and fits[-1][0] == 0.0  # no relation: not kept
+    assert fits[3][0] == pytest.approx(-0.06, abs=0.02)
+    assert drift_slope(-0.06 * fall[:100] + shared[:100], fall[:100], block[:100]) == (0.0, 0.0)  # too few
+    reversal = bf.Reversal(tuple(f[0] for f in fits), tuple(f[1] for f in fits))
+    assert bf.past_fall(np.array([100.0, 99, 98, 97, 96, 95, 97, 99, 101, 103, 105]), np.full(11, 0.01))[5] < -5
+    assert bf.past_fall(np.array([100.0, 99, 98, 97, 96, 95, 97, 99, 101, 103, 105]), np.full(11, 0.01))[10] == 0.0
+    vol, drift, ratio = np.full(2, 0.015), np.full(2, 0.0003), np.zeros(2)
+    after = np.array([-4.5, 0.0])  # a sharp fall, then no fall
+    X = np.zeros((2, len(bf.TRANSFERABLE_NAMES)))
+    args = (X, np.full(2, 0.03), np.full(2, 0.06), np.full(2, 5.0), vol, drift, ratio, np.full(2, 0.3),
+            (0.03, 0.06, 20), (0.0, 0.0, 0.0))
+    without, _ = bf.refit_rows(*args)
+    off, _ = bf.refit_rows(*args, after, bf.Reversal())
+    kept, _ = bf.refit_rows(*args, after, reversal)
+    assert np.allclose(off, without)
+    assert kept[0] > without[0] + 0.01  # the post-fall idea is lifted
+    assert abs(kept[1] - without[1]) < abs(kept[0] - without[0]) / 3
+    raw = BracketModel(logistic=None, weight=0.0, default=DefaultBracket(), reversal=reversal).to_json()
+    assert BracketModel.from_json(raw).reversal == reversal
+    older = {k: v for k, v in raw.items() if not k.startswith("reversal")}
+    assert BracketModel.from_json(older).reversal == bf.Reversal()
+    with pytest.raises(ValueError):
+        BracketModel.from_json({**raw, "reversal_horizons": [1, 5]})
+
+
 def test_random_walk_probability_depends_on_the_bracket_and_the_horizon() -> None:
     p = bf.random_walk_probability(np.array([0.015, 0.03, 0.045, 0.03]), np.array([0.03, 0.06, 0.09, 0.06]),
                                    np.array([20, 20, 20, 5]), 0.02)
@@ -229,3 +270,41 @@ def test_the_shipped_inference_gives_the_walk_s_probability_of_its_last_year(tmp
                                        bars.close[:k + 1], None, default.stop, default.target, default.horizon)
         assert parts["past_weight"] == shipped.past_weight
         assert p == pytest.approx(float(ev.probability[offset + k]), abs=1e-9)
+
+
+@needs_data
+def test_the_shipped_inference_gives_a_5_session_idea_the_walk_s_probability(tmp_path: Path) -> None:
+    """The same code path for ideas with their own (5-session) horizon, where the short-term
+    reversal moves the walk: a model file made from the walk's last refit gives such an idea
+    the walk's probability; and the shipped file's reversal lifts an idea after a sharp fall."""
+    import dataclasses
+
+    from ai.bracket_model import BracketModel
+    from ai.evaluate import evaluate, load_series
+    from ai.ideas import DefaultBracket
+
+    series, bench = load_series(_data_dir(tmp_path / "data"), ["AAPL", "MSFT"])
+    default = DefaultBracket()
+    ev = evaluate(series, bench, default, lambda symbol, bars, market: (np.arange(len(bars) - 1), 0.03, 0.06, 5))
+    assert any(ev.last_reversal.slopes)  # a bounce is kept on these symbols' past
+    made = BracketModel.from_json(json.loads(json.dumps(BracketModel(
+        logistic=ev.last_model, weight=ev.last_weight, default=default, past_weight=ev.last_past_weight,
+        drift_slope=ev.last_drift_slope[0], drift_center=ev.last_drift_slope[1], reversal=ev.last_reversal,
+    ).to_json())))
+    bars = series["MSFT"]
+    offset = len(ev.ideas[0][1].day)  # AAPL's rows come first
+    fall = bf.past_fall(bars.close, bf.daily_volatility(bars.close))
+    recent = np.arange(len(bars)) > len(bars) - 200
+    sharpest = int(np.nanargmin(np.where(recent, fall, np.nan)))
+
+    def at(model: BracketModel, k: int) -> float:
+        return model.probability(bars.ts[:k + 1], bars.open[:k + 1], bars.high[:k + 1], bars.low[:k + 1],
+                                 bars.close[:k + 1], None, 0.03, 0.06, 5)[0]
+
+    for k in (sharpest, len(bars) - 2):
+        assert at(made, k) == pytest.approx(float(ev.probability[offset + k]), abs=1e-9)
+    raw = json.loads((ROOT / "models" / "confidence_model.json").read_text())["bracket_model"]
+    shipped = BracketModel.from_json(raw)
+    assert shipped.reversal.slopes[REVERSAL_5] < 0.0  # the shipped file keeps a 5-session bounce
+    assert fall[sharpest] < -3.0
+    assert at(shipped, sharpest) > at(dataclasses.replace(shipped, reversal=bf.Reversal()), sharpest) + 0.01
