@@ -340,7 +340,7 @@ def row_baseline(
     random_walk_row: np.ndarray, past_default: np.ndarray, random_walk_default: np.ndarray,
     past_weight: float = 1.0,
 ) -> np.ndarray:
-    """The baseline of an idea with its own bracket: its random-walk probability fall by
+    """The baseline of an idea with its own bracket: its random-walk probability moved by
     the symbol's excess log-odds over the random walk for the default bracket (the shrunk
     past hit rate, first pulled towards the walk: ``walk + past_weight * (past - walk)``,
     the empirical-Bayes weight of :func:`ai.shrinkage.past_weight`). For an idea with the

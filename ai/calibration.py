@@ -12,7 +12,7 @@ by drawing labels from the forecasts themselves in blocks as long as an outcome 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,6 @@ def ece_equal_count(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float
     if len(p) == 0:
         return float("nan")
     which = _equal_count_bins(p, bins)
-    counts = np.bincount(which, minlength=bins)
     ps = np.bincount(which, weights=p, minlength=bins)
     ys = np.bincount(which, weights=y, minlength=bins)
     return float(np.abs(ps - ys).sum() / len(p))
@@ -99,16 +98,19 @@ def ece_noise_floor(
     p = np.asarray(p, float)
     if len(p) == 0:
         return {"mean": float("nan"), "p95": float("nan")}
-    which = _equal_count_bins(p, bins)
-    ps = np.bincount(which, weights=p, minlength=bins)
     _, inverse = np.unique(groups, return_inverse=True)
     rng = np.random.default_rng(seed)
-    values = np.empty(draws)
-    for k in range(draws):
-        u = rng.random(int(inverse.max()) + 1)[inverse]
-        y = (u < p).astype(float)
-        ys = np.bincount(which, weights=y, minlength=bins)
-        values[k] = np.abs(ps - ys).sum() / len(p)
+    return ece_of_draws(p, lambda: (rng.random(int(inverse.max()) + 1)[inverse] < p).astype(float), draws, bins)
+
+
+def ece_of_draws(p: np.ndarray, draw: Callable[[], np.ndarray], draws: int = FLOOR_DRAWS,
+                 bins: int = ECE_BINS) -> dict[str, float]:
+    """Mean and 95th percentile of the ECE of ``draws`` label sets ``draw()`` makes for the
+    forecasts ``p`` (non-empty): the noise floor under the dependence ``draw`` models."""
+    which = _equal_count_bins(p, bins)
+    ps = np.bincount(which, weights=p, minlength=bins)
+    values = np.array([np.abs(ps - np.bincount(which, weights=draw(), minlength=bins)).sum() / len(p)
+                       for _ in range(draws)])
     return {"mean": float(values.mean()), "p95": float(np.percentile(values, 95))}
 
 

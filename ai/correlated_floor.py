@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from ai.calibration import ECE_BINS, FLOOR_DRAWS, _equal_count_bins
+from ai.calibration import FLOOR_DRAWS, ece_of_draws
 
 #: Latent correlations tried when matching the observed one.
 RHO_GRID = np.round(np.linspace(0.0, 0.9, 10), 2)
@@ -111,10 +111,5 @@ def correlated_floor(
     # (clamped to it: a pool more dependent than rho = 0.9 is floored at 0.9).
     order = np.maximum.accumulate(simulated)
     rho = float(np.interp(observed, order, RHO_GRID)) if observed > order[0] else 0.0
-    which = _equal_count_bins(p, ECE_BINS)
-    ps = np.bincount(which, weights=p, minlength=ECE_BINS)
-    values = np.empty(draws)
-    for k in range(draws):
-        ys = np.bincount(which, weights=_draw(p, factor_of, cell_of, rho, rng), minlength=ECE_BINS)
-        values[k] = np.abs(ps - ys).sum() / len(p)
-    return CorrelatedFloor(observed, rho, float(values.mean()), float(np.percentile(values, 95)))
+    floor = ece_of_draws(p, lambda: _draw(p, factor_of, cell_of, rho, rng), draws)
+    return CorrelatedFloor(observed, rho, floor["mean"], floor["p95"])

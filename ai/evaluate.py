@@ -212,7 +212,10 @@ def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
 
     if settled.any():
         numbers["pooled"] = block("pooled", settled)
-        numbers["pooled"]["correlated_floor"] = _correlated_floor_line(ev, settled, lines)
+        extra, line = _correlated_floor(ev, settled)
+        numbers["pooled"]["correlated_floor"] = extra
+        if line:
+            lines.insert(len(lines) - 1, line)  # under the pooled line, above its table
         for symbol in sorted(set(ev.symbol[settled].tolist())):
             numbers["per_symbol"][symbol] = block(symbol, settled & (ev.symbol == symbol))
     else:
@@ -233,23 +236,22 @@ def report(ev: Evaluation, keep: np.ndarray) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), numbers
 
 
-def _correlated_floor_line(ev: Evaluation, settled: np.ndarray, lines: list[str]) -> dict[str, float] | None:
+def _correlated_floor(ev: Evaluation, settled: np.ndarray) -> tuple[dict[str, float] | None, str | None]:
     """The pooled floor with the outcomes' measured cross-symbol dependence
-    (:mod:`ai.correlated_floor`), printed beside the issue's independent floor, not instead."""
-    day = np.concatenate([i.day for _, i in ev.ideas])
-    horizon = np.concatenate([i.outcomes.horizon for _, i in ev.ideas])
-    span = np.full(len(day), int(horizon[settled].max()))  # one calendar grid for every row
+    (:mod:`ai.correlated_floor`) and its printed line, beside the issue's independent floor,
+    not instead. One calendar grid for every row: blocks as long as the longest horizon."""
+    day = np.concatenate([i.day for _, i in ev.ideas])[settled]
+    horizon = np.concatenate([i.outcomes.horizon for _, i in ev.ideas])[settled]
     found = correlated_floor(ev.probability[settled], ev.label[settled], ev.symbol[settled],
-                             block_ids(day[settled], span[settled]))
+                             block_ids(day, np.full(len(day), horizon.max())))
     if found is None:
-        return None
-    lines.insert(len(lines) - 1, (
-        f"pooled ECE floor with the outcomes' cross-symbol dependence (block hit rates correlate "
-        f"{found.observed_correlation:+.2f} across symbols; copula rho {found.latent_correlation:.2f}): "
-        f"mean {found.mean:.4f}, 95th pct {found.p95:.4f} (informative: the floor above, one draw per "
-        f"symbol and block, is the bar)"))
-    return {"observed_correlation": found.observed_correlation, "latent_correlation": found.latent_correlation,
-            "mean": found.mean, "p95": found.p95}
+        return None, None
+    line = (f"pooled ECE floor with the outcomes' cross-symbol dependence (block hit rates correlate "
+            f"{found.observed_correlation:+.2f} across symbols; copula rho {found.latent_correlation:.2f}): "
+            f"mean {found.mean:.4f}, 95th pct {found.p95:.4f} (informative: the floor above, one draw per "
+            f"symbol and block, is the bar)")
+    return ({"observed_correlation": found.observed_correlation, "latent_correlation": found.latent_correlation,
+             "mean": found.mean, "p95": found.p95}, line)
 
 
 def run(

@@ -137,9 +137,12 @@ SLOPE_SIGMAS = 2.0
 
 
 def drift_slope(move: np.ndarray, ratio: np.ndarray, block: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope of the next horizon's mean return per session, in volatility units
-    (:func:`ai.bracket_features.forward_move`), on the log volatility ratio, pooled over
-    every symbol's past sessions; and the ratio's mean it is centred on.
+    """Least-squares slope of a move ahead, in volatility units, on a predictor known at the
+    decision, pooled over every symbol's past sessions; and the predictor's mean it is centred
+    on. Two fits use it: the regime drift (``move`` the next horizon's mean return per session,
+    :func:`ai.bracket_features.forward_move`, on ``ratio`` the log volatility ratio) and the
+    short-term reversal (the move from the entry per horizon on the past fall,
+    :func:`ai.walkforward.refit_reversal`).
 
     The moves of neighbouring sessions overlap, so the slope's standard error is clustered on
     ``block`` (one id per symbol and outcome window); the slope is kept only when it is at

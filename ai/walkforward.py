@@ -104,7 +104,7 @@ def block_ids(days: np.ndarray, horizon: np.ndarray) -> np.ndarray:
 def refit_reversal(record: PastRecord, cutoff: int) -> Reversal:
     """The short-term reversal fitted on the record as it stood before ``cutoff``: per
     horizon of :data:`REVERSAL_HORIZONS`, the slope of the move from the entry on the past
-    move (both in volatility units), kept only where significant (:func:`drift_slope`)."""
+    fall (:func:`ai.bracket_features.past_fall`; both in volatility units), kept only where significant (:func:`drift_slope`)."""
     fits = []
     for j in range(len(REVERSAL_HORIZONS)):
         known = record.ahead_day[:, j] < cutoff
